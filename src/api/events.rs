@@ -1,0 +1,570 @@
+//! `/events`: the records moving through streams, and their delivery attempts.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+
+use super::extract::{optional_json, ApiJson, ApiQuery, IdPath};
+use super::jobs::{descending, new_events, open_stream, AcceptedEvents};
+use super::{AppState, Auth, Page, PageParams};
+use crate::domain::{EventStatus, Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{AbortScope, Attempt, Destination, Event, NewJob, Val};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, patch))
+        .routes(routes!(replicate_one))
+        .routes(routes!(replicate_many))
+        .routes(routes!(abort))
+        .routes(routes!(event_attempts))
+        .routes(routes!(destination_attempts))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: Uuid,
+    pub stream_id: Uuid,
+    pub job_id: Uuid,
+    /// NEW, TRANSFORMED, OK, ERROR, FAILED or ABORTED.
+    pub status: String,
+    /// success, warning or error.
+    pub level: &'static str,
+    pub data_type: String,
+    pub entity_id: Option<String>,
+    pub payload_in: Option<Value>,
+    pub payload_out: Option<Value>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    /// Delivery attempts still to come on the destination's schedule.
+    pub retries_remaining: Option<i64>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_attempt_at: Option<Timestamp>,
+    pub attempt_count: i64,
+    /// A worker holds the event right now.
+    pub is_running: bool,
+    pub original_event_id: Option<Uuid>,
+    pub ignored: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Event> for EventOut {
+    fn from(e: Event) -> Self {
+        EventOut {
+            level: EventStatus::parse(&e.status)
+                .map(EventStatus::level)
+                .unwrap_or("warning"),
+            id: e.id,
+            stream_id: e.stream_id,
+            job_id: e.job_id,
+            status: e.status,
+            data_type: e.data_type,
+            entity_id: e.entity_id,
+            payload_in: e.payload_in.map(|j| j.0),
+            payload_out: e.payload_out.map(|j| j.0),
+            error_code: e.error_code,
+            message: e.message,
+            retries_remaining: e.retries_remaining,
+            next_attempt_at: e.next_attempt_at,
+            last_attempt_at: e.last_attempt_at,
+            attempt_count: e.attempt_count,
+            is_running: e.claim_token.is_some(),
+            original_event_id: e.original_event_id,
+            ignored: e.ignored,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub job_id: Uuid,
+    pub destination_id: Uuid,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// SUCCESS, RETRY (another attempt follows) or FAILED.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub http_status: Option<i64>,
+    pub http_status_name: Option<String>,
+    /// The start of the response body.
+    pub response_excerpt: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+impl From<Attempt> for AttemptOut {
+    fn from(a: Attempt) -> Self {
+        AttemptOut {
+            id: a.id,
+            event_id: a.event_id,
+            job_id: a.job_id,
+            destination_id: a.destination_id,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            outcome: a.outcome,
+            error_code: a.error_code,
+            http_status: a.http_status,
+            http_status_name: a.http_status_name,
+            response_excerpt: a.response_excerpt,
+            duration_ms: a.duration_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilter {
+    pub stream_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub error_code: Option<String>,
+    pub entity_id: Option<String>,
+    /// Events whose message contains this text (any case).
+    pub message: Option<String>,
+    pub ignored: Option<bool>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub updated_after: Option<Timestamp>,
+    pub updated_before: Option<Timestamp>,
+    /// `desc` (newest first, default) or `asc`.
+    pub order: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptFilter {
+    /// SUCCESS, RETRY or FAILED.
+    pub outcome: Option<String>,
+    pub error_code: Option<String>,
+    pub http_status: Option<i64>,
+    pub started_after: Option<Timestamp>,
+    pub started_before: Option<Timestamp>,
+    /// `desc` (newest first, default) or `asc`.
+    pub order: Option<String>,
+}
+
+#[utoipa::path(get, path = "/events", tag = "events", params(PageParams, EventFilter),
+    responses((status = 200, body = Page<EventOut>), (status = 422, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<EventFilter>,
+) -> Result<Json<Page<EventOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let mut q = page.query(event_filters(&f)?)?;
+    q.desc = descending(f.order.as_deref())?;
+    let result = state.store.list::<Event>(auth.org_id, &q).await?;
+    Ok(Json(Page::from_store(result, EventOut::from)))
+}
+
+/// The store filters of an event filter.
+fn event_filters(f: &EventFilter) -> Result<Vec<(&'static str, Val)>, ApiError> {
+    let f = f.clone();
+    let mut filters = Vec::new();
+    if let Some(v) = f.stream_id {
+        filters.push(("stream_id", Val::from(v)));
+    }
+    if let Some(v) = f.job_id {
+        filters.push(("job_id", Val::from(v)));
+    }
+    if let Some(v) = f.status {
+        if EventStatus::parse(&v).is_none() {
+            return Err(ApiError::invalid(
+                "status",
+                "must be NEW, TRANSFORMED, OK, ERROR, FAILED or ABORTED",
+            ));
+        }
+        filters.push(("status", Val::from(v)));
+    }
+    if let Some(v) = f.error_code {
+        filters.push(("error_code", Val::from(v)));
+    }
+    if let Some(v) = f.entity_id {
+        filters.push(("entity_id", Val::from(v)));
+    }
+    if let Some(v) = f.message {
+        filters.push((
+            "LOWER(message) LIKE",
+            Val::from(format!("%{}%", v.to_lowercase())),
+        ));
+    }
+    if let Some(v) = f.ignored {
+        filters.push(("ignored", Val::from(v)));
+    }
+    for (col, v) in [
+        ("created_at >=", f.created_after),
+        ("created_at <", f.created_before),
+        ("updated_at >=", f.updated_after),
+        ("updated_at <", f.updated_before),
+    ] {
+        if let Some(v) = v {
+            filters.push((col, Val::from(v)));
+        }
+    }
+    Ok(filters)
+}
+
+#[utoipa::path(get, path = "/events/{id}", tag = "events",
+    responses((status = 200, body = EventOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<EventOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    Ok(Json(
+        state.store.get::<Event>(auth.org_id, id).await?.into(),
+    ))
+}
+
+async fn attempts(
+    state: &AppState,
+    auth: &Auth,
+    scope: (&'static str, Uuid),
+    page: PageParams,
+    f: AttemptFilter,
+) -> Result<Json<Page<AttemptOut>>, ApiError> {
+    let mut filters = vec![(scope.0, Val::from(scope.1))];
+    if let Some(v) = f.outcome {
+        filters.push(("outcome", Val::from(v)));
+    }
+    if let Some(v) = f.error_code {
+        filters.push(("error_code", Val::from(v)));
+    }
+    if let Some(v) = f.http_status {
+        filters.push(("http_status", Val::from(v)));
+    }
+    if let Some(v) = f.started_after {
+        filters.push(("started_at >=", Val::from(v)));
+    }
+    if let Some(v) = f.started_before {
+        filters.push(("started_at <", Val::from(v)));
+    }
+    let mut q = page.query(filters)?;
+    q.desc = descending(f.order.as_deref())?;
+    let result = state.store.list::<Attempt>(auth.org_id, &q).await?;
+    Ok(Json(Page::from_store(result, AttemptOut::from)))
+}
+
+#[utoipa::path(get, path = "/events/{id}/attempts", tag = "events", params(PageParams, AttemptFilter),
+    responses((status = 200, body = Page<AttemptOut>), (status = 404, body = Problem)))]
+async fn event_attempts(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<AttemptFilter>,
+) -> Result<Json<Page<AttemptOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let ev = state.store.get::<Event>(auth.org_id, id).await?;
+    attempts(&state, &auth, ("event_id", ev.id), page, f).await
+}
+
+#[utoipa::path(get, path = "/destinations/{id}/attempts", tag = "destinations", params(PageParams, AttemptFilter),
+    responses((status = 200, body = Page<AttemptOut>), (status = 404, body = Problem)))]
+async fn destination_attempts(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<AttemptFilter>,
+) -> Result<Json<Page<AttemptOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let d = state.store.get::<Destination>(auth.org_id, id).await?;
+    attempts(&state, &auth, ("destination_id", d.id), page, f).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventsIn {
+    pub stream_id: Uuid,
+    /// One event per payload.
+    pub payloads: Vec<Value>,
+}
+
+#[utoipa::path(post, path = "/events", tag = "events", request_body = CreateEventsIn,
+    responses((status = 202, body = AcceptedEvents), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<CreateEventsIn>,
+) -> Result<(StatusCode, Json<AcceptedEvents>), ApiError> {
+    auth.require(Permission::Replicate)?;
+    if input.payloads.is_empty() {
+        return Err(ApiError::invalid(
+            "payloads",
+            "must hold at least one payload",
+        ));
+    }
+    let (stream, path) =
+        open_stream(&state, &auth, input.stream_id)
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(_) => {
+                    ApiError::invalid("stream_id", "names no stream of your organisation")
+                }
+                other => other,
+            })?;
+    let (job, event_ids) = state
+        .store
+        .create_job_with_events(
+            NewJob {
+                org_id: auth.org_id,
+                stream_id: stream.id,
+                trigger: "upload",
+                settings: Value::Object(Default::default()),
+                payload: None,
+                original_job_id: None,
+                run_at: Timestamp::now(),
+            },
+            &stream.data_type,
+            new_events(input.payloads, path.as_deref(), None),
+        )
+        .await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedEvents {
+            job_id: job.id,
+            event_ids,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventPatch {
+    /// Hide the event from issue reports (its status is unchanged).
+    pub ignored: bool,
+}
+
+#[utoipa::path(patch, path = "/events/{id}", tag = "events", request_body = EventPatch,
+    responses((status = 200, body = EventOut), (status = 404, body = Problem)))]
+async fn patch(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(p): ApiJson<EventPatch>,
+) -> Result<Json<EventOut>, ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    state
+        .store
+        .set_event_ignored(auth.org_id, id, p.ignored)
+        .await?;
+    Ok(Json(
+        state.store.get::<Event>(auth.org_id, id).await?.into(),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateEventIn {
+    /// A payload to send instead of the original's.
+    pub payload: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedEvent {
+    pub event_id: Uuid,
+    pub job_id: Uuid,
+}
+
+/// Replicas of `originals` (with their payloads) as one new job per stream.
+async fn replicate_events(
+    state: &AppState,
+    auth: &Auth,
+    originals: Vec<(Event, Value)>,
+) -> Result<Vec<(Uuid, Vec<Uuid>)>, ApiError> {
+    let mut by_stream: BTreeMap<Uuid, Vec<(Event, Value)>> = BTreeMap::new();
+    for (e, p) in originals {
+        by_stream.entry(e.stream_id).or_default().push((e, p));
+    }
+    let mut out = Vec::new();
+    for (stream_id, group) in by_stream {
+        let (stream, path) = open_stream(state, auth, stream_id).await?;
+        let original_job_id = group.first().map(|(e, _)| e.job_id);
+        let ids = group.iter().map(|(e, _)| e.id).collect();
+        let payloads = group.into_iter().map(|(_, p)| p).collect();
+        let (job, event_ids) = state
+            .store
+            .create_job_with_events(
+                NewJob {
+                    org_id: auth.org_id,
+                    stream_id,
+                    trigger: "replicate",
+                    settings: Value::Object(Default::default()),
+                    payload: None,
+                    original_job_id,
+                    run_at: Timestamp::now(),
+                },
+                &stream.data_type,
+                new_events(payloads, path.as_deref(), Some(ids)),
+            )
+            .await?;
+        out.push((job.id, event_ids));
+    }
+    state.wake.notify_one();
+    Ok(out)
+}
+
+#[utoipa::path(post, path = "/events/{id}/replicate", tag = "events", request_body(content = Option<ReplicateEventIn>),
+    responses((status = 202, body = AcceptedEvent), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn replicate_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<AcceptedEvent>), ApiError> {
+    auth.require(Permission::Replicate)?;
+    let input: ReplicateEventIn = optional_json(&body)?;
+    let original = state.store.get::<Event>(auth.org_id, id).await?;
+    let payload = input.payload.unwrap_or_else(|| {
+        original
+            .payload_in
+            .as_ref()
+            .map(|j| j.0.clone())
+            .unwrap_or(Value::Null)
+    });
+    let made = replicate_events(&state, &auth, vec![(original, payload)]).await?;
+    let (job_id, ids) = made.into_iter().next().expect("one stream, one job");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedEvent {
+            event_id: ids[0],
+            job_id,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateManyIn {
+    /// Which events to replicate: the filters of `GET /events` (at least one).
+    #[serde(default)]
+    pub filter: EventFilter,
+    /// Or these events.
+    #[serde(default)]
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replicated {
+    /// How many events were replicated.
+    pub replicated: usize,
+    /// The new jobs, one per stream.
+    pub job_ids: Vec<Uuid>,
+}
+
+/// Most events one bulk replication takes; narrow the filter for more.
+const MAX_BULK: u32 = 10_000;
+
+#[utoipa::path(post, path = "/events/replicate", tag = "events", request_body = ReplicateManyIn,
+    responses((status = 202, body = Replicated), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn replicate_many(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<ReplicateManyIn>,
+) -> Result<(StatusCode, Json<Replicated>), ApiError> {
+    auth.require(Permission::Replicate)?;
+    let mut originals = Vec::new();
+    if !input.event_ids.is_empty() {
+        for id in &input.event_ids {
+            let e = state
+                .store
+                .get::<Event>(auth.org_id, *id)
+                .await
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "event_ids",
+                        format!("{id} names no event of your organisation"),
+                    )
+                })?;
+            originals.push(e);
+        }
+    } else {
+        let filters = event_filters(&input.filter)?;
+        if filters.is_empty() {
+            return Err(ApiError::invalid(
+                "filter",
+                "give at least one filter (e.g. status and stream_id) or event_ids; replicating everything is refused",
+            ));
+        }
+        let q = crate::store::ListQuery {
+            filters,
+            after: None,
+            limit: MAX_BULK + 1,
+            desc: false,
+        };
+        originals = state.store.list::<Event>(auth.org_id, &q).await?.items;
+        if originals.len() > MAX_BULK as usize {
+            return Err(ApiError::invalid(
+                "filter",
+                format!("matches more than {MAX_BULK} events; narrow it (e.g. by created_before)"),
+            ));
+        }
+    }
+    let pairs = originals
+        .into_iter()
+        .map(|e| {
+            let p = e
+                .payload_in
+                .as_ref()
+                .map(|j| j.0.clone())
+                .unwrap_or(Value::Null);
+            (e, p)
+        })
+        .collect::<Vec<_>>();
+    let replicated = pairs.len();
+    let made = if pairs.is_empty() {
+        Vec::new()
+    } else {
+        replicate_events(&state, &auth, pairs).await?
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Replicated {
+            replicated,
+            job_ids: made.into_iter().map(|(j, _)| j).collect(),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/events/{id}/abort", tag = "events",
+    responses((status = 200, body = EventOut), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn abort(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<EventOut>, ApiError> {
+    auth.require(Permission::Replicate)?;
+    let ev = state.store.get::<Event>(auth.org_id, id).await?;
+    let (n, _) = state
+        .store
+        .abort_events(auth.org_id, AbortScope::Event(ev.id), "aborted by a user")
+        .await?;
+    if n == 0 {
+        return Err(ApiError::Conflict(format!(
+            "The event has already ended ({}); replicate it to send it again.",
+            ev.status
+        )));
+    }
+    state.store.finish_job(ev.job_id).await?;
+    Ok(Json(
+        state.store.get::<Event>(auth.org_id, id).await?.into(),
+    ))
+}

@@ -1,0 +1,43 @@
+//! Liveness, readiness and metrics: no token needed.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Storage answers; otherwise 503.
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok((StatusCode::OK, Json(json!({"status": "ready"}))))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

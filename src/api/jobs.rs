@@ -1,0 +1,443 @@
+//! `/jobs` and `POST /streams/{id}/run`: runs of streams.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{optional_json, parse_json, ApiQuery, IdPath};
+use super::{AppState, Auth, Page, PageParams};
+use crate::connectors::http::entity_id;
+use crate::domain::{JobStatus, Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{AbortScope, Job, NewEvent, NewJob, Source, Stream, Val};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(run))
+        .routes(routes!(upload))
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(replicate))
+        .routes(routes!(abort))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunIn {
+    /// Settings for this run, handed to the transformation beside the stream's.
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub job_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobOut {
+    pub id: Uuid,
+    pub stream_id: Uuid,
+    /// PENDING, PROCESSING, FINISHED, FINISHED_WITH_ISSUES or FAILED.
+    pub status: String,
+    /// manual, scheduled, webhook, upload or replicate.
+    pub trigger: String,
+    /// Why the job failed, when it did.
+    pub message: Option<String>,
+    pub original_job_id: Option<Uuid>,
+    pub settings: Value,
+    /// Events of the job by status.
+    pub counts: BTreeMap<String, i64>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobFilter {
+    pub stream_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub trigger: Option<String>,
+    /// Only jobs created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Only jobs created before this time.
+    pub created_before: Option<Timestamp>,
+    /// `desc` (newest first, default) or `asc`.
+    pub order: Option<String>,
+}
+
+pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
+    let mut counts: BTreeMap<String, i64> = crate::domain::EventStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), 0))
+        .collect();
+    for (status, n) in state.store.job_counts(j.id).await? {
+        counts.insert(status, n);
+    }
+    Ok(JobOut {
+        id: j.id,
+        stream_id: j.stream_id,
+        status: j.status,
+        trigger: j.trigger,
+        message: j.message,
+        original_job_id: j.original_job_id,
+        settings: j.settings.0,
+        counts,
+        created_at: j.created_at,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+        updated_at: j.updated_at,
+    })
+}
+
+/// `asc`/`desc` of a list; newest first unless asked otherwise.
+pub fn descending(order: Option<&str>) -> Result<bool, ApiError> {
+    match order {
+        None | Some("desc") => Ok(true),
+        Some("asc") => Ok(false),
+        Some(_) => Err(ApiError::invalid("order", "must be asc or desc")),
+    }
+}
+
+#[utoipa::path(post, path = "/streams/{id}/run", tag = "jobs", request_body(content = Option<RunIn>),
+    responses((status = 202, body = Accepted), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn run(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let input: RunIn = optional_json(&body)?;
+    let stream = state.store.get::<Stream>(auth.org_id, id).await?;
+    if !stream.active {
+        return Err(ApiError::Conflict(
+            "The stream is inactive; activate it (PATCH {\"active\": true}) before running it."
+                .into(),
+        ));
+    }
+    let settings = input
+        .settings
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if !settings.is_object() {
+        return Err(ApiError::invalid("settings", "must be a JSON object"));
+    }
+    let job = state
+        .store
+        .create_job(NewJob {
+            org_id: auth.org_id,
+            stream_id: stream.id,
+            trigger: "manual",
+            settings,
+            payload: None,
+            original_job_id: None,
+            run_at: Timestamp::now(),
+        })
+        .await?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { job_id: job.id })))
+}
+
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(PageParams, JobFilter),
+    responses((status = 200, body = Page<JobOut>), (status = 422, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<JobFilter>,
+) -> Result<Json<Page<JobOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let mut filters = Vec::new();
+    if let Some(v) = f.stream_id {
+        filters.push(("stream_id", Val::from(v)));
+    }
+    if let Some(v) = f.status {
+        if JobStatus::parse(&v).is_none() {
+            return Err(ApiError::invalid(
+                "status",
+                "must be PENDING, PROCESSING, FINISHED, FINISHED_WITH_ISSUES or FAILED",
+            ));
+        }
+        filters.push(("status", Val::from(v)));
+    }
+    if let Some(v) = f.trigger {
+        filters.push(("trigger", Val::from(v)));
+    }
+    if let Some(v) = f.created_after {
+        filters.push(("created_at >=", Val::from(v)));
+    }
+    if let Some(v) = f.created_before {
+        filters.push(("created_at <", Val::from(v)));
+    }
+    let mut q = page.query(filters)?;
+    q.desc = descending(f.order.as_deref())?;
+    let result = state.store.list::<Job>(auth.org_id, &q).await?;
+    let mut items = Vec::with_capacity(result.items.len());
+    for j in result.items {
+        items.push(job_out(&state, j).await?);
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: result.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    responses((status = 200, body = JobOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<JobOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    let j = state.store.get::<Job>(auth.org_id, id).await?;
+    Ok(Json(job_out(&state, j).await?))
+}
+
+/// A stream that may take new work, and the path of its records' entity ids.
+pub async fn open_stream(
+    state: &AppState,
+    auth: &Auth,
+    id: Uuid,
+) -> Result<(Stream, Option<String>), ApiError> {
+    let stream = state.store.get::<Stream>(auth.org_id, id).await?;
+    if !stream.active {
+        return Err(ApiError::Conflict(
+            "The stream is inactive; activate it (PATCH {\"active\": true}) first.".into(),
+        ));
+    }
+    let source = state
+        .store
+        .get::<Source>(auth.org_id, stream.source_id)
+        .await?;
+    let path = source
+        .params
+        .0
+        .get("entity_id_path")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((stream, path))
+}
+
+/// New events from payloads, with entity ids read at `path`.
+pub fn new_events(
+    payloads: Vec<Value>,
+    path: Option<&str>,
+    originals: Option<Vec<Uuid>>,
+) -> Vec<NewEvent> {
+    let mut originals = originals.map(|o| o.into_iter());
+    payloads
+        .into_iter()
+        .map(|p| NewEvent {
+            entity_id: entity_id(&p, path),
+            payload_in: p,
+            original_event_id: originals.as_mut().and_then(|o| o.next()),
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedEvents {
+    pub job_id: Uuid,
+    pub event_ids: Vec<Uuid>,
+}
+
+/// Records of an uploaded file: a JSON array (or one object), or CSV with a header row.
+fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let records = match ct.as_str() {
+        "text/csv" | "application/csv" => {
+            let mut reader = csv::ReaderBuilder::new().from_reader(body);
+            let headers = reader
+                .headers()
+                .map_err(|e| ApiError::BadRequest(format!("The CSV header row cannot be read: {e}")))?
+                .clone();
+            let mut out = Vec::new();
+            for (i, row) in reader.records().enumerate() {
+                let row = row.map_err(|e| {
+                    ApiError::BadRequest(format!("CSV line {}: {e}; every row needs as many columns as the header.", i + 2))
+                })?;
+                let obj: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+                    .collect();
+                out.push(Value::Object(obj));
+            }
+            out
+        }
+        "" | "application/json" => match parse_json::<Value>(body)? {
+            Value::Array(items) => items,
+            other => vec![other],
+        },
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Uploads of `{other}` are not supported; send application/json (an array of records) or text/csv (a header row, then one row per record)."
+            )))
+        }
+    };
+    if records.is_empty() {
+        return Err(ApiError::invalid("body", "holds no records"));
+    }
+    Ok(records)
+}
+
+#[utoipa::path(post, path = "/streams/{id}/uploads", tag = "jobs",
+    request_body(content = String, description = "A JSON array of records, or CSV with a header row", content_type = "application/json"),
+    responses((status = 202, body = AcceptedEvents), (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+async fn upload(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<AcceptedEvents>), ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let records = parse_upload(content_type, &body)?;
+    let (stream, path) = open_stream(&state, &auth, id).await?;
+    let (job, event_ids) = state
+        .store
+        .create_job_with_events(
+            NewJob {
+                org_id: auth.org_id,
+                stream_id: stream.id,
+                trigger: "upload",
+                settings: Value::Object(Default::default()),
+                payload: None,
+                original_job_id: None,
+                run_at: Timestamp::now(),
+            },
+            &stream.data_type,
+            new_events(records, path.as_deref(), None),
+        )
+        .await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedEvents {
+            job_id: job.id,
+            event_ids,
+        }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateJobIn {
+    /// Records to send instead of the original job's (an array, or one record).
+    pub payload: Option<Value>,
+    /// Settings for the replica instead of the original's.
+    pub settings: Option<Value>,
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/replicate", tag = "jobs", request_body(content = Option<ReplicateJobIn>),
+    responses((status = 202, body = Accepted), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn replicate(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    auth.require(Permission::Replicate)?;
+    let input: ReplicateJobIn = optional_json(&body)?;
+    let original = state.store.get::<Job>(auth.org_id, id).await?;
+    let (stream, path) = open_stream(&state, &auth, original.stream_id).await?;
+    let settings = input
+        .settings
+        .unwrap_or_else(|| original.settings.0.clone());
+    if !settings.is_object() {
+        return Err(ApiError::invalid("settings", "must be a JSON object"));
+    }
+    let new = NewJob {
+        org_id: auth.org_id,
+        stream_id: stream.id,
+        trigger: "replicate",
+        settings,
+        payload: None,
+        original_job_id: Some(original.id),
+        run_at: Timestamp::now(),
+    };
+    // The replica resends the original's records (or the edited ones); a job that never got
+    // records (its source failed) reads its source again.
+    let (records, originals) = match input.payload {
+        Some(Value::Array(items)) => (items, None),
+        Some(one) => (vec![one], None),
+        None => {
+            let rows = state.store.job_payloads(original.id).await?;
+            let ids = rows.iter().map(|(id, _)| *id).collect();
+            (
+                rows.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+                Some(ids),
+            )
+        }
+    };
+    let job_id = if records.is_empty() {
+        // Records that came with the original job (a thin push) come with the replica.
+        let new = NewJob {
+            payload: original.payload.as_ref().map(|p| p.0.clone()),
+            ..new
+        };
+        state.store.create_job(new).await?.id
+    } else {
+        let events = new_events(records, path.as_deref(), originals);
+        state
+            .store
+            .create_job_with_events(new, &stream.data_type, events)
+            .await?
+            .0
+            .id
+    };
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { job_id })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Aborted {
+    /// Events that were open and are now ABORTED.
+    pub aborted_events: usize,
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/abort", tag = "jobs",
+    responses((status = 200, body = Aborted), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn abort(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<Aborted>, ApiError> {
+    auth.require(Permission::Replicate)?;
+    let job = state.store.get::<Job>(auth.org_id, id).await?;
+    let message = "aborted by a user";
+    let ended = state
+        .store
+        .abort_job_source(auth.org_id, job.id, message)
+        .await?;
+    let (aborted_events, _) = state
+        .store
+        .abort_events(auth.org_id, AbortScope::Job(job.id), message)
+        .await?;
+    if !ended && aborted_events == 0 {
+        return Err(ApiError::Conflict(
+            "The job has already ended; nothing was aborted.".into(),
+        ));
+    }
+    state.store.finish_job(job.id).await?;
+    Ok(Json(Aborted { aborted_events }))
+}

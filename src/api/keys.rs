@@ -1,0 +1,222 @@
+//! `/keys`: credentials for one account of one system. Secret fields are sealed at rest and
+//! shown as `********`; sending `********` back keeps the stored secret.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::{AppState, Auth, Page, PageParams};
+use crate::connectors::{self, System};
+use crate::domain::{Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{Key, Val};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIn {
+    /// A system of the library, e.g. `shopify`.
+    pub system: String,
+    pub title: String,
+    /// Fields of the system's key template.
+    pub credentials: Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub title: Option<String>,
+    /// Merged into the stored credentials (null removes a field, `********` keeps a secret).
+    pub credentials: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyOut {
+    pub id: Uuid,
+    pub system: String,
+    pub title: String,
+    /// Secrets masked as `********`.
+    pub credentials: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Key> for KeyOut {
+    fn from(k: Key) -> Self {
+        KeyOut {
+            id: k.id,
+            system: k.system,
+            title: k.title,
+            credentials: k.credentials.0,
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyFilter {
+    /// Only keys of this system.
+    pub system: Option<String>,
+}
+
+/// Validates credentials against the system's template and seals the secret part.
+fn seal(
+    state: &AppState,
+    system: &System,
+    key_id: Uuid,
+    creds: &Value,
+) -> Result<(Value, Vec<u8>), ApiError> {
+    let mut errors = Errors::default();
+    errors.extend(connectors::validate(
+        system.key_template,
+        creds,
+        "credentials",
+    ));
+    errors.finish()?;
+    let (shown, secrets) = connectors::split_credentials(system.key_template, creds);
+    let sealed = state
+        .master_key
+        .seal(key_id.as_bytes(), secrets.to_string().as_bytes());
+    Ok((shown, sealed))
+}
+
+#[utoipa::path(get, path = "/keys", tag = "keys", params(PageParams, KeyFilter),
+    responses((status = 200, body = Page<KeyOut>), (status = 401, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<KeyFilter>,
+) -> Result<Json<Page<KeyOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let mut filters = Vec::new();
+    if let Some(s) = filter.system {
+        filters.push(("system", Val::from(s)));
+    }
+    let q = page.query(filters)?;
+    let page = state.store.list::<Key>(auth.org_id, &q).await?;
+    Ok(Json(Page::from_store(page, KeyOut::from)))
+}
+
+#[utoipa::path(post, path = "/keys", tag = "keys", request_body = KeyIn,
+    responses((status = 201, body = KeyOut), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<KeyIn>,
+) -> Result<(StatusCode, Json<KeyOut>), ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let mut errors = Errors::default();
+    errors.title("title", &input.title);
+    let system = connectors::system(&input.system);
+    if system.is_none() {
+        errors.add(
+            "system",
+            "is not a system of the library; see GET /api/v1/systems",
+        );
+    }
+    errors.finish()?;
+    let system = system.expect("checked above");
+    let id = Uuid::now_v7();
+    let (shown, sealed) = seal(&state, system, id, &input.credentials)?;
+    let now = Timestamp::now();
+    let key = Key {
+        id,
+        org_id: auth.org_id,
+        system: system.name.to_string(),
+        title: input.title.trim().to_string(),
+        credentials: DbJson(shown),
+        sealed_secrets: sealed,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert(&key).await?;
+    Ok((StatusCode::CREATED, Json(key.into())))
+}
+
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys",
+    responses((status = 200, body = KeyOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<KeyOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    Ok(Json(state.store.get::<Key>(auth.org_id, id).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/keys/{id}", tag = "keys", request_body = KeyPatch,
+    responses((status = 200, body = KeyOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(patch): ApiJson<KeyPatch>,
+) -> Result<Json<KeyOut>, ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let mut key = state.store.get::<Key>(auth.org_id, id).await?;
+    let mut errors = Errors::default();
+    if let Some(title) = patch.title {
+        errors.title("title", &title);
+        key.title = title.trim().to_string();
+    }
+    errors.finish()?;
+    if let Some(creds) = patch.credentials {
+        let system = connectors::system(&key.system)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown system {}", key.system)))?;
+        let mut full = connectors::open_key(&state.master_key, &key).ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "key {} does not open under the configured master key",
+                key.id
+            ))
+        })?;
+        connectors::merge_patch(&mut full, &creds);
+        let (shown, sealed) = seal(&state, system, key.id, &full)?;
+        key.credentials = DbJson(shown);
+        key.sealed_secrets = sealed;
+    }
+    key.updated_at = Timestamp::now();
+    state.store.update(auth.org_id, &key).await?;
+    Ok(Json(key.into()))
+}
+
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    state
+        .store
+        .delete::<Key>(auth.org_id, id)
+        .await
+        .map_err(|e| in_use(e, "key", "sources or destinations"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Words a refused delete for the resource at hand.
+pub fn in_use(e: crate::store::StoreError, what: &str, users: &str) -> ApiError {
+    match e {
+        crate::store::StoreError::InUse(_) => ApiError::Conflict(format!(
+            "This {what} is still used by {users}; change or delete those first, then delete it."
+        )),
+        other => other.into(),
+    }
+}

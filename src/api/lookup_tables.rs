@@ -1,0 +1,377 @@
+//! `/lookup-tables`: named key→value maps (SKU maps, carrier codes), edited as JSON or CSV.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::{AppState, Auth, Page, PageParams};
+use crate::domain::{Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::LookupTable;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(list_entries, put_entries))
+        .routes(routes!(delete_entry))
+        .routes(routes!(download_csv, upload_csv))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupTableIn {
+    /// Name used by transformations: `ctx.lookup("<name>", key)`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Returned for a missing key when the lookup gives no default of its own.
+    pub default_value: Option<String>,
+    /// Initial entries.
+    #[serde(default)]
+    pub entries: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupTablePatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub default_value: Option<Option<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupTableOut {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub default_value: Option<String>,
+    pub entry_count: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesIn {
+    pub entries: BTreeMap<String, String>,
+    /// Remove every entry not in `entries`.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CsvParams {
+    /// Replace the whole table (default) or only add and change the rows given.
+    pub replace: Option<bool>,
+}
+
+async fn out(state: &AppState, t: LookupTable) -> Result<LookupTableOut, ApiError> {
+    let entry_count = state.store.count_lookup_entries(t.id).await?;
+    Ok(LookupTableOut {
+        id: t.id,
+        name: t.name,
+        description: t.description,
+        default_value: t.default_value,
+        entry_count,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    })
+}
+
+fn check_entries(entries: &BTreeMap<String, String>, errors: &mut Errors) {
+    for key in entries.keys() {
+        if key.is_empty() || key.len() > 500 {
+            errors.add("entries", "keys must be 1 to 500 bytes");
+            break;
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/lookup-tables", tag = "lookup-tables", params(PageParams),
+    responses((status = 200, body = Page<LookupTableOut>), (status = 401, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<LookupTableOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let result = state
+        .store
+        .list::<LookupTable>(auth.org_id, &page.query(Vec::new())?)
+        .await?;
+    let mut items = Vec::with_capacity(result.items.len());
+    for t in result.items {
+        items.push(out(&state, t).await?);
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: result.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+#[utoipa::path(post, path = "/lookup-tables", tag = "lookup-tables", request_body = LookupTableIn,
+    responses((status = 201, body = LookupTableOut), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<LookupTableIn>,
+) -> Result<(StatusCode, Json<LookupTableOut>), ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let mut errors = Errors::default();
+    errors.slug("name", &input.name);
+    check_entries(&input.entries, &mut errors);
+    errors.finish()?;
+    let now = Timestamp::now();
+    let t = LookupTable {
+        id: Uuid::now_v7(),
+        org_id: auth.org_id,
+        name: input.name,
+        description: input.description,
+        default_value: input.default_value,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert(&t).await.map_err(duplicate_name)?;
+    if !input.entries.is_empty() {
+        let entries: Vec<_> = input.entries.into_iter().collect();
+        state
+            .store
+            .put_lookup_entries(t.id, &entries, false)
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(out(&state, t).await?)))
+}
+
+fn duplicate_name(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::Duplicate(_) => ApiError::Conflict(
+            "A lookup table with this name already exists; choose another name.".into(),
+        ),
+        other => other.into(),
+    }
+}
+
+#[utoipa::path(get, path = "/lookup-tables/{id}", tag = "lookup-tables",
+    responses((status = 200, body = LookupTableOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<LookupTableOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    Ok(Json(out(&state, t).await?))
+}
+
+#[utoipa::path(patch, path = "/lookup-tables/{id}", tag = "lookup-tables", request_body = LookupTablePatch,
+    responses((status = 200, body = LookupTableOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(p): ApiJson<LookupTablePatch>,
+) -> Result<Json<LookupTableOut>, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let mut t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    if let Some(v) = p.name {
+        let mut errors = Errors::default();
+        errors.slug("name", &v);
+        errors.finish()?;
+        t.name = v;
+    }
+    if let Some(v) = p.description {
+        t.description = v;
+    }
+    if let Some(v) = p.default_value {
+        t.default_value = v;
+    }
+    t.updated_at = Timestamp::now();
+    state
+        .store
+        .update(auth.org_id, &t)
+        .await
+        .map_err(duplicate_name)?;
+    Ok(Json(out(&state, t).await?))
+}
+
+#[utoipa::path(delete, path = "/lookup-tables/{id}", tag = "lookup-tables",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    state.store.delete::<LookupTable>(auth.org_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/lookup-tables/{id}/entries", tag = "lookup-tables", params(PageParams),
+    responses((status = 200, body = Page<Entry>), (status = 404, body = Problem)))]
+async fn list_entries(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<Entry>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    let limit = page.limit()?;
+    let mut rows = state
+        .store
+        .lookup_entries(t.id, page.cursor.as_deref(), Some(limit + 1))
+        .await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        items: rows
+            .into_iter()
+            .map(|(key, value)| Entry { key, value })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(put, path = "/lookup-tables/{id}/entries", tag = "lookup-tables", request_body = EntriesIn,
+    responses((status = 200, body = LookupTableOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn put_entries(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(input): ApiJson<EntriesIn>,
+) -> Result<Json<LookupTableOut>, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    let mut errors = Errors::default();
+    check_entries(&input.entries, &mut errors);
+    errors.finish()?;
+    let entries: Vec<_> = input.entries.into_iter().collect();
+    state
+        .store
+        .put_lookup_entries(t.id, &entries, input.replace)
+        .await?;
+    Ok(Json(out(&state, t).await?))
+}
+
+#[utoipa::path(delete, path = "/lookup-tables/{id}/entries/{key}", tag = "lookup-tables",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_entry(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("lookup table"))?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    state.store.delete_lookup_entry(t.id, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/lookup-tables/{id}/csv", tag = "lookup-tables",
+    responses((status = 200, description = "`key,value` CSV with a header row", content_type = "text/csv"), (status = 404, body = Problem)))]
+async fn download_csv(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require(Permission::Read)?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    let rows = state.store.lookup_entries(t.id, None, None).await?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let write = |w: &mut csv::Writer<Vec<u8>>, k: &str, v: &str| {
+        w.write_record([k, v])
+            .map_err(|e| ApiError::Internal(e.into()))
+    };
+    write(&mut w, "key", "value")?;
+    for (k, v) in &rows {
+        write(&mut w, k, v)?;
+    }
+    let body = w
+        .into_inner()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.csv\"", t.name),
+            ),
+        ],
+        body,
+    ))
+}
+
+#[utoipa::path(put, path = "/lookup-tables/{id}/csv", tag = "lookup-tables", params(CsvParams),
+    request_body(content = String, content_type = "text/csv", description = "`key,value` rows after a header row"),
+    responses((status = 200, body = LookupTableOut), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn upload_csv(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiQuery(params): ApiQuery<CsvParams>,
+    body: Bytes,
+) -> Result<Json<LookupTableOut>, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    let entries = parse_csv(&body)?;
+    state
+        .store
+        .put_lookup_entries(t.id, &entries, params.replace.unwrap_or(true))
+        .await?;
+    Ok(Json(out(&state, t).await?))
+}
+
+/// Reads `key,value` rows after a header row; the error names the line.
+fn parse_csv(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(body);
+    let mut entries = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| {
+            ApiError::BadRequest(format!(
+                "CSV line {line}: {e}; send `key,value` rows after a header row."
+            ))
+        })?;
+        if record.len() != 2 {
+            return Err(ApiError::BadRequest(format!(
+                "CSV line {line} has {} columns; each row must be `key,value`.",
+                record.len()
+            )));
+        }
+        let key = record[0].to_string();
+        if key.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "CSV line {line} has an empty key."
+            )));
+        }
+        entries.push((key, record[1].to_string()));
+    }
+    Ok(entries)
+}

@@ -1,0 +1,133 @@
+//! `/organisations`: the caller's organisation, and (for owners) new organisations, each
+//! created with its own owner token. Organisations see nothing of each other.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, Errors, IdPath};
+use super::{AppState, Auth, Page};
+use crate::crypto::{generate_token, hash_token, token_hint};
+use crate::domain::{Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::Organisation;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganisationIn {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganisationOut {
+    pub id: Uuid,
+    pub name: String,
+    /// Only when created: the new organisation's first owner token, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Organisation> for OrganisationOut {
+    fn from(o: Organisation) -> Self {
+        OrganisationOut {
+            id: o.id,
+            name: o.name,
+            owner_token: None,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let mut errors = Errors::default();
+    errors.slug("name", name);
+    errors.finish()
+}
+
+#[utoipa::path(get, path = "/organisations", tag = "organisations",
+    responses((status = 200, body = Page<OrganisationOut>), (status = 401, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Page<OrganisationOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let org = state.store.get_organisation(auth.org_id).await?;
+    Ok(Json(Page {
+        items: vec![org.into()],
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/organisations", tag = "organisations", request_body = OrganisationIn,
+    responses((status = 201, body = OrganisationOut), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<OrganisationIn>,
+) -> Result<(StatusCode, Json<OrganisationOut>), ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    check_name(&input.name)?;
+    let token = generate_token();
+    let org = state
+        .store
+        .create_organisation(&input.name, &hash_token(&token), &token_hint(&token))
+        .await?;
+    let mut out = OrganisationOut::from(org);
+    out.owner_token = Some(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[utoipa::path(get, path = "/organisations/{id}", tag = "organisations",
+    responses((status = 200, body = OrganisationOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<OrganisationOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    if id != auth.org_id {
+        return Err(ApiError::NotFound("organisation"));
+    }
+    Ok(Json(state.store.get_organisation(id).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/organisations/{id}", tag = "organisations", request_body = OrganisationIn,
+    responses((status = 200, body = OrganisationOut), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(input): ApiJson<OrganisationIn>,
+) -> Result<Json<OrganisationOut>, ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    if id != auth.org_id {
+        return Err(ApiError::NotFound("organisation"));
+    }
+    check_name(&input.name)?;
+    state
+        .store
+        .rename_organisation(id, &input.name)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Duplicate(_) => ApiError::Conflict(format!(
+                "An organisation named `{}` already exists.",
+                input.name
+            )),
+            other => other.into(),
+        })?;
+    Ok(Json(state.store.get_organisation(id).await?.into()))
+}

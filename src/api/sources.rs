@@ -1,0 +1,373 @@
+//! `/sources`: a source function of a system, with its key, params and trigger.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as DbJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{double_option, ApiJson, ApiQuery, Errors, IdPath};
+use super::keys::in_use;
+use super::{AppState, Auth, Page, PageParams};
+use crate::connectors::{self, Trigger};
+use crate::crypto::random_string;
+use crate::domain::{schedule, Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{Key, Source, StoreError, Val};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceIn {
+    pub title: String,
+    pub system: String,
+    /// A source function of the system, e.g. `shopify.webhook`.
+    pub function: String,
+    pub key_id: Option<Uuid>,
+    /// `manual`, `scheduled` or `webhook`.
+    pub trigger: String,
+    /// 5-field cron expression, for `scheduled`.
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule; UTC when unset.
+    pub timezone: Option<String>,
+    #[serde(default = "empty_object")]
+    pub params: Value,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePatch {
+    pub title: Option<String>,
+    pub function: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
+    pub key_id: Option<Option<Uuid>>,
+    pub trigger: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub schedule: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub timezone: Option<Option<String>>,
+    pub params: Option<Value>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceOut {
+    pub id: Uuid,
+    pub title: String,
+    pub system: String,
+    pub function: String,
+    pub key_id: Option<Uuid>,
+    pub trigger: String,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub params: Value,
+    pub active: bool,
+    /// Where the system pushes to, for `webhook` sources (no bearer token needed there).
+    pub webhook_url: Option<String>,
+    /// The next due run of a `scheduled` source.
+    pub next_run_at: Option<Timestamp>,
+    /// Subscriptions installed at the system (`POST /sources/{id}/webhooks/install`).
+    pub webhooks: Value,
+    /// Pushes refused by verification (wrong signature or credentials).
+    pub rejected_count: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SourceFilter {
+    pub system: Option<String>,
+    pub trigger: Option<String>,
+}
+
+/// A source as the API shows it.
+pub fn source_out(state: &AppState, s: Source) -> SourceOut {
+    let base = state
+        .config
+        .public_base_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    SourceOut {
+        webhook_url: s
+            .webhook_token
+            .as_ref()
+            .map(|t| format!("{base}/hooks/{t}")),
+        id: s.id,
+        title: s.title,
+        system: s.system,
+        function: s.function,
+        key_id: s.key_id,
+        trigger: s.trigger,
+        schedule: s.schedule,
+        timezone: s.timezone,
+        params: s.params.0,
+        active: s.active,
+        next_run_at: s.next_run_at,
+        webhooks: s.webhook_state.0,
+        rejected_count: s.rejected_count,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    }
+}
+
+/// Checks a source as a whole and fills in what follows from it: the webhook token of a
+/// webhook source, the next run of a scheduled one.
+async fn check(state: &AppState, org: Uuid, s: &mut Source) -> Result<(), ApiError> {
+    let mut errors = Errors::default();
+    errors.title("title", &s.title);
+    let Some(system) = connectors::system(&s.system) else {
+        errors.add(
+            "system",
+            "is not a system of the library; see GET /api/v1/systems",
+        );
+        return errors.finish();
+    };
+    let trigger = Trigger::parse(&s.trigger);
+    if trigger.is_none() {
+        errors.add("trigger", "must be one of: manual, scheduled, webhook");
+    }
+    match system.source(&s.function) {
+        None => {
+            let names: Vec<_> = system.sources.iter().map(|f| f.name).collect();
+            errors.add(
+                "function",
+                format!(
+                    "is not a source function of `{}`; choose one of: {}",
+                    system.name,
+                    names.join(", ")
+                ),
+            );
+        }
+        Some(func) => {
+            if let Some(t) = trigger {
+                if !func.triggers.contains(&t) {
+                    errors.add(
+                        "trigger",
+                        format!("`{}` cannot be started by `{}`", func.name, s.trigger),
+                    );
+                }
+            }
+            errors.extend(connectors::validate(func.params, &s.params.0, "params"));
+        }
+    }
+    check_key(
+        state,
+        org,
+        system.name,
+        system.key_required,
+        s.key_id,
+        &mut errors,
+    )
+    .await?;
+    match trigger {
+        Some(Trigger::Scheduled) => {
+            let tz = s.timezone.get_or_insert_with(|| "UTC".into()).clone();
+            if let Err(e) = schedule::parse_timezone(&tz) {
+                errors.add("timezone", e);
+            }
+            match &s.schedule {
+                None => errors.add(
+                    "schedule",
+                    "is required for a scheduled source, e.g. `*/15 * * * *`",
+                ),
+                Some(expr) => match schedule::next_run(expr, &tz, Timestamp::now().0) {
+                    Ok(next) => s.next_run_at = Some(Timestamp::from_datetime(next)),
+                    Err(e) => errors.add("schedule", e),
+                },
+            }
+        }
+        _ => {
+            if s.schedule.is_some() {
+                errors.add("schedule", "is only for scheduled sources");
+            }
+            if s.timezone.is_some() {
+                errors.add("timezone", "is only for scheduled sources");
+            }
+            s.next_run_at = None;
+        }
+    }
+    if trigger == Some(Trigger::Webhook) {
+        if s.webhook_token.is_none() {
+            s.webhook_token = Some(random_string(24));
+        }
+    } else {
+        s.webhook_token = None;
+    }
+    errors.finish()
+}
+
+/// A key reference must name a key of the same organisation and system.
+pub async fn check_key(
+    state: &AppState,
+    org: Uuid,
+    system: &str,
+    required: bool,
+    key_id: Option<Uuid>,
+    errors: &mut Errors,
+) -> Result<(), ApiError> {
+    match key_id {
+        None if required => errors.add("key_id", format!("is required: `{system}` needs a key")),
+        None => {}
+        Some(id) => match state.store.get::<Key>(org, id).await {
+            Ok(key) if key.system == system => {}
+            Ok(key) => errors.add(
+                "key_id",
+                format!("is a `{}` key; a `{system}` key is needed", key.system),
+            ),
+            Err(StoreError::NotFound(_)) => {
+                errors.add("key_id", "names no key of your organisation")
+            }
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/sources", tag = "sources", params(PageParams, SourceFilter),
+    responses((status = 200, body = Page<SourceOut>), (status = 401, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<SourceFilter>,
+) -> Result<Json<Page<SourceOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let mut filters = Vec::new();
+    if let Some(v) = filter.system {
+        filters.push(("system", Val::from(v)));
+    }
+    if let Some(v) = filter.trigger {
+        filters.push(("trigger", Val::from(v)));
+    }
+    let result = state
+        .store
+        .list::<Source>(auth.org_id, &page.query(filters)?)
+        .await?;
+    Ok(Json(Page::from_store(result, |s| source_out(&state, s))))
+}
+
+#[utoipa::path(post, path = "/sources", tag = "sources", request_body = SourceIn,
+    responses((status = 201, body = SourceOut), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<SourceIn>,
+) -> Result<(StatusCode, Json<SourceOut>), ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let now = Timestamp::now();
+    let mut source = Source {
+        id: Uuid::now_v7(),
+        org_id: auth.org_id,
+        title: input.title.trim().to_string(),
+        system: input.system,
+        function: input.function,
+        key_id: input.key_id,
+        trigger: input.trigger,
+        schedule: input.schedule,
+        timezone: input.timezone,
+        params: DbJson(input.params),
+        webhook_token: None,
+        active: input.active,
+        next_run_at: None,
+        webhook_state: DbJson(empty_object()),
+        rejected_count: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    check(&state, auth.org_id, &mut source).await?;
+    state.store.insert(&source).await?;
+    Ok((StatusCode::CREATED, Json(source_out(&state, source))))
+}
+
+#[utoipa::path(get, path = "/sources/{id}", tag = "sources",
+    responses((status = 200, body = SourceOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<SourceOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    let s = state.store.get::<Source>(auth.org_id, id).await?;
+    Ok(Json(source_out(&state, s)))
+}
+
+#[utoipa::path(patch, path = "/sources/{id}", tag = "sources", request_body = SourcePatch,
+    responses((status = 200, body = SourceOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(p): ApiJson<SourcePatch>,
+) -> Result<Json<SourceOut>, ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    let mut s = state.store.get::<Source>(auth.org_id, id).await?;
+    if let Some(v) = p.title {
+        s.title = v.trim().to_string();
+    }
+    if let Some(v) = p.function {
+        s.function = v;
+    }
+    if let Some(v) = p.key_id {
+        s.key_id = v;
+    }
+    if let Some(v) = p.trigger {
+        s.trigger = v;
+    }
+    if let Some(v) = p.schedule {
+        s.schedule = v;
+    }
+    if let Some(v) = p.timezone {
+        s.timezone = v;
+    }
+    if let Some(v) = p.params {
+        s.params = DbJson(v);
+    }
+    if let Some(v) = p.active {
+        s.active = v;
+    }
+    check(&state, auth.org_id, &mut s).await?;
+    s.updated_at = Timestamp::now();
+    state.store.update(auth.org_id, &s).await?;
+    Ok(Json(source_out(&state, s)))
+}
+
+#[utoipa::path(delete, path = "/sources/{id}", tag = "sources",
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::WriteStreams)?;
+    state
+        .store
+        .delete::<Source>(auth.org_id, id)
+        .await
+        .map_err(|e| in_use(e, "source", "a stream"))?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,166 @@
+//! `/tokens`: API tokens. The token itself is shown once, at creation; only its hash is kept.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::{AppState, Auth, Page, PageParams};
+use crate::crypto::{generate_token, hash_token, token_hint};
+use crate::domain::{Permission, Role, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{ApiToken, StoreError, User};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, delete))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIn {
+    pub name: String,
+    pub role: Role,
+    /// The user the token acts for, if any.
+    pub user_id: Option<Uuid>,
+    /// After this time the token no longer works.
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenOut {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub user_id: Option<Uuid>,
+    /// The token's last characters, to tell tokens apart.
+    pub hint: String,
+    /// Only in the answer to POST: store it now, it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl From<ApiToken> for TokenOut {
+    fn from(t: ApiToken) -> Self {
+        TokenOut {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            user_id: t.user_id,
+            hint: t.hint,
+            token: None,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/tokens", tag = "tokens", params(PageParams),
+    responses((status = 200, body = Page<TokenOut>), (status = 403, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<TokenOut>>, ApiError> {
+    auth.require(Permission::ManageTokens)?;
+    let result = state
+        .store
+        .list::<ApiToken>(auth.org_id, &page.query(Vec::new())?)
+        .await?;
+    Ok(Json(Page::from_store(result, TokenOut::from)))
+}
+
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenIn,
+    responses((status = 201, body = TokenOut), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<TokenIn>,
+) -> Result<(StatusCode, Json<TokenOut>), ApiError> {
+    auth.require(Permission::ManageTokens)?;
+    if !auth.role.can_grant(input.role) {
+        return Err(ApiError::Forbidden(format!(
+            "A `{}` token cannot create a `{}` token.",
+            auth.role.as_str(),
+            input.role.as_str()
+        )));
+    }
+    let mut errors = Errors::default();
+    errors.title("name", &input.name);
+    if input.expires_at.is_some_and(|e| e <= Timestamp::now()) {
+        errors.add("expires_at", "must be in the future");
+    }
+    if let Some(user_id) = input.user_id {
+        match state.store.get::<User>(auth.org_id, user_id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                errors.add("user_id", "names no user of your organisation")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    errors.finish()?;
+    let token = generate_token();
+    let now = Timestamp::now();
+    let row = ApiToken {
+        id: Uuid::now_v7(),
+        org_id: auth.org_id,
+        user_id: input.user_id,
+        name: input.name.trim().to_string(),
+        role: input.role.as_str().to_string(),
+        token_hash: hash_token(&token),
+        hint: token_hint(&token),
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        expires_at: input.expires_at,
+    };
+    state.store.insert(&row).await?;
+    let mut out = TokenOut::from(row);
+    out.token = Some(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[utoipa::path(get, path = "/tokens/{id}", tag = "tokens",
+    responses((status = 200, body = TokenOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<TokenOut>, ApiError> {
+    auth.require(Permission::ManageTokens)?;
+    Ok(Json(
+        state.store.get::<ApiToken>(auth.org_id, id).await?.into(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::ManageTokens)?;
+    let token = state.store.get::<ApiToken>(auth.org_id, id).await?;
+    let role = Role::parse(&token.role).unwrap_or(Role::Owner);
+    if !auth.role.can_grant(role) {
+        return Err(ApiError::Forbidden(format!(
+            "A `{}` token cannot revoke a `{}` token.",
+            auth.role.as_str(),
+            role.as_str()
+        )));
+    }
+    state.store.delete::<ApiToken>(auth.org_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

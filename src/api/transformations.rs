@@ -1,0 +1,280 @@
+//! `/transformations`: public ones (the library, read-only) and an organisation's private ones.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::keys::in_use;
+use super::{AppState, Auth, Page, PageParams};
+use crate::domain::{Permission, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{Transformation, Val};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(copy))
+}
+
+const LANGUAGES: [&str; 2] = ["javascript", "template"];
+const FORMATS: [&str; 4] = ["json", "csv", "xml", "text"];
+/// Largest accepted transformation source.
+const MAX_CODE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationIn {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub data_type: String,
+    /// `javascript` or `template`.
+    pub language: String,
+    /// Output format: `json`, `csv`, `xml` or `text`.
+    pub format: String,
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub data_type: Option<String>,
+    pub language: Option<String>,
+    pub format: Option<String>,
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransformationOut {
+    pub id: Uuid,
+    /// `public` (library, read-only) or `private` (your organisation's).
+    pub visibility: String,
+    pub title: String,
+    pub description: String,
+    pub data_type: String,
+    pub language: String,
+    pub format: String,
+    pub code: String,
+    /// The public transformation this one was copied from.
+    pub copied_from: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Transformation> for TransformationOut {
+    fn from(t: Transformation) -> Self {
+        TransformationOut {
+            id: t.id,
+            visibility: t.visibility,
+            title: t.title,
+            description: t.description,
+            data_type: t.data_type,
+            language: t.language,
+            format: t.format,
+            code: t.code,
+            copied_from: t.copied_from,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransformationFilter {
+    /// `public` or `private`; both when unset.
+    pub visibility: Option<String>,
+    pub data_type: Option<String>,
+    pub language: Option<String>,
+}
+
+fn check(t: &Transformation) -> Result<(), ApiError> {
+    let mut errors = Errors::default();
+    errors.title("title", &t.title);
+    errors.slug("data_type", &t.data_type);
+    if !LANGUAGES.contains(&t.language.as_str()) {
+        errors.add("language", "must be one of: javascript, template");
+    }
+    if !FORMATS.contains(&t.format.as_str()) {
+        errors.add("format", "must be one of: json, csv, xml, text");
+    }
+    if t.code.trim().is_empty() {
+        errors.add("code", "must not be empty");
+    } else if t.code.len() > MAX_CODE_BYTES {
+        errors.add("code", format!("must be at most {MAX_CODE_BYTES} bytes"));
+    } else if t.language == "javascript" && !t.code.contains("transform") {
+        errors.add("code", "must define `function transform(record, ctx)`");
+    }
+    errors.finish()
+}
+
+/// A public transformation cannot be changed; say how to get an editable one.
+fn editable(t: &Transformation) -> Result<(), ApiError> {
+    if t.visibility == "public" {
+        return Err(ApiError::Forbidden(format!(
+            "Public transformations are read-only; copy it with POST /api/v1/transformations/{}/copy and edit the copy.",
+            t.id
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/transformations", tag = "transformations", params(PageParams, TransformationFilter),
+    responses((status = 200, body = Page<TransformationOut>), (status = 401, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(f): ApiQuery<TransformationFilter>,
+) -> Result<Json<Page<TransformationOut>>, ApiError> {
+    auth.require(Permission::Read)?;
+    let mut filters = Vec::new();
+    if let Some(v) = f.visibility {
+        if !matches!(v.as_str(), "public" | "private") {
+            return Err(ApiError::invalid("visibility", "must be public or private"));
+        }
+        filters.push(("visibility", Val::from(v)));
+    }
+    if let Some(v) = f.data_type {
+        filters.push(("data_type", Val::from(v)));
+    }
+    if let Some(v) = f.language {
+        filters.push(("language", Val::from(v)));
+    }
+    let result = state
+        .store
+        .list::<Transformation>(auth.org_id, &page.query(filters)?)
+        .await?;
+    Ok(Json(Page::from_store(result, TransformationOut::from)))
+}
+
+#[utoipa::path(post, path = "/transformations", tag = "transformations", request_body = TransformationIn,
+    responses((status = 201, body = TransformationOut), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<TransformationIn>,
+) -> Result<(StatusCode, Json<TransformationOut>), ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let now = Timestamp::now();
+    let t = Transformation {
+        id: Uuid::now_v7(),
+        org_id: Some(auth.org_id),
+        visibility: "private".into(),
+        title: input.title.trim().to_string(),
+        description: input.description,
+        data_type: input.data_type,
+        language: input.language,
+        format: input.format,
+        code: input.code,
+        copied_from: None,
+        created_at: now,
+        updated_at: now,
+    };
+    check(&t)?;
+    state.store.insert(&t).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[utoipa::path(get, path = "/transformations/{id}", tag = "transformations",
+    responses((status = 200, body = TransformationOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<TransformationOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    Ok(Json(
+        state
+            .store
+            .get::<Transformation>(auth.org_id, id)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(patch, path = "/transformations/{id}", tag = "transformations", request_body = TransformationPatch,
+    responses((status = 200, body = TransformationOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(p): ApiJson<TransformationPatch>,
+) -> Result<Json<TransformationOut>, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let mut t = state.store.get::<Transformation>(auth.org_id, id).await?;
+    editable(&t)?;
+    if let Some(v) = p.title {
+        t.title = v.trim().to_string();
+    }
+    if let Some(v) = p.description {
+        t.description = v;
+    }
+    if let Some(v) = p.data_type {
+        t.data_type = v;
+    }
+    if let Some(v) = p.language {
+        t.language = v;
+    }
+    if let Some(v) = p.format {
+        t.format = v;
+    }
+    if let Some(v) = p.code {
+        t.code = v;
+    }
+    check(&t)?;
+    t.updated_at = Timestamp::now();
+    state.store.update(auth.org_id, &t).await?;
+    Ok(Json(t.into()))
+}
+
+#[utoipa::path(delete, path = "/transformations/{id}", tag = "transformations",
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let t = state.store.get::<Transformation>(auth.org_id, id).await?;
+    editable(&t)?;
+    state
+        .store
+        .delete::<Transformation>(auth.org_id, id)
+        .await
+        .map_err(|e| in_use(e, "transformation", "a stream"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/transformations/{id}/copy", tag = "transformations",
+    responses((status = 201, body = TransformationOut), (status = 404, body = Problem)))]
+async fn copy(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<(StatusCode, Json<TransformationOut>), ApiError> {
+    auth.require(Permission::WriteTransformations)?;
+    let original = state.store.get::<Transformation>(auth.org_id, id).await?;
+    let now = Timestamp::now();
+    let t = Transformation {
+        id: Uuid::now_v7(),
+        org_id: Some(auth.org_id),
+        visibility: "private".into(),
+        title: format!("{} (copy)", original.title),
+        copied_from: Some(original.id),
+        created_at: now,
+        updated_at: now,
+        ..original
+    };
+    state.store.insert(&t).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}

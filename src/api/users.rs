@@ -1,0 +1,171 @@
+//! `/users`: the people of an organisation and their roles (owners only).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::{AppState, Auth, Page, PageParams};
+use crate::domain::{Permission, Role, Timestamp};
+use crate::error::{ApiError, Problem};
+use crate::store::{StoreError, User};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserIn {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserOut {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        UserOut {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            role: u.role,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+fn check(u: &User) -> Result<(), ApiError> {
+    let mut errors = Errors::default();
+    errors.title("name", &u.name);
+    let at = u.email.find('@');
+    if !at.is_some_and(|i| i > 0 && i < u.email.len() - 1) || u.email.contains(char::is_whitespace)
+    {
+        errors.add("email", "must be an e-mail address");
+    }
+    errors.finish()
+}
+
+fn duplicate(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Duplicate(_) => {
+            ApiError::Conflict("A user with this e-mail already exists.".into())
+        }
+        other => other.into(),
+    }
+}
+
+#[utoipa::path(get, path = "/users", tag = "users", params(PageParams),
+    responses((status = 200, body = Page<UserOut>), (status = 403, body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Page<UserOut>>, ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    let result = state
+        .store
+        .list::<User>(auth.org_id, &page.query(Vec::new())?)
+        .await?;
+    Ok(Json(Page::from_store(result, UserOut::from)))
+}
+
+#[utoipa::path(post, path = "/users", tag = "users", request_body = UserIn,
+    responses((status = 201, body = UserOut), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(input): ApiJson<UserIn>,
+) -> Result<(StatusCode, Json<UserOut>), ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    let now = Timestamp::now();
+    let u = User {
+        id: Uuid::now_v7(),
+        org_id: auth.org_id,
+        email: input.email.trim().to_lowercase(),
+        name: input.name.trim().to_string(),
+        role: input.role.as_str().to_string(),
+        created_at: now,
+        updated_at: now,
+    };
+    check(&u)?;
+    state.store.insert(&u).await.map_err(duplicate)?;
+    Ok((StatusCode::CREATED, Json(u.into())))
+}
+
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    responses((status = 200, body = UserOut), (status = 404, body = Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<Json<UserOut>, ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    Ok(Json(state.store.get::<User>(auth.org_id, id).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UserPatch,
+    responses((status = 200, body = UserOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(p): ApiJson<UserPatch>,
+) -> Result<Json<UserOut>, ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    let mut u = state.store.get::<User>(auth.org_id, id).await?;
+    if let Some(v) = p.email {
+        u.email = v.trim().to_lowercase();
+    }
+    if let Some(v) = p.name {
+        u.name = v.trim().to_string();
+    }
+    if let Some(v) = p.role {
+        u.role = v.as_str().to_string();
+    }
+    check(&u)?;
+    u.updated_at = Timestamp::now();
+    state
+        .store
+        .update(auth.org_id, &u)
+        .await
+        .map_err(duplicate)?;
+    Ok(Json(u.into()))
+}
+
+#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    auth.require(Permission::ManageUsers)?;
+    state.store.delete::<User>(auth.org_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,339 @@
+//! Configuration: defaults → config file (`--config` / `WHARF_CONFIG`) → `WHARF_*` environment →
+//! command-line flags. Validated once at start; an invalid option stops start-up naming it.
+//! Every field is documented in `config/wharf.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one `wharf` process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server (API, webhooks, metrics) listens on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database, the generated master key and the bootstrap token.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use Postgres, `sqlite://…` for another SQLite file; unset means
+    /// `<data_dir>/wharf.db`.
+    pub database_url: Option<String>,
+    /// Base64 of 32 random bytes that encrypt key secrets at rest. Unset: generated once into
+    /// `<data_dir>/master.key`. Every node sharing one database needs the same key.
+    pub master_key: Option<String>,
+    /// The owner token created on first start with an empty database. Unset: generated and printed.
+    pub bootstrap_token: Option<String>,
+    /// Public base URL at which senders reach this server (e.g. `https://wharf.example.com`);
+    /// webhook URLs are shown relative to it, or as paths when unset.
+    pub public_base_url: Option<String>,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub workers: WorkersConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+}
+
+/// Webhook ingest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// How long a sender's delivery id is remembered: a repeat within this window is
+    /// acknowledged without a second job. Shopify retries for 4 hours; the default is a week.
+    pub dedup_retention_hours: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            dedup_retention_hours: 168,
+        }
+    }
+}
+
+/// Background work: running jobs and delivering events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Run jobs and deliveries in this process; off for API-only nodes.
+    pub enabled: bool,
+    /// Jobs and deliveries in flight at once.
+    pub count: usize,
+    /// How often idle workers look for due work, in milliseconds (jittered ±20%); new work
+    /// wakes them at once.
+    pub poll_interval_ms: u64,
+    /// How long a claim holds; work whose worker died is taken over after this.
+    pub lease_seconds: u64,
+    /// On shutdown, how long work in flight may take to finish before it is released.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            enabled: true,
+            count: 8,
+            poll_interval_ms: 500,
+            lease_seconds: 300,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// HTTP server limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes; bigger requests get 413.
+    pub body_limit_bytes: usize,
+    /// Time after which a request that is still being handled is answered 503.
+    pub request_timeout_seconds: u64,
+}
+
+/// Database connection pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Most connections held open (Postgres; SQLite uses this for readers).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout_seconds: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `wharf=debug,tower_http=info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            master_key: None,
+            bootstrap_token: None,
+            public_base_url: None,
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            workers: WorkersConfig::default(),
+            ingest: IngestConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_limit_bytes: 10 * 1024 * 1024,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            max_connections: 16,
+            acquire_timeout_seconds: 5,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layers in order and validates the result.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("WHARF_")
+                    .split("__")
+                    // Not options: the config file's path and the test suite's database.
+                    .filter(|k| k != "config" && !k.as_str().starts_with("test_")),
+            )
+            .merge(Serialized::defaults(overrides));
+        let mut config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        // An empty value (`WHARF_MASTER_KEY=` from a compose file) means unset.
+        for opt in [
+            &mut config.database_url,
+            &mut config.master_key,
+            &mut config.bootstrap_token,
+            &mut config.public_base_url,
+        ] {
+            if opt.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("`{field}` {why}")));
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return bad(
+                    "database_url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                );
+            }
+        }
+        if let Some(key) = &self.master_key {
+            if crate::crypto::MasterKey::from_base64(key).is_none() {
+                return bad(
+                    "master_key",
+                    "must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)",
+                );
+            }
+        }
+        if let Some(token) = &self.bootstrap_token {
+            if token.len() < 16 {
+                return bad("bootstrap_token", "must be at least 16 characters");
+            }
+        }
+        if let Some(url) = &self.public_base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("public_base_url", "must start with http:// or https://");
+            }
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return bad("http.body_limit_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout_seconds == 0 {
+            return bad("http.request_timeout_seconds", "must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.database.acquire_timeout_seconds == 0 {
+            return bad("database.acquire_timeout_seconds", "must be at least 1");
+        }
+        if !(1..=1024).contains(&self.workers.count) {
+            return bad("workers.count", "must be between 1 and 1024");
+        }
+        if !(10..=60_000).contains(&self.workers.poll_interval_ms) {
+            return bad("workers.poll_interval_ms", "must be between 10 and 60000");
+        }
+        if self.workers.lease_seconds < 5 {
+            return bad("workers.lease_seconds", "must be at least 5");
+        }
+        if self.ingest.dedup_retention_hours == 0 {
+            return bad("ingest.dedup_retention_hours", "must be at least 1");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "is not a valid filter such as `info`");
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("wharf.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_documents_every_option_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wharf.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from_file: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(from_file, Config::default());
+        let defaults = toml_keys(&serde_json::to_value(Config::default()).unwrap(), "");
+        for key in defaults {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(leaf),
+                "config/wharf.toml does not mention {key}"
+            );
+        }
+    }
+
+    fn toml_keys(v: &serde_json::Value, prefix: &str) -> Vec<String> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .flat_map(|(k, v)| toml_keys(v, &format!("{prefix}{k}.")))
+                .collect(),
+            _ => vec![prefix.trim_end_matches('.').to_string()],
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let mut c = Config::default();
+        c.http.body_limit_bytes = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.body_limit_bytes"));
+        let c = Config {
+            database_url: Some("mysql://x".into()),
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("database_url"));
+    }
+}

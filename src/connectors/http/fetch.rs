@@ -1,0 +1,152 @@
+//! `http.fetch`: GET a URL, take the records at `records_path`, follow pagination.
+
+use reqwest::header::LINK;
+use reqwest::Client;
+use serde_json::Value;
+
+use super::{at_path, entity_id, with_auth};
+use crate::store::NewEvent;
+
+/// Most pages followed in one run: a guard against a server that always says "next".
+const MAX_PAGES: usize = 10_000;
+
+/// Reads every record. The error is a message for the job.
+pub async fn fetch(
+    client: &Client,
+    params: &Value,
+    key: Option<&Value>,
+) -> Result<Vec<NewEvent>, String> {
+    let url = params
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or("the source has no `url` param")?;
+    let records_path = params
+        .get("records_path")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let id_path = params.get("entity_id_path").and_then(Value::as_str);
+    let pagination = params
+        .get("pagination")
+        .and_then(Value::as_str)
+        .unwrap_or("link");
+    let cursor_param = params
+        .get("cursor_param")
+        .and_then(Value::as_str)
+        .unwrap_or("cursor");
+    let cursor_path = params
+        .get("cursor_path")
+        .and_then(Value::as_str)
+        .unwrap_or("next_cursor");
+
+    let mut out = Vec::new();
+    let mut next = Some(reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL: {e}"))?);
+    let mut pages = 0;
+    while let Some(page_url) = next.take() {
+        pages += 1;
+        if pages > MAX_PAGES {
+            return Err(format!(
+                "stopped after {MAX_PAGES} pages; check the pagination settings"
+            ));
+        }
+        let res = with_auth(client.get(page_url.clone()), key, params)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {page_url} failed: {e}"))?;
+        let status = res.status();
+        let link = res
+            .headers()
+            .get(LINK)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = res
+            .text()
+            .await
+            .map_err(|e| format!("reading {page_url}: {e}"))?;
+        if !status.is_success() {
+            let excerpt: String = body.chars().take(300).collect();
+            return Err(format!("GET {page_url} answered {status}: {excerpt}"));
+        }
+        let doc: Value = serde_json::from_str(&body)
+            .map_err(|e| format!("GET {page_url} did not answer JSON: {e}"))?;
+        let records = match at_path(&doc, records_path) {
+            Some(Value::Array(items)) => items.clone(),
+            Some(Value::Null) | None if !records_path.is_empty() => {
+                return Err(format!("the answer of {page_url} has no `{records_path}`"))
+            }
+            Some(other) if records_path.is_empty() => vec![other.clone()],
+            _ => {
+                return Err(format!(
+                    "`{records_path}` in the answer of {page_url} is not a list"
+                ))
+            }
+        };
+        let empty = records.is_empty();
+        for record in records {
+            out.push(NewEvent {
+                entity_id: entity_id(&record, id_path),
+                payload_in: record,
+                original_event_id: None,
+            });
+        }
+        next = match pagination {
+            "link" => link
+                .as_deref()
+                .and_then(next_link)
+                .and_then(|l| page_url.join(&l).ok()),
+            "cursor" if !empty => match at_path(&doc, cursor_path) {
+                Some(Value::String(c)) if !c.is_empty() => {
+                    let mut u = reqwest::Url::parse(url).expect("parsed above");
+                    let kept: Vec<(String, String)> = u
+                        .query_pairs()
+                        .filter(|(k, _)| k != cursor_param)
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    u.query_pairs_mut()
+                        .clear()
+                        .extend_pairs(kept)
+                        .append_pair(cursor_param, c);
+                    Some(u)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+    }
+    Ok(out)
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            p.trim()
+                .replace(' ', "")
+                .eq_ignore_ascii_case("rel=\"next\"")
+                || p.trim().eq_ignore_ascii_case("rel=next")
+        });
+        is_next.then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_next_link() {
+        let h = r#"<https://x.myshopify.com/admin/api/2025-01/orders.json?page_info=abc>; rel="previous", <https://x.myshopify.com/admin/api/2025-01/orders.json?page_info=def>; rel="next""#;
+        assert_eq!(
+            next_link(h).unwrap(),
+            "https://x.myshopify.com/admin/api/2025-01/orders.json?page_info=def"
+        );
+        assert_eq!(next_link(r#"</p?page=1>; rel="prev""#), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! The system library: every system Wharf talks to, with its key template, its source and
+//! destination functions, and how its inbound webhooks are verified. Read-only; the functions'
+//! behaviour lives beside each declaration as it is built.
+
+mod catalogue;
+pub mod dear;
+pub mod http;
+mod template;
+
+pub use catalogue::{system, SYSTEMS};
+pub use template::{join_credentials, lookup, merge_patch, split_credentials, validate, MASK};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The type a key field or function parameter must have.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "type", content = "values")]
+pub enum FieldKind {
+    String,
+    Integer,
+    Boolean,
+    /// A JSON object of string values (e.g. extra HTTP headers).
+    Object,
+    /// A list of strings (e.g. webhook topics).
+    StringList,
+    /// One of the listed strings.
+    #[schema(value_type = Vec<String>)]
+    Enum(&'static [&'static str]),
+}
+
+/// One field of a key template or of a function's parameters.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Field {
+    /// Dotted path, e.g. `basic.password`.
+    pub name: &'static str,
+    #[serde(flatten)]
+    pub kind: FieldKind,
+    pub required: bool,
+    /// Secrets are encrypted at rest and never returned (shown as `********`).
+    pub secret: bool,
+    pub description: &'static str,
+}
+
+/// How a source function is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Manual,
+    Scheduled,
+    Webhook,
+}
+
+impl Trigger {
+    pub fn parse(s: &str) -> Option<Trigger> {
+        match s {
+            "manual" => Some(Trigger::Manual),
+            "scheduled" => Some(Trigger::Scheduled),
+            "webhook" => Some(Trigger::Webhook),
+            _ => None,
+        }
+    }
+}
+
+/// A source or destination function of a system.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Function {
+    /// `system.function`, e.g. `shopify.webhook`.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// For sources: the triggers it supports. Empty for destinations.
+    pub triggers: &'static [Trigger],
+    pub params: &'static [Field],
+}
+
+/// A kind of external system.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct System {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub key_template: &'static [Field],
+    /// Whether a source or destination of this system must name a key.
+    pub key_required: bool,
+    pub sources: &'static [Function],
+    pub destinations: &'static [Function],
+    /// How pushes to a webhook source of this system are verified.
+    pub webhook_verification: &'static str,
+}
+
+impl System {
+    pub fn source(&self, name: &str) -> Option<&'static Function> {
+        self.sources.iter().find(|f| f.name == name)
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&'static Function> {
+        self.destinations.iter().find(|f| f.name == name)
+    }
+}
+
+/// A key's full credentials: the shown fields with the sealed secrets opened. `None` when the
+/// secrets do not open under this master key (a different key was configured).
+pub fn open_key(
+    master: &crate::crypto::MasterKey,
+    key: &crate::store::Key,
+) -> Option<serde_json::Value> {
+    let plain = master.open(key.id.as_bytes(), &key.sealed_secrets)?;
+    let secrets: serde_json::Value = serde_json::from_slice(&plain).ok()?;
+    let template = system(&key.system).map(|s| s.key_template).unwrap_or(&[]);
+    Some(join_credentials(&key.credentials.0, &secrets, template))
+}

@@ -1,0 +1,102 @@
+//! The error code catalogue: a stable code on every ERROR/FAILED event and failed attempt,
+//! with a level and what to do about it.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Timeout,
+    Unauthorized,
+    ConnectionError,
+    NotFound,
+    Duplicate,
+    RateLimited,
+    ServerError,
+    InvalidSchema,
+    TemplateError,
+    TransformTimeout,
+    TransformMemory,
+    InvalidApiResponse,
+    SourceError,
+    Aborted,
+    Unknown,
+}
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorCodeInfo {
+    pub code: ErrorCode,
+    /// `warning` or `error`.
+    pub level: &'static str,
+    pub description: &'static str,
+    pub action: &'static str,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::Timeout,
+        ErrorCode::Unauthorized,
+        ErrorCode::ConnectionError,
+        ErrorCode::NotFound,
+        ErrorCode::Duplicate,
+        ErrorCode::RateLimited,
+        ErrorCode::ServerError,
+        ErrorCode::InvalidSchema,
+        ErrorCode::TemplateError,
+        ErrorCode::TransformTimeout,
+        ErrorCode::TransformMemory,
+        ErrorCode::InvalidApiResponse,
+        ErrorCode::SourceError,
+        ErrorCode::Aborted,
+        ErrorCode::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ConnectionError => "CONNECTION_ERROR",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Duplicate => "DUPLICATE",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::ServerError => "SERVER_ERROR",
+            ErrorCode::InvalidSchema => "INVALID_SCHEMA",
+            ErrorCode::TemplateError => "TEMPLATE_ERROR",
+            ErrorCode::TransformTimeout => "TRANSFORM_TIMEOUT",
+            ErrorCode::TransformMemory => "TRANSFORM_MEMORY",
+            ErrorCode::InvalidApiResponse => "INVALID_API_RESPONSE",
+            ErrorCode::SourceError => "SOURCE_ERROR",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn info(self) -> ErrorCodeInfo {
+        use ErrorCode::*;
+        let (level, description, action) = match self {
+            Timeout => ("warning", "The other system did not answer in time.", "Usually passes on retry; if it persists, raise the destination's timeout or check the system's status."),
+            Unauthorized => ("error", "The other system refused the credentials.", "Check the key's credentials and permissions, then replicate the event."),
+            ConnectionError => ("warning", "The other system could not be reached.", "Check the URL and that the system is up; retries continue on the schedule."),
+            NotFound => ("error", "The other system has no such resource or endpoint.", "Check the destination's URL or the record's references, then replicate."),
+            Duplicate => ("warning", "The other system reports a conflict or duplicate.", "Check whether the record already exists there before replicating."),
+            RateLimited => ("warning", "The other system asked us to slow down.", "Nothing to do: retries honour its Retry-After."),
+            ServerError => ("warning", "The other system failed with a server error.", "Usually passes on retry; contact the system's support if it persists."),
+            InvalidSchema => ("error", "The record does not have the shape the other system expects.", "Fix the transformation or the source data, then replicate with an edited payload."),
+            TemplateError => ("error", "The template could not be rendered.", "Fix the template; test it with POST /transformations/{id}/test."),
+            TransformTimeout => ("error", "The transformation ran past its time limit.", "Look for loops in the transformation code."),
+            TransformMemory => ("error", "The transformation ran past its memory limit.", "Reduce what the transformation builds in memory."),
+            InvalidApiResponse => ("error", "The other system answered with something unexpected.", "Check the response excerpt on the attempt."),
+            SourceError => ("error", "The source could not be read.", "Check the source's URL, key and params, then replicate the job."),
+            Aborted => ("warning", "Stopped by a user or because the stream was deactivated.", "Replicate when ready."),
+            Unknown => ("error", "An unexpected error occurred.", "Check the message; report it if it persists."),
+        };
+        ErrorCodeInfo {
+            code: self,
+            level,
+            description,
+            action,
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! An event's way through its stream: transformation (the identity until the transformation
+//! runtimes land), then delivery attempts on the destination's retry schedule.
+
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::run_job::credentials;
+use super::Engine;
+use crate::api::destinations_retry;
+use crate::connectors::http;
+use crate::domain::aggregate::combine;
+use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::{next_delay, Verdict};
+use crate::domain::{EventStatus, Timestamp};
+use crate::store::{
+    Destination, Event, EventChange, Job, NewAttempt, StoreResult, Stream, Transformation,
+};
+
+pub async fn process(engine: &Engine, mut ev: Event, token: Uuid) {
+    let job_id = ev.job_id;
+    match step(engine, &mut ev, token).await {
+        Ok(true) => {
+            if let Err(e) = engine.state.store.finish_job(job_id).await {
+                tracing::warn!(job = %job_id, error = %e, "could not finish the job; maintenance will");
+            }
+        }
+        Ok(false) => {}
+        // The claim runs out and another attempt picks the event up; nothing is lost.
+        Err(e) => {
+            tracing::warn!(event = %ev.id, error = %e, "storage failed while processing an event")
+        }
+    }
+}
+
+fn after(seconds: u64) -> Timestamp {
+    Timestamp::from_datetime(Timestamp::now().0 + chrono::Duration::seconds(seconds as i64))
+}
+
+/// Moves the event as far as it can go now. Returns whether it reached a terminal status.
+async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool> {
+    let store = &engine.state.store;
+    let stream = store.get::<Stream>(ev.org_id, ev.stream_id).await?;
+    let destination = store
+        .get::<Destination>(ev.org_id, stream.destination_id)
+        .await?;
+    let retry = destinations_retry(&destination);
+    let attempts_total = retry.schedule_seconds.len() as i64;
+
+    if !stream.active {
+        let change = EventChange {
+            to: Some(EventStatus::Aborted),
+            error_code: Some(Some(ErrorCode::Aborted.as_str().into())),
+            message: Some(Some("the stream is inactive".into())),
+            next_attempt_at: Some(None),
+            release: true,
+            ..Default::default()
+        };
+        return store.change_event(ev, token, change, None).await;
+    }
+
+    let aggregate = destination.mode == "aggregate" && !stream.test_mode;
+    if ev.status == EventStatus::New.as_str() && aggregate {
+        // Aggregate: transformed events wait (not claimable on their own) for the job's
+        // combined delivery, which is due once every event of the job is transformed.
+        let output = ev
+            .payload_in
+            .as_ref()
+            .map(|j| j.0.clone())
+            .unwrap_or(Value::Null);
+        let change = EventChange {
+            to: Some(EventStatus::Transformed),
+            payload_out: Some(output),
+            retries_remaining: Some(Some(attempts_total)),
+            next_attempt_at: Some(None),
+            release: true,
+            ..Default::default()
+        };
+        if store.change_event(ev, token, change, None).await?
+            && store.mark_aggregate_ready(ev.job_id).await?
+        {
+            engine.wake.notify_one();
+        }
+        return Ok(false);
+    }
+
+    if ev.status == EventStatus::New.as_str() {
+        let output = ev
+            .payload_in
+            .as_ref()
+            .map(|j| j.0.clone())
+            .unwrap_or(Value::Null);
+        let first = retry.schedule_seconds.first().copied().unwrap_or(0);
+        if first == 0 && !stream.test_mode {
+            // Due at once: the transformation's result is written with the first attempt's
+            // outcome, in one commit (see `change_event`).
+            ev.payload_out = Some(Json(output));
+            ev.retries_remaining = Some(attempts_total);
+            return deliver(engine, ev, token, &destination, &retry).await;
+        }
+        let change = EventChange {
+            to: Some(EventStatus::Transformed),
+            payload_out: Some(output.clone()),
+            retries_remaining: Some(Some(attempts_total)),
+            next_attempt_at: Some(Some(after(first))),
+            // Delivered later when the first attempt is not due yet.
+            release: first > 0 && !stream.test_mode,
+            ..Default::default()
+        };
+        if !store.change_event(ev, token, change, None).await? {
+            return Ok(false);
+        }
+        ev.status = EventStatus::Transformed.as_str().into();
+        ev.payload_out = Some(Json(output));
+        if first > 0 && !stream.test_mode {
+            return Ok(false);
+        }
+    }
+
+    if stream.test_mode {
+        let change = EventChange {
+            to: Some(EventStatus::Ok),
+            message: Some(Some("test mode: transformed, not sent".into())),
+            next_attempt_at: Some(None),
+            release: true,
+            ..Default::default()
+        };
+        return store.change_event(ev, token, change, None).await;
+    }
+
+    deliver(engine, ev, token, &destination, &retry).await
+}
+
+/// One delivery attempt of a transformed event (or a NEW one transformed in memory just now),
+/// recorded with its outcome.
+async fn deliver(
+    engine: &Engine,
+    ev: &Event,
+    token: Uuid,
+    destination: &Destination,
+    retry: &crate::api::Retry,
+) -> StoreResult<bool> {
+    let store = &engine.state.store;
+    let started = Timestamp::now();
+    let body = ev
+        .payload_out
+        .as_ref()
+        .map(|j| j.0.clone())
+        .unwrap_or(Value::Null);
+    let key = credentials(engine, ev.org_id, destination.key_id).await?;
+    let result = send_to(
+        engine,
+        destination,
+        key.as_ref(),
+        &body,
+        "application/json",
+        retry.timeout_seconds,
+    )
+    .await;
+    let (change, outcome) = judge(
+        &result,
+        &retry.schedule_seconds,
+        ev.attempt_count as usize + 1,
+    );
+    let code = result.error_code.map(|c| c.as_str().to_string());
+    let terminal = change.to.is_some();
+    let attempt = NewAttempt {
+        destination_id: destination.id,
+        started_at: started,
+        finished_at: Timestamp::now(),
+        outcome,
+        error_code: code,
+        http_status: result.http_status.map(i64::from),
+        http_status_name: result.http_status_name,
+        response_excerpt: result.excerpt,
+        duration_ms: result.duration.as_millis() as i64,
+    };
+    let transformed_now = ev.status == EventStatus::New.as_str();
+    let change = EventChange {
+        attempted: true,
+        release: true,
+        payload_out: transformed_now.then(|| body.clone()),
+        retries_remaining: change.retries_remaining,
+        ..change
+    };
+    let changed = store.change_event(ev, token, change, Some(attempt)).await?;
+    Ok(changed && terminal)
+}
+
+/// What an attempt's result means for the event(s): the change and the attempt's outcome.
+/// `done` counts this attempt.
+fn judge(result: &http::SendResult, schedule: &[u64], done: usize) -> (EventChange, &'static str) {
+    let code = result.error_code.map(|c| c.as_str().to_string());
+    let remaining = (schedule.len() as i64 - done as i64).max(0);
+    match result.verdict {
+        Verdict::Success => (
+            EventChange {
+                to: Some(EventStatus::Ok),
+                error_code: Some(None),
+                message: Some(None),
+                retries_remaining: Some(Some(remaining)),
+                next_attempt_at: Some(None),
+                ..Default::default()
+            },
+            "SUCCESS",
+        ),
+        Verdict::Retry => match next_delay(schedule, done, result.retry_after) {
+            Some(delay) => (
+                EventChange {
+                    to: None,
+                    error_code: Some(code.clone()),
+                    message: Some(result.message.clone()),
+                    retries_remaining: Some(Some(remaining)),
+                    next_attempt_at: Some(Some(Timestamp::from_datetime(
+                        Timestamp::now().0 + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    ))),
+                    ..Default::default()
+                },
+                "RETRY",
+            ),
+            None => (failed(code.clone(), result.message.clone()), "FAILED"),
+        },
+        Verdict::Final => (failed(code.clone(), result.message.clone()), "FAILED"),
+    }
+}
+
+fn failed(code: Option<String>, message: Option<String>) -> EventChange {
+    EventChange {
+        to: Some(EventStatus::Failed),
+        error_code: Some(code),
+        message: Some(message),
+        retries_remaining: Some(Some(0)),
+        next_attempt_at: Some(None),
+        ..Default::default()
+    }
+}
+
+/// Delivers a job's transformed events in one request and applies the result to each.
+pub async fn aggregate(engine: &Engine, job: Job, token: Uuid) {
+    let id = job.id;
+    match deliver_aggregate(engine, job, token).await {
+        Ok(true) => {
+            if let Err(e) = engine.state.store.finish_job(id).await {
+                tracing::warn!(job = %id, error = %e, "could not finish the job; maintenance will");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "storage failed during a combined delivery")
+        }
+    }
+}
+
+async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResult<bool> {
+    let store = &engine.state.store;
+    let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
+    let destination = store
+        .get::<Destination>(job.org_id, stream.destination_id)
+        .await?;
+    let transformation = store
+        .get::<Transformation>(job.org_id, stream.transformation_id)
+        .await?;
+    let retry = destinations_retry(&destination);
+    let members = store.aggregate_members(job.id).await?;
+    let outputs: Vec<Value> = members
+        .iter()
+        .map(|e| {
+            e.payload_out
+                .as_ref()
+                .map(|j| j.0.clone())
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    let (body, content_type) = combine(&outputs, &transformation.format);
+    let key = credentials(engine, job.org_id, destination.key_id).await?;
+    let started = Timestamp::now();
+    let result = send_to(
+        engine,
+        &destination,
+        key.as_ref(),
+        &body,
+        content_type,
+        retry.timeout_seconds,
+    )
+    .await;
+    let (change, outcome) = judge(
+        &result,
+        &retry.schedule_seconds,
+        job.aggregate_attempts as usize + 1,
+    );
+    let next_at = change.next_attempt_at.flatten();
+    let attempt = NewAttempt {
+        destination_id: destination.id,
+        started_at: started,
+        finished_at: Timestamp::now(),
+        outcome,
+        error_code: result.error_code.map(|c| c.as_str().to_string()),
+        http_status: result.http_status.map(i64::from),
+        http_status_name: result.http_status_name.clone(),
+        response_excerpt: result.excerpt.clone(),
+        duration_ms: result.duration.as_millis() as i64,
+    };
+    let terminal = change.to.is_some();
+    let held = store
+        .complete_aggregate(&job, token, &members, &change, next_at, &attempt)
+        .await?;
+    Ok(held && terminal)
+}
+
+/// One delivery through the destination's function.
+async fn send_to(
+    engine: &Engine,
+    destination: &Destination,
+    key: Option<&Value>,
+    body: &Value,
+    content_type: &str,
+    timeout_seconds: u64,
+) -> http::SendResult {
+    match destination.function.as_str() {
+        "http.send" => {
+            http::send(
+                &engine.client,
+                &destination.params.0,
+                key,
+                body,
+                content_type,
+                std::time::Duration::from_secs(timeout_seconds),
+            )
+            .await
+        }
+        other => http::SendResult {
+            verdict: Verdict::Final,
+            error_code: Some(ErrorCode::Unknown),
+            http_status: None,
+            http_status_name: None,
+            excerpt: None,
+            retry_after: None,
+            message: Some(format!(
+                "the destination function `{other}` cannot deliver yet"
+            )),
+            duration: std::time::Duration::ZERO,
+        },
+    }
+}

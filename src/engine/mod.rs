@@ -1,0 +1,329 @@
+//! The engine: workers that run jobs (a stream's source) and move events through their
+//! transformation and delivery, plus the maintenance that keeps claims and the event log
+//! healthy. Work is claimed from the store with a lease; a worker never holds a database
+//! transaction across a call to another system.
+
+mod deliver;
+mod run_job;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::api::AppState;
+
+/// Shared by the workers of one process.
+pub struct Engine {
+    pub state: AppState,
+    pub client: reqwest::Client,
+    /// Woken when work is queued in this process (other nodes hear Postgres NOTIFY).
+    pub wake: Arc<Notify>,
+    /// The last claim filled every free slot, so more work is probably waiting: a finishing
+    /// task then wakes the claim loop at once instead of leaving its slot idle until the poll.
+    backlog: std::sync::atomic::AtomicBool,
+    /// Paces reads from the DEAR API per account.
+    pub dear_limiter: crate::connectors::dear::RateLimiter,
+    /// Claim tokens with work in flight (and how much), released on shutdown.
+    held: Mutex<HashMap<Uuid, usize>>,
+    worker_id: String,
+}
+
+impl Engine {
+    pub fn new(state: AppState, wake: Arc<Notify>) -> Arc<Engine> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            // Deliveries go where the destination says, not through an ambient proxy.
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client with static settings");
+        Arc::new(Engine {
+            state,
+            client,
+            wake,
+            dear_limiter: Default::default(),
+            backlog: Default::default(),
+            held: Mutex::new(HashMap::new()),
+            worker_id: format!("{}-{}", hostname(), std::process::id()),
+        })
+    }
+
+    fn hold(&self, token: Uuid, n: usize) {
+        if n > 0 {
+            *self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(token)
+                .or_default() += n;
+        }
+    }
+
+    /// One piece of work under `token` is finished (its claim is settled in the store).
+    fn settle(&self, token: Uuid) {
+        if self.backlog.load(std::sync::atomic::Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&token) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&token);
+            }
+        }
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.state.config.workers.lease_seconds as i64)
+    }
+
+    /// Runs until `shutdown` turns true: claims as much work as there are free workers,
+    /// then waits for a wake-up or the next poll.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let cfg = self.state.config.workers.clone();
+        let slots = Arc::new(Semaphore::new(cfg.count));
+        let mut tasks = JoinSet::new();
+        if self.state.store.backend() == crate::store::Backend::Postgres {
+            tokio::spawn(listen_for_work(self.clone(), shutdown.clone()));
+        }
+        // Maintenance runs beside the claim loop so a slow sweep never holds up claiming.
+        let maintenance = tokio::spawn(self.clone().maintenance(shutdown.clone()));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let claimed = self.claim_and_spawn(&slots, &mut tasks).await;
+            // Claimed a full batch and slots remain: look again at once.
+            if claimed > 0 && slots.available_permits() > 0 {
+                continue;
+            }
+            let jitter = rand::thread_rng().gen_range(0.8..1.2);
+            let pause = Duration::from_millis(cfg.poll_interval_ms).mul_f64(jitter);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Stop claiming; let work in flight finish within the grace period, then release it.
+        let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        let held: Vec<Uuid> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(t, _)| t)
+            .collect();
+        if !held.is_empty() {
+            if let Err(e) = self.state.store.release_claims(&held).await {
+                tracing::warn!(error = %e, "could not release claims; their leases will run out");
+            }
+        }
+        let _ = maintenance.await;
+        tracing::info!(released = held.len(), "workers stopped");
+    }
+
+    /// Claims jobs, then events, up to the free slots; returns how many were claimed.
+    async fn claim_and_spawn(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> usize {
+        let store = &self.state.store;
+        let mut claimed = 0;
+        let free = slots.available_permits() as u32;
+        if free == 0 {
+            return 0;
+        }
+        // Source runs are long; leave most slots to deliveries.
+        let token = Uuid::now_v7();
+        match store
+            .claim_jobs(&self.worker_id, token, free.div_ceil(2), self.lease())
+            .await
+        {
+            Ok(jobs) => {
+                self.hold(token, jobs.len());
+                for job in jobs {
+                    claimed += 1;
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                    let engine = self.clone();
+                    tasks.spawn(async move {
+                        run_job::run(&engine, job, token).await;
+                        engine.settle(token);
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
+        }
+        let free = slots.available_permits() as u32;
+        if free > 0 {
+            let token = Uuid::now_v7();
+            match store
+                .claim_aggregates(token, free.div_ceil(2), self.lease())
+                .await
+            {
+                Ok(jobs) => {
+                    claimed += jobs.len();
+                    self.hold(token, jobs.len());
+                    for job in jobs {
+                        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                        let engine = self.clone();
+                        tasks.spawn(async move {
+                            deliver::aggregate(&engine, job, token).await;
+                            engine.settle(token);
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming combined deliveries failed"),
+            }
+        }
+        let free = slots.available_permits() as u32;
+        if free > 0 {
+            let token = Uuid::now_v7();
+            match store.claim_events(token, free, self.lease()).await {
+                Ok(events) => {
+                    self.backlog.store(
+                        events.len() as u32 == free,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    claimed += events.len();
+                    self.hold(token, events.len());
+                    for ev in events {
+                        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                        let engine = self.clone();
+                        tasks.spawn(async move {
+                            deliver::process(&engine, ev, token).await;
+                            engine.settle(token);
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming events failed"),
+            }
+        }
+        claimed
+    }
+
+    /// Every second: returns work whose worker died, publishes the event log, fires due
+    /// schedules, forgets old webhook receipts. Every 30 s: finishes jobs a worker left
+    /// unfinished (a sweep over running jobs, too costly to run each second).
+    async fn maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick: u64 = 0;
+        loop {
+            self.maintain(tick % 30 == 0).await;
+            tick += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn maintain(&self, sweep: bool) {
+        let store = &self.state.store;
+        if let Err(e) = store.rescue_events().await {
+            tracing::warn!(error = %e, "rescuing expired claims failed");
+        }
+        if let Err(e) = store.sequence_event_log(false).await {
+            tracing::warn!(error = %e, "publishing the event log failed");
+        }
+        if sweep {
+            if let Err(e) = store.finish_stragglers().await {
+                tracing::warn!(error = %e, "finishing jobs failed");
+            }
+        }
+        let hours = self.state.config.ingest.dedup_retention_hours as i64;
+        let before = crate::domain::Timestamp::from_datetime(
+            chrono::Utc::now() - chrono::Duration::hours(hours),
+        );
+        if let Err(e) = store.purge_receipts(before).await {
+            tracing::warn!(error = %e, "forgetting old webhook receipts failed");
+        }
+        if let Err(e) = self.fire_schedules().await {
+            tracing::warn!(error = %e, "firing schedules failed");
+        }
+    }
+}
+
+impl Engine {
+    /// Queues the runs of scheduled sources that are due. A run missed while no node was up
+    /// fires once, late, and the schedule continues from now: a restart neither skips a due
+    /// run nor repeats one.
+    async fn fire_schedules(&self) -> crate::store::StoreResult<()> {
+        let store = &self.state.store;
+        for source in store.due_sources(100).await? {
+            let (Some(due), Some(expr)) = (source.next_run_at, source.schedule.as_deref()) else {
+                continue;
+            };
+            let tz = source.timezone.as_deref().unwrap_or("UTC");
+            let now = crate::domain::Timestamp::now();
+            let next = match crate::domain::schedule::next_run(expr, tz, now.0.max(due.0)) {
+                Ok(t) => crate::domain::Timestamp::from_datetime(t),
+                Err(e) => {
+                    tracing::warn!(source = %source.id, error = %e, "cannot compute the next run");
+                    continue;
+                }
+            };
+            let jobs = store.fire_schedule(&source, due, next).await?;
+            if !jobs.is_empty() {
+                tracing::info!(source = %source.id, jobs = jobs.len(), next = %next.0, "scheduled run queued");
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wakes this process's workers when another node queues work (Postgres LISTEN).
+async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let url = engine.state.config.effective_database_url();
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+            l.listen("wharf_work").await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "LISTEN failed; polling only for now");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => engine.wake.notify_one(),
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "wharf".into())
+}

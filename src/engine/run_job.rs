@@ -1,0 +1,126 @@
+//! Running a job: read its records (from the source function, or the records the job carries)
+//! and store them as NEW events in one transaction with the job's progress.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::Engine;
+use crate::connectors::{self, http};
+use crate::store::{Job, Key, NewEvent, Source, StoreError, Stream};
+
+enum Failure {
+    /// The source itself failed: the job ends FAILED with this message.
+    Source(String),
+    /// Our storage failed: leave the claim to run out so the job is tried again.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+pub async fn run(engine: &Engine, job: Job, token: Uuid) {
+    let store = &engine.state.store;
+    match read(engine, &job).await {
+        Ok((data_type, events)) => {
+            let n = events.len();
+            match store.complete_source(&job, token, &data_type, events).await {
+                Ok(true) => {
+                    tracing::info!(job = %job.id, events = n, "source read");
+                    engine.wake.notify_one();
+                }
+                Ok(false) => {
+                    tracing::warn!(job = %job.id, "lost the job's claim; another worker has it")
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "could not store the job's events; it will be retried")
+                }
+            }
+        }
+        Err(Failure::Source(message)) => {
+            tracing::info!(job = %job.id, %message, "source failed");
+            if let Err(e) = store.fail_job(&job, token, &message).await {
+                tracing::warn!(job = %job.id, error = %e, "could not mark the job failed");
+            }
+        }
+        Err(Failure::Store(e)) => {
+            tracing::warn!(job = %job.id, error = %e, "storage failed while running the job; it will be retried");
+        }
+    }
+}
+
+/// The key's full credentials, if the thing has a key.
+pub async fn credentials(
+    engine: &Engine,
+    org: Uuid,
+    key_id: Option<Uuid>,
+) -> Result<Option<Value>, StoreError> {
+    let Some(id) = key_id else { return Ok(None) };
+    let key = engine.state.store.get::<Key>(org, id).await?;
+    Ok(connectors::open_key(&engine.state.master_key, &key))
+}
+
+async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Failure> {
+    let store = &engine.state.store;
+    let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
+    let source = store.get::<Source>(job.org_id, stream.source_id).await?;
+    let id_path = source
+        .params
+        .0
+        .get("entity_id_path")
+        .and_then(Value::as_str)
+        // A DEAR sale read from the API names itself by `ID`.
+        .or((source.function == "dear.webhook").then_some("ID"));
+    // Records given with the job (an upload, a webhook, a replica) are not read again.
+    if let Some(payload) = &job.payload {
+        let mut records = match &payload.0 {
+            Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        if source.function == "dear.webhook" {
+            // DEAR pushes name the sale; the event carries the full sale from the API.
+            let key = credentials(engine, job.org_id, source.key_id)
+                .await?
+                .ok_or_else(|| Failure::Source("the DEAR source has no usable key".into()))?;
+            for record in records.iter_mut() {
+                if let Some(id) = record
+                    .get("SaleID")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
+                    *record = connectors::dear::fetch_sale(
+                        &engine.client,
+                        &engine.dear_limiter,
+                        &key,
+                        &id,
+                    )
+                    .await
+                    .map_err(Failure::Source)?;
+                }
+            }
+        }
+        let events = records
+            .into_iter()
+            .map(|record| NewEvent {
+                entity_id: http::entity_id(&record, id_path),
+                payload_in: record,
+                original_event_id: None,
+            })
+            .collect();
+        return Ok((stream.data_type, events));
+    }
+    let key = credentials(engine, job.org_id, source.key_id).await?;
+    let events = match source.function.as_str() {
+        "http.fetch" => http::fetch(&engine.client, &source.params.0, key.as_ref())
+            .await
+            .map_err(Failure::Source)?,
+        other => {
+            return Err(Failure::Source(format!(
+                "the source function `{other}` cannot be run on demand yet; use an http.fetch source or send records to the stream"
+            )))
+        }
+    };
+    Ok((stream.data_type, events))
+}

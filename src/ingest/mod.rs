@@ -1,0 +1,251 @@
+//! Webhook ingest: `POST /hooks/{source_token}`. The token picks a webhook source; the push is
+//! verified as the source's system requires, parsed by the source's format, deduplicated by
+//! the sender's delivery id, and stored (jobs and events, or the thin records for a worker to
+//! complete) before the answer: 202 means it is durably stored.
+
+pub mod verify;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::api::extract::{parse_json, RawBody};
+use crate::api::jobs::new_events;
+use crate::api::AppState;
+use crate::connectors::{self, http::at_path};
+use crate::domain::Timestamp;
+use crate::error::ApiError;
+use crate::store::{IngestJob, Ingested, Key, NewJob, Source};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/hooks/{token}", post(receive))
+}
+
+/// The answer to an accepted push.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    /// The job the push became (the first, when several streams use the source).
+    pub job_id: uuid::Uuid,
+    pub job_ids: Vec<uuid::Uuid>,
+    /// True when this delivery id was received before: nothing new was stored.
+    pub duplicate: bool,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Systems whose pushes carry ids only; a worker fetches the full records.
+fn thin(system: &str) -> bool {
+    system == "dear"
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let source = state
+        .store
+        .source_by_webhook_token(&token)
+        .await?
+        .filter(|s| s.active && s.trigger == "webhook")
+        .ok_or(ApiError::NotFound("webhook"))?;
+    let metrics = state.metrics.clone();
+    let key = match source.key_id {
+        Some(id) => {
+            let key = state.store.get::<Key>(source.org_id, id).await?;
+            connectors::open_key(&state.master_key, &key)
+        }
+        None => None,
+    };
+    let verdict = match source.system.as_str() {
+        "shopify" => verify::shopify(key.as_ref(), &headers, &body),
+        "dear" => verify::dear(key.as_ref(), &headers),
+        "http" => verify::http(&source.params.0, key.as_ref(), &headers, &body),
+        // Peoplevox callbacks carry no signature: the URL token alone.
+        _ => Ok(()),
+    };
+    if let Err(why) = verdict {
+        tracing::warn!(source = %source.id, reason = %why, "push refused");
+        metrics.record_webhook(&source.system, "rejected");
+        state.store.count_rejection(source.id).await?;
+        return Err(ApiError::Unverified);
+    }
+    let records = match parse_records(&source, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics.record_webhook(&source.system, "invalid");
+            return Err(e);
+        }
+    };
+    let delivery_id = match source.system.as_str() {
+        "shopify" => header(&headers, "x-shopify-webhook-id"),
+        _ => {
+            let name = source
+                .params
+                .0
+                .get("dedup_header")
+                .and_then(Value::as_str)
+                .unwrap_or("idempotency-key");
+            header(&headers, name)
+        }
+    };
+    let streams = state.store.active_streams_of(source.id).await?;
+    if streams.is_empty() {
+        return Err(ApiError::Conflict(
+            "No active stream uses this source, so the push would go nowhere; nothing was stored. Activate a stream, and the sender's retry will be accepted.".into(),
+        ));
+    }
+    let meta = push_meta(&source, &headers, delivery_id.as_deref());
+    let path = entity_path(&source);
+    let jobs = streams
+        .iter()
+        .map(|stream| IngestJob {
+            new: NewJob {
+                org_id: source.org_id,
+                stream_id: stream.id,
+                trigger: "webhook",
+                settings: json!({"webhook": meta}),
+                payload: thin(&source.system).then(|| Value::Array(records.clone())),
+                original_job_id: None,
+                run_at: Timestamp::now(),
+            },
+            data_type: stream.data_type.clone(),
+            events: (!thin(&source.system))
+                .then(|| new_events(records.clone(), path.as_deref(), None)),
+        })
+        .collect();
+    match state
+        .store
+        .ingest(source.id, delivery_id.as_deref(), jobs)
+        .await?
+    {
+        Ingested::Created(ids) => {
+            metrics.record_webhook(&source.system, "accepted");
+            state.wake.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(Receipt {
+                    job_id: ids[0],
+                    job_ids: ids,
+                    duplicate: false,
+                }),
+            ))
+        }
+        Ingested::Duplicate(job_id) => {
+            metrics.record_webhook(&source.system, "duplicate");
+            Ok((
+                StatusCode::OK,
+                Json(Receipt {
+                    job_id,
+                    job_ids: vec![job_id],
+                    duplicate: true,
+                }),
+            ))
+        }
+    }
+}
+
+/// Where each record's entity id is: the source's `entity_id_path`, or the system's usual one.
+fn entity_path(source: &Source) -> Option<String> {
+    if let Some(p) = source
+        .params
+        .0
+        .get("entity_id_path")
+        .and_then(Value::as_str)
+    {
+        return Some(p.to_string());
+    }
+    match source.system.as_str() {
+        "shopify" => Some("name".into()),
+        "dear" => Some("SaleID".into()),
+        _ => None,
+    }
+}
+
+/// What the sender told about the push, kept on the job (`settings.webhook`).
+fn push_meta(source: &Source, headers: &HeaderMap, delivery_id: Option<&str>) -> Value {
+    let mut meta =
+        json!({"delivery_id": delivery_id, "content_type": header(headers, "content-type")});
+    if source.system == "shopify" {
+        for (field, name) in [
+            ("topic", "x-shopify-topic"),
+            ("shop_domain", "x-shopify-shop-domain"),
+            ("webhook_id", "x-shopify-webhook-id"),
+            ("event_id", "x-shopify-event-id"),
+            ("triggered_at", "x-shopify-triggered-at"),
+            ("api_version", "x-shopify-api-version"),
+        ] {
+            meta[field] = json!(header(headers, name));
+        }
+    }
+    meta
+}
+
+/// The records of a push, by the source's declared format.
+fn parse_records(
+    source: &Source,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<Value>, ApiError> {
+    let format = source
+        .params
+        .0
+        .get("format")
+        .and_then(Value::as_str)
+        .unwrap_or("json");
+    match format {
+        "csv" => {
+            let mut reader = csv::ReaderBuilder::new().from_reader(body);
+            let names = reader
+                .headers()
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("The CSV header row cannot be read: {e}"))
+                })?
+                .clone();
+            let mut out = Vec::new();
+            for (i, row) in reader.records().enumerate() {
+                let row =
+                    row.map_err(|e| ApiError::BadRequest(format!("CSV line {}: {e}", i + 2)))?;
+                out.push(Value::Object(
+                    names
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(h, v)| (h.to_string(), json!(v)))
+                        .collect(),
+                ));
+            }
+            Ok(out)
+        }
+        "xml" | "text" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
+            Ok(vec![Value::String(text.to_string())])
+        }
+        _ => {
+            let _ = headers;
+            let doc: Value = parse_json(body)?;
+            let path = source
+                .params
+                .0
+                .get("records_path")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match at_path(&doc, path) {
+                Some(Value::Array(items)) => Ok(items.clone()),
+                Some(one) if path.is_empty() => Ok(vec![one.clone()]),
+                _ => Err(ApiError::BadRequest(format!(
+                    "The body has no list at `{path}` (the source's records_path)."
+                ))),
+            }
+        }
+    }
+}

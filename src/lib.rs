@@ -1,0 +1,163 @@
+//! Wharf: a self-hosted integration platform server.
+//!
+//! This is the composition root: configuration → store → API (and, as they land, workers,
+//! scheduler and maintenance), all stopped together on SIGTERM/SIGINT.
+
+pub mod api;
+pub mod config;
+pub mod connectors;
+pub mod crypto;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+pub mod transform;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::config::Config;
+use crate::crypto::{generate_token, hash_token, token_hint, write_private_file, MasterKey};
+use crate::store::{Bootstrap, Store};
+
+/// Name of the file the generated bootstrap token is written to, inside the data directory.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
+
+/// Opens storage, applies migrations, creates the first organisation and token on an empty
+/// database, and writes the public library: everything the server needs before it listens.
+pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let master_key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
+    let store = Store::connect(&config)
+        .await
+        .context("cannot open the database")?;
+    bootstrap(&store, &config).await?;
+    store
+        .sync_public_transformations(&transform::library::public_transformations())
+        .await?;
+    Ok(AppState {
+        store,
+        config: Arc::new(config),
+        master_key,
+        metrics: Arc::default(),
+        wake: Arc::default(),
+    })
+}
+
+async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let token = config
+        .bootstrap_token
+        .clone()
+        .unwrap_or_else(generate_token);
+    match store
+        .bootstrap(&hash_token(&token), &token_hint(&token))
+        .await?
+    {
+        Bootstrap::AlreadyDone => {}
+        Bootstrap::Created { .. } if config.bootstrap_token.is_some() => {
+            tracing::info!("created organisation `default` with the configured owner token");
+        }
+        Bootstrap::Created { .. } => {
+            let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);
+            write_private_file(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("Created organisation `default`. Owner API token (shown once, also in {}):\n\n    {token}\n", path.display());
+            tracing::info!(path = %path.display(), "created organisation `default` and its owner token");
+        }
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` and runs the workers (unless switched off) until `shutdown`
+/// completes; then stops taking requests and claiming work, lets work in flight finish within
+/// the grace period, releases the rest, and closes storage.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = state.config.workers.enabled.then(|| {
+        let engine = engine::Engine::new(state.clone(), state.wake.clone());
+        tokio::spawn(engine.run(stop_rx.clone()))
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let app = api::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `wharf serve`: prepare, listen on the configured address, stop on SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = prepare(config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = ?state.store.backend(),
+        "wharf listening; API at /api/v1, docs at /docs"
+    );
+    serve_on(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Sets up logging from the configuration (`RUST_LOG` wins when set).
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let _ = match config.log.format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}

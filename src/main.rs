@@ -1,0 +1,97 @@
+//! The `wharf` command: `serve` runs the server, `migrate` applies migrations and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use wharf::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Self-hosted integration platform server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, webhook ingest and background work in one process.
+    Serve(Common),
+    /// Apply database migrations and exit.
+    Migrate(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Configuration file (TOML); see config/wharf.toml.
+    #[arg(long, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080; env WHARF_LISTEN].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory [default: ./data; env WHARF_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `postgres://…` or `sqlite://…` [default: SQLite in the data directory; env WHARF_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl Common {
+    fn load(self) -> Result<Config, String> {
+        let overrides = Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            database_url: self.database_url,
+        };
+        Config::load(self.config.as_deref(), overrides).map_err(|e| e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (common, migrate_only) = match cli.command {
+        Command::Serve(c) => (c, false),
+        Command::Migrate(c) => (c, true),
+    };
+    let config = match common.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    wharf::init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wharf: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if migrate_only {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let store = wharf::store::Store::connect(&config).await?;
+            store.close().await;
+            tracing::info!("migrations applied");
+            Ok(())
+        } else {
+            wharf::serve(config).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

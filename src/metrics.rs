@@ -1,0 +1,83 @@
+//! Prometheus metrics, kept in memory and written as text on `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Counters of this process.
+#[derive(Default)]
+pub struct Metrics {
+    http: Mutex<BTreeMap<(String, String, u16), HttpStat>>,
+    webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct HttpStat {
+    count: u64,
+    seconds: f64,
+}
+
+impl Metrics {
+    pub fn record_http(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let mut map = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        let stat = map
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        stat.count += 1;
+        stat.seconds += took.as_secs_f64();
+    }
+
+    /// Counts a push by system and outcome (`accepted`, `duplicate`, `rejected`, `invalid`).
+    pub fn record_webhook(&self, system: &str, outcome: &'static str) {
+        let mut map = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((system.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        {
+            let hooks = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_webhooks_total Pushes received, by system and outcome.\n");
+            out.push_str("# TYPE wharf_webhooks_total counter\n");
+            for ((system, outcome), n) in hooks.iter() {
+                let _ = writeln!(
+                    out,
+                    "wharf_webhooks_total{{system=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(system)
+                );
+            }
+        }
+        let map = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str(
+            "# HELP wharf_http_requests_total HTTP requests by method, route and status.\n",
+        );
+        out.push_str("# TYPE wharf_http_requests_total counter\n");
+        for ((method, route, status), s) in map.iter() {
+            let _ = writeln!(
+                out,
+                "wharf_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                s.count
+            );
+        }
+        out.push_str(
+            "# HELP wharf_http_request_duration_seconds_sum Time spent answering, by route.\n",
+        );
+        out.push_str("# TYPE wharf_http_request_duration_seconds_sum counter\n");
+        for ((method, route, status), s) in map.iter() {
+            let _ = writeln!(
+                out,
+                "wharf_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {:.6}",
+                escape(route),
+                s.seconds
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

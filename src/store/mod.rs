@@ -1,0 +1,335 @@
+//! The one store interface, over Postgres or SQLite.
+//!
+//! Both backends run the same SQL where the dialects agree (sqlx binds `$N` on both), through
+//! [`on_pool!`], which expands a block once per backend with `$db` naming the sqlx database.
+//! Where they differ (claims, locking), each backend has its own function side by side, so
+//! the two stay in step. Records decode from either backend's rows.
+
+mod engine;
+mod ingest;
+mod records;
+mod resources;
+mod tenancy;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{Database, PgPool, Postgres, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::domain::Timestamp;
+
+pub use engine::{
+    AbortScope, Delivery, EventChange, IngestJob, Ingested, NewAttempt, NewEvent, NewJob,
+};
+pub use records::*;
+pub use resources::{ListPage, ListQuery, Record};
+pub use tenancy::{Bootstrap, TokenIdentity};
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// What went wrong in the store, in terms the API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A delete refused because other records still refer to this one.
+    #[error("{0}")]
+    InUse(String),
+    /// A unique constraint refused the write.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The database could not be reached or no connection was free in time.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound("record"),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) => {
+                use sqlx::error::ErrorKind;
+                match db.kind() {
+                    ErrorKind::ForeignKeyViolation => StoreError::InUse(
+                        "it is still used by other objects (a stream, or a source or destination \
+                         using this key); change or delete those first"
+                            .into(),
+                    ),
+                    ErrorKind::UniqueViolation => StoreError::Duplicate(
+                        "an object with the same unique name already exists".into(),
+                    ),
+                    // Postgres: connection failures, the server shutting down, too many
+                    // connections, or the database gone.
+                    _ if db.code().is_some_and(|c| {
+                        c.starts_with("08")
+                            || c.starts_with("57P")
+                            || matches!(c.as_ref(), "53300" | "3D000")
+                    }) =>
+                    {
+                        StoreError::Unavailable(e.to_string())
+                    }
+                    // SQLite: the database stayed locked past the busy timeout.
+                    _ if matches!(db.code().as_deref(), Some("5" | "6")) => {
+                        StoreError::Unavailable(e.to_string())
+                    }
+                    _ => StoreError::Other(e.into()),
+                }
+            }
+            _ => StoreError::Other(e.into()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Runs `$body` against whichever pool the store holds, with `$pool` bound to it and `$db`
+/// naming its sqlx database type.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident, $db:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Pg($pool) => {
+                #[allow(dead_code)]
+                type $db = ::sqlx::Postgres;
+                $body
+            }
+            $crate::store::Pool::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $db = ::sqlx::Sqlite;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A value bound into a generic query.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Bool(bool),
+    Int(Option<i64>),
+    Json(Option<serde_json::Value>),
+    Ts(Option<Timestamp>),
+    Bytes(Vec<u8>),
+}
+
+impl From<Uuid> for Val {
+    fn from(v: Uuid) -> Self {
+        Val::Uuid(Some(v))
+    }
+}
+impl From<Option<Uuid>> for Val {
+    fn from(v: Option<Uuid>) -> Self {
+        Val::Uuid(v)
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::Text(Some(v))
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::Text(Some(v.to_string()))
+    }
+}
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Self {
+        Val::Text(v)
+    }
+}
+impl From<bool> for Val {
+    fn from(v: bool) -> Self {
+        Val::Bool(v)
+    }
+}
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::Int(Some(v))
+    }
+}
+impl From<Json<serde_json::Value>> for Val {
+    fn from(v: Json<serde_json::Value>) -> Self {
+        Val::Json(Some(v.0))
+    }
+}
+impl From<Option<Json<serde_json::Value>>> for Val {
+    fn from(v: Option<Json<serde_json::Value>>) -> Self {
+        Val::Json(v.map(|j| j.0))
+    }
+}
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<Timestamp> for Val {
+    fn from(v: Timestamp) -> Self {
+        Val::Ts(Some(v))
+    }
+}
+impl From<Option<Timestamp>> for Val {
+    fn from(v: Option<Timestamp>) -> Self {
+        Val::Ts(v)
+    }
+}
+impl From<Vec<u8>> for Val {
+    fn from(v: Vec<u8>) -> Self {
+        Val::Bytes(v)
+    }
+}
+
+/// Binding of [`Val`]s into sqlx queries of either backend.
+pub trait Bind: Sized {
+    fn bind_val(self, v: &Val) -> Self;
+    fn bind_all(mut self, vals: &[Val]) -> Self {
+        for v in vals {
+            self = self.bind_val(v);
+        }
+        self
+    }
+}
+
+macro_rules! bind_match {
+    ($q:expr, $v:expr) => {
+        match $v.clone() {
+            Val::Uuid(x) => $q.bind(x),
+            Val::Text(x) => $q.bind(x),
+            Val::Bool(x) => $q.bind(x),
+            Val::Int(x) => $q.bind(x),
+            Val::Json(x) => $q.bind(x.map(Json)),
+            Val::Ts(x) => $q.bind(x),
+            Val::Bytes(x) => $q.bind(x),
+        }
+    };
+}
+
+macro_rules! impl_bind {
+    ($db:ty) => {
+        impl<'q, O> Bind for sqlx::query::QueryAs<'q, $db, O, <$db as Database>::Arguments<'q>> {
+            fn bind_val(self, v: &Val) -> Self {
+                bind_match!(self, v)
+            }
+        }
+        impl<'q> Bind for sqlx::query::Query<'q, $db, <$db as Database>::Arguments<'q>> {
+            fn bind_val(self, v: &Val) -> Self {
+                bind_match!(self, v)
+            }
+        }
+        impl<'q, O> Bind
+            for sqlx::query::QueryScalar<'q, $db, O, <$db as Database>::Arguments<'q>>
+        {
+            fn bind_val(self, v: &Val) -> Self {
+                bind_match!(self, v)
+            }
+        }
+    };
+}
+impl_bind!(Postgres);
+impl_bind!(Sqlite);
+
+impl Store {
+    /// Connects to the configured database (creating the SQLite file and data directory if
+    /// needed) and applies migrations.
+    pub async fn connect(config: &Config) -> anyhow::Result<Store> {
+        let url = config.effective_database_url();
+        let acquire = Duration::from_secs(config.database.acquire_timeout_seconds);
+        let store = if url.starts_with("postgres") {
+            let opts = PgConnectOptions::from_str(&url)?.application_name("wharf");
+            let pool = PgPoolOptions::new()
+                .max_connections(config.database.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await?;
+            Store {
+                pool: Pool::Pg(pool),
+            }
+        } else {
+            let opts = SqliteConnectOptions::from_str(&url)?;
+            if let Some(parent) = Path::new(opts.get_filename()).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)?;
+                }
+            }
+            let opts = opts
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a 2xx promises the data survives a power cut, not only a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(acquire);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.database.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await?;
+            Store {
+                pool: Pool::Sqlite(pool),
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Pg(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies pending migrations (idempotent; several nodes may race, sqlx locks).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Pg(p) => PG_MIGRATOR.run(p).await?,
+            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool, Db => pool.close().await)
+    }
+}

@@ -1,0 +1,484 @@
+//! Rows of the configuration tables, as the store reads and writes them.
+
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::resources::Record;
+use super::Val;
+use crate::domain::Timestamp;
+
+/// Implements [`Record`] from a table name, a display name and the written columns.
+macro_rules! record {
+    ($ty:ident, $table:literal, $name:literal, shared = $shared:literal, [$($col:ident),* $(,)?]) => {
+        impl Record for $ty {
+            const TABLE: &'static str = $table;
+            const NAME: &'static str = $name;
+            const SHARED: bool = $shared;
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn values(&self) -> Vec<(&'static str, Val)> {
+                vec![$((stringify!($col), Val::from(self.$col.clone()))),*]
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Organisation {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    User,
+    "users",
+    "user",
+    shared = false,
+    [id, org_id, email, name, role, created_at, updated_at]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub name: String,
+    pub role: String,
+    pub token_hash: String,
+    pub hint: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+}
+record!(
+    ApiToken,
+    "api_tokens",
+    "token",
+    shared = false,
+    [
+        id,
+        org_id,
+        user_id,
+        name,
+        role,
+        token_hash,
+        hint,
+        created_at,
+        updated_at,
+        last_used_at,
+        expires_at
+    ]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Key {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub system: String,
+    pub title: String,
+    /// The non-secret credential fields.
+    pub credentials: Json<Value>,
+    /// The secret fields, sealed under the master key with the key's id as context.
+    pub sealed_secrets: Vec<u8>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Key,
+    "keys",
+    "key",
+    shared = false,
+    [
+        id,
+        org_id,
+        system,
+        title,
+        credentials,
+        sealed_secrets,
+        created_at,
+        updated_at
+    ]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Source {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub title: String,
+    pub system: String,
+    pub function: String,
+    pub key_id: Option<Uuid>,
+    pub trigger: String,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub params: Json<Value>,
+    pub webhook_token: Option<String>,
+    pub active: bool,
+    pub next_run_at: Option<Timestamp>,
+    /// Subscriptions installed at the system; written only by install/uninstall (not by
+    /// generic updates, which would overwrite them).
+    pub webhook_state: Json<Value>,
+    /// Pushes refused by verification; counted in place, never by generic updates.
+    pub rejected_count: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Source,
+    "sources",
+    "source",
+    shared = false,
+    [
+        id,
+        org_id,
+        title,
+        system,
+        function,
+        key_id,
+        trigger,
+        schedule,
+        timezone,
+        params,
+        webhook_token,
+        active,
+        next_run_at,
+        created_at,
+        updated_at
+    ]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Transformation {
+    pub id: Uuid,
+    /// `None` for the public library.
+    pub org_id: Option<Uuid>,
+    pub visibility: String,
+    pub title: String,
+    pub description: String,
+    pub data_type: String,
+    pub language: String,
+    pub format: String,
+    pub code: String,
+    pub copied_from: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Transformation,
+    "transformations",
+    "transformation",
+    shared = true,
+    [
+        id,
+        org_id,
+        visibility,
+        title,
+        description,
+        data_type,
+        language,
+        format,
+        code,
+        copied_from,
+        created_at,
+        updated_at
+    ]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LookupTable {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub default_value: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    LookupTable,
+    "lookup_tables",
+    "lookup table",
+    shared = false,
+    [
+        id,
+        org_id,
+        name,
+        description,
+        default_value,
+        created_at,
+        updated_at
+    ]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Destination {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub title: String,
+    pub system: String,
+    pub function: String,
+    pub key_id: Option<Uuid>,
+    pub mode: String,
+    pub params: Json<Value>,
+    pub retry: Json<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Destination,
+    "destinations",
+    "destination",
+    shared = false,
+    [id, org_id, title, system, function, key_id, mode, params, retry, created_at, updated_at]
+);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Stream {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub title: String,
+    pub data_type: String,
+    pub source_id: Uuid,
+    pub transformation_id: Uuid,
+    pub destination_id: Uuid,
+    pub active: bool,
+    pub test_mode: bool,
+    pub settings: Json<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Stream,
+    "streams",
+    "stream",
+    shared = false,
+    [
+        id,
+        org_id,
+        title,
+        data_type,
+        source_id,
+        transformation_id,
+        destination_id,
+        active,
+        test_mode,
+        settings,
+        created_at,
+        updated_at
+    ]
+);
+
+/// One run of a stream; also the queue row the job workers claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub stream_id: Uuid,
+    pub status: String,
+    pub trigger: String,
+    pub message: Option<String>,
+    pub settings: Json<Value>,
+    pub payload: Option<Json<Value>>,
+    pub original_job_id: Option<Uuid>,
+    pub run_at: Timestamp,
+    pub attempt: i64,
+    pub claim_token: Option<Uuid>,
+    pub claimed_by: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub source_done_at: Option<Timestamp>,
+    /// Aggregate destinations: when the combined delivery is due.
+    pub aggregate_next_at: Option<Timestamp>,
+    /// Aggregate destinations: combined deliveries tried so far.
+    pub aggregate_attempts: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+record!(
+    Job,
+    "jobs",
+    "job",
+    shared = false,
+    [
+        id,
+        org_id,
+        stream_id,
+        status,
+        trigger,
+        message,
+        settings,
+        payload,
+        original_job_id,
+        run_at,
+        attempt,
+        claim_token,
+        claimed_by,
+        lease_expires_at,
+        source_done_at,
+        aggregate_next_at,
+        aggregate_attempts,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at
+    ]
+);
+
+/// One record moving through a stream; also the queue row the delivery workers claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Event {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub stream_id: Uuid,
+    pub job_id: Uuid,
+    pub status: String,
+    pub data_type: String,
+    pub entity_id: Option<String>,
+    pub payload_in: Option<Json<Value>>,
+    pub payload_out: Option<Json<Value>>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    pub retries_remaining: Option<i64>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_attempt_at: Option<Timestamp>,
+    pub attempt_count: i64,
+    pub claim_token: Option<Uuid>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub original_event_id: Option<Uuid>,
+    pub ignored: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Event,
+    "events",
+    "event",
+    shared = false,
+    [
+        id,
+        org_id,
+        stream_id,
+        job_id,
+        status,
+        data_type,
+        entity_id,
+        payload_in,
+        payload_out,
+        error_code,
+        message,
+        retries_remaining,
+        next_attempt_at,
+        last_attempt_at,
+        attempt_count,
+        claim_token,
+        lease_expires_at,
+        original_event_id,
+        ignored,
+        created_at,
+        updated_at
+    ]
+);
+
+/// One try at delivering an event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub event_id: Uuid,
+    pub job_id: Uuid,
+    pub destination_id: Uuid,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub http_status: Option<i64>,
+    pub http_status_name: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+record!(
+    Attempt,
+    "delivery_attempts",
+    "attempt",
+    shared = false,
+    [
+        id,
+        org_id,
+        event_id,
+        job_id,
+        destination_id,
+        started_at,
+        finished_at,
+        outcome,
+        error_code,
+        http_status,
+        http_status_name,
+        response_excerpt,
+        duration_ms
+    ]
+);
+
+/// One entry of the event log, at its published position `seq`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogEntry {
+    pub seq: i64,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub stream_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub details: Json<Value>,
+    pub event_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// The business object events are about (`sales_order` `#1001`), with its last status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Entity {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub data_type: String,
+    pub entity_id: String,
+    pub last_status: String,
+    pub last_event_id: Option<Uuid>,
+    pub last_error_code: Option<String>,
+    pub last_message: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Entity,
+    "entities",
+    "entity",
+    shared = false,
+    [
+        id,
+        org_id,
+        data_type,
+        entity_id,
+        last_status,
+        last_event_id,
+        last_error_code,
+        last_message,
+        created_at,
+        updated_at
+    ]
+);

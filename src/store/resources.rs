@@ -1,0 +1,166 @@
+//! Generic create/read/list/update/delete for configuration records, scoped by organisation.
+//! Each record type says its table and columns once (see `records.rs`); the SQL is built here.
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::{on_pool, Bind, Store, StoreError, StoreResult, Val};
+
+/// A configuration row owned by an organisation.
+pub trait Record:
+    Clone + Send + Sync + Unpin + 'static + for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow>
+{
+    const TABLE: &'static str;
+    /// How errors name it ("key", "stream").
+    const NAME: &'static str;
+    /// Rows with no organisation (the public library) are readable by every organisation.
+    const SHARED: bool;
+    fn id(&self) -> Uuid;
+    /// Every stored column with its value; `id`, `org_id` and `created_at` are never updated.
+    fn values(&self) -> Vec<(&'static str, Val)>;
+}
+
+/// A page request: filters on whitelisted columns, a cursor, a size and a direction.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `("system", v)` means `system = v`; a column with an operator (`"created_at >="`,
+    /// `"LOWER(message) LIKE"`) is used as written. Columns are never user input.
+    pub filters: Vec<(&'static str, Val)>,
+    /// Return rows after this id in the list's direction (the previous page's `next_cursor`).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+    /// Newest first.
+    pub desc: bool,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage<R> {
+    pub items: Vec<R>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+fn scope<R: Record>() -> &'static str {
+    if R::SHARED {
+        "(org_id = $1 OR org_id IS NULL)"
+    } else {
+        "org_id = $1"
+    }
+}
+
+impl Store {
+    pub async fn insert<R: Record>(&self, record: &R) -> StoreResult<()> {
+        let values = record.values();
+        let cols: Vec<_> = values.iter().map(|(c, _)| *c).collect();
+        let marks: Vec<_> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            R::TABLE,
+            cols.join(", "),
+            marks.join(", ")
+        );
+        let vals: Vec<Val> = values.into_iter().map(|(_, v)| v).collect();
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The record with this id, if the organisation may see it.
+    pub async fn get<R: Record>(&self, org: Uuid, id: Uuid) -> StoreResult<R> {
+        let sql = format!(
+            "SELECT * FROM {} WHERE {} AND id = $2",
+            R::TABLE,
+            scope::<R>()
+        );
+        let found: Option<R> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, R>(&sql).bind(org).bind(id).fetch_optional(pool).await?
+        });
+        found.ok_or(StoreError::NotFound(R::NAME))
+    }
+
+    pub async fn list<R: Record>(&self, org: Uuid, q: &ListQuery) -> StoreResult<ListPage<R>> {
+        let mut sql = format!("SELECT * FROM {} WHERE {}", R::TABLE, scope::<R>());
+        let mut vals = vec![Val::from(org)];
+        for (col, v) in &q.filters {
+            vals.push(v.clone());
+            let op = if col.contains(' ') { "" } else { " =" };
+            sql.push_str(&format!(" AND {col}{op} ${}", vals.len()));
+        }
+        let (cmp, dir) = if q.desc { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(after) = q.after {
+            vals.push(after.into());
+            sql.push_str(&format!(" AND id {cmp} ${}", vals.len()));
+        }
+        let limit = q.limit.max(1);
+        // One extra row tells whether there is a next page.
+        sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", limit + 1));
+        let mut items: Vec<R> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, R>(&sql).bind_all(&vals).fetch_all(pool).await?
+        });
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|r| r.id())
+        } else {
+            None
+        };
+        Ok(ListPage { items, next_cursor })
+    }
+
+    /// Writes every column of `record`; only rows of `org` (never shared ones) change.
+    pub async fn update<R: Record>(&self, org: Uuid, record: &R) -> StoreResult<()> {
+        let mut vals = vec![Val::from(record.id()), Val::from(org)];
+        let mut sets = Vec::new();
+        for (col, v) in record.values() {
+            if matches!(col, "id" | "org_id" | "created_at") {
+                continue;
+            }
+            vals.push(v);
+            sets.push(format!("{col} = ${}", vals.len()));
+        }
+        let sql = format!(
+            "UPDATE {} SET {} WHERE id = $1 AND org_id = $2",
+            R::TABLE,
+            sets.join(", ")
+        );
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?.rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound(R::NAME));
+        }
+        Ok(())
+    }
+
+    /// Deletes a row of `org`; a row still referenced elsewhere is refused with `InUse`.
+    pub async fn delete<R: Record>(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
+        let sql = format!("DELETE FROM {} WHERE id = $1 AND org_id = $2", R::TABLE);
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(&sql).bind(id).bind(org).execute(pool).await?.rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound(R::NAME));
+        }
+        Ok(())
+    }
+
+    /// Ids of the streams of `org` whose `column` (source_id, destination_id, …) is `id`,
+    /// to say which streams block a delete.
+    pub async fn streams_using(
+        &self,
+        org: Uuid,
+        column: &'static str,
+        id: Uuid,
+    ) -> StoreResult<Vec<Uuid>> {
+        let sql = format!(
+            "SELECT id FROM streams WHERE org_id = $1 AND {column} = $2 ORDER BY id LIMIT 20"
+        );
+        let ids = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, Uuid>(&sql).bind(org).bind(id).fetch_all(pool).await?
+        });
+        Ok(ids)
+    }
+}

@@ -1,0 +1,298 @@
+//! Organisations, bootstrap, token authentication, lookup entries and the public library rows.
+
+use uuid::Uuid;
+
+use super::{on_pool, ApiToken, Organisation, Store, StoreError, StoreResult, Transformation};
+use crate::domain::{Role, Timestamp};
+
+/// Who a valid token speaks for.
+#[derive(Debug, Clone)]
+pub struct TokenIdentity {
+    pub token_id: Uuid,
+    pub org_id: Uuid,
+    pub role: Role,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// What the first-start check did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The database was empty: organisation `default` and its owner token were created.
+    Created { org_id: Uuid },
+    /// An organisation already exists; nothing was created.
+    AlreadyDone,
+}
+
+/// The name of the organisation made on first start.
+pub const DEFAULT_ORG: &str = "default";
+
+impl Store {
+    /// On an empty database, creates organisation `default` and an owner token with this hash,
+    /// in one transaction. Concurrent first starts on one Postgres create it once: the
+    /// organisation name is unique, so the loser's insert fails and it reports `AlreadyDone`.
+    pub async fn bootstrap(&self, token_hash: &str, hint: &str) -> StoreResult<Bootstrap> {
+        let now = Timestamp::now();
+        let org_id = Uuid::now_v7();
+        let created: StoreResult<bool> = on_pool!(self, pool, Db => async {
+            let mut tx = pool.begin().await?;
+            let existing: i64 = sqlx::query_scalar::<Db, i64>("SELECT COUNT(*) FROM organisations")
+                .fetch_one(&mut *tx)
+                .await?;
+            if existing > 0 {
+                return Ok(false);
+            }
+            sqlx::query::<Db>(
+                "INSERT INTO organisations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(org_id)
+            .bind(DEFAULT_ORG)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_token_sql::<Db>(org_id, "bootstrap", Role::Owner, token_hash, hint, now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        }.await);
+        match created {
+            Ok(true) => Ok(Bootstrap::Created { org_id }),
+            Ok(false) | Err(StoreError::Duplicate(_)) => Ok(Bootstrap::AlreadyDone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an organisation and its first owner token together.
+    pub async fn create_organisation(
+        &self,
+        name: &str,
+        token_hash: &str,
+        hint: &str,
+    ) -> StoreResult<Organisation> {
+        let now = Timestamp::now();
+        let org = Organisation {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            sqlx::query::<Db>(
+                "INSERT INTO organisations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(org.id)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate(_) => {
+                    StoreError::Duplicate(format!("an organisation named `{name}` already exists"))
+                }
+                other => other,
+            })?;
+            insert_token_sql::<Db>(org.id, "owner", Role::Owner, token_hash, hint, now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(org)
+    }
+
+    pub async fn get_organisation(&self, id: Uuid) -> StoreResult<Organisation> {
+        let found = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, Organisation>("SELECT * FROM organisations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        found.ok_or(StoreError::NotFound("organisation"))
+    }
+
+    pub async fn rename_organisation(&self, id: Uuid, name: &str) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("UPDATE organisations SET name = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(name)
+                .bind(Timestamp::now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The identity behind a token hash, if the token exists and has not expired.
+    pub async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<TokenIdentity>> {
+        let row: Option<ApiToken> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, ApiToken>("SELECT * FROM api_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some(t) = row else { return Ok(None) };
+        if t.expires_at.is_some_and(|e| e <= Timestamp::now()) {
+            return Ok(None);
+        }
+        let Some(role) = Role::parse(&t.role) else {
+            return Ok(None);
+        };
+        Ok(Some(TokenIdentity {
+            token_id: t.id,
+            org_id: t.org_id,
+            role,
+            last_used_at: t.last_used_at,
+        }))
+    }
+
+    pub async fn touch_token(&self, id: Uuid) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(Timestamp::now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Writes the built-in public transformations, replacing older versions of the same ids.
+    pub async fn sync_public_transformations(&self, items: &[Transformation]) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            for t in items {
+                sqlx::query::<Db>(
+                    "INSERT INTO transformations (id, org_id, visibility, title, description, \
+                     data_type, language, format, code, copied_from, created_at, updated_at) \
+                     VALUES ($1, NULL, 'public', $2, $3, $4, $5, $6, $7, NULL, $8, $8) \
+                     ON CONFLICT (id) DO UPDATE SET title = excluded.title, \
+                     description = excluded.description, data_type = excluded.data_type, \
+                     language = excluded.language, format = excluded.format, code = excluded.code",
+                )
+                .bind(t.id)
+                .bind(&t.title)
+                .bind(&t.description)
+                .bind(&t.data_type)
+                .bind(&t.language)
+                .bind(&t.format)
+                .bind(&t.code)
+                .bind(t.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Inserts or replaces entries of a lookup table; with `replace`, other entries are removed
+    /// in the same transaction (a CSV upload that is the whole table).
+    pub async fn put_lookup_entries(
+        &self,
+        table_id: Uuid,
+        entries: &[(String, String)],
+        replace: bool,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            if replace {
+                sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1")
+                    .bind(table_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (key, value) in entries {
+                sqlx::query::<Db>(
+                    "INSERT INTO lookup_entries (table_id, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (table_id, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(table_id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query::<Db>("UPDATE lookup_tables SET updated_at = $2 WHERE id = $1")
+                .bind(table_id)
+                .bind(Timestamp::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Entries in key order, after `after_key`, at most `limit` (all when `None`).
+    pub async fn lookup_entries(
+        &self,
+        table_id: Uuid,
+        after_key: Option<&str>,
+        limit: Option<u32>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let limit = limit.map(i64::from).unwrap_or(i64::MAX);
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (String, String)>(
+                "SELECT key, value FROM lookup_entries WHERE table_id = $1 AND key > $2 \
+                 ORDER BY key LIMIT $3",
+            )
+            .bind(table_id)
+            .bind(after_key.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    pub async fn delete_lookup_entry(&self, table_id: Uuid, key: &str) -> StoreResult<()> {
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1 AND key = $2")
+                .bind(table_id)
+                .bind(key)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound("lookup entry"));
+        }
+        Ok(())
+    }
+
+    pub async fn count_lookup_entries(&self, table_id: Uuid) -> StoreResult<i64> {
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, i64>("SELECT COUNT(*) FROM lookup_entries WHERE table_id = $1")
+                .bind(table_id)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(n)
+    }
+}
+
+fn insert_token_sql<'q, Db>(
+    org_id: Uuid,
+    name: &'q str,
+    role: Role,
+    token_hash: &'q str,
+    hint: &'q str,
+    now: Timestamp,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>
+where
+    Db: sqlx::Database,
+    Uuid: sqlx::Encode<'q, Db> + sqlx::Type<Db>,
+    &'q str: sqlx::Encode<'q, Db> + sqlx::Type<Db>,
+    Timestamp: sqlx::Encode<'q, Db> + sqlx::Type<Db>,
+{
+    sqlx::query::<Db>(
+        "INSERT INTO api_tokens (id, org_id, user_id, name, role, token_hash, hint, created_at, \
+         updated_at) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(name)
+    .bind(role.as_str())
+    .bind(token_hash)
+    .bind(hint)
+    .bind(now)
+}

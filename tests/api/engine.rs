@@ -1,0 +1,585 @@
+//! The engine end to end: real HTTP sources and sinks on loopback, on both stores.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::both_stores;
+use crate::common::{send, Db, Env, Server};
+use crate::peers::{broken_source, paginated_source, Sink};
+
+const PASSTHROUGH: &str = "01900000-0000-7000-8000-000000000001";
+
+pub async fn start(db: Db) -> (Env, Server) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.poll_interval_ms = 50;
+    let server = Server::start(config).await;
+    (env, server)
+}
+
+/// A stream from an `http.fetch` source at `source_url` to an `http.send` destination.
+pub async fn fetch_stream(
+    s: &Server,
+    source_url: &str,
+    sink_url: &str,
+    retry: Value,
+    test_mode: bool,
+) -> String {
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Orders API", "system": "http", "function": "http.fetch",
+            "trigger": "manual", "params": {"url": source_url, "records_path": "orders",
+            "entity_id_path": "name", "pagination": "link"}}),
+        )
+        .await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Sink", "system": "http", "function": "http.send",
+            "params": {"url": sink_url, "headers": {"X-Wharf-Test": "1"}}, "retry": retry}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Orders", "data_type": "sales_order",
+            "source_id": source["id"], "transformation_id": PASSTHROUGH,
+            "destination_id": destination["id"], "test_mode": test_mode}),
+        )
+        .await;
+    stream["id"].as_str().unwrap().to_string()
+}
+
+pub async fn run(s: &Server, stream: &str) -> String {
+    let (status, body) = s.post(&format!("/streams/{stream}/run"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["job_id"].as_str().unwrap().to_string()
+}
+
+/// Polls the job until it ends.
+pub async fn wait_for_job(s: &Server, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, j) = s.get(&format!("/jobs/{job}")).await;
+        assert_eq!(status, StatusCode::OK);
+        if matches!(
+            j["status"].as_str().unwrap(),
+            "FINISHED" | "FINISHED_WITH_ISSUES" | "FAILED"
+        ) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job did not end: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event of a job, oldest first.
+pub async fn events_of(s: &Server, job: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = s
+            .get(&format!("/events?job_id={job}&order=asc&limit=500{cursor}"))
+            .await;
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+/// Reads the whole event log from the start.
+async fn whole_log(s: &Server) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (status, page) = s
+            .get(&format!("/event-log?cursor={cursor}&limit=1000"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            return out;
+        }
+        out.extend(items.iter().cloned());
+        cursor = page["next_cursor"].as_str().unwrap().to_string();
+    }
+}
+
+async fn paginated_source_is_delivered_once_each(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(1000, 100).await;
+    let sink = Sink::ok().await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(j["counts"]["OK"], 1000, "{j}");
+    assert_eq!(j["trigger"], "manual");
+
+    let counts = sink.counts_by_id();
+    assert_eq!(counts.len(), 1000);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "each record delivered once"
+    );
+    let first = &sink.received()[0];
+    assert_eq!(
+        first.headers["x-wharf-test"], "1",
+        "the destination's headers are sent"
+    );
+
+    let events = events_of(&s, &job).await;
+    assert_eq!(events.len(), 1000);
+    for e in &events {
+        assert_eq!(e["status"], "OK");
+        assert_eq!(e["level"], "success");
+        assert_eq!(e["is_running"], false);
+        assert_eq!(e["attempt_count"], 1);
+        assert!(e["entity_id"].as_str().unwrap().starts_with('#'));
+    }
+    let (_, attempts) = s
+        .get(&format!(
+            "/events/{}/attempts",
+            events[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    let a = &attempts["items"][0];
+    assert_eq!(a["outcome"], "SUCCESS");
+    assert_eq!(a["http_status"], 200);
+    assert_eq!(a["http_status_name"], "OK");
+    assert!(a["response_excerpt"].as_str().unwrap().contains("answer 1"));
+
+    // The event log holds every change exactly once: NEW, TRANSFORMED, OK per event, and
+    // PENDING, PROCESSING, FINISHED for the job.
+    let log = whole_log(&s).await;
+    let mut per_event: HashMap<String, Vec<String>> = HashMap::new();
+    let mut job_changes = Vec::new();
+    let mut last = 0i64;
+    for entry in &log {
+        let pos: i64 = entry["id"].as_str().unwrap().parse().unwrap();
+        assert!(pos > last, "positions only grow");
+        last = pos;
+        let to = entry["details"]["to"].as_str().unwrap().to_string();
+        match entry["type"].as_str().unwrap() {
+            "EVENT_STATUS_CHANGE" => per_event
+                .entry(entry["details"]["event_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(to),
+            _ => job_changes.push(to),
+        }
+    }
+    assert_eq!(job_changes, ["PENDING", "PROCESSING", "FINISHED"]);
+    assert_eq!(per_event.len(), 1000);
+    assert!(
+        per_event
+            .values()
+            .all(|v| v == &["NEW", "TRANSFORMED", "OK"]),
+        "{:?}",
+        per_event.values().next()
+    );
+}
+
+async fn failures_are_retried_on_schedule_and_4xx_is_final(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(3, 10).await;
+    // #1000 is refused for good; #1001 fails twice (503 with Retry-After: 2) then succeeds;
+    // #1002 always fails with 500 until its attempts run out.
+    let sink = Sink::scripted(Arc::new(|body: &Value, n: usize| {
+        match body["id"].as_str().unwrap() {
+            "1000" => (StatusCode::BAD_REQUEST, vec![]),
+            "1001" if n <= 2 => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![("retry-after", "2".to_string())],
+            ),
+            "1001" => (StatusCode::OK, vec![]),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, vec![]),
+        }
+    }))
+    .await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!({"schedule_seconds": [0, 0, 0, 0], "timeout_seconds": 5}),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED_WITH_ISSUES", "{j}");
+    assert_eq!(j["counts"]["OK"], 1);
+    assert_eq!(j["counts"]["FAILED"], 2);
+
+    let events = events_of(&s, &job).await;
+    let by_name = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["entity_id"] == name)
+            .unwrap()
+            .clone()
+    };
+
+    let refused = by_name("#1000");
+    assert_eq!(refused["status"], "FAILED");
+    assert_eq!(refused["error_code"], "INVALID_SCHEMA");
+    assert_eq!(refused["attempt_count"], 1, "a 400 is not retried");
+    assert_eq!(refused["level"], "error");
+
+    let recovered = by_name("#1001");
+    assert_eq!(recovered["status"], "OK");
+    assert_eq!(recovered["attempt_count"], 3);
+    let (_, attempts) = s
+        .get(&format!(
+            "/events/{}/attempts?order=asc",
+            recovered["id"].as_str().unwrap()
+        ))
+        .await;
+    let items = attempts["items"].as_array().unwrap();
+    let outcomes: Vec<_> = items
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["RETRY", "RETRY", "SUCCESS"]);
+    assert_eq!(items[0]["http_status"], 503);
+    assert_eq!(items[0]["error_code"], "SERVER_ERROR");
+    // Retry-After: 2 is honoured over the schedule's 0 s.
+    let t = |a: &Value| {
+        chrono::DateTime::parse_from_rfc3339(a["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        t(&items[1]) - t(&items[0]) >= chrono::Duration::milliseconds(1900),
+        "{attempts}"
+    );
+
+    let exhausted = by_name("#1002");
+    assert_eq!(exhausted["status"], "FAILED");
+    assert_eq!(
+        exhausted["attempt_count"], 4,
+        "one attempt per schedule entry"
+    );
+    assert_eq!(exhausted["retries_remaining"], 0);
+    assert_eq!(exhausted["error_code"], "SERVER_ERROR");
+
+    // The destination's attempts can be filtered like the event's.
+    let (_, d) = s.get(&format!("/streams/{stream}")).await;
+    let dest = d["destination_id"].as_str().unwrap();
+    let (status, page) = s
+        .get(&format!("/destinations/{dest}/attempts?outcome=FAILED"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let (_, page) = s.get("/events?status=FAILED&error_code=SERVER_ERROR").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}
+
+async fn a_failing_source_fails_the_job(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = broken_source().await;
+    let sink = Sink::ok().await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FAILED");
+    assert!(j["message"].as_str().unwrap().contains("500"), "{j}");
+    assert!(sink.received().is_empty());
+    let (_, page) = s.get("/jobs?status=FAILED").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}
+
+async fn test_mode_transforms_and_never_posts(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(5, 10).await;
+    let sink = Sink::ok().await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        true,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED");
+    assert_eq!(j["counts"]["OK"], 5);
+    assert!(sink.received().is_empty(), "test mode never posts");
+    let events = events_of(&s, &job).await;
+    assert!(events.iter().all(|e| e["payload_out"] == e["payload_in"]));
+}
+
+async fn runs_need_an_active_stream_and_a_writer(db: Db) {
+    let (_env, s) = start(db).await;
+    let stream = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        "http://127.0.0.1:9/in",
+        json!(null),
+        false,
+    )
+    .await;
+    let viewer = s.token_with_role("viewer").await;
+    let (status, _) =
+        send(s.req_as(&viewer, Method::POST, &format!("/streams/{stream}/run"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = s
+        .patch(&format!("/streams/{stream}"), json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, p) = s.post(&format!("/streams/{stream}/run"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    let (status, _) = s
+        .post(
+            "/streams/01900000-0000-7000-8000-00000000ffff/run",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, jobs) = s.get("/jobs").await;
+    assert_eq!(jobs["items"], json!([]));
+    // The event log is for feed readers too, and nothing else is.
+    let feed = s.token_with_role("event_viewer").await;
+    let (status, page) = send(s.req_as(&feed, Method::GET, "/event-log")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["next_cursor"], "0");
+    let (status, _) = send(s.req_as(&feed, Method::GET, "/jobs")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+both_stores!(
+    aggregate_destinations_deliver_one_combined_request,
+    entities_keep_last_status_and_history,
+    deactivating_a_stream_aborts_its_open_events,
+    shutdown_releases_work_in_flight,
+    paginated_source_is_delivered_once_each,
+    failures_are_retried_on_schedule_and_4xx_is_final,
+    a_failing_source_fails_the_job,
+    test_mode_transforms_and_never_posts,
+    runs_need_an_active_stream_and_a_writer,
+);
+
+async fn aggregate_destinations_deliver_one_combined_request(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(5, 2).await;
+    // The first combined delivery is refused with 503; the second goes through.
+    let sink = Sink::scripted(Arc::new(|_: &Value, n: usize| {
+        if n == 1 {
+            (StatusCode::SERVICE_UNAVAILABLE, vec![])
+        } else {
+            (StatusCode::OK, vec![])
+        }
+    }))
+    .await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!({"schedule_seconds": [0, 1], "timeout_seconds": 5}),
+        false,
+    )
+    .await;
+    let (_, st) = s.get(&format!("/streams/{stream}")).await;
+    let dest = st["destination_id"].as_str().unwrap();
+    let (status, _) = s
+        .patch(
+            &format!("/destinations/{dest}"),
+            json!({"mode": "aggregate"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(j["counts"]["OK"], 5);
+
+    let received = sink.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "one combined request per try: {:?}",
+        received.iter().map(|r| r.body.clone()).collect::<Vec<_>>()
+    );
+    let body = received[1]
+        .body
+        .as_array()
+        .expect("a JSON array of every output");
+    let mut ids: Vec<_> = body
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["1000", "1001", "1002", "1003", "1004"]);
+
+    // The delivery's attempts and outcome apply to every member.
+    for e in events_of(&s, &job).await {
+        assert_eq!(e["status"], "OK");
+        assert_eq!(e["attempt_count"], 2);
+        let (_, attempts) = s
+            .get(&format!(
+                "/events/{}/attempts?order=asc",
+                e["id"].as_str().unwrap()
+            ))
+            .await;
+        let outcomes: Vec<_> = attempts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(outcomes, ["RETRY", "SUCCESS"]);
+    }
+}
+
+async fn entities_keep_last_status_and_history(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(2, 10).await;
+    let sink = Sink::scripted(Arc::new(|body: &Value, _| match body["id"].as_str() {
+        Some("1000") => (StatusCode::UNPROCESSABLE_ENTITY, vec![]),
+        _ => (StatusCode::OK, vec![]),
+    }))
+    .await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    wait_for_job(&s, &job).await;
+
+    let (status, page) = s.get("/entities?data_type=sales_order&order=asc").await;
+    assert_eq!(status, StatusCode::OK);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let failed = items.iter().find(|e| e["entity_id"] == "#1000").unwrap();
+    assert_eq!(failed["last_status"], "FAILED");
+    assert_eq!(failed["level"], "error");
+    assert_eq!(failed["last_error_code"], "INVALID_SCHEMA");
+    let (_, only_failed) = s.get("/entities?status=FAILED").await;
+    assert_eq!(only_failed["items"].as_array().unwrap().len(), 1);
+
+    // Resent with a corrected payload, the entity's last status follows the newest event.
+    let (_, evs) = s.get("/events?status=FAILED").await;
+    let failed_event = evs["items"][0]["id"].as_str().unwrap();
+    let (status, out) = s
+        .post(
+            &format!("/events/{failed_event}/replicate"),
+            json!({"payload": {"id": "1000-fixed", "name": "#1000"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for_job(&s, out["job_id"].as_str().unwrap()).await;
+    let (status, entity) = s
+        .get(&format!("/entities/{}", failed["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(entity["last_status"], "OK");
+    let history = entity["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{entity}");
+    assert_eq!(history[0]["status"], "OK");
+    assert_eq!(history[1]["status"], "FAILED");
+}
+
+async fn deactivating_a_stream_aborts_its_open_events(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(3, 10).await;
+    let sink = Sink::scripted(Arc::new(|_: &Value, _| (StatusCode::BAD_GATEWAY, vec![]))).await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!({"schedule_seconds": [0, 3600], "timeout_seconds": 5}),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_of(&s, &job)
+        .await
+        .iter()
+        .filter(|e| e["attempt_count"] == 1 && e["is_running"] == false)
+        .count()
+        != 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "events never waited for their retry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = s
+        .patch(&format!("/streams/{stream}"), json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, j) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(j["status"], "FINISHED_WITH_ISSUES", "{j}");
+    assert_eq!(j["counts"]["ABORTED"], 3);
+    for e in events_of(&s, &job).await {
+        assert_eq!(e["message"], "the stream was deactivated");
+    }
+}
+
+async fn shutdown_releases_work_in_flight(db: Db) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.poll_interval_ms = 50;
+    config.workers.count = 4;
+    config.workers.shutdown_grace_seconds = 1;
+    let s = Server::start(config.clone()).await;
+    let source = paginated_source(6, 10).await;
+    let sink = Sink::slow(Duration::from_secs(5)).await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !events_of(&s, &job)
+        .await
+        .iter()
+        .any(|e| e["is_running"] == true)
+    {
+        assert!(Instant::now() < deadline, "no delivery started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deliveries take longer than the grace period: they are cut off and released.
+    s.stop().await;
+
+    let mut inspect = config.clone();
+    inspect.workers.enabled = false;
+    let s = Server::start(inspect).await;
+    let events = events_of(&s, &job).await;
+    assert_eq!(events.len(), 6);
+    assert!(
+        events.iter().all(|e| e["is_running"] == false),
+        "nothing left running: {events:?}"
+    );
+    s.stop().await;
+}

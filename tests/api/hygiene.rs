@@ -1,0 +1,236 @@
+//! HTTP hygiene: pagination, limits, problem documents, request ids, health, metrics, docs.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::both_stores;
+use crate::common::{fresh, send, Db, Env, Server};
+
+async fn lists_page_with_cursors(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let k = s
+            .create(
+                "/keys",
+                json!({"system": "http", "title": format!("k{i}"), "credentials": {}}),
+            )
+            .await;
+        created.push(k["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => "/keys?limit=3".to_string(),
+            Some(c) => format!("/keys?limit=3&cursor={c}"),
+        };
+        let (status, page) = s.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created, "every item once, in creation order");
+
+    for bad in [
+        "/keys?limit=0",
+        "/keys?limit=501",
+        "/keys?limit=abc",
+        "/keys?cursor=nonsense",
+    ] {
+        let (status, p) = s.get(bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {p}");
+    }
+}
+
+async fn oversized_bodies_are_413(db: Db) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.http.body_limit_bytes = 4096;
+    let s = Server::start(config).await;
+    let big = "x".repeat(8192);
+    let (status, p) = s
+        .post(
+            "/keys",
+            json!({"system": "http", "title": big, "credentials": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    let (_, page) = s.get("/keys").await;
+    assert_eq!(page["items"], json!([]));
+    s.stop().await;
+}
+
+async fn malformed_requests_get_problem_documents(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let (status, p) = send(
+        s.req(Method::POST, "/keys")
+            .header("content-type", "application/json")
+            .body("{\"system\":"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(p["title"], "Bad Request");
+    assert!(p["type"].as_str().unwrap().starts_with("https://"));
+
+    let (status, p) = s
+        .post(
+            "/keys",
+            json!({"system": "http", "title": "x", "credentials": {}, "colour": "red"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{p}"
+    );
+
+    let (status, _) = s.get("/keys/not-a-uuid").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s.get("/no-such-resource").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn health_metrics_and_request_ids(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let res = s.client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers().contains_key("x-request-id"),
+        "request ids are returned"
+    );
+    let res = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // A request id sent by the client is kept.
+    let res = s
+        .req(Method::GET, "/keys")
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+
+    let _ = s.get("/keys/01900000-0000-7000-8000-00000000ffff").await;
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE wharf_http_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"wharf_http_requests_total{method="GET",route="/api/v1/keys",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"wharf_http_requests_total{method="GET",route="/api/v1/keys/{id}",status="404"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+async fn openapi_matches_the_routes(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let doc: Value = s
+        .client
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    let paths = doc["paths"].as_object().unwrap();
+    for resource in [
+        "systems",
+        "keys",
+        "sources",
+        "destinations",
+        "transformations",
+        "lookup-tables",
+        "streams",
+        "tokens",
+    ] {
+        assert!(
+            paths.contains_key(&format!("/api/v1/{resource}")),
+            "{resource} documented"
+        );
+    }
+    // Every documented operation is routed: without a token it is 401, never 404 or 405.
+    let id = "01900000-0000-7000-8000-00000000ffff";
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", id)
+            .replace("{name}", "http")
+            .replace("{key}", "k");
+        for method in ops.as_object().unwrap().keys() {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let res = s.client.request(m, s.url(&concrete)).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+    let res = s.client.get(s.url("/docs")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("/docs/swagger-ui-bundle.js") && !page.contains("://"),
+        "the docs page loads nothing from elsewhere"
+    );
+    let bundle = s
+        .client
+        .get(s.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), StatusCode::OK);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
+}
+
+both_stores!(
+    lists_page_with_cursors,
+    oversized_bodies_are_413,
+    malformed_requests_get_problem_documents,
+    health_metrics_and_request_ids,
+    openapi_matches_the_routes,
+);
+
+/// With Postgres gone, requests are 503 (never 2xx, never 500) and readiness fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storage_down_is_503() {
+    let (env, s) = fresh(Db::Postgres).await;
+    let (status, _) = s.get("/keys").await;
+    assert_eq!(status, StatusCode::OK);
+    env.pg.as_ref().unwrap().drop_now().await;
+    let (status, p) = s
+        .post(
+            "/keys",
+            json!({"system": "http", "title": "lost?", "credentials": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    let res = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+}

@@ -1,0 +1,608 @@
+//! Webhook ingest: verification, formats, deduplication, durability, DEAR thin payloads and
+//! subscription installation, against local servers that behave like Shopify's and DEAR's APIs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode as AxStatus};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_stores;
+use crate::common::{read, Db, Env, Server};
+use crate::engine::{events_of, start, wait_for_job};
+use crate::peers::Sink;
+
+const SECRET: &str = "shpss_webhook_secret";
+
+fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn order(n: u64) -> Value {
+    json!({"id": 820982911946154000u64 + n, "name": format!("#{}", 1000 + n), "email": "jon@example.com",
+           "total_price": "199.65", "currency": "GBP", "financial_status": "paid",
+           "line_items": [{"id": 866550311766439000u64 + n, "sku": "IPOD2008PINK", "quantity": 1, "price": "199.00"}]})
+}
+
+/// A Shopify webhook stream to `sink`; returns (webhook path, source id).
+async fn shopify_stream(s: &Server, sink: &Sink, base_url: Option<String>) -> (String, String) {
+    let mut creds = json!({"shop_domain": "example.myshopify.com", "access_token": "shpat_admin", "webhook_secret": SECRET});
+    if let Some(b) = base_url {
+        creds["base_url"] = json!(b);
+    }
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "shopify", "title": "Shop", "credentials": creds}),
+        )
+        .await;
+    let source = s
+        .create("/sources", json!({"title": "Orders", "system": "shopify", "function": "shopify.webhook",
+            "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["orders/create", "orders/updated"]}}))
+        .await;
+    let dest = s
+        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+        .await;
+    s.create(
+        "/streams",
+        json!({"title": "Shop orders", "data_type": "sales_order", "source_id": source["id"],
+        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
+    )
+    .await;
+    (
+        source["webhook_url"].as_str().unwrap().to_string(),
+        source["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn push(
+    s: &Server,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (StatusCode, Value) {
+    let mut req = s.client.post(s.url(path)).body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+fn shopify_headers(body: &[u8], secret: &str, webhook_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".into()),
+        ("x-shopify-hmac-sha256", sign(body, secret)),
+        ("x-shopify-topic", "orders/create".into()),
+        ("x-shopify-shop-domain", "example.myshopify.com".into()),
+        ("x-shopify-webhook-id", webhook_id.into()),
+        (
+            "x-shopify-event-id",
+            "98880550-7158-44d4-b7cd-2c97c8a091b5".into(),
+        ),
+        ("x-shopify-triggered-at", "2026-11-22T10:00:00Z".into()),
+        ("x-shopify-api-version", "2025-01".into()),
+    ]
+}
+
+async fn jobs(s: &Server) -> Vec<Value> {
+    let (_, page) = s.get("/jobs").await;
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn signed_shopify_push_is_stored_before_202(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (hook, _) = shopify_stream(&s, &sink, None).await;
+    let body = serde_json::to_vec(&order(1)).unwrap();
+    let (status, receipt) = push(
+        &s,
+        &hook,
+        &body,
+        &shopify_headers(&body, SECRET, "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+    let job = receipt["job_id"].as_str().unwrap();
+    // Stored before the answer: the job and its event exist already.
+    let (status, j) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["trigger"], "webhook");
+    assert_eq!(j["settings"]["webhook"]["topic"], "orders/create");
+    assert_eq!(
+        j["settings"]["webhook"]["shop_domain"],
+        "example.myshopify.com"
+    );
+    assert_eq!(
+        j["settings"]["webhook"]["event_id"],
+        "98880550-7158-44d4-b7cd-2c97c8a091b5"
+    );
+    assert_eq!(j["settings"]["webhook"]["api_version"], "2025-01");
+    let j = wait_for_job(&s, job).await;
+    assert_eq!(j["status"], "FINISHED");
+    let events = events_of(&s, job).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["entity_id"], "#1001");
+    assert_eq!(sink.received()[0].body, order(1));
+}
+
+async fn unverified_pushes_are_401_and_store_nothing(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (hook, source) = shopify_stream(&s, &sink, None).await;
+    let body = serde_json::to_vec(&order(2)).unwrap();
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let good = shopify_headers(&body, SECRET, "w-1");
+    let wrong_secret = shopify_headers(&body, "not-the-secret", "w-2");
+    let missing: Vec<_> = good
+        .iter()
+        .filter(|(k, _)| *k != "x-shopify-hmac-sha256")
+        .cloned()
+        .collect();
+    for (b, h) in [
+        (&tampered, &good),
+        (&body, &wrong_secret),
+        (&body, &missing),
+    ] {
+        let (status, p) = push(&s, &hook, b, h).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("nothing was stored"));
+    }
+    assert!(jobs(&s).await.is_empty(), "nothing stored");
+    let (_, src) = s.get(&format!("/sources/{source}")).await;
+    assert_eq!(src["rejected_count"], 3);
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"wharf_webhooks_total{system="shopify",outcome="rejected"} 3"#),
+        "{metrics}"
+    );
+
+    // Unknown and inactive sources are not found.
+    let (status, _) = push(&s, "/hooks/no-such-token", &body, &good).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s
+        .patch(&format!("/sources/{source}"), json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = push(&s, &hook, &body, &good).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(jobs(&s).await.is_empty());
+}
+
+async fn concurrent_duplicates_make_one_job(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (hook, _) = shopify_stream(&s, &sink, None).await;
+    let body = serde_json::to_vec(&order(3)).unwrap();
+    let headers = shopify_headers(&body, SECRET, "dup-0001");
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (s, hook, body, headers) = (s.clone(), hook.clone(), body.clone(), headers.clone());
+        tasks.push(tokio::spawn(async move {
+            push(&s, &hook, &body, &headers).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let created = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::ACCEPTED)
+        .count();
+    let dups = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::OK)
+        .count();
+    assert_eq!((created, dups), (1, 9), "{answers:?}");
+    let job_ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|(_, b)| b["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(job_ids.len(), 1, "every answer names the one job");
+    assert_eq!(jobs(&s).await.len(), 1);
+    wait_for_job(&s, job_ids.iter().next().unwrap()).await;
+    assert_eq!(sink.received().len(), 1);
+}
+
+async fn bad_bodies_are_refused(db: Db) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.http.body_limit_bytes = 4096;
+    let s = Server::start(config).await;
+    let sink = Sink::ok().await;
+    let (hook, _) = shopify_stream(&s, &sink, None).await;
+    let big = serde_json::to_vec(&json!({"note": "x".repeat(8000)})).unwrap();
+    let (status, p) = push(&s, &hook, &big, &shopify_headers(&big, SECRET, "big")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    let malformed = b"{\"id\": 1, ";
+    let (status, p) = push(
+        &s,
+        &hook,
+        malformed,
+        &shopify_headers(malformed, SECRET, "bad"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("not valid JSON"),
+        "{p}"
+    );
+    assert!(jobs(&s).await.is_empty());
+    s.stop().await;
+}
+
+/// A generic http webhook source with the given params and key.
+async fn http_stream(s: &Server, sink: &Sink, params: Value, creds: Value) -> String {
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "http", "title": "push", "credentials": creds}),
+        )
+        .await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
+            "key_id": key["id"], "trigger": "webhook", "params": params}),
+        )
+        .await;
+    let dest = s
+        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+        .await;
+    s.create(
+        "/streams",
+        json!({"title": "Pushes", "data_type": "stock", "source_id": source["id"],
+        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
+    )
+    .await;
+    source["webhook_url"].as_str().unwrap().to_string()
+}
+
+async fn csv_and_generic_pushes(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let hook = http_stream(
+        &s,
+        &sink,
+        json!({"format": "csv", "entity_id_path": "sku"}),
+        json!({}),
+    )
+    .await;
+    let csv = b"sku,on_hand\nA-1,5\nB-2,0\nC-3,12\n";
+    let (status, r) = push(&s, &hook, csv, &[("content-type", "text/csv".into())]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let job = r["job_id"].as_str().unwrap();
+    wait_for_job(&s, job).await;
+    let events = events_of(&s, job).await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[1]["payload_in"],
+        json!({"sku": "B-2", "on_hand": "0"})
+    );
+    assert_eq!(events[1]["entity_id"], "B-2");
+
+    // HMAC in hex under a header of the sender's choosing, and Idempotency-Key dedup.
+    let hook = http_stream(
+        &s,
+        &sink,
+        json!({"hmac_header": "X-Signature", "hmac_encoding": "hex"}),
+        json!({"hmac_secret": "s3cret"}),
+    )
+    .await;
+    let body = br#"[{"id": "x1"}, {"id": "x2"}]"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let headers = vec![
+        ("x-signature", format!("sha256={hex}")),
+        ("idempotency-key", "k-1".to_string()),
+    ];
+    let (status, r) = push(&s, &hook, body, &headers).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let (status, again) = push(&s, &hook, body, &headers).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["job_id"], r["job_id"]);
+    assert_eq!(again["duplicate"], true);
+    let (status, _) = push(&s, &hook, body, &[("x-signature", "sha256=00".to_string())]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A DEAR API on loopback: sales by id (the first read answers 429), and webhook subscriptions.
+#[derive(Clone, Default)]
+struct DearMock {
+    calls: Arc<Mutex<Vec<String>>>,
+    subscriptions: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+async fn dear_api() -> (String, DearMock) {
+    let mock = DearMock::default();
+    let authed = |h: &HeaderMap| {
+        h.get("api-auth-accountid").is_some_and(|v| v == "acct-1")
+            && h.get("api-auth-applicationkey")
+                .is_some_and(|v| v == "app-key")
+    };
+    let app = Router::new()
+        .route("/ExternalApi/v2/sale", get(move |State(m): State<DearMock>, h: HeaderMap, Query(q): Query<HashMap<String, String>>| async move {
+            if !authed(&h) {
+                return (AxStatus::FORBIDDEN, "bad credentials").into_response();
+            }
+            let id = q.get("ID").cloned().unwrap_or_default();
+            let first = {
+                let mut calls = m.calls.lock().unwrap();
+                calls.push(format!("GET sale {id}"));
+                calls.len() == 1
+            };
+            if first {
+                return (AxStatus::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response();
+            }
+            axum::Json(json!({"ID": id, "Customer": "Cash Customer", "Status": "ORDERED",
+                "Order": {"SaleOrderNumber": "SO-00042", "Lines": [{"SKU": "A-1", "Quantity": 2}]}})).into_response()
+        }))
+        .route("/ExternalApi/v2/webhooks", post(|State(m): State<DearMock>, axum::Json(b): axum::Json<Value>| async move {
+            let id = format!("wh-{}", m.subscriptions.lock().unwrap().len() + 1);
+            m.subscriptions.lock().unwrap().insert(id.clone(), b.clone());
+            let mut out = b;
+            out["ID"] = json!(id);
+            axum::Json(out)
+        }))
+        .route("/ExternalApi/v2/webhooks", delete(|State(m): State<DearMock>, Query(q): Query<HashMap<String, String>>| async move {
+            let id = q.get("ID").cloned().unwrap_or_default();
+            match m.subscriptions.lock().unwrap().remove(&id) {
+                Some(_) => (AxStatus::OK, "").into_response(),
+                None => (AxStatus::NOT_FOUND, "").into_response(),
+            }
+        }))
+        .with_state(mock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/ExternalApi/v2"), mock)
+}
+
+async fn dear_stream(s: &Server, sink: &Sink, base: &str, auth: Value) -> (String, String) {
+    let key = s
+        .create("/keys", json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "app-key", "base_url": base, "webhook_auth": auth}}))
+        .await;
+    let source = s
+        .create("/sources", json!({"title": "Sales", "system": "dear", "function": "dear.webhook",
+            "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["Sale/OrderAuthorised"]}}))
+        .await;
+    let dest = s
+        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+        .await;
+    s.create(
+        "/streams",
+        json!({"title": "DEAR sales", "data_type": "sales_order", "source_id": source["id"],
+        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
+    )
+    .await;
+    (
+        source["webhook_url"].as_str().unwrap().to_string(),
+        source["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn dear_pushes_are_verified_and_completed_from_the_api(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (base, mock) = dear_api().await;
+
+    // Basic credentials.
+    let (hook, _) = dear_stream(
+        &s,
+        &sink,
+        &base,
+        json!({"type": "basic", "username": "dear", "password": "pw"}),
+    )
+    .await;
+    let thin =
+        br#"{"SaleID": "5b4e5f8c-1d23-4c1e-9a3e-2d6f8c7b9a10", "SaleOrderNumber": "SO-00042"}"#;
+    let basic = format!("Basic {}", STANDARD.encode("dear:pw"));
+    let wrong = format!("Basic {}", STANDARD.encode("dear:nope"));
+    let (status, _) = push(&s, &hook, thin, &[("authorization", wrong)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, r) = push(&s, &hook, thin, &[("authorization", basic)]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let job = r["job_id"].as_str().unwrap();
+    let j = wait_for_job(&s, job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    let events = events_of(&s, job).await;
+    assert_eq!(events.len(), 1);
+    // The event carries the full sale read from the API (after backing off a 429).
+    assert_eq!(
+        events[0]["payload_in"]["Order"]["SaleOrderNumber"],
+        "SO-00042"
+    );
+    assert_eq!(
+        events[0]["entity_id"],
+        "5b4e5f8c-1d23-4c1e-9a3e-2d6f8c7b9a10"
+    );
+    assert_eq!(
+        mock.calls.lock().unwrap().len(),
+        2,
+        "one 429, then the read"
+    );
+    assert_eq!(sink.received()[0].body["Customer"], "Cash Customer");
+
+    // A custom header.
+    let (hook, _) = dear_stream(
+        &s,
+        &sink,
+        &base,
+        json!({"type": "header", "header_name": "X-Dear-Secret", "header_value": "hv"}),
+    )
+    .await;
+    let (status, _) = push(&s, &hook, thin, &[("x-dear-secret", "nope".to_string())]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = push(&s, &hook, thin, &[("x-dear-secret", "hv".to_string())]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+/// A Shopify Admin API on loopback: webhook subscriptions, behind the access token.
+async fn shopify_api() -> (String, Arc<Mutex<HashMap<u64, Value>>>) {
+    let subs: Arc<Mutex<HashMap<u64, Value>>> = Arc::default();
+    let app = Router::new()
+        .route("/admin/api/2025-01/webhooks.json", post(|State(s): State<Arc<Mutex<HashMap<u64, Value>>>>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+            if h.get("x-shopify-access-token").is_none_or(|v| v != "shpat_admin") {
+                return (AxStatus::UNAUTHORIZED, axum::Json(json!({"errors": "[API] Invalid API key or access token"}))).into_response();
+            }
+            let id = 4759306 + s.lock().unwrap().len() as u64;
+            let mut w = b["webhook"].clone();
+            w["id"] = json!(id);
+            s.lock().unwrap().insert(id, w.clone());
+            (AxStatus::CREATED, axum::Json(json!({"webhook": w}))).into_response()
+        }))
+        .route("/admin/api/2025-01/webhooks/{file}", delete(|State(s): State<Arc<Mutex<HashMap<u64, Value>>>>, Path(file): Path<String>| async move {
+            let id: u64 = file.trim_end_matches(".json").parse().unwrap_or(0);
+            match s.lock().unwrap().remove(&id) {
+                Some(_) => (AxStatus::OK, axum::Json(json!({}))).into_response(),
+                None => (AxStatus::NOT_FOUND, axum::Json(json!({"errors": "Not Found"}))).into_response(),
+            }
+        }))
+        .with_state(subs.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), subs)
+}
+
+async fn subscriptions_install_and_uninstall(db: Db) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.public_base_url = Some("https://wharf.example.com".into());
+    let s = Server::start(config).await;
+    let sink = Sink::ok().await;
+
+    let (shop, subs) = shopify_api().await;
+    let (hook, source) = shopify_stream(&s, &sink, Some(shop)).await;
+    assert!(hook.starts_with("https://wharf.example.com/hooks/"));
+    let (status, out) = s
+        .post(&format!("/sources/{source}/webhooks/install"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["webhooks"]["installed"], true);
+    assert_eq!(
+        out["webhooks"]["subscriptions"].as_array().unwrap().len(),
+        2
+    );
+    {
+        let subs = subs.lock().unwrap();
+        let topics: Vec<_> = subs
+            .values()
+            .map(|w| w["topic"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            topics.contains(&"orders/create".to_string())
+                && topics.contains(&"orders/updated".to_string())
+        );
+        assert!(subs
+            .values()
+            .all(|w| w["address"] == hook && w["format"] == "json"));
+    }
+    let (status, out) = s
+        .post(
+            &format!("/sources/{source}/webhooks/uninstall"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["webhooks"]["installed"], false);
+    assert!(subs.lock().unwrap().is_empty());
+
+    let (base, mock) = dear_api().await;
+    let (hook, source) =
+        dear_stream(&s, &sink, &base, json!({"type": "bearer", "token": "tok"})).await;
+    let (status, out) = s
+        .post(&format!("/sources/{source}/webhooks/install"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    {
+        let subs = mock.subscriptions.lock().unwrap();
+        let sub = subs.values().next().unwrap();
+        assert_eq!(sub["Type"], "Sale/OrderAuthorised");
+        assert_eq!(sub["ExternalURL"], hook.as_str());
+        assert_eq!(sub["ExternalAuthorizationType"], "bearerauth");
+        assert_eq!(sub["ExternalBearerToken"], "tok");
+    }
+    let (status, _) = s
+        .post(
+            &format!("/sources/{source}/webhooks/uninstall"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(mock.subscriptions.lock().unwrap().is_empty());
+
+    // A system that refuses is a 502 that says so.
+    let (shop, _) = shopify_api().await;
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "shopify", "title": "Bad", "credentials": {
+        "shop_domain": "x.myshopify.com", "access_token": "wrong", "base_url": shop}}),
+        )
+        .await;
+    let src = s
+        .create(
+            "/sources",
+            json!({"title": "x", "system": "shopify", "function": "shopify.webhook",
+        "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["orders/create"]}}),
+        )
+        .await;
+    let (status, p) = s
+        .post(
+            &format!("/sources/{}/webhooks/install", src["id"].as_str().unwrap()),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("401"), "{p}");
+    s.stop().await;
+}
+
+both_stores!(
+    signed_shopify_push_is_stored_before_202,
+    unverified_pushes_are_401_and_store_nothing,
+    concurrent_duplicates_make_one_job,
+    bad_bodies_are_refused,
+    csv_and_generic_pushes,
+    dear_pushes_are_verified_and_completed_from_the_api,
+    subscriptions_install_and_uninstall,
+);
+
+/// With Postgres gone, a push is 503: never a 2xx for data not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_push_is_503() {
+    let (env, s) = start(Db::Postgres).await;
+    let sink = Sink::ok().await;
+    let hook = http_stream(&s, &sink, json!({}), json!({})).await;
+    env.pg.as_ref().unwrap().drop_now().await;
+    let (status, p) = push(&s, &hook, br#"{"id": 1}"#, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+}

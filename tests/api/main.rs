@@ -1,0 +1,16 @@
+//! Black-box tests of the HTTP API, each case on SQLite and on Postgres.
+
+mod common;
+
+mod binary;
+mod config_resources;
+mod engine;
+mod hygiene;
+mod ingest;
+mod lifecycle;
+mod lookup_tables;
+mod peers;
+mod processes;
+mod replicate;
+mod schedule;
+mod security;
