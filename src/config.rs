@@ -32,7 +32,34 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub workers: WorkersConfig,
     pub ingest: IngestConfig,
+    pub transform: TransformConfig,
     pub log: LogConfig,
+}
+
+/// Limits on the user code transformations run, per record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// CPU time one record's transformation may take, in milliseconds; past it the event is
+    /// ERROR with `TRANSFORM_TIMEOUT`.
+    pub timeout_ms: u64,
+    /// Memory a JavaScript transformation may hold, in MiB (`TRANSFORM_MEMORY` past it).
+    pub memory_mib: u64,
+    /// Largest output of one record, in KiB (`OUTPUT_TOO_LARGE` past it).
+    pub max_output_kib: u64,
+    /// Threads that run transformations; 0 means one per CPU core.
+    pub threads: usize,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            timeout_ms: 200,
+            memory_mib: 64,
+            max_output_kib: 4096,
+            threads: 0,
+        }
+    }
 }
 
 /// Webhook ingest.
@@ -131,6 +158,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             workers: WorkersConfig::default(),
             ingest: IngestConfig::default(),
+            transform: TransformConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -253,6 +281,15 @@ impl Config {
         }
         if self.http.request_timeout_seconds == 0 {
             return bad("http.request_timeout_seconds", "must be at least 1");
+        }
+        if self.transform.timeout_ms == 0 {
+            return bad("transform.timeout_ms", "must be at least 1");
+        }
+        if self.transform.memory_mib < 4 {
+            return bad("transform.memory_mib", "must be at least 4");
+        }
+        if self.transform.max_output_kib == 0 {
+            return bad("transform.max_output_kib", "must be at least 1");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

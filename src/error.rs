@@ -14,6 +14,11 @@ pub struct FieldError {
     /// Path of the field, e.g. `credentials.access_token`.
     pub field: String,
     pub message: String,
+    /// Where in the field's text the problem is (transformation code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl FieldError {
@@ -21,6 +26,8 @@ impl FieldError {
         FieldError {
             field: field.into(),
             message: message.into(),
+            line: None,
+            column: None,
         }
     }
 }
@@ -37,6 +44,16 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// Position in the transformation's code, for a failed dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// What the transformation logged before it failed (dry runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +80,12 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     #[error("storage is unavailable; retry later")]
     Unavailable,
+    #[error("{}", .error.describe())]
+    TransformFailed {
+        error: crate::transform::TransformError,
+        logs: Vec<String>,
+        duration_ms: f64,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -82,7 +105,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::TransformFailed { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -100,6 +125,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Invalid(_) => "validation",
+            ApiError::TransformFailed { .. } => "transform-failed",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -133,7 +159,7 @@ impl ApiError {
 
     pub fn problem(&self) -> Problem {
         let status = self.status();
-        Problem {
+        let mut problem = Problem {
             kind: format!("https://wharf.dev/problems/{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
@@ -143,7 +169,24 @@ impl ApiError {
                 _ => Vec::new(),
             },
             error_code: None,
+            line: None,
+            column: None,
+            logs: None,
+            duration_ms: None,
+        };
+        if let ApiError::TransformFailed {
+            error,
+            logs,
+            duration_ms,
+        } = self
+        {
+            problem.error_code = Some(error.code.as_str().to_string());
+            problem.line = error.line;
+            problem.column = error.column;
+            problem.logs = Some(logs.clone());
+            problem.duration_ms = Some(*duration_ms);
         }
+        problem
     }
 }
 

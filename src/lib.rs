@@ -44,10 +44,12 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         .await?;
     Ok(AppState {
         store,
-        config: Arc::new(config),
         master_key,
         metrics: Arc::default(),
         wake: Arc::default(),
+        transformer: transform::Transformer::start(&config.transform),
+        lookups: Arc::default(),
+        config: Arc::new(config),
     })
 }
 

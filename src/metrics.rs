@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), HttpStat>>,
     webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Records transformed: (ok count, failed count, seconds spent).
+    transforms: Mutex<(u64, u64, f64)>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -34,6 +36,17 @@ impl Metrics {
         *map.entry((system.to_string(), outcome)).or_default() += 1;
     }
 
+    /// Counts one record through a transformation.
+    pub fn observe_transform(&self, took: Duration, ok: bool) {
+        let mut t = self.transforms.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            t.0 += 1;
+        } else {
+            t.1 += 1;
+        }
+        t.2 += took.as_secs_f64();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -48,6 +61,19 @@ impl Metrics {
                     escape(system)
                 );
             }
+        }
+        {
+            let (ok, failed, seconds) = *self.transforms.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_transform_records_total Records run through transformations, by outcome.\n");
+            out.push_str("# TYPE wharf_transform_records_total counter\n");
+            let _ = writeln!(out, "wharf_transform_records_total{{outcome=\"ok\"}} {ok}");
+            let _ = writeln!(
+                out,
+                "wharf_transform_records_total{{outcome=\"error\"}} {failed}"
+            );
+            out.push_str("# HELP wharf_transform_seconds_total Time spent transforming records.\n");
+            out.push_str("# TYPE wharf_transform_seconds_total counter\n");
+            let _ = writeln!(out, "wharf_transform_seconds_total {seconds:.6}");
         }
         let map = self.http.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(

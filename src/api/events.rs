@@ -55,6 +55,8 @@ pub struct EventOut {
     pub is_running: bool,
     pub original_event_id: Option<Uuid>,
     pub ignored: bool,
+    /// What the transformation logged for this record (`ctx.log()` / `log()`).
+    pub logs: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -82,6 +84,10 @@ impl From<Event> for EventOut {
             is_running: e.claim_token.is_some(),
             original_event_id: e.original_event_id,
             ignored: e.ignored,
+            logs: e
+                .transform_logs
+                .and_then(|j| serde_json::from_value(j.0).ok())
+                .unwrap_or_default(),
             created_at: e.created_at,
             updated_at: e.updated_at,
         }

@@ -152,12 +152,14 @@ async fn create(
         updated_at: now,
     };
     state.store.insert(&t).await.map_err(duplicate_name)?;
+    state.lookups.invalidate(auth.org_id);
     if !input.entries.is_empty() {
         let entries: Vec<_> = input.entries.into_iter().collect();
         state
             .store
             .put_lookup_entries(t.id, &entries, false)
             .await?;
+        state.lookups.invalidate(auth.org_id);
     }
     Ok((StatusCode::CREATED, Json(out(&state, t).await?)))
 }
@@ -211,6 +213,7 @@ async fn update(
         .update(auth.org_id, &t)
         .await
         .map_err(duplicate_name)?;
+    state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
 }
 
@@ -223,6 +226,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteTransformations)?;
     state.store.delete::<LookupTable>(auth.org_id, id).await?;
+    state.lookups.invalidate(auth.org_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -274,6 +278,7 @@ async fn put_entries(
         .store
         .put_lookup_entries(t.id, &entries, input.replace)
         .await?;
+    state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
 }
 
@@ -288,6 +293,7 @@ async fn delete_entry(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("lookup table"))?;
     let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
     state.store.delete_lookup_entry(t.id, &key).await?;
+    state.lookups.invalidate(auth.org_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -342,6 +348,7 @@ async fn upload_csv(
         .store
         .put_lookup_entries(t.id, &entries, params.replace.unwrap_or(true))
         .await?;
+    state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
 }
 

@@ -51,6 +51,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes this process's workers when work is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The threads that run transformations.
+    pub transformer: Arc<crate::transform::Transformer>,
+    /// Lookup-table snapshots transformations read.
+    pub lookups: Arc<crate::transform::lookups::LookupCache>,
 }
 
 #[derive(OpenApi)]

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,15 +13,18 @@ use uuid::Uuid;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::keys::in_use;
 use super::{AppState, Auth, Page, PageParams};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::{Permission, Timestamp};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, FieldError, Problem};
 use crate::store::{Transformation, Val};
+use crate::transform::{content_type, job_context, Output, Program, RunContext};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
         .routes(routes!(copy))
+        .routes(routes!(test))
 }
 
 const LANGUAGES: [&str; 2] = ["javascript", "template"];
@@ -111,10 +115,29 @@ fn check(t: &Transformation) -> Result<(), ApiError> {
         errors.add("code", "must not be empty");
     } else if t.code.len() > MAX_CODE_BYTES {
         errors.add("code", format!("must be at most {MAX_CODE_BYTES} bytes"));
-    } else if t.language == "javascript" && !t.code.contains("transform") {
-        errors.add("code", "must define `function transform(record, ctx)`");
     }
     errors.finish()
+}
+
+/// Everything `check` looks at, then the code itself: compiled (and for JavaScript its top
+/// level run, under the usual limits) so that syntax errors are refused with their position
+/// when the code is saved, not found on the first record.
+async fn validate(state: &AppState, t: &Transformation) -> Result<(), ApiError> {
+    check(t)?;
+    let program = Program::of(t).map_err(|e| ApiError::invalid("language", e.message))?;
+    match state.transformer.check(program).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code == ErrorCode::Unknown => {
+            Err(ApiError::Internal(anyhow::anyhow!(e.message)))
+        }
+        Err(e) => {
+            let mut field =
+                FieldError::new("code", format!("{} ({})", e.describe(), e.code.as_str()));
+            field.line = e.line;
+            field.column = e.column;
+            Err(ApiError::Invalid(vec![field]))
+        }
+    }
 }
 
 /// A public transformation cannot be changed; say how to get an editable one.
@@ -180,7 +203,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    check(&t)?;
+    validate(&state, &t).await?;
     state.store.insert(&t).await?;
     Ok((StatusCode::CREATED, Json(t.into())))
 }
@@ -231,7 +254,7 @@ async fn update(
     if let Some(v) = p.code {
         t.code = v;
     }
-    check(&t)?;
+    validate(&state, &t).await?;
     t.updated_at = Timestamp::now();
     state.store.update(auth.org_id, &t).await?;
     Ok(Json(t.into()))
@@ -277,4 +300,93 @@ async fn copy(
     };
     state.store.insert(&t).await?;
     Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestIn {
+    /// The sample record, as the source would deliver it.
+    pub payload: Value,
+    /// `ctx.settings` for this run (a stream's settings); `{}` when absent.
+    #[serde(default)]
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestOut {
+    /// The output: an object, an array when the record splits into several outputs (JSON), a
+    /// text (csv, xml, text formats), or `null` when the transformation skipped the record.
+    pub output: Value,
+    /// Why the record was skipped, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// How many outputs (events) the record becomes.
+    pub outputs: usize,
+    /// The content type destinations receive.
+    pub content_type: &'static str,
+    /// Lines the transformation logged.
+    pub logs: Vec<String>,
+    pub duration_ms: f64,
+}
+
+/// Runs the transformation on a sample record with your organisation's lookup tables and
+/// returns what it produced, or the error (422 with `error_code`, `line`, `column`, `logs`).
+/// Nothing is stored.
+#[utoipa::path(post, path = "/transformations/{id}/test", tag = "transformations", request_body = TestIn,
+    responses((status = 200, body = TestOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn test(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdPath(id): IdPath,
+    ApiJson(input): ApiJson<TestIn>,
+) -> Result<Json<TestOut>, ApiError> {
+    auth.require(Permission::Read)?;
+    let t = state.store.get::<Transformation>(auth.org_id, id).await?;
+    let settings = input.settings.unwrap_or_else(|| serde_json::json!({}));
+    if !settings.is_object() {
+        return Err(ApiError::invalid("settings", "must be a JSON object"));
+    }
+    let program = Program::of(&t).map_err(|e| ApiError::invalid("language", e.message))?;
+    let lookups = state.lookups.current(&state.store, auth.org_id).await?;
+    let ctx = RunContext {
+        settings,
+        job: job_context(Uuid::nil(), "test", Uuid::nil()),
+        lookups,
+    };
+    let outcome = state.transformer.run(program, input.payload, ctx).await;
+    let duration_ms = (outcome.duration.as_secs_f64() * 1e6).round() / 1e3;
+    match outcome.result {
+        Ok(Output::Records(mut records)) => {
+            let outputs = records.len();
+            let output = if outputs == 1 {
+                records.pop().unwrap_or(Value::Null)
+            } else {
+                Value::Array(records)
+            };
+            Ok(Json(TestOut {
+                output,
+                skipped: None,
+                outputs,
+                content_type: content_type(&t.format),
+                logs: outcome.logs,
+                duration_ms,
+            }))
+        }
+        Ok(Output::Skip(reason)) => Ok(Json(TestOut {
+            output: Value::Null,
+            skipped: Some(reason),
+            outputs: 0,
+            content_type: content_type(&t.format),
+            logs: outcome.logs,
+            duration_ms,
+        })),
+        Err(e) if e.code == ErrorCode::Unknown => {
+            Err(ApiError::Internal(anyhow::anyhow!(e.message)))
+        }
+        Err(error) => Err(ApiError::TransformFailed {
+            error,
+            logs: outcome.logs,
+            duration_ms,
+        }),
+    }
 }

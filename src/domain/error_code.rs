@@ -18,6 +18,9 @@ pub enum ErrorCode {
     TemplateError,
     TransformTimeout,
     TransformMemory,
+    TransformError,
+    OutputTooLarge,
+    LookupNotFound,
     InvalidApiResponse,
     SourceError,
     Aborted,
@@ -35,7 +38,7 @@ pub struct ErrorCodeInfo {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Timeout,
         ErrorCode::Unauthorized,
         ErrorCode::ConnectionError,
@@ -47,6 +50,9 @@ impl ErrorCode {
         ErrorCode::TemplateError,
         ErrorCode::TransformTimeout,
         ErrorCode::TransformMemory,
+        ErrorCode::TransformError,
+        ErrorCode::OutputTooLarge,
+        ErrorCode::LookupNotFound,
         ErrorCode::InvalidApiResponse,
         ErrorCode::SourceError,
         ErrorCode::Aborted,
@@ -66,6 +72,9 @@ impl ErrorCode {
             ErrorCode::TemplateError => "TEMPLATE_ERROR",
             ErrorCode::TransformTimeout => "TRANSFORM_TIMEOUT",
             ErrorCode::TransformMemory => "TRANSFORM_MEMORY",
+            ErrorCode::TransformError => "TRANSFORM_ERROR",
+            ErrorCode::OutputTooLarge => "OUTPUT_TOO_LARGE",
+            ErrorCode::LookupNotFound => "LOOKUP_NOT_FOUND",
             ErrorCode::InvalidApiResponse => "INVALID_API_RESPONSE",
             ErrorCode::SourceError => "SOURCE_ERROR",
             ErrorCode::Aborted => "ABORTED",
@@ -86,7 +95,10 @@ impl ErrorCode {
             InvalidSchema => ("error", "The record does not have the shape the other system expects.", "Fix the transformation or the source data, then replicate with an edited payload."),
             TemplateError => ("error", "The template could not be rendered.", "Fix the template; test it with POST /transformations/{id}/test."),
             TransformTimeout => ("error", "The transformation ran past its time limit.", "Look for loops in the transformation code."),
-            TransformMemory => ("error", "The transformation ran past its memory limit.", "Reduce what the transformation builds in memory."),
+            TransformMemory => ("error", "The transformation ran past its memory or stack limit.", "Reduce what the transformation builds in memory; look for runaway recursion."),
+            TransformError => ("error", "The transformation failed: it threw, or returned something that is not an output.", "Read the message (it gives the line and column), fix the code or the record, and test it with POST /transformations/{id}/test."),
+            OutputTooLarge => ("error", "The transformation's output is larger than the configured limit.", "Split the record (return an array) or raise transform.max_output_kib."),
+            LookupNotFound => ("error", "A lookup table has no entry for the key and no default was given.", "Add the key to the lookup table (or give a default), then replicate the event."),
             InvalidApiResponse => ("error", "The other system answered with something unexpected.", "Check the response excerpt on the attempt."),
             SourceError => ("error", "The source could not be read.", "Check the source's URL, key and params, then replicate the job."),
             Aborted => ("warning", "Stopped by a user or because the stream was deactivated.", "Replicate when ready."),

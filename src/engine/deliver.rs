@@ -1,5 +1,5 @@
-//! An event's way through its stream: transformation (the identity until the transformation
-//! runtimes land), then delivery attempts on the destination's retry schedule.
+//! An event's way through its stream: its transformation, then delivery attempts on the
+//! destination's retry schedule.
 
 use serde_json::Value;
 use sqlx::types::Json;
@@ -16,11 +16,13 @@ use crate::domain::{EventStatus, Timestamp};
 use crate::store::{
     Destination, Event, EventChange, Job, NewAttempt, StoreResult, Stream, Transformation,
 };
+use crate::transform::{content_type, job_context, Output, Program, RunContext, TransformError};
 
 pub async fn process(engine: &Engine, mut ev: Event, token: Uuid) {
     let job_id = ev.job_id;
     match step(engine, &mut ev, token).await {
         Ok(true) => {
+            engine.state.lookups.release_job(job_id);
             if let Err(e) = engine.state.store.finish_job(job_id).await {
                 tracing::warn!(job = %job_id, error = %e, "could not finish the job; maintenance will");
             }
@@ -37,6 +39,56 @@ fn after(seconds: u64) -> Timestamp {
     Timestamp::from_datetime(Timestamp::now().0 + chrono::Duration::seconds(seconds as i64))
 }
 
+/// What a NEW event's transformation produced, to be written with its next step.
+#[derive(Default)]
+struct Fresh {
+    logs: Vec<String>,
+    siblings: Vec<Value>,
+}
+
+/// Runs the stream's transformation on a NEW event's record.
+async fn transform(
+    engine: &Engine,
+    ev: &Event,
+    stream: &Stream,
+    transformation: &Transformation,
+) -> StoreResult<(Result<Output, TransformError>, Vec<String>)> {
+    let store = &engine.state.store;
+    let program = match Program::of(transformation) {
+        Ok(p) => p,
+        Err(e) => return Ok((Err(e), Vec::new())),
+    };
+    let job = store.get::<Job>(ev.org_id, ev.job_id).await?;
+    let mut settings = stream.settings.0.clone();
+    if let (Some(base), Value::Object(run)) = (settings.as_object_mut(), &job.settings.0) {
+        // Settings given for one run override the stream's, key by key.
+        for (k, v) in run {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let lookups = engine
+        .state
+        .lookups
+        .for_job(store, ev.org_id, ev.job_id)
+        .await?;
+    let ctx = RunContext {
+        settings,
+        job: job_context(job.id, &job.trigger, stream.id),
+        lookups,
+    };
+    let record = ev
+        .payload_in
+        .as_ref()
+        .map(|j| j.0.clone())
+        .unwrap_or(Value::Null);
+    let outcome = engine.state.transformer.run(program, record, ctx).await;
+    engine
+        .state
+        .metrics
+        .observe_transform(outcome.duration, outcome.result.is_ok());
+    Ok((outcome.result, outcome.logs))
+}
+
 /// Moves the event as far as it can go now. Returns whether it reached a terminal status.
 async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool> {
     let store = &engine.state.store;
@@ -44,6 +96,10 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
     let destination = store
         .get::<Destination>(ev.org_id, stream.destination_id)
         .await?;
+    let transformation = store
+        .get::<Transformation>(ev.org_id, stream.transformation_id)
+        .await?;
+    let content_type = content_type(&transformation.format);
     let retry = destinations_retry(&destination);
     let attempts_total = retry.schedule_seconds.len() as i64;
 
@@ -59,62 +115,106 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
         return store.change_event(ev, token, change, None).await;
     }
 
-    let aggregate = destination.mode == "aggregate" && !stream.test_mode;
-    if ev.status == EventStatus::New.as_str() && aggregate {
-        // Aggregate: transformed events wait (not claimable on their own) for the job's
-        // combined delivery, which is due once every event of the job is transformed.
-        let output = ev
-            .payload_in
-            .as_ref()
-            .map(|j| j.0.clone())
-            .unwrap_or(Value::Null);
-        let change = EventChange {
-            to: Some(EventStatus::Transformed),
-            payload_out: Some(output),
-            retries_remaining: Some(Some(attempts_total)),
-            next_attempt_at: Some(None),
-            release: true,
-            ..Default::default()
-        };
-        if store.change_event(ev, token, change, None).await?
-            && store.mark_aggregate_ready(ev.job_id).await?
-        {
-            engine.wake.notify_one();
-        }
-        return Ok(false);
-    }
-
+    let mut fresh = None;
     if ev.status == EventStatus::New.as_str() {
-        let output = ev
-            .payload_in
-            .as_ref()
-            .map(|j| j.0.clone())
-            .unwrap_or(Value::Null);
+        let (result, logs) = transform(engine, ev, &stream, &transformation).await?;
+        let mut outputs = match result {
+            Err(e) => {
+                let change = EventChange {
+                    to: Some(EventStatus::Error),
+                    error_code: Some(Some(e.code.as_str().into())),
+                    message: Some(Some(e.describe())),
+                    next_attempt_at: Some(None),
+                    logs: Some(logs),
+                    release: true,
+                    ..Default::default()
+                };
+                return store.change_event(ev, token, change, None).await;
+            }
+            Ok(Output::Skip(reason)) => {
+                let change = EventChange {
+                    to: Some(EventStatus::Ok),
+                    payload_out: Some(Value::Null),
+                    message: Some(Some(format!("skipped: {reason}"))),
+                    next_attempt_at: Some(None),
+                    logs: Some(logs),
+                    release: true,
+                    ..Default::default()
+                };
+                return store.change_event(ev, token, change, None).await;
+            }
+            Ok(Output::Records(outputs)) => outputs,
+        };
+        let output = if outputs.is_empty() {
+            Value::Null
+        } else {
+            outputs.remove(0)
+        };
+        let siblings = outputs;
+        let split = !siblings.is_empty();
+        let aggregate = destination.mode == "aggregate" && !stream.test_mode;
         let first = retry.schedule_seconds.first().copied().unwrap_or(0);
-        if first == 0 && !stream.test_mode {
+        // When the first delivery is due; `None` for aggregates, which wait for the job's
+        // combined delivery (due once every event of the job is transformed).
+        let due = if aggregate {
+            None
+        } else if stream.test_mode {
+            Some(Timestamp::now())
+        } else {
+            Some(after(first))
+        };
+        if first == 0 && !stream.test_mode && !aggregate {
             // Due at once: the transformation's result is written with the first attempt's
             // outcome, in one commit (see `change_event`).
             ev.payload_out = Some(Json(output));
             ev.retries_remaining = Some(attempts_total);
-            return deliver(engine, ev, token, &destination, &retry).await;
+            let fresh = Fresh { logs, siblings };
+            let done = deliver(
+                engine,
+                ev,
+                token,
+                &destination,
+                &retry,
+                content_type,
+                Some(fresh),
+            )
+            .await;
+            if split {
+                engine.wake.notify_one();
+            }
+            return done;
         }
         let change = EventChange {
             to: Some(EventStatus::Transformed),
             payload_out: Some(output.clone()),
             retries_remaining: Some(Some(attempts_total)),
-            next_attempt_at: Some(Some(after(first))),
-            // Delivered later when the first attempt is not due yet.
-            release: first > 0 && !stream.test_mode,
+            next_attempt_at: Some(due),
+            logs: Some(logs),
+            siblings,
+            siblings_due: due,
+            siblings_retries: Some(attempts_total),
+            // Test mode goes on to OK now; otherwise the event waits for its attempt.
+            release: !stream.test_mode,
             ..Default::default()
         };
         if !store.change_event(ev, token, change, None).await? {
             return Ok(false);
         }
-        ev.status = EventStatus::Transformed.as_str().into();
-        ev.payload_out = Some(Json(output));
-        if first > 0 && !stream.test_mode {
+        if split {
+            engine.wake.notify_one();
+        }
+        if aggregate {
+            if store.mark_aggregate_ready(ev.job_id).await? {
+                engine.wake.notify_one();
+            }
             return Ok(false);
         }
+        ev.status = EventStatus::Transformed.as_str().into();
+        ev.payload_out = Some(Json(output));
+        if !stream.test_mode {
+            return Ok(false);
+        }
+        fresh = Some(Fresh::default());
     }
 
     if stream.test_mode {
@@ -127,18 +227,21 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
         };
         return store.change_event(ev, token, change, None).await;
     }
+    debug_assert!(fresh.is_none());
 
-    deliver(engine, ev, token, &destination, &retry).await
+    deliver(engine, ev, token, &destination, &retry, content_type, None).await
 }
 
-/// One delivery attempt of a transformed event (or a NEW one transformed in memory just now),
-/// recorded with its outcome.
+/// One delivery attempt of a transformed event (or a NEW one transformed in memory just now,
+/// with what its transformation produced besides the output), recorded with its outcome.
 async fn deliver(
     engine: &Engine,
     ev: &Event,
     token: Uuid,
     destination: &Destination,
     retry: &crate::api::Retry,
+    content_type: &str,
+    fresh: Option<Fresh>,
 ) -> StoreResult<bool> {
     let store = &engine.state.store;
     let started = Timestamp::now();
@@ -153,7 +256,7 @@ async fn deliver(
         destination,
         key.as_ref(),
         &body,
-        "application/json",
+        content_type,
         retry.timeout_seconds,
     )
     .await;
@@ -176,11 +279,16 @@ async fn deliver(
         duration_ms: result.duration.as_millis() as i64,
     };
     let transformed_now = ev.status == EventStatus::New.as_str();
+    let fresh = fresh.unwrap_or_default();
     let change = EventChange {
         attempted: true,
         release: true,
         payload_out: transformed_now.then(|| body.clone()),
         retries_remaining: change.retries_remaining,
+        logs: transformed_now.then_some(fresh.logs),
+        siblings_due: Some(Timestamp::now()),
+        siblings_retries: Some(retry.schedule_seconds.len() as i64),
+        siblings: fresh.siblings,
         ..change
     };
     let changed = store.change_event(ev, token, change, Some(attempt)).await?;

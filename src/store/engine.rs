@@ -85,6 +85,16 @@ pub struct EventChange {
     pub attempted: bool,
     /// Give up the claim (the worker is done with the event for now).
     pub release: bool,
+    /// What the transformation logged.
+    pub logs: Option<Vec<String>>,
+    /// Further outputs of a record the transformation split: each becomes a TRANSFORMED
+    /// event of the same job and entity, in the same commit.
+    pub siblings: Vec<Value>,
+    /// When the siblings' first delivery is due (`None`: they wait for a combined delivery).
+    pub siblings_due: Option<Timestamp>,
+    /// The siblings' delivery attempts to come.
+    pub siblings_retries: Option<i64>,
+    pub ignored: Option<bool>,
 }
 
 /// An event-log entry and entity change to write with a status change.
@@ -325,6 +335,76 @@ fn event_inserts(
         if !entities.is_empty() {
             statements.push(entity_upsert(&entities, now));
         }
+    }
+    statements
+}
+
+/// The extra events of a split record (see `EventChange::siblings`), with their log entries.
+fn sibling_inserts(ev: &Event, change: &EventChange, now: Timestamp) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    let rows: Vec<(Uuid, &Value)> = change
+        .siblings
+        .iter()
+        .map(|v| (Uuid::now_v7(), v))
+        .collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
+             payload_in, payload_out, retries_remaining, next_attempt_at, attempt_count, \
+             ignored, created_at, updated_at) VALUES ",
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 11);
+        for (i, (id, out)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = vals.len();
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, 'TRANSFORMED', ${}, ${}, ${}, ${}, ${}, ${}, 0, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12,
+                b + 12
+            ));
+            vals.extend([
+                Val::from(*id),
+                Val::from(ev.org_id),
+                Val::from(ev.stream_id),
+                Val::from(ev.job_id),
+                Val::from(ev.data_type.as_str()),
+                Val::Text(ev.entity_id.clone()),
+                Val::Json(ev.payload_in.as_ref().map(|j| j.0.clone())),
+                Val::Json(Some((*out).clone())),
+                Val::Int(change.siblings_retries),
+                Val::Ts(change.siblings_due),
+                Val::Bool(false),
+                Val::from(now),
+            ]);
+        }
+        statements.push((sql, vals));
+        let logs: Vec<_> = chunk
+            .iter()
+            .map(|(id, _)| LogWrite {
+                org_id: ev.org_id,
+                kind: "EVENT_STATUS_CHANGE",
+                stream_id: ev.stream_id,
+                job_id: ev.job_id,
+                event_id: Some(*id),
+                from: None,
+                to: "TRANSFORMED",
+                details: json!({"split_from": ev.id}),
+            })
+            .collect();
+        statements.push(log_insert(&logs, now));
     }
     statements
 }
@@ -1298,6 +1378,13 @@ impl Store {
         if let Some(v) = change.next_attempt_at {
             put(&mut sets, &mut vals, "next_attempt_at", Val::Ts(v));
         }
+        if let Some(lines) = &change.logs {
+            let v = (!lines.is_empty()).then(|| json!(lines));
+            put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
+        }
+        if let Some(v) = change.ignored {
+            put(&mut sets, &mut vals, "ignored", Val::Bool(v));
+        }
         if change.attempted {
             sets.push("attempt_count = attempt_count + 1".into());
             put(&mut sets, &mut vals, "last_attempt_at", Val::from(now));
@@ -1316,6 +1403,9 @@ impl Store {
             }
         );
         let mut follow: Vec<Statement> = Vec::new();
+        if !change.siblings.is_empty() {
+            follow.extend(sibling_inserts(ev, &change, now));
+        }
         let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
             org_id: ev.org_id,
             kind: "EVENT_STATUS_CHANGE",

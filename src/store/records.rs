@@ -362,6 +362,8 @@ pub struct Event {
     pub lease_expires_at: Option<Timestamp>,
     pub original_event_id: Option<Uuid>,
     pub ignored: bool,
+    /// Lines the transformation logged for this record.
+    pub transform_logs: Option<Json<Value>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -390,6 +392,7 @@ record!(
         lease_expires_at,
         original_event_id,
         ignored,
+        transform_logs,
         created_at,
         updated_at
     ]

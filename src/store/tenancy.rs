@@ -246,12 +246,21 @@ impl Store {
 
     pub async fn delete_lookup_entry(&self, table_id: Uuid, key: &str) -> StoreResult<()> {
         let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1 AND key = $2")
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1 AND key = $2")
                 .bind(table_id)
                 .bind(key)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            // Transformations' cached snapshots notice changes by the tables' updated_at.
+            sqlx::query::<Db>("UPDATE lookup_tables SET updated_at = $2 WHERE id = $1")
+                .bind(table_id)
+                .bind(Timestamp::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
         });
         if n == 0 {
             return Err(StoreError::NotFound("lookup entry"));
@@ -295,4 +304,39 @@ where
     .bind(token_hash)
     .bind(hint)
     .bind(now)
+}
+
+impl Store {
+    /// What identifies the current state of an organisation's lookup tables: their number and
+    /// latest change. Cheap; used to revalidate cached snapshots.
+    pub async fn lookup_stamp(&self, org: Uuid) -> StoreResult<(i64, Option<Timestamp>)> {
+        let row = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (i64, Option<Timestamp>)>(
+                "SELECT COUNT(*), MAX(updated_at) FROM lookup_tables WHERE org_id = $1",
+            )
+            .bind(org)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Every lookup table of an organisation with its entries: (name, default, key, value),
+    /// key `None` for a table without entries.
+    #[allow(clippy::type_complexity)]
+    pub async fn lookup_snapshot(
+        &self,
+        org: Uuid,
+    ) -> StoreResult<Vec<(String, Option<String>, Option<String>, Option<String>)>> {
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (String, Option<String>, Option<String>, Option<String>)>(
+                "SELECT t.name, t.default_value, e.key, e.value FROM lookup_tables t \
+                 LEFT JOIN lookup_entries e ON e.table_id = t.id WHERE t.org_id = $1",
+            )
+            .bind(org)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
 }

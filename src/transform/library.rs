@@ -1,5 +1,7 @@
 //! The public transformation library, shipped in the binary and written to the store at
 //! start-up with fixed ids, so streams can refer to them and copies can say where they came from.
+//! The code lives beside this file; `library/samples/` holds the sample records each one is
+//! tested on (shapes from the systems' public API documentation).
 
 use uuid::Uuid;
 
@@ -8,26 +10,294 @@ use crate::store::Transformation;
 
 /// Id of the passthrough transformation.
 pub const PASSTHROUGH_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+/// Shopify order → generic sales order (JavaScript, JSON).
+pub const SHOPIFY_SALES_ORDER_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
+/// Shopify order → CSV, one line per line item (template).
+pub const SHOPIFY_ORDER_LINES_CSV_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
+/// Shopify order → Peoplevox-style sales order XML (template).
+pub const SHOPIFY_PEOPLEVOX_XML_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0004);
+/// DEAR sale → Shopify fulfillments (JavaScript, one output per shipped fulfilment).
+pub const DEAR_SHOPIFY_FULFILLMENT_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0005);
+/// Shopify product and variants → stock CSV (template).
+pub const SHOPIFY_STOCK_CSV_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0006);
+
+struct Entry {
+    id: Uuid,
+    title: &'static str,
+    description: &'static str,
+    data_type: &'static str,
+    language: &'static str,
+    format: &'static str,
+    code: &'static str,
+}
+
+const LIBRARY: [Entry; 6] = [
+    Entry {
+        id: PASSTHROUGH_ID,
+        title: "Passthrough",
+        description: "Sends each record on unchanged.",
+        data_type: "any",
+        language: "javascript",
+        format: "json",
+        code: "function transform(record, ctx) {\n  return record;\n}\n",
+    },
+    Entry {
+        id: SHOPIFY_SALES_ORDER_ID,
+        title: "Shopify order to sales order",
+        description: "A Shopify order as a generic sales order: customer, addresses, shipping (service from the `shipping_methods` lookup table), lines with money rounded in decimal (SKUs through `sku_map`), totals. Cancelled orders are skipped. Settings: warehouse, timezone, channel.",
+        data_type: "sales_order",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/shopify_order_to_sales_order.js"),
+    },
+    Entry {
+        id: SHOPIFY_ORDER_LINES_CSV_ID,
+        title: "Shopify order to CSV lines",
+        description: "A Shopify order as CSV, one line per line item, with a header; fields quoted as CSV needs. Settings: timezone.",
+        data_type: "sales_order",
+        language: "template",
+        format: "csv",
+        code: include_str!("library/shopify_order_lines.csv.j2"),
+    },
+    Entry {
+        id: SHOPIFY_PEOPLEVOX_XML_ID,
+        title: "Shopify order to Peoplevox sales order XML",
+        description: "A Shopify order as a Peoplevox-style sales order document with its lines; service type from the `shipping_methods` lookup table. Settings: site_reference, timezone.",
+        data_type: "sales_order",
+        language: "template",
+        format: "xml",
+        code: include_str!("library/shopify_order_to_peoplevox.xml.j2"),
+    },
+    Entry {
+        id: DEAR_SHOPIFY_FULFILLMENT_ID,
+        title: "DEAR sale to Shopify fulfillment",
+        description: "A DEAR (Cin7 Core) sale as Shopify fulfillments, one per shipped fulfilment, with tracking number, URL and company (through the `carriers` lookup table) and the shipped lines by SKU. Sales with nothing shipped are skipped. Settings: notify_customer.",
+        data_type: "shipment",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/dear_sale_to_shopify_fulfillment.js"),
+    },
+    Entry {
+        id: SHOPIFY_STOCK_CSV_ID,
+        title: "Shopify product to stock CSV",
+        description: "A Shopify product as stock CSV, one line per variant: SKU, barcode, titles, location, quantity, price. Settings: location.",
+        data_type: "stock",
+        language: "template",
+        format: "csv",
+        code: include_str!("library/shopify_product_stock.csv.j2"),
+    },
+];
 
 /// Every public transformation.
 pub fn public_transformations() -> Vec<Transformation> {
+    // Changing this date re-stamps the library (and recompiles cached copies of it).
     let created = Timestamp::from_datetime(
-        "2026-01-01T00:00:00Z"
+        "2026-11-22T00:00:00Z"
             .parse()
             .expect("a valid constant timestamp"),
     );
-    vec![Transformation {
-        id: PASSTHROUGH_ID,
-        org_id: None,
-        visibility: "public".into(),
-        title: "Passthrough".into(),
-        description: "Sends each record on unchanged.".into(),
-        data_type: "any".into(),
-        language: "javascript".into(),
-        format: "json".into(),
-        code: "function transform(record, ctx) {\n  return record;\n}\n".into(),
-        copied_from: None,
-        created_at: created,
-        updated_at: created,
-    }]
+    LIBRARY
+        .iter()
+        .map(|e| Transformation {
+            id: e.id,
+            org_id: None,
+            visibility: "public".into(),
+            title: e.title.into(),
+            description: e.description.into(),
+            data_type: e.data_type.into(),
+            language: e.language.into(),
+            format: e.format.into(),
+            code: e.code.into(),
+            copied_from: None,
+            created_at: created,
+            updated_at: created,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::{LogSink, Output, Program, RunContext};
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    const ORDER: &str = include_str!("library/samples/shopify_order.json");
+    const PRODUCT: &str = include_str!("library/samples/shopify_product.json");
+    const SALE: &str = include_str!("library/samples/dear_sale.json");
+
+    fn run(id: Uuid, sample: &str, settings: Value) -> (Output, Vec<String>) {
+        let t = public_transformations()
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap();
+        let program = Program::of(&t).unwrap();
+        let limits = crate::transform::Limits::from_config(&Default::default());
+        let mut unit = crate::transform::compile(&program, &limits).unwrap();
+        let ctx = RunContext {
+            settings,
+            job: json!({"id": "j", "trigger": "webhook"}),
+            lookups: Arc::default(),
+        };
+        let mut logs = LogSink::default();
+        let record: Value = serde_json::from_str(sample).unwrap();
+        let out = unit.run(&record, &ctx, &limits, &mut logs).unwrap();
+        (out, logs.take())
+    }
+
+    fn text(out: Output) -> String {
+        match out {
+            Output::Records(r) if r.len() == 1 => r[0].as_str().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_entry_compiles() {
+        let limits = crate::transform::Limits::from_config(&Default::default());
+        for t in public_transformations() {
+            let program = Program::of(&t).unwrap();
+            assert!(
+                crate::transform::compile(&program, &limits).is_ok(),
+                "{}",
+                t.title
+            );
+        }
+    }
+
+    #[test]
+    fn shopify_order_to_sales_order() {
+        let (out, logs) = run(
+            SHOPIFY_SALES_ORDER_ID,
+            ORDER,
+            json!({"warehouse": "LON1", "timezone": "Europe/London"}),
+        );
+        let Output::Records(r) = out else { panic!() };
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0],
+            json!({
+                "order_number": "1042",
+                "external_id": "5781543927000",
+                "channel": "shopify",
+                "warehouse": "LON1",
+                "order_date": "2024-07-01T23:30:12+01:00",
+                "currency": "GBP",
+                "financial_status": "paid",
+                "customer": {"email": "jo.bloggs@example.com", "name": "Jo Bloggs", "phone": "+447700900123"},
+                "billing_address": {"name": "Jo Bloggs", "company": "Bloggs & Daughters, Ltd", "line1": "1 High Street",
+                    "line2": "Flat 2", "city": "London", "region": "ENG", "postcode": "SW1A 1AA", "country": "GB", "phone": "+447700900123"},
+                "shipping_address": {"name": "Jo Bloggs", "company": "Bloggs & Daughters, Ltd", "line1": "1 High Street",
+                    "line2": "Flat 2", "city": "London", "region": "ENG", "postcode": "SW1A 1AA", "country": "GB", "phone": "+447700900123"},
+                "shipping": {"method": "Royal Mail Tracked 24", "service": "RM-T24", "price": "3.95"},
+                "lines": [
+                    {"line": 1, "sku": "TEE-BLU-M", "name": "Organic Cotton Tee - Blue / M", "quantity": 2,
+                     "unit_price": "20.00", "discount": "2.50", "tax": "6.25", "total": "37.49"},
+                    {"line": 2, "sku": "TOTE-HBR", "name": "Canvas Tote \"Harbour\"", "quantity": 1,
+                     "unit_price": "27.50", "discount": "2.50", "tax": "4.16", "total": "25.00"}
+                ],
+                "totals": {"subtotal": "62.49", "shipping": "3.95", "tax": "11.07", "discount": "5.00", "total": "66.44"},
+                "notes": "Please leave with neighbour if out",
+                "tags": ["wholesale", "VIP"]
+            })
+        );
+        assert_eq!(logs, vec!["order #1042 with 2 lines"]);
+        let mut cancelled: Value = serde_json::from_str(ORDER).unwrap();
+        cancelled["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
+        let (out, _) = run(SHOPIFY_SALES_ORDER_ID, &cancelled.to_string(), json!({}));
+        assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
+    }
+
+    #[test]
+    fn shopify_order_to_csv_lines() {
+        let (out, _) = run(
+            SHOPIFY_ORDER_LINES_CSV_ID,
+            ORDER,
+            json!({"timezone": "Europe/London"}),
+        );
+        assert_eq!(
+            text(out),
+            "order_number,order_date,email,sku,title,quantity,unit_price,line_total,currency,ship_name,ship_address1,ship_city,ship_postcode,ship_country\n\
+             1042,2024-07-01 23:30,jo.bloggs@example.com,TEE-BLU-M,Organic Cotton Tee - Blue / M,2,20.00,39.99,GBP,Jo Bloggs,1 High Street,London,SW1A 1AA,GB\n\
+             1042,2024-07-01 23:30,jo.bloggs@example.com,TOTE-HBR,\"Canvas Tote \"\"Harbour\"\"\",1,27.50,27.50,GBP,Jo Bloggs,1 High Street,London,SW1A 1AA,GB\n"
+        );
+    }
+
+    #[test]
+    fn shopify_order_to_peoplevox_xml() {
+        let (out, _) = run(SHOPIFY_PEOPLEVOX_XML_ID, ORDER, json!({}));
+        let xml = text(out);
+        assert!(
+            xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SalesOrders>"),
+            "{xml}"
+        );
+        for part in [
+            "<SalesOrderNumber>1042</SalesOrderNumber>",
+            "<CustomerPurchaseOrderReferenceNumber>5781543927000</CustomerPurchaseOrderReferenceNumber>",
+            "<SiteReference>PrimarySite</SiteReference>",
+            "<RequestedDeliveryDate>2024-07-01</RequestedDeliveryDate>",
+            "<ShippingCost>3.95</ShippingCost>",
+            "<ServiceType>Royal Mail Tracked 24</ServiceType>",
+            "<Company>Bloggs &amp; Daughters, Ltd</Company>",
+            "<ShippingAddressPostcode>SW1A 1AA</ShippingAddressPostcode>",
+            "<Line>2</Line>",
+            "<Description>Canvas Tote &quot;Harbour&quot;</Description>",
+            "<SalePrice>20.00</SalePrice>",
+        ] {
+            assert!(xml.contains(part), "{part} missing from\n{xml}");
+        }
+        assert_eq!(xml.matches("<SalesOrderLine>").count(), 2);
+        assert!(xml.trim_end().ends_with("</SalesOrders>"));
+    }
+
+    #[test]
+    fn dear_sale_to_shopify_fulfillments() {
+        let (out, logs) = run(
+            DEAR_SHOPIFY_FULFILLMENT_ID,
+            SALE,
+            json!({"notify_customer": false}),
+        );
+        let Output::Records(r) = out else { panic!() };
+        assert_eq!(
+            r,
+            vec![
+                json!({"order_name": "#1042", "order_id": "5781543927000", "fulfilment_number": 1,
+                    "shipped_at": "2024-07-02T00:00:00Z",
+                    "fulfillment": {"notify_customer": false,
+                        "tracking_info": {"number": "RM123456785GB", "url": "https://www.royalmail.com/track-your-item#/tracking-results/RM123456785GB", "company": "Royal Mail"},
+                        "line_items": [{"sku": "TEE-BLU-M", "quantity": 2}]}}),
+                json!({"order_name": "#1042", "order_id": "5781543927000", "fulfilment_number": 2,
+                    "shipped_at": "2024-07-03T00:00:00Z",
+                    "fulfillment": {"notify_customer": false,
+                        "tracking_info": {"number": "15501234567890", "url": null, "company": "DPD"},
+                        "line_items": [{"sku": "TOTE-HBR", "quantity": 1}]}}),
+            ]
+        );
+        assert_eq!(logs.len(), 2);
+        let mut unshipped: Value = serde_json::from_str(SALE).unwrap();
+        unshipped["Fulfilments"] = json!([]);
+        let (out, _) = run(
+            DEAR_SHOPIFY_FULFILLMENT_ID,
+            &unshipped.to_string(),
+            json!({}),
+        );
+        assert_eq!(
+            out,
+            Output::Skip("sale SO-00731 has no shipped fulfilment yet".into())
+        );
+    }
+
+    #[test]
+    fn shopify_product_to_stock_csv() {
+        let (out, _) = run(SHOPIFY_STOCK_CSV_ID, PRODUCT, json!({"location": "LON1"}));
+        assert_eq!(
+            text(out),
+            "sku,barcode,product_title,variant_title,location,quantity,price\n\
+             TEE-BLU-S,5012345678900,\"Organic Cotton Tee, \"\"Classic\"\"\",Blue / S,LON1,14,20.00\n\
+             TEE-BLU-M,,\"Organic Cotton Tee, \"\"Classic\"\"\",Blue / M,LON1,-2,20.00\n"
+        );
+    }
 }

@@ -14,3 +14,4 @@ mod processes;
 mod replicate;
 mod schedule;
 mod security;
+mod transforms;

@@ -50,6 +50,8 @@ pub async fn broken_source() -> SocketAddr {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub body: Value,
+    /// The body as text (CSV, XML and other text deliveries).
+    pub raw: String,
     pub headers: HeaderMap,
 }
 
@@ -124,6 +126,7 @@ async fn receive(State(s): State<SinkState>, headers: HeaderMap, body: Bytes) ->
     if !s.delay.is_zero() {
         tokio::time::sleep(s.delay).await;
     }
+    let raw = String::from_utf8_lossy(&body).into_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = body["id"].as_str().unwrap_or_default().to_string();
     let n = {
@@ -133,7 +136,10 @@ async fn receive(State(s): State<SinkState>, headers: HeaderMap, body: Bytes) ->
         *n
     };
     let (status, extra) = (s.script)(&body, n);
-    s.received.lock().unwrap().push(Received { body, headers });
+    s.received
+        .lock()
+        .unwrap()
+        .push(Received { body, raw, headers });
     let mut res = (status, format!("answer {n}: {status}")).into_response();
     for (k, v) in extra {
         res.headers_mut().insert(k, v.parse().unwrap());

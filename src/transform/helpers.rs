@@ -1,0 +1,247 @@
+//! The helpers both transformation languages offer: dates with time zones, money rounding and
+//! padding. One implementation, so JavaScript and templates agree to the character.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A time zone by IANA name (`Europe/London`), or `UTC` when empty.
+fn zone(name: &str) -> Result<Tz, String> {
+    if name.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone `{name}`; use an IANA name such as Europe/London"))
+}
+
+/// Reads an instant: RFC 3339 / ISO 8601 with an offset (`2024-03-01T10:00:00-05:00`), a date
+/// and time without one (taken in `tz`), a date alone (midnight in `tz`), or with `pattern`
+/// (strftime, e.g. `%d/%m/%Y %H:%M`) a text in that shape, in `tz` unless it carries an offset.
+pub fn parse_instant(text: &str, pattern: Option<&str>, tz: &str) -> Result<DateTime<Utc>, String> {
+    let tz = zone(tz)?;
+    let text = text.trim();
+    let local = |naive: NaiveDateTime| {
+        tz.from_local_datetime(&naive)
+            .earliest()
+            .map(|d| d.with_timezone(&Utc))
+            .ok_or_else(|| format!("`{text}` does not exist in time zone {tz}"))
+    };
+    if let Some(p) = pattern.filter(|p| !p.is_empty()) {
+        if let Ok(d) = DateTime::<FixedOffset>::parse_from_str(text, p) {
+            return Ok(d.with_timezone(&Utc));
+        }
+        if let Ok(n) = NaiveDateTime::parse_from_str(text, p) {
+            return local(n);
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(text, p) {
+            return local(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+        }
+        return Err(format!("`{text}` does not match the date pattern `{p}`"));
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(text) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for p in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(text, p) {
+            return local(n);
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return local(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    }
+    if let Ok(d) = DateTime::parse_from_rfc2822(text) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    Err(format!(
+        "`{text}` is not a date this helper reads: give ISO 8601 (2024-03-01T10:00:00Z) or a pattern"
+    ))
+}
+
+/// Formats an instant with a strftime pattern in a time zone (`%Y-%m-%d %H:%M`, `%d/%m/%Y`).
+pub fn format_instant(at: DateTime<Utc>, pattern: &str, tz: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let tz = zone(tz)?;
+    let pattern = if pattern.is_empty() {
+        "%Y-%m-%dT%H:%M:%S%:z"
+    } else {
+        pattern
+    };
+    let mut out = String::new();
+    write!(out, "{}", at.with_timezone(&tz).format(pattern)).map_err(|_| {
+        format!("`{pattern}` is not a valid date pattern (strftime, e.g. %Y-%m-%d)")
+    })?;
+    Ok(out)
+}
+
+/// Parses then formats: the usual `formatDate("2024-03-01T10:00:00Z", "%d/%m/%Y", "Europe/London")`.
+pub fn format_date(value: &str, pattern: &str, tz: &str) -> Result<String, String> {
+    format_instant(parse_instant(value, None, "UTC")?, pattern, tz)
+}
+
+/// Rounds a decimal given as text (Shopify sends money as strings) or a number's shortest
+/// text, half away from zero, to `places` decimals, in decimal: `1.005` is `1.01`, never the
+/// `1.00` binary floating point gives. Returns the fixed-point text (`"12.50"`).
+pub fn round_decimal(value: &str, places: u32) -> Result<String, String> {
+    let places = places.min(12) as usize;
+    let text = value.trim();
+    let bad = || format!("`{value}` is not a number");
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    // Exponent forms (1e-7) come from numbers' shortest text; widen them first.
+    let expanded;
+    let digits = if digits.contains(['e', 'E']) {
+        let f: f64 = digits.parse().map_err(|_| bad())?;
+        expanded = format!("{f:.20}");
+        expanded.as_str()
+    } else {
+        digits
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let mut all: Vec<u8> = int.bytes().map(|b| b - b'0').collect();
+    if all.is_empty() {
+        all.push(0);
+    }
+    let int_len = all.len();
+    let mut fr: Vec<u8> = frac.bytes().map(|b| b - b'0').collect();
+    let round_up = fr.len() > places && fr[places] >= 5;
+    fr.resize(places, 0);
+    all.extend(fr);
+    if round_up {
+        let mut i = all.len();
+        loop {
+            if i == 0 {
+                all.insert(0, 1);
+                break;
+            }
+            i -= 1;
+            if all[i] == 9 {
+                all[i] = 0;
+            } else {
+                all[i] += 1;
+                break;
+            }
+        }
+    }
+    let int_len = int_len + (all.len() - int_len - places);
+    let mut out = String::with_capacity(all.len() + 2);
+    let int_part: String = all[..int_len].iter().map(|d| (b'0' + d) as char).collect();
+    let int_part = int_part.trim_start_matches('0');
+    let zero = all.iter().all(|d| *d == 0);
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(if int_part.is_empty() { "0" } else { int_part });
+    if places > 0 {
+        out.push('.');
+        out.extend(all[int_len..].iter().map(|d| (b'0' + d) as char));
+    }
+    Ok(out)
+}
+
+/// Pads (or, with `truncate`, cuts) `text` to exactly `width` characters: on the left when
+/// `left`, else on the right. For fixed-width files.
+pub fn pad(text: &str, width: usize, fill: char, left: bool, truncate: bool) -> String {
+    let len = text.chars().count();
+    if len >= width {
+        return if truncate {
+            text.chars().take(width).collect()
+        } else {
+            text.to_string()
+        };
+    }
+    let fill: String = std::iter::repeat_n(fill, width - len).collect();
+    if left {
+        fill + text
+    } else {
+        text.to_string() + &fill
+    }
+}
+
+/// One CSV field: quoted when it holds a comma, a quote or a line break (quotes doubled).
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Text made safe inside XML elements and attributes.
+pub fn xml_escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all are dropped rather than break the document.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_in_decimal() {
+        assert_eq!(round_decimal("1.005", 2).unwrap(), "1.01");
+        assert_eq!(round_decimal("2.675", 2).unwrap(), "2.68");
+        assert_eq!(round_decimal("-2.5", 0).unwrap(), "-3");
+        assert_eq!(round_decimal("9.999", 2).unwrap(), "10.00");
+        assert_eq!(round_decimal("12", 2).unwrap(), "12.00");
+        assert_eq!(round_decimal(".5", 0).unwrap(), "1");
+        assert_eq!(round_decimal("-0.001", 2).unwrap(), "0.00");
+        assert_eq!(round_decimal("1e-7", 2).unwrap(), "0.00");
+        assert!(round_decimal("abc", 2).is_err());
+        assert!(round_decimal("1.2.3", 2).is_err());
+    }
+
+    #[test]
+    fn dates_in_time_zones() {
+        assert_eq!(
+            format_date("2024-07-01T23:30:00Z", "%Y-%m-%d %H:%M", "Europe/London").unwrap(),
+            "2024-07-02 00:30"
+        );
+        assert_eq!(
+            format_date("2024-01-05T10:00:00-05:00", "%d/%m/%Y %H:%M", "UTC").unwrap(),
+            "05/01/2024 15:00"
+        );
+        let at = parse_instant(
+            "05/01/2024 09:00",
+            Some("%d/%m/%Y %H:%M"),
+            "Australia/Sydney",
+        )
+        .unwrap();
+        assert_eq!(at.to_rfc3339(), "2024-01-04T22:00:00+00:00");
+        assert!(format_date("2024-01-05", "%Y", "Mars/Base").is_err());
+        assert!(parse_instant("yesterday", None, "UTC").is_err());
+    }
+
+    #[test]
+    fn csv_and_xml_escaping() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let mut s = String::new();
+        xml_escape("<a & 'b'>\u{1}", &mut s);
+        assert_eq!(s, "&lt;a &amp; &apos;b&apos;&gt;");
+        assert_eq!(pad("7", 4, '0', true, true), "0007");
+        assert_eq!(pad("ABCDEF", 4, ' ', false, true), "ABCD");
+    }
+}
