@@ -652,6 +652,46 @@ mod tests {
     }
 
     #[test]
+    fn money_rounds_like_the_rust_helper() {
+        let cases = [
+            ("1.005", 2),
+            ("2.675", 2),
+            ("-2.5", 0),
+            ("9.999", 2),
+            ("12", 2),
+            (".5", 0),
+            ("-0.001", 2),
+            ("1e-7", 2),
+            ("199.995", 2),
+            ("0", 3),
+            ("+3.14159", 4),
+            ("-19.995", 2),
+        ];
+        for (value, places) in cases {
+            let code = format!(
+                "function transform(r, ctx) {{ return {{ v: ctx.money({value:?}, {places}) }}; }}"
+            );
+            let (out, _) = run(&code, json!({}));
+            let expected = helpers::round_decimal(value, places).unwrap();
+            assert_eq!(
+                out.unwrap(),
+                Output::Records(vec![json!({"v": expected})]),
+                "{value}"
+            );
+        }
+        let (out, _) = run("function transform(r, ctx) { return { v: ctx.money(0.1 + 0.2), n: ctx.round(2.345, 2) }; }", json!({}));
+        assert_eq!(
+            out.unwrap(),
+            Output::Records(vec![json!({"v": "0.30", "n": 2.35})])
+        );
+        let (out, _) = run(
+            "function transform(r, ctx) { return { v: ctx.money('abc') }; }",
+            json!({}),
+        );
+        assert_eq!(out.unwrap_err().code, ErrorCode::TransformError);
+    }
+
+    #[test]
     fn big_integers_keep_every_digit() {
         let (out, _) = run(
             "function transform(r) { return r; }",

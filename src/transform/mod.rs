@@ -251,6 +251,33 @@ pub(crate) fn compile(program: &Program, limits: &Limits) -> Result<Box<dyn Unit
     }
 }
 
+/// A transformation compiled for use on the calling thread (benchmarks and tools; the server
+/// uses the `Transformer` pool).
+pub struct Compiled {
+    unit: Box<dyn Unit>,
+    logs: LogSink,
+}
+
+impl Compiled {
+    pub fn new(program: &Program, limits: &Limits) -> Result<Compiled, TransformError> {
+        Ok(Compiled {
+            unit: compile(program, limits)?,
+            logs: LogSink::default(),
+        })
+    }
+
+    pub fn run(
+        &mut self,
+        record: &Value,
+        ctx: &RunContext,
+        limits: &Limits,
+    ) -> Result<Output, TransformError> {
+        let out = self.unit.run(record, ctx, limits, &mut self.logs);
+        self.logs.take();
+        out.and_then(|o| check_size(o, limits))
+    }
+}
+
 enum Request {
     Run {
         program: Program,
