@@ -115,7 +115,6 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
         return store.change_event(ev, token, change, None).await;
     }
 
-    let mut fresh = None;
     if ev.status == EventStatus::New.as_str() {
         let (result, logs) = transform(engine, ev, &stream, &transformation).await?;
         let mut outputs = match result {
@@ -214,7 +213,6 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
         if !stream.test_mode {
             return Ok(false);
         }
-        fresh = Some(Fresh::default());
     }
 
     if stream.test_mode {
@@ -227,8 +225,6 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
         };
         return store.change_event(ev, token, change, None).await;
     }
-    debug_assert!(fresh.is_none());
-
     deliver(engine, ev, token, &destination, &retry, content_type, None).await
 }
 

@@ -94,7 +94,6 @@ pub struct EventChange {
     pub siblings_due: Option<Timestamp>,
     /// The siblings' delivery attempts to come.
     pub siblings_retries: Option<i64>,
-    pub ignored: Option<bool>,
 }
 
 /// An event-log entry and entity change to write with a status change.
@@ -155,43 +154,46 @@ type Statement = (String, Vec<Val>);
 /// Rows per multi-row insert: well under SQLite's bound-parameter limit.
 const CHUNK: usize = 300;
 
-fn log_insert(entries: &[LogWrite], now: Timestamp) -> (String, Vec<Val>) {
-    let mut sql = String::from(
-        "INSERT INTO event_log (org_id, type, stream_id, job_id, event_id, from_status, \
-         to_status, details, event_at, created_at) VALUES ",
-    );
-    let mut vals = Vec::with_capacity(entries.len() * 9);
-    for (i, e) in entries.iter().enumerate() {
+/// A multi-row insert: `head` is `INSERT INTO t (cols…)`, each row one value per column.
+fn rows_insert(head: &str, rows: impl IntoIterator<Item = Vec<Val>>) -> Statement {
+    let mut sql = format!("{head} VALUES ");
+    let mut vals = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        let b = vals.len();
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8,
-            b + 9,
-            b + 9
-        ));
-        vals.extend([
-            Val::from(e.org_id),
-            Val::from(e.kind),
-            Val::from(e.stream_id),
-            Val::from(e.job_id),
-            Val::from(e.event_id),
-            Val::Text(e.from.map(str::to_string)),
-            Val::from(e.to),
-            Val::Json(Some(e.details.clone())),
-            Val::from(now),
-        ]);
+        sql.push('(');
+        for k in 0..row.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", vals.len() + k + 1));
+        }
+        sql.push(')');
+        vals.extend(row);
     }
     (sql, vals)
+}
+
+fn log_insert(entries: &[LogWrite], now: Timestamp) -> Statement {
+    rows_insert(
+        "INSERT INTO event_log (org_id, type, stream_id, job_id, event_id, from_status, \
+         to_status, details, event_at, created_at)",
+        entries.iter().map(|e| {
+            vec![
+                Val::from(e.org_id),
+                Val::from(e.kind),
+                Val::from(e.stream_id),
+                Val::from(e.job_id),
+                Val::from(e.event_id),
+                Val::Text(e.from.map(str::to_string)),
+                Val::from(e.to),
+                Val::Json(Some(e.details.clone())),
+                Val::from(now),
+                Val::from(now),
+            ]
+        }),
+    )
 }
 
 /// The last status of one entity, as an event leaves it.
@@ -206,42 +208,25 @@ struct EntityChange<'a> {
 }
 
 /// Entities keep the last status of the business object events are about.
-fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> (String, Vec<Val>) {
-    let mut sql = String::from(
+fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> Statement {
+    let (mut sql, vals) = rows_insert(
         "INSERT INTO entities (id, org_id, data_type, entity_id, last_status, last_event_id, \
-         last_error_code, last_message, created_at, updated_at) VALUES ",
+         last_error_code, last_message, created_at, updated_at)",
+        rows.iter().map(|r| {
+            vec![
+                Val::from(Uuid::now_v7()),
+                Val::from(r.org),
+                Val::from(r.data_type),
+                Val::from(r.entity),
+                Val::from(r.status),
+                Val::from(r.event),
+                Val::Text(r.code.map(str::to_string)),
+                Val::Text(r.message.map(str::to_string)),
+                Val::from(now),
+                Val::from(now),
+            ]
+        }),
     );
-    let mut vals = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let b = vals.len();
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8,
-            b + 9,
-            b + 9
-        ));
-        vals.extend([
-            Val::from(Uuid::now_v7()),
-            Val::from(r.org),
-            Val::from(r.data_type),
-            Val::from(r.entity),
-            Val::from(r.status),
-            Val::from(r.event),
-            Val::Text(r.code.map(str::to_string)),
-            Val::Text(r.message.map(str::to_string)),
-            Val::from(now),
-        ]);
-    }
     sql.push_str(
         " ON CONFLICT (org_id, data_type, entity_id) DO UPDATE SET \
          last_status = excluded.last_status, last_event_id = excluded.last_event_id, \
@@ -249,6 +234,50 @@ fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> (String, Vec<Val>
          updated_at = excluded.updated_at",
     );
     (sql, vals)
+}
+
+/// One new row of `events`.
+struct EventRow<'a> {
+    id: Uuid,
+    org_id: Uuid,
+    stream_id: Uuid,
+    job_id: Uuid,
+    status: &'static str,
+    data_type: &'a str,
+    entity_id: Option<String>,
+    payload_in: Option<Value>,
+    payload_out: Option<Value>,
+    retries_remaining: Option<i64>,
+    next_attempt_at: Option<Timestamp>,
+    original_event_id: Option<Uuid>,
+}
+
+fn events_insert(rows: Vec<EventRow<'_>>, now: Timestamp) -> Statement {
+    rows_insert(
+        "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
+         payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, \
+         attempt_count, ignored, created_at, updated_at)",
+        rows.into_iter().map(|r| {
+            vec![
+                Val::from(r.id),
+                Val::from(r.org_id),
+                Val::from(r.stream_id),
+                Val::from(r.job_id),
+                Val::from(r.status),
+                Val::from(r.data_type),
+                Val::Text(r.entity_id),
+                Val::Json(r.payload_in),
+                Val::Json(r.payload_out),
+                Val::Int(r.retries_remaining),
+                Val::Ts(r.next_attempt_at),
+                Val::from(r.original_event_id),
+                Val::Int(Some(0)),
+                Val::Bool(false),
+                Val::from(now),
+                Val::from(now),
+            ]
+        }),
+    )
 }
 
 /// Inserts of a job's new events, with their event-log entries and entities, in chunks.
@@ -260,46 +289,26 @@ fn event_inserts(
 ) -> Vec<Statement> {
     let mut statements: Vec<Statement> = Vec::new();
     for chunk in rows.chunks(CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
-             payload_in, next_attempt_at, original_event_id, ignored, attempt_count, \
-             created_at, updated_at) VALUES ",
-        );
-        let mut vals = Vec::with_capacity(chunk.len() * 10);
-        for (i, (id, e)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = vals.len();
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, 'NEW', ${}, ${}, ${}, ${}, ${}, ${}, 0, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 8,
-                b + 8
-            ));
-            vals.extend([
-                Val::from(*id),
-                Val::from(job.org_id),
-                Val::from(job.stream_id),
-                Val::from(job.id),
-                Val::from(data_type),
-                Val::Text(e.entity_id.clone()),
-                Val::Json(Some(e.payload_in.clone())),
-                Val::from(now),
-                Val::from(e.original_event_id),
-                Val::Bool(false),
-            ]);
-        }
-        statements.push((sql, vals));
+        statements.push(events_insert(
+            chunk
+                .iter()
+                .map(|(id, e)| EventRow {
+                    id: *id,
+                    org_id: job.org_id,
+                    stream_id: job.stream_id,
+                    job_id: job.id,
+                    status: "NEW",
+                    data_type,
+                    entity_id: e.entity_id.clone(),
+                    payload_in: Some(e.payload_in.clone()),
+                    payload_out: None,
+                    retries_remaining: None,
+                    next_attempt_at: Some(now),
+                    original_event_id: e.original_event_id,
+                })
+                .collect(),
+            now,
+        ));
         let logs: Vec<_> = chunk
             .iter()
             .map(|(id, _)| LogWrite {
@@ -348,49 +357,26 @@ fn sibling_inserts(ev: &Event, change: &EventChange, now: Timestamp) -> Vec<Stat
         .map(|v| (Uuid::now_v7(), v))
         .collect();
     for chunk in rows.chunks(CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
-             payload_in, payload_out, retries_remaining, next_attempt_at, attempt_count, \
-             ignored, created_at, updated_at) VALUES ",
-        );
-        let mut vals = Vec::with_capacity(chunk.len() * 11);
-        for (i, (id, out)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = vals.len();
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, 'TRANSFORMED', ${}, ${}, ${}, ${}, ${}, ${}, 0, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 11,
-                b + 12,
-                b + 12
-            ));
-            vals.extend([
-                Val::from(*id),
-                Val::from(ev.org_id),
-                Val::from(ev.stream_id),
-                Val::from(ev.job_id),
-                Val::from(ev.data_type.as_str()),
-                Val::Text(ev.entity_id.clone()),
-                Val::Json(ev.payload_in.as_ref().map(|j| j.0.clone())),
-                Val::Json(Some((*out).clone())),
-                Val::Int(change.siblings_retries),
-                Val::Ts(change.siblings_due),
-                Val::Bool(false),
-                Val::from(now),
-            ]);
-        }
-        statements.push((sql, vals));
+        statements.push(events_insert(
+            chunk
+                .iter()
+                .map(|(id, out)| EventRow {
+                    id: *id,
+                    org_id: ev.org_id,
+                    stream_id: ev.stream_id,
+                    job_id: ev.job_id,
+                    status: "TRANSFORMED",
+                    data_type: &ev.data_type,
+                    entity_id: ev.entity_id.clone(),
+                    payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
+                    payload_out: Some((*out).clone()),
+                    retries_remaining: change.siblings_retries,
+                    next_attempt_at: change.siblings_due,
+                    original_event_id: None,
+                })
+                .collect(),
+            now,
+        ));
         let logs: Vec<_> = chunk
             .iter()
             .map(|(id, _)| LogWrite {
@@ -1381,9 +1367,6 @@ impl Store {
         if let Some(lines) = &change.logs {
             let v = (!lines.is_empty()).then(|| json!(lines));
             put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
-        }
-        if let Some(v) = change.ignored {
-            put(&mut sets, &mut vals, "ignored", Val::Bool(v));
         }
         if change.attempted {
             sets.push("attempt_count = attempt_count + 1".into());

@@ -26,6 +26,10 @@ pub enum Bootstrap {
 /// The name of the organisation made on first start.
 pub const DEFAULT_ORG: &str = "default";
 
+/// Every change to a table's entries stamps the table: transformations' cached lookup
+/// snapshots notice changes by `updated_at` (see `lookup_stamp`).
+const TOUCH_LOOKUP_TABLE: &str = "UPDATE lookup_tables SET updated_at = $2 WHERE id = $1";
+
 impl Store {
     /// On an empty database, creates organisation `default` and an owner token with this hash,
     /// in one transaction. Concurrent first starts on one Postgres create it once: the
@@ -212,7 +216,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query::<Db>("UPDATE lookup_tables SET updated_at = $2 WHERE id = $1")
+            sqlx::query::<Db>(TOUCH_LOOKUP_TABLE)
                 .bind(table_id)
                 .bind(Timestamp::now())
                 .execute(&mut *tx)
@@ -253,8 +257,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            // Transformations' cached snapshots notice changes by the tables' updated_at.
-            sqlx::query::<Db>("UPDATE lookup_tables SET updated_at = $2 WHERE id = $1")
+            sqlx::query::<Db>(TOUCH_LOOKUP_TABLE)
                 .bind(table_id)
                 .bind(Timestamp::now())
                 .execute(&mut *tx)

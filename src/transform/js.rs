@@ -517,7 +517,8 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
-            timeout: Duration::from_millis(200),
+            // Wall-clock: room for a loaded machine, so memory cases hit memory first.
+            timeout: Duration::from_millis(1000),
             memory_bytes: 32 << 20,
             max_output_bytes: 1 << 20,
         }

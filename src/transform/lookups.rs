@@ -31,17 +31,7 @@ pub enum Miss {
 }
 
 impl Lookups {
-    /// The value for `key`, else the table's default. `Err` says what was missing.
-    pub fn get(&self, table: &str, key: &str) -> Result<&str, Miss> {
-        let t = self.tables.get(table).ok_or(Miss::NoTable)?;
-        t.entries
-            .get(key)
-            .or(t.default.as_ref())
-            .map(String::as_str)
-            .ok_or(Miss::NoKey)
-    }
-
-    /// Only the entry itself (no table default), for callers that bring their own default.
+    /// The entry itself (`None`: no such key; the caller applies defaults).
     pub fn entry(&self, table: &str, key: &str) -> Result<Option<&str>, Miss> {
         let t = self.tables.get(table).ok_or(Miss::NoTable)?;
         Ok(t.entries.get(key).map(String::as_str))

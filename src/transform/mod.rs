@@ -88,30 +88,6 @@ impl Program {
             code: Arc::from(t.code.as_str()),
         })
     }
-
-    /// A program not stored anywhere (validation on save, dry runs of unsaved code).
-    pub fn unsaved(language: &str, format: &str, code: &str) -> Result<Program, TransformError> {
-        let now = Timestamp::now();
-        Program::of(&Transformation {
-            id: Uuid::now_v7(),
-            org_id: None,
-            visibility: "private".into(),
-            title: String::new(),
-            description: String::new(),
-            data_type: String::new(),
-            language: language.into(),
-            format: format.into(),
-            code: code.into(),
-            copied_from: None,
-            created_at: now,
-            updated_at: now,
-        })
-    }
-
-    /// The content type of this program's output.
-    pub fn content_type(&self) -> &'static str {
-        content_type(&self.format)
-    }
 }
 
 /// The content type a transformation's declared format is delivered as.
@@ -331,10 +307,6 @@ impl Transformer {
             queue: Mutex::new(Some(tx)),
             limits,
         })
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     fn send(&self, request: Request) -> bool {

@@ -22,8 +22,8 @@ const FUEL_PER_MS: u64 = 50_000;
 struct Call {
     lookups: Arc<Lookups>,
     logs: LogSink,
+    /// Output bytes still allowed; 0 once the limit is passed.
     budget: usize,
-    over: bool,
 }
 
 thread_local! {
@@ -76,8 +76,7 @@ fn environment(format: &str, limits: &Limits) -> Environment<'static> {
         }
         let over = with_call(|c| {
             c.budget = c.budget.saturating_sub(text.len());
-            c.over |= c.budget == 0;
-            c.over
+            c.budget == 0
         })
         .unwrap_or(false);
         if over {
@@ -222,7 +221,6 @@ impl Unit for TemplateUnit {
                 lookups: ctx.lookups.clone(),
                 logs: std::mem::take(logs),
                 budget: limits.max_output_bytes.saturating_add(1),
-                over: false,
             })
         });
         let rendered = template.render(minijinja::context! {
@@ -234,7 +232,7 @@ impl Unit for TemplateUnit {
         });
         let call = CALL.with(|c| c.borrow_mut().take()).expect("set above");
         *logs = call.logs;
-        if call.over {
+        if call.budget == 0 {
             return Err(TransformError::new(
                 ErrorCode::OutputTooLarge,
                 format!(

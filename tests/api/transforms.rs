@@ -310,6 +310,9 @@ async fn the_sandbox_fails_only_the_offending_event(db: Db) {
         config.workers.poll_interval_ms = 50;
         config.transform.max_output_kib = 256;
         config.transform.memory_mib = 16;
+        // The limit is wall-clock time: generous enough that on a loaded machine the memory
+        // bomb reaches its memory limit first, while the infinite loop still runs out of time.
+        config.transform.timeout_ms = 1500;
         let server = Server::start(config).await;
         (env, server)
     };
@@ -408,6 +411,26 @@ async fn the_sandbox_fails_only_the_offending_event(db: Db) {
         .find(|r| r.body["id"] == "known")
         .unwrap();
     assert_eq!(known.body["carrier"], "RM");
+
+    // The transformation counters in /metrics: 5 records transformed here (ok1, ok2, known,
+    // split, skip), 6 failed.
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wharf_transform_records_total{outcome=\"ok\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wharf_transform_records_total{outcome=\"error\"} 6"),
+        "{metrics}"
+    );
 
     // A fixed record replicated with the corrected payload goes through.
     let failed = one("unknown");
