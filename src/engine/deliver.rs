@@ -1,6 +1,8 @@
 //! An event's way through its stream: its transformation, then delivery attempts on the
 //! destination's retry schedule.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -18,15 +20,12 @@ use crate::store::{
 };
 use crate::transform::{content_type, job_context, Output, Program, RunContext, TransformError};
 
-pub async fn process(engine: &Engine, mut ev: Event, token: Uuid) {
+/// Processes a claimed event; `job` is its job when the claim read it (NEW events).
+pub async fn process(engine: &Engine, mut ev: Event, job: Option<Arc<Job>>, token: Uuid) {
     let job_id = ev.job_id;
-    match step(engine, &mut ev, token).await {
-        Ok(true) => {
-            engine.state.lookups.release_job(job_id);
-            if let Err(e) = engine.state.store.finish_job(job_id).await {
-                tracing::warn!(job = %job_id, error = %e, "could not finish the job; maintenance will");
-            }
-        }
+    // A terminal change finishes the job in the store when it was the last open event.
+    match step(engine, &mut ev, job, token).await {
+        Ok(true) => engine.state.lookups.release_job(job_id),
         Ok(false) => {}
         // The claim runs out and another attempt picks the event up; nothing is lost.
         Err(e) => {
@@ -50,6 +49,7 @@ struct Fresh {
 async fn transform(
     engine: &Engine,
     ev: &Event,
+    job: Option<Arc<Job>>,
     stream: &Stream,
     transformation: &Transformation,
 ) -> StoreResult<(Result<Output, TransformError>, Vec<String>)> {
@@ -58,7 +58,10 @@ async fn transform(
         Ok(p) => p,
         Err(e) => return Ok((Err(e), Vec::new())),
     };
-    let job = store.get::<Job>(ev.org_id, ev.job_id).await?;
+    let job = match job {
+        Some(job) => job,
+        None => Arc::new(store.get::<Job>(ev.org_id, ev.job_id).await?),
+    };
     let mut settings = stream.settings.0.clone();
     if let (Some(base), Value::Object(run)) = (settings.as_object_mut(), &job.settings.0) {
         // Settings given for one run override the stream's, key by key.
@@ -90,14 +93,19 @@ async fn transform(
 }
 
 /// Moves the event as far as it can go now. Returns whether it reached a terminal status.
-async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool> {
+async fn step(
+    engine: &Engine,
+    ev: &mut Event,
+    job: Option<Arc<Job>>,
+    token: Uuid,
+) -> StoreResult<bool> {
     let store = &engine.state.store;
-    let stream = store.get::<Stream>(ev.org_id, ev.stream_id).await?;
+    let stream = store.get_cached::<Stream>(ev.org_id, ev.stream_id).await?;
     let destination = store
-        .get::<Destination>(ev.org_id, stream.destination_id)
+        .get_cached::<Destination>(ev.org_id, stream.destination_id)
         .await?;
     let transformation = store
-        .get::<Transformation>(ev.org_id, stream.transformation_id)
+        .get_cached::<Transformation>(ev.org_id, stream.transformation_id)
         .await?;
     let content_type = content_type(&transformation.format);
     let retry = destinations_retry(&destination);
@@ -116,7 +124,7 @@ async fn step(engine: &Engine, ev: &mut Event, token: Uuid) -> StoreResult<bool>
     }
 
     if ev.status == EventStatus::New.as_str() {
-        let (result, logs) = transform(engine, ev, &stream, &transformation).await?;
+        let (result, logs) = transform(engine, ev, job, &stream, &transformation).await?;
         let mut outputs = match result {
             Err(e) => {
                 let change = EventChange {
@@ -357,12 +365,12 @@ pub async fn aggregate(engine: &Engine, job: Job, token: Uuid) {
 
 async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResult<bool> {
     let store = &engine.state.store;
-    let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
+    let stream = store.get_cached::<Stream>(job.org_id, job.stream_id).await?;
     let destination = store
-        .get::<Destination>(job.org_id, stream.destination_id)
+        .get_cached::<Destination>(job.org_id, stream.destination_id)
         .await?;
     let transformation = store
-        .get::<Transformation>(job.org_id, stream.transformation_id)
+        .get_cached::<Transformation>(job.org_id, stream.transformation_id)
         .await?;
     let retry = destinations_retry(&destination);
     let members = store.aggregate_members(job.id).await?;

@@ -196,6 +196,23 @@ impl Engine {
             let token = Uuid::now_v7();
             match store.claim_events(token, free, self.lease()).await {
                 Ok(events) => {
+                    // The jobs of NEW events (their transformation reads the run's settings
+                    // and trigger), read in one query for the whole claim.
+                    let mut jobs: HashMap<Uuid, Arc<crate::store::Job>> = HashMap::new();
+                    let wanted: Vec<Uuid> = events
+                        .iter()
+                        .filter(|e| e.status == crate::domain::EventStatus::New.as_str())
+                        .map(|e| e.job_id)
+                        .collect();
+                    if !wanted.is_empty() {
+                        match store.jobs_by_id(&wanted).await {
+                            Ok(found) => {
+                                jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect()
+                            }
+                            // Each event reads its own job instead.
+                            Err(e) => tracing::debug!(error = %e, "reading claimed events' jobs failed"),
+                        }
+                    }
                     self.backlog.store(
                         events.len() as u32 == free,
                         std::sync::atomic::Ordering::Relaxed,
@@ -205,8 +222,9 @@ impl Engine {
                     for ev in events {
                         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                         let engine = self.clone();
+                        let job = jobs.get(&ev.job_id).cloned();
                         tasks.spawn(async move {
-                            deliver::process(&engine, ev, token).await;
+                            deliver::process(&engine, ev, job, token).await;
                             engine.settle(token);
                             drop(permit);
                         });

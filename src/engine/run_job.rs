@@ -58,7 +58,7 @@ pub async fn credentials(
     key_id: Option<Uuid>,
 ) -> Result<Option<Value>, StoreError> {
     let Some(id) = key_id else { return Ok(None) };
-    let key = engine.state.store.get::<Key>(org, id).await?;
+    let key = engine.state.store.get_cached::<Key>(org, id).await?;
     Ok(connectors::open_key(&engine.state.master_key, &key))
 }
 

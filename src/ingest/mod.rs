@@ -61,7 +61,7 @@ async fn receive(
     let metrics = state.metrics.clone();
     let key = match source.key_id {
         Some(id) => {
-            let key = state.store.get::<Key>(source.org_id, id).await?;
+            let key = state.store.get_cached::<Key>(source.org_id, id).await?;
             connectors::open_key(&state.master_key, &key)
         }
         None => None,

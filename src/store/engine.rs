@@ -130,22 +130,23 @@ const FINISH_JOB: &str = "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FR
 
 /// The event-log entry of a job finished by [`FINISH_JOB`].
 fn finish_log(org: Uuid, stream: Uuid, job_id: Uuid, status: &str, now: Timestamp) -> Statement {
+    log_insert(&[finish_entry(org, stream, job_id, status)], now)
+}
+
+fn finish_entry(org: Uuid, stream: Uuid, job_id: Uuid, status: &str) -> LogWrite {
     let to = JobStatus::parse(status)
         .unwrap_or(JobStatus::Finished)
         .as_str();
-    log_insert(
-        &[LogWrite {
-            org_id: org,
-            kind: "JOB_STATUS_CHANGE",
-            stream_id: stream,
-            job_id,
-            event_id: None,
-            from: Some("PROCESSING"),
-            to,
-            details: json!({}),
-        }],
-        now,
-    )
+    LogWrite {
+        org_id: org,
+        kind: "JOB_STATUS_CHANGE",
+        stream_id: stream,
+        job_id,
+        event_id: None,
+        from: Some("PROCESSING"),
+        to,
+        details: json!({}),
+    }
 }
 
 /// A statement and its values, to run in a transaction with others.
@@ -175,11 +176,11 @@ fn rows_insert(head: &str, rows: impl IntoIterator<Item = Vec<Val>>) -> Statemen
     (sql, vals)
 }
 
-fn log_insert(entries: &[LogWrite], now: Timestamp) -> Statement {
+fn log_insert<'a>(entries: impl IntoIterator<Item = &'a LogWrite>, now: Timestamp) -> Statement {
     rows_insert(
         "INSERT INTO event_log (org_id, type, stream_id, job_id, event_id, from_status, \
          to_status, details, event_at, created_at)",
-        entries.iter().map(|e| {
+        entries.into_iter().map(|e| {
             vec![
                 Val::from(e.org_id),
                 Val::from(e.kind),
@@ -237,13 +238,13 @@ fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> Statement {
 }
 
 /// One new row of `events`.
-struct EventRow<'a> {
+struct EventRow {
     id: Uuid,
     org_id: Uuid,
     stream_id: Uuid,
     job_id: Uuid,
     status: &'static str,
-    data_type: &'a str,
+    data_type: String,
     entity_id: Option<String>,
     payload_in: Option<Value>,
     payload_out: Option<Value>,
@@ -252,7 +253,7 @@ struct EventRow<'a> {
     original_event_id: Option<Uuid>,
 }
 
-fn events_insert(rows: Vec<EventRow<'_>>, now: Timestamp) -> Statement {
+fn events_insert<'a>(rows: impl IntoIterator<Item = &'a EventRow>, now: Timestamp) -> Statement {
     rows_insert(
         "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
          payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, \
@@ -264,10 +265,10 @@ fn events_insert(rows: Vec<EventRow<'_>>, now: Timestamp) -> Statement {
                 Val::from(r.stream_id),
                 Val::from(r.job_id),
                 Val::from(r.status),
-                Val::from(r.data_type),
-                Val::Text(r.entity_id),
-                Val::Json(r.payload_in),
-                Val::Json(r.payload_out),
+                Val::from(r.data_type.as_str()),
+                Val::Text(r.entity_id.clone()),
+                Val::Json(r.payload_in.clone()),
+                Val::Json(r.payload_out.clone()),
                 Val::Int(r.retries_remaining),
                 Val::Ts(r.next_attempt_at),
                 Val::from(r.original_event_id),
@@ -280,119 +281,348 @@ fn events_insert(rows: Vec<EventRow<'_>>, now: Timestamp) -> Statement {
     )
 }
 
-/// Inserts of a job's new events, with their event-log entries and entities, in chunks.
-fn event_inserts(
-    job: &Job,
-    data_type: &str,
-    rows: &[(Uuid, NewEvent)],
-    now: Timestamp,
-) -> Vec<Statement> {
-    let mut statements: Vec<Statement> = Vec::new();
-    for chunk in rows.chunks(CHUNK) {
-        statements.push(events_insert(
-            chunk
-                .iter()
-                .map(|(id, e)| EventRow {
-                    id: *id,
-                    org_id: job.org_id,
-                    stream_id: job.stream_id,
-                    job_id: job.id,
-                    status: "NEW",
-                    data_type,
-                    entity_id: e.entity_id.clone(),
-                    payload_in: Some(e.payload_in.clone()),
-                    payload_out: None,
-                    retries_remaining: None,
-                    next_attempt_at: Some(now),
-                    original_event_id: e.original_event_id,
-                })
-                .collect(),
-            now,
-        ));
-        let logs: Vec<_> = chunk
-            .iter()
-            .map(|(id, _)| LogWrite {
+/// New rows of one write or of several batched together (webhook pushes): jobs, events,
+/// event-log entries and entities, inserted with one multi-row statement per table and chunk.
+#[derive(Default)]
+pub(super) struct Rows {
+    jobs: Vec<Job>,
+    events: Vec<EventRow>,
+    logs: Vec<LogWrite>,
+    entities: Vec<EntityRow>,
+}
+
+/// An entity's last status, owned (see [`EntityChange`]).
+struct EntityRow {
+    org: Uuid,
+    data_type: String,
+    entity: String,
+    status: &'static str,
+    event: Uuid,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+impl Rows {
+    /// A job's new (NEW) events, with their event-log entries and entities; their ids.
+    fn add_events(&mut self, job: &Job, data_type: &str, events: Vec<NewEvent>, now: Timestamp) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            self.logs.push(LogWrite {
                 org_id: job.org_id,
                 kind: "EVENT_STATUS_CHANGE",
                 stream_id: job.stream_id,
                 job_id: job.id,
-                event_id: Some(*id),
+                event_id: Some(id),
                 from: None,
                 to: "NEW",
                 details: json!({}),
-            })
-            .collect();
-        statements.push(log_insert(&logs, now));
-        let mut entities: Vec<_> = chunk
-            .iter()
-            .filter_map(|(id, e)| {
-                e.entity_id.as_deref().map(|entity| EntityChange {
+            });
+            if let Some(entity) = &e.entity_id {
+                self.entities.push(EntityRow {
                     org: job.org_id,
-                    data_type,
-                    entity,
+                    data_type: data_type.to_string(),
+                    entity: entity.clone(),
                     status: "NEW",
-                    event: *id,
+                    event: id,
                     code: None,
                     message: None,
-                })
-            })
-            .collect();
-        // Upserting in one order avoids deadlocks between concurrent batches; one row per
-        // entity, since one statement cannot upsert the same row twice.
-        entities.sort_by(|a, b| a.entity.cmp(b.entity));
-        entities.dedup_by(|a, b| a.entity == b.entity);
-        if !entities.is_empty() {
-            statements.push(entity_upsert(&entities, now));
+                });
+            }
+            self.events.push(EventRow {
+                id,
+                org_id: job.org_id,
+                stream_id: job.stream_id,
+                job_id: job.id,
+                status: "NEW",
+                data_type: data_type.to_string(),
+                entity_id: e.entity_id,
+                payload_in: Some(e.payload_in),
+                payload_out: None,
+                retries_remaining: None,
+                next_attempt_at: Some(now),
+                original_event_id: e.original_event_id,
+            });
         }
+        ids
     }
-    statements
+
+    /// The inserts of `parts`, in an order the foreign keys accept.
+    fn statements<'a>(parts: impl Iterator<Item = &'a Rows> + Clone, now: Timestamp) -> Vec<Statement> {
+        let mut statements = Vec::new();
+        let jobs: Vec<&Job> = parts.clone().flat_map(|r| r.jobs.iter()).collect();
+        for chunk in jobs.chunks(CHUNK) {
+            statements.push(jobs_insert(chunk));
+        }
+        let events: Vec<&EventRow> = parts.clone().flat_map(|r| r.events.iter()).collect();
+        for chunk in events.chunks(CHUNK) {
+            statements.push(events_insert(chunk.iter().copied(), now));
+        }
+        let logs: Vec<&LogWrite> = parts.clone().flat_map(|r| r.logs.iter()).collect();
+        for chunk in logs.chunks(CHUNK) {
+            statements.push(log_insert(chunk.iter().copied(), now));
+        }
+        let mut entities: Vec<&EntityRow> = parts.flat_map(|r| r.entities.iter()).collect();
+        // One order for every writer avoids deadlocks between concurrent upserts; one row per
+        // entity (a statement cannot upsert a row twice), the newest event's.
+        entities.sort_by(|a, b| {
+            (a.org, &a.data_type, &a.entity, std::cmp::Reverse(a.event))
+                .cmp(&(b.org, &b.data_type, &b.entity, std::cmp::Reverse(b.event)))
+        });
+        entities.dedup_by(|a, b| a.org == b.org && a.data_type == b.data_type && a.entity == b.entity);
+        for chunk in entities.chunks(CHUNK) {
+            let changes: Vec<EntityChange<'_>> = chunk
+                .iter()
+                .map(|e| EntityChange {
+                    org: e.org,
+                    data_type: &e.data_type,
+                    entity: &e.entity,
+                    status: e.status,
+                    event: e.event,
+                    code: e.code.as_deref(),
+                    message: e.message.as_deref(),
+                })
+                .collect();
+            statements.push(entity_upsert(&changes, now));
+        }
+        statements
+    }
 }
 
 /// The extra events of a split record (see `EventChange::siblings`), with their log entries.
-fn sibling_inserts(ev: &Event, change: &EventChange, now: Timestamp) -> Vec<Statement> {
-    let mut statements = Vec::new();
-    let rows: Vec<(Uuid, &Value)> = change
-        .siblings
-        .iter()
-        .map(|v| (Uuid::now_v7(), v))
-        .collect();
-    for chunk in rows.chunks(CHUNK) {
-        statements.push(events_insert(
-            chunk
-                .iter()
-                .map(|(id, out)| EventRow {
-                    id: *id,
-                    org_id: ev.org_id,
-                    stream_id: ev.stream_id,
-                    job_id: ev.job_id,
-                    status: "TRANSFORMED",
-                    data_type: &ev.data_type,
-                    entity_id: ev.entity_id.clone(),
-                    payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
-                    payload_out: Some((*out).clone()),
-                    retries_remaining: change.siblings_retries,
-                    next_attempt_at: change.siblings_due,
-                    original_event_id: None,
-                })
-                .collect(),
-            now,
-        ));
-        let logs: Vec<_> = chunk
-            .iter()
-            .map(|(id, _)| LogWrite {
+impl Rows {
+    /// The extra events of a split record (see `EventChange::siblings`), with their log
+    /// entries.
+    fn add_siblings(&mut self, ev: &Event, change: &EventChange) {
+        for out in &change.siblings {
+            let id = Uuid::now_v7();
+            self.events.push(EventRow {
+                id,
+                org_id: ev.org_id,
+                stream_id: ev.stream_id,
+                job_id: ev.job_id,
+                status: "TRANSFORMED",
+                data_type: ev.data_type.clone(),
+                entity_id: ev.entity_id.clone(),
+                payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
+                payload_out: Some(out.clone()),
+                retries_remaining: change.siblings_retries,
+                next_attempt_at: change.siblings_due,
+                original_event_id: None,
+            });
+            self.logs.push(LogWrite {
                 org_id: ev.org_id,
                 kind: "EVENT_STATUS_CHANGE",
                 stream_id: ev.stream_id,
                 job_id: ev.job_id,
-                event_id: Some(*id),
+                event_id: Some(id),
                 from: None,
                 to: "TRANSFORMED",
                 details: json!({"split_from": ev.id}),
-            })
-            .collect();
-        statements.push(log_insert(&logs, now));
+            });
+        }
     }
-    statements
+}
+
+const ATTEMPT_INSERT: &str = "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, \
+    destination_id, started_at, finished_at, outcome, error_code, http_status, http_status_name, \
+    response_excerpt, duration_ms)";
+
+/// [`FINISH_JOB`] for several jobs at once (`{ids}` from $2, the time at $1).
+const FINISH_JOBS: &str = "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
+      WHERE events.job_id = jobs.id AND events.status IN ('ERROR', 'FAILED', 'ABORTED')) \
+      THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $1, updated_at = $1 \
+    WHERE id IN ({ids}) AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
+      AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
+        AND events.status IN ('NEW', 'TRANSFORMED')) \
+    RETURNING id, org_id, stream_id, status";
+
+/// An event change ready to commit, alone or with others.
+pub(super) struct Planned {
+    job_id: Uuid,
+    /// The delivery attempt's row, written whatever the update does.
+    attempt: Option<Vec<Val>>,
+    /// Changes the event if it is still held and in a status the move starts from.
+    update: Statement,
+    /// Written only if the update changed the event: log entries, the entity, split-off
+    /// events.
+    rows: Rows,
+    terminal: bool,
+}
+
+impl super::writer::Batch for Planned {
+    type Answer = bool;
+    const MAX: usize = 128;
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<StoreResult<bool>>> + Send + 'a>>
+    {
+        Box::pin(store.change_batch(items))
+    }
+}
+
+impl super::writer::Batch for Push {
+    type Answer = Ingested;
+    const MAX: usize = 256;
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<StoreResult<Ingested>>> + Send + 'a>,
+    > {
+        Box::pin(store.ingest_batch(items))
+    }
+}
+
+/// The statements of `change` to the event `ev` held under `token` (see
+/// [`Store::change_event`]).
+fn plan_change(
+    ev: &Event,
+    token: Uuid,
+    change: &EventChange,
+    attempt: Option<NewAttempt>,
+    now: Timestamp,
+) -> Planned {
+    let mut sets = vec!["updated_at = $3".to_string()];
+    let mut vals = vec![Val::from(ev.id), Val::from(token), Val::from(now)];
+    fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
+        vals.push(v);
+        sets.push(format!("{col} = ${}", vals.len()));
+    }
+    // A NEW event transformed and delivered in one go records both steps in one commit:
+    // a crash before it leaves the event NEW, to be processed again, as any crash before
+    // a delivery's commit does.
+    let combined = ev.status == EventStatus::New.as_str()
+        && change.payload_out.is_some()
+        && change.to != Some(EventStatus::Transformed);
+    let from: Vec<EventStatus> = match change.to {
+        _ if combined => {
+            let to = change.to.unwrap_or(EventStatus::Transformed);
+            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
+            vec![EventStatus::New]
+        }
+        Some(to) => {
+            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
+            EventStatus::sources_of(to).to_vec()
+        }
+        None => EventStatus::parse(&ev.status).into_iter().collect(),
+    };
+    if let Some(v) = &change.payload_out {
+        put(
+            &mut sets,
+            &mut vals,
+            "payload_out",
+            Val::Json(Some(v.clone())),
+        );
+    }
+    if let Some(v) = &change.error_code {
+        put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));
+    }
+    if let Some(v) = &change.message {
+        put(&mut sets, &mut vals, "message", Val::Text(v.clone()));
+    }
+    if let Some(v) = change.retries_remaining {
+        put(&mut sets, &mut vals, "retries_remaining", Val::Int(v));
+    }
+    if let Some(v) = change.next_attempt_at {
+        put(&mut sets, &mut vals, "next_attempt_at", Val::Ts(v));
+    }
+    if let Some(lines) = &change.logs {
+        let v = (!lines.is_empty()).then(|| json!(lines));
+        put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
+    }
+    if change.attempted {
+        sets.push("attempt_count = attempt_count + 1".into());
+        put(&mut sets, &mut vals, "last_attempt_at", Val::from(now));
+    }
+    if change.release {
+        sets.push("claim_token = NULL".into());
+        sets.push("lease_expires_at = NULL".into());
+    }
+    let sql = format!(
+        "UPDATE events SET {} WHERE id = $1 AND claim_token = $2 AND status IN ({})",
+        sets.join(", "),
+        if from.is_empty() {
+            "''".to_string()
+        } else {
+            statuses_sql(&from)
+        }
+    );
+    let mut rows = Rows::default();
+    if !change.siblings.is_empty() {
+        rows.add_siblings(ev, change);
+    }
+    let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
+        org_id: ev.org_id,
+        kind: "EVENT_STATUS_CHANGE",
+        stream_id: ev.stream_id,
+        job_id: ev.job_id,
+        event_id: Some(ev.id),
+        from,
+        to: to.as_str(),
+        details: json!({"error_code": change.error_code.clone().flatten()}),
+    };
+    if combined {
+        rows.logs.push(event_log(Some("NEW"), EventStatus::Transformed));
+    }
+    if let Some(to) = change
+        .to
+        .filter(|t| *t != EventStatus::Transformed || !combined)
+    {
+        let from = if combined {
+            Some("TRANSFORMED")
+        } else {
+            EventStatus::parse(&ev.status).map(EventStatus::as_str)
+        };
+        rows.logs.push(event_log(from, to));
+    }
+    if let Some(to) = change.to.or(combined.then_some(EventStatus::Transformed)) {
+        if let Some(entity) = &ev.entity_id {
+            rows.entities.push(EntityRow {
+                org: ev.org_id,
+                data_type: ev.data_type.clone(),
+                entity: entity.clone(),
+                status: to.as_str(),
+                event: ev.id,
+                code: change.error_code.clone().flatten(),
+                message: change.message.clone().flatten(),
+            });
+        }
+    }
+    let attempt = attempt.map(|a| {
+        vec![
+            Val::from(Uuid::now_v7()),
+            Val::from(ev.org_id),
+            Val::from(ev.id),
+            Val::from(ev.job_id),
+            Val::from(a.destination_id),
+            Val::from(a.started_at),
+            Val::from(a.finished_at),
+            Val::from(a.outcome),
+            Val::Text(a.error_code),
+            Val::Int(a.http_status),
+            Val::Text(a.http_status_name),
+            Val::Text(a.response_excerpt),
+            Val::from(a.duration_ms),
+        ]
+    });
+    Planned {
+        job_id: ev.job_id,
+        attempt,
+        update: (sql, vals),
+        rows,
+        terminal: change.to.is_some_and(EventStatus::is_terminal),
+    }
+}
+
+/// A push ready to commit: its jobs' rows and the job ids to answer with.
+pub(super) struct Push {
+    pub source_id: Uuid,
+    pub delivery_id: Option<String>,
+    pub ids: Vec<Uuid>,
+    rows: Rows,
 }
 
 /// A job a push creates.
@@ -414,16 +644,16 @@ pub enum Ingested {
     Duplicate(Uuid),
 }
 
-fn job_insert(job: &Job) -> (String, Vec<Val>) {
-    let values = super::Record::values(job);
-    let cols: Vec<_> = values.iter().map(|(c, _)| *c).collect();
-    let marks: Vec<_> = (1..=cols.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO jobs ({}) VALUES ({})",
-        cols.join(", "),
-        marks.join(", ")
-    );
-    (sql, values.into_iter().map(|(_, v)| v).collect())
+fn jobs_insert(jobs: &[&Job]) -> Statement {
+    let cols: Vec<&'static str> = jobs
+        .first()
+        .map(|j| super::Record::values(*j).into_iter().map(|(c, _)| c).collect())
+        .unwrap_or_default();
+    rows_insert(
+        &format!("INSERT INTO jobs ({})", cols.join(", ")),
+        jobs.iter()
+            .map(|j| super::Record::values(*j).into_iter().map(|(_, v)| v).collect()),
+    )
 }
 
 fn job_log(job: &Job, from: Option<&'static str>, to: &'static str) -> LogWrite {
@@ -466,38 +696,32 @@ fn new_job_row(new: NewJob, now: Timestamp, status: JobStatus) -> Job {
     }
 }
 
-/// A PENDING job and its log entry.
-fn pending_job(new: NewJob, now: Timestamp) -> (Job, Vec<Statement>) {
-    let job = new_job_row(new, now, JobStatus::Pending);
-    let statements = vec![
-        job_insert(&job),
-        log_insert(&[job_log(&job, None, "PENDING")], now),
-    ];
-    (job, statements)
-}
+impl Rows {
+    /// A PENDING job and its log entry; its id.
+    fn pending_job(&mut self, new: NewJob, now: Timestamp) -> Uuid {
+        let job = new_job_row(new, now, JobStatus::Pending);
+        self.logs.push(job_log(&job, None, "PENDING"));
+        let id = job.id;
+        self.jobs.push(job);
+        id
+    }
 
-/// A job whose source is done, with its events queued.
-fn job_with_events(
-    new: NewJob,
-    data_type: &str,
-    events: Vec<NewEvent>,
-    now: Timestamp,
-) -> (Job, Vec<Uuid>, Vec<Statement>) {
-    let job = new_job_row(new, now, JobStatus::Processing);
-    let rows: Vec<(Uuid, NewEvent)> = events.into_iter().map(|e| (Uuid::now_v7(), e)).collect();
-    let ids = rows.iter().map(|(id, _)| *id).collect();
-    let mut statements = vec![
-        job_insert(&job),
-        log_insert(
-            &[
-                job_log(&job, None, "PENDING"),
-                job_log(&job, Some("PENDING"), "PROCESSING"),
-            ],
-            now,
-        ),
-    ];
-    statements.extend(event_inserts(&job, data_type, &rows, now));
-    (job, ids, statements)
+    /// A job whose source is done, with its events queued; its id and the events' ids.
+    fn job_with_events(
+        &mut self,
+        new: NewJob,
+        data_type: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> (Uuid, Vec<Uuid>) {
+        let job = new_job_row(new, now, JobStatus::Processing);
+        self.logs.push(job_log(&job, None, "PENDING"));
+        self.logs.push(job_log(&job, Some("PENDING"), "PROCESSING"));
+        let ids = self.add_events(&job, data_type, events, now);
+        let id = job.id;
+        self.jobs.push(job);
+        (id, ids)
+    }
 }
 
 fn statuses_sql(list: &[EventStatus]) -> String {
@@ -517,9 +741,12 @@ impl Store {
 
     /// Queues a job (PENDING) and logs it.
     pub async fn create_job(&self, new: NewJob) -> StoreResult<Job> {
-        let (job, statements) = pending_job(new, Timestamp::now());
-        self.run_statements(&statements, true).await?;
-        Ok(job)
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        rows.pending_job(new, now);
+        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
+            .await?;
+        Ok(rows.jobs.remove(0))
     }
 
     /// Creates a job whose records are already known (an upload, events created by hand,
@@ -531,8 +758,12 @@ impl Store {
         data_type: &str,
         events: Vec<NewEvent>,
     ) -> StoreResult<(Job, Vec<Uuid>)> {
-        let (job, ids, statements) = job_with_events(new, data_type, events, Timestamp::now());
-        self.run_statements(&statements, true).await?;
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        let (_, ids) = rows.job_with_events(new, data_type, events, now);
+        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
+            .await?;
+        let job = rows.jobs.remove(0);
         if ids.is_empty() {
             self.finish_job(job.id).await?;
         }
@@ -543,6 +774,10 @@ impl Store {
     /// the worker to complete) and, when the sender gave a delivery id, the receipt that makes
     /// a repeat of it a duplicate, all in one transaction. A delivery id already received
     /// (even by a concurrent request) stores nothing and names the first delivery's job.
+    ///
+    /// Pushes arriving together are committed together (group commit, see
+    /// [`super::writer`]): one transaction and one multi-row insert per table for all of them,
+    /// and every caller is answered only after that commit.
     pub async fn ingest(
         &self,
         source_id: Uuid,
@@ -550,56 +785,134 @@ impl Store {
         jobs: Vec<IngestJob>,
     ) -> StoreResult<Ingested> {
         let now = Timestamp::now();
-        let mut statements = Vec::new();
+        let mut rows = Rows::default();
         let mut ids = Vec::new();
         for j in jobs {
-            let (job, stmts) = match j.events {
-                Some(events) => {
-                    let (job, _, stmts) = job_with_events(j.new, &j.data_type, events, now);
-                    (job, stmts)
-                }
-                None => pending_job(j.new, now),
+            let id = match j.events {
+                Some(events) => rows.job_with_events(j.new, &j.data_type, events, now).0,
+                None => rows.pending_job(j.new, now),
             };
-            ids.push(job.id);
-            statements.extend(stmts);
+            ids.push(id);
         }
-        let Some(first) = ids.first().copied() else {
+        if ids.is_empty() {
             return Ok(Ingested::Created(ids));
+        }
+        let push = Push {
+            source_id,
+            delivery_id: delivery_id.map(str::to_string),
+            ids,
+            rows,
         };
-        let outcome = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
-            if let Some(delivery) = delivery_id {
-                let fresh = sqlx::query::<Db>(
-                    "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (source_id, delivery_id) DO NOTHING",
-                )
-                .bind(source_id)
-                .bind(delivery)
-                .bind(first)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if fresh == 0 {
-                    drop(tx);
-                    let original = sqlx::query_scalar::<Db, Uuid>(
-                        "SELECT job_id FROM webhook_receipts WHERE source_id = $1 AND delivery_id = $2",
-                    )
-                    .bind(source_id)
-                    .bind(delivery)
-                    .fetch_one(pool)
-                    .await?;
-                    return Ok(Ingested::Duplicate(original));
+        self.shared.pushes.submit(self, push).await
+    }
+
+    /// Commits pushes in one transaction; one answer per push, in order. When the
+    /// transaction fails and there were several, each is tried alone so that one push's
+    /// problem is not another's.
+    pub(super) async fn ingest_batch(&self, pushes: &[Push]) -> Vec<StoreResult<Ingested>> {
+        match self.ingest_together(pushes).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(e) if pushes.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(error = %e, pushes = pushes.len(), "batched ingest failed; committing one by one");
+                let mut answers = Vec::with_capacity(pushes.len());
+                for p in pushes {
+                    answers.push(
+                        self.ingest_together(std::slice::from_ref(p))
+                            .await
+                            .map(|mut a| a.remove(0)),
+                    );
+                }
+                answers
+            }
+        }
+    }
+
+    async fn ingest_together(&self, pushes: &[Push]) -> StoreResult<Vec<Ingested>> {
+        let now = Timestamp::now();
+        // A delivery id seen twice in one batch: the later push is a duplicate of the first.
+        let mut first: std::collections::HashMap<(Uuid, &str), usize> = Default::default();
+        let mut repeat_of: Vec<Option<usize>> = vec![None; pushes.len()];
+        let mut receipts: Vec<(Uuid, &str, Uuid)> = Vec::new();
+        for (i, p) in pushes.iter().enumerate() {
+            if let Some(d) = p.delivery_id.as_deref() {
+                match first.entry((p.source_id, d)) {
+                    std::collections::hash_map::Entry::Occupied(o) => repeat_of[i] = Some(*o.get()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        receipts.push((p.source_id, d, p.ids[0]));
+                    }
                 }
             }
-            for (sql, vals) in &statements {
-                sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+        }
+        // One order for every writer: concurrent batches never wait on each other in a cycle.
+        receipts.sort();
+        let answers = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            // Receipts taken by an earlier delivery (committed, or committing concurrently:
+            // the insert waits for it) are not returned.
+            let mut fresh: std::collections::HashSet<(Uuid, String)> = Default::default();
+            for chunk in receipts.chunks(CHUNK) {
+                let (mut sql, vals) = rows_insert(
+                    "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
+                    chunk.iter().map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
+                );
+                sql.push_str(" ON CONFLICT (source_id, delivery_id) DO NOTHING RETURNING source_id, delivery_id");
+                let taken = sqlx::query_as::<Db, (Uuid, String)>(&sql)
+                    .bind_all(&vals)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                fresh.extend(taken);
             }
-            notify_work!(self, Db, tx);
+            let mut answers: Vec<Option<Ingested>> = vec![None; pushes.len()];
+            let mut stored = Vec::new();
+            for (i, p) in pushes.iter().enumerate() {
+                if repeat_of[i].is_some() {
+                    continue;
+                }
+                match p.delivery_id.as_deref() {
+                    Some(d) if !fresh.contains(&(p.source_id, d.to_string())) => {
+                        let original = sqlx::query_scalar::<Db, Uuid>(
+                            "SELECT job_id FROM webhook_receipts WHERE source_id = $1 AND delivery_id = $2",
+                        )
+                        .bind(p.source_id)
+                        .bind(d)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        answers[i] = Some(Ingested::Duplicate(original));
+                    }
+                    _ => {
+                        answers[i] = Some(Ingested::Created(p.ids.clone()));
+                        stored.push(&p.rows);
+                    }
+                }
+            }
+            if !stored.is_empty() {
+                for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
+                    sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+                }
+                notify_work!(self, Db, tx);
+            }
             tx.commit().await?;
-            Ingested::Created(ids)
+            answers
         });
-        Ok(outcome)
+        let mut out: Vec<Ingested> = Vec::with_capacity(pushes.len());
+        for (i, a) in answers.into_iter().enumerate() {
+            let answer = match (a, repeat_of[i]) {
+                (Some(a), _) => a,
+                (None, Some(j)) => match &out[j] {
+                    Ingested::Created(ids) => Ingested::Duplicate(ids[0]),
+                    Ingested::Duplicate(id) => Ingested::Duplicate(*id),
+                },
+                (None, None) => {
+                    return Err(super::StoreError::Other(anyhow::anyhow!(
+                        "push {i} of a batch was neither stored nor a repeat"
+                    )))
+                }
+            };
+            out.push(answer);
+        }
+        Ok(out)
     }
 
     /// Forgets receipts older than the dedup window.
@@ -699,9 +1012,9 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> StoreResult<bool> {
         let now = Timestamp::now();
-        let rows: Vec<(Uuid, NewEvent)> = events.into_iter().map(|e| (Uuid::now_v7(), e)).collect();
-        let statements = event_inserts(job, data_type, &rows, now);
-        let empty = rows.is_empty();
+        let mut rows = Rows::default();
+        let empty = rows.add_events(job, data_type, events, now).is_empty();
+        let statements = Rows::statements(std::iter::once(&rows), now);
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
             let held = sqlx::query::<Db>(
@@ -1281,6 +1594,27 @@ impl Store {
         Ok(n)
     }
 
+    /// The jobs with these ids (duplicates allowed).
+    pub async fn jobs_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Job>> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT * FROM jobs WHERE id IN ({})", marks.join(", "));
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, Job>(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            jobs.extend(found);
+        }
+        Ok(jobs)
+    }
+
     /// Claims up to `limit` events due for transformation or delivery.
     pub async fn claim_events(
         &self,
@@ -1309,9 +1643,11 @@ impl Store {
     }
 
     /// Applies `change` to an event held under `token`, with the attempt (if any), the
-    /// event-log entry and the entity's last status, in one transaction. The attempt is
-    /// recorded even if the claim was lost: the delivery happened. Returns whether the event
-    /// changed.
+    /// event-log entry and the entity's last status, in one transaction; a terminal change
+    /// finishes the job when it was the job's last open event. The attempt is recorded even
+    /// if the claim was lost: the delivery happened. Returns whether the event changed.
+    ///
+    /// Changes from concurrent workers commit together (see [`super::writer`]).
     pub async fn change_event(
         &self,
         ev: &Event,
@@ -1319,177 +1655,88 @@ impl Store {
         change: EventChange,
         attempt: Option<NewAttempt>,
     ) -> StoreResult<bool> {
+        let planned = plan_change(ev, token, &change, attempt, Timestamp::now());
+        self.shared.changes.submit(self, planned).await
+    }
+
+    /// Commits planned changes in one transaction; when it fails and there were several,
+    /// each is tried alone so that one change's problem is not another's.
+    pub(super) async fn change_batch(&self, plans: &[Planned]) -> Vec<StoreResult<bool>> {
+        match self.change_together(plans).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(e) if plans.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(error = %e, changes = plans.len(), "batched changes failed; committing one by one");
+                let mut answers = Vec::with_capacity(plans.len());
+                for p in plans {
+                    answers.push(
+                        self.change_together(std::slice::from_ref(p))
+                            .await
+                            .map(|mut a| a.remove(0)),
+                    );
+                }
+                answers
+            }
+        }
+    }
+
+    async fn change_together(&self, plans: &[Planned]) -> StoreResult<Vec<bool>> {
         let now = Timestamp::now();
-        let mut sets = vec!["updated_at = $3".to_string()];
-        let mut vals = vec![Val::from(ev.id), Val::from(token), Val::from(now)];
-        fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
-            vals.push(v);
-            sets.push(format!("{col} = ${}", vals.len()));
-        }
-        // A NEW event transformed and delivered in one go records both steps in one commit:
-        // a crash before it leaves the event NEW, to be processed again, as any crash before
-        // a delivery's commit does.
-        let combined = ev.status == EventStatus::New.as_str()
-            && change.payload_out.is_some()
-            && change.to != Some(EventStatus::Transformed);
-        let from: Vec<EventStatus> = match change.to {
-            _ if combined => {
-                let to = change.to.unwrap_or(EventStatus::Transformed);
-                put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
-                vec![EventStatus::New]
-            }
-            Some(to) => {
-                put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
-                EventStatus::sources_of(to).to_vec()
-            }
-            None => EventStatus::parse(&ev.status).into_iter().collect(),
-        };
-        if let Some(v) = &change.payload_out {
-            put(
-                &mut sets,
-                &mut vals,
-                "payload_out",
-                Val::Json(Some(v.clone())),
-            );
-        }
-        if let Some(v) = &change.error_code {
-            put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));
-        }
-        if let Some(v) = &change.message {
-            put(&mut sets, &mut vals, "message", Val::Text(v.clone()));
-        }
-        if let Some(v) = change.retries_remaining {
-            put(&mut sets, &mut vals, "retries_remaining", Val::Int(v));
-        }
-        if let Some(v) = change.next_attempt_at {
-            put(&mut sets, &mut vals, "next_attempt_at", Val::Ts(v));
-        }
-        if let Some(lines) = &change.logs {
-            let v = (!lines.is_empty()).then(|| json!(lines));
-            put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
-        }
-        if change.attempted {
-            sets.push("attempt_count = attempt_count + 1".into());
-            put(&mut sets, &mut vals, "last_attempt_at", Val::from(now));
-        }
-        if change.release {
-            sets.push("claim_token = NULL".into());
-            sets.push("lease_expires_at = NULL".into());
-        }
-        let sql = format!(
-            "UPDATE events SET {} WHERE id = $1 AND claim_token = $2 AND status IN ({})",
-            sets.join(", "),
-            if from.is_empty() {
-                "''".to_string()
-            } else {
-                statuses_sql(&from)
-            }
-        );
-        let mut follow: Vec<Statement> = Vec::new();
-        if !change.siblings.is_empty() {
-            follow.extend(sibling_inserts(ev, &change, now));
-        }
-        let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
-            org_id: ev.org_id,
-            kind: "EVENT_STATUS_CHANGE",
-            stream_id: ev.stream_id,
-            job_id: ev.job_id,
-            event_id: Some(ev.id),
-            from,
-            to: to.as_str(),
-            details: json!({"error_code": change.error_code.clone().flatten()}),
-        };
-        let mut logs = Vec::new();
-        if combined {
-            logs.push(event_log(Some("NEW"), EventStatus::Transformed));
-        }
-        if let Some(to) = change
-            .to
-            .filter(|t| *t != EventStatus::Transformed || !combined)
-        {
-            let from = if combined {
-                Some("TRANSFORMED")
-            } else {
-                EventStatus::parse(&ev.status).map(EventStatus::as_str)
-            };
-            logs.push(event_log(from, to));
-        }
-        if !logs.is_empty() {
-            follow.push(log_insert(&logs, now));
-        }
-        if let Some(to) = change.to.or(combined.then_some(EventStatus::Transformed)) {
-            if let Some(entity) = ev.entity_id.as_deref() {
-                let code = change.error_code.clone().flatten();
-                let msg = change.message.clone().flatten();
-                follow.push(entity_upsert(
-                    &[EntityChange {
-                        org: ev.org_id,
-                        data_type: &ev.data_type,
-                        entity,
-                        status: to.as_str(),
-                        event: ev.id,
-                        code: code.as_deref(),
-                        message: msg.as_deref(),
-                    }],
-                    now,
-                ));
-            }
-        }
-        let terminal = change.to.is_some_and(EventStatus::is_terminal);
-        let attempt_stmt = attempt.map(|a| {
-            (
-                "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, destination_id, \
-                 started_at, finished_at, outcome, error_code, http_status, http_status_name, \
-                 response_excerpt, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13)"
-                    .to_string(),
-                vec![
-                    Val::from(Uuid::now_v7()),
-                    Val::from(ev.org_id),
-                    Val::from(ev.id),
-                    Val::from(ev.job_id),
-                    Val::from(a.destination_id),
-                    Val::from(a.started_at),
-                    Val::from(a.finished_at),
-                    Val::from(a.outcome),
-                    Val::Text(a.error_code),
-                    Val::Int(a.http_status),
-                    Val::Text(a.http_status_name),
-                    Val::Text(a.response_excerpt),
-                    Val::from(a.duration_ms),
-                ],
-            )
-        });
-        let changed = on_pool!(self, pool, Db => {
+        let mut changed = vec![false; plans.len()];
+        let attempts: Vec<&Vec<Val>> = plans.iter().filter_map(|p| p.attempt.as_ref()).collect();
+        let mut finishing: Vec<Uuid> = Vec::new();
+        let finished: Vec<Uuid> = on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
-            if let Some((s, v)) = &attempt_stmt {
-                sqlx::query::<Db>(s).bind_all(v).execute(&mut *tx).await?;
+            for chunk in attempts.chunks(CHUNK) {
+                let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
+                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
             }
-            let n = sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
-                for (s, v) in &follow {
-                    sqlx::query::<Db>(s).bind_all(v).execute(&mut *tx).await?;
+            for (i, p) in plans.iter().enumerate() {
+                let n = sqlx::query::<Db>(&p.update.0)
+                    .bind_all(&p.update.1)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                changed[i] = n == 1;
+            }
+            let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
+            for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
+                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+            }
+            finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));
+            finishing.sort();
+            finishing.dedup();
+            // A job's last event usually finishes it in the same commit (always for a
+            // one-event webhook job).
+            let mut finished = Vec::new();
+            let mut logs = Vec::new();
+            for chunk in finishing.chunks(CHUNK) {
+                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                let sql = FINISH_JOBS.replace("{ids}", &marks.join(", "));
+                let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql).bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
                 }
-                // The job's last event usually finishes it in the same commit (always for a
-                // one-event webhook job); when another event commits concurrently, the
-                // caller's finish_job after commit sees both.
-                if terminal {
-                    let row = sqlx::query_as::<Db, (Uuid, Uuid, String)>(FINISH_JOB)
-                        .bind(ev.job_id)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some((org, stream, status)) = row {
-                        let (s, v) = finish_log(org, stream, ev.job_id, &status, now);
-                        sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                    }
+                for (id, org, stream, status) in q.fetch_all(&mut *tx).await? {
+                    logs.push(finish_entry(org, stream, id, &status));
+                    finished.push(id);
                 }
             }
-            if n == 1 || attempt_stmt.is_some() {
-                tx.commit().await?;
+            if !logs.is_empty() {
+                let (sql, vals) = log_insert(&logs, now);
+                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
             }
-            n == 1
+            tx.commit().await?;
+            finished
         });
+        // When another event of the job committed concurrently, neither transaction saw the
+        // other's event closed: look again now that this one is committed. Failing that,
+        // maintenance finishes the job.
+        for job in finishing.iter().filter(|j| !finished.contains(j)) {
+            if let Err(e) = self.finish_job(*job).await {
+                tracing::warn!(job = %job, error = %e, "could not finish the job; maintenance will");
+            }
+        }
         Ok(changed)
     }
 

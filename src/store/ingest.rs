@@ -5,21 +5,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{on_pool, Source, Store, StoreError, StoreResult};
+use super::{on_pool, Store, StoreError, StoreResult};
 use crate::domain::Timestamp;
 
 impl Store {
-    /// The webhook source with this URL token (any organisation: the token is the address).
-    pub async fn source_by_webhook_token(&self, token: &str) -> StoreResult<Option<Source>> {
-        let row = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, Source>("SELECT * FROM sources WHERE webhook_token = $1")
-                .bind(token)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(row)
-    }
-
     /// Counts a push refused by verification.
     pub async fn count_rejection(&self, source_id: Uuid) -> StoreResult<()> {
         on_pool!(self, pool, Db => {
@@ -50,23 +39,10 @@ impl Store {
             .await?
             .rows_affected()
         });
+        self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound("source"));
         }
         Ok(())
-    }
-
-    /// Active streams fed by a source, in creation order.
-    pub async fn active_streams_of(&self, source_id: Uuid) -> StoreResult<Vec<super::Stream>> {
-        let rows = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, super::Stream>(
-                "SELECT * FROM streams WHERE source_id = $1 AND active = $2 ORDER BY id",
-            )
-            .bind(source_id)
-            .bind(true)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
     }
 }

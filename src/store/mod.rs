@@ -5,11 +5,13 @@
 //! Where they differ (claims, locking), each backend has its own function side by side, so
 //! the two stay in step. Records decode from either backend's rows.
 
+mod cache;
 mod engine;
 mod ingest;
 mod records;
 mod resources;
 mod tenancy;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -51,6 +53,15 @@ enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// What every handle of this store shares: group-commit queues, cached configuration.
+    shared: std::sync::Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pushes: writer::Queue<engine::Push>,
+    changes: writer::Queue<engine::Planned>,
+    cache: cache::Cache,
 }
 
 /// What went wrong in the store, in terms the API can answer with.
@@ -277,6 +288,7 @@ impl Store {
                 .await?;
             Store {
                 pool: Pool::Pg(pool),
+                shared: Default::default(),
             }
         } else {
             let opts = SqliteConnectOptions::from_str(&url)?;
@@ -299,6 +311,7 @@ impl Store {
                 .await?;
             Store {
                 pool: Pool::Sqlite(pool),
+                shared: Default::default(),
             }
         };
         store.migrate().await?;

@@ -66,6 +66,7 @@ impl Store {
         on_pool!(self, pool, Db => {
             sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?;
         });
+        self.forget_config();
         Ok(())
     }
 
@@ -129,6 +130,7 @@ impl Store {
         let n = on_pool!(self, pool, Db => {
             sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?.rows_affected()
         });
+        self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound(R::NAME));
         }
@@ -141,6 +143,7 @@ impl Store {
         let n = on_pool!(self, pool, Db => {
             sqlx::query::<Db>(&sql).bind(id).bind(org).execute(pool).await?.rows_affected()
         });
+        self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound(R::NAME));
         }

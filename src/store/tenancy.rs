@@ -186,6 +186,7 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.forget_config();
         Ok(())
     }
 
