@@ -249,17 +249,13 @@ async fn deliver(
 ) -> StoreResult<bool> {
     let store = &engine.state.store;
     let started = Timestamp::now();
-    let body = ev
-        .payload_out
-        .as_ref()
-        .map(|j| j.0.clone())
-        .unwrap_or(Value::Null);
+    let body = ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0);
     let key = credentials(engine, ev.org_id, destination.key_id).await?;
     let result = send_to(
         engine,
         destination,
         key.as_ref(),
-        &body,
+        body,
         content_type,
         retry.timeout_seconds,
     )
@@ -365,7 +361,9 @@ pub async fn aggregate(engine: &Engine, job: Job, token: Uuid) {
 
 async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResult<bool> {
     let store = &engine.state.store;
-    let stream = store.get_cached::<Stream>(job.org_id, job.stream_id).await?;
+    let stream = store
+        .get_cached::<Stream>(job.org_id, job.stream_id)
+        .await?;
     let destination = store
         .get_cached::<Destination>(job.org_id, stream.destination_id)
         .await?;

@@ -210,7 +210,9 @@ impl Engine {
                                 jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect()
                             }
                             // Each event reads its own job instead.
-                            Err(e) => tracing::debug!(error = %e, "reading claimed events' jobs failed"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "reading claimed events' jobs failed")
+                            }
                         }
                     }
                     self.backlog.store(

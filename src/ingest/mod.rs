@@ -106,23 +106,35 @@ async fn receive(
     }
     let meta = push_meta(&source, &headers, delivery_id.as_deref());
     let path = entity_path(&source);
-    let jobs = streams
-        .iter()
-        .map(|stream| IngestJob {
+    // One copy of the records per stream but the last, which takes them.
+    let mut records = Some(records);
+    let mut jobs = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.iter().enumerate() {
+        let mine = if i + 1 == streams.len() {
+            records.take()
+        } else {
+            records.clone()
+        }
+        .unwrap_or_default();
+        let (payload, events) = if thin(&source.system) {
+            (Some(Value::Array(mine)), None)
+        } else {
+            (None, Some(new_events(mine, path.as_deref(), None)))
+        };
+        jobs.push(IngestJob {
             new: NewJob {
                 org_id: source.org_id,
                 stream_id: stream.id,
                 trigger: "webhook",
                 settings: json!({"webhook": meta}),
-                payload: thin(&source.system).then(|| Value::Array(records.clone())),
+                payload,
                 original_job_id: None,
                 run_at: Timestamp::now(),
             },
             data_type: stream.data_type.clone(),
-            events: (!thin(&source.system))
-                .then(|| new_events(records.clone(), path.as_deref(), None)),
-        })
-        .collect();
+            events,
+        });
+    }
     match state
         .store
         .ingest(source.id, delivery_id.as_deref(), jobs)

@@ -304,7 +304,13 @@ struct EntityRow {
 
 impl Rows {
     /// A job's new (NEW) events, with their event-log entries and entities; their ids.
-    fn add_events(&mut self, job: &Job, data_type: &str, events: Vec<NewEvent>, now: Timestamp) -> Vec<Uuid> {
+    fn add_events(
+        &mut self,
+        job: &Job,
+        data_type: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Vec<Uuid> {
         let mut ids = Vec::with_capacity(events.len());
         for e in events {
             let id = Uuid::now_v7();
@@ -349,7 +355,10 @@ impl Rows {
     }
 
     /// The inserts of `parts`, in an order the foreign keys accept.
-    fn statements<'a>(parts: impl Iterator<Item = &'a Rows> + Clone, now: Timestamp) -> Vec<Statement> {
+    fn statements<'a>(
+        parts: impl Iterator<Item = &'a Rows> + Clone,
+        now: Timestamp,
+    ) -> Vec<Statement> {
         let mut statements = Vec::new();
         let jobs: Vec<&Job> = parts.clone().flat_map(|r| r.jobs.iter()).collect();
         for chunk in jobs.chunks(CHUNK) {
@@ -367,10 +376,15 @@ impl Rows {
         // One order for every writer avoids deadlocks between concurrent upserts; one row per
         // entity (a statement cannot upsert a row twice), the newest event's.
         entities.sort_by(|a, b| {
-            (a.org, &a.data_type, &a.entity, std::cmp::Reverse(a.event))
-                .cmp(&(b.org, &b.data_type, &b.entity, std::cmp::Reverse(b.event)))
+            (a.org, &a.data_type, &a.entity, std::cmp::Reverse(a.event)).cmp(&(
+                b.org,
+                &b.data_type,
+                &b.entity,
+                std::cmp::Reverse(b.event),
+            ))
         });
-        entities.dedup_by(|a, b| a.org == b.org && a.data_type == b.data_type && a.entity == b.entity);
+        entities
+            .dedup_by(|a, b| a.org == b.org && a.data_type == b.data_type && a.entity == b.entity);
         for chunk in entities.chunks(CHUNK) {
             let changes: Vec<EntityChange<'_>> = chunk
                 .iter()
@@ -469,9 +483,8 @@ impl super::writer::Batch for Push {
     fn commit<'a>(
         store: &'a Store,
         items: &'a [Self],
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Vec<StoreResult<Ingested>>> + Send + 'a>,
-    > {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<StoreResult<Ingested>>> + Send + 'a>>
+    {
         Box::pin(store.ingest_batch(items))
     }
 }
@@ -481,7 +494,7 @@ impl super::writer::Batch for Push {
 fn plan_change(
     ev: &Event,
     token: Uuid,
-    change: &EventChange,
+    mut change: EventChange,
     attempt: Option<NewAttempt>,
     now: Timestamp,
 ) -> Planned {
@@ -509,13 +522,8 @@ fn plan_change(
         }
         None => EventStatus::parse(&ev.status).into_iter().collect(),
     };
-    if let Some(v) = &change.payload_out {
-        put(
-            &mut sets,
-            &mut vals,
-            "payload_out",
-            Val::Json(Some(v.clone())),
-        );
+    if let Some(v) = change.payload_out.take() {
+        put(&mut sets, &mut vals, "payload_out", Val::Json(Some(v)));
     }
     if let Some(v) = &change.error_code {
         put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));
@@ -552,7 +560,7 @@ fn plan_change(
     );
     let mut rows = Rows::default();
     if !change.siblings.is_empty() {
-        rows.add_siblings(ev, change);
+        rows.add_siblings(ev, &change);
     }
     let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
         org_id: ev.org_id,
@@ -565,7 +573,8 @@ fn plan_change(
         details: json!({"error_code": change.error_code.clone().flatten()}),
     };
     if combined {
-        rows.logs.push(event_log(Some("NEW"), EventStatus::Transformed));
+        rows.logs
+            .push(event_log(Some("NEW"), EventStatus::Transformed));
     }
     if let Some(to) = change
         .to
@@ -647,12 +656,21 @@ pub enum Ingested {
 fn jobs_insert(jobs: &[&Job]) -> Statement {
     let cols: Vec<&'static str> = jobs
         .first()
-        .map(|j| super::Record::values(*j).into_iter().map(|(c, _)| c).collect())
+        .map(|j| {
+            super::Record::values(*j)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
+        })
         .unwrap_or_default();
     rows_insert(
         &format!("INSERT INTO jobs ({})", cols.join(", ")),
-        jobs.iter()
-            .map(|j| super::Record::values(*j).into_iter().map(|(_, v)| v).collect()),
+        jobs.iter().map(|j| {
+            super::Record::values(*j)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        }),
     )
 }
 
@@ -1655,7 +1673,7 @@ impl Store {
         change: EventChange,
         attempt: Option<NewAttempt>,
     ) -> StoreResult<bool> {
-        let planned = plan_change(ev, token, &change, attempt, Timestamp::now());
+        let planned = plan_change(ev, token, change, attempt, Timestamp::now());
         self.shared.changes.submit(self, planned).await
     }
 

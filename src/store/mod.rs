@@ -224,10 +224,11 @@ impl From<Vec<u8>> for Val {
     }
 }
 
-/// Binding of [`Val`]s into sqlx queries of either backend.
-pub trait Bind: Sized {
-    fn bind_val(self, v: &Val) -> Self;
-    fn bind_all(mut self, vals: &[Val]) -> Self {
+/// Binding of [`Val`]s into sqlx queries of either backend, by reference: a payload is
+/// serialized straight from the statement's values, never copied first.
+pub trait Bind<'q>: Sized {
+    fn bind_val(self, v: &'q Val) -> Self;
+    fn bind_all(mut self, vals: &'q [Val]) -> Self {
         for v in vals {
             self = self.bind_val(v);
         }
@@ -237,34 +238,36 @@ pub trait Bind: Sized {
 
 macro_rules! bind_match {
     ($q:expr, $v:expr) => {
-        match $v.clone() {
-            Val::Uuid(x) => $q.bind(x),
-            Val::Text(x) => $q.bind(x),
-            Val::Bool(x) => $q.bind(x),
-            Val::Int(x) => $q.bind(x),
-            Val::Json(x) => $q.bind(x.map(Json)),
-            Val::Ts(x) => $q.bind(x),
-            Val::Bytes(x) => $q.bind(x),
+        match $v {
+            Val::Uuid(x) => $q.bind(*x),
+            Val::Text(x) => $q.bind(x.as_deref()),
+            Val::Bool(x) => $q.bind(*x),
+            Val::Int(x) => $q.bind(*x),
+            Val::Json(x) => $q.bind(x.as_ref().map(Json)),
+            Val::Ts(x) => $q.bind(*x),
+            Val::Bytes(x) => $q.bind(x.as_slice()),
         }
     };
 }
 
 macro_rules! impl_bind {
     ($db:ty) => {
-        impl<'q, O> Bind for sqlx::query::QueryAs<'q, $db, O, <$db as Database>::Arguments<'q>> {
-            fn bind_val(self, v: &Val) -> Self {
+        impl<'q, O> Bind<'q>
+            for sqlx::query::QueryAs<'q, $db, O, <$db as Database>::Arguments<'q>>
+        {
+            fn bind_val(self, v: &'q Val) -> Self {
                 bind_match!(self, v)
             }
         }
-        impl<'q> Bind for sqlx::query::Query<'q, $db, <$db as Database>::Arguments<'q>> {
-            fn bind_val(self, v: &Val) -> Self {
+        impl<'q> Bind<'q> for sqlx::query::Query<'q, $db, <$db as Database>::Arguments<'q>> {
+            fn bind_val(self, v: &'q Val) -> Self {
                 bind_match!(self, v)
             }
         }
-        impl<'q, O> Bind
+        impl<'q, O> Bind<'q>
             for sqlx::query::QueryScalar<'q, $db, O, <$db as Database>::Arguments<'q>>
         {
-            fn bind_val(self, v: &Val) -> Self {
+            fn bind_val(self, v: &'q Val) -> Self {
                 bind_match!(self, v)
             }
         }

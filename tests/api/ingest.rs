@@ -224,6 +224,67 @@ async fn concurrent_duplicates_make_one_job(db: Db) {
     assert_eq!(sink.received().len(), 1);
 }
 
+/// Pushes arriving together commit together: every one is answered after the commit, repeats
+/// within the same burst name the first delivery's job, and each order arrives once.
+async fn a_burst_of_pushes_is_stored_and_delivered_once_each(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (hook, _) = shopify_stream(&s, &sink, None).await;
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for n in 0..40u64 {
+            let body = serde_json::to_vec(&order(100 + n)).unwrap();
+            let headers = shopify_headers(&body, SECRET, &format!("burst-{n}"));
+            let (s, hook) = (s.clone(), hook.clone());
+            tasks.push(tokio::spawn(async move {
+                let (status, receipt) = push(&s, &hook, &body, &headers).await;
+                (round, n, status, receipt)
+            }));
+        }
+    }
+    let mut by_order: HashMap<u64, Vec<(StatusCode, String)>> = HashMap::new();
+    for t in tasks {
+        let (_, n, status, receipt) = t.await.unwrap();
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::OK,
+            "{status} {receipt}"
+        );
+        assert_eq!(receipt["duplicate"], status == StatusCode::OK, "{receipt}");
+        by_order
+            .entry(n)
+            .or_default()
+            .push((status, receipt["job_id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(by_order.len(), 40);
+    for (n, answers) in &by_order {
+        let created = answers
+            .iter()
+            .filter(|(st, _)| *st == StatusCode::ACCEPTED)
+            .count();
+        assert_eq!(created, 1, "order {n}: {answers:?}");
+        let ids: std::collections::HashSet<_> = answers.iter().map(|(_, j)| j).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "order {n}: every answer names one job: {answers:?}"
+        );
+    }
+    for answers in by_order.values() {
+        let job = wait_for_job(&s, &answers[0].1).await;
+        assert_eq!(job["status"], "FINISHED", "{job}");
+        assert_eq!(events_of(&s, &answers[0].1).await.len(), 1);
+    }
+    let (_, page) = s.get("/jobs?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 40);
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    for r in sink.received() {
+        *delivered.entry(r.body["id"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(delivered.len(), 40, "{delivered:?}");
+    assert!(delivered.values().all(|k| *k == 1), "{delivered:?}");
+}
+
 async fn bad_bodies_are_refused(db: Db) {
     let env = Env::new(db).await;
     let mut config = env.config();
@@ -590,6 +651,7 @@ both_stores!(
     signed_shopify_push_is_stored_before_202,
     unverified_pushes_are_401_and_store_nothing,
     concurrent_duplicates_make_one_job,
+    a_burst_of_pushes_is_stored_and_delivered_once_each,
     bad_bodies_are_refused,
     csv_and_generic_pushes,
     dear_pushes_are_verified_and_completed_from_the_api,
