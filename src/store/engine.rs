@@ -468,11 +468,7 @@ pub(super) struct Planned {
 impl super::writer::Batch for Planned {
     type Answer = bool;
     const MAX: usize = 128;
-    fn commit<'a>(
-        store: &'a Store,
-        items: &'a [Self],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<StoreResult<bool>>> + Send + 'a>>
-    {
+    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, bool> {
         Box::pin(store.change_batch(items))
     }
 }
@@ -480,11 +476,7 @@ impl super::writer::Batch for Planned {
 impl super::writer::Batch for Push {
     type Answer = Ingested;
     const MAX: usize = 256;
-    fn commit<'a>(
-        store: &'a Store,
-        items: &'a [Self],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<StoreResult<Ingested>>> + Send + 'a>>
-    {
+    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, Ingested> {
         Box::pin(store.ingest_batch(items))
     }
 }

@@ -13,16 +13,16 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{Backend, Store, StoreError, StoreResult};
 
+/// A batch's commit: one answer per write, in order.
+pub(super) type Committing<'a, A> = Pin<Box<dyn Future<Output = Vec<StoreResult<A>>> + Send + 'a>>;
+
 /// Writes that commit together.
 pub(super) trait Batch: Send + Sync + Sized + 'static {
     type Answer: Send + 'static;
     /// Most writes in one transaction.
     const MAX: usize;
     /// Commits `items`; one answer per item, in order.
-    fn commit<'a>(
-        store: &'a Store,
-        items: &'a [Self],
-    ) -> Pin<Box<dyn Future<Output = Vec<StoreResult<Self::Answer>>> + Send + 'a>>;
+    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> Committing<'a, Self::Answer>;
 }
 
 type Queued<B> = (B, oneshot::Sender<StoreResult<<B as Batch>::Answer>>);
