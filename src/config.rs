@@ -100,7 +100,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             enabled: true,
-            count: 8,
+            count: 32,
             poll_interval_ms: 500,
             lease_seconds: 300,
             shutdown_grace_seconds: 30,

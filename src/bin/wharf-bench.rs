@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     backlog: u64,
     /// Workers of the server (`workers.count`).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     workers: usize,
     /// Seconds, small numbers: checks that nothing is lost or duplicated, never a speed.
     #[arg(long)]
@@ -190,10 +190,6 @@ fn start_wharf(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server
         .env("WHARF_BOOTSTRAP_TOKEN", TOKEN)
         .env("WHARF_LOG__LEVEL", "warn,wharf=info")
         .env("WHARF_WORKERS__COUNT", args.workers.to_string())
-        .env(
-            "WHARF_DATABASE__MAX_CONNECTIONS",
-            (args.workers + 16).to_string(),
-        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(url) = database_url {

@@ -152,6 +152,15 @@ fn finish_entry(org: Uuid, stream: Uuid, job_id: Uuid, status: &str) -> LogWrite
 /// A statement and its values, to run in a transaction with others.
 type Statement = (String, Vec<Val>);
 
+/// Statements binding more values than this are one-off shapes (a batch's multi-row insert):
+/// prepared and dropped, not kept in the connection's statement cache, where on SQLite each
+/// would hold its compiled program and on Postgres would evict the statements that repeat.
+const KEEP_PREPARED: usize = 64;
+
+fn keep_prepared(vals: &[Val]) -> bool {
+    vals.len() <= KEEP_PREPARED
+}
+
 /// Rows per multi-row insert: well under SQLite's bound-parameter limit.
 const CHUNK: usize = 300;
 
@@ -870,6 +879,7 @@ impl Store {
                 sql.push_str(" ON CONFLICT (source_id, delivery_id) DO NOTHING RETURNING source_id, delivery_id");
                 let taken = sqlx::query_as::<Db, (Uuid, String)>(&sql)
                     .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
                     .fetch_all(&mut *tx)
                     .await?;
                 fresh.extend(taken);
@@ -899,7 +909,11 @@ impl Store {
             }
             if !stored.is_empty() {
                 for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
-                    sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+                    sqlx::query::<Db>(&sql)
+                        .bind_all(&vals)
+                        .persistent(keep_prepared(&vals))
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 notify_work!(self, Db, tx);
             }
@@ -946,7 +960,11 @@ impl Store {
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
             for (sql, vals) in statements {
-                sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+                sqlx::query::<Db>(sql)
+                    .bind_all(vals)
+                    .persistent(keep_prepared(vals))
+                    .execute(&mut *tx)
+                    .await?;
             }
             if notify {
                 notify_work!(self, Db, tx);
@@ -1614,7 +1632,7 @@ impl Store {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("SELECT * FROM jobs WHERE id IN ({})", marks.join(", "));
             let found = on_pool!(self, pool, Db => {
-                let mut q = sqlx::query_as::<Db, Job>(&sql);
+                let mut q = sqlx::query_as::<Db, Job>(&sql).persistent(chunk.len() <= 8);
                 for id in chunk {
                     q = q.bind(*id);
                 }
@@ -1699,7 +1717,11 @@ impl Store {
             let mut tx = pool.begin().await?;
             for chunk in attempts.chunks(CHUNK) {
                 let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
-                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+                sqlx::query::<Db>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .execute(&mut *tx)
+                    .await?;
             }
             for (i, p) in plans.iter().enumerate() {
                 let n = sqlx::query::<Db>(&p.update.0)
@@ -1711,7 +1733,11 @@ impl Store {
             }
             let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
             for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
-                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+                sqlx::query::<Db>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .execute(&mut *tx)
+                    .await?;
             }
             finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));
             finishing.sort();
@@ -1723,7 +1749,9 @@ impl Store {
             for chunk in finishing.chunks(CHUNK) {
                 let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
                 let sql = FINISH_JOBS.replace("{ids}", &marks.join(", "));
-                let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql).bind(now);
+                let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql)
+                    .persistent(chunk.len() <= 8)
+                    .bind(now);
                 for id in chunk {
                     q = q.bind(*id);
                 }
@@ -1734,7 +1762,7 @@ impl Store {
             }
             if !logs.is_empty() {
                 let (sql, vals) = log_insert(&logs, now);
-                sqlx::query::<Db>(&sql).bind_all(&vals).execute(&mut *tx).await?;
+                sqlx::query::<Db>(&sql).bind_all(&vals).persistent(keep_prepared(&vals)).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             finished
