@@ -98,18 +98,6 @@ impl Engine {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            // With work waiting, claim in batches: a claim per finished delivery would cost a
-            // query per event. Idle workers claim whatever is due at once.
-            let busy = self.backlog.load(std::sync::atomic::Ordering::Relaxed)
-                && slots.available_permits() < cfg.count.div_ceil(4);
-            if busy {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(cfg.poll_interval_ms)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
             let claimed = self.claim_and_spawn(&slots, &mut tasks).await;
             // Claimed a full batch and slots remain: look again at once.
             if claimed > 0 && slots.available_permits() > 0 {
