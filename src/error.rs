@@ -223,6 +223,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::InUse(msg) | StoreError::Duplicate(msg) => ApiError::Conflict(msg),
             StoreError::Unavailable(_) => ApiError::Unavailable,
+            StoreError::Invalid(msg) => ApiError::BadRequest(msg),
             StoreError::Other(e) => ApiError::Internal(e),
         }
     }
