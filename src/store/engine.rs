@@ -119,16 +119,7 @@ macro_rules! notify_work {
     };
 }
 
-/// Finishes a job ($1, at $2) whose source is done and whose events are all terminal:
-/// FINISHED when every event is OK, FINISHED_WITH_ISSUES otherwise. Matches nothing otherwise.
-const FINISH_JOB: &str = "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
-      WHERE job_id = $1 AND status IN ('ERROR', 'FAILED', 'ABORTED')) \
-      THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $2, updated_at = $2 \
-    WHERE id = $1 AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
-      AND NOT EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status IN ('NEW', 'TRANSFORMED')) \
-    RETURNING org_id, stream_id, status";
-
-/// The event-log entry of a job finished by [`FINISH_JOB`].
+/// The event-log entry of a job finished by [`finish_jobs_sql`].
 fn finish_log(org: Uuid, stream: Uuid, job_id: Uuid, status: &str, now: Timestamp) -> Statement {
     log_insert(&[finish_entry(org, stream, job_id, status)], now)
 }
@@ -413,7 +404,6 @@ impl Rows {
     }
 }
 
-/// The extra events of a split record (see `EventChange::siblings`), with their log entries.
 impl Rows {
     /// The extra events of a split record (see `EventChange::siblings`), with their log
     /// entries.
@@ -452,14 +442,22 @@ const ATTEMPT_INSERT: &str = "INSERT INTO delivery_attempts (id, org_id, event_i
     destination_id, started_at, finished_at, outcome, error_code, http_status, http_status_name, \
     response_excerpt, duration_ms)";
 
-/// [`FINISH_JOB`] for several jobs at once (`{ids}` from $2, the time at $1).
-const FINISH_JOBS: &str = "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
-      WHERE events.job_id = jobs.id AND events.status IN ('ERROR', 'FAILED', 'ABORTED')) \
-      THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $1, updated_at = $1 \
-    WHERE id IN ({ids}) AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
-      AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
-        AND events.status IN ('NEW', 'TRANSFORMED')) \
-    RETURNING id, org_id, stream_id, status";
+/// Finishes the jobs `$2…$(n+1)` (at `$1`) whose source is done and whose events are all
+/// terminal: FINISHED when every event is OK, FINISHED_WITH_ISSUES otherwise. Matches nothing
+/// else.
+fn finish_jobs_sql(n: usize) -> String {
+    let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
+           WHERE events.job_id = jobs.id AND events.status IN ('ERROR', 'FAILED', 'ABORTED')) \
+           THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $1, updated_at = $1 \
+         WHERE id IN ({}) AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
+             AND events.status IN ('NEW', 'TRANSFORMED')) \
+         RETURNING id, org_id, stream_id, status",
+        ids.join(", ")
+    )
+}
 
 /// An event change ready to commit, alone or with others.
 pub(super) struct Planned {
@@ -478,7 +476,7 @@ impl super::writer::Batch for Planned {
     type Answer = bool;
     const MAX: usize = 128;
     fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, bool> {
-        Box::pin(store.change_batch(items))
+        Box::pin(store.change_together(items))
     }
 }
 
@@ -486,7 +484,7 @@ impl super::writer::Batch for Push {
     type Answer = Ingested;
     const MAX: usize = 256;
     fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, Ingested> {
-        Box::pin(store.ingest_batch(items))
+        Box::pin(store.ingest_together(items))
     }
 }
 
@@ -825,29 +823,8 @@ impl Store {
         self.shared.pushes.submit(self, push).await
     }
 
-    /// Commits pushes in one transaction; one answer per push, in order. When the
-    /// transaction fails and there were several, each is tried alone so that one push's
-    /// problem is not another's.
-    pub(super) async fn ingest_batch(&self, pushes: &[Push]) -> Vec<StoreResult<Ingested>> {
-        match self.ingest_together(pushes).await {
-            Ok(answers) => answers.into_iter().map(Ok).collect(),
-            Err(e) if pushes.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::debug!(error = %e, pushes = pushes.len(), "batched ingest failed; committing one by one");
-                let mut answers = Vec::with_capacity(pushes.len());
-                for p in pushes {
-                    answers.push(
-                        self.ingest_together(std::slice::from_ref(p))
-                            .await
-                            .map(|mut a| a.remove(0)),
-                    );
-                }
-                answers
-            }
-        }
-    }
-
-    async fn ingest_together(&self, pushes: &[Push]) -> StoreResult<Vec<Ingested>> {
+    /// Commits pushes in one transaction; one answer per push, in order.
+    pub(super) async fn ingest_together(&self, pushes: &[Push]) -> StoreResult<Vec<Ingested>> {
         let now = Timestamp::now();
         // A delivery id seen twice in one batch: the later push is a duplicate of the first.
         let mut first: std::collections::HashMap<(Uuid, &str), usize> = Default::default();
@@ -1572,11 +1549,12 @@ impl Store {
         let now = Timestamp::now();
         let row: Option<(Uuid, Uuid, String)> = on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<Db, (Uuid, Uuid, String)>(FINISH_JOB)
-            .bind(job_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&finish_jobs_sql(1))
+                .bind(now)
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|(_, org, stream, status)| (org, stream, status));
             if let Some((org, stream, status)) = &row {
                 let (s, v) = finish_log(*org, *stream, job_id, status, now);
                 sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
@@ -1687,28 +1665,8 @@ impl Store {
         self.shared.changes.submit(self, planned).await
     }
 
-    /// Commits planned changes in one transaction; when it fails and there were several,
-    /// each is tried alone so that one change's problem is not another's.
-    pub(super) async fn change_batch(&self, plans: &[Planned]) -> Vec<StoreResult<bool>> {
-        match self.change_together(plans).await {
-            Ok(answers) => answers.into_iter().map(Ok).collect(),
-            Err(e) if plans.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::debug!(error = %e, changes = plans.len(), "batched changes failed; committing one by one");
-                let mut answers = Vec::with_capacity(plans.len());
-                for p in plans {
-                    answers.push(
-                        self.change_together(std::slice::from_ref(p))
-                            .await
-                            .map(|mut a| a.remove(0)),
-                    );
-                }
-                answers
-            }
-        }
-    }
-
-    async fn change_together(&self, plans: &[Planned]) -> StoreResult<Vec<bool>> {
+    /// Commits planned changes in one transaction; whether each changed its event.
+    pub(super) async fn change_together(&self, plans: &[Planned]) -> StoreResult<Vec<bool>> {
         let now = Timestamp::now();
         let mut changed = vec![false; plans.len()];
         let attempts: Vec<&Vec<Val>> = plans.iter().filter_map(|p| p.attempt.as_ref()).collect();
@@ -1747,8 +1705,7 @@ impl Store {
             let mut finished = Vec::new();
             let mut logs = Vec::new();
             for chunk in finishing.chunks(CHUNK) {
-                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-                let sql = FINISH_JOBS.replace("{ids}", &marks.join(", "));
+                let sql = finish_jobs_sql(chunk.len());
                 let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql)
                     .persistent(chunk.len() <= 8)
                     .bind(now);

@@ -13,15 +13,15 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{Backend, Store, StoreError, StoreResult};
 
-/// A batch's commit: one answer per write, in order.
-pub(super) type Committing<'a, A> = Pin<Box<dyn Future<Output = Vec<StoreResult<A>>> + Send + 'a>>;
+/// A batch's commit: one answer per write, in order, or the error that undid them all.
+pub(super) type Committing<'a, A> = Pin<Box<dyn Future<Output = StoreResult<Vec<A>>> + Send + 'a>>;
 
 /// Writes that commit together.
 pub(super) trait Batch: Send + Sync + Sized + 'static {
     type Answer: Send + 'static;
     /// Most writes in one transaction.
     const MAX: usize;
-    /// Commits `items`; one answer per item, in order.
+    /// Commits `items` in one transaction; one answer per item, in order.
     fn commit<'a>(store: &'a Store, items: &'a [Self]) -> Committing<'a, Self::Answer>;
 }
 
@@ -92,7 +92,7 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
                     }
                 }
                 let (items, replies): (Vec<B>, Vec<_>) = batch.into_iter().unzip();
-                let answers = B::commit(&store, &items).await;
+                let answers = commit(&store, &items).await;
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (its client hung up) is still committed; a
                     // webhook sender's retry is then answered as a duplicate.
@@ -102,4 +102,26 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         });
     }
     queue
+}
+
+/// Commits `items` together; when that fails and there were several, each is committed alone,
+/// so that one write's problem is never another's.
+async fn commit<B: Batch>(store: &Store, items: &[B]) -> Vec<StoreResult<B::Answer>> {
+    match B::commit(store, items).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::debug!(error = %e, writes = items.len(), "batch failed; committing one by one");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let alone = B::commit(store, std::slice::from_ref(item)).await;
+                answers.push(alone.and_then(|mut a| {
+                    a.pop().ok_or_else(|| {
+                        StoreError::Other(anyhow::anyhow!("a commit gave no answer"))
+                    })
+                }));
+            }
+            answers
+        }
+    }
 }
