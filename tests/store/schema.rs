@@ -1,0 +1,380 @@
+//! The two migration sets define the same schema: the same tables and columns (with matching
+//! types and nullability), primary keys, unique constraints, foreign keys (and what a delete
+//! does), named indexes (columns, uniqueness, partial or not) and CHECK constraints (by the
+//! values they allow). A change made to one backend's migrations only fails here, not in
+//! production on the other backend.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use sqlx::Row;
+
+use crate::common::PgDatabase;
+
+/// One backend's schema, in a form both backends can be reduced to.
+#[derive(Debug, Default, PartialEq)]
+struct Schema {
+    /// (table, column) → (type class, not null)
+    columns: BTreeMap<(String, String), (String, bool)>,
+    /// table → primary-key columns in order
+    primary_keys: BTreeMap<String, Vec<String>>,
+    /// (table, columns) of every UNIQUE constraint
+    uniques: BTreeSet<(String, Vec<String>)>,
+    /// (table, columns, referenced table, referenced columns, on delete)
+    foreign_keys: BTreeSet<(String, Vec<String>, String, Vec<String>, String)>,
+    /// index name → (table, columns, unique, partial)
+    indexes: BTreeMap<String, (String, Vec<String>, bool, bool)>,
+    /// table → the sorted string literals of each CHECK constraint
+    checks: BTreeMap<String, BTreeSet<Vec<String>>>,
+}
+
+/// The class a Postgres column type is stored as in SQLite's twin schema.
+fn pg_class(data_type: &str) -> String {
+    match data_type {
+        "uuid" | "bytea" => "BLOB",
+        "text" | "character varying" | "jsonb" | "json" | "timestamp with time zone" => "TEXT",
+        "boolean" | "bigint" | "integer" | "smallint" => "INTEGER",
+        "double precision" | "real" | "numeric" => "REAL",
+        other => panic!("the schema test does not know the Postgres type `{other}`; add it"),
+    }
+    .to_string()
+}
+
+fn sqlite_class(declared: &str) -> String {
+    match declared.to_ascii_uppercase().as_str() {
+        "BLOB" => "BLOB",
+        "TEXT" => "TEXT",
+        "INTEGER" | "BIGINT" | "BOOLEAN" => "INTEGER",
+        "REAL" | "DOUBLE" => "REAL",
+        other => panic!("the schema test does not know the SQLite type `{other}`; add it"),
+    }
+    .to_string()
+}
+
+/// The quoted string literals in a piece of SQL, sorted: what a CHECK constraint allows.
+fn literals(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = sql;
+    while let Some(start) = rest.find('\'') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('\'') else { break };
+        out.push(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    out.sort();
+    out
+}
+
+/// The bodies of every `CHECK (...)` in a CREATE TABLE statement.
+fn check_clauses(create_table: &str) -> Vec<String> {
+    let upper = create_table.to_ascii_uppercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = upper[from..].find("CHECK") {
+        let start = from + pos + "CHECK".len();
+        let Some(open) = create_table[start..].find('(') else {
+            break;
+        };
+        let open = start + open;
+        let mut depth = 0;
+        let mut end = open;
+        for (i, c) in create_table[open..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(create_table[open + 1..end].to_string());
+        from = end.max(start);
+    }
+    out
+}
+
+async fn postgres_schema(pool: &sqlx::PgPool) -> Schema {
+    let mut s = Schema::default();
+    let rows = sqlx::query(
+        "SELECT c.table_name, c.column_name, c.data_type, c.is_nullable
+         FROM information_schema.columns c
+         JOIN information_schema.tables t
+           ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+         WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+           AND c.table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for r in rows {
+        let table: String = r.get(0);
+        let column: String = r.get(1);
+        let data_type: String = r.get(2);
+        let nullable: String = r.get(3);
+        s.columns
+            .insert((table, column), (pg_class(&data_type), nullable == "NO"));
+    }
+    // Constraints with their columns in key order.
+    let rows = sqlx::query(
+        "SELECT con.contype::text, rel.relname::text,
+                ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+                      ORDER BY k.o),
+                COALESCE(ref.relname::text, ''),
+                ARRAY(SELECT a.attname::text FROM unnest(COALESCE(con.confkey, '{}'))
+                      WITH ORDINALITY k(n, o)
+                      JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
+                      ORDER BY k.o),
+                con.confdeltype::text,
+                pg_get_constraintdef(con.oid)
+         FROM pg_constraint con
+         JOIN pg_class rel ON rel.oid = con.conrelid
+         JOIN pg_namespace ns ON ns.oid = rel.relnamespace
+         LEFT JOIN pg_class ref ON ref.oid = con.confrelid
+         WHERE ns.nspname = 'public' AND rel.relname <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for r in rows {
+        let kind: String = r.get(0);
+        let table: String = r.get(1);
+        let columns: Vec<String> = r.get(2);
+        match kind.as_str() {
+            "p" => {
+                s.primary_keys.insert(table, columns);
+            }
+            "u" => {
+                s.uniques.insert((table, columns));
+            }
+            "f" => {
+                let on_delete = match r.get::<String, _>(5).as_str() {
+                    "c" => "CASCADE",
+                    "n" => "SET NULL",
+                    "d" => "SET DEFAULT",
+                    "r" => "RESTRICT",
+                    _ => "NO ACTION",
+                };
+                s.foreign_keys
+                    .insert((table, columns, r.get(3), r.get(4), on_delete.into()));
+            }
+            "c" => {
+                let def: String = r.get(6);
+                s.checks.entry(table).or_default().insert(literals(&def));
+            }
+            _ => {}
+        }
+    }
+    // Indexes created by CREATE INDEX (those behind constraints are compared above).
+    let rows = sqlx::query(
+        "SELECT i.relname::text, t.relname::text,
+                ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o)
+                      JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.n
+                      ORDER BY k.o),
+                ix.indisunique, ix.indpred IS NOT NULL
+         FROM pg_index ix
+         JOIN pg_class i ON i.oid = ix.indexrelid
+         JOIN pg_class t ON t.oid = ix.indrelid
+         JOIN pg_namespace ns ON ns.oid = t.relnamespace
+         WHERE ns.nspname = 'public' AND t.relname <> '_sqlx_migrations'
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for r in rows {
+        s.indexes
+            .insert(r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4)));
+    }
+    s
+}
+
+async fn sqlite_schema(pool: &sqlx::SqlitePool) -> Schema {
+    let mut s = Schema::default();
+    let tables = sqlx::query(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table'
+           AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for t in tables {
+        let table: String = t.get(0);
+        let sql: String = t.get(1);
+        let checks = s.checks.entry(table.clone()).or_default();
+        for clause in check_clauses(&sql) {
+            checks.insert(literals(&clause));
+        }
+        if checks.is_empty() {
+            s.checks.remove(&table);
+        }
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        for c in sqlx::query(&format!("PRAGMA table_info('{table}')"))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+        {
+            let name: String = c.get("name");
+            let declared: String = c.get("type");
+            let not_null: i64 = c.get("notnull");
+            let pk_pos: i64 = c.get("pk");
+            // A primary key column is NOT NULL in Postgres whatever it says.
+            let not_null = not_null == 1 || pk_pos > 0;
+            if pk_pos > 0 {
+                pk.push((pk_pos, name.clone()));
+            }
+            s.columns
+                .insert((table.clone(), name), (sqlite_class(&declared), not_null));
+        }
+        pk.sort();
+        s.primary_keys
+            .insert(table.clone(), pk.into_iter().map(|(_, n)| n).collect());
+        let mut fks: BTreeMap<i64, (String, Vec<String>, Vec<String>, String)> = BTreeMap::new();
+        for f in sqlx::query(&format!("PRAGMA foreign_key_list('{table}')"))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+        {
+            let id: i64 = f.get("id");
+            let entry = fks
+                .entry(id)
+                .or_insert_with(|| (f.get("table"), Vec::new(), Vec::new(), f.get("on_delete")));
+            entry.1.push(f.get("from"));
+            entry.2.push(f.get("to"));
+        }
+        for (_, (to_table, from, to, on_delete)) in fks {
+            s.foreign_keys
+                .insert((table.clone(), from, to_table, to, on_delete));
+        }
+        for i in sqlx::query(&format!("PRAGMA index_list('{table}')"))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+        {
+            let name: String = i.get("name");
+            let unique: i64 = i.get("unique");
+            let origin: String = i.get("origin");
+            let partial: i64 = i.get("partial");
+            let columns: Vec<String> = sqlx::query(&format!("PRAGMA index_info('{name}')"))
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.get("name"))
+                .collect();
+            match origin.as_str() {
+                "u" => {
+                    s.uniques.insert((table.clone(), columns));
+                }
+                "c" => {
+                    s.indexes
+                        .insert(name, (table.clone(), columns, unique == 1, partial == 1));
+                }
+                // "pk": the primary key, compared above.
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
+/// Applies one backend's migrations from the source tree, as the server would.
+async fn migrator(backend: &str) -> sqlx::migrate::Migrator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    sqlx::migrate::Migrator::new(dir).await.unwrap()
+}
+
+fn report<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    pg: &BTreeMap<K, V>,
+    lite: &BTreeMap<K, V>,
+    out: &mut Vec<String>,
+) {
+    let keys: BTreeSet<&K> = pg.keys().chain(lite.keys()).collect();
+    for k in keys {
+        match (pg.get(k), lite.get(k)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => out.push(format!("{what} {k:?}: postgres {a:?}, sqlite {b:?}")),
+        }
+    }
+}
+
+fn report_set<T: Ord + std::fmt::Debug>(
+    what: &str,
+    pg: &BTreeSet<T>,
+    lite: &BTreeSet<T>,
+    out: &mut Vec<String>,
+) {
+    for only in pg.difference(lite) {
+        out.push(format!("{what} only in postgres: {only:?}"));
+    }
+    for only in lite.difference(pg) {
+        out.push(format!("{what} only in sqlite: {only:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_migration_sets_define_the_same_schema() {
+    let pg_db = PgDatabase::create().await;
+    let pg = sqlx::PgPool::connect(&pg_db.url).await.unwrap();
+    migrator("postgres").await.run(&pg).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let lite = sqlx::SqlitePool::connect(&url).await.unwrap();
+    migrator("sqlite").await.run(&lite).await.unwrap();
+
+    let a = postgres_schema(&pg).await;
+    let b = sqlite_schema(&lite).await;
+    pg.close().await;
+    lite.close().await;
+
+    assert!(
+        a.primary_keys.len() >= 15,
+        "tables read from Postgres: {a:?}"
+    );
+    assert!(!a.indexes.is_empty() && !a.foreign_keys.is_empty() && !a.checks.is_empty());
+
+    let mut differences = Vec::new();
+    report("column", &a.columns, &b.columns, &mut differences);
+    report(
+        "primary key of",
+        &a.primary_keys,
+        &b.primary_keys,
+        &mut differences,
+    );
+    report("index", &a.indexes, &b.indexes, &mut differences);
+    report("checks of", &a.checks, &b.checks, &mut differences);
+    report_set(
+        "unique constraint",
+        &a.uniques,
+        &b.uniques,
+        &mut differences,
+    );
+    report_set(
+        "foreign key",
+        &a.foreign_keys,
+        &b.foreign_keys,
+        &mut differences,
+    );
+    assert!(
+        differences.is_empty(),
+        "the migration sets disagree:\n{}",
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn check_clauses_are_read_whole() {
+    let sql =
+        "CREATE TABLE t (a text CHECK (a IN ('x','y')), b int, CHECK ((b = 1) = (a IS NULL)))";
+    let clauses = check_clauses(sql);
+    assert_eq!(clauses, vec!["a IN ('x','y')", "(b = 1) = (a IS NULL)"]);
+    assert_eq!(literals(&clauses[0]), vec!["x", "y"]);
+}
