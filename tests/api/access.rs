@@ -27,12 +27,42 @@ async fn call(
     send(req).await
 }
 
+/// Records subscriptions as installed at the system, as `…/webhooks/install` does.
+async fn set_installed(env: &Env, source_id: &str, address: &str) {
+    let id = uuid::Uuid::parse_str(source_id).unwrap();
+    let state = json!({"installed": true, "address": address, "subscriptions": []}).to_string();
+    match &env.pg {
+        Some(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            sqlx::query("UPDATE sources SET webhook_state = $1::jsonb WHERE id = $2")
+                .bind(state)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        None => {
+            let url = format!("sqlite://{}", env.data_path().join("wharf.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query("UPDATE sources SET webhook_state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
 async fn viewers_do_not_see_webhook_urls(db: Db) {
-    let (_env, s) = fresh(db).await;
+    let (env, s) = fresh(db).await;
     let (_, source, _, _) = stream(&s).await;
     let id = source["id"].as_str().unwrap();
     let hook = source["webhook_url"].as_str().unwrap().to_string();
     assert!(hook.contains("/hooks/"), "{source}");
+    set_installed(&env, id, &hook).await;
     let viewer = s.token_with_role("viewer").await;
     let editor = s.token_with_role("editor").await;
 
@@ -49,6 +79,8 @@ async fn viewers_do_not_see_webhook_urls(db: Db) {
         got["webhook_url"].is_null(),
         "a viewer saw the webhook URL: {got}"
     );
+    assert_eq!(got["webhooks"]["installed"], true, "{got}");
+    assert!(!got.to_string().contains(&hook), "{got}");
     let (status, list) = call(&s, &viewer, Method::GET, "/sources", json!(null)).await;
     assert_eq!(status, StatusCode::OK);
     let items = list["items"].as_array().unwrap();
@@ -66,6 +98,7 @@ async fn viewers_do_not_see_webhook_urls(db: Db) {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["webhook_url"], hook);
+    assert_eq!(got["webhooks"]["address"], hook);
     let (_, list) = call(&s, &editor, Method::GET, "/sources", json!(null)).await;
     assert_eq!(list["items"][0]["webhook_url"], hook);
 }
