@@ -62,7 +62,7 @@ async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
         .bootstrap(&hash_token(&token), &token_hint(&token))
         .await?
     {
-        Bootstrap::AlreadyDone => {}
+        Bootstrap::AlreadyDone => forget_spent_bootstrap_file(store, &config.data_dir).await,
         Bootstrap::Created { .. } if config.bootstrap_token.is_some() => {
             tracing::info!("created organisation `default` with the configured owner token");
         }
@@ -75,6 +75,51 @@ async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bootstrap token file once its token was used or revoked: the owner has it by then, and
+/// a copy on disk is one more place an owner token can leak from. Covers a token used by a
+/// process that could not remove the file (another replica, a crash in between).
+async fn forget_spent_bootstrap_file(store: &Store, data_dir: &std::path::Path) {
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let spent = match store.authenticate(&hash_token(text.trim())).await {
+        Ok(None) => true,
+        Ok(Some(identity)) => identity.last_used_at.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check whether the bootstrap token was used");
+            false
+        }
+    };
+    if spent {
+        remove_bootstrap_file(&path);
+    }
+}
+
+/// Removes the bootstrap token file if it holds the token with this hash: called on a token's
+/// first use, so the file is gone as soon as the owner has used the token it carried.
+pub fn forget_used_bootstrap_token(data_dir: &std::path::Path, token_hash: &str) {
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    if hash_token(text.trim()) == token_hash {
+        remove_bootstrap_file(&path);
+    }
+}
+
+fn remove_bootstrap_file(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed the bootstrap token file: its token has been used")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the used bootstrap token file")
+        }
+    }
 }
 
 /// Serves the API on `listener` and runs the workers (unless switched off) until `shutdown`

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::extract::{double_option, ApiJson, ApiQuery, Errors, IdPath};
 use super::keys::in_use;
-use super::sources::check_key;
+use super::sources::{check_key, check_key_url};
 use super::{AppState, Auth, Page, PageParams};
 use crate::connectors;
 use crate::domain::{Permission, Timestamp};
@@ -245,6 +245,9 @@ async fn create(
         updated_at: now,
     };
     check(&state, auth.org_id, &d).await?;
+    let mut errors = Errors::default();
+    check_key_url(&state, &auth, d.key_id, &d.params.0, &mut errors).await?;
+    errors.finish()?;
     state.store.insert(&d).await?;
     Ok((StatusCode::CREATED, Json(d.into())))
 }
@@ -276,6 +279,7 @@ async fn update(
 ) -> Result<Json<DestinationOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut d = state.store.get::<Destination>(auth.org_id, id).await?;
+    let before = (d.key_id, d.params.0.get("url").cloned());
     if let Some(v) = p.title {
         d.title = v.trim().to_string();
     }
@@ -295,6 +299,11 @@ async fn update(
         d.retry = DbJson(serde_json::to_value(v).expect("plain struct"));
     }
     check(&state, auth.org_id, &d).await?;
+    if before != (d.key_id, d.params.0.get("url").cloned()) {
+        let mut errors = Errors::default();
+        check_key_url(&state, &auth, d.key_id, &d.params.0, &mut errors).await?;
+        errors.finish()?;
+    }
     d.updated_at = Timestamp::now();
     state.store.update(auth.org_id, &d).await?;
     Ok(Json(d.into()))

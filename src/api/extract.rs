@@ -49,11 +49,19 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
+        let hash = hash_token(token);
         let identity = state
             .store
-            .authenticate(&hash_token(token))
+            .authenticate(&hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        if identity.last_used_at.is_none() {
+            // A token's first use: if it is the one in the bootstrap file, the owner has it.
+            let data_dir = state.config.data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::forget_used_bootstrap_token(&data_dir, &hash)
+            });
+        }
         // Record use at most once a minute, off the request's path.
         let stale = identity
             .last_used_at

@@ -306,7 +306,8 @@ async fn upload(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<AcceptedEvents>), ApiError> {
-    auth.require(Permission::WriteStreams)?;
+    // An upload creates events, as `POST /events` does, so it needs the same role.
+    auth.require(Permission::Replicate)?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -74,12 +74,17 @@ pub struct KeyFilter {
     pub system: Option<String>,
 }
 
-/// Validates credentials against the system's template and seals the secret part.
+/// Validates credentials against the system's template and its host rules (see
+/// [`connectors::check_hosts`]; `old` and `patch` are the stored credentials and the change
+/// sent, for an update) and seals the secret part.
 fn seal(
     state: &AppState,
+    auth: &Auth,
     system: &System,
     key_id: Uuid,
     creds: &Value,
+    old: Option<&Value>,
+    patch: Option<&Value>,
 ) -> Result<(Value, Vec<u8>), ApiError> {
     let mut errors = Errors::default();
     errors.extend(connectors::validate(
@@ -87,6 +92,23 @@ fn seal(
         creds,
         "credentials",
     ));
+    errors.finish()?;
+    let hosts = connectors::check_hosts(
+        system.key_template,
+        old,
+        creds,
+        patch,
+        auth.role.allows(Permission::DirectSecrets),
+    );
+    if !hosts.admin_needed.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "Only an admin or owner may set or change `{}` of a `{}` key: it decides where the key's secrets are sent. Ask one to make this change.",
+            hosts.admin_needed.join("`, `"),
+            system.name
+        )));
+    }
+    let mut errors = Errors::default();
+    errors.extend(hosts.errors);
     errors.finish()?;
     let (shown, secrets) = connectors::split_credentials(system.key_template, creds);
     let sealed = state
@@ -133,7 +155,7 @@ async fn create(
     errors.finish()?;
     let system = system.expect("checked above");
     let id = Uuid::now_v7();
-    let (shown, sealed) = seal(&state, system, id, &input.credentials)?;
+    let (shown, sealed) = seal(&state, &auth, system, id, &input.credentials, None, None)?;
     let now = Timestamp::now();
     let key = Key {
         id,
@@ -179,14 +201,24 @@ async fn update(
     if let Some(creds) = patch.credentials {
         let system = connectors::system(&key.system)
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown system {}", key.system)))?;
-        let mut full = connectors::open_key(&state.master_key, &key).ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!(
-                "key {} does not open under the configured master key",
-                key.id
-            ))
-        })?;
+        let stored =
+            connectors::open_stored_credentials(&state.master_key, &key).ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "key {} does not open under the configured master key",
+                    key.id
+                ))
+            })?;
+        let mut full = stored.clone();
         connectors::merge_patch(&mut full, &creds);
-        let (shown, sealed) = seal(&state, system, key.id, &full)?;
+        let (shown, sealed) = seal(
+            &state,
+            &auth,
+            system,
+            key.id,
+            &full,
+            Some(&stored),
+            Some(&creds),
+        )?;
         key.credentials = DbJson(shown);
         key.sealed_secrets = sealed;
     }

@@ -12,6 +12,7 @@ pub mod jobs;
 mod keys;
 mod lookup_tables;
 mod organisations;
+mod redact;
 mod sources;
 mod streams;
 mod systems;
@@ -128,7 +129,7 @@ pub fn app(state: AppState) -> Router {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+            tracing::info_span!("request", method = %req.method(), uri = %redact::loggable_uri(req.uri()), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

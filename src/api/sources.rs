@@ -85,7 +85,8 @@ pub struct SourceOut {
     pub timezone: Option<String>,
     pub params: Value,
     pub active: bool,
-    /// Where the system pushes to, for `webhook` sources (no bearer token needed there).
+    /// Where the system pushes to, for `webhook` sources (no bearer token needed there). Shown to
+    /// editors and above only: whoever knows it can push.
     pub webhook_url: Option<String>,
     /// The next due run of a `scheduled` source.
     pub next_run_at: Option<Timestamp>,
@@ -133,6 +134,20 @@ pub fn source_out(state: &AppState, s: Source) -> SourceOut {
         created_at: s.created_at,
         updated_at: s.updated_at,
     }
+}
+
+/// A source as the caller may see it: the webhook URL alone authorises pushes, so only roles
+/// that may change sources (editors and above) see it, in `webhook_url` or in the installed
+/// subscriptions' `address`.
+pub fn source_view(state: &AppState, auth: &Auth, s: Source) -> SourceOut {
+    let mut out = source_out(state, s);
+    if !auth.role.allows(Permission::WriteStreams) {
+        out.webhook_url = None;
+        if let Some(state) = out.webhooks.as_object_mut() {
+            state.remove("address");
+        }
+    }
+    out
 }
 
 /// Checks a source as a whole and fills in what follows from it: the webhook token of a
@@ -248,6 +263,50 @@ pub async fn check_key(
     Ok(())
 }
 
+/// A source or destination with a `url` param sends its key's credentials to that URL. With a
+/// key that names a `base_url`, the URL must lie under it; with a key that holds secrets but
+/// names none, only an admin or owner may choose the URL (they decide where secrets go).
+pub async fn check_key_url(
+    state: &AppState,
+    auth: &Auth,
+    key_id: Option<Uuid>,
+    params: &Value,
+    errors: &mut Errors,
+) -> Result<(), ApiError> {
+    let (Some(key_id), Some(url)) = (key_id, params.get("url").and_then(Value::as_str)) else {
+        return Ok(());
+    };
+    let key = match state.store.get::<Key>(auth.org_id, key_id).await {
+        Ok(key) => key,
+        // check_key names a missing key.
+        Err(StoreError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let template = connectors::system(&key.system).map_or(&[][..], |s| s.key_template);
+    match key.credentials.0.get("base_url").and_then(Value::as_str) {
+        Some(base) => {
+            if !connectors::url_within(url, base) {
+                errors.add(
+                    "params.url",
+                    format!("must lie under the key's base_url `{base}`: the key's credentials are sent only there; use another URL or another key"),
+                );
+            }
+        }
+        None => {
+            let holds_secrets = template
+                .iter()
+                .any(|f| f.secret && connectors::lookup(&key.credentials.0, f.name).is_some());
+            if holds_secrets && !auth.role.allows(Permission::DirectSecrets) {
+                return Err(ApiError::Forbidden(format!(
+                    "Key `{}` holds secrets but names no base_url, so they would go to whatever `url` says; only an admin or owner may choose that URL. Ask one to set the key's base_url (then any URL under it is yours to use), or to make this change.",
+                    key.title
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[utoipa::path(get, path = "/sources", tag = "sources", params(PageParams, SourceFilter),
     responses((status = 200, body = Page<SourceOut>), (status = 401, body = Problem)))]
 async fn list(
@@ -268,7 +327,9 @@ async fn list(
         .store
         .list::<Source>(auth.org_id, &page.query(filters)?)
         .await?;
-    Ok(Json(Page::from_store(result, |s| source_out(&state, s))))
+    Ok(Json(Page::from_store(result, |s| {
+        source_view(&state, &auth, s)
+    })))
 }
 
 #[utoipa::path(post, path = "/sources", tag = "sources", request_body = SourceIn,
@@ -300,6 +361,9 @@ async fn create(
         updated_at: now,
     };
     check(&state, auth.org_id, &mut source).await?;
+    let mut errors = Errors::default();
+    check_key_url(&state, &auth, source.key_id, &source.params.0, &mut errors).await?;
+    errors.finish()?;
     state.store.insert(&source).await?;
     Ok((StatusCode::CREATED, Json(source_out(&state, source))))
 }
@@ -313,7 +377,7 @@ async fn get(
 ) -> Result<Json<SourceOut>, ApiError> {
     auth.require(Permission::Read)?;
     let s = state.store.get::<Source>(auth.org_id, id).await?;
-    Ok(Json(source_out(&state, s)))
+    Ok(Json(source_view(&state, &auth, s)))
 }
 
 #[utoipa::path(patch, path = "/sources/{id}", tag = "sources", request_body = SourcePatch,
@@ -326,6 +390,7 @@ async fn update(
 ) -> Result<Json<SourceOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut s = state.store.get::<Source>(auth.org_id, id).await?;
+    let before = (s.key_id, s.params.0.get("url").cloned());
     if let Some(v) = p.title {
         s.title = v.trim().to_string();
     }
@@ -351,6 +416,11 @@ async fn update(
         s.active = v;
     }
     check(&state, auth.org_id, &mut s).await?;
+    if before != (s.key_id, s.params.0.get("url").cloned()) {
+        let mut errors = Errors::default();
+        check_key_url(&state, &auth, s.key_id, &s.params.0, &mut errors).await?;
+        errors.finish()?;
+    }
     s.updated_at = Timestamp::now();
     state.store.update(auth.org_id, &s).await?;
     Ok(Json(source_out(&state, s)))

@@ -102,7 +102,19 @@ async fn create(
     }
     if let Some(user_id) = input.user_id {
         match state.store.get::<User>(auth.org_id, user_id).await {
-            Ok(_) => {}
+            Ok(user) => {
+                // The token would be cut down to the user's role at every request anyway;
+                // saying so now beats a token that silently does less than it claims.
+                if Role::parse(&user.role).is_some_and(|r| r.lower(input.role) != input.role) {
+                    errors.add(
+                        "role",
+                        format!(
+                            "is above the user's role `{}`; a token acting for a user holds at most the user's role",
+                            user.role
+                        ),
+                    );
+                }
+            }
             Err(StoreError::NotFound(_)) => {
                 errors.add("user_id", "names no user of your organisation")
             }

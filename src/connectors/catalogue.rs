@@ -1,6 +1,6 @@
 //! The declarations of the built-in systems.
 
-use super::{Field, FieldKind as K, Function, System, Trigger as T};
+use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
     Field {
@@ -8,6 +8,7 @@ const fn f(name: &'static str, kind: K, required: bool, description: &'static st
         kind,
         required,
         secret: false,
+        host: H::None,
         description,
     }
 }
@@ -18,6 +19,25 @@ const fn secret(name: &'static str, required: bool, description: &'static str) -
         kind: K::String,
         required,
         secret: true,
+        host: H::None,
+        description,
+    }
+}
+
+/// A field that says where the key's secrets are sent (see [`H`]).
+const fn host(
+    name: &'static str,
+    kind: K,
+    required: bool,
+    rule: H,
+    description: &'static str,
+) -> Field {
+    Field {
+        name,
+        kind,
+        required,
+        secret: false,
+        host: rule,
         description,
     }
 }
@@ -33,7 +53,16 @@ pub static SYSTEMS: &[System] = &[
         title: "Generic HTTP",
         description: "Any JSON API: fetch records from a URL, send events to one, or receive pushes.",
         key_template: &[
-            f("headers", K::Object, false, "Extra headers sent with every request."),
+            f("headers", K::Object, false, "Extra headers sent with every request; shown to every reader (put secret values in `secret_headers`)."),
+            Field {
+                name: "secret_headers",
+                kind: K::Object,
+                required: false,
+                secret: true,
+                host: H::None,
+                description: "Headers sent with every request whose values are secret: sealed like the other secrets, shown as `********`.",
+            },
+            host("base_url", K::String, false, H::Any, "Where this key's credentials may be sent: a source or destination using the key must have its `url` under this URL. Without it, only an admin or owner may use a key holding secrets with a `url`."),
             secret("bearer_token", false, "Sent as `Authorization: Bearer …`."),
             f("basic.username", K::String, false, "HTTP Basic user name."),
             secret("basic.password", false, "HTTP Basic password."),
@@ -87,11 +116,11 @@ pub static SYSTEMS: &[System] = &[
         title: "Shopify",
         description: "Shopify stores through the Admin API and webhooks.",
         key_template: &[
-            f("shop_domain", K::String, true, "The store's domain, e.g. `example.myshopify.com`."),
+            host("shop_domain", K::String, true, H::Vendor("myshopify.com"), "The store's domain, e.g. `example.myshopify.com`; any other domain only when an admin sets `base_url`."),
             secret("access_token", true, "Admin API access token of the store's app."),
             secret("webhook_secret", false, "The app's client secret, which signs webhooks (needed for webhook sources)."),
             f("api_version", K::String, false, "Admin API version, e.g. `2025-01`."),
-            f("base_url", K::String, false, "Admin API host, `https://<shop_domain>` when unset (for proxies and test servers)."),
+            host("base_url", K::String, false, H::AdminOnly, "Admin API host, `https://<shop_domain>` when unset (for proxies and test servers); set by an admin or owner only."),
         ],
         key_required: true,
         sources: &[
@@ -141,7 +170,7 @@ pub static SYSTEMS: &[System] = &[
         key_template: &[
             f("account_id", K::String, true, "Sent as `api-auth-accountid`."),
             secret("application_key", true, "Sent as `api-auth-applicationkey`."),
-            f("base_url", K::String, false, "API base; `https://inventory.dearsystems.com/ExternalApi/v2` when unset."),
+            host("base_url", K::String, false, H::AdminOnly, "API base; `https://inventory.dearsystems.com/ExternalApi/v2` when unset; set by an admin or owner only."),
             f("webhook_auth.type", K::Enum(&["basic", "bearer", "header"]), false, "How DEAR authenticates its pushes to Wharf."),
             f("webhook_auth.username", K::String, false, "Basic user name DEAR sends."),
             secret("webhook_auth.password", false, "Basic password DEAR sends."),
@@ -188,7 +217,7 @@ pub static SYSTEMS: &[System] = &[
             f("client_id", K::String, true, "Peoplevox client id."),
             f("username", K::String, true, "Integration user name."),
             secret("password", true, "Integration user password."),
-            f("base_url", K::String, false, "Service URL of the client's Peoplevox instance."),
+            host("base_url", K::String, false, H::Vendor("peoplevox.net"), "Service URL of the client's Peoplevox instance (https, under `peoplevox.net` unless an admin sets it)."),
         ],
         key_required: true,
         sources: &[Function {
@@ -213,8 +242,8 @@ pub static SYSTEMS: &[System] = &[
         title: "FTP",
         description: "Files on an FTP server.",
         key_template: &[
-            f("host", K::String, true, "Server host name."),
-            f("port", K::Integer, false, "Port; 21 when unset."),
+            host("host", K::String, true, H::Any, "Server host name."),
+            host("port", K::Integer, false, H::Any, "Port; 21 when unset."),
             f("username", K::String, true, "Login name."),
             secret("password", true, "Login password."),
             f("passive", K::Boolean, false, "Passive mode; true when unset."),
@@ -248,8 +277,8 @@ pub static SYSTEMS: &[System] = &[
         title: "SFTP",
         description: "Files on an SFTP server.",
         key_template: &[
-            f("host", K::String, true, "Server host name."),
-            f("port", K::Integer, false, "Port; 22 when unset."),
+            host("host", K::String, true, H::Any, "Server host name."),
+            host("port", K::Integer, false, H::Any, "Port; 22 when unset."),
             f("username", K::String, true, "Login name."),
             secret("password", false, "Login password."),
             secret("private_key", false, "OpenSSH private key."),
@@ -283,8 +312,8 @@ pub static SYSTEMS: &[System] = &[
         title: "E-mail",
         description: "Send events or aggregates as e-mail through SMTP.",
         key_template: &[
-            f("smtp_host", K::String, true, "SMTP server."),
-            f("smtp_port", K::Integer, false, "Port; 587 when unset."),
+            host("smtp_host", K::String, true, H::Any, "SMTP server."),
+            host("smtp_port", K::Integer, false, H::Any, "Port; 587 when unset."),
             f("username", K::String, false, "SMTP login."),
             secret("password", false, "SMTP password."),
             f("from", K::String, true, "Sender address."),

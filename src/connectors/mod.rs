@@ -8,7 +8,10 @@ pub mod http;
 mod template;
 
 pub use catalogue::{system, SYSTEMS};
-pub use template::{join_credentials, lookup, merge_patch, split_credentials, validate, MASK};
+pub use template::{
+    check_hosts, join_credentials, lookup, merge_patch, split_credentials, url_within, validate,
+    MASK,
+};
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -39,7 +42,33 @@ pub struct Field {
     pub required: bool,
     /// Secrets are encrypted at rest and never returned (shown as `********`).
     pub secret: bool,
+    /// Whether the field says where the key's secrets are sent, and who may set it.
+    #[serde(skip_serializing_if = "HostRule::is_none")]
+    pub host: HostRule,
     pub description: &'static str,
+}
+
+/// A key field that names where the key's secrets go. Changing such a field requires sending
+/// the key's secrets again in the same change, so nobody can redirect secrets they do not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "rule", content = "domain")]
+pub enum HostRule {
+    /// Not a host.
+    None,
+    /// The customer's own server (FTP, SMTP, an HTTP API): any role that may write keys sets it.
+    Any,
+    /// The vendor's domain: only it or its subdomains, over https, unless an admin or owner
+    /// sets the field (or an admin-only field of the key overrides where requests go).
+    #[schema(value_type = String)]
+    Vendor(&'static str),
+    /// Only an admin or owner may set, change or remove it.
+    AdminOnly,
+}
+
+impl HostRule {
+    pub fn is_none(&self) -> bool {
+        matches!(self, HostRule::None)
+    }
 }
 
 /// How a source function is started.
@@ -98,14 +127,39 @@ impl System {
     }
 }
 
-/// A key's full credentials: the shown fields with the sealed secrets opened. `None` when the
-/// secrets do not open under this master key (a different key was configured).
+/// A key's credentials as connectors use them: the shown fields with the sealed secrets opened,
+/// and `secret_headers` folded into `headers` (a secret header is sent like any other).
+/// `None` when the secrets do not open under this master key (a different key was configured).
 pub fn open_key(
+    master: &crate::crypto::MasterKey,
+    key: &crate::store::Key,
+) -> Option<serde_json::Value> {
+    let mut full = open_stored_credentials(master, key)?;
+    if let Some(serde_json::Value::Object(secret)) = full
+        .as_object_mut()
+        .and_then(|m| m.remove("secret_headers"))
+    {
+        let headers = full
+            .as_object_mut()
+            .expect("credentials are an object")
+            .entry("headers")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(headers) = headers.as_object_mut() {
+            headers.extend(secret);
+        }
+    }
+    Some(full)
+}
+
+/// A key's credentials as stored: the shown fields with the sealed secrets opened, in the
+/// key template's shape (for changing the key and sealing it again).
+pub fn open_stored_credentials(
     master: &crate::crypto::MasterKey,
     key: &crate::store::Key,
 ) -> Option<serde_json::Value> {
     let plain = master.open(key.id.as_bytes(), &key.sealed_secrets)?;
     let secrets: serde_json::Value = serde_json::from_slice(&plain).ok()?;
     let template = system(&key.system).map(|s| s.key_template).unwrap_or(&[]);
-    Some(join_credentials(&key.credentials.0, &secrets, template))
+    let full = join_credentials(&key.credentials.0, &secrets, template);
+    full.is_object().then_some(full)
 }

@@ -36,6 +36,10 @@ pub enum Permission {
     ManageTokens,
     /// Manage users and organisations.
     ManageUsers,
+    /// Decide where a key's secrets may be sent beyond what its system fixes: a custom
+    /// `base_url` for Shopify or DEAR, a host off the vendor's domain, an `http` key holding
+    /// secrets used with any `url`.
+    DirectSecrets,
 }
 
 impl Role {
@@ -72,6 +76,16 @@ impl Role {
         }
     }
 
+    /// The less privileged of two roles: a token acting for a user holds no more than the user
+    /// does now, so demoting a user demotes their existing tokens too.
+    pub fn lower(self, other: Role) -> Role {
+        if other.rank() < self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
     /// Whether a holder of `self` may hand out a token or user role `other`.
     pub fn can_grant(self, other: Role) -> bool {
         self.rank() >= other.rank() && self.allows(Permission::ManageTokens)
@@ -102,6 +116,8 @@ mod tests {
         assert!(Role::Editor.allows(Permission::WriteStreams));
         assert!(!Role::Editor.allows(Permission::WriteTransformations));
         assert!(!Role::Editor.allows(Permission::Replicate));
+        assert!(Role::Admin.allows(Permission::DirectSecrets));
+        assert!(!Role::Editor.allows(Permission::DirectSecrets));
         assert!(!Role::Viewer.allows(Permission::WriteStreams));
         assert!(Role::Viewer.allows(Permission::Read));
         assert!(!Role::EventViewer.allows(Permission::Read));
@@ -117,5 +133,13 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
+    }
+
+    #[test]
+    fn lower_takes_the_less_privileged_role() {
+        assert_eq!(Role::Admin.lower(Role::Viewer), Role::Viewer);
+        assert_eq!(Role::Viewer.lower(Role::Admin), Role::Viewer);
+        assert_eq!(Role::Owner.lower(Role::Owner), Role::Owner);
+        assert_eq!(Role::Editor.lower(Role::EventViewer), Role::EventViewer);
     }
 }

@@ -138,9 +138,24 @@ impl Store {
         if t.expires_at.is_some_and(|e| e <= Timestamp::now()) {
             return Ok(None);
         }
-        let Some(role) = Role::parse(&t.role) else {
+        let Some(mut role) = Role::parse(&t.role) else {
             return Ok(None);
         };
+        // A token acting for a user holds at most the user's current role: demoting the user
+        // demotes the tokens they already hold.
+        if let Some(user_id) = t.user_id {
+            let user_role: Option<String> = on_pool!(self, pool, Db => {
+                sqlx::query_scalar::<Db, String>("SELECT role FROM users WHERE id = $1 AND org_id = $2")
+                    .bind(user_id)
+                    .bind(t.org_id)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            let Some(user_role) = user_role.as_deref().and_then(Role::parse) else {
+                return Ok(None);
+            };
+            role = role.lower(user_role);
+        }
         Ok(Some(TokenIdentity {
             token_id: t.id,
             org_id: t.org_id,

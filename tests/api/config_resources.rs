@@ -62,8 +62,20 @@ async fn keys_crud(db: Db) {
     let (status, patched) = s
         .patch(
             &format!("/keys/{id}"),
-            json!({"title": "Renamed", "credentials": {"shop_domain": "other.myshopify.com",
+            json!({"title": "Renamed", "credentials": {
                    "access_token": "********", "api_version": "2025-01"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["title"], "Renamed");
+    assert_eq!(patched["credentials"]["api_version"], "2025-01");
+    assert_eq!(patched["credentials"]["access_token"], "********");
+    // Moving the key to another shop takes its secrets again (they would go there).
+    let (status, patched) = s
+        .patch(
+            &format!("/keys/{id}"),
+            json!({"credentials": {"shop_domain": "other.myshopify.com",
+                   "access_token": "shpat_other", "webhook_secret": "whsec_other"}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod access;
 mod binary;
 mod config_resources;
 mod engine;
