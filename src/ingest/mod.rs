@@ -3,9 +3,12 @@
 //! the sender's delivery id, and stored (jobs and events, or the thin records for a worker to
 //! complete) before the answer: 202 means it is durably stored.
 
+pub mod decode;
 pub mod verify;
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -18,7 +21,7 @@ use crate::api::AppState;
 use crate::connectors::{self, http::at_path};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::store::{IngestJob, Ingested, Key, NewJob, Source};
+use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob, Source};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive))
@@ -50,6 +53,7 @@ async fn receive(
     State(state): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let source = state
@@ -137,7 +141,12 @@ async fn receive(
     }
     match state
         .store
-        .ingest(source.id, delivery_id.as_deref(), jobs)
+        .ingest(
+            source.id,
+            delivery_id.as_deref(),
+            jobs,
+            gate.map(|Extension(g)| g),
+        )
         .await?
     {
         Ingested::Created(ids) => {
