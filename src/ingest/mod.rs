@@ -83,7 +83,8 @@ async fn receive(
         state.store.count_rejection(source.id).await?;
         return Err(ApiError::Unverified);
     }
-    let records = match parse_records(&source, &headers, &body) {
+    let limits = decode::DecodeLimits::from(&state.config.ingest);
+    let records = match parse_records(&source, &headers, &body, &limits) {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -216,6 +217,7 @@ fn parse_records(
     source: &Source,
     headers: &HeaderMap,
     body: &[u8],
+    limits: &decode::DecodeLimits,
 ) -> Result<Vec<Value>, ApiError> {
     let format = source
         .params
@@ -224,28 +226,7 @@ fn parse_records(
         .and_then(Value::as_str)
         .unwrap_or("json");
     match format {
-        "csv" => {
-            let mut reader = csv::ReaderBuilder::new().from_reader(body);
-            let names = reader
-                .headers()
-                .map_err(|e| {
-                    ApiError::BadRequest(format!("The CSV header row cannot be read: {e}"))
-                })?
-                .clone();
-            let mut out = Vec::new();
-            for (i, row) in reader.records().enumerate() {
-                let row =
-                    row.map_err(|e| ApiError::BadRequest(format!("CSV line {}: {e}", i + 2)))?;
-                out.push(Value::Object(
-                    names
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(h, v)| (h.to_string(), json!(v)))
-                        .collect(),
-                ));
-            }
-            Ok(out)
-        }
+        "csv" => decode::csv_records(body, limits),
         "xml" | "text" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
