@@ -1637,6 +1637,32 @@ impl Store {
         Ok(jobs)
     }
 
+    /// The events of `org` with these ids, in no particular order (an id of another
+    /// organisation, or of no event, is left out; duplicates are read once). One query per
+    /// thousand ids.
+    pub async fn events_by_id(&self, org: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Event>> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut events = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT * FROM events WHERE org_id = $1 AND id IN ({})",
+                marks.join(", ")
+            );
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, Event>(&sql).bind(org).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            events.extend(found);
+        }
+        Ok(events)
+    }
+
     /// Claims up to `limit` events due for transformation or delivery.
     pub async fn claim_events(
         &self,
