@@ -62,7 +62,7 @@ impl Default for TransformConfig {
     }
 }
 
-/// Webhook ingest.
+/// Webhook ingest, and what one push, upload or bulk replication may bring in.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
