@@ -265,10 +265,14 @@ fn parse_upload(
         .to_ascii_lowercase();
     let records = match ct.as_str() {
         "text/csv" | "application/csv" => crate::ingest::decode::csv_records(body, limits)?,
-        "" | "application/json" => match parse_json::<Value>(body)? {
-            Value::Array(items) => items,
-            other => vec![other],
-        },
+        "" | "application/json" => {
+            let records = match parse_json::<Value>(body)? {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            limits.check_records(body.len(), records.len())?;
+            records
+        }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Uploads of `{other}` are not supported; send application/json (an array of records) or text/csv (a header row, then one row per record)."

@@ -28,24 +28,53 @@ impl From<&IngestConfig> for DecodeLimits {
     }
 }
 
+/// What one record costs beyond its JSON text: its event row (ids, statuses, timestamps, index
+/// entries) and its bookkeeping while it is stored. A list of empty records is cheap to send and
+/// costly to store.
+pub const RECORD_OVERHEAD: u64 = 128;
+
+/// What any body's records may take, however small the body: a ping of `{}` is no threat.
+const BUDGET_FLOOR: u64 = 64 * 1024;
+
 impl DecodeLimits {
     /// Most bytes the records of a body of `body_len` bytes may take.
     pub fn budget(&self, body_len: usize) -> u64 {
         (body_len as u64)
             .saturating_mul(self.max_ratio)
+            .max(BUDGET_FLOOR)
             .min(self.max_bytes)
+    }
+
+    /// Refuses `count` records decoded from a body of `body_len` bytes (JSON: each record is part
+    /// of the body's text) when, with what each record costs, they would take past the budget.
+    pub fn check_records(&self, body_len: usize, count: usize) -> Result<(), ApiError> {
+        let size = (body_len as u64).saturating_add((count as u64).saturating_mul(RECORD_OVERHEAD));
+        if size > self.budget(body_len) {
+            return Err(self.too_large(body_len, &format!("the body's {count} records")));
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, body_len: usize, what: &str) -> ApiError {
+        ApiError::PayloadTooLarge(format!(
+            "Stored, {what} would take more than {} bytes (about {RECORD_OVERHEAD} bytes a record besides its data; at most {} times the body's {body_len} bytes and at most {} bytes: ingest.max_decoded_ratio, ingest.max_decoded_bytes). Send fewer, larger records per request, or split the body.",
+            self.budget(body_len),
+            self.max_ratio,
+            self.max_bytes
+        ))
     }
 }
 
-/// Bytes of JSON text one record of these cells takes: the braces, and per cell its quoted name,
-/// the colon, its quoted value and a comma (escapes not counted, so this never overstates).
+/// Bytes one record of these cells takes: its JSON text (the braces, and per cell its quoted
+/// name, the colon, its quoted value and a comma; escapes not counted, so this never
+/// overstates) and what any record costs.
 fn record_size(names: &csv::StringRecord, row: &csv::StringRecord) -> u64 {
     let cells: usize = names
         .iter()
         .zip(row.iter())
         .map(|(n, v)| n.len() + v.len() + 6)
         .sum();
-    2 + cells as u64
+    2 + cells as u64 + RECORD_OVERHEAD
 }
 
 /// The records of a CSV body: one object per row after the header row, keyed by column name.
@@ -98,12 +127,10 @@ pub fn csv_records(body: &[u8], limits: &DecodeLimits) -> Result<Vec<Value>, Api
         }
         size += record_size(&names, &row);
         if size > budget {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "The CSV's records would take more than {budget} bytes once decoded (at most {} times the body's {} bytes and at most {} bytes: ingest.max_decoded_ratio, ingest.max_decoded_bytes), since every record repeats every column name. Shorten the column names, drop empty columns, or send the rows in several smaller files.",
-                limits.max_ratio,
+            return Err(limits.too_large(
                 body.len(),
-                limits.max_bytes
-            )));
+                "the CSV's rows (each repeating every column name)",
+            ));
         }
         let record: Map<String, Value> = names
             .iter()
@@ -162,13 +189,27 @@ mod tests {
         let e = csv_records(body.as_bytes(), &limits()).unwrap_err();
         assert_eq!(e.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
         assert!(e.to_string().contains("max_decoded_ratio"), "{e}");
+        let rows = "a,b\n".to_string() + &"1,2\n".repeat(200);
+        assert!(csv_records(rows.as_bytes(), &limits()).is_ok());
         let tight = DecodeLimits {
             max_bytes: 1024,
             ..limits()
         };
-        let rows = "a,b\n".to_string() + &"1,2\n".repeat(200);
-        assert!(csv_records(rows.as_bytes(), &limits()).is_ok());
         let e = csv_records(rows.as_bytes(), &tight).unwrap_err();
         assert!(e.to_string().contains("max_decoded_bytes"), "{e}");
+        // Ten thousand rows of small cells are ordinary.
+        let rows = "sku,qty\n".to_string() + &"AB-1234,12\n".repeat(10_000);
+        assert!(csv_records(rows.as_bytes(), &limits()).is_ok());
+    }
+
+    #[test]
+    fn many_empty_records_cost_more_than_their_bytes() {
+        let l = limits();
+        assert!(l.check_records(2, 1).is_ok(), "a ping of {{}}");
+        let body = format!("[{}{{}}]", "{},".repeat(99_999));
+        let e = l.check_records(body.len(), 100_000).unwrap_err();
+        assert!(e.to_string().contains("100000 records"), "{e}");
+        let orders = 2_000 * 400;
+        assert!(l.check_records(orders, 2_000).is_ok());
     }
 }

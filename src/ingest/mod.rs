@@ -241,13 +241,17 @@ fn parse_records(
                 .get("records_path")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            match at_path(&doc, path) {
-                Some(Value::Array(items)) => Ok(items.clone()),
-                Some(one) if path.is_empty() => Ok(vec![one.clone()]),
-                _ => Err(ApiError::BadRequest(format!(
-                    "The body has no list at `{path}` (the source's records_path)."
-                ))),
-            }
+            let records = match at_path(&doc, path) {
+                Some(Value::Array(items)) => items.clone(),
+                Some(one) if path.is_empty() => vec![one.clone()],
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "The body has no list at `{path}` (the source's records_path)."
+                    )))
+                }
+            };
+            limits.check_records(body.len(), records.len())?;
+            Ok(records)
         }
     }
 }

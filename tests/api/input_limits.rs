@@ -124,6 +124,69 @@ async fn csv_bodies_cannot_multiply_into_records(db: Db) {
     assert_eq!(r["event_ids"].as_array().unwrap().len(), 300);
 }
 
+/// A list of empty records costs little to send and much to store (an event each).
+async fn json_bodies_of_many_empty_records_are_refused(db: Db) {
+    let (_env, s) = start(db).await;
+    let hook = json_hook(&s).await;
+    let (_, stream) = csv_stream(&s).await;
+    let empties = format!("[{}{{}}]", "{},".repeat(99_999));
+    let (status, p) = read(
+        s.client
+            .post(s.url(&hook))
+            .header("content-type", "application/json")
+            .body(empties.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("100000 records"),
+        "{p}"
+    );
+    let (status, p) = send(
+        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
+            .header("content-type", "application/json")
+            .body(empties),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.max_decoded_ratio"),
+        "{p}"
+    );
+    let (_, page) = s.get("/jobs").await;
+    assert_eq!(page["items"], json!([]), "nothing was stored: {page}");
+
+    // A ping of an empty object, and records of ordinary size, are fine.
+    let (status, p) = read(
+        s.client
+            .post(s.url(&hook))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{p}");
+    let records: Vec<Value> = (0..2000)
+        .map(|i| json!({"sku": format!("SKU-{i}"), "qty": i % 7}))
+        .collect();
+    let (status, out) = send(
+        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
+            .header("content-type", "application/json")
+            .body(Value::Array(records).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    assert_eq!(out["event_ids"].as_array().unwrap().len(), 2000);
+}
+
 /// A webhook source taking JSON pushes with an `Idempotency-Key`, and its stream.
 async fn json_hook(s: &Server) -> String {
     let source = s
@@ -580,6 +643,7 @@ async fn every_body_too_large_is_a_problem(db: Db) {
 
 both_stores!(
     csv_bodies_cannot_multiply_into_records,
+    json_bodies_of_many_empty_records_are_refused,
     a_storage_outage_fails_pushes_promptly,
     a_push_answered_503_is_never_committed,
     bulk_replication_is_bounded_and_paged,
