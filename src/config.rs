@@ -62,19 +62,37 @@ impl Default for TransformConfig {
     }
 }
 
-/// Webhook ingest.
+/// Webhook ingest, and what one push, upload or bulk replication may bring in.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// How long a sender's delivery id is remembered: a repeat within this window is
     /// acknowledged without a second job. Shopify retries for 4 hours; the default is a week.
     pub dedup_retention_hours: u64,
+    /// Most columns a CSV push or upload may have; a wider header row is refused (422).
+    pub csv_max_columns: usize,
+    /// Longest CSV column name, in bytes; a longer one is refused (422). Every record repeats
+    /// every column name, so long names multiply what one upload stores.
+    pub csv_max_header_bytes: usize,
+    /// How many times its body's size the records of one push or upload may take once decoded
+    /// (a CSV row becomes a JSON object naming every column); past it the body is refused (413).
+    pub max_decoded_ratio: u64,
+    /// Most bytes the decoded records of one push or upload may take, whatever the ratio allows
+    /// (413 past it).
+    pub max_decoded_bytes: u64,
+    /// Most ids one `POST /events/replicate` may list (422 past it).
+    pub replicate_max_ids: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             dedup_retention_hours: 168,
+            csv_max_columns: 500,
+            csv_max_header_bytes: 256,
+            max_decoded_ratio: 32,
+            max_decoded_bytes: 64 * 1024 * 1024,
+            replicate_max_ids: 1000,
         }
     }
 }
@@ -308,6 +326,21 @@ impl Config {
         }
         if self.ingest.dedup_retention_hours == 0 {
             return bad("ingest.dedup_retention_hours", "must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.ingest.csv_max_columns) {
+            return bad("ingest.csv_max_columns", "must be between 1 and 100000");
+        }
+        if !(1..=65_536).contains(&self.ingest.csv_max_header_bytes) {
+            return bad("ingest.csv_max_header_bytes", "must be between 1 and 65536");
+        }
+        if !(1..=1024).contains(&self.ingest.max_decoded_ratio) {
+            return bad("ingest.max_decoded_ratio", "must be between 1 and 1024");
+        }
+        if self.ingest.max_decoded_bytes < 1024 {
+            return bad("ingest.max_decoded_bytes", "must be at least 1024");
+        }
+        if !(1..=10_000).contains(&self.ingest.replicate_max_ids) {
+            return bad("ingest.replicate_max_ids", "must be between 1 and 10000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter such as `info`");

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Counters of this process.
 #[derive(Default)]
 pub struct Metrics {
-    http: Mutex<BTreeMap<(String, String, u16), HttpStat>>,
+    http: Mutex<BTreeMap<(&'static str, String, u16), HttpStat>>,
     webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Records transformed: (ok count, failed count, seconds spent).
     transforms: Mutex<(u64, u64, f64)>,
@@ -21,11 +21,9 @@ struct HttpStat {
 }
 
 impl Metrics {
-    pub fn record_http(&self, method: &str, route: &str, status: u16, took: Duration) {
+    pub fn record_http(&self, method: &'static str, route: &str, status: u16, took: Duration) {
         let mut map = self.http.lock().unwrap_or_else(|e| e.into_inner());
-        let stat = map
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default();
+        let stat = map.entry((method, route.to_string(), status)).or_default();
         stat.count += 1;
         stat.seconds += took.as_secs_f64();
     }
@@ -104,6 +102,35 @@ impl Metrics {
     }
 }
 
+/// The metrics label of a request method: the standard methods by name, any other as `OTHER`,
+/// so that a client inventing methods cannot add series without end.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("OTHER")
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"FROBNICATE").unwrap()),
+            "OTHER"
+        );
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "OTHER");
+    }
 }

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::http::StatusCode;
 
@@ -479,6 +479,9 @@ pub struct Replicated {
 /// Most events one bulk replication takes; narrow the filter for more.
 const MAX_BULK: u32 = 10_000;
 
+/// Events read at once while replicating by filter.
+const PAGE: u32 = 500;
+
 #[utoipa::path(post, path = "/events/replicate", tag = "events", request_body = ReplicateManyIn,
     responses((status = 202, body = Replicated), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn replicate_many(
@@ -487,20 +490,38 @@ async fn replicate_many(
     ApiJson(input): ApiJson<ReplicateManyIn>,
 ) -> Result<(StatusCode, Json<Replicated>), ApiError> {
     auth.require(Permission::Replicate)?;
-    let mut originals = Vec::new();
+    let mut pairs = Vec::new();
     if !input.event_ids.is_empty() {
+        let max = state.config.ingest.replicate_max_ids;
+        if input.event_ids.len() > max {
+            return Err(ApiError::invalid(
+                "event_ids",
+                format!(
+                    "lists {} ids; at most {max} are taken at once (ingest.replicate_max_ids). Send them in several requests, or use a filter.",
+                    input.event_ids.len()
+                ),
+            ));
+        }
+        let found: HashMap<Uuid, Event> = state
+            .store
+            .events_by_id(auth.org_id, &input.event_ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
         for id in &input.event_ids {
-            let e = state
-                .store
-                .get::<Event>(auth.org_id, *id)
-                .await
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "event_ids",
-                        format!("{id} names no event of your organisation"),
-                    )
-                })?;
-            originals.push(e);
+            let e = found.get(id).ok_or_else(|| {
+                ApiError::invalid(
+                    "event_ids",
+                    format!("{id} names no event of your organisation"),
+                )
+            })?;
+            let payload = e
+                .payload_in
+                .as_ref()
+                .map(|j| j.0.clone())
+                .unwrap_or(Value::Null);
+            pairs.push((e.clone(), payload));
         }
     } else {
         let filters = event_filters(&input.filter)?;
@@ -510,31 +531,34 @@ async fn replicate_many(
                 "give at least one filter (e.g. status and stream_id) or event_ids; replicating everything is refused",
             ));
         }
-        let q = crate::store::ListQuery {
-            filters,
-            after: None,
-            limit: MAX_BULK + 1,
-            desc: false,
-        };
-        originals = state.store.list::<Event>(auth.org_id, &q).await?.items;
-        if originals.len() > MAX_BULK as usize {
-            return Err(ApiError::invalid(
-                "filter",
-                format!("matches more than {MAX_BULK} events; narrow it (e.g. by created_before)"),
-            ));
+        // Page by page, keeping of each event only what its replica needs.
+        let mut after = None;
+        loop {
+            let q = crate::store::ListQuery {
+                filters: filters.clone(),
+                after,
+                limit: PAGE,
+                desc: false,
+            };
+            let page = state.store.list::<Event>(auth.org_id, &q).await?;
+            for mut e in page.items {
+                if pairs.len() == MAX_BULK as usize {
+                    return Err(ApiError::invalid(
+                        "filter",
+                        format!("matches more than {MAX_BULK} events; narrow it (e.g. by created_before)"),
+                    ));
+                }
+                let payload = e.payload_in.take().map(|j| j.0).unwrap_or(Value::Null);
+                e.payload_out = None;
+                e.transform_logs = None;
+                pairs.push((e, payload));
+            }
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => break,
+            }
         }
     }
-    let pairs = originals
-        .into_iter()
-        .map(|e| {
-            let p = e
-                .payload_in
-                .as_ref()
-                .map(|j| j.0.clone())
-                .unwrap_or(Value::Null);
-            (e, p)
-        })
-        .collect::<Vec<_>>();
     let replicated = pairs.len();
     let made = if pairs.is_empty() {
         Vec::new()

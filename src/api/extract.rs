@@ -83,6 +83,21 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The body size limit in force, put on each request for the extractors to name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// The 413 of a body over the limit.
+pub fn too_large(limit: Option<BodyLimit>) -> ApiError {
+    let size = match limit {
+        Some(BodyLimit(n)) => format!("the {n} bytes"),
+        None => "what".into(),
+    };
+    ApiError::PayloadTooLarge(format!(
+        "The request body is larger than {size} this server accepts (http.body_limit_bytes); send a smaller body, or split it into several requests."
+    ))
+}
+
 /// A JSON body. Malformed JSON is 400; JSON of the wrong shape is 422 naming the field;
 /// a body over the limit is 413.
 pub struct ApiJson<T>(pub T);
@@ -91,12 +106,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = req.extensions().get::<BodyLimit>().copied();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(
-                    "The request body is larger than this server accepts (http.body_limit_bytes)."
-                        .into(),
-                )
+                too_large(limit)
             } else {
                 ApiError::BadRequest(format!("Could not read the request body: {e}"))
             }
@@ -279,14 +292,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(
-                    "The request body is larger than this server accepts (http.body_limit_bytes).".into(),
-                )
-            } else {
-                ApiError::BadRequest(format!("Could not read the request body: {e}"))
-            }
-        })
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large(limit)
+                } else {
+                    ApiError::BadRequest(format!("Could not read the request body: {e}"))
+                }
+            })
     }
 }

@@ -252,7 +252,11 @@ pub struct AcceptedEvents {
 }
 
 /// Records of an uploaded file: a JSON array (or one object), or CSV with a header row.
-fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<Value>, ApiError> {
+fn parse_upload(
+    content_type: &str,
+    body: &[u8],
+    limits: &crate::ingest::decode::DecodeLimits,
+) -> Result<Vec<Value>, ApiError> {
     let ct = content_type
         .split(';')
         .next()
@@ -260,30 +264,15 @@ fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<Value>, ApiError>
         .trim()
         .to_ascii_lowercase();
     let records = match ct.as_str() {
-        "text/csv" | "application/csv" => {
-            let mut reader = csv::ReaderBuilder::new().from_reader(body);
-            let headers = reader
-                .headers()
-                .map_err(|e| ApiError::BadRequest(format!("The CSV header row cannot be read: {e}")))?
-                .clone();
-            let mut out = Vec::new();
-            for (i, row) in reader.records().enumerate() {
-                let row = row.map_err(|e| {
-                    ApiError::BadRequest(format!("CSV line {}: {e}; every row needs as many columns as the header.", i + 2))
-                })?;
-                let obj: serde_json::Map<String, Value> = headers
-                    .iter()
-                    .zip(row.iter())
-                    .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
-                    .collect();
-                out.push(Value::Object(obj));
-            }
-            out
+        "text/csv" | "application/csv" => crate::ingest::decode::csv_records(body, limits)?,
+        "" | "application/json" => {
+            let records = match parse_json::<Value>(body)? {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            limits.check_records(body.len(), records.len())?;
+            records
         }
-        "" | "application/json" => match parse_json::<Value>(body)? {
-            Value::Array(items) => items,
-            other => vec![other],
-        },
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Uploads of `{other}` are not supported; send application/json (an array of records) or text/csv (a header row, then one row per record)."
@@ -312,7 +301,8 @@ async fn upload(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let records = parse_upload(content_type, &body)?;
+    let limits = crate::ingest::decode::DecodeLimits::from(&state.config.ingest);
+    let records = parse_upload(content_type, &body, &limits)?;
     let (stream, path) = open_stream(&state, &auth, id).await?;
     let (job, event_ids) = state
         .store

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -13,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::extract::{ApiJson, ApiQuery, Errors, IdPath, RawBody};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -98,12 +97,40 @@ async fn out(state: &AppState, t: LookupTable) -> Result<LookupTableOut, ApiErro
     })
 }
 
+/// Longest key, in bytes.
+const MAX_KEY_BYTES: usize = 500;
+
+fn key_ok(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
+}
+
 fn check_entries(entries: &BTreeMap<String, String>, errors: &mut Errors) {
-    for key in entries.keys() {
-        if key.is_empty() || key.len() > 500 {
-            errors.add("entries", "keys must be 1 to 500 bytes");
-            break;
-        }
+    if !entries.keys().all(|k| key_ok(k)) {
+        errors.add("entries", "keys must be 1 to 500 bytes");
+    }
+}
+
+/// Characters that make a spreadsheet read a cell as a formula.
+fn formula_like(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+/// A cell as downloaded: one a spreadsheet would run as a formula is kept as text by a
+/// leading `'`.
+fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if formula_like(cell) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// A cell as uploaded: the `'` a download put before a formula-like cell is taken off again,
+/// so that a downloaded table uploads unchanged.
+fn restore(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if formula_like(rest) => rest,
+        _ => cell,
     }
 }
 
@@ -314,7 +341,7 @@ async fn download_csv(
     };
     write(&mut w, "key", "value")?;
     for (k, v) in &rows {
-        write(&mut w, k, v)?;
+        write(&mut w, &neutralise(k), &neutralise(v))?;
     }
     let body = w
         .into_inner()
@@ -333,13 +360,13 @@ async fn download_csv(
 
 #[utoipa::path(put, path = "/lookup-tables/{id}/csv", tag = "lookup-tables", params(CsvParams),
     request_body(content = String, content_type = "text/csv", description = "`key,value` rows after a header row"),
-    responses((status = 200, body = LookupTableOut), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = LookupTableOut), (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 async fn upload_csv(
     State(state): State<AppState>,
     auth: Auth,
     IdPath(id): IdPath,
     ApiQuery(params): ApiQuery<CsvParams>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<LookupTableOut>, ApiError> {
     auth.require(Permission::WriteTransformations)?;
     let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
@@ -372,13 +399,33 @@ fn parse_csv(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
                 record.len()
             )));
         }
-        let key = record[0].to_string();
-        if key.is_empty() {
-            return Err(ApiError::BadRequest(format!(
-                "CSV line {line} has an empty key."
-            )));
+        let key = restore(&record[0]);
+        if !key_ok(key) {
+            return Err(ApiError::invalid(
+                "body",
+                format!(
+                    "CSV line {line}: keys must be 1 to {MAX_KEY_BYTES} bytes (this one has {})",
+                    key.len()
+                ),
+            ));
         }
-        entries.push((key, record[1].to_string()));
+        entries.push((key.to_string(), restore(&record[1]).to_string()));
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_download_as_text_and_upload_unchanged() {
+        for cell in ["=1+1", "+44", "-5", "@SUM(A1)", "\tx", "\rx"] {
+            let out = neutralise(cell);
+            assert_eq!(out, format!("'{cell}"));
+            assert_eq!(restore(&out), cell);
+        }
+        assert_eq!(neutralise("SKU-1"), "SKU-1");
+        assert_eq!(restore("'quoted"), "'quoted");
+    }
 }

@@ -136,22 +136,50 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Counts every request by route and status, and bounds how long a handler may take.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+///
+/// A request that times out is answered 503 only if nothing it wrote can still commit: a
+/// handler that passes the request's [`crate::store::CommitGate`] to a write whose COMMIT is
+/// already under way is answered by that commit instead.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = crate::metrics::method_label(req.method());
     let started = Instant::now();
     let limit = Duration::from_secs(state.config.http.request_timeout_seconds);
-    let res = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => ApiError::Unavailable.into_response(),
+    let limit_of_bodies = extract::BodyLimit(state.config.http.body_limit_bytes);
+    req.extensions_mut().insert(limit_of_bodies);
+    let gate = Arc::new(crate::store::CommitGate::default());
+    req.extensions_mut().insert(gate.clone());
+    let handler = next.run(req);
+    tokio::pin!(handler);
+    let res = tokio::select! {
+        res = &mut handler => res,
+        _ = tokio::time::sleep(limit) => {
+            if gate.abandon() {
+                ApiError::Unavailable.into_response()
+            } else {
+                handler.await
+            }
+        }
+    };
+    // Body limits are enforced by extractors that answer in plain text; every 413 is a problem.
+    let res = if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem(&res) {
+        extract::too_large(Some(limit_of_bodies)).into_response()
+    } else {
+        res
     };
     let status = res.status();
     state
         .metrics
-        .record_http(&method, &route, status.as_u16(), started.elapsed());
+        .record_http(method, &route, status.as_u16(), started.elapsed());
     res
+}
+
+fn is_problem(res: &Response) -> bool {
+    res.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
 }

@@ -3,9 +3,12 @@
 //! the sender's delivery id, and stored (jobs and events, or the thin records for a worker to
 //! complete) before the answer: 202 means it is durably stored.
 
+pub mod decode;
 pub mod verify;
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -18,7 +21,7 @@ use crate::api::AppState;
 use crate::connectors::{self, http::at_path};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::store::{IngestJob, Ingested, Key, NewJob, Source};
+use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob, Source};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive))
@@ -50,6 +53,7 @@ async fn receive(
     State(state): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let source = state
@@ -79,7 +83,8 @@ async fn receive(
         state.store.count_rejection(source.id).await?;
         return Err(ApiError::Unverified);
     }
-    let records = match parse_records(&source, &headers, &body) {
+    let limits = decode::DecodeLimits::from(&state.config.ingest);
+    let records = match parse_records(&source, &headers, &body, &limits) {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -137,7 +142,12 @@ async fn receive(
     }
     match state
         .store
-        .ingest(source.id, delivery_id.as_deref(), jobs)
+        .ingest(
+            source.id,
+            delivery_id.as_deref(),
+            jobs,
+            gate.map(|Extension(g)| g),
+        )
         .await?
     {
         Ingested::Created(ids) => {
@@ -207,6 +217,7 @@ fn parse_records(
     source: &Source,
     headers: &HeaderMap,
     body: &[u8],
+    limits: &decode::DecodeLimits,
 ) -> Result<Vec<Value>, ApiError> {
     let format = source
         .params
@@ -215,28 +226,7 @@ fn parse_records(
         .and_then(Value::as_str)
         .unwrap_or("json");
     match format {
-        "csv" => {
-            let mut reader = csv::ReaderBuilder::new().from_reader(body);
-            let names = reader
-                .headers()
-                .map_err(|e| {
-                    ApiError::BadRequest(format!("The CSV header row cannot be read: {e}"))
-                })?
-                .clone();
-            let mut out = Vec::new();
-            for (i, row) in reader.records().enumerate() {
-                let row =
-                    row.map_err(|e| ApiError::BadRequest(format!("CSV line {}: {e}", i + 2)))?;
-                out.push(Value::Object(
-                    names
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(h, v)| (h.to_string(), json!(v)))
-                        .collect(),
-                ));
-            }
-            Ok(out)
-        }
+        "csv" => decode::csv_records(body, limits),
         "xml" | "text" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
@@ -251,13 +241,17 @@ fn parse_records(
                 .get("records_path")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            match at_path(&doc, path) {
-                Some(Value::Array(items)) => Ok(items.clone()),
-                Some(one) if path.is_empty() => Ok(vec![one.clone()]),
-                _ => Err(ApiError::BadRequest(format!(
-                    "The body has no list at `{path}` (the source's records_path)."
-                ))),
-            }
+            let records = match at_path(&doc, path) {
+                Some(Value::Array(items)) => items.clone(),
+                Some(one) if path.is_empty() => vec![one.clone()],
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "The body has no list at `{path}` (the source's records_path)."
+                    )))
+                }
+            };
+            limits.check_records(body.len(), records.len())?;
+            Ok(records)
         }
     }
 }

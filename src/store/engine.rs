@@ -475,7 +475,12 @@ pub(super) struct Planned {
 impl super::writer::Batch for Planned {
     type Answer = bool;
     const MAX: usize = 128;
-    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, bool> {
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+        // Event changes carry no gates: a worker's change commits whatever became of it.
+        _: &'a [Option<std::sync::Arc<super::writer::CommitGate>>],
+    ) -> super::writer::Committing<'a, bool> {
         Box::pin(store.change_together(items))
     }
 }
@@ -483,8 +488,12 @@ impl super::writer::Batch for Planned {
 impl super::writer::Batch for Push {
     type Answer = Ingested;
     const MAX: usize = 256;
-    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> super::writer::Committing<'a, Ingested> {
-        Box::pin(store.ingest_together(items))
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+        gates: &'a [Option<std::sync::Arc<super::writer::CommitGate>>],
+    ) -> super::writer::Committing<'a, Ingested> {
+        Box::pin(store.ingest_together(items, gates))
     }
 }
 
@@ -794,12 +803,14 @@ impl Store {
     ///
     /// Pushes arriving together are committed together (group commit, see
     /// [`super::writer`]): one transaction and one multi-row insert per table for all of them,
-    /// and every caller is answered only after that commit.
+    /// and every caller is answered only after that commit. With the request's `gate`, the push
+    /// is never committed once its request has given up (see [`super::writer`]).
     pub async fn ingest(
         &self,
         source_id: Uuid,
         delivery_id: Option<&str>,
         jobs: Vec<IngestJob>,
+        gate: Option<std::sync::Arc<super::writer::CommitGate>>,
     ) -> StoreResult<Ingested> {
         let now = Timestamp::now();
         let mut rows = Rows::default();
@@ -820,11 +831,15 @@ impl Store {
             ids,
             rows,
         };
-        self.shared.pushes.submit(self, push).await
+        self.shared.pushes.submit(self, push, gate).await
     }
 
     /// Commits pushes in one transaction; one answer per push, in order.
-    pub(super) async fn ingest_together(&self, pushes: &[Push]) -> StoreResult<Vec<Ingested>> {
+    pub(super) async fn ingest_together(
+        &self,
+        pushes: &[Push],
+        gates: &[Option<std::sync::Arc<super::writer::CommitGate>>],
+    ) -> StoreResult<Vec<Ingested>> {
         let now = Timestamp::now();
         // A delivery id seen twice in one batch: the later push is a duplicate of the first.
         let mut first: std::collections::HashMap<(Uuid, &str), usize> = Default::default();
@@ -894,6 +909,7 @@ impl Store {
                 }
                 notify_work!(self, Db, tx);
             }
+            super::writer::enter_commit(gates)?;
             tx.commit().await?;
             answers
         });
@@ -1621,6 +1637,32 @@ impl Store {
         Ok(jobs)
     }
 
+    /// The events of `org` with these ids, in no particular order (an id of another
+    /// organisation, or of no event, is left out; duplicates are read once). One query per
+    /// thousand ids.
+    pub async fn events_by_id(&self, org: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Event>> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut events = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT * FROM events WHERE org_id = $1 AND id IN ({})",
+                marks.join(", ")
+            );
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, Event>(&sql).bind(org).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            events.extend(found);
+        }
+        Ok(events)
+    }
+
     /// Claims up to `limit` events due for transformation or delivery.
     pub async fn claim_events(
         &self,
@@ -1662,7 +1704,7 @@ impl Store {
         attempt: Option<NewAttempt>,
     ) -> StoreResult<bool> {
         let planned = plan_change(ev, token, change, attempt, Timestamp::now());
-        self.shared.changes.submit(self, planned).await
+        self.shared.changes.submit(self, planned, None).await
     }
 
     /// Commits planned changes in one transaction; whether each changed its event.

@@ -32,6 +32,7 @@ pub use engine::{
 pub use records::*;
 pub use resources::{ListPage, ListQuery, Record};
 pub use tenancy::{Bootstrap, TokenIdentity};
+pub use writer::CommitGate;
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

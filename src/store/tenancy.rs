@@ -5,6 +5,9 @@ use uuid::Uuid;
 use super::{on_pool, ApiToken, Organisation, Store, StoreError, StoreResult, Transformation};
 use crate::domain::{Role, Timestamp};
 
+/// Lookup entries one INSERT writes (two bound values each).
+const LOOKUP_ROWS_PER_INSERT: usize = 500;
+
 /// Who a valid token speaks for.
 #[derive(Debug, Clone)]
 pub struct TokenIdentity {
@@ -205,8 +208,9 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts or replaces entries of a lookup table; with `replace`, other entries are removed
-    /// in the same transaction (a CSV upload that is the whole table).
+    /// Inserts or replaces entries of a lookup table (the last of a repeated key wins), many rows
+    /// a statement; with `replace`, other entries are removed in the same transaction (a CSV
+    /// upload that is the whole table).
     pub async fn put_lookup_entries(
         &self,
         table_id: Uuid,
@@ -221,16 +225,27 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            // Many rows a statement; a key twice in one statement would be refused by
+            // Postgres, so the last of a key wins before.
+            let mut unique: std::collections::BTreeMap<&str, &str> = Default::default();
             for (key, value) in entries {
-                sqlx::query::<Db>(
-                    "INSERT INTO lookup_entries (table_id, key, value) VALUES ($1, $2, $3) \
+                unique.insert(key, value);
+            }
+            let unique: Vec<(&str, &str)> = unique.into_iter().collect();
+            for chunk in unique.chunks(LOOKUP_ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO lookup_entries (table_id, key, value) VALUES {} \
                      ON CONFLICT (table_id, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(table_id)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+                    rows.join(", ")
+                );
+                let mut q = sqlx::query::<Db>(&sql).bind(table_id).persistent(false);
+                for (key, value) in chunk {
+                    q = q.bind(*key).bind(*value);
+                }
+                q.execute(&mut *tx).await?;
             }
             sqlx::query::<Db>(TOUCH_LOOKUP_TABLE)
                 .bind(table_id)

@@ -4,9 +4,16 @@
 //! table where the rows allow. While a batch commits, the next one gathers, so a busy server
 //! makes batches larger rather than queues longer; a lone write goes at once, with nothing to
 //! wait for. Used for webhook pushes and for event status changes.
+//!
+//! When storage is unavailable the whole batch fails at once (every caller is told 503 without
+//! waiting for a connection write by write). A write may carry its request's [`CommitGate`]:
+//! a request that gave up (timed out, answered 503) before its write reached COMMIT makes the
+//! transaction roll back, and the others commit without it; one whose COMMIT is under way is
+//! answered by that commit, not by a 503.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -21,11 +28,82 @@ pub(super) trait Batch: Send + Sync + Sized + 'static {
     type Answer: Send + 'static;
     /// Most writes in one transaction.
     const MAX: usize;
-    /// Commits `items` in one transaction; one answer per item, in order.
-    fn commit<'a>(store: &'a Store, items: &'a [Self]) -> Committing<'a, Self::Answer>;
+    /// Commits `items` in one transaction; one answer per item, in order. Calls
+    /// [`enter_commit`] with `gates` right before COMMIT.
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+        gates: &'a [Option<Arc<CommitGate>>],
+    ) -> Committing<'a, Self::Answer>;
 }
 
-type Queued<B> = (B, oneshot::Sender<StoreResult<<B as Batch>::Answer>>);
+type Queued<B> = (
+    B,
+    Option<Arc<CommitGate>>,
+    oneshot::Sender<StoreResult<<B as Batch>::Answer>>,
+);
+
+/// Decides, once, whether a request is answered by its write's commit or by giving up: whichever
+/// comes first, the writer reaching COMMIT or the request's timeout, holds.
+#[derive(Debug, Default)]
+pub struct CommitGate(AtomicU8);
+
+const OPEN: u8 = 0;
+const COMMITTING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl CommitGate {
+    /// The request gives up. True when nothing of it can commit any more (answer 503); false
+    /// when its COMMIT is under way, so the commit's outcome must be awaited and answered.
+    pub fn abandon(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(OPEN, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == ABANDONED,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == ABANDONED
+    }
+}
+
+/// Called right before COMMIT: marks every gated write as committing, or, when a request has
+/// already given up, none of them, and fails so that the transaction rolls back (the writer
+/// then commits the others again without that write). A write already marked (its batch's
+/// COMMIT failed, and it is tried again) stays marked: its request awaits the outcome.
+pub(super) fn enter_commit(gates: &[Option<Arc<CommitGate>>]) -> StoreResult<()> {
+    let mut entered = Vec::new();
+    for gate in gates.iter().flatten() {
+        match gate
+            .0
+            .compare_exchange(OPEN, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => entered.push(gate),
+            Err(COMMITTING) => {}
+            Err(_) => {
+                for gate in entered {
+                    let _ = gate.0.compare_exchange(
+                        COMMITTING,
+                        OPEN,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+                return Err(gave_up());
+            }
+        }
+    }
+    Ok(())
+}
+
+const GAVE_UP: &str = "the request gave up before its write committed";
+
+fn gave_up() -> StoreError {
+    StoreError::Unavailable(GAVE_UP.into())
+}
 
 /// The queue in front of one kind of write, its writers started with the first write.
 pub(super) struct Queue<B: Batch> {
@@ -47,12 +125,21 @@ impl<B: Batch> std::fmt::Debug for Queue<B> {
 }
 
 impl<B: Batch> Queue<B> {
-    /// Queues `item` and waits for its commit.
-    pub(super) async fn submit(&self, store: &Store, item: B) -> StoreResult<B::Answer> {
+    /// Queues `item` and waits for its commit. With a `gate`, the write commits only if its
+    /// request has not given up by then.
+    pub(super) async fn submit(
+        &self,
+        store: &Store,
+        item: B,
+        gate: Option<Arc<CommitGate>>,
+    ) -> StoreResult<B::Answer> {
         let queue = self.queue.get_or_init(|| start::<B>(store));
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store's writer stopped".into());
-        queue.send((item, reply)).await.map_err(|_| stopped())?;
+        queue
+            .send((item, gate, reply))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -91,12 +178,38 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
                         }
                     }
                 }
-                let (items, replies): (Vec<B>, Vec<_>) = batch.into_iter().unzip();
-                let answers = commit(&store, &items).await;
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // A caller that went away (its client hung up) is still committed; a
-                    // webhook sender's retry is then answered as a duplicate.
-                    let _ = reply.send(answer);
+                // A caller that went away without a gate (its client hung up) is still
+                // committed; a webhook sender's retry is then answered as a duplicate.
+                let (mut items, mut gates, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+                for (item, gate, reply) in batch {
+                    if gate.as_ref().is_some_and(|g| g.abandoned()) {
+                        let _ = reply.send(Err(gave_up()));
+                        continue;
+                    }
+                    items.push(item);
+                    gates.push(gate);
+                    replies.push(reply);
+                }
+                while !items.is_empty() {
+                    let answers = commit(&store, &items, &gates).await;
+                    let (mut again, mut again_gates, mut again_replies) =
+                        (Vec::new(), Vec::new(), Vec::new());
+                    for (((item, gate), reply), answer) in
+                        items.into_iter().zip(gates).zip(replies).zip(answers)
+                    {
+                        match answer {
+                            // Rolled back because another request of the batch gave up.
+                            Err(Retry) => {
+                                again.push(item);
+                                again_gates.push(gate);
+                                again_replies.push(reply);
+                            }
+                            Ok(answer) => {
+                                let _ = reply.send(answer);
+                            }
+                        }
+                    }
+                    (items, gates, replies) = (again, again_gates, again_replies);
                 }
             }
         });
@@ -104,24 +217,91 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
     queue
 }
 
-/// Commits `items` together; when that fails and there were several, each is committed alone,
-/// so that one write's problem is never another's.
-async fn commit<B: Batch>(store: &Store, items: &[B]) -> Vec<StoreResult<B::Answer>> {
-    match B::commit(store, items).await {
-        Ok(answers) => answers.into_iter().map(Ok).collect(),
-        Err(e) if items.len() == 1 => vec![Err(e)],
+/// A write to commit again: its batch rolled back for another write's sake.
+struct Retry;
+
+/// Commits `items` together. When storage is unavailable, every write fails at once; when a
+/// request gave up, its write fails and the others are to be committed again; when one write's
+/// data fails the batch, each is committed alone, so that one write's problem is never another's.
+async fn commit<B: Batch>(
+    store: &Store,
+    items: &[B],
+    gates: &[Option<Arc<CommitGate>>],
+) -> Vec<Result<StoreResult<B::Answer>, Retry>> {
+    match B::commit(store, items, gates).await {
+        Ok(answers) => answers.into_iter().map(|a| Ok(Ok(a))).collect(),
+        Err(StoreError::Unavailable(why)) if why == GAVE_UP => gates
+            .iter()
+            .map(|g| match g {
+                Some(g) if g.abandoned() => Ok(Err(gave_up())),
+                _ => Err(Retry),
+            })
+            .collect(),
         Err(e) => {
-            tracing::debug!(error = %e, writes = items.len(), "batch failed; committing one by one");
-            let mut answers = Vec::with_capacity(items.len());
-            for item in items {
-                let alone = B::commit(store, std::slice::from_ref(item)).await;
-                answers.push(alone.and_then(|mut a| {
-                    a.pop().ok_or_else(|| {
-                        StoreError::Other(anyhow::anyhow!("a commit gave no answer"))
-                    })
-                }));
+            match e {
+                StoreError::Unavailable(why) => {
+                    tracing::warn!(error = %why, writes = items.len(), "storage unavailable; the batch fails");
+                    items
+                        .iter()
+                        .map(|_| Ok(Err(StoreError::Unavailable(why.clone()))))
+                        .collect()
+                }
+                e if items.len() == 1 => vec![Ok(Err(e))],
+                e => {
+                    tracing::debug!(error = %e, writes = items.len(), "batch failed; committing one by one");
+                    let mut answers = Vec::with_capacity(items.len());
+                    for (item, gate) in items.iter().zip(gates) {
+                        if let Some(Ok(Err(StoreError::Unavailable(why)))) = answers.last() {
+                            // Storage went away meanwhile: the rest fail without waiting.
+                            let why = why.clone();
+                            answers.push(Ok(Err(StoreError::Unavailable(why))));
+                            continue;
+                        }
+                        let alone = B::commit(
+                            store,
+                            std::slice::from_ref(item),
+                            std::slice::from_ref(gate),
+                        )
+                        .await;
+                        answers.push(Ok(alone.and_then(|mut a| {
+                            a.pop().ok_or_else(|| {
+                                StoreError::Other(anyhow::anyhow!("a commit gave no answer"))
+                            })
+                        })));
+                    }
+                    answers
+                }
             }
-            answers
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates(n: usize) -> Vec<Option<Arc<CommitGate>>> {
+        (0..n)
+            .map(|_| Some(Arc::new(CommitGate::default())))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_that_gave_up_keeps_the_batch_from_committing() {
+        let g = gates(3);
+        assert!(g[1].as_ref().unwrap().abandon());
+        assert!(enter_commit(&g).is_err());
+        // The others are open again: they may give up, or commit in the next try.
+        assert!(g[0].as_ref().unwrap().abandon());
+        let rest = vec![g[2].clone(), None];
+        assert!(enter_commit(&rest).is_ok());
+    }
+
+    #[test]
+    fn once_committing_a_request_cannot_give_up_and_may_be_tried_again() {
+        let g = gates(2);
+        enter_commit(&g).unwrap();
+        assert!(!g[0].as_ref().unwrap().abandon(), "its commit answers it");
+        assert!(enter_commit(&g[..1]).is_ok());
     }
 }

@@ -8,6 +8,7 @@ mod config_resources;
 mod engine;
 mod hygiene;
 mod ingest;
+mod input_limits;
 mod lifecycle;
 mod lookup_tables;
 mod peers;
