@@ -11,6 +11,9 @@ use sqlx::Row;
 
 use crate::common::PgDatabase;
 
+/// A foreign key: (table, columns, referenced table, referenced columns, on delete).
+type ForeignKey = (String, Vec<String>, String, Vec<String>, String);
+
 /// One backend's schema, in a form both backends can be reduced to.
 #[derive(Debug, Default, PartialEq)]
 struct Schema {
@@ -20,8 +23,7 @@ struct Schema {
     primary_keys: BTreeMap<String, Vec<String>>,
     /// (table, columns) of every UNIQUE constraint
     uniques: BTreeSet<(String, Vec<String>)>,
-    /// (table, columns, referenced table, referenced columns, on delete)
-    foreign_keys: BTreeSet<(String, Vec<String>, String, Vec<String>, String)>,
+    foreign_keys: BTreeSet<ForeignKey>,
     /// index name → (table, columns, unique, partial)
     indexes: BTreeMap<String, (String, Vec<String>, bool, bool)>,
     /// table → the sorted string literals of each CHECK constraint
