@@ -436,6 +436,20 @@ mod tests {
     }
 
     #[test]
+    fn the_allow_list_is_read_as_a_list_or_as_commas() {
+        for text in [r#"["127.0.0.0/8", "::1/128"]"#, "127.0.0.0/8, ::1/128"] {
+            // The environment provider parses a variable's text like this.
+            let value: figment::value::Value = text.parse().unwrap();
+            let c: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Serialized::default("outbound.allow", value))
+                .extract()
+                .unwrap();
+            assert_eq!(c.outbound.allow, ["127.0.0.0/8", "::1/128"], "{text}");
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
     fn invalid_values_are_named() {
         let mut c = Config::default();
         c.http.body_limit_bytes = 10;
