@@ -58,8 +58,8 @@ pub struct OutboundConfig {
     pub excerpt_bytes: usize,
     /// Most time one job's source run (every page and record it reads) or one delivery may
     /// take, in seconds; past it the job fails with TIMEOUT. Below `workers.lease_seconds`, so
-    /// no second worker takes the work over while it still runs.
-    pub job_deadline_seconds: u64,
+    /// no second worker takes the work over while it still runs. Unset: four fifths of the lease.
+    pub job_deadline_seconds: Option<u64>,
 }
 
 impl Default for OutboundConfig {
@@ -69,7 +69,7 @@ impl Default for OutboundConfig {
             request_timeout_seconds: 30,
             max_response_bytes: 16 * 1024 * 1024,
             excerpt_bytes: 64 * 1024,
-            job_deadline_seconds: 240,
+            job_deadline_seconds: None,
         }
     }
 }
@@ -382,8 +382,10 @@ impl Config {
         if !(64..=16 * 1024 * 1024).contains(&self.outbound.excerpt_bytes) {
             return bad("outbound.excerpt_bytes", "must be between 64 and 16777216");
         }
-        if self.outbound.job_deadline_seconds == 0
-            || self.outbound.job_deadline_seconds >= self.workers.lease_seconds
+        if self
+            .outbound
+            .job_deadline_seconds
+            .is_some_and(|d| d == 0 || d >= self.workers.lease_seconds)
         {
             return bad(
                 "outbound.job_deadline_seconds",
@@ -394,6 +396,17 @@ impl Config {
             return bad("log.level", "is not a valid filter such as `info`");
         }
         Ok(())
+    }
+
+    /// How long a job's source run or a delivery may take: `outbound.job_deadline_seconds`, or
+    /// four fifths of the lease so the work ends before another worker may claim it.
+    pub fn job_deadline(&self) -> std::time::Duration {
+        let seconds = self
+            .outbound
+            .job_deadline_seconds
+            .unwrap_or(self.workers.lease_seconds * 4 / 5)
+            .max(1);
+        std::time::Duration::from_secs(seconds)
     }
 
     /// The database URL in force: the configured one, or the embedded SQLite file.
@@ -447,6 +460,21 @@ mod tests {
             assert_eq!(c.outbound.allow, ["127.0.0.0/8", "::1/128"], "{text}");
             c.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn a_job_run_ends_before_its_lease() {
+        let mut c = Config::default();
+        assert_eq!(c.job_deadline().as_secs(), 240);
+        c.workers.lease_seconds = 5;
+        assert_eq!(c.job_deadline().as_secs(), 4);
+        c.validate().unwrap();
+        c.outbound.job_deadline_seconds = Some(5);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("outbound.job_deadline_seconds"), "{e}");
+        c.outbound.job_deadline_seconds = Some(2);
+        c.validate().unwrap();
+        assert_eq!(c.job_deadline().as_secs(), 2);
     }
 
     #[test]

@@ -27,7 +27,8 @@ const SHOPIFY_API_VERSION: &str = "2025-01";
 
 /// The guarded outbound client: installs go only where any other call may go.
 fn client(state: &AppState) -> Result<Outbound, ApiError> {
-    Outbound::new(&state.config.outbound).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+    Outbound::new(&state.config.outbound, state.config.job_deadline())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
 }
 
 /// The key field that says where the system is, for a refused address.

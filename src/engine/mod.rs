@@ -36,8 +36,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(state: AppState, wake: Arc<Notify>) -> Arc<Engine> {
-        let net = crate::connectors::net::Outbound::new(&state.config.outbound)
-            .expect("outbound.allow is checked when the configuration is loaded");
+        let net = crate::connectors::net::Outbound::new(
+            &state.config.outbound,
+            state.config.job_deadline(),
+        )
+        .expect("outbound.allow is checked when the configuration is loaded");
         Arc::new(Engine {
             state,
             net,

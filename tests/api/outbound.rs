@@ -420,7 +420,7 @@ async fn a_dribbling_server_is_cut_off_at_the_deadline(db: Db) {
 
 async fn a_job_run_ends_at_its_deadline(db: Db) {
     let (_env, s) = start_with(db, &["127.0.0.0/8"], |c| {
-        c.outbound.job_deadline_seconds = 2;
+        c.outbound.job_deadline_seconds = Some(2);
     })
     .await;
     // Every page answers within 50 ms and names a next page: a run of 10,000 pages (8 min).

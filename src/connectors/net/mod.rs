@@ -223,8 +223,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Builds the client; the error names a bad `outbound.allow` entry.
-    pub fn new(config: &OutboundConfig) -> Result<Outbound, String> {
+    /// Builds the client; the error names a bad `outbound.allow` entry. `deadline` bounds a job
+    /// run or a delivery (see [`crate::config::Config::job_deadline`]).
+    pub fn new(config: &OutboundConfig, deadline: Duration) -> Result<Outbound, String> {
         let guard = Arc::new(Guard {
             allow: addr::Allow::parse(&config.allow)?,
         });
@@ -255,7 +256,7 @@ impl Outbound {
             timeout,
             max_response_bytes: config.max_response_bytes,
             excerpt_bytes: config.excerpt_bytes,
-            deadline: Duration::from_secs(config.job_deadline_seconds),
+            deadline,
         })
     }
 
