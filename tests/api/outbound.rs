@@ -347,6 +347,61 @@ async fn installing_at_a_loopback_host_is_refused(db: Db) {
     assert_eq!(dear.hits(), 0);
 }
 
+async fn a_dear_read_of_a_loopback_host_fails_the_job(db: Db) {
+    let (_env, s) = start_with(db, &[], |_| {}).await;
+    let dear = Counted::start("127.0.0.1:0").await;
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "app-key",
+            "base_url": format!("http://localhost:{}/ExternalApi/v2", dear.port()),
+            "webhook_auth": {"type": "bearer", "token": "tok"}}}),
+        )
+        .await;
+    let source = s
+        .create("/sources", json!({"title": "Sales", "system": "dear", "function": "dear.webhook",
+            "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["Sale/OrderAuthorised"]}}))
+        .await;
+    let dest = s
+        .create(
+            "/destinations",
+            json!({"title": "Sink", "system": "http", "function": "http.send",
+            "params": {"url": "http://127.0.0.1:9/in"}}),
+        )
+        .await;
+    s.create(
+        "/streams",
+        json!({"title": "DEAR sales", "data_type": "sales_order", "source_id": source["id"],
+        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
+    )
+    .await;
+    let hook = source["webhook_url"].as_str().unwrap();
+    let (status, r) = send(
+        s.client
+            .post(s.url(hook))
+            .bearer_auth("tok")
+            .header("content-type", "application/json")
+            .body(r#"{"SaleID": "5b4e5f8c-1d23-4c1e-9a3e-2d6f8c7b9a10"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let job = r["job_id"].as_str().unwrap();
+    let j = wait_for_job(&s, job).await;
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let message = j["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("BLOCKED_ADDRESS: reading sale"),
+        "{message}"
+    );
+    assert!(
+        message.contains("localhost resolves only to a loopback address"),
+        "{message}"
+    );
+    assert!(events_of(&s, job).await.is_empty());
+    assert_eq!(dear.hits(), 0);
+}
+
 async fn an_oversized_page_fails_the_job_and_a_big_answer_is_cut_to_the_excerpt(db: Db) {
     let (_env, s) = start_with(db, &["127.0.0.0/8"], |c| {
         c.outbound.max_response_bytes = 64 * 1024;
@@ -456,6 +511,7 @@ both_stores!(
     the_allow_list_lets_loopback_through,
     a_send_to_loopback_is_refused_and_final,
     installing_at_a_loopback_host_is_refused,
+    a_dear_read_of_a_loopback_host_fails_the_job,
     an_oversized_page_fails_the_job_and_a_big_answer_is_cut_to_the_excerpt,
     a_dribbling_server_is_cut_off_at_the_deadline,
     a_job_run_ends_at_its_deadline,
