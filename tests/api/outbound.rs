@@ -35,8 +35,8 @@ impl Counted {
     }
 
     /// Answers every request with a redirect to `to`.
-    async fn redirecting(to: String) -> Counted {
-        Counted::with("127.0.0.1:0", move |_| {
+    async fn redirecting(bind: &str, to: String) -> Counted {
+        Counted::with(bind, move |_| {
             (AxStatus::FOUND, [(header::LOCATION, to.clone())]).into_response()
         })
         .await
@@ -183,23 +183,38 @@ async fn fetches_of_loopback_are_refused_before_connecting(db: Db) {
 }
 
 async fn a_redirect_to_loopback_is_not_followed(db: Db) {
-    // `localhost` allowed by name; the IP literals it redirects to are not.
-    let (_env, s) = start_with(db, &["localhost"], |_| {}).await;
     let v4 = Counted::start("127.0.0.1:0").await;
     let v6 = Counted::start("[::1]:0").await;
-    for target in [
+    let targets = [
         format!("http://127.0.0.1:{}/orders", v4.port()),
         format!("http://[::1]:{}/orders", v6.port()),
-    ] {
-        let hop = Counted::redirecting(target.clone()).await;
+        // A name is judged on what it resolves to, at the hop too.
+        format!("http://localhost:{}/orders", v4.port()),
+    ];
+    // An allowed network (127.0.0.2 only) redirecting to loopback addresses and names.
+    let (_env, s) = start_with(db, &["127.0.0.2/32"], |_| {}).await;
+    for target in &targets {
+        let hop = Counted::redirecting("127.0.0.2:0", target.clone()).await;
+        let j = failed_job(&s, &format!("http://127.0.0.2:{}/orders", hop.port())).await;
+        let message = j["message"].as_str().unwrap();
+        assert!(message.starts_with("BLOCKED_ADDRESS: "), "{message}");
+        assert!(message.contains("loopback"), "{message}");
+        assert_eq!(hop.hits(), 1, "the allowed host was called");
+    }
+    s.stop().await;
+    // A host allowed by name (`localhost`) redirecting to the addresses it stands for: an
+    // allowed name does not allow its addresses.
+    let (_env, s) = start_with(db, &["localhost"], |_| {}).await;
+    for target in &targets[..2] {
+        let hop = Counted::redirecting("127.0.0.1:0", target.clone()).await;
         let j = failed_job(&s, &format!("http://localhost:{}/orders", hop.port())).await;
         let message = j["message"].as_str().unwrap();
         assert!(message.starts_with("BLOCKED_ADDRESS: "), "{message}");
         assert!(message.contains("loopback"), "{message}");
-        assert!(hop.hits() >= 1, "the allowed host was called");
+        assert_eq!(hop.hits(), 1, "the allowed host was called");
     }
-    assert_eq!(v4.hits(), 0, "the redirect was not followed");
-    assert_eq!(v6.hits(), 0, "the redirect was not followed");
+    assert_eq!(v4.hits(), 0, "no redirect was followed");
+    assert_eq!(v6.hits(), 0, "no redirect was followed");
 }
 
 async fn the_allow_list_lets_loopback_through(db: Db) {
@@ -207,7 +222,8 @@ async fn the_allow_list_lets_loopback_through(db: Db) {
     let (_env, s) = start_with(db, &["127.0.0.0/8", "::1/128"], |_| {}).await;
     let v4 = Counted::start("127.0.0.1:0").await;
     let v6 = Counted::start("[::1]:0").await;
-    let hop = Counted::redirecting(format!("http://[::1]:{}/orders", v6.port())).await;
+    let hop =
+        Counted::redirecting("127.0.0.1:0", format!("http://[::1]:{}/orders", v6.port())).await;
     let sink = Sink::ok().await;
     for url in [
         format!("http://127.0.0.1:{}/orders", v4.port()),
