@@ -33,7 +33,64 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub ingest: IngestConfig,
     pub transform: TransformConfig,
+    pub outbound: OutboundConfig,
     pub log: LogConfig,
+}
+
+/// Calls to other systems (`http.fetch`, `http.send`, DEAR reads, webhook installs): the guard
+/// against internal addresses, and what one call or run may take.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Networks (`10.0.0.0/8`, `fd00::/8`, an address) and host names (`erp.internal`,
+    /// `*.corp.example`) that may be called although they are internal. Empty: loopback,
+    /// private, link-local, shared, multicast, reserved and cloud metadata addresses are refused.
+    /// From the environment as a list (`WHARF_OUTBOUND__ALLOW='["10.0.0.0/8"]'`) or comma-separated.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allow: Vec<String>,
+    /// Total time one request may take (connecting, waiting and reading the answer), in
+    /// seconds, for reads and installs; a delivery uses its destination's `retry.timeout_seconds`.
+    pub request_timeout_seconds: u64,
+    /// Largest answer read whole (a fetched page, a DEAR record), in bytes; a larger one fails
+    /// the job without being read on.
+    pub max_response_bytes: u64,
+    /// Most bytes of a delivery's answer kept as the attempt's excerpt; the rest is not read.
+    pub excerpt_bytes: usize,
+    /// Most time one job's source run (every page and record it reads) or one delivery may
+    /// take, in seconds; past it the job fails with TIMEOUT. Below `workers.lease_seconds`, so
+    /// no second worker takes the work over while it still runs. Unset: four fifths of the lease.
+    pub job_deadline_seconds: Option<u64>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            request_timeout_seconds: 30,
+            max_response_bytes: 16 * 1024 * 1024,
+            excerpt_bytes: 64 * 1024,
+            job_deadline_seconds: None,
+        }
+    }
+}
+
+/// A list, or one string of comma-separated entries (an environment variable).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 /// Limits on the user code transformations run, per record.
@@ -177,6 +234,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             ingest: IngestConfig::default(),
             transform: TransformConfig::default(),
+            outbound: OutboundConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -342,10 +400,46 @@ impl Config {
         if !(1..=10_000).contains(&self.ingest.replicate_max_ids) {
             return bad("ingest.replicate_max_ids", "must be between 1 and 10000");
         }
+        if let Err(e) = crate::connectors::net::addr::Allow::parse(&self.outbound.allow) {
+            return bad("outbound.allow", &format!("has a bad entry: {e}"));
+        }
+        if !(1..=3600).contains(&self.outbound.request_timeout_seconds) {
+            return bad(
+                "outbound.request_timeout_seconds",
+                "must be between 1 and 3600",
+            );
+        }
+        if self.outbound.max_response_bytes < 1024 {
+            return bad("outbound.max_response_bytes", "must be at least 1024");
+        }
+        if !(64..=16 * 1024 * 1024).contains(&self.outbound.excerpt_bytes) {
+            return bad("outbound.excerpt_bytes", "must be between 64 and 16777216");
+        }
+        if self
+            .outbound
+            .job_deadline_seconds
+            .is_some_and(|d| d == 0 || d >= self.workers.lease_seconds)
+        {
+            return bad(
+                "outbound.job_deadline_seconds",
+                "must be at least 1 and below workers.lease_seconds",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid filter such as `info`");
         }
         Ok(())
+    }
+
+    /// How long a job's source run or a delivery may take: `outbound.job_deadline_seconds`, or
+    /// four fifths of the lease so the work ends before another worker may claim it.
+    pub fn job_deadline(&self) -> std::time::Duration {
+        let seconds = self
+            .outbound
+            .job_deadline_seconds
+            .unwrap_or(self.workers.lease_seconds * 4 / 5)
+            .max(1);
+        std::time::Duration::from_secs(seconds)
     }
 
     /// The database URL in force: the configured one, or the embedded SQLite file.
@@ -385,6 +479,35 @@ mod tests {
                 .collect(),
             _ => vec![prefix.trim_end_matches('.').to_string()],
         }
+    }
+
+    #[test]
+    fn the_allow_list_is_read_as_a_list_or_as_commas() {
+        for text in [r#"["127.0.0.0/8", "::1/128"]"#, "127.0.0.0/8, ::1/128"] {
+            // The environment provider parses a variable's text like this.
+            let value: figment::value::Value = text.parse().unwrap();
+            let c: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Serialized::default("outbound.allow", value))
+                .extract()
+                .unwrap();
+            assert_eq!(c.outbound.allow, ["127.0.0.0/8", "::1/128"], "{text}");
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_job_run_ends_before_its_lease() {
+        let mut c = Config::default();
+        assert_eq!(c.job_deadline().as_secs(), 240);
+        c.workers.lease_seconds = 5;
+        assert_eq!(c.job_deadline().as_secs(), 4);
+        c.validate().unwrap();
+        c.outbound.job_deadline_seconds = Some(5);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("outbound.job_deadline_seconds"), "{e}");
+        c.outbound.job_deadline_seconds = Some(2);
+        c.validate().unwrap();
+        assert_eq!(c.job_deadline().as_secs(), 2);
     }
 
     #[test]

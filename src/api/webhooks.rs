@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::extract::IdPath;
 use super::sources::{source_out, SourceOut};
 use super::{AppState, Auth};
+use crate::connectors::net::{CallError, Outbound};
 use crate::connectors::{self, dear};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -24,12 +25,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const SHOPIFY_API_VERSION: &str = "2025-01";
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("HTTP client with static settings")
+/// The guarded outbound client: installs go only where any other call may go.
+fn client(state: &AppState) -> Result<Outbound, ApiError> {
+    Outbound::new(&state.config.outbound, state.config.job_deadline())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+}
+
+/// The key field that says where the system is, for a refused address.
+fn host_field(system: &str, creds: &Value) -> &'static str {
+    match system {
+        "shopify" if creds.get("base_url").is_none() => "credentials.shop_domain",
+        _ => "credentials.base_url",
+    }
 }
 
 async fn prepare(
@@ -70,7 +77,7 @@ fn shopify_base(creds: &Value) -> String {
 }
 
 fn shopify_request(
-    client: &reqwest::Client,
+    client: &Outbound,
     method: reqwest::Method,
     creds: &Value,
     path: &str,
@@ -90,21 +97,41 @@ fn shopify_request(
         )
 }
 
-/// The system's answer, or a 502 problem quoting it.
-async fn answer(
-    res: Result<reqwest::Response, reqwest::Error>,
+/// Sends through the guard: a refused host is the key's mistake (422 naming its field), any
+/// other failure a 502.
+async fn call(
+    client: &Outbound,
+    req: reqwest::RequestBuilder,
     what: &str,
-) -> Result<Value, ApiError> {
-    let res = res.map_err(|e| ApiError::Upstream(format!("{what} failed: {e}")))?;
+    field: &'static str,
+) -> Result<reqwest::Response, ApiError> {
+    client.send(req, None).await.map_err(|e| match e {
+        CallError::Blocked(_) => ApiError::invalid(
+            field,
+            format!(
+                "{}: {what} {e}. Point the key at the system's public address.",
+                e.code().as_str()
+            ),
+        ),
+        other => ApiError::Upstream(format!("{what}: {other}")),
+    })
+}
+
+/// The system's answer, or a 502 problem quoting it.
+async fn answer(client: &Outbound, res: reqwest::Response, what: &str) -> Result<Value, ApiError> {
     let status = res.status();
-    let text = res.text().await.unwrap_or_default();
     if !status.is_success() {
+        let text = client.read_excerpt(res).await;
         let excerpt: String = text.chars().take(300).collect();
         return Err(ApiError::Upstream(format!(
             "{what}: the system answered {status}: {excerpt}"
         )));
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    let body = client
+        .read_capped(res)
+        .await
+        .map_err(|e| ApiError::Upstream(format!("{what}: {e}")))?;
+    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 fn topics(source: &Source, default: &str) -> Vec<String> {
@@ -147,7 +174,7 @@ fn dear_auth_fields(creds: &Value, body: &mut Value) {
 }
 
 #[utoipa::path(post, path = "/sources/{id}/webhooks/install", tag = "sources",
-    responses((status = 200, body = SourceOut), (status = 409, body = Problem), (status = 502, body = Problem)))]
+    responses((status = 200, body = SourceOut), (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
 async fn install(
     State(state): State<AppState>,
     auth: Auth,
@@ -162,18 +189,19 @@ async fn install(
         base.trim_end_matches('/'),
         source.webhook_token.clone().unwrap_or_default()
     );
-    let client = client();
+    let client = client(&state)?;
+    let field = host_field(&source.system, &creds);
     let mut subscriptions = Vec::new();
     match source.system.as_str() {
         "shopify" => {
             for topic in topics(&source, "orders/create") {
-                let res = shopify_request(&client, reqwest::Method::POST, &creds, "/webhooks.json")
+                let req = shopify_request(&client, reqwest::Method::POST, &creds, "/webhooks.json")
                     .json(
                         &json!({"webhook": {"topic": topic, "address": address, "format": "json"}}),
-                    )
-                    .send()
-                    .await;
-                let out = answer(res, &format!("subscribing to {topic}")).await?;
+                    );
+                let what = format!("subscribing to {topic}");
+                let res = call(&client, req, &what, field).await?;
+                let out = answer(&client, res, &what).await?;
                 subscriptions.push(json!({"topic": topic, "id": out["webhook"]["id"]}));
             }
         }
@@ -182,11 +210,11 @@ async fn install(
                 let mut body = json!({"Type": topic, "IsActive": true, "ExternalURL": address,
                     "Name": format!("Wharf: {}", source.title)});
                 dear_auth_fields(&creds, &mut body);
-                let res = dear::request(&client, reqwest::Method::POST, &creds, "/webhooks")
-                    .json(&body)
-                    .send()
-                    .await;
-                let out = answer(res, &format!("subscribing to {topic}")).await?;
+                let req =
+                    dear::request(&client, reqwest::Method::POST, &creds, "/webhooks").json(&body);
+                let what = format!("subscribing to {topic}");
+                let res = call(&client, req, &what, field).await?;
+                let out = answer(&client, res, &what).await?;
                 subscriptions.push(json!({"topic": topic, "id": out["ID"]}));
             }
         }
@@ -202,14 +230,15 @@ async fn install(
 }
 
 #[utoipa::path(post, path = "/sources/{id}/webhooks/uninstall", tag = "sources",
-    responses((status = 200, body = SourceOut), (status = 409, body = Problem), (status = 502, body = Problem)))]
+    responses((status = 200, body = SourceOut), (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
 async fn uninstall(
     State(state): State<AppState>,
     auth: Auth,
     IdPath(id): IdPath,
 ) -> Result<Json<SourceOut>, ApiError> {
     let (source, creds) = prepare(&state, &auth, id).await?;
-    let client = client();
+    let client = client(&state)?;
+    let field = host_field(&source.system, &creds);
     let installed = source
         .webhook_state
         .0
@@ -223,30 +252,21 @@ async fn uninstall(
             Value::String(s) => s.clone(),
             _ => continue,
         };
-        let res = match source.system.as_str() {
-            "shopify" => {
-                shopify_request(
-                    &client,
-                    reqwest::Method::DELETE,
-                    &creds,
-                    &format!("/webhooks/{id}.json"),
-                )
-                .send()
-                .await
-            }
-            _ => {
-                dear::request(&client, reqwest::Method::DELETE, &creds, "/webhooks")
-                    .query(&[("ID", &id)])
-                    .send()
-                    .await
-            }
+        let req = match source.system.as_str() {
+            "shopify" => shopify_request(
+                &client,
+                reqwest::Method::DELETE,
+                &creds,
+                &format!("/webhooks/{id}.json"),
+            ),
+            _ => dear::request(&client, reqwest::Method::DELETE, &creds, "/webhooks")
+                .query(&[("ID", &id)]),
         };
-        match res {
-            // Already gone at the system: nothing left to remove.
-            Ok(r) if r.status().as_u16() == 404 => {}
-            other => {
-                answer(other, &format!("removing subscription {id}")).await?;
-            }
+        let what = format!("removing subscription {id}");
+        let res = call(&client, req, &what, field).await?;
+        // Already gone at the system: nothing left to remove.
+        if res.status().as_u16() != 404 {
+            answer(&client, res, &what).await?;
         }
     }
     let webhooks =

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use reqwest::Client;
 use serde_json::Value;
 use tokio::sync::Mutex;
+
+use super::net::Outbound;
 
 /// The API's base when the key names none.
 pub const DEFAULT_BASE: &str = "https://inventory.dearsystems.com/ExternalApi/v2";
@@ -50,9 +51,9 @@ fn base(key: &Value) -> String {
         .to_string()
 }
 
-/// A request with the key's account headers.
+/// A request with the key's account headers; send it with [`Outbound::send`].
 pub fn request(
-    client: &Client,
+    net: &Outbound,
     method: reqwest::Method,
     key: &Value,
     path: &str,
@@ -63,8 +64,7 @@ pub fn request(
             .unwrap_or_default()
             .to_string()
     };
-    client
-        .request(method, format!("{}{path}", base(key)))
+    net.request(method, format!("{}{path}", base(key)))
         .header("api-auth-accountid", text("account_id"))
         .header("api-auth-applicationkey", text("application_key"))
         .header("accept", "application/json")
@@ -72,7 +72,7 @@ pub fn request(
 
 /// Reads the full sale a push named. The error is a message for the job.
 pub async fn fetch_sale(
-    client: &Client,
+    net: &Outbound,
     limiter: &RateLimiter,
     key: &Value,
     sale_id: &str,
@@ -85,11 +85,14 @@ pub async fn fetch_sale(
     let mut limited = 0;
     loop {
         limiter.turn(&account).await;
-        let res = request(client, reqwest::Method::GET, key, "/sale")
-            .query(&[("ID", sale_id)])
-            .send()
-            .await
-            .map_err(|e| format!("reading sale {sale_id} from DEAR failed: {e}"))?;
+        let req = request(net, reqwest::Method::GET, key, "/sale").query(&[("ID", sale_id)]);
+        let failed = |e: super::net::CallError| {
+            format!(
+                "{}: reading sale {sale_id} from DEAR: {e}",
+                e.code().as_str()
+            )
+        };
+        let res = net.send(req, None).await.map_err(failed)?;
         let status = res.status();
         if status.as_u16() == 429 && limited < MAX_RATE_LIMITED {
             limited += 1;
@@ -104,17 +107,15 @@ pub async fn fetch_sale(
             tokio::time::sleep(Duration::from_secs(wait)).await;
             continue;
         }
-        let body = res
-            .text()
-            .await
-            .map_err(|e| format!("reading sale {sale_id}: {e}"))?;
         if !status.is_success() {
+            let body = net.read_excerpt(res).await;
             let excerpt: String = body.chars().take(300).collect();
             return Err(format!(
                 "DEAR answered {status} for sale {sale_id}: {excerpt}"
             ));
         }
-        return serde_json::from_str(&body)
+        let body = net.read_capped(res).await.map_err(failed)?;
+        return serde_json::from_slice(&body)
             .map_err(|e| format!("DEAR's sale {sale_id} is not JSON: {e}"));
     }
 }

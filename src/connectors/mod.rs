@@ -5,6 +5,7 @@
 mod catalogue;
 pub mod dear;
 pub mod http;
+pub mod net;
 mod template;
 
 pub use catalogue::{system, SYSTEMS};

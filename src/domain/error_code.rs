@@ -10,6 +10,7 @@ pub enum ErrorCode {
     Timeout,
     Unauthorized,
     ConnectionError,
+    BlockedAddress,
     NotFound,
     Duplicate,
     RateLimited,
@@ -38,10 +39,11 @@ pub struct ErrorCodeInfo {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Timeout,
         ErrorCode::Unauthorized,
         ErrorCode::ConnectionError,
+        ErrorCode::BlockedAddress,
         ErrorCode::NotFound,
         ErrorCode::Duplicate,
         ErrorCode::RateLimited,
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ConnectionError => "CONNECTION_ERROR",
+            ErrorCode::BlockedAddress => "BLOCKED_ADDRESS",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Duplicate => "DUPLICATE",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -88,6 +91,7 @@ impl ErrorCode {
             Timeout => ("warning", "The other system did not answer in time.", "Usually passes on retry; if it persists, raise the destination's timeout or check the system's status."),
             Unauthorized => ("error", "The other system refused the credentials.", "Check the key's credentials and permissions, then replicate the event."),
             ConnectionError => ("warning", "The other system could not be reached.", "Check the URL and that the system is up; retries continue on the schedule."),
+            BlockedAddress => ("error", "The URL's host is, or resolves to, an internal address (loopback, private, link-local, shared, multicast, reserved or cloud metadata), which Wharf does not call.", "Use the system's public address; if the internal host is meant to be reached, an operator adds it to outbound.allow (a network or host name), then replicate."),
             NotFound => ("error", "The other system has no such resource or endpoint.", "Check the destination's URL or the record's references, then replicate."),
             Duplicate => ("warning", "The other system reports a conflict or duplicate.", "Check whether the record already exists there before replicating."),
             RateLimited => ("warning", "The other system asked us to slow down.", "Nothing to do: retries honour its Retry-After."),
@@ -110,5 +114,28 @@ impl ErrorCode {
             description,
             action,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_lists_every_code_once_with_what_to_do() {
+        let names: std::collections::HashSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            let info = code.info();
+            assert!(matches!(info.level, "warning" | "error"), "{code:?}");
+            assert!(!info.description.is_empty() && !info.action.is_empty());
+            let shown = serde_json::to_value(code).unwrap();
+            assert_eq!(shown, code.as_str());
+        }
+        let blocked = ErrorCode::BlockedAddress.info();
+        assert_eq!(ErrorCode::BlockedAddress.as_str(), "BLOCKED_ADDRESS");
+        assert_eq!(blocked.level, "error");
+        assert!(blocked.action.contains("outbound.allow"));
     }
 }

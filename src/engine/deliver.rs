@@ -428,13 +428,15 @@ async fn send_to(
 ) -> http::SendResult {
     match destination.function.as_str() {
         "http.send" => {
+            // Held below the claim's lease too, so no second worker delivers the event again.
+            let timeout = std::time::Duration::from_secs(timeout_seconds).min(engine.net.deadline);
             http::send(
-                &engine.client,
+                &engine.net,
                 &destination.params.0,
                 key,
                 body,
                 content_type,
-                std::time::Duration::from_secs(timeout_seconds),
+                timeout,
             )
             .await
         }

@@ -20,7 +20,8 @@ use crate::api::AppState;
 /// Shared by the workers of one process.
 pub struct Engine {
     pub state: AppState,
-    pub client: reqwest::Client,
+    /// The guarded client every call to another system goes through.
+    pub net: crate::connectors::net::Outbound,
     /// Woken when work is queued in this process (other nodes hear Postgres NOTIFY).
     pub wake: Arc<Notify>,
     /// The last claim filled every free slot, so more work is probably waiting: a finishing
@@ -35,16 +36,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(state: AppState, wake: Arc<Notify>) -> Arc<Engine> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
-            // Deliveries go where the destination says, not through an ambient proxy.
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client with static settings");
+        let net = crate::connectors::net::Outbound::new(
+            &state.config.outbound,
+            state.config.job_deadline(),
+        )
+        .expect("outbound.allow is checked when the configuration is loaded");
         Arc::new(Engine {
             state,
-            client,
+            net,
             wake,
             dear_limiter: Default::default(),
             backlog: Default::default(),

@@ -23,7 +23,18 @@ impl From<StoreError> for Failure {
 
 pub async fn run(engine: &Engine, job: Job, token: Uuid) {
     let store = &engine.state.store;
-    match read(engine, &job).await {
+    // Bounded below the claim's lease: past it another worker would run the same job. The read
+    // stores nothing until it is complete, so stopping it loses nothing.
+    let deadline = engine.net.deadline;
+    let read = match tokio::time::timeout(deadline, read(engine, &job)).await {
+        Ok(read) => read,
+        Err(_) => Err(Failure::Source(format!(
+            "{}: the source run took longer than outbound.job_deadline_seconds ({} s); nothing was stored. Check the source (slow answers, endless pagination), then replicate the job.",
+            crate::domain::error_code::ErrorCode::Timeout.as_str(),
+            deadline.as_secs()
+        ))),
+    };
+    match read {
         Ok((data_type, events)) => {
             let n = events.len();
             match store.complete_source(&job, token, &data_type, events).await {
@@ -90,14 +101,10 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
                     .and_then(Value::as_str)
                     .map(str::to_string)
                 {
-                    *record = connectors::dear::fetch_sale(
-                        &engine.client,
-                        &engine.dear_limiter,
-                        &key,
-                        &id,
-                    )
-                    .await
-                    .map_err(Failure::Source)?;
+                    *record =
+                        connectors::dear::fetch_sale(&engine.net, &engine.dear_limiter, &key, &id)
+                            .await
+                            .map_err(Failure::Source)?;
                 }
             }
         }
@@ -113,7 +120,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
     }
     let key = credentials(engine, job.org_id, source.key_id).await?;
     let events = match source.function.as_str() {
-        "http.fetch" => http::fetch(&engine.client, &source.params.0, key.as_ref())
+        "http.fetch" => http::fetch(&engine.net, &source.params.0, key.as_ref())
             .await
             .map_err(Failure::Source)?,
         other => {

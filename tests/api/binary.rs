@@ -121,6 +121,17 @@ fn an_invalid_option_stops_start_up_naming_it() {
         ("WHARF_LISTEN", "not-an-address", "listen"),
         ("WHARF_DATABASE_URL", "mysql://x", "database_url"),
         ("WHARF_COLOUR", "blue", "colour"),
+        // A list from the environment is read as one (the second entry is the one named).
+        (
+            "WHARF_OUTBOUND__ALLOW",
+            r#"["127.0.0.0/8", "bad host"]"#,
+            "has a bad entry: `bad host`",
+        ),
+        (
+            "WHARF_OUTBOUND__JOB_DEADLINE_SECONDS",
+            "300",
+            "below workers.lease_seconds",
+        ),
     ] {
         let out = wharf()
             .current_dir(dir.path())

@@ -124,6 +124,12 @@ impl Env {
                 max_connections: 5,
                 acquire_timeout_seconds: 3,
             },
+            // The tests' peers (sources, sinks, vendor APIs) listen on loopback, which the
+            // outbound guard refuses unless allowed.
+            outbound: wharf::config::OutboundConfig {
+                allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+                ..Default::default()
+            },
             ..Config::default()
         }
     }

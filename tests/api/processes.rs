@@ -25,6 +25,8 @@ fn spawn(env: &Env) -> (Child, String) {
         .env("WHARF_WORKERS__LEASE_SECONDS", "5")
         .env("WHARF_WORKERS__POLL_INTERVAL_MS", "50")
         .env("WHARF_LOG__LEVEL", "warn,wharf=info")
+        // The sink listens on loopback, which the outbound guard refuses unless allowed.
+        .env("WHARF_OUTBOUND__ALLOW", "127.0.0.0/8")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(pg) = &env.pg {

@@ -1,10 +1,10 @@
 //! `http.fetch`: GET a URL, take the records at `records_path`, follow pagination.
 
 use reqwest::header::LINK;
-use reqwest::Client;
 use serde_json::Value;
 
 use super::{at_path, entity_id, with_auth};
+use crate::connectors::net::Outbound;
 use crate::store::NewEvent;
 
 /// Most pages followed in one run: a guard against a server that always says "next".
@@ -12,7 +12,7 @@ const MAX_PAGES: usize = 10_000;
 
 /// Reads every record. The error is a message for the job.
 pub async fn fetch(
-    client: &Client,
+    net: &Outbound,
     params: &Value,
     key: Option<&Value>,
 ) -> Result<Vec<NewEvent>, String> {
@@ -48,26 +48,29 @@ pub async fn fetch(
                 "stopped after {MAX_PAGES} pages; check the pagination settings"
             ));
         }
-        let res = with_auth(client.get(page_url.clone()), key, params)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {page_url} failed: {e}"))?;
+        let failed = |e: crate::connectors::net::CallError| {
+            format!("{}: GET {page_url}: {e}", e.code().as_str())
+        };
+        let req = with_auth(
+            net.request(reqwest::Method::GET, page_url.clone()),
+            key,
+            params,
+        )
+        .header("accept", "application/json");
+        let res = net.send(req, None).await.map_err(failed)?;
         let status = res.status();
         let link = res
             .headers()
             .get(LINK)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = res
-            .text()
-            .await
-            .map_err(|e| format!("reading {page_url}: {e}"))?;
         if !status.is_success() {
+            let body = net.read_excerpt(res).await;
             let excerpt: String = body.chars().take(300).collect();
             return Err(format!("GET {page_url} answered {status}: {excerpt}"));
         }
-        let doc: Value = serde_json::from_str(&body)
+        let body = net.read_capped(res).await.map_err(failed)?;
+        let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("GET {page_url} did not answer JSON: {e}"))?;
         let records = match at_path(&doc, records_path) {
             Some(Value::Array(items)) => items.clone(),

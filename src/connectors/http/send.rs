@@ -2,15 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Client;
 use serde_json::Value;
 
 use super::with_auth;
+use crate::connectors::net::{CallError, Outbound};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
-
-/// Largest part of a response kept on the attempt.
-const EXCERPT_CHARS: usize = 1000;
 
 /// What one delivery try gave.
 #[derive(Debug, Clone)]
@@ -27,7 +24,7 @@ pub struct SendResult {
 
 /// Sends `body` (JSON, or text for text formats) as the destination's params say.
 pub async fn send(
-    client: &Client,
+    net: &Outbound,
     params: &Value,
     key: Option<&Value>,
     body: &Value,
@@ -48,11 +45,10 @@ pub async fn send(
         Value::String(text) if content_type != "application/json" => text.clone().into_bytes(),
         other => serde_json::to_vec(other).unwrap_or_default(),
     };
-    let req = with_auth(client.request(method, url), key, params)
+    let req = with_auth(net.request(method, url), key, params)
         .header("content-type", content_type)
-        .timeout(timeout)
         .body(bytes);
-    match req.send().await {
+    match net.send(req, Some(timeout)).await {
         Ok(res) => {
             let status = res.status();
             let retry_after = res
@@ -60,7 +56,7 @@ pub async fn send(
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let text = res.text().await.unwrap_or_default();
+            let text = net.read_excerpt(res).await;
             let (verdict, error_code) = judge_status(status.as_u16());
             SendResult {
                 message: (verdict != Verdict::Success).then(|| format!("{url} answered {status}")),
@@ -68,7 +64,7 @@ pub async fn send(
                 error_code,
                 http_status: Some(status.as_u16()),
                 http_status_name: status.canonical_reason().map(str::to_string),
-                excerpt: (!text.is_empty()).then(|| text.chars().take(EXCERPT_CHARS).collect()),
+                excerpt: (!text.is_empty()).then_some(text),
                 retry_after: matches!(status.as_u16(), 429 | 503)
                     .then_some(retry_after)
                     .flatten(),
@@ -76,15 +72,14 @@ pub async fn send(
             }
         }
         Err(e) => {
-            let code = if e.is_timeout() {
-                ErrorCode::Timeout
-            } else {
-                ErrorCode::ConnectionError
+            // A refused host or a malformed request stays so on every retry.
+            let verdict = match e {
+                CallError::Blocked(_) | CallError::Invalid(_) => Verdict::Final,
+                _ => Verdict::Retry,
             };
-            let verdict = if e.is_builder() {
-                Verdict::Final
-            } else {
-                Verdict::Retry
+            let code = match e {
+                CallError::Invalid(_) => ErrorCode::ConnectionError,
+                _ => e.code(),
             };
             SendResult {
                 verdict,
@@ -93,7 +88,7 @@ pub async fn send(
                 http_status_name: None,
                 excerpt: None,
                 retry_after: None,
-                message: Some(format!("sending to {url} failed: {e}")),
+                message: Some(format!("sending to {url}: {e}")),
                 duration: started.elapsed(),
             }
         }
