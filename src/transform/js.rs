@@ -46,6 +46,13 @@ globalThis.__wharf = (() => {
     return v;
   };
   const fail = (name, message) => { const e = new Error(message); e.name = name; return e; };
+  // Widths are checked before any padding is built: a huge one is a clear error, not an
+  // allocation of that size.
+  const maxWidth = host.maxWidth;
+  const width = (helper, w) => {
+    if (Number(w) > maxWidth) throw fail("TransformError", helper + ": width " + String(w) + " is over the limit of " + maxWidth + " characters (transform.max_pad_width)");
+    return w;
+  };
   const proto = {
     lookup(table, key, ...rest) {
       table = String(table);
@@ -64,11 +71,12 @@ globalThis.__wharf = (() => {
     parseDate(value, pattern, timeZone) { return host.parseDate(String(value), pattern ?? "", timeZone ?? ""); },
     money(value, places) { return host.round(String(value), places ?? 2); },
     round(value, places) { return Number(host.round(String(value), places ?? 2)); },
-    padStart(value, width, fill) { return String(value ?? "").padStart(width, fill ?? " "); },
-    padEnd(value, width, fill) { return String(value ?? "").padEnd(width, fill ?? " "); },
-    fixed(value, width, fill, align) {
-      const s = String(value ?? "").slice(0, width);
-      return align === "right" ? s.padStart(width, fill ?? " ") : s.padEnd(width, fill ?? " ");
+    padStart(value, w, fill) { return String(value ?? "").padStart(width("padStart", w), fill ?? " "); },
+    padEnd(value, w, fill) { return String(value ?? "").padEnd(width("padEnd", w), fill ?? " "); },
+    fixed(value, w, fill, align) {
+      w = width("fixed", w);
+      const s = String(value ?? "").slice(0, w);
+      return align === "right" ? s.padStart(w, fill ?? " ") : s.padEnd(w, fill ?? " ");
     },
   };
   return {
@@ -220,7 +228,7 @@ impl JsUnit {
         let context = Context::full(&runtime).map_err(internal)?;
         shared.deadline.set(Some(Instant::now() + limits.timeout));
         let run = context.with(|ctx| -> Result<_, TransformError> {
-            install_host(&ctx, &shared).map_err(internal)?;
+            install_host(&ctx, &shared, limits).map_err(internal)?;
             ctx.eval::<(), _>(PRELUDE).map_err(internal)?;
             let mut opts = rquickjs::context::EvalOptions::default();
             opts.strict = false;
@@ -252,6 +260,10 @@ impl JsUnit {
 }
 
 impl Unit for JsUnit {
+    fn memory(&self) -> usize {
+        self.shared.meter.used.get()
+    }
+
     fn run(
         &mut self,
         record: &Value,
@@ -353,8 +365,9 @@ fn outputs(value: Value, json_format: bool) -> Result<Output, TransformError> {
 }
 
 /// The host functions the prelude wraps; removed from the global scope by the prelude.
-fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>) -> rquickjs::Result<()> {
+fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, limits: &Limits) -> rquickjs::Result<()> {
     let host = Object::new(ctx.clone())?;
+    host.set("maxWidth", limits.max_pad_width as f64)?;
     let s = shared.clone();
     host.set(
         "lookup",
@@ -521,6 +534,7 @@ mod tests {
             timeout: Duration::from_millis(1000),
             memory_bytes: 32 << 20,
             max_output_bytes: 1 << 20,
+            ..Limits::default()
         }
     }
 
@@ -703,6 +717,36 @@ mod tests {
             Output::Records(vec![
                 json!({"id": "820982911946154508", "small": 5781543927000u64, "neg": "-9007199254740993"})
             ])
+        );
+    }
+
+    #[test]
+    fn padding_widths_are_bounded() {
+        for helper in ["padStart", "padEnd", "fixed"] {
+            for w in ["1099511627776", "18446744073709551615", "Infinity", "10001"] {
+                let (out, _) = run(
+                    &format!(
+                        "function transform(r, ctx) {{ return {{ v: ctx.{helper}('7', {w}) }}; }}"
+                    ),
+                    json!({}),
+                );
+                let e = out.unwrap_err();
+                assert_eq!(e.code, ErrorCode::TransformError, "{helper}({w}): {e:?}");
+                assert!(
+                    e.message.contains("transform.max_pad_width")
+                        && e.message.contains("10000")
+                        && e.message.contains(helper),
+                    "{e:?}"
+                );
+            }
+        }
+        let (out, _) = run(
+            "function transform(r, ctx) { return { a: ctx.padStart(7, 10000, '0').length, b: ctx.fixed('abc', 2), c: ctx.padEnd('x', undefined) }; }",
+            json!({}),
+        );
+        assert_eq!(
+            out.unwrap(),
+            Output::Records(vec![json!({"a": 10000, "b": "ab", "c": "x"})])
         );
     }
 
