@@ -330,16 +330,22 @@ impl Queue {
     }
 
     fn pop(&mut self) -> Option<Request> {
-        let org = self.turn.pop_front()?;
-        let line = self.lines.get_mut(&org)?;
-        let request = line.pop_front();
-        if line.is_empty() {
-            self.lines.remove(&org);
-        } else {
-            self.turn.push_back(org);
+        while let Some(org) = self.turn.pop_front() {
+            let Some(line) = self.lines.get_mut(&org) else {
+                continue;
+            };
+            let request = line.pop_front();
+            if line.is_empty() {
+                self.lines.remove(&org);
+            } else {
+                self.turn.push_back(org);
+            }
+            if let Some(request) = request {
+                self.waiting -= 1;
+                return Some(request);
+            }
         }
-        self.waiting -= usize::from(request.is_some());
-        request
+        None
     }
 
     /// Forgets the records nobody waits for any more, in one organisation's line or in all.
