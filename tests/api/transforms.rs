@@ -776,6 +776,40 @@ async fn a_full_queue_answers_503_with_retry_after(db: Db) {
     // Once the queue drains the organisation is served again.
     let (status, out) = dry_run(&s, &js_echo(&s).await, json!({"n": 2}), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{out}");
+
+    // Saving code compiles it on the same threads: refused the same way while the
+    // organisation's line is full.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (s, endless) = (s.clone(), endless.clone());
+        flood.spawn(async move { dry_run(&s, &endless, json!({}), json!({})).await });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refused = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let res = s
+            .req(Method::POST, "/transformations")
+            .json(
+                &json!({"title": "Saved", "data_type": "sales_order", "language": "template",
+                "format": "text", "code": "{{ record.n }}"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let retry_after = res.headers().get("retry-after").cloned();
+        let (status, body) = read(res).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry_after.is_some(), "{body}");
+            assert_eq!(body["type"], "https://wharf.dev/problems/busy", "{body}");
+            break true;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(refused, "a save was refused while the line was full");
+    while flood.join_next().await.is_some() {}
 }
 
 async fn js_echo(s: &Server) -> String {
