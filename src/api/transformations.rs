@@ -181,7 +181,8 @@ async fn list(
 }
 
 #[utoipa::path(post, path = "/transformations", tag = "transformations", request_body = TransformationIn,
-    responses((status = 201, body = TransformationOut), (status = 422, body = Problem)))]
+    responses((status = 201, body = TransformationOut), (status = 422, body = Problem),
+        (status = 503, description = "The transformation threads are busy with your organisation's work; retry after `Retry-After` seconds", body = Problem)))]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -226,7 +227,8 @@ async fn get(
 }
 
 #[utoipa::path(patch, path = "/transformations/{id}", tag = "transformations", request_body = TransformationPatch,
-    responses((status = 200, body = TransformationOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = TransformationOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 503, description = "The transformation threads are busy with your organisation's work; retry after `Retry-After` seconds", body = Problem)))]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,
