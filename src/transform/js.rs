@@ -49,6 +49,7 @@ globalThis.__wharf = (() => {
   // Widths are checked before any padding is built: a huge one is a clear error, not an
   // allocation of that size.
   const maxWidth = host.maxWidth;
+  const maxOutputs = host.maxOutputs;
   const width = (helper, w) => {
     if (Number(w) > maxWidth) throw fail("TransformError", helper + ": width " + String(w) + " is over the limit of " + maxWidth + " characters (transform.max_pad_width)");
     return w;
@@ -89,6 +90,8 @@ globalThis.__wharf = (() => {
       if (out === null) return "\u0000skip:" + (skipReason ?? "the transformation returned null");
       if (out === undefined) throw fail("TransformError", "transform() returned undefined: return the output (an object or an array), or null to skip the record");
       if (typeof out === "function" || typeof out === "symbol" || typeof out === "bigint") throw fail("InvalidSchema", "transform() returned a " + typeof out + "; return an object, an array or null");
+      // Counted before anything is copied out of the runtime.
+      if (Array.isArray(out) && out.length > maxOutputs) throw fail("OutputTooLarge", "the record split into " + out.length + " outputs, over the limit of " + maxOutputs + " (transform.max_outputs)");
       return JSON.stringify(out);
     },
   };
@@ -300,6 +303,24 @@ impl Unit for JsUnit {
         if let Some(reason) = answer.strip_prefix(SKIP) {
             return Ok(Output::Skip(reason.to_string()));
         }
+        // Past this the outputs cannot fit the limits (escaping makes a text at most six
+        // times longer; each output adds at most three bytes of punctuation): refused before
+        // it is parsed, which takes many times its size.
+        let most = limits
+            .max_output_bytes
+            .saturating_mul(6)
+            .saturating_add(limits.max_outputs.saturating_mul(3))
+            .saturating_add(2);
+        if answer.len() > most {
+            return Err(TransformError::new(
+                ErrorCode::OutputTooLarge,
+                format!(
+                    "the output is {} bytes of JSON, over the limit of {} bytes",
+                    answer.len(),
+                    limits.max_output_bytes
+                ),
+            ));
+        }
         let value: Value = serde_json::from_str(&answer).map_err(|e| {
             invalid(format!(
                 "transform() returned something that is not JSON: {e}"
@@ -368,6 +389,7 @@ fn outputs(value: Value, json_format: bool) -> Result<Output, TransformError> {
 fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, limits: &Limits) -> rquickjs::Result<()> {
     let host = Object::new(ctx.clone())?;
     host.set("maxWidth", limits.max_pad_width as f64)?;
+    host.set("maxOutputs", limits.max_outputs as f64)?;
     let s = shared.clone();
     host.set(
         "lookup",
@@ -501,10 +523,11 @@ fn classify(e: CaughtError<'_>, shared: &Shared, limits: &Limits) -> TransformEr
     let code = match name.as_str() {
         "LookupNotFound" => ErrorCode::LookupNotFound,
         "InvalidSchema" => ErrorCode::InvalidSchema,
+        "OutputTooLarge" => ErrorCode::OutputTooLarge,
         _ => ErrorCode::TransformError,
     };
     let text = match name.as_str() {
-        "LookupNotFound" | "InvalidSchema" | "TransformError" => message,
+        "LookupNotFound" | "InvalidSchema" | "TransformError" | "OutputTooLarge" => message,
         _ => format!("{name}: {message}"),
     };
     TransformError::new(code, text).at(line, column)
@@ -748,6 +771,28 @@ mod tests {
             out.unwrap(),
             Output::Records(vec![json!({"a": 10000, "b": "ab", "c": "x"})])
         );
+    }
+
+    #[test]
+    fn outputs_are_counted_and_measured_before_they_are_parsed() {
+        let (out, _) = run(
+            "function transform(r) { return Array.from({ length: 1001 }, () => ({})); }",
+            json!({}),
+        );
+        let e = out.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OutputTooLarge, "{e:?}");
+        assert_eq!(
+            e.message,
+            "the record split into 1001 outputs, over the limit of 1000 (transform.max_outputs)"
+        );
+        // 8 MiB of JSON against the 1 MiB limit of these tests.
+        let (out, _) = run(
+            "function transform(r) { return { s: '\\u0001'.repeat(1400000) }; }",
+            json!({}),
+        );
+        let e = out.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OutputTooLarge, "{e:?}");
+        assert!(e.message.contains("bytes of JSON"), "{e:?}");
     }
 
     #[test]
