@@ -182,6 +182,8 @@ struct Shared {
     meter: Rc<Meter>,
     deadline: Cell<Option<Instant>>,
     interrupted: Cell<bool>,
+    /// Stopped because nobody waits for the result any more.
+    abandoned: Cell<bool>,
     lookups: RefCell<Arc<Lookups>>,
     logs: RefCell<LogSink>,
 }
@@ -217,6 +219,7 @@ impl JsUnit {
             meter,
             deadline: Cell::new(None),
             interrupted: Cell::new(false),
+            abandoned: Cell::new(false),
             lookups: RefCell::new(Arc::default()),
             logs: RefCell::new(LogSink::default()),
         });
@@ -224,6 +227,10 @@ impl JsUnit {
         runtime.set_interrupt_handler(Some(Box::new(move || match watch.deadline.get() {
             Some(d) if Instant::now() >= d => {
                 watch.interrupted.set(true);
+                true
+            }
+            Some(_) if super::caller_gone() => {
+                watch.abandoned.set(true);
                 true
             }
             _ => false,
@@ -284,6 +291,7 @@ impl Unit for JsUnit {
         let job = serde_json::to_string(&ctx.job).map_err(|e| invalid(e.to_string()))?;
         *self.shared.lookups.borrow_mut() = ctx.lookups.clone();
         self.shared.interrupted.set(false);
+        self.shared.abandoned.set(false);
         self.shared.meter.refused.set(false);
         self.shared
             .deadline
@@ -465,6 +473,13 @@ fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, limits: &Limits) -> rq
 
 /// A failure as the catalogue names it, with its position in the user's code.
 fn classify(e: CaughtError<'_>, shared: &Shared, limits: &Limits) -> TransformError {
+    if shared.abandoned.get() {
+        // Interrupted like a timeout (the runtime is rebuilt); nobody reads this.
+        return TransformError::new(
+            ErrorCode::TransformTimeout,
+            "the transformation was stopped: its caller stopped waiting for the result",
+        );
+    }
     if shared.interrupted.get() {
         return TransformError::new(
             ErrorCode::TransformTimeout,

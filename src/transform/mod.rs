@@ -12,7 +12,9 @@ pub mod library;
 pub mod lookups;
 mod template;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -676,6 +678,20 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> TransformError {
     )
 }
 
+thread_local! {
+    /// Tells whether the caller of the record running on this thread has stopped waiting.
+    static CALLER_GONE: RefCell<Option<Box<dyn Fn() -> bool>>> = const { RefCell::new(None) };
+}
+
+/// Whether nobody waits any more for the record running on this thread: JavaScript checks it
+/// as it checks its deadline, and stops work whose answer would be thrown away.
+pub(crate) fn caller_gone() -> bool {
+    CALLER_GONE.with(|c| {
+        c.try_borrow()
+            .is_ok_and(|probe| probe.as_ref().is_some_and(|gone| gone()))
+    })
+}
+
 fn handle(cache: &mut Cache, request: Request, limits: &Limits) {
     if request.abandoned() {
         // Nobody would read the answer.
@@ -697,7 +713,14 @@ fn handle(cache: &mut Cache, request: Request, limits: &Limits) {
         } => {
             let started = Instant::now();
             let mut logs = LogSink::default();
+            let reply = Rc::new(reply);
+            let probe = Rc::clone(&reply);
+            CALLER_GONE.with(|c| *c.borrow_mut() = Some(Box::new(move || probe.is_closed())));
             let result = cache.run(&program, &record, &ctx, limits, &mut logs);
+            CALLER_GONE.with(|c| c.borrow_mut().take());
+            let Ok(reply) = Rc::try_unwrap(reply) else {
+                return;
+            };
             let _ = reply.send(Outcome {
                 result: result.and_then(|out| check_size(out, limits)),
                 logs: logs.take(),
@@ -888,6 +911,42 @@ mod tests {
         let good = program(Language::Template, "text", "{{ record.a }}!");
         let out = pool.run(Uuid::now_v7(), good, json!({"a": 1}), ctx()).await;
         assert_eq!(out.result.unwrap(), Output::Records(vec![json!("1!")]));
+        pool.stop();
+    }
+
+    #[tokio::test]
+    async fn a_running_record_nobody_waits_for_is_stopped() {
+        let config = TransformConfig {
+            threads: 1,
+            timeout_ms: 20_000,
+            ..TransformConfig::default()
+        };
+        let pool = Transformer::start(&config);
+        let org = Uuid::now_v7();
+        let endless = program(
+            Language::JavaScript,
+            "json",
+            "function transform(r) { for (;;) {} }",
+        );
+        let running = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.try_run(org, endless, json!({}), ctx()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        running.abort();
+        let started = Instant::now();
+        let echo = program(
+            Language::JavaScript,
+            "json",
+            "function transform(r) { return r; }",
+        );
+        let out = pool.run(org, echo, json!({"a": 1}), ctx()).await;
+        assert_eq!(out.result.unwrap(), Output::Records(vec![json!({"a": 1})]));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited {:?} for the abandoned loop",
+            started.elapsed()
+        );
         pool.stop();
     }
 

@@ -893,6 +893,24 @@ async fn work_whose_caller_left_is_dropped(db: Db) {
     assert_eq!(out["output"], json!({"n": 3}));
 }
 
+async fn a_running_loop_whose_caller_left_is_stopped(db: Db) {
+    let (_env, s) = start_with(db, |c| {
+        c.transform.threads = 1;
+        // Far longer than the request timeout: only the caller leaving can stop it sooner.
+        c.transform.timeout_ms = 15_000;
+        c.http.request_timeout_seconds = 2;
+    })
+    .await;
+    let endless = private(&s, "javascript", "json", ENDLESS).await;
+    let echo = js_echo(&s).await;
+    let (status, p) = dry_run(&s, &endless, json!({}), json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    // Had the loop run on to its own limit, this would wait past its two-second timeout.
+    let (status, out) = dry_run(&s, &echo, json!({"n": 4}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], json!({"n": 4}));
+}
+
 async fn a_record_splits_into_at_most_max_outputs(db: Db) {
     let (_env, s) = start_with(db, |_| {}).await;
     let split = private(
@@ -949,5 +967,6 @@ both_stores!(
     a_full_queue_answers_503_with_retry_after,
     one_organisation_cannot_starve_another,
     work_whose_caller_left_is_dropped,
+    a_running_loop_whose_caller_left_is_stopped,
     a_record_splits_into_at_most_max_outputs,
 );
