@@ -2,8 +2,10 @@
 //!
 //! JavaScript runs in QuickJS and templates in MiniJinja, on a small pool of dedicated threads
 //! (CPU-bound work stays off the async runtime). Each thread compiles a transformation once
-//! and keeps it while it is unchanged; every record runs under a CPU-time limit, a memory limit
-//! and an output limit, and a failure ends only that record.
+//! and keeps it while it is unchanged, within a bounded cache; every record runs under a
+//! CPU-time limit, a memory limit and an output limit, and a failure, a panic included, ends
+//! only that record. Records wait in one bounded line per organisation, served in turn, so one
+//! organisation's backlog cannot hold up another's.
 
 mod heap;
 pub mod helpers;
