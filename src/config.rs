@@ -100,12 +100,28 @@ pub struct TransformConfig {
     /// CPU time one record's transformation may take, in milliseconds; past it the event is
     /// ERROR with `TRANSFORM_TIMEOUT`.
     pub timeout_ms: u64,
-    /// Memory a JavaScript transformation may hold, in MiB (`TRANSFORM_MEMORY` past it).
+    /// Memory one record's transformation may use, in MiB (`TRANSFORM_MEMORY` past it): what a
+    /// JavaScript runtime holds, and the text and lists a template builds.
     pub memory_mib: u64,
     /// Largest output of one record, in KiB (`OUTPUT_TOO_LARGE` past it).
     pub max_output_kib: u64,
     /// Threads that run transformations; 0 means one per CPU core.
     pub threads: usize,
+    /// Records one organisation may have waiting for a transformation thread. Past it a dry
+    /// run or a save answers 503 with `Retry-After`; the engine's records wait their turn.
+    pub queue_per_org: usize,
+    /// Records all organisations together may have waiting (same answer past it).
+    pub queue_total: usize,
+    /// Compiled transformations each thread keeps, least recently used dropped first.
+    pub cache_per_thread: usize,
+    /// Memory the compiled transformations one thread keeps may hold together, in MiB; the
+    /// least recently used are dropped past it.
+    pub cache_mib_per_thread: u64,
+    /// Most outputs (events) one record may become; a larger split is `OUTPUT_TOO_LARGE`.
+    pub max_outputs: usize,
+    /// Largest width, in characters, the padding helpers (`padStart`, `padEnd`, `fixed`,
+    /// `pad_left`, `pad_right`) accept; a larger one is `TRANSFORM_ERROR`.
+    pub max_pad_width: usize,
 }
 
 impl Default for TransformConfig {
@@ -115,6 +131,12 @@ impl Default for TransformConfig {
             memory_mib: 64,
             max_output_kib: 4096,
             threads: 0,
+            queue_per_org: 64,
+            queue_total: 1024,
+            cache_per_thread: 16,
+            cache_mib_per_thread: 256,
+            max_outputs: 1000,
+            max_pad_width: 10_000,
         }
     }
 }
@@ -366,6 +388,33 @@ impl Config {
         }
         if self.transform.max_output_kib == 0 {
             return bad("transform.max_output_kib", "must be at least 1");
+        }
+        if !(1..=1024).contains(&self.transform.threads) && self.transform.threads != 0 {
+            return bad(
+                "transform.threads",
+                "must be between 0 (one per core) and 1024",
+            );
+        }
+        if !(1..=100_000).contains(&self.transform.queue_per_org) {
+            return bad("transform.queue_per_org", "must be between 1 and 100000");
+        }
+        if !(self.transform.queue_per_org..=1_000_000).contains(&self.transform.queue_total) {
+            return bad(
+                "transform.queue_total",
+                "must be at least transform.queue_per_org and at most 1000000",
+            );
+        }
+        if !(1..=1024).contains(&self.transform.cache_per_thread) {
+            return bad("transform.cache_per_thread", "must be between 1 and 1024");
+        }
+        if self.transform.cache_mib_per_thread == 0 {
+            return bad("transform.cache_mib_per_thread", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&self.transform.max_outputs) {
+            return bad("transform.max_outputs", "must be between 1 and 1000000");
+        }
+        if !(1..=1_000_000).contains(&self.transform.max_pad_width) {
+            return bad("transform.max_pad_width", "must be between 1 and 1000000");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

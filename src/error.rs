@@ -80,6 +80,12 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     #[error("storage is unavailable; retry later")]
     Unavailable,
+    /// A bounded queue is full; the detail says which, `Retry-After` when to come back.
+    #[error("{detail}")]
+    Busy {
+        detail: String,
+        retry_after_seconds: u64,
+    },
     #[error("{}", .error.describe())]
     TransformFailed {
         error: crate::transform::TransformError,
@@ -108,7 +114,7 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::TransformFailed { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +133,7 @@ impl ApiError {
             ApiError::Invalid(_) => "validation",
             ApiError::TransformFailed { .. } => "transform-failed",
             ApiError::Unavailable => "unavailable",
+            ApiError::Busy { .. } => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -213,7 +220,24 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let ApiError::Busy {
+            retry_after_seconds,
+            ..
+        } = self
+        {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
         res
+    }
+}
+
+impl From<crate::transform::Busy> for ApiError {
+    fn from(b: crate::transform::Busy) -> Self {
+        ApiError::Busy {
+            detail: b.message,
+            retry_after_seconds: b.retry_after_seconds,
+        }
     }
 }
 

@@ -122,10 +122,10 @@ fn check(t: &Transformation) -> Result<(), ApiError> {
 /// Everything `check` looks at, then the code itself: compiled (and for JavaScript its top
 /// level run, under the usual limits) so that syntax errors are refused with their position
 /// when the code is saved, not found on the first record.
-async fn validate(state: &AppState, t: &Transformation) -> Result<(), ApiError> {
+async fn validate(state: &AppState, org: Uuid, t: &Transformation) -> Result<(), ApiError> {
     check(t)?;
     let program = Program::of(t).map_err(|e| ApiError::invalid("language", e.message))?;
-    match state.transformer.check(program).await {
+    match state.transformer.check(org, program).await? {
         Ok(()) => Ok(()),
         Err(e) if e.code == ErrorCode::Unknown => {
             Err(ApiError::Internal(anyhow::anyhow!(e.message)))
@@ -181,7 +181,8 @@ async fn list(
 }
 
 #[utoipa::path(post, path = "/transformations", tag = "transformations", request_body = TransformationIn,
-    responses((status = 201, body = TransformationOut), (status = 422, body = Problem)))]
+    responses((status = 201, body = TransformationOut), (status = 422, body = Problem),
+        (status = 503, description = "The transformation threads are busy with your organisation's work; retry after `Retry-After` seconds", body = Problem)))]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -203,7 +204,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    validate(&state, &t).await?;
+    validate(&state, auth.org_id, &t).await?;
     state.store.insert(&t).await?;
     Ok((StatusCode::CREATED, Json(t.into())))
 }
@@ -226,7 +227,8 @@ async fn get(
 }
 
 #[utoipa::path(patch, path = "/transformations/{id}", tag = "transformations", request_body = TransformationPatch,
-    responses((status = 200, body = TransformationOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = TransformationOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 503, description = "The transformation threads are busy with your organisation's work; retry after `Retry-After` seconds", body = Problem)))]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -254,7 +256,7 @@ async fn update(
     if let Some(v) = p.code {
         t.code = v;
     }
-    validate(&state, &t).await?;
+    validate(&state, auth.org_id, &t).await?;
     t.updated_at = Timestamp::now();
     state.store.update(auth.org_id, &t).await?;
     Ok(Json(t.into()))
@@ -331,9 +333,11 @@ pub struct TestOut {
 
 /// Runs the transformation on a sample record with your organisation's lookup tables and
 /// returns what it produced, or the error (422 with `error_code`, `line`, `column`, `logs`).
-/// Nothing is stored.
+/// Nothing is stored. When too many of your organisation's records already wait for a
+/// transformation thread, 503 with `Retry-After`.
 #[utoipa::path(post, path = "/transformations/{id}/test", tag = "transformations", request_body = TestIn,
-    responses((status = 200, body = TestOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = TestOut), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 503, description = "The transformation threads are busy with your organisation's (or everyone's) work; retry after `Retry-After` seconds", body = Problem)))]
 async fn test(
     State(state): State<AppState>,
     auth: Auth,
@@ -353,7 +357,10 @@ async fn test(
         job: job_context(Uuid::nil(), "test", Uuid::nil()),
         lookups,
     };
-    let outcome = state.transformer.run(program, input.payload, ctx).await;
+    let outcome = state
+        .transformer
+        .try_run(auth.org_id, program, input.payload, ctx)
+        .await?;
     let duration_ms = (outcome.duration.as_secs_f64() * 1e6).round() / 1e3;
     match outcome.result {
         Ok(Output::Records(mut records)) => {

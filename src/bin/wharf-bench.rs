@@ -700,7 +700,14 @@ async fn transforms_bench(args: &Args) -> anyhow::Result<()> {
             tasks.spawn(async move {
                 let mut k = i;
                 while k < n {
-                    let out = pool.run(program.clone(), order.clone(), ctx.clone()).await;
+                    let out = pool
+                        .run(
+                            uuid::Uuid::nil(),
+                            program.clone(),
+                            order.clone(),
+                            ctx.clone(),
+                        )
+                        .await;
                     out.result.expect("the library transformation runs");
                     k += 64;
                 }

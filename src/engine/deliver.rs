@@ -84,7 +84,11 @@ async fn transform(
         .as_ref()
         .map(|j| j.0.clone())
         .unwrap_or(Value::Null);
-    let outcome = engine.state.transformer.run(program, record, ctx).await;
+    let outcome = engine
+        .state
+        .transformer
+        .run(ev.org_id, program, record, ctx)
+        .await;
     engine
         .state
         .metrics

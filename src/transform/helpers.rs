@@ -150,8 +150,19 @@ pub fn round_decimal(value: &str, places: u32) -> Result<String, String> {
     Ok(out)
 }
 
+/// Refuses a padding width over `max` (`transform.max_pad_width`) before anything of that
+/// size is built; `helper` names the helper in the message.
+pub fn check_width(helper: &str, width: usize, max: usize) -> Result<(), String> {
+    if width > max {
+        return Err(format!(
+            "{helper}: width {width} is over the limit of {max} characters (transform.max_pad_width)"
+        ));
+    }
+    Ok(())
+}
+
 /// Pads (or, with `truncate`, cuts) `text` to exactly `width` characters: on the left when
-/// `left`, else on the right. For fixed-width files.
+/// `left`, else on the right. For fixed-width files. Callers bound `width` (`check_width`).
 pub fn pad(text: &str, width: usize, fill: char, left: bool, truncate: bool) -> String {
     let len = text.chars().count();
     if len >= width {
@@ -180,7 +191,16 @@ pub fn csv_field(text: &str) -> String {
 
 /// Text made safe inside XML elements and attributes.
 pub fn xml_escape(text: &str, out: &mut String) {
+    xml_escape_within(text, out, usize::MAX);
+}
+
+/// `xml_escape`, stopping as soon as `out` is longer than `limit` bytes (escaping can make a
+/// text six times longer); returns whether all of `text` fit.
+pub fn xml_escape_within(text: &str, out: &mut String, limit: usize) -> bool {
     for c in text.chars() {
+        if out.len() > limit {
+            return false;
+        }
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -192,6 +212,7 @@ pub fn xml_escape(text: &str, out: &mut String) {
             c => out.push(c),
         }
     }
+    out.len() <= limit
 }
 
 #[cfg(test)]
@@ -243,5 +264,21 @@ mod tests {
         assert_eq!(s, "&lt;a &amp; &apos;b&apos;&gt;");
         assert_eq!(pad("7", 4, '0', true, true), "0007");
         assert_eq!(pad("ABCDEF", 4, ' ', false, true), "ABCD");
+        let mut s = String::new();
+        assert!(!xml_escape_within(&"&".repeat(1000), &mut s, 100));
+        assert!(s.len() <= 105, "{}", s.len());
+        let mut s = String::new();
+        assert!(xml_escape_within("a<b", &mut s, 6));
+        assert_eq!(s, "a&lt;b");
+    }
+
+    #[test]
+    fn widths_are_bounded() {
+        assert!(check_width("pad_left", 10_000, 10_000).is_ok());
+        let e = check_width("pad_left", usize::MAX, 10_000).unwrap_err();
+        assert_eq!(
+            e,
+            "pad_left: width 18446744073709551615 is over the limit of 10000 characters (transform.max_pad_width)"
+        );
     }
 }

@@ -46,6 +46,14 @@ globalThis.__wharf = (() => {
     return v;
   };
   const fail = (name, message) => { const e = new Error(message); e.name = name; return e; };
+  // Widths are checked before any padding is built: a huge one is a clear error, not an
+  // allocation of that size.
+  const maxWidth = host.maxWidth;
+  const maxOutputs = host.maxOutputs;
+  const width = (helper, w) => {
+    if (Number(w) > maxWidth) throw fail("TransformError", helper + ": width " + String(w) + " is over the limit of " + maxWidth + " characters (transform.max_pad_width)");
+    return w;
+  };
   const proto = {
     lookup(table, key, ...rest) {
       table = String(table);
@@ -64,11 +72,12 @@ globalThis.__wharf = (() => {
     parseDate(value, pattern, timeZone) { return host.parseDate(String(value), pattern ?? "", timeZone ?? ""); },
     money(value, places) { return host.round(String(value), places ?? 2); },
     round(value, places) { return Number(host.round(String(value), places ?? 2)); },
-    padStart(value, width, fill) { return String(value ?? "").padStart(width, fill ?? " "); },
-    padEnd(value, width, fill) { return String(value ?? "").padEnd(width, fill ?? " "); },
-    fixed(value, width, fill, align) {
-      const s = String(value ?? "").slice(0, width);
-      return align === "right" ? s.padStart(width, fill ?? " ") : s.padEnd(width, fill ?? " ");
+    padStart(value, w, fill) { return String(value ?? "").padStart(width("padStart", w), fill ?? " "); },
+    padEnd(value, w, fill) { return String(value ?? "").padEnd(width("padEnd", w), fill ?? " "); },
+    fixed(value, w, fill, align) {
+      w = width("fixed", w);
+      const s = String(value ?? "").slice(0, w);
+      return align === "right" ? s.padStart(w, fill ?? " ") : s.padEnd(w, fill ?? " ");
     },
   };
   return {
@@ -81,6 +90,8 @@ globalThis.__wharf = (() => {
       if (out === null) return "\u0000skip:" + (skipReason ?? "the transformation returned null");
       if (out === undefined) throw fail("TransformError", "transform() returned undefined: return the output (an object or an array), or null to skip the record");
       if (typeof out === "function" || typeof out === "symbol" || typeof out === "bigint") throw fail("InvalidSchema", "transform() returned a " + typeof out + "; return an object, an array or null");
+      // Counted before anything is copied out of the runtime.
+      if (Array.isArray(out) && out.length > maxOutputs) throw fail("OutputTooLarge", "the record split into " + out.length + " outputs, over the limit of " + maxOutputs + " (transform.max_outputs)");
       return JSON.stringify(out);
     },
   };
@@ -171,6 +182,8 @@ struct Shared {
     meter: Rc<Meter>,
     deadline: Cell<Option<Instant>>,
     interrupted: Cell<bool>,
+    /// Stopped because nobody waits for the result any more.
+    abandoned: Cell<bool>,
     lookups: RefCell<Arc<Lookups>>,
     logs: RefCell<LogSink>,
 }
@@ -206,6 +219,7 @@ impl JsUnit {
             meter,
             deadline: Cell::new(None),
             interrupted: Cell::new(false),
+            abandoned: Cell::new(false),
             lookups: RefCell::new(Arc::default()),
             logs: RefCell::new(LogSink::default()),
         });
@@ -215,12 +229,16 @@ impl JsUnit {
                 watch.interrupted.set(true);
                 true
             }
+            Some(_) if super::caller_gone() => {
+                watch.abandoned.set(true);
+                true
+            }
             _ => false,
         })));
         let context = Context::full(&runtime).map_err(internal)?;
         shared.deadline.set(Some(Instant::now() + limits.timeout));
         let run = context.with(|ctx| -> Result<_, TransformError> {
-            install_host(&ctx, &shared).map_err(internal)?;
+            install_host(&ctx, &shared, limits).map_err(internal)?;
             ctx.eval::<(), _>(PRELUDE).map_err(internal)?;
             let mut opts = rquickjs::context::EvalOptions::default();
             opts.strict = false;
@@ -252,6 +270,10 @@ impl JsUnit {
 }
 
 impl Unit for JsUnit {
+    fn memory(&self) -> usize {
+        self.shared.meter.used.get()
+    }
+
     fn run(
         &mut self,
         record: &Value,
@@ -269,6 +291,7 @@ impl Unit for JsUnit {
         let job = serde_json::to_string(&ctx.job).map_err(|e| invalid(e.to_string()))?;
         *self.shared.lookups.borrow_mut() = ctx.lookups.clone();
         self.shared.interrupted.set(false);
+        self.shared.abandoned.set(false);
         self.shared.meter.refused.set(false);
         self.shared
             .deadline
@@ -287,6 +310,24 @@ impl Unit for JsUnit {
         let answer = answer?;
         if let Some(reason) = answer.strip_prefix(SKIP) {
             return Ok(Output::Skip(reason.to_string()));
+        }
+        // Past this the outputs cannot fit the limits (escaping makes a text at most six
+        // times longer; each output adds at most three bytes of punctuation): refused before
+        // it is parsed, which takes many times its size.
+        let most = limits
+            .max_output_bytes
+            .saturating_mul(6)
+            .saturating_add(limits.max_outputs.saturating_mul(3))
+            .saturating_add(2);
+        if answer.len() > most {
+            return Err(TransformError::new(
+                ErrorCode::OutputTooLarge,
+                format!(
+                    "the output is {} bytes of JSON, over the limit of {} bytes",
+                    answer.len(),
+                    limits.max_output_bytes
+                ),
+            ));
         }
         let value: Value = serde_json::from_str(&answer).map_err(|e| {
             invalid(format!(
@@ -353,8 +394,10 @@ fn outputs(value: Value, json_format: bool) -> Result<Output, TransformError> {
 }
 
 /// The host functions the prelude wraps; removed from the global scope by the prelude.
-fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>) -> rquickjs::Result<()> {
+fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, limits: &Limits) -> rquickjs::Result<()> {
     let host = Object::new(ctx.clone())?;
+    host.set("maxWidth", limits.max_pad_width as f64)?;
+    host.set("maxOutputs", limits.max_outputs as f64)?;
     let s = shared.clone();
     host.set(
         "lookup",
@@ -430,6 +473,13 @@ fn install_host<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>) -> rquickjs::Result<()
 
 /// A failure as the catalogue names it, with its position in the user's code.
 fn classify(e: CaughtError<'_>, shared: &Shared, limits: &Limits) -> TransformError {
+    if shared.abandoned.get() {
+        // Interrupted like a timeout (the runtime is rebuilt); nobody reads this.
+        return TransformError::new(
+            ErrorCode::TransformTimeout,
+            "the transformation was stopped: its caller stopped waiting for the result",
+        );
+    }
     if shared.interrupted.get() {
         return TransformError::new(
             ErrorCode::TransformTimeout,
@@ -488,10 +538,11 @@ fn classify(e: CaughtError<'_>, shared: &Shared, limits: &Limits) -> TransformEr
     let code = match name.as_str() {
         "LookupNotFound" => ErrorCode::LookupNotFound,
         "InvalidSchema" => ErrorCode::InvalidSchema,
+        "OutputTooLarge" => ErrorCode::OutputTooLarge,
         _ => ErrorCode::TransformError,
     };
     let text = match name.as_str() {
-        "LookupNotFound" | "InvalidSchema" | "TransformError" => message,
+        "LookupNotFound" | "InvalidSchema" | "TransformError" | "OutputTooLarge" => message,
         _ => format!("{name}: {message}"),
     };
     TransformError::new(code, text).at(line, column)
@@ -521,6 +572,7 @@ mod tests {
             timeout: Duration::from_millis(1000),
             memory_bytes: 32 << 20,
             max_output_bytes: 1 << 20,
+            ..Limits::default()
         }
     }
 
@@ -704,6 +756,58 @@ mod tests {
                 json!({"id": "820982911946154508", "small": 5781543927000u64, "neg": "-9007199254740993"})
             ])
         );
+    }
+
+    #[test]
+    fn padding_widths_are_bounded() {
+        for helper in ["padStart", "padEnd", "fixed"] {
+            for w in ["1099511627776", "18446744073709551615", "Infinity", "10001"] {
+                let (out, _) = run(
+                    &format!(
+                        "function transform(r, ctx) {{ return {{ v: ctx.{helper}('7', {w}) }}; }}"
+                    ),
+                    json!({}),
+                );
+                let e = out.unwrap_err();
+                assert_eq!(e.code, ErrorCode::TransformError, "{helper}({w}): {e:?}");
+                assert!(
+                    e.message.contains("transform.max_pad_width")
+                        && e.message.contains("10000")
+                        && e.message.contains(helper),
+                    "{e:?}"
+                );
+            }
+        }
+        let (out, _) = run(
+            "function transform(r, ctx) { return { a: ctx.padStart(7, 10000, '0').length, b: ctx.fixed('abc', 2), c: ctx.padEnd('x', undefined) }; }",
+            json!({}),
+        );
+        assert_eq!(
+            out.unwrap(),
+            Output::Records(vec![json!({"a": 10000, "b": "ab", "c": "x"})])
+        );
+    }
+
+    #[test]
+    fn outputs_are_counted_and_measured_before_they_are_parsed() {
+        let (out, _) = run(
+            "function transform(r) { return Array.from({ length: 1001 }, () => ({})); }",
+            json!({}),
+        );
+        let e = out.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OutputTooLarge, "{e:?}");
+        assert_eq!(
+            e.message,
+            "the record split into 1001 outputs, over the limit of 1000 (transform.max_outputs)"
+        );
+        // 8 MiB of JSON against the 1 MiB limit of these tests.
+        let (out, _) = run(
+            "function transform(r) { return { s: '\\u0001'.repeat(1400000) }; }",
+            json!({}),
+        );
+        let e = out.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OutputTooLarge, "{e:?}");
+        assert!(e.message.contains("bytes of JSON"), "{e:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{send, Db, Server};
+use crate::common::{read, send, Db, Env, Server};
 use crate::engine::{events_of, start, wait_for_job};
 use crate::peers::Sink;
 
@@ -545,10 +545,437 @@ async fn lookup_changes_reach_the_next_run(db: Db) {
     );
 }
 
+/// A server whose transformation pool is shaped by `tune`.
+async fn start_with(db: Db, tune: impl FnOnce(&mut wharf::config::Config)) -> (Env, Server) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.poll_interval_ms = 50;
+    tune(&mut config);
+    let server = Server::start(config).await;
+    (env, server)
+}
+
+/// The owner token of a new organisation.
+async fn other_org(s: &Server, name: &str) -> String {
+    let org = s.create("/organisations", json!({"name": name})).await;
+    org["owner_token"].as_str().unwrap().to_string()
+}
+
+async fn create_as(s: &Server, token: &str, language: &str, format: &str, code: &str) -> String {
+    let (status, t) = send(s.req_as(token, Method::POST, "/transformations").json(
+        &json!({"title": "Custom", "data_type": "sales_order", "language": language,
+            "format": format, "code": code}),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    t["id"].as_str().unwrap().to_string()
+}
+
+async fn dry_run_as(s: &Server, token: &str, id: &str, payload: Value) -> (StatusCode, Value) {
+    send(
+        s.req_as(token, Method::POST, &format!("/transformations/{id}/test"))
+            .json(&json!({"payload": payload})),
+    )
+    .await
+}
+
+/// Another organisation's transformations, both languages, still answer correctly.
+async fn others_still_transform(s: &Server, token: &str) {
+    let js = create_as(
+        s,
+        token,
+        "javascript",
+        "json",
+        "function transform(r, ctx) { return { n: ctx.padStart(r.n, 4, '0') }; }",
+    )
+    .await;
+    let (status, out) = dry_run_as(s, token, &js, json!({"n": 7})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], json!({"n": "0007"}));
+    let template = create_as(
+        s,
+        token,
+        "template",
+        "text",
+        "{{ record.n | pad_left(4, '0') }}",
+    )
+    .await;
+    let (status, out) = dry_run_as(s, token, &template, json!({"n": 7})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], "0007");
+}
+
+async fn huge_widths_fail_only_their_record(db: Db) {
+    // Two threads: two panics used to stop the pool for everyone.
+    let (_env, s) = start_with(db, |c| c.transform.threads = 2).await;
+    let other = other_org(&s, "second-shop").await;
+    for width in ["18446744073709551615", "1099511627776"] {
+        for filter in ["pad_left", "pad_right", "fixed"] {
+            let code = format!("{{{{ record.sku | {filter}({width}) }}}}");
+            let id = private(&s, "template", "text", &code).await;
+            for _ in 0..3 {
+                let (status, p) = dry_run(&s, &id, json!({"sku": "A1"}), json!({})).await;
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {p}");
+                assert_eq!(p["error_code"], "TRANSFORM_ERROR", "{p}");
+                let detail = p["detail"].as_str().unwrap();
+                assert!(
+                    detail.contains(&format!(
+                        "width {width} is over the limit of 10000 characters"
+                    )) && detail.contains("transform.max_pad_width"),
+                    "{p}"
+                );
+            }
+        }
+        for helper in ["padStart", "padEnd", "fixed"] {
+            let code = format!(
+                "function transform(r, ctx) {{ return {{ sku: ctx.{helper}(r.sku, {width}) }}; }}"
+            );
+            let id = private(&s, "javascript", "json", &code).await;
+            let (status, p) = dry_run(&s, &id, json!({"sku": "A1"}), json!({})).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {p}");
+            assert_eq!(p["error_code"], "TRANSFORM_ERROR", "{p}");
+            assert!(
+                p["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("over the limit of 10000 characters (transform.max_pad_width)"),
+                "{p}"
+            );
+        }
+    }
+    // The threads serve on: the same organisation and another one transform as before.
+    others_still_transform(&s, &other).await;
+    others_still_transform(&s, &s.token).await;
+    // So does the engine, for a whole job.
+    let sink = Sink::ok().await;
+    let stream = upload_stream(&s, SALES_ORDER, &sink, json!({"warehouse": "LON1"})).await;
+    let job = upload(&s, &stream, json!([sample(ORDER)])).await;
+    let job = wait_for_job(&s, &job).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(job["counts"]["OK"], 1, "{job}");
+    assert_eq!(sink.received().len(), 1);
+}
+
+async fn templates_build_within_the_memory_limit(db: Db) {
+    let (_env, s) = start_with(db, |c| c.transform.threads = 2).await;
+    let other = other_org(&s, "second-shop").await;
+    let bombs = [
+        // Each copy doubles the last; the 64 MiB budget cannot pay for the 5th.
+        "{% set a = 'x' * 4000000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{% set e = d ~ d %}{% set f = e ~ e %}{% set g = f ~ f %}{% set h = g ~ g %}{{ h | length }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+        // A single allocation larger than the whole budget.
+        "{% set s = 'x' * 90000000 %}{{ s | length }}",
+        "{{ (['y' * 1000000] * 300) | join('') | length }}",
+    ];
+    for code in bombs {
+        let id = private(&s, "template", "text", code).await;
+        let started = std::time::Instant::now();
+        let (status, p) = dry_run(&s, &id, json!({}), json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {p}");
+        assert_eq!(p["error_code"], "TRANSFORM_MEMORY", "{code}: {p}");
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains("transform.memory_mib = 64 MiB"),
+            "{p}"
+        );
+        // Stopped by the budget, not by a long wait (generous: machines are noisy).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{code}"
+        );
+    }
+    // A loop that builds nothing is still a timeout.
+    let id = private(
+        &s,
+        "template",
+        "text",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    )
+    .await;
+    let (status, p) = dry_run(&s, &id, json!({}), json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["error_code"], "TRANSFORM_TIMEOUT", "{p}");
+    others_still_transform(&s, &other).await;
+}
+
+/// A JavaScript transformation that never ends on its own.
+const ENDLESS: &str = "function transform(r) { for (;;) {} }";
+
+async fn a_full_queue_answers_503_with_retry_after(db: Db) {
+    let (_env, s) = start_with(db, |c| {
+        c.transform.threads = 1;
+        // Long enough that the whole burst arrives while the first loop still runs, even on
+        // a loaded machine.
+        c.transform.timeout_ms = 800;
+        c.transform.queue_per_org = 2;
+        c.transform.queue_total = 8;
+    })
+    .await;
+    let s = std::sync::Arc::new(s);
+    let other = other_org(&s, "second-shop").await;
+    let endless = private(&s, "javascript", "json", ENDLESS).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (s, endless) = (s.clone(), endless.clone());
+        flood.spawn(async move {
+            let res = s
+                .req(Method::POST, &format!("/transformations/{endless}/test"))
+                .json(&json!({"payload": {}}))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let (status, body) = read(res).await;
+            (status, retry_after, body)
+        });
+    }
+    // Another organisation has its own room meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let js = create_as(
+        &s,
+        &other,
+        "javascript",
+        "json",
+        "function transform(r) { return { ok: r.n }; }",
+    )
+    .await;
+    let (status, out) = dry_run_as(&s, &other, &js, json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], json!({"ok": 1}));
+    let (mut refused, mut ran) = (0, 0);
+    while let Some(answer) = flood.join_next().await {
+        let (status, retry_after, body) = answer.unwrap();
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                let seconds: u64 = retry_after.expect("Retry-After").parse().unwrap();
+                assert!((1..=60).contains(&seconds), "{seconds}");
+                assert_eq!(body["type"], "https://wharf.dev/problems/busy", "{body}");
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("transform.queue_per_org = 2"),
+                    "{body}"
+                );
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ran += 1;
+                assert_eq!(body["error_code"], "TRANSFORM_TIMEOUT", "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    // One running and two waiting at most when the burst arrived; the rest were refused.
+    assert!(refused >= 1, "{refused} refused, {ran} ran");
+    assert!(ran >= 1, "{refused} refused, {ran} ran");
+    assert_eq!(refused + ran, 10);
+    // Once the queue drains the organisation is served again.
+    let (status, out) = dry_run(&s, &js_echo(&s).await, json!({"n": 2}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+
+    // Saving code compiles it on the same threads: refused the same way while the
+    // organisation's line is full. Saves are sent one after another without waiting for the
+    // answers, so the line is full while some of them arrive whatever the machine's pace.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (s, endless) = (s.clone(), endless.clone());
+        flood.spawn(async move { dry_run(&s, &endless, json!({}), json!({})).await });
+    }
+    let mut saves = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let s = s.clone();
+        saves.spawn(async move {
+            let res = s
+                .req(Method::POST, "/transformations")
+                .json(
+                    &json!({"title": "Saved", "data_type": "sales_order", "language": "template",
+                    "format": "text", "code": "{{ record.n }}"}),
+                )
+                .send()
+                .await
+                .unwrap();
+            let retry_after = res.headers().get("retry-after").cloned();
+            let (status, body) = read(res).await;
+            (status, retry_after, body)
+        });
+    }
+    let mut refused = 0;
+    while let Some(answer) = saves.join_next().await {
+        let (status, retry_after, body) = answer.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry_after.is_some(), "{body}");
+            assert_eq!(body["type"], "https://wharf.dev/problems/busy", "{body}");
+            refused += 1;
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+    assert!(refused >= 1, "no save was refused while the line was full");
+    while flood.join_next().await.is_some() {}
+}
+
+async fn js_echo(s: &Server) -> String {
+    private(
+        s,
+        "javascript",
+        "json",
+        "function transform(r) { return r; }",
+    )
+    .await
+}
+
+async fn one_organisation_cannot_starve_another(db: Db) {
+    let (_env, s) = start_with(db, |c| {
+        c.transform.threads = 1;
+        c.transform.timeout_ms = 300;
+    })
+    .await;
+    let s = std::sync::Arc::new(s);
+    let other = other_org(&s, "second-shop").await;
+    let fast = create_as(&s, &other, "template", "text", "{{ record.n }} ok").await;
+    let endless = private(&s, "javascript", "json", ENDLESS).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (s, endless, done) = (s.clone(), endless.clone(), done.clone());
+        flood.spawn(async move {
+            let (status, p) = dry_run(&s, &endless, json!({}), json!({})).await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (status, p)
+        });
+    }
+    // Let the flood queue up first: in one shared line the other organisation would wait
+    // for all twenty (six seconds); served in turn, it waits for about one.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, out) = dry_run_as(&s, &other, &fast, json!({"n": 5})).await;
+    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], "5 ok");
+    assert!(
+        finished <= 10,
+        "the other organisation waited for {finished} of the flood's 20 records"
+    );
+    while let Some(answer) = flood.join_next().await {
+        let (status, p) = answer.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["error_code"], "TRANSFORM_TIMEOUT", "{p}");
+    }
+}
+
+async fn work_whose_caller_left_is_dropped(db: Db) {
+    let (_env, s) = start_with(db, |c| {
+        c.transform.threads = 1;
+        c.transform.timeout_ms = 1000;
+        c.http.request_timeout_seconds = 2;
+    })
+    .await;
+    let s = std::sync::Arc::new(s);
+    let endless = private(&s, "javascript", "json", ENDLESS).await;
+    let echo = js_echo(&s).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (s, endless) = (s.clone(), endless.clone());
+        flood.spawn(async move { dry_run(&s, &endless, json!({}), json!({})).await });
+    }
+    let mut gave_up = 0;
+    while let Some(answer) = flood.join_next().await {
+        let (status, p) = answer.unwrap();
+        match status {
+            // The request timeout answered: the caller is gone.
+            StatusCode::SERVICE_UNAVAILABLE => gave_up += 1,
+            StatusCode::UNPROCESSABLE_ENTITY => assert_eq!(p["error_code"], "TRANSFORM_TIMEOUT"),
+            other => panic!("{other}: {p}"),
+        }
+    }
+    assert!(gave_up >= 6, "{gave_up}");
+    // Had the abandoned loops still run, this would wait behind them (a second each) past
+    // its own two-second timeout.
+    let (status, out) = dry_run(&s, &echo, json!({"n": 3}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], json!({"n": 3}));
+}
+
+async fn a_running_loop_whose_caller_left_is_stopped(db: Db) {
+    let (_env, s) = start_with(db, |c| {
+        c.transform.threads = 1;
+        // Far longer than the request timeout: only the caller leaving can stop it sooner.
+        c.transform.timeout_ms = 15_000;
+        c.http.request_timeout_seconds = 2;
+    })
+    .await;
+    let endless = private(&s, "javascript", "json", ENDLESS).await;
+    let echo = js_echo(&s).await;
+    let (status, p) = dry_run(&s, &endless, json!({}), json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    // Had the loop run on to its own limit, this would wait past its two-second timeout.
+    let (status, out) = dry_run(&s, &echo, json!({"n": 4}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], json!({"n": 4}));
+}
+
+async fn a_record_splits_into_at_most_max_outputs(db: Db) {
+    let (_env, s) = start_with(db, |_| {}).await;
+    let split = private(
+        &s,
+        "javascript",
+        "json",
+        "function transform(r) { return Array.from({ length: r.n }, (_, i) => ({ i })); }",
+    )
+    .await;
+    let (status, out) = dry_run(&s, &split, json!({"n": 1000}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["outputs"], 1000);
+    let (status, p) = dry_run(&s, &split, json!({"n": 1001}), json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["error_code"], "OUTPUT_TOO_LARGE", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("split into 1001 outputs, over the limit of 1000 (transform.max_outputs)"),
+        "{p}"
+    );
+    // Configurable, and the engine fails such a record as it should.
+    let (_env2, s) = start_with(db, |c| c.transform.max_outputs = 2).await;
+    let split = private(
+        &s,
+        "javascript",
+        "json",
+        "function transform(r) { return Array.from({ length: r.n }, (_, i) => ({ i })); }",
+    )
+    .await;
+    let sink = Sink::ok().await;
+    let stream = upload_stream(&s, &split, &sink, json!({})).await;
+    let job = upload(&s, &stream, json!([{"n": 2}, {"n": 3}])).await;
+    wait_for_job(&s, &job).await;
+    let events = events_of(&s, &job).await;
+    let codes: Vec<Value> = events.iter().map(|e| e["error_code"].clone()).collect();
+    assert!(codes.contains(&json!("OUTPUT_TOO_LARGE")), "{events:?}");
+    assert_eq!(
+        sink.received().len(),
+        2,
+        "the record of two outputs is delivered"
+    );
+}
+
 both_stores!(
     syntax_errors_are_refused_on_save,
     dry_runs_return_output_logs_or_the_error,
     the_sandbox_fails_only_the_offending_event,
     template_outputs_are_delivered_as_text,
     lookup_changes_reach_the_next_run,
+    huge_widths_fail_only_their_record,
+    templates_build_within_the_memory_limit,
+    a_full_queue_answers_503_with_retry_after,
+    one_organisation_cannot_starve_another,
+    work_whose_caller_left_is_dropped,
+    a_running_loop_whose_caller_left_is_stopped,
+    a_record_splits_into_at_most_max_outputs,
 );
