@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{on_pool, Backend, Bind, Event, Job, LogEntry, Store, StoreResult, Val};
+use super::{on_pool, Backend, BeginWrite, Bind, Event, Job, LogEntry, Store, StoreResult, Val};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// A job to create.
@@ -859,7 +859,7 @@ impl Store {
         // One order for every writer: concurrent batches never wait on each other in a cycle.
         receipts.sort();
         let answers = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // Receipts taken by an earlier delivery (committed, or committing concurrently:
             // the insert waits for it) are not returned.
             let mut fresh: std::collections::HashSet<(Uuid, String)> = Default::default();
@@ -951,7 +951,7 @@ impl Store {
         notify: bool,
     ) -> StoreResult<()> {
         on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (sql, vals) in statements {
                 sqlx::query::<Db>(sql)
                     .bind_all(vals)
@@ -988,7 +988,7 @@ impl Store {
         );
         let lease_end = Timestamp::from_datetime(now.0 + lease);
         let jobs: Vec<Job> = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let jobs = sqlx::query_as::<Db, Job>(&sql)
                 .bind(token)
                 .bind(worker)
@@ -1037,7 +1037,7 @@ impl Store {
         let empty = rows.add_events(job, data_type, events, now).is_empty();
         let statements = Rows::statements(std::iter::once(&rows), now);
         on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let held = sqlx::query::<Db>(
                 "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
                  updated_at = $3 WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
@@ -1084,7 +1084,7 @@ impl Store {
             "SELECT * FROM events WHERE org_id = $1 AND {col} = $2 AND status IN ('NEW', 'TRANSFORMED')"
         );
         let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let open = sqlx::query_as::<Db, Event>(&select).bind(org).bind(id).fetch_all(&mut *tx).await?;
             let mut n = 0;
             for ev in &open {
@@ -1159,7 +1159,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = Timestamp::now();
         let ended = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query_as::<Db, (Uuid, String)>(
                 "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
                  AND (status = 'PENDING' OR (status = 'PROCESSING' AND source_done_at IS NULL))",
@@ -1268,7 +1268,7 @@ impl Store {
     ) -> StoreResult<Vec<Uuid>> {
         let now = Timestamp::now();
         let ids = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let moved = sqlx::query::<Db>(
                 "UPDATE sources SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2",
             )
@@ -1478,7 +1478,7 @@ impl Store {
         }
         let status = change.to.map(|t| t.as_str()).unwrap_or("TRANSFORMED");
         let held = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (sql, vals) in &attempt_stmts {
                 sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
             }
@@ -1536,7 +1536,7 @@ impl Store {
             now,
         );
         let done = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let n = sqlx::query::<Db>(
                 "UPDATE jobs SET status = 'FAILED', message = $3, finished_at = $4, updated_at = $4, \
                  claim_token = NULL, lease_expires_at = NULL \
@@ -1564,7 +1564,7 @@ impl Store {
     pub async fn finish_job(&self, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
         let now = Timestamp::now();
         let row: Option<(Uuid, Uuid, String)> = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&finish_jobs_sql(1))
                 .bind(now)
                 .bind(job_id)
@@ -1714,7 +1714,7 @@ impl Store {
         let attempts: Vec<&Vec<Val>> = plans.iter().filter_map(|p| p.attempt.as_ref()).collect();
         let mut finishing: Vec<Uuid> = Vec::new();
         let finished: Vec<Uuid> = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for chunk in attempts.chunks(CHUNK) {
                 let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
                 sqlx::query::<Db>(&sql)
@@ -1798,7 +1798,7 @@ impl Store {
         let now = Timestamp::now();
         for token in tokens {
             on_pool!(self, pool, Db => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 sqlx::query::<Db>(
                     "UPDATE events SET claim_token = NULL, lease_expires_at = NULL WHERE claim_token = $1",
                 )
@@ -1841,7 +1841,7 @@ impl Store {
             return Ok(0);
         };
         let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let locked: bool = if wait {
                 sqlx::query::<Db>("SELECT pg_advisory_xact_lock(7270001)").execute(&mut *tx).await?;
                 true

@@ -141,6 +141,30 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Opens a transaction that will write. SQLite's plain `BEGIN` is deferred: a transaction that
+/// reads and then writes fails at once with SQLITE_BUSY, without waiting out the busy timeout,
+/// when another connection committed in between (the engine and the API write concurrently), and
+/// that would reach a client as "storage unavailable". `BEGIN IMMEDIATE` takes the write lock
+/// first, waiting for it within the busy timeout. Postgres needs nothing special.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for PgPool {
+    type Db = Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Runs `$body` against whichever pool the store holds, with `$pool` bound to it and `$db`
 /// naming its sqlx database type.
 macro_rules! on_pool {

@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 
-use super::{on_pool, ApiToken, Organisation, Store, StoreError, StoreResult, Transformation};
+use super::{
+    on_pool, ApiToken, BeginWrite, Organisation, Store, StoreError, StoreResult, Transformation,
+};
 use crate::domain::{Role, Timestamp};
 
 /// Lookup entries one INSERT writes (two bound values each).
@@ -41,7 +43,7 @@ impl Store {
         let now = Timestamp::now();
         let org_id = Uuid::now_v7();
         let created: StoreResult<bool> = on_pool!(self, pool, Db => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let existing: i64 = sqlx::query_scalar::<Db, i64>("SELECT COUNT(*) FROM organisations")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -84,7 +86,7 @@ impl Store {
             updated_at: now,
         };
         on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query::<Db>(
                 "INSERT INTO organisations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
             )
@@ -181,7 +183,7 @@ impl Store {
     /// Writes the built-in public transformations, replacing older versions of the same ids.
     pub async fn sync_public_transformations(&self, items: &[Transformation]) -> StoreResult<()> {
         on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for t in items {
                 sqlx::query::<Db>(
                     "INSERT INTO transformations (id, org_id, visibility, title, description, \
@@ -218,7 +220,7 @@ impl Store {
         replace: bool,
     ) -> StoreResult<()> {
         on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if replace {
                 sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1")
                     .bind(table_id)
@@ -281,7 +283,7 @@ impl Store {
 
     pub async fn delete_lookup_entry(&self, table_id: Uuid, key: &str) -> StoreResult<()> {
         let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let n = sqlx::query::<Db>("DELETE FROM lookup_entries WHERE table_id = $1 AND key = $2")
                 .bind(table_id)
                 .bind(key)

@@ -288,9 +288,57 @@ async fn aborting_stops_events_and_jobs(db: Db) {
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
+/// Many people (or scripts) aborting events at once: each abort reads then writes, and none
+/// may be refused as "storage unavailable" because another one committed in between.
+async fn concurrent_aborts_all_succeed(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = paginated_source(24, 24).await;
+    let (sink, _) = flaky_sink().await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!({"schedule_seconds": [0, 3600], "timeout_seconds": 5}),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let events = loop {
+        let evs = events_of(&s, &job).await;
+        if evs.len() == 24
+            && evs
+                .iter()
+                .all(|e| e["attempt_count"] == 1 && e["is_running"] == false)
+        {
+            break evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never waited for a retry: {evs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut aborts = tokio::task::JoinSet::new();
+    for e in &events {
+        let req = s.req(
+            Method::POST,
+            &format!("/events/{}/abort", e["id"].as_str().unwrap()),
+        );
+        aborts.spawn(send(req));
+    }
+    for (status, e) in aborts.join_all().await {
+        assert_eq!(status, StatusCode::OK, "{e}");
+        assert_eq!(e["status"], "ABORTED");
+    }
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["counts"]["ABORTED"], 24, "{j}");
+}
+
 both_stores!(
     failed_events_are_replicated_to_ok,
     jobs_and_events_replicate_with_edits,
     uploads_and_hand_made_events_are_delivered,
     aborting_stops_events_and_jobs,
+    concurrent_aborts_all_succeed,
 );
