@@ -521,6 +521,30 @@ async fn a_job_run_ends_at_its_deadline(db: Db) {
     assert_eq!(pages.hits(), seen);
 }
 
+/// A page's `Link: rel="next"` names another host: the key's credentials go with every page,
+/// so the run stops there rather than send them to a host the answer chose.
+async fn a_next_page_on_another_host_is_not_fetched(db: Db) {
+    let (_env, s) = start_with(db, &["127.0.0.0/8"], |_| {}).await;
+    let elsewhere = Counted::start("127.0.0.2:0").await;
+    let next = format!(
+        "<http://127.0.0.2:{}/orders?page=2>; rel=\"next\"",
+        elsewhere.port()
+    );
+    let first = Counted::with("127.0.0.1:0", move |_| {
+        (
+            [(header::LINK, next.clone())],
+            axum::Json(json!({"orders": [{"id": "1"}]})),
+        )
+            .into_response()
+    })
+    .await;
+    let j = failed_job(&s, &format!("http://127.0.0.1:{}/orders", first.port())).await;
+    let message = j["message"].as_str().unwrap();
+    assert!(message.contains("on another host"), "{message}");
+    assert_eq!(first.hits(), 1);
+    assert_eq!(elsewhere.hits(), 0, "the other host was never called");
+}
+
 both_stores!(
     fetches_of_loopback_are_refused_before_connecting,
     a_redirect_to_loopback_is_not_followed,
@@ -531,4 +555,5 @@ both_stores!(
     an_oversized_page_fails_the_job_and_a_big_answer_is_cut_to_the_excerpt,
     a_dribbling_server_is_cut_off_at_the_deadline,
     a_job_run_ends_at_its_deadline,
+    a_next_page_on_another_host_is_not_fetched,
 );

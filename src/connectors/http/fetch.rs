@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::{at_path, entity_id, with_auth};
 use crate::connectors::net::Outbound;
+use crate::domain::error_code::ErrorCode;
 use crate::store::NewEvent;
 
 /// Most pages followed in one run: a guard against a server that always says "next".
@@ -39,7 +40,8 @@ pub async fn fetch(
         .unwrap_or("next_cursor");
 
     let mut out = Vec::new();
-    let mut next = Some(reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL: {e}"))?);
+    let first = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL: {e}"))?;
+    let mut next = Some(first.clone());
     let mut pages = 0;
     while let Some(page_url) = next.take() {
         pages += 1;
@@ -93,10 +95,22 @@ pub async fn fetch(
             });
         }
         next = match pagination {
-            "link" => link
+            "link" => match link
                 .as_deref()
                 .and_then(next_link)
-                .and_then(|l| page_url.join(&l).ok()),
+                .and_then(|l| page_url.join(&l).ok())
+            {
+                // The key's credentials go with every page: a server's answer must not be
+                // able to send them to another host.
+                Some(u) if u.origin() != first.origin() => {
+                    return Err(format!(
+                        "{}: the next page of {page_url} is on another host ({u}); Wharf does not \
+                         send the key's credentials there. Use a URL on the same host as `url`",
+                        ErrorCode::InvalidApiResponse.as_str()
+                    ))
+                }
+                other => other,
+            },
             "cursor" if !empty => match at_path(&doc, cursor_path) {
                 Some(Value::String(c)) if !c.is_empty() => {
                     let mut u = reqwest::Url::parse(url).expect("parsed above");
