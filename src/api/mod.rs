@@ -159,7 +159,17 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         res = &mut handler => res,
         _ = tokio::time::sleep(limit) => {
             if gate.abandon() {
-                ApiError::Unavailable.into_response()
+                ApiError::Busy {
+                    detail: format!(
+                        "The request was not finished within {} s (http.request_timeout_seconds) \
+                         and was stopped. A webhook push answered this way was not stored: send \
+                         it again. For other changes, check whether it was applied before \
+                         sending it again.",
+                        limit.as_secs()
+                    ),
+                    retry_after_seconds: 5,
+                }
+                .into_response()
             } else {
                 handler.await
             }

@@ -413,6 +413,11 @@ async fn a_push_answered_503_is_never_committed(db: Db) {
     let (status, p, retry_after, _) = push_keyed(&s, &hook, "late").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
     assert!(retry_after);
+    let detail = p["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("http.request_timeout_seconds") && detail.contains("not stored"),
+        "the answer says the request ran out of time, not that storage is down: {p}"
+    );
     // The write was still waiting for the lock; now it could go on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.release().await;
