@@ -545,6 +545,117 @@ async fn a_next_page_on_another_host_is_not_fetched(db: Db) {
     assert_eq!(elsewhere.hits(), 0, "the other host was never called");
 }
 
+/// Serves on `bind`: `POST /in` is recorded (headers and body); `POST /cross` and `POST /same`
+/// answer 307 to `cross_to` and to this server's own `/in`.
+async fn redirecting_recorder(
+    bind: &str,
+    cross_to: Option<String>,
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+) {
+    use axum::routing::post;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let cross = cross_to.unwrap_or_default();
+    let app = Router::new()
+        .route(
+            "/in",
+            post(move |headers: axum::http::HeaderMap, body: String| {
+                log.lock().unwrap().push((headers, body));
+                async { AxStatus::OK }
+            }),
+        )
+        .route(
+            "/cross",
+            post(move || {
+                let to = cross.clone();
+                async move { (AxStatus::TEMPORARY_REDIRECT, [(header::LOCATION, to)]) }
+            }),
+        )
+        .route(
+            "/same",
+            post(|| async { (AxStatus::TEMPORARY_REDIRECT, [(header::LOCATION, "/in")]) }),
+        );
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, seen)
+}
+
+/// A delivery redirected to another host takes its body there but none of its key's
+/// credentials or headers; redirected on its own host, it keeps them.
+async fn a_redirect_to_another_host_carries_no_credentials(db: Db) {
+    let (_env, s) = start_with(db, &["127.0.0.0/8"], |c| c.workers.poll_interval_ms = 50).await;
+    let (other, elsewhere) = redirecting_recorder("127.0.0.2:0", None).await;
+    let (front, here) =
+        redirecting_recorder("127.0.0.1:0", Some(format!("http://{other}/in"))).await;
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "http", "title": "ERP", "credentials": {
+                "base_url": format!("http://{front}"), "bearer_token": "tok_secret_value",
+                "secret_headers": {"X-Api-Key": "sk_hidden_value"}}}),
+        )
+        .await;
+    for path in ["cross", "same"] {
+        let destination = s
+            .create(
+                "/destinations",
+                json!({"title": path, "system": "http", "function": "http.send",
+                    "key_id": key["id"], "params": {"url": format!("http://{front}/{path}")}}),
+            )
+            .await;
+        let source = s
+            .create(
+                "/sources",
+                json!({"title": path, "system": "http", "function": "http.webhook",
+                    "trigger": "webhook"}),
+            )
+            .await;
+        let stream = s
+            .create(
+                "/streams",
+                json!({"title": path, "data_type": "sales_order", "source_id": source["id"],
+                    "transformation_id": "01900000-0000-7000-8000-000000000001",
+                    "destination_id": destination["id"]}),
+            )
+            .await;
+        let (status, out) = s
+            .post(
+                "/events",
+                json!({"stream_id": stream["id"], "payloads": [{"id": path}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while elsewhere.lock().unwrap().is_empty() || here.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the redirected deliveries never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (headers, body) = elsewhere.lock().unwrap()[0].clone();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"id": "cross"})
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.get("authorization").is_none(), "{headers:?}");
+    assert!(headers.get("x-api-key").is_none(), "{headers:?}");
+    let (headers, body) = here.lock().unwrap()[0].clone();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"id": "same"})
+    );
+    assert_eq!(headers["authorization"], "Bearer tok_secret_value");
+    assert_eq!(headers["x-api-key"], "sk_hidden_value");
+}
+
 both_stores!(
     fetches_of_loopback_are_refused_before_connecting,
     a_redirect_to_loopback_is_not_followed,
@@ -556,4 +667,5 @@ both_stores!(
     a_dribbling_server_is_cut_off_at_the_deadline,
     a_job_run_ends_at_its_deadline,
     a_next_page_on_another_host_is_not_fetched,
+    a_redirect_to_another_host_carries_no_credentials,
 );

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::{redirect, RequestBuilder, Response, Url};
+use reqwest::header::{HeaderName, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT};
+use reqwest::{redirect, Method, RequestBuilder, Response, StatusCode, Url};
 
 use crate::config::OutboundConfig;
 use crate::domain::error_code::ErrorCode;
@@ -180,8 +181,6 @@ impl CallError {
             CallError::Invalid(e.to_string())
         } else if e.is_timeout() {
             CallError::Timeout(timeout)
-        } else if e.is_redirect() {
-            CallError::TooManyRedirects
         } else {
             CallError::Unreachable
         }
@@ -229,23 +228,15 @@ impl Outbound {
         let guard = Arc::new(Guard {
             allow: addr::Allow::parse(&config.allow)?,
         });
-        let hops = guard.clone();
-        let policy = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                return attempt.error(TooMany);
-            }
-            match hops.check_url(attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(blocked) => attempt.error(blocked),
-            }
-        });
         let timeout = Duration::from_secs(config.request_timeout_seconds);
         let client = reqwest::Client::builder()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             // Calls go where their URL says; a proxy would resolve names out of the guard's sight.
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .redirect(policy)
+            // Redirects are followed in `send`, where each hop is checked and where the
+            // request's headers can be kept from another host.
+            .redirect(redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .build()
@@ -265,24 +256,53 @@ impl Outbound {
         self.client.request(method, url)
     }
 
-    /// Sends a request built by [`Outbound::request`] once its host passes the guard.
-    /// `timeout` replaces the default total deadline (`outbound.request_timeout_seconds`).
+    /// Sends a request built by [`Outbound::request`] once its host passes the guard, and
+    /// follows up to [`MAX_REDIRECTS`] redirects, each hop checked the same way. A hop to
+    /// another origin carries none of the request's own headers (credentials, custom and secret
+    /// headers): only its body and content type go on, as a browser drops `Authorization`.
+    /// `timeout` replaces the default total deadline (`outbound.request_timeout_seconds`); it
+    /// covers every hop and the reading of the answer.
     pub async fn send(
         &self,
         req: RequestBuilder,
         timeout: Option<Duration>,
     ) -> Result<Response, CallError> {
         let limit = timeout.unwrap_or(self.timeout);
-        let req = req
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut req = req
             .timeout(limit)
             .build()
             .map_err(|e| CallError::from_reqwest(e, limit))?;
-        self.guard
-            .check_url(req.url())
-            .map_err(CallError::Blocked)?;
-        #[allow(clippy::disallowed_methods)]
-        let sent = self.client.execute(req).await;
-        sent.map_err(|e| CallError::from_reqwest(e, limit))
+        let first = req.url().clone();
+        for _ in 0..=MAX_REDIRECTS {
+            self.guard
+                .check_url(req.url())
+                .map_err(CallError::Blocked)?;
+            // Kept before sending: the next hop is this request again, at another URL.
+            let again = req.try_clone();
+            #[allow(clippy::disallowed_methods)]
+            let res = self
+                .client
+                .execute(req)
+                .await
+                .map_err(|e| CallError::from_reqwest(e, limit))?;
+            let Some((next_url, status)) = redirect_target(&res) else {
+                return Ok(res);
+            };
+            // A body that cannot be sent twice (none of ours) ends the chain at the redirect.
+            let Some(mut next) = again else {
+                return Ok(res);
+            };
+            *next.url_mut() = next_url;
+            redirected(&mut next, status, &first);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(CallError::Timeout(limit));
+            }
+            *next.timeout_mut() = Some(left);
+            req = next;
+        }
+        Err(CallError::TooManyRedirects)
     }
 
     /// Reads a whole answer of at most `max_response_bytes`; a larger one is not read on.
@@ -337,16 +357,48 @@ fn excerpt_text(mut body: Vec<u8>) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-#[derive(Debug)]
-struct TooMany;
-
-impl std::fmt::Display for TooMany {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "more than {MAX_REDIRECTS} redirects")
+/// Where a redirect answer points, if it is one that is followed.
+fn redirect_target(res: &Response) -> Option<(Url, StatusCode)> {
+    let status = res.status();
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
     }
+    let location = res.headers().get(LOCATION)?.to_str().ok()?;
+    Some((res.url().join(location).ok()?, status))
 }
 
-impl std::error::Error for TooMany {}
+/// Same scheme, host and port: where a request's own headers may follow it.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Headers a request keeps when a redirect takes it to another origin.
+const CROSS_ORIGIN_KEPT: [HeaderName; 3] = [ACCEPT, CONTENT_TYPE, USER_AGENT];
+
+/// Makes `next` the request a redirect asks for: 303, and 301/302 after a POST, become a GET
+/// without a body (as browsers and reqwest do); 307/308 repeat the request. Another origin than
+/// the first request's gets none of its own headers.
+fn redirected(next: &mut reqwest::Request, status: StatusCode, first: &Url) {
+    let becomes_get = status == StatusCode::SEE_OTHER
+        || (matches!(status.as_u16(), 301 | 302) && next.method() == Method::POST);
+    if becomes_get {
+        *next.method_mut() = Method::GET;
+        *next.body_mut() = None;
+        next.headers_mut().remove(CONTENT_TYPE);
+        next.headers_mut().remove(CONTENT_LENGTH);
+    }
+    if !same_origin(next.url(), first) {
+        let kept: Vec<_> = CROSS_ORIGIN_KEPT
+            .iter()
+            .filter_map(|name| Some((name.clone(), next.headers().get(name)?.clone())))
+            .collect();
+        let headers = next.headers_mut();
+        headers.clear();
+        headers.extend(kept);
+    }
+}
 
 #[cfg(test)]
 mod tests {
