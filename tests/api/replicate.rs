@@ -235,6 +235,26 @@ async fn uploads_and_hand_made_events_are_delivered(db: Db) {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
+/// The job's `n` events once each has failed its first attempt and waits for the next.
+async fn waiting_for_retry(s: &crate::common::Server, job: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let evs = events_of(s, job).await;
+        if evs.len() == n
+            && evs
+                .iter()
+                .all(|e| e["attempt_count"] == 1 && e["is_running"] == false)
+        {
+            return evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never waited for a retry: {evs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn aborting_stops_events_and_jobs(db: Db) {
     let (_env, s) = start(db).await;
     let source = paginated_source(3, 10).await;
@@ -249,22 +269,7 @@ async fn aborting_stops_events_and_jobs(db: Db) {
     )
     .await;
     let job = run(&s, &stream).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let events = loop {
-        let evs = events_of(&s, &job).await;
-        if evs.len() == 3
-            && evs
-                .iter()
-                .all(|e| e["attempt_count"] == 1 && e["is_running"] == false)
-        {
-            break evs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "events never waited for a retry: {evs:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let events = waiting_for_retry(&s, &job, 3).await;
     let waiting = &events[0];
     assert_eq!(waiting["status"], "TRANSFORMED");
     assert_eq!(waiting["retries_remaining"], 1);
@@ -303,22 +308,7 @@ async fn concurrent_aborts_all_succeed(db: Db) {
     )
     .await;
     let job = run(&s, &stream).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let events = loop {
-        let evs = events_of(&s, &job).await;
-        if evs.len() == 24
-            && evs
-                .iter()
-                .all(|e| e["attempt_count"] == 1 && e["is_running"] == false)
-        {
-            break evs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "events never waited for a retry: {evs:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let events = waiting_for_retry(&s, &job, 24).await;
     let mut aborts = tokio::task::JoinSet::new();
     for e in &events {
         let req = s.req(
