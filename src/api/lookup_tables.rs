@@ -116,9 +116,11 @@ fn formula_like(cell: &str) -> bool {
 }
 
 /// A cell as downloaded: one a spreadsheet would run as a formula is kept as text by a
-/// leading `'`.
+/// leading `'` (and so is one that begins with `'`).
 fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    if formula_like(cell) {
+    // A cell that itself begins with `'` is marked too, so the upload's `restore` gives back
+    // exactly what was stored.
+    if formula_like(cell) || cell.starts_with('\'') {
         format!("'{cell}").into()
     } else {
         cell.into()
@@ -129,7 +131,7 @@ fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 /// so that a downloaded table uploads unchanged.
 fn restore(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if formula_like(rest) => rest,
+        Some(rest) if formula_like(rest) || rest.starts_with('\'') => rest,
         _ => cell,
     }
 }
@@ -427,5 +429,9 @@ mod tests {
         }
         assert_eq!(neutralise("SKU-1"), "SKU-1");
         assert_eq!(restore("'quoted"), "'quoted");
+        // A stored value that begins with the mark itself survives the round trip.
+        for cell in ["'=x", "'quoted", "''"] {
+            assert_eq!(restore(&neutralise(cell)), cell);
+        }
     }
 }

@@ -251,8 +251,11 @@ async fn commit<B: Batch>(
                     tracing::debug!(error = %e, writes = items.len(), "batch failed; committing one by one");
                     let mut answers = Vec::with_capacity(items.len());
                     for (item, gate) in items.iter().zip(gates) {
-                        if let Some(Ok(Err(StoreError::Unavailable(why)))) = answers.last() {
-                            // Storage went away meanwhile: the rest fail without waiting.
+                        // Storage went away meanwhile: the rest fail without waiting. (One
+                        // request that gave up says nothing about storage.)
+                        if let Some(Ok(Err(StoreError::Unavailable(why)))) = answers.last().filter(
+                            |a| !matches!(a, Ok(Err(StoreError::Unavailable(w))) if w == GAVE_UP),
+                        ) {
                             let why = why.clone();
                             answers.push(Ok(Err(StoreError::Unavailable(why))));
                             continue;

@@ -512,7 +512,10 @@ async fn lookup_csv_is_safe_in_spreadsheets_and_validated(db: Db) {
     let id = t["id"].as_str().unwrap();
     let (status, out) = send(
         s.req(Method::PUT, &format!("/lookup-tables/{id}/entries"))
-            .json(&json!({"entries": {"=cmd|' /C calc'!A0": "+1", "@SUM": "-2", "plain": "\tx"}})),
+            .json(
+                &json!({"entries": {"=cmd|' /C calc'!A0": "+1", "@SUM": "-2", "plain": "\tx",
+                "quoted": "'=x"}}),
+            ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{out}");
@@ -523,7 +526,7 @@ async fn lookup_csv_is_safe_in_spreadsheets_and_validated(db: Db) {
         .unwrap();
     let body = res.text().await.unwrap();
     assert_eq!(
-        body, "key,value\n'=cmd|' /C calc'!A0,'+1\n'@SUM,'-2\nplain,'\tx\n",
+        body, "key,value\n'=cmd|' /C calc'!A0,'+1\n'@SUM,'-2\nplain,'\tx\nquoted,''=x\n",
         "no cell starts a formula"
     );
     // The download uploads back unchanged.
@@ -538,7 +541,7 @@ async fn lookup_csv_is_safe_in_spreadsheets_and_validated(db: Db) {
     assert_eq!(
         page["items"],
         json!([{"key": "=cmd|' /C calc'!A0", "value": "+1"}, {"key": "@SUM", "value": "-2"},
-               {"key": "plain", "value": "\tx"}])
+               {"key": "plain", "value": "\tx"}, {"key": "quoted", "value": "'=x"}])
     );
 
     // The JSON API's key rule holds for uploads too.
@@ -558,7 +561,7 @@ async fn lookup_csv_is_safe_in_spreadsheets_and_validated(db: Db) {
         "{p}"
     );
     let (_, t) = s.get(&format!("/lookup-tables/{id}")).await;
-    assert_eq!(t["entry_count"], 3, "a refused upload changes nothing");
+    assert_eq!(t["entry_count"], 4, "a refused upload changes nothing");
 
     // Many rows, a repeated key among them (the last wins), stored together.
     let mut many = "key,value\n".to_string();
