@@ -317,6 +317,11 @@ async fn create(
             "must hold at least one payload",
         ));
     }
+    // The same budget as a push or an upload of these payloads: a short body of many empty
+    // payloads must not become a million events.
+    let text_len = serde_json::to_vec(&input.payloads).map_or(0, |v| v.len());
+    crate::ingest::decode::DecodeLimits::from(&state.config.ingest)
+        .check_records(text_len, input.payloads.len())?;
     let (stream, path) =
         open_stream(&state, &auth, input.stream_id)
             .await

@@ -148,7 +148,7 @@ async fn json_bodies_of_many_empty_records_are_refused(db: Db) {
     let (status, p) = send(
         s.req(Method::POST, &format!("/streams/{stream}/uploads"))
             .header("content-type", "application/json")
-            .body(empties),
+            .body(empties.clone()),
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
@@ -157,6 +157,19 @@ async fn json_bodies_of_many_empty_records_are_refused(db: Db) {
             .as_str()
             .unwrap()
             .contains("ingest.max_decoded_ratio"),
+        "{p}"
+    );
+    // Events made by hand are held to the same budget.
+    let payloads: Value = serde_json::from_str(&empties).unwrap();
+    let (status, p) = s
+        .post(
+            "/events",
+            json!({"stream_id": stream, "payloads": payloads}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("100000 records"),
         "{p}"
     );
     let (_, page) = s.get("/jobs").await;
