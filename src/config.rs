@@ -60,6 +60,10 @@ pub struct OutboundConfig {
     /// take, in seconds; past it the job fails with TIMEOUT. Below `workers.lease_seconds`, so
     /// no second worker takes the work over while it still runs. Unset: four fifths of the lease.
     pub job_deadline_seconds: Option<u64>,
+    /// Most records one source run (every page of an `http.fetch`) may read; past it the job
+    /// fails, asking for a narrower query. A run's records are held until they are stored
+    /// together, so this bounds a run's memory.
+    pub max_records_per_run: usize,
 }
 
 impl Default for OutboundConfig {
@@ -70,6 +74,7 @@ impl Default for OutboundConfig {
             max_response_bytes: 16 * 1024 * 1024,
             excerpt_bytes: 64 * 1024,
             job_deadline_seconds: None,
+            max_records_per_run: 100_000,
         }
     }
 }
@@ -456,6 +461,12 @@ impl Config {
             return bad(
                 "outbound.request_timeout_seconds",
                 "must be between 1 and 3600",
+            );
+        }
+        if !(1..=10_000_000).contains(&self.outbound.max_records_per_run) {
+            return bad(
+                "outbound.max_records_per_run",
+                "must be between 1 and 10000000",
             );
         }
         if self.outbound.max_response_bytes < 1024 {

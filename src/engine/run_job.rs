@@ -120,9 +120,14 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
     }
     let key = credentials(engine, job.org_id, source.key_id).await?;
     let events = match source.function.as_str() {
-        "http.fetch" => http::fetch(&engine.net, &source.params.0, key.as_ref())
-            .await
-            .map_err(Failure::Source)?,
+        "http.fetch" => http::fetch(
+            &engine.net,
+            &crate::ingest::decode::DecodeLimits::from(&engine.state.config.ingest),
+            &source.params.0,
+            key.as_ref(),
+        )
+        .await
+        .map_err(Failure::Source)?,
         other => {
             return Err(Failure::Source(format!(
                 "the source function `{other}` cannot be run on demand yet; use an http.fetch source or send records to the stream"

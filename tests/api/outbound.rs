@@ -656,6 +656,34 @@ async fn a_redirect_to_another_host_carries_no_credentials(db: Db) {
     assert_eq!(headers["x-api-key"], "sk_hidden_value");
 }
 
+/// A source run's records are held until they are stored together: a page of very many tiny
+/// records, or more records in a run than `outbound.max_records_per_run`, fail the job instead
+/// of growing memory without bound.
+async fn a_fetch_run_holds_a_bounded_number_of_records(db: Db) {
+    let (_env, s) = start_with(db, &["127.0.0.0/8"], |c| {
+        c.outbound.max_records_per_run = 5;
+    })
+    .await;
+    let empties = Counted::with("127.0.0.1:0", |_| {
+        let page = format!("{{\"orders\": [{}{{}}]}}", "{},".repeat(49_999));
+        ([(header::CONTENT_TYPE, "application/json")], page).into_response()
+    })
+    .await;
+    let j = failed_job(&s, &format!("http://127.0.0.1:{}/orders", empties.port())).await;
+    let message = j["message"].as_str().unwrap();
+    assert!(message.starts_with("INVALID_API_RESPONSE: "), "{message}");
+    assert!(message.contains("50000 records"), "{message}");
+
+    // Pages of three, over a limit of five records a run: the third page is never read.
+    let pages = crate::peers::paginated_source(9, 3).await;
+    let j = failed_job(&s, &format!("http://{pages}/orders")).await;
+    let message = j["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than 5 records") && message.contains("outbound.max_records_per_run"),
+        "{message}"
+    );
+}
+
 both_stores!(
     fetches_of_loopback_are_refused_before_connecting,
     a_redirect_to_loopback_is_not_followed,
@@ -668,4 +696,5 @@ both_stores!(
     a_job_run_ends_at_its_deadline,
     a_next_page_on_another_host_is_not_fetched,
     a_redirect_to_another_host_carries_no_credentials,
+    a_fetch_run_holds_a_bounded_number_of_records,
 );

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{at_path, entity_id, with_auth};
 use crate::connectors::net::Outbound;
 use crate::domain::error_code::ErrorCode;
+use crate::ingest::decode::DecodeLimits;
 use crate::store::NewEvent;
 
 /// Most pages followed in one run: a guard against a server that always says "next".
@@ -14,6 +15,7 @@ const MAX_PAGES: usize = 10_000;
 /// Reads every record. The error is a message for the job.
 pub async fn fetch(
     net: &Outbound,
+    decode: &DecodeLimits,
     params: &Value,
     key: Option<&Value>,
 ) -> Result<Vec<NewEvent>, String> {
@@ -72,20 +74,39 @@ pub async fn fetch(
             return Err(format!("GET {page_url} answered {status}: {excerpt}"));
         }
         let body = net.read_capped(res).await.map_err(failed)?;
-        let doc: Value = serde_json::from_slice(&body)
+        let mut doc: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("GET {page_url} did not answer JSON: {e}"))?;
-        let records = match at_path(&doc, records_path) {
-            Some(Value::Array(items)) => items.clone(),
+        let records = match take_at_path(&mut doc, records_path) {
+            Some(Value::Array(items)) => items,
             Some(Value::Null) | None if !records_path.is_empty() => {
                 return Err(format!("the answer of {page_url} has no `{records_path}`"))
             }
-            Some(other) if records_path.is_empty() => vec![other.clone()],
+            Some(other) if records_path.is_empty() => vec![other],
             _ => {
                 return Err(format!(
                     "`{records_path}` in the answer of {page_url} is not a list"
                 ))
             }
         };
+        // A page of many tiny records costs far more stored than it weighs: the same budget
+        // as a pushed body of that size.
+        decode
+            .check_records(body.len(), records.len())
+            .map_err(|e| {
+                format!(
+                    "{}: GET {page_url}: {e}",
+                    ErrorCode::InvalidApiResponse.as_str()
+                )
+            })?;
+        if out.len() + records.len() > net.max_records_per_run {
+            return Err(format!(
+                "{}: the source gave more than {} records in one run \
+                 (outbound.max_records_per_run); narrow the query (a filter, or an updated-since \
+                 parameter) so each run reads fewer",
+                ErrorCode::InvalidApiResponse.as_str(),
+                net.max_records_per_run
+            ));
+        }
         let empty = records.is_empty();
         for record in records {
             out.push(NewEvent {
@@ -131,6 +152,21 @@ pub async fn fetch(
         };
     }
     Ok(out)
+}
+
+/// Takes the value at a dotted path out of `doc` (see [`at_path`]), leaving `null` there.
+fn take_at_path(doc: &mut Value, path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(doc.take());
+    }
+    let mut at = doc;
+    for part in path.split('.') {
+        at = match at {
+            Value::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
+            other => other.get_mut(part)?,
+        };
+    }
+    Some(at.take())
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -219,6 +219,8 @@ pub struct Outbound {
     pub excerpt_bytes: usize,
     /// Most time one job run or one delivery may spend calling other systems.
     pub deadline: Duration,
+    /// Most records one source run may read.
+    pub max_records_per_run: usize,
 }
 
 impl Outbound {
@@ -248,6 +250,7 @@ impl Outbound {
             max_response_bytes: config.max_response_bytes,
             excerpt_bytes: config.excerpt_bytes,
             deadline,
+            max_records_per_run: config.max_records_per_run,
         })
     }
 
