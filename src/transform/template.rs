@@ -225,16 +225,21 @@ fn environment(format: &str, limits: &Limits) -> Environment<'static> {
         "lookup",
         move |state: &State, table: String, key: Jv, default: Option<Jv>| {
             let key = text(state, &key, "lookup", &limits)?;
+            // The entry, else the call's default, else the table's: as in JavaScript.
             let found = with_call(|c| match c.lookups.entry(&table, &key) {
-                Ok(Some(v)) => Ok(Some(v.to_string())),
-                Ok(None) => Ok(c.lookups.tables.get(&table).and_then(|t| t.default.clone())),
+                Ok(Some(v)) => Ok((Some(v.to_string()), None)),
+                Ok(None) => Ok((
+                    None,
+                    c.lookups.tables.get(&table).and_then(|t| t.default.clone()),
+                )),
                 Err(m) => Err(m),
             })
             .unwrap_or(Err(Miss::NoTable));
             match (found, default) {
-                (Ok(Some(v)), _) => Ok(Jv::from(v)),
-                (Ok(None), Some(d)) => Ok(d),
-                (Ok(None), None) => Err(invalid(format!(
+                (Ok((Some(v), _)), _) => Ok(Jv::from(v)),
+                (Ok((None, _)), Some(d)) => Ok(d),
+                (Ok((None, Some(table_default))), None) => Ok(Jv::from(table_default)),
+                (Ok((None, None)), None) => Err(invalid(format!(
                     "LookupNotFound: {}",
                     Lookups::miss_message(&table, &key, &Miss::NoKey)
                 ))),

@@ -965,7 +965,60 @@ async fn a_record_splits_into_at_most_max_outputs(db: Db) {
     );
 }
 
+/// `lookup(table, key, default)`: the entry, else the call's default, else the table's
+/// `default_value`, else LookupNotFound — the same in JavaScript and in templates.
+async fn lookup_defaults_agree_in_javascript_and_templates(db: Db) {
+    let (_env, s) = start(db).await;
+    s.create(
+        "/lookup-tables",
+        json!({"name": "carriers", "default_value": "TABLE", "entries": {"DPD": "DPD1"}}),
+    )
+    .await;
+    s.create("/lookup-tables", json!({"name": "bare", "entries": {}}))
+        .await;
+    let js = private(
+        &s,
+        "javascript",
+        "json",
+        "function transform(r, ctx) { return { hit: ctx.lookup('carriers', 'DPD', 'CALL'), \
+         call: ctx.lookup('carriers', 'UPS', 'CALL'), table: ctx.lookup('carriers', 'UPS') }; }",
+    )
+    .await;
+    let template = private(
+        &s,
+        "template",
+        "text",
+        "{{ lookup('carriers', 'DPD', 'CALL') }}|{{ lookup('carriers', 'UPS', 'CALL') }}|{{ lookup('carriers', 'UPS') }}",
+    )
+    .await;
+    let (status, out) = dry_run(&s, &js, json!({}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(
+        out["output"],
+        json!({"hit": "DPD1", "call": "CALL", "table": "TABLE"})
+    );
+    let (status, out) = dry_run(&s, &template, json!({}), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["output"], "DPD1|CALL|TABLE");
+
+    // No entry and no default anywhere: LookupNotFound in both.
+    for (language, format, code) in [
+        (
+            "javascript",
+            "json",
+            "function transform(r, ctx) { return { v: ctx.lookup('bare', 'x') }; }",
+        ),
+        ("template", "text", "{{ lookup('bare', 'x') }}"),
+    ] {
+        let id = private(&s, language, format, code).await;
+        let (status, out) = dry_run(&s, &id, json!({}), json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+        assert_eq!(out["error_code"], "LOOKUP_NOT_FOUND", "{language}: {out}");
+    }
+}
+
 both_stores!(
+    lookup_defaults_agree_in_javascript_and_templates,
     syntax_errors_are_refused_on_save,
     dry_runs_return_output_logs_or_the_error,
     the_sandbox_fails_only_the_offending_event,
