@@ -219,12 +219,8 @@ pub async fn open_stream(
         .store
         .get::<Source>(auth.org_id, stream.source_id)
         .await?;
-    let path = source
-        .params
-        .0
-        .get("entity_id_path")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let path =
+        crate::connectors::entity_id_path(&source.system, &source.params.0).map(str::to_string);
     Ok((stream, path))
 }
 

@@ -128,6 +128,24 @@ impl System {
     }
 }
 
+/// Where a source's records carry their entity id, the one rule for every way a record arrives
+/// (a push, a run, an upload, a hand-made event, a replica): the source's `entity_id_path`, else
+/// where the system puts it — a Shopify order's `name` (`#1001`), a DEAR sale's `ID` (a DEAR
+/// push names its sale by `SaleID`, but the event holds the sale read from the API).
+pub fn entity_id_path<'a>(system: &str, params: &'a serde_json::Value) -> Option<&'a str> {
+    if let Some(path) = params
+        .get("entity_id_path")
+        .and_then(serde_json::Value::as_str)
+    {
+        return Some(path);
+    }
+    match system {
+        "shopify" => Some("name"),
+        "dear" => Some("ID"),
+        _ => None,
+    }
+}
+
 /// A key's credentials as connectors use them: the shown fields with the sealed secrets opened,
 /// and `secret_headers` folded into `headers` (a secret header is sent like any other).
 /// `None` when the secrets do not open under this master key (a different key was configured).

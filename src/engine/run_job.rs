@@ -77,13 +77,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
     let store = &engine.state.store;
     let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
     let source = store.get::<Source>(job.org_id, stream.source_id).await?;
-    let id_path = source
-        .params
-        .0
-        .get("entity_id_path")
-        .and_then(Value::as_str)
-        // A DEAR sale read from the API names itself by `ID`.
-        .or((source.function == "dear.webhook").then_some("ID"));
+    let id_path = connectors::entity_id_path(&source.system, &source.params.0);
     // Records given with the job (an upload, a webhook, a replica) are not read again.
     if let Some(payload) = &job.payload {
         let mut records = match &payload.0 {

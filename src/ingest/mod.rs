@@ -110,7 +110,7 @@ async fn receive(
         ));
     }
     let meta = push_meta(&source, &headers, delivery_id.as_deref());
-    let path = entity_path(&source);
+    let path = crate::connectors::entity_id_path(&source.system, &source.params.0);
     // One copy of the records per stream but the last, which takes them.
     let mut records = Some(records);
     let mut jobs = Vec::with_capacity(streams.len());
@@ -124,7 +124,7 @@ async fn receive(
         let (payload, events) = if thin(&source.system) {
             (Some(Value::Array(mine)), None)
         } else {
-            (None, Some(new_events(mine, path.as_deref(), None)))
+            (None, Some(new_events(mine, path, None)))
         };
         jobs.push(IngestJob {
             new: NewJob {
@@ -173,23 +173,6 @@ async fn receive(
                 }),
             ))
         }
-    }
-}
-
-/// Where each record's entity id is: the source's `entity_id_path`, or the system's usual one.
-fn entity_path(source: &Source) -> Option<String> {
-    if let Some(p) = source
-        .params
-        .0
-        .get("entity_id_path")
-        .and_then(Value::as_str)
-    {
-        return Some(p.to_string());
-    }
-    match source.system.as_str() {
-        "shopify" => Some("name".into()),
-        "dear" => Some("SaleID".into()),
-        _ => None,
     }
 }
 

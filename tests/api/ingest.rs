@@ -12,11 +12,11 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{read, Db, Env, Server};
+use crate::common::{read, send, Db, Env, Server};
 use crate::engine::{events_of, start, wait_for_job};
 use crate::peers::Sink;
 
@@ -701,8 +701,61 @@ async fn subscriptions_install_and_uninstall(db: Db) {
     s.stop().await;
 }
 
+/// The same Shopify order gets the same entity id however it arrives: pushed, uploaded, made
+/// by hand, or replicated with an edited payload.
+async fn every_way_in_names_the_same_entity(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (hook, _) = shopify_stream(&s, &sink, None).await;
+    let body = serde_json::to_vec(&order(1)).unwrap();
+    let (status, receipt) = push(&s, &hook, &body, &shopify_headers(&body, SECRET, "e-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+    let pushed = receipt["job_id"].as_str().unwrap().to_string();
+    let (_, streams) = s.get("/streams").await;
+    let stream = streams["items"][0]["id"].as_str().unwrap().to_string();
+
+    let (status, out) = send(
+        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
+            .header("content-type", "application/json")
+            .body(json!([order(2)]).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let uploaded = out["job_id"].as_str().unwrap().to_string();
+    let (status, out) = s
+        .post(
+            "/events",
+            json!({"stream_id": stream, "payloads": [order(3)]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let by_hand = out["job_id"].as_str().unwrap().to_string();
+    wait_for_job(&s, &pushed).await;
+    let (status, out) = s
+        .post(
+            &format!("/jobs/{pushed}/replicate"),
+            json!({"payload": [order(4)]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let replica = out["job_id"].as_str().unwrap().to_string();
+
+    for (job, name) in [
+        (&pushed, "#1001"),
+        (&uploaded, "#1002"),
+        (&by_hand, "#1003"),
+        (&replica, "#1004"),
+    ] {
+        wait_for_job(&s, job).await;
+        let events = events_of(&s, job).await;
+        assert_eq!(events.len(), 1, "{job}");
+        assert_eq!(events[0]["entity_id"], name, "{:?}", events[0]);
+    }
+}
+
 both_stores!(
     signed_shopify_push_is_stored_before_202,
+    every_way_in_names_the_same_entity,
     unverified_pushes_are_401_and_store_nothing,
     concurrent_duplicates_make_one_job,
     a_burst_of_pushes_is_stored_and_delivered_once_each,
