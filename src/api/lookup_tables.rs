@@ -373,9 +373,18 @@ async fn upload_csv(
     auth.require(Permission::WriteTransformations)?;
     let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
     let entries = parse_csv(&body)?;
+    let replace = params.replace.unwrap_or(true);
+    if replace && entries.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "the file has no rows after its header, and replacing with it would empty the table; \
+             send the rows, or to empty the table on purpose PUT /lookup-tables/{id}/entries with \
+             {\"entries\": {}, \"replace\": true}",
+        ));
+    }
     state
         .store
-        .put_lookup_entries(t.id, &entries, params.replace.unwrap_or(true))
+        .put_lookup_entries(t.id, &entries, replace)
         .await?;
     state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
@@ -387,6 +396,26 @@ fn parse_csv(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         .has_headers(true)
         .flexible(false)
         .from_reader(body);
+    // Without the header row the first entry would be taken for it and silently lost.
+    let header = reader.headers().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "CSV line 1: {e}; send `key,value` rows after a header row."
+        ))
+    })?;
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
+        .collect();
+    if names != ["key", "value"] {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "CSV line 1 must be the header `key,value`, not `{}`; add the header row so \
+                 that no entry is taken for it",
+                header.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
+    }
     let mut entries = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;

@@ -127,6 +127,37 @@ async fn lookup_tables_csv_round_trip(db: Db) {
         .unwrap();
     let (_, after) = read(res).await;
     assert_eq!(after["entry_count"], 3, "a refused upload changes nothing");
+
+    // A file without its header row would lose its first entry to it; an empty file would
+    // empty the table. Both are refused and change nothing.
+    for (body, says) in [
+        ("SKU-9,WMS-009\nSKU-8,WMS-008\n", "header `key,value`"),
+        ("key,value\n", "would empty the table"),
+        ("", "header `key,value`"),
+    ] {
+        let (status, p) = send(
+            s.req(Method::PUT, &format!("/lookup-tables/{id}/csv"))
+                .header("content-type", "text/csv")
+                .body(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}: {p}");
+        assert!(
+            p["errors"][0]["message"].as_str().unwrap().contains(says),
+            "{p}"
+        );
+    }
+    // Adding nothing (replace=false) is harmless; a header in other case is a header.
+    let (status, p) = send(
+        s.req(
+            Method::PUT,
+            &format!("/lookup-tables/{id}/csv?replace=false"),
+        )
+        .body("Key,Value\nSKU-4,WMS-004\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["entry_count"], 4, "{p}");
 }
 
 both_stores!(lookup_tables_crud_and_entries, lookup_tables_csv_round_trip);
