@@ -317,6 +317,12 @@ async fn create(
             "must hold at least one payload",
         ));
     }
+    if let Some(i) = input.payloads.iter().position(|p| !p.is_object()) {
+        return Err(ApiError::invalid(
+            format!("payloads[{i}]"),
+            "must be a JSON object (a record), not a scalar, null or a list",
+        ));
+    }
     // The same budget as a push or an upload of these payloads: a short body of many empty
     // payloads must not become a million events.
     let text_len = serde_json::to_vec(&input.payloads).map_or(0, |v| v.len());

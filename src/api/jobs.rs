@@ -248,6 +248,18 @@ pub struct AcceptedEvents {
 }
 
 /// Records of an uploaded file: a JSON array (or one object), or CSV with a header row.
+/// How a JSON value is named in an error.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 fn parse_upload(
     content_type: &str,
     body: &[u8],
@@ -264,8 +276,26 @@ fn parse_upload(
         "" | "application/json" => {
             let records = match parse_json::<Value>(body)? {
                 Value::Array(items) => items,
-                other => vec![other],
+                record @ Value::Object(_) => vec![record],
+                other => {
+                    return Err(ApiError::invalid(
+                        "body",
+                        format!(
+                            "is a bare {}; send a JSON object (one record) or an array of objects",
+                            json_kind(&other)
+                        ),
+                    ))
+                }
             };
+            if let Some(i) = records.iter().position(|r| !r.is_object()) {
+                return Err(ApiError::invalid(
+                    "body",
+                    format!(
+                        "record {i} is a {}, not an object; every record must be a JSON object",
+                        json_kind(&records[i])
+                    ),
+                ));
+            }
             limits.check_records(body.len(), records.len())?;
             records
         }

@@ -190,6 +190,19 @@ async fn uploads_and_hand_made_events_are_delivered(db: Db) {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
         ("application/json", "[]", StatusCode::UNPROCESSABLE_ENTITY),
+        // A bare scalar or null is no record, nor is an array element that is not an object.
+        ("application/json", "null", StatusCode::UNPROCESSABLE_ENTITY),
+        ("application/json", "42", StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "application/json",
+            "\"order\"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            "[{\"id\": 1}, null]",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         ("application/json", "[{", StatusCode::BAD_REQUEST),
         ("text/csv", "id,name\n1\n", StatusCode::BAD_REQUEST),
     ] {
@@ -211,6 +224,14 @@ async fn uploads_and_hand_made_events_are_delivered(db: Db) {
     assert_eq!(status, StatusCode::ACCEPTED, "{out}");
     wait_for_job(&s, out["job_id"].as_str().unwrap()).await;
     assert_eq!(sink.counts_by_id()["h1"], 1);
+    let (status, p) = s
+        .post(
+            "/events",
+            json!({"stream_id": stream, "payloads": [{"id": "h2"}, 7]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "payloads[1]", "{p}");
     let (status, _) = s
         .post("/events", json!({"stream_id": stream, "payloads": []}))
         .await;
