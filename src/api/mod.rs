@@ -11,6 +11,7 @@ mod health;
 pub mod jobs;
 mod keys;
 mod lookup_tables;
+mod openapi_doc;
 mod organisations;
 mod redact;
 mod sources;
@@ -101,9 +102,11 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(entities::router())
         .merge(webhooks::router())
         .merge(event_log::router());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
-        .split_for_parts()
+        .split_for_parts();
+    openapi_doc::complete(&mut doc);
+    (router, doc)
 }
 
 /// The whole HTTP application; tests call this directly.

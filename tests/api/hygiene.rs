@@ -208,8 +208,64 @@ async fn openapi_matches_the_routes(db: Db) {
     assert!(bundle.bytes().await.unwrap().len() > 100_000);
 }
 
+/// The document can drive contract tools and client generators: every templated path declares
+/// its parameters, error answers are documented as the problem+json they are served as, and
+/// every operation has its own id.
+async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let doc: Value = s
+        .client
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids = std::collections::HashSet::new();
+    let mut operations = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter_map(|p| p.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, op) in ops.as_object().unwrap() {
+            operations += 1;
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in &names {
+                let p = params
+                    .iter()
+                    .find(|p| p["name"] == *name && p["in"] == "path")
+                    .unwrap_or_else(|| panic!("{method} {path} does not declare `{name}`"));
+                assert_eq!(p["required"], true, "{method} {path} {name}");
+                if *name == "id" {
+                    assert_eq!(p["schema"]["format"], "uuid", "{method} {path}");
+                }
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    if let Some(content) = response["content"].as_object() {
+                        assert!(
+                            content.contains_key("application/problem+json")
+                                && !content.contains_key("application/json"),
+                            "{method} {path} {status}: {content:?}"
+                        );
+                    }
+                }
+            }
+            let id = op["operationId"].as_str().unwrap().to_string();
+            assert!(
+                ids.insert(id.clone()),
+                "operationId `{id}` repeats ({method} {path})"
+            );
+        }
+    }
+    assert!(operations > 60, "{operations} operations");
+}
+
 both_stores!(
     lists_page_with_cursors,
+    openapi_declares_path_parameters_problems_and_unique_ids,
     oversized_bodies_are_413,
     malformed_requests_get_problem_documents,
     health_metrics_and_request_ids,

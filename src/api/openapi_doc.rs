@@ -1,0 +1,135 @@
+//! What the generated OpenAPI document leaves out, added once over the whole document so that
+//! no operation can forget it: the path parameters of every templated path, error answers
+//! under the media type they are served as (`application/problem+json`), and an operation id
+//! unique across the API (the handlers' names repeat from one resource to the next).
+
+use std::collections::HashSet;
+
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{OpenApi, RefOr, Required};
+
+/// Completes `doc` in place.
+pub fn complete(doc: &mut OpenApi) {
+    let mut seen_ids = HashSet::new();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let names = template_names(path);
+        for (method, op) in [
+            ("get", item.get.as_mut()),
+            ("put", item.put.as_mut()),
+            ("post", item.post.as_mut()),
+            ("delete", item.delete.as_mut()),
+            ("patch", item.patch.as_mut()),
+        ] {
+            let Some(op) = op else { continue };
+            declare_path_parameters(op, &names);
+            problems_as_problem_json(op);
+            unique_operation_id(op, method, path, &mut seen_ids);
+        }
+    }
+}
+
+/// The `{name}` segments of a path template, in order.
+fn template_names(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn declare_path_parameters(op: &mut Operation, names: &[String]) {
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    for name in names {
+        let declared = params
+            .iter()
+            .any(|p| p.name == *name && p.parameter_in == ParameterIn::Path);
+        if !declared {
+            params.push(path_parameter(name));
+        }
+    }
+}
+
+fn path_parameter(name: &str) -> Parameter {
+    let (schema, description) = if name == "id" {
+        (
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            "The object's id.",
+        )
+    } else {
+        (
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+            "The name or key, as it is written.",
+        )
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// Error answers are problem details (RFC 9457); the derive documents them as plain JSON.
+fn problems_as_problem_json(op: &mut Operation) {
+    for (status, response) in op.responses.responses.iter_mut() {
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        if !is_error {
+            continue;
+        }
+        if let Some(content) = response.content.shift_remove("application/json") {
+            response
+                .content
+                .insert("application/problem+json".to_string(), content);
+        }
+    }
+}
+
+/// `tag_handler` (e.g. `sources_list`), or with the method and path when that still repeats.
+fn unique_operation_id(op: &mut Operation, method: &str, path: &str, seen: &mut HashSet<String>) {
+    let handler = op
+        .operation_id
+        .clone()
+        .unwrap_or_else(|| method.to_string());
+    let tag = op
+        .tags
+        .as_ref()
+        .and_then(|t| t.first())
+        .map(|t| t.replace('-', "_"))
+        .unwrap_or_default();
+    let mut id = if tag.is_empty() || handler.starts_with(&tag) {
+        handler
+    } else {
+        format!("{tag}_{handler}")
+    };
+    if seen.contains(&id) {
+        let tail: String = path
+            .trim_start_matches("/api/v1/")
+            .replace(['{', '}'], "")
+            .replace(['/', '-'], "_");
+        id = format!("{method}_{tail}");
+    }
+    seen.insert(id.clone());
+    op.operation_id = Some(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_names_are_read_in_order() {
+        assert_eq!(
+            template_names("/api/v1/lookup-tables/{id}/entries/{key}"),
+            vec!["id", "key"]
+        );
+        assert!(template_names("/api/v1/keys").is_empty());
+    }
+}
