@@ -150,17 +150,21 @@ async fn health_metrics_and_request_ids(db: Db) {
     );
 }
 
-async fn openapi_matches_the_routes(db: Db) {
-    let (_env, s) = fresh(db).await;
-    let doc: Value = s
-        .client
+/// The served OpenAPI document.
+async fn openapi(s: &Server) -> Value {
+    s.client
         .get(s.url("/api/v1/openapi.json"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn openapi_matches_the_routes(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let doc = openapi(&s).await;
     assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
     let paths = doc["paths"].as_object().unwrap();
     for resource in [
@@ -213,15 +217,7 @@ async fn openapi_matches_the_routes(db: Db) {
 /// every operation has its own id.
 async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
     let (_env, s) = fresh(db).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi(&s).await;
     let mut ids = std::collections::HashSet::new();
     let mut operations = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
