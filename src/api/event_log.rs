@@ -24,6 +24,7 @@ pub struct LogParams {
     /// The previous page's `next_cursor`; from the beginning when unset.
     pub cursor: Option<String>,
     /// Page size, 1 to 1000; 100 when unset.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::openapi::{OpenApi, RefOr, Required};
 
 /// Completes `doc` in place.
@@ -23,6 +24,7 @@ pub fn complete(doc: &mut OpenApi) {
         ] {
             let Some(op) = op else { continue };
             declare_path_parameters(op, &names);
+            shared_errors(op, !names.is_empty());
             problems_as_problem_json(op);
             unique_operation_id(op, method, path, &mut seen_ids);
         }
@@ -72,6 +74,56 @@ fn path_parameter(name: &str) -> Parameter {
         .description(Some(description))
         .schema(Some(schema))
         .build()
+}
+
+/// The errors an operation can answer because of what every handler shares, added where the
+/// operation's own annotation does not already name them.
+fn shared_errors(op: &mut Operation, has_path_id: bool) {
+    let takes_input = op.request_body.is_some()
+        || op
+            .parameters
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|p| p.parameter_in == ParameterIn::Query));
+    let mut errors = vec![
+        ("401", "No valid API token was sent."),
+        ("403", "The token's role does not allow this."),
+        (
+            "503",
+            "Storage could not be reached, or the server is busy; retry after Retry-After.",
+        ),
+    ];
+    if has_path_id {
+        errors.push((
+            "404",
+            "Nothing with this id (or name) exists in your organisation.",
+        ));
+    }
+    if takes_input {
+        errors.push(("400", "The body or query could not be read."));
+    }
+    if op.request_body.is_some() {
+        errors.push((
+            "422",
+            "The request was read but a field is not valid; `errors` names each.",
+        ));
+    }
+    for (status, description) in errors {
+        if op.responses.responses.contains_key(status) {
+            continue;
+        }
+        let problem = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        op.responses
+            .responses
+            .insert(status.to_string(), RefOr::T(problem));
+    }
 }
 
 /// Error answers are problem details (RFC 9457); the derive documents them as plain JSON.

@@ -213,8 +213,9 @@ async fn openapi_matches_the_routes(db: Db) {
 }
 
 /// The document can drive contract tools and client generators: every templated path declares
-/// its parameters, error answers are documented as the problem+json they are served as, and
-/// every operation has its own id.
+/// its parameters, error answers are documented as the problem+json they are served as (and
+/// every operation names the errors its shared extractors give), page sizes carry their bounds,
+/// and every operation has its own id.
 async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
     let (_env, s) = fresh(db).await;
     let doc = openapi(&s).await;
@@ -248,6 +249,29 @@ async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
                         );
                     }
                 }
+            }
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["401", "403", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            if !names.is_empty() {
+                assert!(responses.contains_key("404"), "{method} {path} lacks 404");
+            }
+            if op.get("requestBody").is_some() {
+                assert!(responses.contains_key("422"), "{method} {path} lacks 422");
+                assert!(responses.contains_key("400"), "{method} {path} lacks 400");
+            }
+            if let Some(limit) = params.iter().find(|p| p["name"] == "limit") {
+                assert_eq!(limit["schema"]["minimum"], 1, "{method} {path}");
+                let most = if path.ends_with("/event-log") {
+                    1000
+                } else {
+                    500
+                };
+                assert_eq!(limit["schema"]["maximum"], most, "{method} {path}");
             }
             let id = op["operationId"].as_str().unwrap().to_string();
             assert!(
