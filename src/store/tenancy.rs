@@ -131,31 +131,34 @@ impl Store {
         Ok(())
     }
 
-    /// The identity behind a token hash, if the token exists and has not expired.
+    /// The identity behind a token hash, if the token exists and has not expired. A token
+    /// acting for a user holds at most the user's current role (read in the same query), so
+    /// demoting the user demotes the tokens they already hold.
     pub async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<TokenIdentity>> {
-        let row: Option<ApiToken> = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, ApiToken>("SELECT * FROM api_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(pool)
-                .await?
+        let row: Option<TokenWithUser> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, TokenWithUser>(
+                "SELECT t.*, u.role AS user_role FROM api_tokens t \
+                 LEFT JOIN users u ON u.id = t.user_id AND u.org_id = t.org_id \
+                 WHERE t.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await?
         });
-        let Some(t) = row else { return Ok(None) };
+        let Some(TokenWithUser {
+            token: t,
+            user_role,
+        }) = row
+        else {
+            return Ok(None);
+        };
         if t.expires_at.is_some_and(|e| e <= Timestamp::now()) {
             return Ok(None);
         }
         let Some(mut role) = Role::parse(&t.role) else {
             return Ok(None);
         };
-        // A token acting for a user holds at most the user's current role: demoting the user
-        // demotes the tokens they already hold.
-        if let Some(user_id) = t.user_id {
-            let user_role: Option<String> = on_pool!(self, pool, Db => {
-                sqlx::query_scalar::<Db, String>("SELECT role FROM users WHERE id = $1 AND org_id = $2")
-                    .bind(user_id)
-                    .bind(t.org_id)
-                    .fetch_optional(pool)
-                    .await?
-            });
+        if t.user_id.is_some() {
             let Some(user_role) = user_role.as_deref().and_then(Role::parse) else {
                 return Ok(None);
             };
@@ -375,4 +378,12 @@ impl Store {
         });
         Ok(rows)
     }
+}
+
+/// A token row with its user's current role (`None` for a token of no user).
+#[derive(sqlx::FromRow)]
+struct TokenWithUser {
+    #[sqlx(flatten)]
+    token: ApiToken,
+    user_role: Option<String>,
 }
