@@ -256,17 +256,29 @@ async fn uploads_and_hand_made_events_are_delivered(db: Db) {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
-/// The job's `n` events once each has failed its first attempt and waits for the next.
-async fn waiting_for_retry(s: &crate::common::Server, job: &str, n: usize) -> Vec<Value> {
+/// A job of `n` records whose first delivery failed; the second attempt is an hour away, so
+/// every event waits, TRANSFORMED. Returns the sink (keep it alive), the job and its events.
+async fn job_waiting_for_retry(s: &crate::common::Server, n: usize) -> (Sink, String, Vec<Value>) {
+    let source = paginated_source(n, n).await;
+    let (sink, _) = flaky_sink().await;
+    let stream = fetch_stream(
+        s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!({"schedule_seconds": [0, 3600], "timeout_seconds": 5}),
+        false,
+    )
+    .await;
+    let job = run(s, &stream).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let evs = events_of(s, job).await;
+        let evs = events_of(s, &job).await;
         if evs.len() == n
             && evs
                 .iter()
                 .all(|e| e["attempt_count"] == 1 && e["is_running"] == false)
         {
-            return evs;
+            return (sink, job, evs);
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -278,19 +290,7 @@ async fn waiting_for_retry(s: &crate::common::Server, job: &str, n: usize) -> Ve
 
 async fn aborting_stops_events_and_jobs(db: Db) {
     let (_env, s) = start(db).await;
-    let source = paginated_source(3, 10).await;
-    let (sink, _) = flaky_sink().await;
-    // The second attempt is an hour away: the events wait, TRANSFORMED.
-    let stream = fetch_stream(
-        &s,
-        &format!("http://{source}/orders"),
-        &sink.url(),
-        json!({"schedule_seconds": [0, 3600], "timeout_seconds": 5}),
-        false,
-    )
-    .await;
-    let job = run(&s, &stream).await;
-    let events = waiting_for_retry(&s, &job, 3).await;
+    let (_sink, job, events) = job_waiting_for_retry(&s, 3).await;
     let waiting = &events[0];
     assert_eq!(waiting["status"], "TRANSFORMED");
     assert_eq!(waiting["retries_remaining"], 1);
@@ -318,18 +318,7 @@ async fn aborting_stops_events_and_jobs(db: Db) {
 /// may be refused as "storage unavailable" because another one committed in between.
 async fn concurrent_aborts_all_succeed(db: Db) {
     let (_env, s) = start(db).await;
-    let source = paginated_source(24, 24).await;
-    let (sink, _) = flaky_sink().await;
-    let stream = fetch_stream(
-        &s,
-        &format!("http://{source}/orders"),
-        &sink.url(),
-        json!({"schedule_seconds": [0, 3600], "timeout_seconds": 5}),
-        false,
-    )
-    .await;
-    let job = run(&s, &stream).await;
-    let events = waiting_for_retry(&s, &job, 24).await;
+    let (_sink, job, events) = job_waiting_for_retry(&s, 24).await;
     let mut aborts = tokio::task::JoinSet::new();
     for e in &events {
         let req = s.req(
