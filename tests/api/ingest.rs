@@ -11,7 +11,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -23,9 +22,7 @@ use crate::peers::Sink;
 const SECRET: &str = "shpss_webhook_secret";
 
 fn sign(body: &[u8], secret: &str) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    STANDARD.encode(mac.finalize().into_bytes())
+    wharf_testkit::sign::hmac_sha256_base64(secret.as_bytes(), body)
 }
 
 fn order(n: u64) -> Value {
@@ -425,14 +422,7 @@ async fn csv_and_generic_pushes(db: Db) {
     )
     .await;
     let body = br#"[{"id": "x1"}, {"id": "x2"}]"#;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = wharf_testkit::sign::hmac_sha256_hex(b"s3cret", body);
     let headers = vec![
         ("x-signature", format!("sha256={hex}")),
         ("idempotency-key", "k-1".to_string()),

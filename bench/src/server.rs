@@ -1,0 +1,162 @@
+//! The server under test: a `wharf serve` child process on a fresh store, its memory, and
+//! the stream the bench feeds.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{Args, SECRET, TOKEN};
+
+/// Resident memory of a process, in MB (Linux).
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A running `wharf serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `wharf serve` on loopback with a fresh data dir (and `database_url` if given).
+pub fn start_wharf(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
+    let exe = match &args.wharf {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("wharf"),
+    };
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(&exe);
+    // The benchmark decides every option itself: whatever WHARF_* variables the caller's shell
+    // carries (CI exports WHARF_TEST_DATABASE_URL for the test suite) must not reach the server.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("WHARF_BOOTSTRAP_TOKEN", TOKEN)
+        .env("WHARF_LOG__LEVEL", "warn,wharf=info")
+        .env("WHARF_WORKERS__COUNT", args.workers.to_string())
+        // The bench's sink listens on loopback, which the outbound guard refuses by default.
+        .env("WHARF_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1/128"]"#)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start {}: {e} (build it with `cargo build --release`)",
+            exe.display()
+        )
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{} exited before listening ({status})", exe.display());
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(i) = line.find("address=") {
+                let addr = line[i + 8..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                // Keep draining the server's output so it never blocks on a full pipe.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return Ok(Server {
+                    child,
+                    base: format!("http://{addr}"),
+                    _dir: dir,
+                });
+            }
+        }
+    }
+    anyhow::bail!("wharf did not start listening")
+}
+
+async fn api(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let res = client
+        .post(format!("{base}/api/v1{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status();
+    let v: Value = res.json().await?;
+    anyhow::ensure!(status.is_success(), "POST {path}: {status} {v}");
+    Ok(v)
+}
+
+/// Creates the Shopify webhook stream; returns the webhook URL.
+pub async fn setup(
+    client: &reqwest::Client,
+    base: &str,
+    sink: SocketAddr,
+) -> anyhow::Result<String> {
+    let key = api(client, base, "/keys", json!({"system": "shopify", "title": "Bench shop", "credentials": {
+        "shop_domain": "bench.myshopify.com", "access_token": "shpat_bench", "webhook_secret": SECRET}})).await?;
+    let source = api(
+        client,
+        base,
+        "/sources",
+        json!({"title": "Orders", "system": "shopify",
+        "function": "shopify.webhook", "key_id": key["id"], "trigger": "webhook",
+        "params": {"topics": ["orders/create"]}}),
+    )
+    .await?;
+    let dest = api(
+        client,
+        base,
+        "/destinations",
+        json!({"title": "Sink", "system": "http",
+        "function": "http.send", "params": {"url": format!("http://{sink}/in")}}),
+    )
+    .await?;
+    api(
+        client,
+        base,
+        "/streams",
+        json!({"title": "Bench", "data_type": "sales_order",
+        "source_id": source["id"], "transformation_id": wharf::transform::library::SHOPIFY_SALES_ORDER_ID,
+        "destination_id": dest["id"]}),
+    )
+    .await?;
+    Ok(format!(
+        "{base}{}",
+        source["webhook_url"].as_str().unwrap_or_default()
+    ))
+}

@@ -1,0 +1,22 @@
+//! What Wharf's black-box tests and its benchmark both need from the outside world: a local
+//! HTTP sink that records every delivery (and can be scripted, slowed or paused), and the
+//! signatures webhook senders put on their requests.
+
+pub mod sign;
+pub mod sink;
+
+use std::net::SocketAddr;
+
+/// Serves `app` on a fresh loopback port for the rest of the process; returns the address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port is free");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
