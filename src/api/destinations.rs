@@ -67,6 +67,7 @@ pub struct DestinationIn {
     pub key_id: Option<Uuid>,
     /// `realtime` (default), `aggregate` or `scheduled`.
     #[serde(default = "realtime")]
+    #[schema(schema_with = super::openapi_doc::lists::destination_mode)]
     pub mode: String,
     #[serde(default)]
     pub params: Option<Value>,
@@ -86,6 +87,7 @@ pub struct DestinationPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Uuid>)]
     pub key_id: Option<Option<Uuid>>,
+    #[schema(schema_with = super::openapi_doc::lists::destination_mode)]
     pub mode: Option<String>,
     pub params: Option<Value>,
     pub retry: Option<Retry>,
@@ -98,6 +100,7 @@ pub struct DestinationOut {
     pub system: String,
     pub function: String,
     pub key_id: Option<Uuid>,
+    #[schema(schema_with = super::openapi_doc::lists::destination_mode)]
     pub mode: String,
     pub params: Value,
     pub retry: Retry,
@@ -132,6 +135,7 @@ impl From<Destination> for DestinationOut {
 #[into_params(parameter_in = Query)]
 pub struct DestinationFilter {
     pub system: Option<String>,
+    #[param(schema_with = super::openapi_doc::lists::destination_mode)]
     pub mode: Option<String>,
 }
 
@@ -163,7 +167,7 @@ async fn check(state: &AppState, org: Uuid, d: &Destination) -> Result<(), ApiEr
         }
         Some(func) => errors.extend(connectors::validate(func.params, &d.params.0, "params")),
     }
-    if !matches!(d.mode.as_str(), "realtime" | "aggregate" | "scheduled") {
+    if !super::openapi_doc::lists::DESTINATION_MODES.contains(&d.mode.as_str()) {
         errors.add("mode", "must be one of: realtime, aggregate, scheduled");
     }
     match serde_json::from_value::<Retry>(d.retry.0.clone()) {

@@ -30,6 +30,7 @@ pub struct EntityOut {
     /// The object's own id, e.g. an order name `#1001`.
     pub entity_id: String,
     /// The status of the latest event about it.
+    #[schema(schema_with = super::openapi_doc::lists::event_status)]
     pub last_status: String,
     /// success, warning or error.
     pub level: &'static str,
@@ -69,11 +70,13 @@ pub struct EntityFilter {
     pub data_type: Option<String>,
     pub entity_id: Option<String>,
     /// Last status, e.g. FAILED.
+    #[param(schema_with = super::openapi_doc::lists::event_status)]
     pub status: Option<String>,
     pub error_code: Option<String>,
     pub updated_after: Option<Timestamp>,
     pub updated_before: Option<Timestamp>,
     /// `desc` (newest first, default) or `asc`.
+    #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
 }
 

@@ -37,6 +37,7 @@ pub struct EventOut {
     pub stream_id: Uuid,
     pub job_id: Uuid,
     /// NEW, TRANSFORMED, OK, ERROR, FAILED or ABORTED.
+    #[schema(schema_with = super::openapi_doc::lists::event_status)]
     pub status: String,
     /// success, warning or error.
     pub level: &'static str,
@@ -136,6 +137,7 @@ impl From<Attempt> for AttemptOut {
 pub struct EventFilter {
     pub stream_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
+    #[param(schema_with = super::openapi_doc::lists::event_status)]
     pub status: Option<String>,
     pub error_code: Option<String>,
     pub entity_id: Option<String>,
@@ -147,6 +149,7 @@ pub struct EventFilter {
     pub updated_after: Option<Timestamp>,
     pub updated_before: Option<Timestamp>,
     /// `desc` (newest first, default) or `asc`.
+    #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
 }
 
@@ -160,6 +163,7 @@ pub struct AttemptFilter {
     pub started_after: Option<Timestamp>,
     pub started_before: Option<Timestamp>,
     /// `desc` (newest first, default) or `asc`.
+    #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
 }
 

@@ -46,8 +46,10 @@ pub struct JobOut {
     pub id: Uuid,
     pub stream_id: Uuid,
     /// PENDING, PROCESSING, FINISHED, FINISHED_WITH_ISSUES or FAILED.
+    #[schema(schema_with = super::openapi_doc::lists::job_status)]
     pub status: String,
     /// manual, scheduled, webhook, upload or replicate.
+    #[schema(schema_with = super::openapi_doc::lists::job_trigger)]
     pub trigger: String,
     /// Why the job failed, when it did.
     pub message: Option<String>,
@@ -65,13 +67,16 @@ pub struct JobOut {
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     pub stream_id: Option<Uuid>,
+    #[param(schema_with = super::openapi_doc::lists::job_status)]
     pub status: Option<String>,
+    #[param(schema_with = super::openapi_doc::lists::job_trigger)]
     pub trigger: Option<String>,
     /// Only jobs created at or after this time.
     pub created_after: Option<Timestamp>,
     /// Only jobs created before this time.
     pub created_before: Option<Timestamp>,
     /// `desc` (newest first, default) or `asc`.
+    #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
 }
 
@@ -312,8 +317,9 @@ fn parse_upload(
 }
 
 #[utoipa::path(post, path = "/streams/{id}/uploads", tag = "jobs",
-    request_body(content = String, description = "A JSON array of records, or CSV with a header row", content_type = "application/json"),
-    responses((status = 202, body = AcceptedEvents), (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+    request_body(description = "Records as JSON (an array of objects, or one object), or CSV (a header row naming the fields, then one row per record)",
+        content((inline(super::openapi_doc::lists::UploadJson) = "application/json"), (String = "text/csv"))),
+    responses((status = 202, body = AcceptedEvents), (status = 404, body = Problem), (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 async fn upload(
     State(state): State<AppState>,
     auth: Auth,

@@ -215,7 +215,7 @@ async fn get(
 }
 
 #[utoipa::path(patch, path = "/lookup-tables/{id}", tag = "lookup-tables", request_body = LookupTablePatch,
-    responses((status = 200, body = LookupTableOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = LookupTableOut), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,

@@ -100,8 +100,7 @@ fn shared_errors(op: &mut Operation, has_path_id: bool) {
     }
     if takes_input {
         errors.push(("400", "The body or query could not be read."));
-    }
-    if op.request_body.is_some() {
+        // The query extractor answers 422 too: a page size out of range, an unknown cursor.
         errors.push((
             "422",
             "The request was read but a field is not valid; `errors` names each.",
@@ -172,9 +171,91 @@ fn unique_operation_id(op: &mut Operation, method: &str, path: &str, seen: &mut 
     op.operation_id = Some(id);
 }
 
+/// Values of the fields that take one of a fixed list, as the document shows them. Each is
+/// built from the list the server checks against, so the two cannot drift.
+pub mod lists {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    use utoipa::PartialSchema;
+
+    use crate::connectors::Trigger;
+    use crate::domain::{EventStatus, JobStatus};
+
+    /// A destination's `mode`.
+    pub const DESTINATION_MODES: [&str; 3] = ["realtime", "aggregate", "scheduled"];
+    /// Where a transformation comes from.
+    pub const VISIBILITIES: [&str; 2] = ["public", "private"];
+    /// The `order` of a list (newest first by default).
+    pub const SORT_ORDERS: [&str; 2] = ["desc", "asc"];
+    /// What started a job: a source's trigger, or a user's upload or replica.
+    pub const JOB_TRIGGERS: [&str; 5] = ["manual", "scheduled", "webhook", "upload", "replicate"];
+
+    fn one_of(values: &[&str]) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values.iter().copied()))
+            .into()
+    }
+
+    /// How a source is started.
+    pub fn source_trigger() -> RefOr<Schema> {
+        Trigger::schema()
+    }
+    pub fn job_status() -> RefOr<Schema> {
+        JobStatus::schema()
+    }
+    pub fn event_status() -> RefOr<Schema> {
+        EventStatus::schema()
+    }
+    pub fn job_trigger() -> RefOr<Schema> {
+        one_of(&JOB_TRIGGERS)
+    }
+    pub fn destination_mode() -> RefOr<Schema> {
+        one_of(&DESTINATION_MODES)
+    }
+    pub fn visibility() -> RefOr<Schema> {
+        one_of(&VISIBILITIES)
+    }
+    pub fn sort_order() -> RefOr<Schema> {
+        one_of(&SORT_ORDERS)
+    }
+    pub fn language() -> RefOr<Schema> {
+        one_of(&crate::api::transformations::LANGUAGES)
+    }
+    pub fn format() -> RefOr<Schema> {
+        one_of(&crate::api::transformations::FORMATS)
+    }
+
+    /// The JSON body of an upload: an array of record objects, or one record object.
+    pub struct UploadJson;
+
+    impl PartialSchema for UploadJson {
+        fn schema() -> RefOr<Schema> {
+            let record = || ObjectBuilder::new().schema_type(Type::Object);
+            OneOfBuilder::new()
+                .item(ArrayBuilder::new().items(record()).min_items(Some(1)))
+                .item(record())
+                .description(Some(
+                    "An array of records, or one record; each a JSON object.",
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for UploadJson {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_sort_orders_are_the_accepted_ones() {
+        for order in lists::SORT_ORDERS {
+            assert!(crate::api::jobs::descending(Some(order)).is_ok(), "{order}");
+        }
+        assert!(crate::api::jobs::descending(Some("newest")).is_err());
+    }
 
     #[test]
     fn template_names_are_read_in_order() {

@@ -35,6 +35,7 @@ pub struct SourceIn {
     pub function: String,
     pub key_id: Option<Uuid>,
     /// `manual`, `scheduled` or `webhook`.
+    #[schema(schema_with = super::openapi_doc::lists::source_trigger)]
     pub trigger: String,
     /// 5-field cron expression, for `scheduled`.
     pub schedule: Option<String>,
@@ -62,6 +63,7 @@ pub struct SourcePatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Uuid>)]
     pub key_id: Option<Option<Uuid>>,
+    #[schema(schema_with = super::openapi_doc::lists::source_trigger)]
     pub trigger: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -80,6 +82,7 @@ pub struct SourceOut {
     pub system: String,
     pub function: String,
     pub key_id: Option<Uuid>,
+    #[schema(schema_with = super::openapi_doc::lists::source_trigger)]
     pub trigger: String,
     pub schedule: Option<String>,
     pub timezone: Option<String>,
@@ -102,6 +105,7 @@ pub struct SourceOut {
 #[into_params(parameter_in = Query)]
 pub struct SourceFilter {
     pub system: Option<String>,
+    #[param(schema_with = super::openapi_doc::lists::source_trigger)]
     pub trigger: Option<String>,
 }
 

@@ -27,8 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(test))
 }
 
-const LANGUAGES: [&str; 2] = ["javascript", "template"];
-const FORMATS: [&str; 4] = ["json", "csv", "xml", "text"];
+pub(crate) const LANGUAGES: [&str; 2] = ["javascript", "template"];
+pub(crate) const FORMATS: [&str; 4] = ["json", "csv", "xml", "text"];
 /// Largest accepted transformation source.
 const MAX_CODE_BYTES: usize = 256 * 1024;
 
@@ -40,8 +40,10 @@ pub struct TransformationIn {
     pub description: String,
     pub data_type: String,
     /// `javascript` or `template`.
+    #[schema(schema_with = super::openapi_doc::lists::language)]
     pub language: String,
     /// Output format: `json`, `csv`, `xml` or `text`.
+    #[schema(schema_with = super::openapi_doc::lists::format)]
     pub format: String,
     pub code: String,
 }
@@ -52,7 +54,9 @@ pub struct TransformationPatch {
     pub title: Option<String>,
     pub description: Option<String>,
     pub data_type: Option<String>,
+    #[schema(schema_with = super::openapi_doc::lists::language)]
     pub language: Option<String>,
+    #[schema(schema_with = super::openapi_doc::lists::format)]
     pub format: Option<String>,
     pub code: Option<String>,
 }
@@ -61,11 +65,14 @@ pub struct TransformationPatch {
 pub struct TransformationOut {
     pub id: Uuid,
     /// `public` (library, read-only) or `private` (your organisation's).
+    #[schema(schema_with = super::openapi_doc::lists::visibility)]
     pub visibility: String,
     pub title: String,
     pub description: String,
     pub data_type: String,
+    #[schema(schema_with = super::openapi_doc::lists::language)]
     pub language: String,
+    #[schema(schema_with = super::openapi_doc::lists::format)]
     pub format: String,
     pub code: String,
     /// The public transformation this one was copied from.
@@ -96,8 +103,10 @@ impl From<Transformation> for TransformationOut {
 #[into_params(parameter_in = Query)]
 pub struct TransformationFilter {
     /// `public` or `private`; both when unset.
+    #[param(schema_with = super::openapi_doc::lists::visibility)]
     pub visibility: Option<String>,
     pub data_type: Option<String>,
+    #[param(schema_with = super::openapi_doc::lists::language)]
     pub language: Option<String>,
 }
 
@@ -162,7 +171,7 @@ async fn list(
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = f.visibility {
-        if !matches!(v.as_str(), "public" | "private") {
+        if !super::openapi_doc::lists::VISIBILITIES.contains(&v.as_str()) {
             return Err(ApiError::invalid("visibility", "must be public or private"));
         }
         filters.push(("visibility", Val::from(v)));

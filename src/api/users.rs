@@ -130,7 +130,7 @@ async fn get(
 }
 
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UserPatch,
-    responses((status = 200, body = UserOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = UserOut), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,

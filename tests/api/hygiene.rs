@@ -260,7 +260,8 @@ async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
             if !names.is_empty() {
                 assert!(responses.contains_key("404"), "{method} {path} lacks 404");
             }
-            if op.get("requestBody").is_some() {
+            let takes_query = params.iter().any(|p| p["in"] == "query");
+            if op.get("requestBody").is_some() || takes_query {
                 assert!(responses.contains_key("422"), "{method} {path} lacks 422");
                 assert!(responses.contains_key("400"), "{method} {path} lacks 400");
             }
@@ -283,8 +284,135 @@ async fn openapi_declares_path_parameters_problems_and_unique_ids(db: Db) {
     assert!(operations > 60, "{operations} operations");
 }
 
+/// The values of a string schema that takes one of a fixed list, following a `$ref`.
+fn enum_of(doc: &Value, schema: &Value) -> Vec<String> {
+    let schema = match schema["$ref"].as_str() {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => schema,
+    };
+    let values = schema["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an enum: {schema}"));
+    values
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Fields that take a fixed list are enums in the document, with the values the server takes;
+/// an upload's body is a JSON array of objects (or one object) or CSV text; the PATCHes that can
+/// answer 409 say so, and uploads name 404.
+async fn openapi_lists_fixed_values_upload_bodies_and_conflicts(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let doc = openapi(&s).await;
+    let schemas = &doc["components"]["schemas"];
+    let field = |schema: &str, name: &str| enum_of(&doc, &schemas[schema]["properties"][name]);
+    let query = |path: &str, name: &str| {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let p = params.iter().find(|p| p["name"] == name).unwrap();
+        enum_of(&doc, &p["schema"])
+    };
+    let triggers = ["manual", "scheduled", "webhook"];
+    for schema in ["SourceIn", "SourcePatch", "SourceOut"] {
+        assert_eq!(field(schema, "trigger"), triggers, "{schema}");
+    }
+    assert_eq!(query("/api/v1/sources", "trigger"), triggers);
+    let modes = ["realtime", "aggregate", "scheduled"];
+    for schema in ["DestinationIn", "DestinationPatch", "DestinationOut"] {
+        assert_eq!(field(schema, "mode"), modes, "{schema}");
+    }
+    assert_eq!(query("/api/v1/destinations", "mode"), modes);
+    for schema in [
+        "TransformationIn",
+        "TransformationPatch",
+        "TransformationOut",
+    ] {
+        assert_eq!(field(schema, "language"), ["javascript", "template"]);
+        assert_eq!(field(schema, "format"), ["json", "csv", "xml", "text"]);
+    }
+    assert_eq!(
+        field("TransformationOut", "visibility"),
+        ["public", "private"]
+    );
+    assert_eq!(
+        query("/api/v1/transformations", "visibility"),
+        ["public", "private"]
+    );
+    let job_statuses = [
+        "PENDING",
+        "PROCESSING",
+        "FINISHED",
+        "FINISHED_WITH_ISSUES",
+        "FAILED",
+    ];
+    assert_eq!(field("JobOut", "status"), job_statuses);
+    assert_eq!(query("/api/v1/jobs", "status"), job_statuses);
+    let job_triggers = ["manual", "scheduled", "webhook", "upload", "replicate"];
+    assert_eq!(field("JobOut", "trigger"), job_triggers);
+    assert_eq!(query("/api/v1/jobs", "trigger"), job_triggers);
+    let event_statuses = ["NEW", "TRANSFORMED", "OK", "ERROR", "FAILED", "ABORTED"];
+    assert_eq!(field("EventOut", "status"), event_statuses);
+    assert_eq!(query("/api/v1/events", "status"), event_statuses);
+    assert_eq!(query("/api/v1/entities", "status"), event_statuses);
+    for path in ["/api/v1/jobs", "/api/v1/events", "/api/v1/entities"] {
+        assert_eq!(query(path, "order"), ["desc", "asc"], "{path}");
+    }
+
+    // The server refuses what the document leaves out, with the field named.
+    for bad in [
+        "/jobs?status=DONE",
+        "/events?status=DONE",
+        "/jobs?order=newest",
+        "/transformations?visibility=shared",
+    ] {
+        let (status, p) = s.get(bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {p}");
+    }
+    for (path, body) in [
+        (
+            "/sources",
+            json!({"title": "S", "system": "http", "function": "http.webhook", "trigger": "hourly"}),
+        ),
+        (
+            "/destinations",
+            json!({"title": "D", "system": "http", "function": "http.send", "mode": "batch",
+                   "params": {"url": "http://127.0.0.1:9/in"}}),
+        ),
+        (
+            "/transformations",
+            json!({"title": "T", "data_type": "x", "language": "lua", "format": "yaml", "code": ""}),
+        ),
+    ] {
+        let (status, p) = s.post(path, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {p}");
+    }
+
+    let upload = &doc["paths"]["/api/v1/streams/{id}/uploads"]["post"];
+    let content = &upload["requestBody"]["content"];
+    assert_eq!(content["text/csv"]["schema"]["type"], "string");
+    let json_body = &content["application/json"]["schema"];
+    let shapes: Vec<&str> = json_body["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(shapes, ["array", "object"], "{json_body}");
+    assert_eq!(json_body["oneOf"][0]["items"]["type"], "object");
+    assert!(upload["responses"].get("404").is_some());
+    for path in ["/api/v1/lookup-tables/{id}", "/api/v1/users/{id}"] {
+        assert!(
+            doc["paths"][path]["patch"]["responses"]
+                .get("409")
+                .is_some(),
+            "PATCH {path} lacks 409"
+        );
+    }
+}
+
 both_stores!(
     lists_page_with_cursors,
+    openapi_lists_fixed_values_upload_bodies_and_conflicts,
     openapi_declares_path_parameters_problems_and_unique_ids,
     oversized_bodies_are_413,
     malformed_requests_get_problem_documents,
