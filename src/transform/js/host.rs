@@ -22,9 +22,10 @@ fn throw(ctx: &Ctx<'_>, name: &str, message: &str) -> rquickjs::Error {
     }
 }
 
-/// A helper's refusal of its argument, as JavaScript's own built-ins refuse one.
-fn range(ctx: &Ctx<'_>, message: &str) -> rquickjs::Error {
-    Exception::throw_range(ctx, message)
+/// A helper's refusal of its argument: TRANSFORM_ERROR with the helper's message, as in
+/// templates.
+fn refuse(ctx: &Ctx<'_>, message: &str) -> rquickjs::Error {
+    throw(ctx, "TransformError", message)
 }
 
 pub(super) fn install_host<'js>(
@@ -82,7 +83,7 @@ pub(super) fn install_host<'js>(
                         When::Text(&text)
                     }
                 };
-                helpers::format_when(when, &pattern, &tz).map_err(|m| range(&ctx, &m))
+                helpers::format_when(when, &pattern, &tz).map_err(|m| refuse(&ctx, &m))
             },
         )?,
     )?;
@@ -92,7 +93,7 @@ pub(super) fn install_host<'js>(
             ctx.clone(),
             |ctx: Ctx<'js>, value: String, pattern: String, tz: String| {
                 let pattern = (!pattern.is_empty()).then_some(pattern.as_str());
-                helpers::parse_date(&value, pattern, &tz).map_err(|m| range(&ctx, &m))
+                helpers::parse_date(&value, pattern, &tz).map_err(|m| refuse(&ctx, &m))
             },
         )?,
     )?;
@@ -101,7 +102,7 @@ pub(super) fn install_host<'js>(
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, value: String, places: Option<u32>| {
-                helpers::money(&value, places).map_err(|m| range(&ctx, &m))
+                helpers::money(&value, places).map_err(|m| refuse(&ctx, &m))
             },
         )?,
     )?;
@@ -127,7 +128,7 @@ pub(super) fn install_host<'js>(
                     .and_then(|w| {
                         helpers::padded(&helper, &value, w, fill.as_deref(), layout, max_width)
                     })
-                    .map_err(|m| throw(&ctx, "TransformError", &m))
+                    .map_err(|m| refuse(&ctx, &m))
             },
         )?,
     )?;

@@ -13,6 +13,12 @@ pub(super) fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, message)
 }
 
+/// A helper's refusal of its argument: TRANSFORM_ERROR with the helper's message, as in
+/// JavaScript.
+pub(super) fn refused(message: String) -> Error {
+    invalid(format!("TransformError: {message}"))
+}
+
 /// Bytes the render may still build: what its fuel left pays for.
 pub(super) fn room(state: &State) -> usize {
     state.fuel_levels().map_or(usize::MAX, |(_, left)| {

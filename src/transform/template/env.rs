@@ -5,7 +5,9 @@
 use minijinja::value::{Kwargs, Rest, Value as Jv, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, State};
 
-use super::budget::{charge, field, invalid, plain_within, room, text, text_room, too_long};
+use super::budget::{
+    charge, field, invalid, plain_within, refused, room, text, text_room, too_long,
+};
 use super::{fuel, with_call};
 use crate::transform::helpers::{self, Layout, When};
 use crate::transform::lookups::Found;
@@ -96,7 +98,7 @@ fn add_helpers(env: &mut Environment<'static>, limits: Limits) {
         Jv::from_safe_string(String::new())
     });
     env.add_filter("money", move |state: &State, v: Jv, places: Option<u32>| {
-        helpers::money(&text(state, &v, "money", &limits)?, places).map_err(invalid)
+        helpers::money(&text(state, &v, "money", &limits)?, places).map_err(refused)
     });
     env.add_filter(
         "format_date",
@@ -113,7 +115,7 @@ fn add_helpers(env: &mut Environment<'static>, limits: Limits) {
                     helpers::format_when(When::Text(&value), &pattern, &tz)
                 }
             }
-            .map_err(invalid)
+            .map_err(refused)
         },
     );
     env.add_filter(
@@ -124,7 +126,7 @@ fn add_helpers(env: &mut Environment<'static>, limits: Limits) {
                 pattern.as_deref(),
                 tz.as_deref().unwrap_or(""),
             )
-            .map_err(invalid)
+            .map_err(refused)
         },
     );
     env.add_filter(
@@ -200,8 +202,7 @@ fn padded(
     layout: Layout,
     limits: &Limits,
 ) -> Result<String, Error> {
-    let tagged = |m: String| invalid(format!("TransformError: {m}"));
-    helpers::check_width(helper, width, limits.max_pad_width).map_err(tagged)?;
+    helpers::check_width(helper, width, limits.max_pad_width).map_err(refused)?;
     let value = text(state, v, helper, limits)?;
     let fill_bytes = fill
         .as_deref()
@@ -218,7 +219,7 @@ fn padded(
         layout,
         limits.max_pad_width,
     )
-    .map_err(tagged)
+    .map_err(refused)
 }
 
 /// Longest text of one argument to `log(...)` or `skip(...)` (the line is cut shorter still).

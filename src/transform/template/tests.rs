@@ -164,3 +164,36 @@ fn json_templates_emit_literals() {
         Output::Records(vec![json!({"name": "a \"b\"", "n": 2})])
     );
 }
+
+#[test]
+fn skip_skips_whatever_was_rendered() {
+    let out = run(
+        "header\n{% if not record.paid %}{{ skip('not paid') }}{% endif %}{{ record.id }}",
+        "text",
+        json!({"id": 7, "paid": false}),
+    );
+    assert_eq!(out.unwrap(), Output::Skip("not paid".into()));
+    let out = run("{{ skip() }}", "csv", json!({}));
+    assert_eq!(
+        out.unwrap(),
+        Output::Skip("skipped by the transformation".into())
+    );
+    let out = run(
+        "{% if not record.paid %}{{ skip('not paid') }}{% endif %}{{ record.id }}",
+        "text",
+        json!({"id": 7, "paid": true}),
+    );
+    assert_eq!(text(out), "7");
+}
+
+#[test]
+fn helper_arguments_are_refused_as_transform_errors() {
+    for code in [
+        "{{ 'abc' | money }}",
+        "{{ 'yesterday' | format_date('%Y') }}",
+        "{{ '2024-01-01' | format_date('%Y', 'Mars/Base') }}",
+    ] {
+        let e = run(code, "text", json!({})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TransformError, "{code}: {e:?}");
+    }
+}
