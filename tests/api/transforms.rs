@@ -310,9 +310,10 @@ async fn the_sandbox_fails_only_the_offending_event(db: Db) {
         config.workers.poll_interval_ms = 50;
         config.transform.max_output_kib = 256;
         config.transform.memory_mib = 16;
-        // The limit is wall-clock time: generous enough that on a loaded machine the memory
-        // bomb reaches its memory limit first, while the infinite loop still runs out of time.
-        config.transform.timeout_ms = 1500;
+        // The limit is wall-clock time: generous enough that on a loaded machine (a shared
+        // two-core one at a load of 20) the memory bomb reaches its memory limit first, while
+        // the infinite loop still runs out of time.
+        config.transform.timeout_ms = 3000;
         let server = Server::start(config).await;
         (env, server)
     };
