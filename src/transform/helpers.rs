@@ -1,5 +1,26 @@
-//! The helpers both transformation languages offer: dates with time zones, money rounding and
-//! padding. One implementation, so JavaScript and templates agree to the character.
+//! The `ctx` helper API: what both transformation languages offer besides the language itself
+//! (dates with time zones, money rounding, padding, CSV and XML fields, skipping; lookups are
+//! in `lookups`). Each helper is implemented once, here; JavaScript (`js/prelude.js`) and
+//! templates (`template/env.rs`) only turn their own values into these arguments, so the two
+//! agree to the character.
+//!
+//! | helper                 | JavaScript (`ctx.…`)             | template                        |
+//! |------------------------|----------------------------------|---------------------------------|
+//! | lookup                 | `lookup(table, key[, default])`  | `lookup(table, key[, default])` |
+//! | date formatting        | `formatDate(value, pattern, tz)` | `value \| format_date(pattern, tz)` |
+//! | date reading           | `parseDate(text, pattern, tz)`   | `text \| parse_date(pattern, tz)` |
+//! | money (decimal text)   | `money(value[, places])`         | `value \| money(places)`        |
+//! | padding                | `padStart`, `padEnd`             | `pad_left`, `pad_right`         |
+//! | fixed width            | `fixed(value, width, fill, align)` | `fixed(width, fill=, align=)` |
+//! | CSV row or field       | `csv(values)`                    | `values \| csv`                 |
+//! | XML text               | `xml(text)`                      | `text \| xml`                   |
+//! | skip the record        | `skip(reason)` (return it)       | `skip(reason)`                  |
+//! | log                    | `log(...)`                       | `log(...)`                      |
+//!
+//! Two differences are kept on purpose: JavaScript's `round(value[, places])` is `money` as a
+//! number, while templates keep Jinja's own `round` filter (its default of 0 places differs, and
+//! changing it would silently change existing templates); and `log` prints each value as its
+//! language prints it (JSON in JavaScript), since a log line is for reading, not for output.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -150,13 +171,125 @@ pub fn round_decimal(value: &str, places: u32) -> Result<String, String> {
     Ok(out)
 }
 
+/// Places `money` rounds to when none are given.
+pub const MONEY_PLACES: u32 = 2;
+
+/// `money(value[, places])`: the decimal text of a number or numeric text, rounded half away
+/// from zero in decimal (see `round_decimal`), to `places` (default 2).
+pub fn money(value: &str, places: Option<u32>) -> Result<String, String> {
+    round_decimal(value, places.unwrap_or(MONEY_PLACES))
+}
+
+/// The instant a date helper is given: text (ISO 8601, RFC 2822) or milliseconds since the
+/// Unix epoch (a JavaScript `Date` or `Date.now()`, or a number in a template).
+#[derive(Debug, Clone, Copy)]
+pub enum When<'a> {
+    Text(&'a str),
+    Millis(f64),
+}
+
+/// `formatDate` / `format_date`: the instant written with a strftime pattern (default ISO
+/// 8601 with offset) in a time zone (default UTC).
+pub fn format_when(value: When<'_>, pattern: &str, tz: &str) -> Result<String, String> {
+    match value {
+        When::Text(text) => format_date(text, pattern, tz),
+        When::Millis(ms) => {
+            let at = (ms.is_finite() && ms.abs() < 8.64e15)
+                .then(|| DateTime::<Utc>::from_timestamp_millis(ms.trunc() as i64))
+                .flatten()
+                .ok_or_else(|| format!("{ms} is not a time in milliseconds since 1970"))?;
+            format_instant(at, pattern, tz)
+        }
+    }
+}
+
+/// `parseDate` / `parse_date`: the instant a text stands for, as RFC 3339 in UTC.
+pub fn parse_date(text: &str, pattern: Option<&str>, tz: &str) -> Result<String, String> {
+    parse_instant(text, pattern, tz).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// The reason `skip(reason)` records; a skip without one says so.
+pub fn skip_reason(reason: Option<&str>) -> String {
+    reason.map_or_else(
+        || "skipped by the transformation".to_string(),
+        str::to_string,
+    )
+}
+
+/// A width given as a JavaScript number, as the padding helpers take it: missing, negative
+/// or not a number is 0 (as `String.prototype.padStart` takes it), a fraction is cut, and one
+/// over `max` is refused naming the number as written.
+pub fn width_of_number(helper: &str, width: f64, max: usize) -> Result<usize, String> {
+    if width.is_nan() || width <= 0.0 {
+        return Ok(0);
+    }
+    if width > max as f64 {
+        let shown = if width.is_infinite() {
+            "Infinity".to_string()
+        } else {
+            format!("{}", width.trunc())
+        };
+        return Err(over_width(helper, &shown, max));
+    }
+    Ok(width as usize)
+}
+
+fn over_width(helper: &str, width: &str, max: usize) -> String {
+    format!(
+        "{helper}: width {width} is over the limit of {max} characters (transform.max_pad_width)"
+    )
+}
+
+/// How a padding helper lays out its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `padStart` / `pad_left`: filled on the left, never cut.
+    Start,
+    /// `padEnd` / `pad_right`: filled on the right, never cut.
+    End,
+    /// `fixed`: exactly `width` characters, cut if longer; aligned left unless `right`.
+    Fixed { right: bool },
+}
+
+/// The padding helpers: `text` laid out in `width` characters with the first character of
+/// `fill` (a space when there is none), the width checked against `max` first.
+pub fn padded(
+    helper: &str,
+    text: &str,
+    width: usize,
+    fill: Option<&str>,
+    layout: Layout,
+    max: usize,
+) -> Result<String, String> {
+    check_width(helper, width, max)?;
+    let fill = fill.and_then(|f| f.chars().next()).unwrap_or(' ');
+    Ok(match layout {
+        Layout::Start => pad(text, width, fill, true, false),
+        Layout::End => pad(text, width, fill, false, false),
+        Layout::Fixed { right } => pad(text, width, fill, right, true),
+    })
+}
+
+/// Adds one field to a CSV row being built (a comma before all but the `first`), quoted as
+/// needed; false, leaving the row as it was, when the row would pass `limit` bytes.
+pub fn push_csv_field(row: &mut String, text: &str, first: bool, limit: usize) -> bool {
+    let field = csv_field(text);
+    let comma = usize::from(!first);
+    if row.len() + comma + field.len() > limit {
+        return false;
+    }
+    if !first {
+        row.push(',');
+    }
+    row.push_str(&field);
+    true
+}
+
 /// Refuses a padding width over `max` (`transform.max_pad_width`) before anything of that
 /// size is built; `helper` names the helper in the message.
 pub fn check_width(helper: &str, width: usize, max: usize) -> Result<(), String> {
     if width > max {
-        return Err(format!(
-            "{helper}: width {width} is over the limit of {max} characters (transform.max_pad_width)"
-        ));
+        return Err(over_width(helper, &width.to_string(), max));
     }
     Ok(())
 }
@@ -270,6 +403,47 @@ mod tests {
         let mut s = String::new();
         assert!(xml_escape_within("a<b", &mut s, 6));
         assert_eq!(s, "a&lt;b");
+    }
+
+    #[test]
+    fn padding_and_fields() {
+        let max = 10;
+        let p = |w, fill, layout| padded("h", "abc", w, fill, layout, max).unwrap();
+        assert_eq!(p(5, Some("0"), Layout::Start), "00abc");
+        assert_eq!(p(5, Some("xy"), Layout::End), "abcxx");
+        assert_eq!(p(5, Some(""), Layout::End), "abc  ");
+        assert_eq!(p(2, None, Layout::Start), "abc");
+        assert_eq!(p(2, None, Layout::Fixed { right: true }), "ab");
+        assert_eq!(p(4, Some("."), Layout::Fixed { right: true }), ".abc");
+        assert!(padded("h", "", 11, None, Layout::End, max).is_err());
+        assert_eq!(width_of_number("h", f64::NAN, max), Ok(0));
+        assert_eq!(width_of_number("h", -3.0, max), Ok(0));
+        assert_eq!(width_of_number("h", 4.7, max), Ok(4));
+        let e = width_of_number("h", f64::INFINITY, max).unwrap_err();
+        assert!(e.contains("width Infinity"), "{e}");
+        let e = width_of_number("h", 1099511627776.0, max).unwrap_err();
+        assert!(e.contains("width 1099511627776 "), "{e}");
+        let mut row = String::new();
+        assert!(push_csv_field(&mut row, "", true, 100));
+        assert!(push_csv_field(&mut row, "a,b", false, 100));
+        assert!(push_csv_field(&mut row, "c", false, 100));
+        assert_eq!(row, ",\"a,b\",c");
+        assert!(!push_csv_field(&mut row, "dddd", false, 10));
+        assert_eq!(row, ",\"a,b\",c");
+    }
+
+    #[test]
+    fn dates_from_milliseconds() {
+        let at = When::Millis(1_719_876_600_000.0);
+        assert_eq!(
+            format_when(at, "%Y-%m-%d %H:%M", "Europe/London").unwrap(),
+            "2024-07-02 00:30"
+        );
+        assert!(format_when(When::Millis(f64::NAN), "", "").is_err());
+        assert_eq!(
+            parse_date("2024-07-01 23:30", None, "UTC").unwrap(),
+            "2024-07-01T23:30:00Z"
+        );
     }
 
     #[test]

@@ -30,7 +30,35 @@ pub enum Miss {
     NoKey,
 }
 
+/// What `lookup(table, key[, default])` answers when it does not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// The table's entry for the key.
+    Entry(&'a str),
+    /// No entry: the default the call gave (kept by the runtime, as any value of its own).
+    CallDefault,
+    /// No entry and no default in the call: the table's `default_value`.
+    TableDefault(&'a str),
+}
+
 impl Lookups {
+    /// The `ctx` helper `lookup(table, key[, default])`, for both languages: the entry, else
+    /// the call's default (`has_default`, also when there is no such table), else the table's
+    /// `default_value`; otherwise the LOOKUP_NOT_FOUND message.
+    pub fn lookup(&self, table: &str, key: &str, has_default: bool) -> Result<Found<'_>, String> {
+        match self.entry(table, key) {
+            Ok(Some(v)) => Ok(Found::Entry(v)),
+            _ if has_default => Ok(Found::CallDefault),
+            Ok(None) => self
+                .tables
+                .get(table)
+                .and_then(|t| t.default.as_deref())
+                .map(Found::TableDefault)
+                .ok_or_else(|| Lookups::miss_message(table, key, &Miss::NoKey)),
+            Err(miss) => Err(Lookups::miss_message(table, key, &miss)),
+        }
+    }
+
     /// The entry itself (`None`: no such key; the caller applies defaults).
     pub fn entry(&self, table: &str, key: &str) -> Result<Option<&str>, Miss> {
         let t = self.tables.get(table).ok_or(Miss::NoTable)?;

@@ -310,9 +310,10 @@ async fn the_sandbox_fails_only_the_offending_event(db: Db) {
         config.workers.poll_interval_ms = 50;
         config.transform.max_output_kib = 256;
         config.transform.memory_mib = 16;
-        // The limit is wall-clock time: generous enough that on a loaded machine the memory
-        // bomb reaches its memory limit first, while the infinite loop still runs out of time.
-        config.transform.timeout_ms = 1500;
+        // The limit is wall-clock time: generous enough that on a loaded machine (a shared
+        // two-core one at a load of 20) the memory bomb reaches its memory limit first, while
+        // the infinite loop still runs out of time.
+        config.transform.timeout_ms = 3000;
         let server = Server::start(config).await;
         (env, server)
     };
@@ -1017,7 +1018,194 @@ async fn lookup_defaults_agree_in_javascript_and_templates(db: Db) {
     }
 }
 
+/// One row of the ctx helper table: the same helper call in JavaScript and in a template,
+/// and what both must give.
+struct Helper {
+    name: &'static str,
+    js: &'static str,
+    template: &'static str,
+    expected: &'static str,
+}
+
+#[rustfmt::skip]
+const HELPERS: &[Helper] = &[
+    Helper { name: "money", js: "ctx.money(r.price)", template: "record.price | money", expected: "2.68" },
+    Helper { name: "money places", js: "ctx.money(r.neg, 1)", template: "record.neg | money(1)", expected: "-20.0" },
+    Helper { name: "money of a number", js: "ctx.money(r.num)", template: "record.num | money", expected: "1.01" },
+    Helper { name: "money of an integer", js: "ctx.money(r.qty, 3)", template: "record.qty | money(3)", expected: "7.000" },
+    Helper { name: "format date", js: "ctx.formatDate(r.at, '%d/%m/%Y %H:%M', 'Europe/London')", template: "record.at | format_date('%d/%m/%Y %H:%M', 'Europe/London')", expected: "02/07/2024 00:30" },
+    Helper { name: "format date defaults", js: "ctx.formatDate(r.at)", template: "record.at | format_date", expected: "2024-07-01T23:30:00+00:00" },
+    Helper { name: "format date of milliseconds", js: "ctx.formatDate(r.ms, '%Y-%m-%d %H:%M', 'Europe/London')", template: "record.ms | format_date('%Y-%m-%d %H:%M', 'Europe/London')", expected: "2024-07-02 00:30" },
+    Helper { name: "format date with offset", js: "ctx.formatDate(r.offset, '%d/%m/%Y %H:%M')", template: "record.offset | format_date('%d/%m/%Y %H:%M')", expected: "05/01/2024 15:00" },
+    Helper { name: "parse date", js: "ctx.parseDate(r.local, '%d/%m/%Y %H:%M', 'Australia/Sydney')", template: "record.local | parse_date('%d/%m/%Y %H:%M', 'Australia/Sydney')", expected: "2024-01-04T22:00:00Z" },
+    Helper { name: "parse date without pattern", js: "ctx.parseDate('2024-07-01 23:30')", template: "'2024-07-01 23:30' | parse_date", expected: "2024-07-01T23:30:00Z" },
+    Helper { name: "pad start", js: "ctx.padStart(r.qty, 5, '0')", template: "record.qty | pad_left(5, '0')", expected: "00007" },
+    Helper { name: "pad start, default fill", js: "ctx.padStart(r.sku, 5)", template: "record.sku | pad_left(5)", expected: "  ABC" },
+    Helper { name: "pad end", js: "ctx.padEnd(r.sku, 6, '.')", template: "record.sku | pad_right(6, '.')", expected: "ABC..." },
+    Helper { name: "pad, first fill character", js: "ctx.padEnd(r.sku, 5, 'xy')", template: "record.sku | pad_right(5, 'xy')", expected: "ABCxx" },
+    Helper { name: "pad, longer text kept", js: "ctx.padStart(r.long, 4)", template: "record.long | pad_left(4)", expected: "ABCDEFGHIJ" },
+    Helper { name: "pad, wide characters", js: "ctx.padStart(r.wide, 4, '*')", template: "record.wide | pad_left(4, '*')", expected: "*€ü😀" },
+    Helper { name: "pad of a missing value", js: "ctx.padEnd(r.nothing, 3, '-')", template: "record.nothing | pad_right(3, '-')", expected: "---" },
+    Helper { name: "fixed cuts", js: "ctx.fixed(r.long, 4)", template: "record.long | fixed(4)", expected: "ABCD" },
+    Helper { name: "fixed pads", js: "ctx.fixed(r.sku, 5)", template: "record.sku | fixed(5)", expected: "ABC  " },
+    Helper { name: "fixed right", js: "ctx.fixed(r.qty, 4, '0', 'right')", template: "record.qty | fixed(4, fill='0', align='right')", expected: "0007" },
+    Helper { name: "csv row", js: "ctx.csv([r.sku, r.name, r.qty, null])", template: "[record.sku, record.name, record.qty, none] | csv", expected: "ABC,\"Tee, \"\"blue\"\"\",7," },
+    Helper { name: "csv field", js: "ctx.csv(r.name)", template: "record.name | csv", expected: "\"Tee, \"\"blue\"\"\"" },
+    Helper { name: "xml", js: "ctx.xml(r.markup)", template: "record.markup | xml", expected: "A &amp; &lt;B&gt; &apos;C&apos;" },
+    Helper { name: "lookup entry", js: "ctx.lookup('carriers', r.carrier)", template: "lookup('carriers', record.carrier)", expected: "DPD1" },
+    Helper { name: "lookup entry over defaults", js: "ctx.lookup('carriers', r.carrier, 'CALL')", template: "lookup('carriers', record.carrier, 'CALL')", expected: "DPD1" },
+    Helper { name: "lookup, call default", js: "ctx.lookup('carriers', 'UPS', 'CALL')", template: "lookup('carriers', 'UPS', 'CALL')", expected: "CALL" },
+    Helper { name: "lookup, table default", js: "ctx.lookup('carriers', 'UPS')", template: "lookup('carriers', 'UPS')", expected: "TABLE" },
+    Helper { name: "lookup, no table but a call default", js: "ctx.lookup('nope', 'x', 'CALL')", template: "lookup('nope', 'x', 'CALL')", expected: "CALL" },
+    Helper { name: "lookup, number key", js: "ctx.lookup('carriers', r.qty)", template: "lookup('carriers', record.qty)", expected: "seven" },
+];
+
+/// Every ctx helper, called with the same inputs from JavaScript and from a template,
+/// gives the same text, and the text expected.
+async fn ctx_helpers_agree_in_javascript_and_templates(db: Db) {
+    let (_env, s) = start(db).await;
+    s.create(
+        "/lookup-tables",
+        json!({"name": "carriers", "default_value": "TABLE", "entries": {"DPD": "DPD1", "7": "seven"}}),
+    )
+    .await;
+    let record = json!({
+        "price": "2.675", "neg": "-19.995", "num": 1.005, "qty": 7, "sku": "ABC",
+        "long": "ABCDEFGHIJ", "wide": "€ü😀", "nothing": null,
+        "at": "2024-07-01T23:30:00Z", "ms": 1_719_876_600_000u64,
+        "offset": "2024-01-05T10:00:00-05:00", "local": "05/01/2024 09:00",
+        "name": "Tee, \"blue\"", "markup": "A & <B> 'C'", "carrier": "DPD",
+    });
+    let calls: Vec<&str> = HELPERS.iter().map(|h| h.js).collect();
+    let js = private(
+        &s,
+        "javascript",
+        "text",
+        &format!(
+            "function transform(r, ctx) {{ return [\n{}\n].join('\\n'); }}",
+            calls.join(",\n")
+        ),
+    )
+    .await;
+    let lines: Vec<String> = HELPERS
+        .iter()
+        .map(|h| format!("{{{{ {} }}}}", h.template))
+        .collect();
+    let template = private(&s, "template", "text", &lines.join("\n")).await;
+    let mut outputs = Vec::new();
+    for id in [&js, &template] {
+        let (status, out) = dry_run(&s, id, record.clone(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        outputs.push(out["output"].as_str().unwrap().to_string());
+    }
+    let (js_lines, template_lines): (Vec<&str>, Vec<&str>) = (
+        outputs[0].split('\n').collect(),
+        outputs[1].split('\n').collect(),
+    );
+    assert_eq!(js_lines.len(), HELPERS.len(), "{}", outputs[0]);
+    assert_eq!(template_lines.len(), HELPERS.len(), "{}", outputs[1]);
+    for (i, h) in HELPERS.iter().enumerate() {
+        assert_eq!(
+            js_lines[i], template_lines[i],
+            "{}: JavaScript and template differ",
+            h.name
+        );
+        assert_eq!(js_lines[i], h.expected, "{}", h.name);
+    }
+
+    // A helper refuses the same arguments in both, with the same code and message.
+    let refusals = [
+        (
+            "ctx.money('abc')",
+            "'abc' | money",
+            "TRANSFORM_ERROR",
+            "`abc` is not a number",
+        ),
+        (
+            "ctx.formatDate('yesterday', '%Y')",
+            "'yesterday' | format_date('%Y')",
+            "TRANSFORM_ERROR",
+            "`yesterday` is not a date this helper reads",
+        ),
+        (
+            "ctx.formatDate(r.at, '%Y', 'Mars/Base')",
+            "record.at | format_date('%Y', 'Mars/Base')",
+            "TRANSFORM_ERROR",
+            "unknown time zone `Mars/Base`",
+        ),
+        (
+            "ctx.parseDate('5 May', '%d/%m/%Y')",
+            "'5 May' | parse_date('%d/%m/%Y')",
+            "TRANSFORM_ERROR",
+            "`5 May` does not match the date pattern `%d/%m/%Y`",
+        ),
+        (
+            "ctx.padStart('7', 10001)",
+            "'7' | pad_left(10001)",
+            "TRANSFORM_ERROR",
+            "width 10001 is over the limit of 10000 characters (transform.max_pad_width)",
+        ),
+        (
+            "ctx.lookup('nope', 'x')",
+            "lookup('nope', 'x')",
+            "LOOKUP_NOT_FOUND",
+            "there is no lookup table named `nope`",
+        ),
+    ];
+    for (js_call, template_call, code, message) in refusals {
+        let js = private(
+            &s,
+            "javascript",
+            "text",
+            &format!("function transform(r, ctx) {{ return String({js_call}); }}"),
+        )
+        .await;
+        let template = private(
+            &s,
+            "template",
+            "text",
+            &format!("{{{{ {template_call} }}}}"),
+        )
+        .await;
+        for (language, id) in [("javascript", &js), ("template", &template)] {
+            let (status, p) = dry_run(&s, id, record.clone(), json!({})).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{language} {js_call}: {p}"
+            );
+            assert_eq!(p["error_code"], code, "{language} {js_call}: {p}");
+            let detail = p["detail"].as_str().unwrap();
+            assert!(detail.contains(message), "{language} {js_call}: {p}");
+            assert!(!detail.contains("RangeError"), "{language} {js_call}: {p}");
+        }
+    }
+
+    // skip(reason) skips the record with that reason in both.
+    let js = private(
+        &s,
+        "javascript",
+        "json",
+        "function transform(r, ctx) { return r.qty < 10 ? ctx.skip('low stock') : r; }",
+    )
+    .await;
+    let template = private(
+        &s,
+        "template",
+        "csv",
+        "sku\n{% if record.qty < 10 %}{{ skip('low stock') }}{% endif %}{{ record.sku }}",
+    )
+    .await;
+    for id in [&js, &template] {
+        let (status, out) = dry_run(&s, id, record.clone(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        assert_eq!(out["output"], Value::Null, "{out}");
+        assert_eq!(out["skipped"], "low stock", "{out}");
+    }
+}
+
 both_stores!(
+    ctx_helpers_agree_in_javascript_and_templates,
     lookup_defaults_agree_in_javascript_and_templates,
     syntax_errors_are_refused_on_save,
     dry_runs_return_output_logs_or_the_error,
