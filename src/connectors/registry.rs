@@ -309,3 +309,38 @@ impl std::fmt::Debug for Registry {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn entity_ids_follow_each_source_functions_rule() {
+        let r = Registry::default();
+        let id = |f: &str, p: Value| r.entity_id_path(f, &p);
+        assert_eq!(
+            id("shopify.webhook", json!({"topics": ["orders/create"]})).as_deref(),
+            Some("name")
+        );
+        assert_eq!(id("dear.webhook", json!({})).as_deref(), Some("ID"));
+        assert_eq!(id("peoplevox.webhook", json!({})), None);
+        let fetch = json!({"url": "http://x", "entity_id_path": "order.id"});
+        assert_eq!(id("http.fetch", fetch).as_deref(), Some("order.id"));
+        assert_eq!(id("http.fetch", json!({"url": "http://x"})), None);
+        let hook = json!({"entity_id_path": "sku"});
+        assert_eq!(id("http.webhook", hook).as_deref(), Some("sku"));
+        assert_eq!(id("ftp.download", json!({})), None);
+    }
+
+    #[test]
+    fn an_empty_registry_runs_nothing() {
+        let r = Registry::new();
+        assert!(r.functions().is_empty());
+        assert!(!r.runs("http.fetch"));
+        let r = r.with_destination("http.send", Arc::new(crate::connectors::http::Send));
+        assert_eq!(r.functions(), ["http.send"]);
+        assert!(r.destination("http.send").is_some() && r.source("http.send").is_none());
+    }
+}
