@@ -45,9 +45,6 @@ impl SourceFunction for Fetch {
     }
 
     async fn read(&self, call: Call<'_>) -> Result<Vec<Value>, String> {
-        if call.params.get("url").is_none_or(Value::is_null) {
-            return Err("the source has no `url` param".into());
-        }
         let params = FetchParams::parse(call.params)?;
         fetch(call.net, call.decode, &params, call.key).await
     }
