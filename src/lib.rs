@@ -49,6 +49,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         wake: Arc::default(),
         transformer: transform::Transformer::start(&config.transform),
         lookups: Arc::default(),
+        connectors: Arc::default(),
         config: Arc::new(config),
     })
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::extract::{optional_json, parse_json, ApiQuery, IdPath};
 use super::{AppState, Auth, Page, PageParams};
-use crate::connectors::http::entity_id;
+use crate::connectors::entity_id;
 use crate::domain::{JobStatus, Permission, Timestamp};
 use crate::error::{ApiError, Problem};
 use crate::store::{AbortScope, Job, NewEvent, NewJob, Source, Stream, Val};
@@ -224,8 +224,9 @@ pub async fn open_stream(
         .store
         .get::<Source>(auth.org_id, stream.source_id)
         .await?;
-    let path =
-        crate::connectors::entity_id_path(&source.system, &source.params.0).map(str::to_string);
+    let path = state
+        .connectors
+        .entity_id_path(&source.function, &source.params.0);
     Ok((stream, path))
 }
 

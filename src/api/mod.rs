@@ -57,6 +57,8 @@ pub struct AppState {
     pub transformer: Arc<crate::transform::Transformer>,
     /// Lookup-table snapshots transformations read.
     pub lookups: Arc<crate::transform::lookups::LookupCache>,
+    /// The connectors, by `system.function`.
+    pub connectors: Arc<crate::connectors::Registry>,
 }
 
 #[derive(OpenApi)]

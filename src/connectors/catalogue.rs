@@ -1,5 +1,7 @@
 //! The declarations of the built-in systems.
 
+use super::params::Params;
+use super::{dear, http, peoplevox, shopify};
 use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
@@ -44,9 +46,10 @@ const fn host(
 
 const PULL: &[T] = &[T::Manual, T::Scheduled];
 const PUSH: &[T] = &[T::Webhook];
-const FORMATS: K = K::Enum(&["json", "xml", "csv", "text"]);
 
-/// Every system Wharf knows, in the order `/systems` lists them.
+/// Every system Wharf can work with, in the order `/systems` lists them, with only the
+/// functions the connector registry runs: a system or function is declared here when its
+/// connector is built (a test keeps the two in step).
 pub static SYSTEMS: &[System] = &[
     System {
         name: "http",
@@ -74,40 +77,20 @@ pub static SYSTEMS: &[System] = &[
                 name: "http.fetch",
                 description: "GET a URL, take the records at `records_path`, follow pagination.",
                 triggers: PULL,
-                params: &[
-                    f("url", K::String, true, "The first page's URL."),
-                    f("records_path", K::String, false, "Dotted path of the record array in the response; the body itself when unset."),
-                    f("entity_id_path", K::String, false, "Dotted path of each record's entity id."),
-                    f("pagination", K::Enum(&["none", "link", "cursor"]), false, "`link` follows `Link: rel=\"next\"`; `cursor` sends `cursor_param`."),
-                    f("cursor_param", K::String, false, "Query parameter that carries the cursor."),
-                    f("cursor_path", K::String, false, "Dotted path of the next cursor in the response."),
-                    f("headers", K::Object, false, "Extra request headers."),
-                ],
+                params: <http::FetchParams as Params>::FIELDS,
             },
             Function {
                 name: "http.webhook",
                 description: "Receive pushes at the source's webhook URL.",
                 triggers: PUSH,
-                params: &[
-                    f("format", FORMATS, false, "Body format; json when unset."),
-                    f("records_path", K::String, false, "Dotted path of the record array in a JSON body."),
-                    f("entity_id_path", K::String, false, "Dotted path of each record's entity id."),
-                    f("hmac_header", K::String, false, "Header carrying an HMAC of the raw body (key `hmac_secret`)."),
-                    f("hmac_algorithm", K::Enum(&["sha256", "sha1", "sha512"]), false, "HMAC hash; sha256 when unset."),
-                    f("hmac_encoding", K::Enum(&["base64", "hex"]), false, "HMAC encoding; base64 when unset."),
-                    f("dedup_header", K::String, false, "Header carrying the sender's delivery id; `Idempotency-Key` when unset."),
-                ],
+                params: <http::WebhookParams as Params>::FIELDS,
             },
         ],
         destinations: &[Function {
             name: "http.send",
             description: "Send each event's output (or an aggregate) with the key's auth.",
             triggers: &[],
-            params: &[
-                f("url", K::String, true, "Where to send."),
-                f("method", K::Enum(&["POST", "PUT", "PATCH"]), false, "POST when unset."),
-                f("headers", K::Object, false, "Extra request headers."),
-            ],
+            params: <http::SendParams as Params>::FIELDS,
         }],
         webhook_verification: "Optional HMAC of the raw body in a configured header (`hmac_secret` of the key); otherwise the URL token alone.",
     },
@@ -125,42 +108,13 @@ pub static SYSTEMS: &[System] = &[
         key_required: true,
         sources: &[
             Function {
-                name: "shopify.orders",
-                description: "Pull orders from the Admin API.",
-                triggers: PULL,
-                params: &[
-                    f("status", K::Enum(&["open", "closed", "cancelled", "any"]), false, "Order status filter; `any` when unset."),
-                    f("financial_status", K::String, false, "Financial status filter, e.g. `paid`."),
-                    f("created_at_min", K::String, false, "Only orders created at or after this time (ISO 8601)."),
-                ],
-            },
-            Function {
-                name: "shopify.products",
-                description: "Pull products and their variants from the Admin API.",
-                triggers: PULL,
-                params: &[f("status", K::Enum(&["active", "archived", "draft"]), false, "Product status filter.")],
-            },
-            Function {
                 name: "shopify.webhook",
                 description: "Receive Shopify webhooks for the given topics.",
                 triggers: PUSH,
-                params: &[f("topics", K::StringList, true, "Webhook topics, e.g. `orders/create`.")],
+                params: <shopify::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[
-            Function {
-                name: "shopify.fulfillment",
-                description: "Create fulfillments (shipments) on orders.",
-                triggers: &[],
-                params: &[f("notify_customer", K::Boolean, false, "Whether Shopify e-mails the customer.")],
-            },
-            Function {
-                name: "shopify.inventory",
-                description: "Set inventory levels at a location.",
-                triggers: &[],
-                params: &[f("location_id", K::String, true, "The Shopify location to set levels at.")],
-            },
-        ],
+        destinations: &[],
         webhook_verification: "`X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of the raw body with the key's `webhook_secret`, compared in constant time.",
     },
     System {
@@ -181,32 +135,13 @@ pub static SYSTEMS: &[System] = &[
         key_required: true,
         sources: &[
             Function {
-                name: "dear.sales",
-                description: "Pull sales from the DEAR API.",
-                triggers: PULL,
-                params: &[f("status", K::String, false, "Sale status filter, e.g. `AUTHORISED`.")],
-            },
-            Function {
                 name: "dear.webhook",
                 description: "Receive DEAR webhooks; thin payloads are completed from the API.",
                 triggers: PUSH,
-                params: &[f("topics", K::StringList, false, "Webhook types, e.g. `Sale/OrderAuthorised`.")],
+                params: <dear::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[
-            Function {
-                name: "dear.sale",
-                description: "Create sales orders.",
-                triggers: &[],
-                params: &[f("location", K::String, false, "Default stock location.")],
-            },
-            Function {
-                name: "dear.stock_adjustment",
-                description: "Adjust stock levels.",
-                triggers: &[],
-                params: &[f("location", K::String, false, "Stock location.")],
-            },
-        ],
+        destinations: &[],
         webhook_verification: "Basic or Bearer credentials, or a custom header and value, as set in the key's `webhook_auth`.",
     },
     System {
@@ -224,114 +159,10 @@ pub static SYSTEMS: &[System] = &[
             name: "peoplevox.webhook",
             description: "Receive Peoplevox event callbacks (despatches, goods in, stock).",
             triggers: PUSH,
-            params: &[
-                f("event_type", K::String, false, "Event subscribed to, e.g. `AvailabilityChanges` or `SalesOrderStatusChanges`."),
-                f("format", FORMATS, false, "Callback body format."),
-            ],
+            params: <peoplevox::WebhookParams as Params>::FIELDS,
         }],
-        destinations: &[Function {
-            name: "peoplevox.sales_order",
-            description: "Save sales orders through the Peoplevox integration service.",
-            triggers: &[],
-            params: &[f("template_name", K::String, false, "Import template; `Sales orders` when unset.")],
-        }],
+        destinations: &[],
         webhook_verification: "The URL token alone: Peoplevox callbacks carry no signature.",
-    },
-    System {
-        name: "ftp",
-        title: "FTP",
-        description: "Files on an FTP server.",
-        key_template: &[
-            host("host", K::String, true, H::Any, "Server host name."),
-            host("port", K::Integer, false, H::Any, "Port; 21 when unset."),
-            f("username", K::String, true, "Login name."),
-            secret("password", true, "Login password."),
-            f("passive", K::Boolean, false, "Passive mode; true when unset."),
-            f("tls", K::Boolean, false, "Explicit FTPS."),
-        ],
-        key_required: true,
-        sources: &[Function {
-            name: "ftp.download",
-            description: "Read matching files; each record of a file becomes an event.",
-            triggers: PULL,
-            params: &[
-                f("directory", K::String, true, "Remote directory."),
-                f("pattern", K::String, false, "File name glob, e.g. `*.csv`."),
-                f("format", FORMATS, false, "File format."),
-                f("move_to", K::String, false, "Directory processed files are moved to."),
-            ],
-        }],
-        destinations: &[Function {
-            name: "ftp.upload",
-            description: "Write each event (or an aggregate) as a file.",
-            triggers: &[],
-            params: &[
-                f("directory", K::String, true, "Remote directory."),
-                f("filename", K::String, false, "File name template, e.g. `orders-{{job_id}}.csv`."),
-            ],
-        }],
-        webhook_verification: "Not applicable.",
-    },
-    System {
-        name: "sftp",
-        title: "SFTP",
-        description: "Files on an SFTP server.",
-        key_template: &[
-            host("host", K::String, true, H::Any, "Server host name."),
-            host("port", K::Integer, false, H::Any, "Port; 22 when unset."),
-            f("username", K::String, true, "Login name."),
-            secret("password", false, "Login password."),
-            secret("private_key", false, "OpenSSH private key."),
-            f("host_key_fingerprint", K::String, false, "Expected SHA256 host key fingerprint."),
-        ],
-        key_required: true,
-        sources: &[Function {
-            name: "sftp.download",
-            description: "Read matching files; each record of a file becomes an event.",
-            triggers: PULL,
-            params: &[
-                f("directory", K::String, true, "Remote directory."),
-                f("pattern", K::String, false, "File name glob."),
-                f("format", FORMATS, false, "File format."),
-                f("move_to", K::String, false, "Directory processed files are moved to."),
-            ],
-        }],
-        destinations: &[Function {
-            name: "sftp.upload",
-            description: "Write each event (or an aggregate) as a file.",
-            triggers: &[],
-            params: &[
-                f("directory", K::String, true, "Remote directory."),
-                f("filename", K::String, false, "File name template."),
-            ],
-        }],
-        webhook_verification: "Not applicable.",
-    },
-    System {
-        name: "email",
-        title: "E-mail",
-        description: "Send events or aggregates as e-mail through SMTP.",
-        key_template: &[
-            host("smtp_host", K::String, true, H::Any, "SMTP server."),
-            host("smtp_port", K::Integer, false, H::Any, "Port; 587 when unset."),
-            f("username", K::String, false, "SMTP login."),
-            secret("password", false, "SMTP password."),
-            f("from", K::String, true, "Sender address."),
-            f("tls", K::Enum(&["none", "starttls", "tls"]), false, "Transport security; starttls when unset."),
-        ],
-        key_required: true,
-        sources: &[],
-        destinations: &[Function {
-            name: "email.send",
-            description: "E-mail each event, or an aggregate as an attachment.",
-            triggers: &[],
-            params: &[
-                f("to", K::StringList, true, "Recipients."),
-                f("subject", K::String, false, "Subject line."),
-                f("attachment_name", K::String, false, "Attach the output under this file name."),
-            ],
-        }],
-        webhook_verification: "Not applicable.",
     },
 ];
 
@@ -358,16 +189,37 @@ mod tests {
                 assert!(!func.triggers.is_empty(), "{}", func.name);
             }
         }
-        for name in [
-            "http",
-            "shopify",
-            "dear",
-            "peoplevox",
-            "ftp",
-            "sftp",
-            "email",
-        ] {
+        for name in ["http", "shopify", "dear", "peoplevox"] {
             assert!(system(name).is_some(), "{name}");
         }
+    }
+
+    #[test]
+    fn the_catalogue_declares_exactly_what_the_registry_runs() {
+        let registry = crate::connectors::Registry::default();
+        let mut declared = Vec::new();
+        for s in SYSTEMS {
+            assert!(
+                !s.sources.is_empty() || !s.destinations.is_empty(),
+                "{} has nothing to run",
+                s.name
+            );
+            for func in s.sources.iter().chain(s.destinations) {
+                assert!(registry.runs(func.name), "{} is not runnable", func.name);
+                declared.push(func.name);
+            }
+            for func in s.sources {
+                let push = func.triggers.contains(&T::Webhook);
+                assert_eq!(registry.webhook(func.name).is_some(), push, "{}", func.name);
+                assert_eq!(registry.source(func.name).is_some(), !push, "{}", func.name);
+            }
+            for func in s.destinations {
+                assert!(registry.destination(func.name).is_some(), "{}", func.name);
+            }
+        }
+        declared.sort();
+        let mut registered = registry.functions();
+        registered.sort();
+        assert_eq!(declared, registered);
     }
 }

@@ -1,14 +1,25 @@
 //! The system library: every system Wharf talks to, with its key template, its source and
-//! destination functions, and how its inbound webhooks are verified. Read-only; the functions'
-//! behaviour lives beside each declaration as it is built.
+//! destination functions, and how its inbound webhooks are verified. Each system's behaviour
+//! lives in its own folder behind the traits of [`registry`]; the [`Registry`] finds it by
+//! `system.function`. `net` is the guarded client every connector calls through.
 
 mod catalogue;
 pub mod dear;
 pub mod http;
+mod install;
 pub mod net;
+pub mod params;
+pub mod peoplevox;
+pub mod registry;
+pub mod shopify;
+pub mod signature;
 mod template;
 
 pub use catalogue::{system, SYSTEMS};
+pub use registry::{
+    Call, DestinationFunction, InstallError, Installer, Push, Refused, Registry, SendResult,
+    SourceFunction, WebhookSource, WebhookVerifier,
+};
 pub use template::{
     check_hosts, join_credentials, lookup, merge_patch, split_credentials, url_within, validate,
     MASK,
@@ -128,20 +139,22 @@ impl System {
     }
 }
 
-/// Where a source's records carry their entity id, the one rule for every way a record arrives
-/// (a push, a run, an upload, a hand-made event, a replica): the source's `entity_id_path`, else
-/// where the system puts it — a Shopify order's `name` (`#1001`), a DEAR sale's `ID` (a DEAR
-/// push names its sale by `SaleID`, but the event holds the sale read from the API).
-pub fn entity_id_path<'a>(system: &str, params: &'a serde_json::Value) -> Option<&'a str> {
-    if let Some(path) = params
-        .get("entity_id_path")
-        .and_then(serde_json::Value::as_str)
-    {
-        return Some(path);
+/// The value at a dotted path (`data.orders`), or the document itself for an empty path.
+pub fn at_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path.is_empty() {
+        return Some(value);
     }
-    match system {
-        "shopify" => Some("name"),
-        "dear" => Some("ID"),
+    path.split('.').try_fold(value, |v, part| match v {
+        serde_json::Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => v.get(part),
+    })
+}
+
+/// An entity id read from a record: strings as they are, numbers as text.
+pub fn entity_id(record: &serde_json::Value, path: Option<&str>) -> Option<String> {
+    match at_path(record, path?)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }

@@ -10,11 +10,12 @@ use uuid::Uuid;
 use super::run_job::credentials;
 use super::Engine;
 use crate::api::destinations_retry;
-use crate::connectors::http;
+use crate::connectors::{Call, SendResult};
 use crate::domain::aggregate::combine;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::{next_delay, Verdict};
 use crate::domain::{EventStatus, Timestamp};
+use crate::ingest::decode::DecodeLimits;
 use crate::store::{
     Destination, Event, EventChange, Job, NewAttempt, StoreResult, Stream, Transformation,
 };
@@ -301,7 +302,7 @@ async fn deliver(
 
 /// What an attempt's result means for the event(s): the change and the attempt's outcome.
 /// `done` counts this attempt.
-fn judge(result: &http::SendResult, schedule: &[u64], done: usize) -> (EventChange, &'static str) {
+fn judge(result: &SendResult, schedule: &[u64], done: usize) -> (EventChange, &'static str) {
     let code = result.error_code.map(|c| c.as_str().to_string());
     let remaining = (schedule.len() as i64 - done as i64).max(0);
     match result.verdict {
@@ -429,32 +430,24 @@ async fn send_to(
     body: &Value,
     content_type: &str,
     timeout_seconds: u64,
-) -> http::SendResult {
-    match destination.function.as_str() {
-        "http.send" => {
-            // Held below the claim's lease too, so no second worker delivers the event again.
-            let timeout = std::time::Duration::from_secs(timeout_seconds).min(engine.net.deadline);
-            http::send(
-                &engine.net,
-                &destination.params.0,
-                key,
-                body,
-                content_type,
-                timeout,
-            )
-            .await
-        }
-        other => http::SendResult {
-            verdict: Verdict::Final,
-            error_code: Some(ErrorCode::Unknown),
-            http_status: None,
-            http_status_name: None,
-            excerpt: None,
-            retry_after: None,
-            message: Some(format!(
-                "the destination function `{other}` cannot deliver yet"
-            )),
-            duration: std::time::Duration::ZERO,
-        },
-    }
+) -> SendResult {
+    let Some(function) = engine.state.connectors.destination(&destination.function) else {
+        return SendResult::refused(
+            ErrorCode::Unknown,
+            format!(
+                "the destination function `{}` cannot deliver yet",
+                destination.function
+            ),
+        );
+    };
+    let decode = DecodeLimits::from(&engine.state.config.ingest);
+    let call = Call {
+        net: &engine.net,
+        params: &destination.params.0,
+        key,
+        decode: &decode,
+    };
+    // Held below the claim's lease too, so no second worker delivers the event again.
+    let timeout = std::time::Duration::from_secs(timeout_seconds).min(engine.net.deadline);
+    function.send(call, body, content_type, timeout).await
 }

@@ -27,8 +27,6 @@ pub struct Engine {
     /// The last claim filled every free slot, so more work is probably waiting: a finishing
     /// task then wakes the claim loop at once instead of leaving its slot idle until the poll.
     backlog: std::sync::atomic::AtomicBool,
-    /// Paces reads from the DEAR API per account.
-    pub dear_limiter: crate::connectors::dear::RateLimiter,
     /// Claim tokens with work in flight (and how much), released on shutdown.
     held: Mutex<HashMap<Uuid, usize>>,
     worker_id: String,
@@ -45,7 +43,6 @@ impl Engine {
             state,
             net,
             wake,
-            dear_limiter: Default::default(),
             backlog: Default::default(),
             held: Mutex::new(HashMap::new()),
             worker_id: format!("{}-{}", hostname(), std::process::id()),

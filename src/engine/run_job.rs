@@ -5,7 +5,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Engine;
-use crate::connectors::{self, http};
+use crate::connectors::{self, Call};
+use crate::ingest::decode::DecodeLimits;
 use crate::store::{Job, Key, NewEvent, Source, StoreError, Stream};
 
 enum Failure {
@@ -75,58 +76,59 @@ pub async fn credentials(
 
 async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Failure> {
     let store = &engine.state.store;
+    let registry = &engine.state.connectors;
     let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
     let source = store.get::<Source>(job.org_id, stream.source_id).await?;
-    let id_path = connectors::entity_id_path(&source.system, &source.params.0);
-    // Records given with the job (an upload, a webhook, a replica) are not read again.
-    if let Some(payload) = &job.payload {
-        let mut records = match &payload.0 {
-            Value::Array(items) => items.clone(),
-            other => vec![other.clone()],
-        };
-        if source.function == "dear.webhook" {
-            // DEAR pushes name the sale; the event carries the full sale from the API.
-            let key = credentials(engine, job.org_id, source.key_id)
-                .await?
-                .ok_or_else(|| Failure::Source("the DEAR source has no usable key".into()))?;
-            for record in records.iter_mut() {
-                if let Some(id) = record
-                    .get("SaleID")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                {
-                    *record =
-                        connectors::dear::fetch_sale(&engine.net, &engine.dear_limiter, &key, &id)
-                            .await
-                            .map_err(Failure::Source)?;
+    let params = &source.params.0;
+    let decode = DecodeLimits::from(&engine.state.config.ingest);
+    let webhook = registry.webhook(&source.function);
+    let records = match (&job.payload, webhook, registry.source(&source.function)) {
+        // Records given with the job (an upload, a webhook, a replica) are not read again,
+        // only completed where the system pushes ids alone.
+        (Some(payload), webhook, _) => {
+            let records = match &payload.0 {
+                Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            match webhook {
+                Some(hook) if hook.thin() => {
+                    let key = credentials(engine, job.org_id, source.key_id).await?;
+                    let call = Call {
+                        net: &engine.net,
+                        params,
+                        key: key.as_ref(),
+                        decode: &decode,
+                    };
+                    hook.expand(call, records).await.map_err(Failure::Source)?
                 }
+                _ => records,
             }
         }
-        let events = records
-            .into_iter()
-            .map(|record| NewEvent {
-                entity_id: http::entity_id(&record, id_path),
-                payload_in: record,
-                original_event_id: None,
-            })
-            .collect();
-        return Ok((stream.data_type, events));
-    }
-    let key = credentials(engine, job.org_id, source.key_id).await?;
-    let events = match source.function.as_str() {
-        "http.fetch" => http::fetch(
-            &engine.net,
-            &crate::ingest::decode::DecodeLimits::from(&engine.state.config.ingest),
-            &source.params.0,
-            key.as_ref(),
-        )
-        .await
-        .map_err(Failure::Source)?,
-        other => {
+        (None, _, Some(function)) => {
+            let key = credentials(engine, job.org_id, source.key_id).await?;
+            let call = Call {
+                net: &engine.net,
+                params,
+                key: key.as_ref(),
+                decode: &decode,
+            };
+            function.read(call).await.map_err(Failure::Source)?
+        }
+        (None, _, None) => {
             return Err(Failure::Source(format!(
-                "the source function `{other}` cannot be run on demand yet; use an http.fetch source or send records to the stream"
+                "the source function `{}` cannot be run on demand yet; use an http.fetch source or send records to the stream",
+                source.function
             )))
         }
     };
+    let id_path = registry.entity_id_path(&source.function, params);
+    let events = records
+        .into_iter()
+        .map(|record| NewEvent {
+            entity_id: connectors::entity_id(&record, id_path.as_deref()),
+            payload_in: record,
+            original_event_id: None,
+        })
+        .collect();
     Ok((stream.data_type, events))
 }

@@ -4,7 +4,6 @@
 //! complete) before the answer: 202 means it is durably stored.
 
 pub mod decode;
-pub mod verify;
 
 use std::sync::Arc;
 
@@ -18,10 +17,11 @@ use serde_json::{json, Value};
 use crate::api::extract::{parse_json, RawBody};
 use crate::api::jobs::new_events;
 use crate::api::AppState;
-use crate::connectors::{self, http::at_path};
+use crate::connectors::registry::{BodyFormat, Decoding};
+use crate::connectors::{self, at_path, Push};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob, Source};
+use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive))
@@ -37,18 +37,6 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// Systems whose pushes carry ids only; a worker fetches the full records.
-fn thin(system: &str) -> bool {
-    system == "dear"
-}
-
 async fn receive(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -62,6 +50,11 @@ async fn receive(
         .await?
         .filter(|s| s.active && s.trigger == "webhook")
         .ok_or(ApiError::NotFound("webhook"))?;
+    // A source whose function is no longer built has nobody to verify its pushes.
+    let hook = state
+        .connectors
+        .webhook(&source.function)
+        .ok_or(ApiError::NotFound("webhook"))?;
     let metrics = state.metrics.clone();
     let key = match source.key_id {
         Some(id) => {
@@ -70,47 +63,38 @@ async fn receive(
         }
         None => None,
     };
-    let verdict = match source.system.as_str() {
-        "shopify" => verify::shopify(key.as_ref(), &headers, &body),
-        "dear" => verify::dear(key.as_ref(), &headers),
-        "http" => verify::http(&source.params.0, key.as_ref(), &headers, &body),
-        // Peoplevox callbacks carry no signature: the URL token alone.
-        _ => Ok(()),
+    let push = Push {
+        params: &source.params.0,
+        key: key.as_ref(),
+        headers: &headers,
+        body: &body,
     };
-    if let Err(why) = verdict {
+    if let Err(why) = hook.verify(push) {
         tracing::warn!(source = %source.id, reason = %why, "push refused");
         metrics.record_webhook(&source.system, "rejected");
         state.store.count_rejection(source.id).await?;
         return Err(ApiError::Unverified);
     }
     let limits = decode::DecodeLimits::from(&state.config.ingest);
-    let records = match parse_records(&source, &headers, &body, &limits) {
+    let records = match parse_records(&hook.decoding(&source.params.0), &body, &limits) {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
             return Err(e);
         }
     };
-    let delivery_id = match source.system.as_str() {
-        "shopify" => header(&headers, "x-shopify-webhook-id"),
-        _ => {
-            let name = source
-                .params
-                .0
-                .get("dedup_header")
-                .and_then(Value::as_str)
-                .unwrap_or("idempotency-key");
-            header(&headers, name)
-        }
-    };
+    let delivery_id = hook.delivery_id(push);
     let streams = state.store.active_streams_of(source.id).await?;
     if streams.is_empty() {
         return Err(ApiError::Conflict(
             "No active stream uses this source, so the push would go nowhere; nothing was stored. Activate a stream, and the sender's retry will be accepted.".into(),
         ));
     }
-    let meta = push_meta(&source, &headers, delivery_id.as_deref());
-    let path = crate::connectors::entity_id_path(&source.system, &source.params.0);
+    let mut meta = serde_json::Map::new();
+    meta.insert("delivery_id".into(), json!(delivery_id));
+    meta.insert("content_type".into(), json!(push.header("content-type")));
+    hook.metadata(push, &mut meta);
+    let path = hook.entity_id_path(&source.params.0);
     // One copy of the records per stream but the last, which takes them.
     let mut records = Some(records);
     let mut jobs = Vec::with_capacity(streams.len());
@@ -121,10 +105,10 @@ async fn receive(
             records.clone()
         }
         .unwrap_or_default();
-        let (payload, events) = if thin(&source.system) {
+        let (payload, events) = if hook.thin() {
             (Some(Value::Array(mine)), None)
         } else {
-            (None, Some(new_events(mine, path, None)))
+            (None, Some(new_events(mine, path.as_deref(), None)))
         };
         jobs.push(IngestJob {
             new: NewJob {
@@ -176,54 +160,22 @@ async fn receive(
     }
 }
 
-/// What the sender told about the push, kept on the job (`settings.webhook`).
-fn push_meta(source: &Source, headers: &HeaderMap, delivery_id: Option<&str>) -> Value {
-    let mut meta =
-        json!({"delivery_id": delivery_id, "content_type": header(headers, "content-type")});
-    if source.system == "shopify" {
-        for (field, name) in [
-            ("topic", "x-shopify-topic"),
-            ("shop_domain", "x-shopify-shop-domain"),
-            ("webhook_id", "x-shopify-webhook-id"),
-            ("event_id", "x-shopify-event-id"),
-            ("triggered_at", "x-shopify-triggered-at"),
-            ("api_version", "x-shopify-api-version"),
-        ] {
-            meta[field] = json!(header(headers, name));
-        }
-    }
-    meta
-}
-
-/// The records of a push, by the source's declared format.
+/// The records of a push, as the source's connector says its body is written.
 fn parse_records(
-    source: &Source,
-    headers: &HeaderMap,
+    decoding: &Decoding,
     body: &[u8],
     limits: &decode::DecodeLimits,
 ) -> Result<Vec<Value>, ApiError> {
-    let format = source
-        .params
-        .0
-        .get("format")
-        .and_then(Value::as_str)
-        .unwrap_or("json");
-    match format {
-        "csv" => decode::csv_records(body, limits),
-        "xml" | "text" => {
+    match decoding.format {
+        BodyFormat::Csv => decode::csv_records(body, limits),
+        BodyFormat::Text => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
             Ok(vec![Value::String(text.to_string())])
         }
-        _ => {
-            let _ = headers;
+        BodyFormat::Json => {
             let doc: Value = parse_json(body)?;
-            let path = source
-                .params
-                .0
-                .get("records_path")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let path = decoding.records_path.as_str();
             let records = match at_path(&doc, path) {
                 Some(Value::Array(items)) => items.clone(),
                 Some(one) if path.is_empty() => vec![one.clone()],

@@ -341,31 +341,31 @@ async fn moving_a_keys_host_takes_its_secrets_again(db: Db) {
         json!({"system": "dear", "title": "d2", "credentials": {"account_id": "a", "application_key": "k"}})).await;
     assert_eq!(status, StatusCode::CREATED, "{out}");
 
-    // A server of the customer's own (FTP) moves with its password only.
-    let ftp = s
+    // A server of the customer's own (an HTTP API) moves with its secrets only.
+    let own = s
         .create(
             "/keys",
-            json!({"system": "ftp", "title": "f", "credentials": {"host": "ftp.example.com",
-                "username": "u", "password": "ftp-secret"}}),
+            json!({"system": "http", "title": "f", "credentials": {"base_url": "https://api.example.com/",
+                "bearer_token": "own-secret"}}),
         )
         .await;
-    let fpath = format!("/keys/{}", ftp["id"].as_str().unwrap());
+    let fpath = format!("/keys/{}", own["id"].as_str().unwrap());
     let (status, out) = call(
         &s,
         &editor,
         Method::PATCH,
         &fpath,
-        json!({"credentials": {"host": "ftp.elsewhere.example"}}),
+        json!({"credentials": {"base_url": "https://api.elsewhere.example/"}}),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
-    assert_eq!(error_fields(&out), vec!["credentials.password"]);
+    assert_eq!(error_fields(&out), vec!["credentials.bearer_token"]);
     let (status, out) = call(
         &s,
         &editor,
         Method::PATCH,
         &fpath,
-        json!({"credentials": {"port": 2121}}),
+        json!({"credentials": {"base_url": "https://api.example.com:2121/"}}),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
@@ -374,7 +374,7 @@ async fn moving_a_keys_host_takes_its_secrets_again(db: Db) {
         &editor,
         Method::PATCH,
         &fpath,
-        json!({"credentials": {"host": "ftp.elsewhere.example", "password": "new-secret"}}),
+        json!({"credentials": {"base_url": "https://api.elsewhere.example/", "bearer_token": "new-secret"}}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{out}");
@@ -383,7 +383,7 @@ async fn moving_a_keys_host_takes_its_secrets_again(db: Db) {
         &editor,
         Method::PATCH,
         &fpath,
-        json!({"title": "renamed", "credentials": {"passive": false, "password": "********"}}),
+        json!({"title": "renamed", "credentials": {"headers": {"X-A": "1"}, "bearer_token": "********"}}),
     )
     .await;
     assert_eq!(

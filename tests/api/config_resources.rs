@@ -194,19 +194,27 @@ async fn sources_crud_and_triggers(db: Db) {
     let scheduled = s
         .create(
             "/sources",
-            json!({"title": "Nightly", "system": "shopify", "function": "shopify.orders",
-                   "key_id": key["id"], "trigger": "scheduled", "schedule": "0 2 * * *",
-                   "timezone": "Europe/London"}),
+            json!({"title": "Nightly", "system": "http", "function": "http.fetch",
+                   "trigger": "scheduled", "schedule": "0 2 * * *",
+                   "timezone": "Europe/London", "params": {"url": "http://127.0.0.1:9/items"}}),
         )
         .await;
     assert!(scheduled["next_run_at"].is_string(), "{scheduled}");
 
     // Switching a webhook source to manual drops its URL; switching back makes a new one.
-    let id = hook["id"].as_str().unwrap();
+    let pushed = s
+        .create(
+            "/sources",
+            json!({"title": "Pushed", "system": "http", "function": "http.webhook",
+                   "trigger": "webhook"}),
+        )
+        .await;
+    assert!(pushed["webhook_url"].is_string(), "{pushed}");
+    let id = pushed["id"].as_str().unwrap();
     let (status, off) = s
         .patch(
             &format!("/sources/{id}"),
-            json!({"trigger": "manual", "function": "shopify.orders", "params": {}}),
+            json!({"trigger": "manual", "function": "http.fetch", "params": {"url": "http://127.0.0.1:9/x"}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{off}");
@@ -245,27 +253,27 @@ async fn sources_are_validated(db: Db) {
             "params.topics",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "trigger": "manual"}),
+            json!({"title": "x", "system": "shopify", "function": "shopify.webhook", "trigger": "webhook", "params": {"topics": ["orders/create"]}}),
             "key_id",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "key_id": http_key["id"], "trigger": "manual"}),
+            json!({"title": "x", "system": "shopify", "function": "shopify.webhook", "key_id": http_key["id"], "trigger": "webhook", "params": {"topics": ["orders/create"]}}),
             "key_id",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "key_id": "01900000-0000-7000-8000-00000000ffff", "trigger": "manual"}),
+            json!({"title": "x", "system": "shopify", "function": "shopify.webhook", "key_id": "01900000-0000-7000-8000-00000000ffff", "trigger": "webhook", "params": {"topics": ["orders/create"]}}),
             "key_id",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "key_id": key["id"], "trigger": "scheduled", "schedule": "every day"}),
+            json!({"title": "x", "system": "http", "function": "http.fetch", "params": {"url": "http://x"}, "trigger": "scheduled", "schedule": "every day"}),
             "schedule",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "key_id": key["id"], "trigger": "scheduled", "schedule": "0 * * * *", "timezone": "Mars/Base"}),
+            json!({"title": "x", "system": "http", "function": "http.fetch", "params": {"url": "http://x"}, "trigger": "scheduled", "schedule": "0 * * * *", "timezone": "Mars/Base"}),
             "timezone",
         ),
         (
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders", "key_id": key["id"], "trigger": "manual", "schedule": "0 * * * *"}),
+            json!({"title": "x", "system": "http", "function": "http.fetch", "params": {"url": "http://x"}, "trigger": "manual", "schedule": "0 * * * *"}),
             "schedule",
         ),
         (
@@ -503,18 +511,7 @@ async fn systems_library(db: Db) {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "http",
-            "shopify",
-            "dear",
-            "peoplevox",
-            "ftp",
-            "sftp",
-            "email"
-        ]
-    );
+    assert_eq!(names, ["http", "shopify", "dear", "peoplevox"]);
     let (status, shopify) = s.get("/systems/shopify").await;
     assert_eq!(status, StatusCode::OK);
     let template = shopify["key_template"].as_array().unwrap();
@@ -532,8 +529,97 @@ async fn systems_library(db: Db) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+async fn systems_list_only_what_the_connectors_run(db: Db) {
+    let (_env, s) = fresh(db).await;
+    let registry = wharf::connectors::Registry::default();
+    let (status, page) = s.get("/systems").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut listed = Vec::new();
+    for system in page["items"].as_array().unwrap() {
+        for kind in ["sources", "destinations"] {
+            for func in system[kind].as_array().unwrap() {
+                let name = func["name"].as_str().unwrap();
+                assert!(registry.runs(name), "{name} is listed but cannot run");
+                listed.push(name.to_string());
+            }
+        }
+    }
+    listed.sort();
+    assert_eq!(
+        listed,
+        registry.functions(),
+        "every runnable function is listed"
+    );
+    for gone in ["ftp", "sftp", "email"] {
+        let (status, _) = s.get(&format!("/systems/{gone}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+    }
+
+    // A function's listed params are its typed declaration.
+    let (_, http) = s.get("/systems/http").await;
+    let fetch = &http["sources"][0];
+    assert_eq!(fetch["name"], "http.fetch");
+    let names: Vec<_> = fetch["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    use wharf::connectors::params::Params;
+    let declared: Vec<_> = wharf::connectors::http::FetchParams::FIELDS
+        .iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, declared);
+    let pagination = fetch["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "pagination")
+        .unwrap();
+    assert_eq!(pagination["values"], json!(["none", "link", "cursor"]));
+    assert_eq!(pagination["required"], false);
+
+    // What is not listed cannot be configured.
+    let (status, out) = s
+        .post(
+            "/keys",
+            json!({"system": "ftp", "title": "f", "credentials": {"host": "ftp.example.com",
+                "username": "u", "password": "p"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(error_fields(&out), vec!["system"]);
+    let key = shopify_key(&s).await;
+    let (status, out) = s
+        .post(
+            "/sources",
+            json!({"title": "x", "system": "shopify", "function": "shopify.orders",
+                   "key_id": key["id"], "trigger": "manual"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(
+        error_fields(&out).contains(&"function".to_string()),
+        "{out}"
+    );
+    let (status, out) = s
+        .post(
+            "/destinations",
+            json!({"title": "x", "system": "shopify", "function": "shopify.fulfillment",
+                   "key_id": key["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(
+        error_fields(&out).contains(&"function".to_string()),
+        "{out}"
+    );
+}
+
 both_stores!(
     keys_crud,
+    systems_list_only_what_the_connectors_run,
     keys_are_validated_against_their_template,
     sources_crud_and_triggers,
     sources_are_validated,

@@ -1,45 +1,66 @@
 //! `http.fetch`: GET a URL, take the records at `records_path`, follow pagination.
 
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
 use reqwest::header::LINK;
 use serde_json::Value;
 
-use super::{at_path, entity_id, with_auth};
+use super::with_auth;
+use crate::connectors::at_path;
 use crate::connectors::net::Outbound;
+use crate::connectors::params::Params;
+use crate::connectors::registry::{Call, SourceFunction};
 use crate::domain::error_code::ErrorCode;
 use crate::ingest::decode::DecodeLimits;
-use crate::store::NewEvent;
 
 /// Most pages followed in one run: a guard against a server that always says "next".
 const MAX_PAGES: usize = 10_000;
 
+crate::param_enum! {
+    /// How `http.fetch` finds the next page.
+    pub enum Pagination { None = "none", Link = "link", Cursor = "cursor" }
+}
+
+crate::params! {
+    /// The params of `http.fetch`.
+    pub struct FetchParams {
+        url: String, "The first page's URL.";
+        records_path: String = String::new(), "Dotted path of the record array in the response; the body itself when unset.";
+        entity_id_path: Option<String>, "Dotted path of each record's entity id.";
+        pagination: Pagination = Pagination::Link, "`link` follows `Link: rel=\"next\"`; `cursor` sends `cursor_param`.";
+        cursor_param: String = "cursor".into(), "Query parameter that carries the cursor.";
+        cursor_path: String = "next_cursor".into(), "Dotted path of the next cursor in the response.";
+        headers: Option<BTreeMap<String, String>>, "Extra request headers.";
+    }
+}
+
+/// `http.fetch` as a source function.
+pub struct Fetch;
+
+#[async_trait]
+impl SourceFunction for Fetch {
+    fn entity_id_path(&self, params: &Value) -> Option<String> {
+        FetchParams::parse(params).ok()?.entity_id_path
+    }
+
+    async fn read(&self, call: Call<'_>) -> Result<Vec<Value>, String> {
+        let params = FetchParams::parse(call.params)?;
+        fetch(call.net, call.decode, &params, call.key).await
+    }
+}
+
 /// Reads every record. The error is a message for the job.
-pub async fn fetch(
+async fn fetch(
     net: &Outbound,
     decode: &DecodeLimits,
-    params: &Value,
+    params: &FetchParams,
     key: Option<&Value>,
-) -> Result<Vec<NewEvent>, String> {
-    let url = params
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or("the source has no `url` param")?;
-    let records_path = params
-        .get("records_path")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let id_path = params.get("entity_id_path").and_then(Value::as_str);
-    let pagination = params
-        .get("pagination")
-        .and_then(Value::as_str)
-        .unwrap_or("link");
-    let cursor_param = params
-        .get("cursor_param")
-        .and_then(Value::as_str)
-        .unwrap_or("cursor");
-    let cursor_path = params
-        .get("cursor_path")
-        .and_then(Value::as_str)
-        .unwrap_or("next_cursor");
+) -> Result<Vec<Value>, String> {
+    let url = params.url.as_str();
+    let records_path = params.records_path.as_str();
+    let cursor_param = params.cursor_param.as_str();
+    let cursor_path = params.cursor_path.as_str();
 
     let mut out = Vec::new();
     let first = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL: {e}"))?;
@@ -58,7 +79,7 @@ pub async fn fetch(
         let req = with_auth(
             net.request(reqwest::Method::GET, page_url.clone()),
             key,
-            params,
+            params.headers.as_ref(),
         )
         .header("accept", "application/json");
         let res = net.send(req, None).await.map_err(failed)?;
@@ -108,15 +129,9 @@ pub async fn fetch(
             ));
         }
         let empty = records.is_empty();
-        for record in records {
-            out.push(NewEvent {
-                entity_id: entity_id(&record, id_path),
-                payload_in: record,
-                original_event_id: None,
-            });
-        }
-        next = match pagination {
-            "link" => match link
+        out.extend(records);
+        next = match params.pagination {
+            Pagination::Link => match link
                 .as_deref()
                 .and_then(next_link)
                 .and_then(|l| page_url.join(&l).ok())
@@ -132,7 +147,7 @@ pub async fn fetch(
                 }
                 other => other,
             },
-            "cursor" if !empty => match at_path(&doc, cursor_path) {
+            Pagination::Cursor if !empty => match at_path(&doc, cursor_path) {
                 Some(Value::String(c)) if !c.is_empty() => {
                     let mut u = reqwest::Url::parse(url).expect("parsed above");
                     let kept: Vec<(String, String)> = u

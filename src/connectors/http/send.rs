@@ -1,51 +1,72 @@
 //! `http.send`: one delivery of an event's output (or an aggregate) to a URL.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::Value;
 
 use super::with_auth;
 use crate::connectors::net::{CallError, Outbound};
+use crate::connectors::params::Params;
+use crate::connectors::registry::{Call, DestinationFunction, SendResult};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
 
-/// What one delivery try gave.
-#[derive(Debug, Clone)]
-pub struct SendResult {
-    pub verdict: Verdict,
-    pub error_code: Option<ErrorCode>,
-    pub http_status: Option<u16>,
-    pub http_status_name: Option<String>,
-    pub excerpt: Option<String>,
-    pub retry_after: Option<Duration>,
-    pub message: Option<String>,
-    pub duration: Duration,
+crate::param_enum! {
+    /// The HTTP method `http.send` uses.
+    pub enum Method { Post = "POST", Put = "PUT", Patch = "PATCH" }
+}
+
+crate::params! {
+    /// The params of `http.send`.
+    pub struct SendParams {
+        url: String, "Where to send.";
+        method: Method = Method::Post, "POST when unset.";
+        headers: Option<BTreeMap<String, String>>, "Extra request headers.";
+    }
+}
+
+/// `http.send` as a destination function.
+pub struct Send;
+
+#[async_trait]
+impl DestinationFunction for Send {
+    async fn send(
+        &self,
+        call: Call<'_>,
+        body: &Value,
+        content_type: &str,
+        timeout: Duration,
+    ) -> SendResult {
+        match SendParams::parse(call.params) {
+            Ok(params) => send(call.net, &params, call.key, body, content_type, timeout).await,
+            Err(e) => SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}")),
+        }
+    }
 }
 
 /// Sends `body` (JSON, or text for text formats) as the destination's params say.
-pub async fn send(
+async fn send(
     net: &Outbound,
-    params: &Value,
+    params: &SendParams,
     key: Option<&Value>,
     body: &Value,
     content_type: &str,
     timeout: Duration,
 ) -> SendResult {
     let started = Instant::now();
-    let url = params
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let method = match params.get("method").and_then(Value::as_str) {
-        Some("PUT") => reqwest::Method::PUT,
-        Some("PATCH") => reqwest::Method::PATCH,
-        _ => reqwest::Method::POST,
+    let url = params.url.as_str();
+    let method = match params.method {
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Post => reqwest::Method::POST,
     };
     let bytes = match body {
         Value::String(text) if content_type != "application/json" => text.clone().into_bytes(),
         other => serde_json::to_vec(other).unwrap_or_default(),
     };
-    let req = with_auth(net.request(method, url), key, params)
+    let req = with_auth(net.request(method, url), key, params.headers.as_ref())
         .header("content-type", content_type)
         .body(bytes);
     match net.send(req, Some(timeout)).await {

@@ -1,47 +1,29 @@
 //! DEAR Systems / Cin7 Core: the External API v2. Pushes carry ids only (`SaleID`); the full
 //! record is read from the API, within its limit of 60 requests a minute per account.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod limiter;
+mod webhook;
+
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Mutex;
+
+pub use limiter::RateLimiter;
+pub use webhook::WebhookParams;
 
 use super::net::Outbound;
 
+/// The DEAR connector. It owns the per-account pacing of API reads, shared by every source
+/// that reads from DEAR.
+#[derive(Default)]
+pub struct Dear {
+    limiter: RateLimiter,
+}
+
 /// The API's base when the key names none.
 pub const DEFAULT_BASE: &str = "https://inventory.dearsystems.com/ExternalApi/v2";
-/// Requests a minute the API allows per account.
-const PER_MINUTE: u32 = 60;
 /// How often a 429 is waited out before the read fails.
 const MAX_RATE_LIMITED: u32 = 5;
-
-/// Spaces requests per account so none exceeds the API's rate.
-#[derive(Default)]
-pub struct RateLimiter {
-    next: Mutex<HashMap<String, Instant>>,
-}
-
-impl RateLimiter {
-    /// Waits until `account` may send its next request.
-    pub async fn turn(&self, account: &str) {
-        let gap = Duration::from_secs(60) / PER_MINUTE;
-        let wait = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = next
-                .get(account)
-                .copied()
-                .filter(|t| *t > now)
-                .unwrap_or(now);
-            next.insert(account.to_string(), slot + gap);
-            slot - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
 
 fn base(key: &Value) -> String {
     key.get("base_url")
@@ -71,7 +53,7 @@ pub fn request(
 }
 
 /// Reads the full sale a push named. The error is a message for the job.
-pub async fn fetch_sale(
+async fn fetch_sale(
     net: &Outbound,
     limiter: &RateLimiter,
     key: &Value,
