@@ -46,7 +46,7 @@ pub struct JobOut {
     pub id: Uuid,
     pub stream_id: Uuid,
     /// PENDING, PROCESSING, FINISHED, FINISHED_WITH_ISSUES or FAILED.
-    pub status: String,
+    pub status: JobStatus,
     /// manual, scheduled, webhook, upload or replicate.
     pub trigger: String,
     /// Why the job failed, when it did.
@@ -81,7 +81,7 @@ pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
     for (status, n) in state.store.job_counts(j.id).await? {
-        counts.insert(status, n);
+        counts.insert(status.as_str().to_string(), n);
     }
     Ok(JobOut {
         id: j.id,

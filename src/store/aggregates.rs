@@ -4,25 +4,29 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::CHUNK;
+use super::batch::{sql_in, sql_lit, CHUNK};
 use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt};
 use super::{on_pool, BeginWrite, Bind, Event, Job, Store, StoreResult, Val};
-use crate::domain::Timestamp;
+use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 
 impl Store {
     /// Makes a job's combined delivery due once every event of it is transformed (aggregate
     /// destinations). Like `finish_job`, it runs after each transformation commits, so the
     /// run after the last one always sees every event.
     pub async fn mark_aggregate_ready(&self, job_id: Uuid) -> StoreResult<bool> {
+        let sql = format!(
+            "UPDATE jobs SET aggregate_next_at = $2 WHERE id = $1 AND status = {processing} \
+             AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = {new}) \
+             AND EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = {transformed} \
+               AND next_attempt_at IS NULL)",
+            processing = sql_lit(JobStatus::Processing),
+            new = sql_lit(EventStatus::New),
+            transformed = sql_lit(EventStatus::Transformed),
+        );
         let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(
-                "UPDATE jobs SET aggregate_next_at = $2 WHERE id = $1 AND status = 'PROCESSING' \
-                 AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
-                 AND NOT EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = 'NEW') \
-                 AND EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = 'TRANSFORMED' \
-                   AND next_attempt_at IS NULL)",
-            )
+            sqlx::query::<Db>(&sql)
             .bind(job_id)
             .bind(Timestamp::now())
             .execute(pool)
@@ -42,9 +46,10 @@ impl Store {
         let now = Timestamp::now();
         let sql = format!(
             "UPDATE jobs SET claim_token = $1, lease_expires_at = $2 \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'PROCESSING' AND aggregate_next_at <= $3 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = {} AND aggregate_next_at <= $3 \
                AND (claim_token IS NULL OR lease_expires_at < $3) \
                ORDER BY aggregate_next_at LIMIT $4 {}) RETURNING *",
+            sql_lit(JobStatus::Processing),
             self.skip_locked()
         );
         let jobs = on_pool!(self, pool, Db => {
@@ -61,11 +66,13 @@ impl Store {
 
     /// The events a job's combined delivery carries: transformed, waiting for it.
     pub async fn aggregate_members(&self, job_id: Uuid) -> StoreResult<Vec<Event>> {
+        let sql = format!(
+            "SELECT * FROM events WHERE job_id = $1 AND status = {} \
+             AND next_attempt_at IS NULL ORDER BY id",
+            sql_lit(EventStatus::Transformed)
+        );
         let rows = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, Event>(
-                "SELECT * FROM events WHERE job_id = $1 AND status = 'TRANSFORMED' \
-                 AND next_attempt_at IS NULL ORDER BY id",
-            )
+            sqlx::query_as::<Db, Event>(&sql)
             .bind(job_id)
             .fetch_all(pool)
             .await?
@@ -123,7 +130,10 @@ impl Store {
         let message = change.message.clone().flatten();
         let remaining = change.retries_remaining.flatten();
         let mut follow = Vec::new();
-        if let Some(to) = change.to {
+        // Members wait TRANSFORMED for the combined delivery; a change no step allows from
+        // there changes none of them.
+        let step = EventStep::between(EventStatus::Transformed, change.to, false);
+        if let Some(to) = change.to.filter(|_| step.is_some()) {
             for chunk in members.chunks(CHUNK) {
                 let logs: Vec<_> = chunk
                     .iter()
@@ -160,7 +170,13 @@ impl Store {
                 }
             }
         }
-        let status = change.to.map(|t| t.as_str()).unwrap_or("TRANSFORMED");
+        let members_update = format!(
+            "UPDATE events SET status = $2, error_code = $3, message = $4, \
+             retries_remaining = $5, attempt_count = attempt_count + 1, last_attempt_at = $6, \
+             updated_at = $6 WHERE job_id = $1 AND status IN ({}) AND next_attempt_at IS NULL",
+            sql_in(step.map_or(&[][..], EventStep::from))
+        );
+        let status = step.map_or(EventStatus::Transformed, |s| s.to(EventStatus::Transformed));
         let held = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for (sql, vals) in &attempt_stmts {
@@ -180,13 +196,9 @@ impl Store {
             .rows_affected()
                 == 1;
             if held {
-                sqlx::query::<Db>(
-                    "UPDATE events SET status = $2, error_code = $3, message = $4, \
-                     retries_remaining = $5, attempt_count = attempt_count + 1, last_attempt_at = $6, \
-                     updated_at = $6 WHERE job_id = $1 AND status = 'TRANSFORMED' AND next_attempt_at IS NULL",
-                )
+                sqlx::query::<Db>(&members_update)
                 .bind(job.id)
-                .bind(status)
+                .bind(status.as_str())
                 .bind(&code)
                 .bind(&message)
                 .bind(remaining)

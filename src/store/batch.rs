@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::history::{entity_upsert, log_insert, EntityChange, EntityRow, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, NewJob, Store, StoreResult, Val};
-use crate::domain::{JobStatus, Timestamp};
+use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
 macro_rules! notify_work {
@@ -31,6 +31,24 @@ pub(in crate::store) const KEEP_PREPARED: usize = 64;
 
 pub(in crate::store) fn keep_prepared(vals: &[Val]) -> bool {
     vals.len() <= KEEP_PREPARED
+}
+
+/// A list of statuses as SQL literals for `IN (…)`, built from the domain's tables so that no
+/// status is spelled by hand in SQL text. An empty list gives `NULL`, which matches nothing: a
+/// step the domain does not allow changes no row.
+pub(in crate::store) fn sql_in<S: std::fmt::Display>(list: &[S]) -> String {
+    if list.is_empty() {
+        return "NULL".into();
+    }
+    list.iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One status as an SQL literal (see [`sql_in`]).
+pub(in crate::store) fn sql_lit<S: std::fmt::Display>(s: S) -> String {
+    format!("'{s}'")
 }
 
 /// Rows per multi-row insert: well under SQLite's bound-parameter limit.
@@ -145,7 +163,7 @@ impl Rows {
                     org: job.org_id,
                     data_type: data_type.to_string(),
                     entity: entity.clone(),
-                    status: "NEW",
+                    status: EventStatus::New.as_str(),
                     event: id,
                     code: None,
                     message: None,
@@ -156,7 +174,7 @@ impl Rows {
                 org_id: job.org_id,
                 stream_id: job.stream_id,
                 job_id: job.id,
-                status: "NEW",
+                status: EventStatus::New.as_str(),
                 data_type: data_type.to_string(),
                 entity_id: e.entity_id,
                 payload_in: Some(e.payload_in),
@@ -263,7 +281,7 @@ pub(in crate::store) fn new_job_row(new: NewJob, now: Timestamp, status: JobStat
         id: Uuid::now_v7(),
         org_id: new.org_id,
         stream_id: new.stream_id,
-        status: status.as_str().into(),
+        status,
         trigger: new.trigger.into(),
         message: None,
         settings: Json(new.settings),

@@ -3,9 +3,11 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::batch::{sql_in, sql_lit};
 use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Event, Store, StoreResult};
-use crate::domain::{EventStatus, Timestamp};
+use crate::domain::error_code::ErrorCode;
+use crate::domain::{EventStatus, EventStep, Timestamp};
 
 /// An event a job's source produced.
 #[derive(Debug, Clone)]
@@ -41,22 +43,27 @@ impl Store {
             AbortScope::Stream(id) => ("stream_id", id),
         };
         let select = format!(
-            "SELECT * FROM events WHERE org_id = $1 AND {col} = $2 AND status IN ('NEW', 'TRANSFORMED')"
+            "SELECT * FROM events WHERE org_id = $1 AND {col} = $2 AND status IN ({from})",
+            from = sql_in(EventStep::Abort.from()),
+        );
+        let update = format!(
+            "UPDATE events SET status = {to}, error_code = $5, message = $3, \
+             claim_token = NULL, lease_expires_at = NULL, next_attempt_at = NULL, \
+             updated_at = $4 WHERE id = $1 AND status = $2 AND status IN ({from})",
+            to = sql_lit(EventStatus::Aborted),
+            from = sql_in(EventStep::Abort.from()),
         );
         let n = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let open = sqlx::query_as::<Db, Event>(&select).bind(org).bind(id).fetch_all(&mut *tx).await?;
             let mut n = 0;
             for ev in &open {
-                let changed = sqlx::query::<Db>(
-                    "UPDATE events SET status = 'ABORTED', error_code = 'ABORTED', message = $3, \
-                     claim_token = NULL, lease_expires_at = NULL, next_attempt_at = NULL, \
-                     updated_at = $4 WHERE id = $1 AND status = $2",
-                )
+                let changed = sqlx::query::<Db>(&update)
                 .bind(ev.id)
-                .bind(&ev.status)
+                .bind(ev.status.as_str())
                 .bind(message)
                 .bind(now)
+                .bind(ErrorCode::Aborted.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -71,9 +78,9 @@ impl Store {
                         stream_id: ev.stream_id,
                         job_id: ev.job_id,
                         event_id: Some(ev.id),
-                        from: EventStatus::parse(&ev.status).map(EventStatus::as_str),
-                        to: "ABORTED",
-                        details: json!({"error_code": "ABORTED"}),
+                        from: Some(ev.status.as_str()),
+                        to: EventStatus::Aborted.as_str(),
+                        details: json!({"error_code": ErrorCode::Aborted.as_str()}),
                     }],
                     now,
                 );
@@ -84,9 +91,9 @@ impl Store {
                             org: ev.org_id,
                             data_type: &ev.data_type,
                             entity,
-                            status: "ABORTED",
+                            status: EventStatus::Aborted.as_str(),
                             event: ev.id,
-                            code: Some("ABORTED"),
+                            code: Some(ErrorCode::Aborted.as_str()),
                             message: Some(message),
                         }],
                         now,

@@ -5,10 +5,11 @@ use serde_json::{json, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::batch::{Rows, CHUNK};
+use super::batch::{sql_in, sql_lit, Rows, CHUNK};
 use super::history::{finish_log, log_insert, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
-use crate::domain::{JobStatus, Timestamp};
+use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
+use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
 
 /// A job to create.
 #[derive(Debug, Clone)]
@@ -28,15 +29,21 @@ pub struct NewJob {
 /// else.
 pub(in crate::store) fn finish_jobs_sql(n: usize) -> String {
     let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+    debug_assert_eq!(JobStep::Finish.from(), JobStep::FinishWithIssues.from());
     format!(
         "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
-           WHERE events.job_id = jobs.id AND events.status IN ('ERROR', 'FAILED', 'ABORTED')) \
-           THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $1, updated_at = $1 \
-         WHERE id IN ({}) AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
+           WHERE events.job_id = jobs.id AND events.status IN ({issues})) \
+           THEN {with_issues} ELSE {finished} END, finished_at = $1, updated_at = $1 \
+         WHERE id IN ({ids}) AND status IN ({from}) AND source_done_at IS NOT NULL \
            AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
-             AND events.status IN ('NEW', 'TRANSFORMED')) \
+             AND events.status IN ({open})) \
          RETURNING id, org_id, stream_id, status",
-        ids.join(", ")
+        issues = sql_in(ISSUE_EVENTS),
+        with_issues = sql_lit(JobStep::FinishWithIssues.to()),
+        finished = sql_lit(JobStep::Finish.to()),
+        ids = ids.join(", "),
+        from = sql_in(JobStep::Finish.from()),
+        open = sql_in(OPEN_EVENTS),
     )
 }
 
@@ -98,12 +105,15 @@ impl Store {
     /// Jobs whose source is done and whose events are all terminal but which are still
     /// PROCESSING (a worker died between an event's commit and the job's finishing).
     pub async fn finish_stragglers(&self) -> StoreResult<usize> {
+        let stragglers = format!(
+            "SELECT id FROM jobs j WHERE status IN ({from}) AND source_done_at IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id \
+               AND e.status IN ({open})) LIMIT 100",
+            from = sql_in(JobStep::Finish.from()),
+            open = sql_in(OPEN_EVENTS),
+        );
         let ids: Vec<Uuid> = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, Uuid>(
-                "SELECT id FROM jobs j WHERE status = 'PROCESSING' AND source_done_at IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id \
-                   AND e.status IN ('NEW', 'TRANSFORMED')) LIMIT 100",
-            )
+            sqlx::query_scalar::<Db, Uuid>(&stragglers)
             .fetch_all(pool)
             .await?
         });
@@ -114,13 +124,16 @@ impl Store {
             }
         }
         // Aggregate jobs whose last transformation committed without making the delivery due.
+        let waiting = format!(
+            "SELECT id FROM jobs j WHERE status = {processing} AND source_done_at IS NOT NULL \
+             AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+             AND EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id AND e.status = {transformed} \
+               AND e.next_attempt_at IS NULL) LIMIT 100",
+            processing = sql_lit(JobStatus::Processing),
+            transformed = sql_lit(EventStatus::Transformed),
+        );
         let waiting: Vec<Uuid> = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, Uuid>(
-                "SELECT id FROM jobs j WHERE status = 'PROCESSING' AND source_done_at IS NOT NULL \
-                 AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id AND e.status = 'TRANSFORMED' \
-                   AND e.next_attempt_at IS NULL) LIMIT 100",
-            )
+            sqlx::query_scalar::<Db, Uuid>(&waiting)
             .fetch_all(pool)
             .await?
         });
@@ -140,12 +153,23 @@ impl Store {
         message: &str,
     ) -> StoreResult<bool> {
         let now = Timestamp::now();
+        // The source has not produced its events: PENDING, or PROCESSING with no
+        // `source_done_at` (a PENDING job never has one).
+        let select = format!(
+            "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
+             AND status IN ({from}) AND source_done_at IS NULL",
+            from = sql_in(JobStep::AbortSource.from()),
+        );
+        let update = format!(
+            "UPDATE jobs SET status = {to}, message = $3, finished_at = $4, \
+             updated_at = $4, claim_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND status = $2 AND status IN ({from}) AND source_done_at IS NULL",
+            to = sql_lit(JobStep::AbortSource.to()),
+            from = sql_in(JobStep::AbortSource.from()),
+        );
         let ended = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
-            let row = sqlx::query_as::<Db, (Uuid, String)>(
-                "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
-                 AND (status = 'PENDING' OR (status = 'PROCESSING' AND source_done_at IS NULL))",
-            )
+            let row = sqlx::query_as::<Db, (Uuid, String)>(&select)
             .bind(job_id)
             .bind(org)
             .fetch_optional(&mut *tx)
@@ -153,11 +177,7 @@ impl Store {
             let Some((stream_id, from)) = row else {
                 return Ok(false);
             };
-            let n = sqlx::query::<Db>(
-                "UPDATE jobs SET status = 'FINISHED_WITH_ISSUES', message = $3, finished_at = $4, \
-                 updated_at = $4, claim_token = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND status = $2 AND source_done_at IS NULL",
-            )
+            let n = sqlx::query::<Db>(&update)
             .bind(job_id)
             .bind(&from)
             .bind(message)
@@ -175,7 +195,7 @@ impl Store {
                         job_id,
                         event_id: None,
                         from,
-                        to: "FINISHED_WITH_ISSUES",
+                        to: JobStep::AbortSource.to().as_str(),
                         details: json!({"message": message}),
                     }],
                     now,
@@ -226,7 +246,7 @@ impl Store {
     }
 
     /// Event counts by status of a job.
-    pub async fn job_counts(&self, job_id: Uuid) -> StoreResult<Vec<(String, i64)>> {
+    pub async fn job_counts(&self, job_id: Uuid) -> StoreResult<Vec<(EventStatus, i64)>> {
         let rows = on_pool!(self, pool, Db => {
             sqlx::query_as::<Db, (String, i64)>(
                 "SELECT status, COUNT(*) FROM events WHERE job_id = $1 GROUP BY status",
@@ -235,6 +255,9 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((EventStatus::parse(&s)?, n)))
+            .collect())
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::batch::notify_work;
 use super::history::{log_insert, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Store, StoreResult};
-use crate::domain::Timestamp;
+use crate::domain::{JobStatus, Timestamp};
 
 impl Store {
     /// Scheduled, active sources whose next run is due.
@@ -63,7 +63,7 @@ impl Store {
                 let id = Uuid::now_v7();
                 sqlx::query::<Db>(
                     "INSERT INTO jobs (id, org_id, stream_id, status, trigger, settings, run_at, \
-                     attempt, created_at, updated_at) VALUES ($1, $2, $3, 'PENDING', 'scheduled', \
+                     attempt, created_at, updated_at) VALUES ($1, $2, $3, $7, 'scheduled', \
                      $4, $5, 0, $6, $6)",
                 )
                 .bind(id)
@@ -72,6 +72,7 @@ impl Store {
                 .bind(Json(json!({})))
                 .bind(due)
                 .bind(now)
+                .bind(JobStatus::Pending.as_str())
                 .execute(&mut *tx)
                 .await?;
                 let (s, v) = log_insert(
@@ -82,7 +83,7 @@ impl Store {
                         job_id: id,
                         event_id: None,
                         from: None,
-                        to: "PENDING",
+                        to: JobStatus::Pending.as_str(),
                         details: json!({"trigger": "scheduled", "scheduled_for": due}),
                     }],
                     now,

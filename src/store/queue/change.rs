@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::domain::{EventStatus, Timestamp};
-use crate::store::batch::{keep_prepared, rows_insert, EventRow, Rows, Statement, CHUNK};
+use crate::domain::{EventStatus, EventStep, Timestamp};
+use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK};
 use crate::store::history::{finish_entry, log_insert, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_sql;
 use crate::store::{on_pool, BeginWrite, Bind, Event, Store, StoreResult, Val};
@@ -73,7 +73,7 @@ impl Rows {
                 org_id: ev.org_id,
                 stream_id: ev.stream_id,
                 job_id: ev.job_id,
-                status: "TRANSFORMED",
+                status: EventStatus::Transformed.as_str(),
                 data_type: ev.data_type.clone(),
                 entity_id: ev.entity_id.clone(),
                 payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
@@ -89,7 +89,7 @@ impl Rows {
                 job_id: ev.job_id,
                 event_id: Some(id),
                 from: None,
-                to: "TRANSFORMED",
+                to: EventStatus::Transformed.as_str(),
                 details: json!({"split_from": ev.id}),
             });
         }
@@ -138,28 +138,20 @@ pub(in crate::store) fn plan_change(
 ) -> Planned {
     let mut sets = vec!["updated_at = $3".to_string()];
     let mut vals = vec![Val::from(ev.id), Val::from(token), Val::from(now)];
-    pub(in crate::store) fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
+    fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
         vals.push(v);
         sets.push(format!("{col} = ${}", vals.len()));
     }
-    // A NEW event transformed and delivered in one go records both steps in one commit:
-    // a crash before it leaves the event NEW, to be processed again, as any crash before
-    // a delivery's commit does.
-    let combined = ev.status == EventStatus::New.as_str()
-        && change.payload_out.is_some()
-        && change.to != Some(EventStatus::Transformed);
-    let from: Vec<EventStatus> = match change.to {
-        _ if combined => {
-            let to = change.to.unwrap_or(EventStatus::Transformed);
-            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
-            vec![EventStatus::New]
-        }
-        Some(to) => {
-            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
-            EventStatus::sources_of(to).to_vec()
-        }
-        None => EventStatus::parse(&ev.status).into_iter().collect(),
-    };
+    // The domain names the step; the update applies only from the statuses it starts from,
+    // and changes no row when no step makes this change. A NEW event transformed and
+    // delivered in one go records both hops in one commit: a crash before it leaves the
+    // event NEW, to be processed again, as any crash before a delivery's commit does.
+    let step = EventStep::between(ev.status, change.to, change.payload_out.is_some());
+    let from = step.map_or(&[][..], EventStep::from);
+    let path = step.map_or(&[][..], EventStep::path);
+    if let Some(&to) = path.last() {
+        put(&mut sets, &mut vals, "status", Val::from(to));
+    }
     if let Some(v) = change.payload_out.take() {
         put(&mut sets, &mut vals, "payload_out", Val::Json(Some(v)));
     }
@@ -190,11 +182,7 @@ pub(in crate::store) fn plan_change(
     let sql = format!(
         "UPDATE events SET {} WHERE id = $1 AND claim_token = $2 AND status IN ({})",
         sets.join(", "),
-        if from.is_empty() {
-            "''".to_string()
-        } else {
-            statuses_sql(&from)
-        }
+        sql_in(from)
     );
     let mut rows = Rows::default();
     if !change.siblings.is_empty() {
@@ -210,22 +198,12 @@ pub(in crate::store) fn plan_change(
         to: to.as_str(),
         details: json!({"error_code": change.error_code.clone().flatten()}),
     };
-    if combined {
-        rows.logs
-            .push(event_log(Some("NEW"), EventStatus::Transformed));
+    let mut at = ev.status;
+    for &next in path {
+        rows.logs.push(event_log(Some(at.as_str()), next));
+        at = next;
     }
-    if let Some(to) = change
-        .to
-        .filter(|t| *t != EventStatus::Transformed || !combined)
-    {
-        let from = if combined {
-            Some("TRANSFORMED")
-        } else {
-            EventStatus::parse(&ev.status).map(EventStatus::as_str)
-        };
-        rows.logs.push(event_log(from, to));
-    }
-    if let Some(to) = change.to.or(combined.then_some(EventStatus::Transformed)) {
+    if let Some(&to) = path.last() {
         if let Some(entity) = &ev.entity_id {
             rows.entities.push(EntityRow {
                 org: ev.org_id,
@@ -260,15 +238,8 @@ pub(in crate::store) fn plan_change(
         attempt,
         update: (sql, vals),
         rows,
-        terminal: change.to.is_some_and(EventStatus::is_terminal),
+        terminal: path.last().is_some_and(|s| s.is_terminal()),
     }
-}
-
-pub(in crate::store) fn statuses_sql(list: &[EventStatus]) -> String {
-    list.iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Store {

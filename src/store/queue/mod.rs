@@ -15,10 +15,11 @@ use uuid::Uuid;
 pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
 
-use super::batch::{notify_work, Rows};
+use super::batch::{notify_work, sql_in, sql_lit, Rows};
 use super::history::{log_insert, LogWrite};
 use super::{on_pool, Backend, BeginWrite, Bind, Event, Job, NewEvent, Store, StoreResult};
-use crate::domain::Timestamp;
+use crate::domain::status::OPEN_EVENTS;
+use crate::domain::{JobStatus, JobStep, Timestamp};
 
 impl Store {
     pub(in crate::store) fn skip_locked(&self) -> &'static str {
@@ -38,14 +39,16 @@ impl Store {
     ) -> StoreResult<Vec<Job>> {
         let now = Timestamp::now();
         let sql = format!(
-            "UPDATE jobs SET status = 'PROCESSING', claim_token = $1, claimed_by = $2, \
+            "UPDATE jobs SET status = {to}, claim_token = $1, claimed_by = $2, \
              lease_expires_at = $3, attempt = attempt + 1, started_at = COALESCE(started_at, $4), \
              updated_at = $4 \
-             WHERE id IN (SELECT id FROM jobs WHERE (status = 'PENDING' AND run_at <= $4) \
-               OR (status = 'PROCESSING' AND source_done_at IS NULL AND claim_token IS NOT NULL \
+             WHERE id IN (SELECT id FROM jobs WHERE (status IN ({from}) AND run_at <= $4) \
+               OR (status = {to} AND source_done_at IS NULL AND claim_token IS NOT NULL \
                AND lease_expires_at < $4) \
-               ORDER BY run_at LIMIT $5 {}) RETURNING *",
-            self.skip_locked()
+               ORDER BY run_at LIMIT $5 {lock}) RETURNING *",
+            to = sql_lit(JobStep::Claim.to()),
+            from = sql_in(JobStep::Claim.from()),
+            lock = self.skip_locked()
         );
         let lease_end = Timestamp::from_datetime(now.0 + lease);
         let jobs: Vec<Job> = on_pool!(self, pool, Db => {
@@ -68,8 +71,8 @@ impl Store {
                     stream_id: j.stream_id,
                     job_id: j.id,
                     event_id: None,
-                    from: Some("PENDING"),
-                    to: "PROCESSING",
+                    from: Some(JobStatus::Pending.as_str()),
+                    to: JobStep::Claim.to().as_str(),
                     details: json!({}),
                 })
                 .collect();
@@ -97,12 +100,14 @@ impl Store {
         let mut rows = Rows::default();
         let empty = rows.add_events(job, data_type, events, now).is_empty();
         let statements = Rows::statements(std::iter::once(&rows), now);
+        let update = format!(
+            "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
+             updated_at = $3 WHERE id = $1 AND claim_token = $2 AND status = {}",
+            sql_lit(JobStatus::Processing)
+        );
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
-            let held = sqlx::query::<Db>(
-                "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
-                 updated_at = $3 WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
-            )
+            let held = sqlx::query::<Db>(&update)
             .bind(job.id)
             .bind(token)
             .bind(now)
@@ -136,19 +141,22 @@ impl Store {
                 stream_id: job.stream_id,
                 job_id: job.id,
                 event_id: None,
-                from: Some("PROCESSING"),
-                to: "FAILED",
+                from: Some(JobStatus::Processing.as_str()),
+                to: JobStep::Fail.to().as_str(),
                 details: json!({"message": message}),
             }],
             now,
         );
+        let update = format!(
+            "UPDATE jobs SET status = {to}, message = $3, finished_at = $4, updated_at = $4, \
+             claim_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND claim_token = $2 AND status IN ({from})",
+            to = sql_lit(JobStep::Fail.to()),
+            from = sql_in(JobStep::Fail.from()),
+        );
         let done = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
-            let n = sqlx::query::<Db>(
-                "UPDATE jobs SET status = 'FAILED', message = $3, finished_at = $4, updated_at = $4, \
-                 claim_token = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
-            )
+            let n = sqlx::query::<Db>(&update)
             .bind(job.id)
             .bind(token)
             .bind(message)
@@ -175,9 +183,10 @@ impl Store {
         let now = Timestamp::now();
         let sql = format!(
             "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
-             WHERE id IN (SELECT id FROM events WHERE status IN ('NEW', 'TRANSFORMED') \
+             WHERE id IN (SELECT id FROM events WHERE status IN ({}) \
                AND next_attempt_at <= $3 AND claim_token IS NULL \
                ORDER BY next_attempt_at LIMIT $4 {}) RETURNING *",
+            sql_in(OPEN_EVENTS),
             self.skip_locked()
         );
         let events = on_pool!(self, pool, Db => {
