@@ -12,10 +12,8 @@ use crate::domain::{EventStatus, JobStatus, Timestamp};
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
 macro_rules! notify_work {
     ($store:expr, $db:ident, $tx:ident) => {
-        if $store.backend() == $crate::store::Backend::Postgres {
-            sqlx::query::<$db>("SELECT pg_notify('wharf_work', '')")
-                .execute(&mut *$tx)
-                .await?;
+        if let Some(notify) = $store.backend().notify_work() {
+            sqlx::query::<$db>(notify).execute(&mut *$tx).await?;
         }
     };
 }

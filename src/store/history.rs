@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::batch::{rows_insert, Statement};
-use super::{on_pool, Backend, BeginWrite, LogEntry, Store, StoreResult, Val};
+use super::{on_pool, BeginWrite, LogEntry, Store, StoreResult, Val};
 use crate::domain::{JobStatus, Timestamp};
 
 /// An event-log entry and entity change to write with a status change.
@@ -134,9 +134,9 @@ impl Store {
     /// simply gets a later position, so readers following `seq` never see a gap filled in
     /// behind them. `wait` takes the lock even if another node holds it for now.
     pub async fn sequence_event_log(&self, wait: bool) -> StoreResult<u64> {
-        let Backend::Postgres = self.backend() else {
+        if !self.backend().sequenced_log() {
             return Ok(0);
-        };
+        }
         let n = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let locked: bool = if wait {
@@ -167,11 +167,7 @@ impl Store {
 
     /// Event-log entries of `org` after position `after`, oldest first.
     pub async fn event_log(&self, org: Uuid, after: i64, limit: u32) -> StoreResult<Vec<LogEntry>> {
-        // SQLite commits one writer at a time, so its row ids already are commit order.
-        let position = match self.backend() {
-            Backend::Postgres => "seq",
-            Backend::Sqlite => "id",
-        };
+        let position = self.backend().log_position();
         let sql = format!(
             "SELECT {position} AS seq, type, stream_id, job_id, event_id, from_status, to_status, \
              details, event_at, created_at FROM event_log \

@@ -2,12 +2,13 @@
 //!
 //! Both backends run the same SQL where the dialects agree (sqlx binds `$N` on both), through
 //! [`on_pool!`], which expands a block once per backend with `$db` naming the sqlx database.
-//! Where they differ (claims, locking), each backend has its own function side by side, so
-//! the two stay in step. Records decode from either backend's rows.
+//! Where they differ, `dialect.rs` names each difference once, with why. Records decode from
+//! either backend's rows.
 
 mod aggregates;
 mod batch;
 mod cache;
+mod dialect;
 mod events;
 mod history;
 mod ingest;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
+pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
 pub use jobs::NewJob;
 pub use push::{IngestJob, Ingested};
@@ -148,30 +150,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Opens a transaction that will write. SQLite's plain `BEGIN` is deferred: a transaction that
-/// reads and then writes fails at once with SQLITE_BUSY, without waiting out the busy timeout,
-/// when another connection committed in between (the engine and the API write concurrently), and
-/// that would reach a client as "storage unavailable". `BEGIN IMMEDIATE` takes the write lock
-/// first, waiting for it within the busy timeout. Postgres needs nothing special.
-pub(crate) trait BeginWrite {
-    type Db: sqlx::Database;
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
-}
-
-impl BeginWrite for PgPool {
-    type Db = Postgres;
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin().await
-    }
-}
-
-impl BeginWrite for SqlitePool {
-    type Db = Sqlite;
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
-    }
-}
 
 /// Runs `$body` against whichever pool the store holds, with `$pool` bound to it and `$db`
 /// naming its sqlx database type.

@@ -17,16 +17,13 @@ pub use change::{Delivery, EventChange, NewAttempt};
 
 use super::batch::{notify_work, sql_in, sql_lit, Rows};
 use super::history::{log_insert, LogWrite};
-use super::{on_pool, Backend, BeginWrite, Bind, Event, Job, NewEvent, Store, StoreResult};
+use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
 impl Store {
     pub(in crate::store) fn skip_locked(&self) -> &'static str {
-        match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        }
+        self.backend().skip_locked()
     }
 
     /// Claims up to `limit` due jobs (or jobs whose source run lost its lease) for `worker`.
