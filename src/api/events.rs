@@ -37,8 +37,7 @@ pub struct EventOut {
     pub stream_id: Uuid,
     pub job_id: Uuid,
     /// NEW, TRANSFORMED, OK, ERROR, FAILED or ABORTED.
-    #[schema(schema_with = super::openapi_doc::lists::event_status)]
-    pub status: String,
+    pub status: EventStatus,
     /// success, warning or error.
     pub level: &'static str,
     pub data_type: String,
@@ -65,9 +64,7 @@ pub struct EventOut {
 impl From<Event> for EventOut {
     fn from(e: Event) -> Self {
         EventOut {
-            level: EventStatus::parse(&e.status)
-                .map(EventStatus::level)
-                .unwrap_or("warning"),
+            level: e.status.level(),
             id: e.id,
             stream_id: e.stream_id,
             job_id: e.job_id,

@@ -46,8 +46,7 @@ pub struct JobOut {
     pub id: Uuid,
     pub stream_id: Uuid,
     /// PENDING, PROCESSING, FINISHED, FINISHED_WITH_ISSUES or FAILED.
-    #[schema(schema_with = super::openapi_doc::lists::job_status)]
-    pub status: String,
+    pub status: JobStatus,
     /// manual, scheduled, webhook, upload or replicate.
     #[schema(schema_with = super::openapi_doc::lists::job_trigger)]
     pub trigger: String,
@@ -86,7 +85,7 @@ pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
     for (status, n) in state.store.job_counts(j.id).await? {
-        counts.insert(status, n);
+        counts.insert(status.as_str().to_string(), n);
     }
     Ok(JobOut {
         id: j.id,

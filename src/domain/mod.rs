@@ -9,5 +9,5 @@ pub mod status;
 pub mod time;
 
 pub use role::{Permission, Role};
-pub use status::{EventStatus, JobStatus};
+pub use status::{EventStatus, EventStep, JobStatus, JobStep};
 pub use time::Timestamp;

@@ -128,7 +128,7 @@ async fn step(
         return store.change_event(ev, token, change, None).await;
     }
 
-    if ev.status == EventStatus::New.as_str() {
+    if ev.status == EventStatus::New {
         let (result, logs) = transform(engine, ev, job, &stream, &transformation).await?;
         let mut outputs = match result {
             Err(e) => {
@@ -221,7 +221,7 @@ async fn step(
             }
             return Ok(false);
         }
-        ev.status = EventStatus::Transformed.as_str().into();
+        ev.status = EventStatus::Transformed;
         ev.payload_out = Some(Json(output));
         if !stream.test_mode {
             return Ok(false);
@@ -283,7 +283,7 @@ async fn deliver(
         response_excerpt: result.excerpt,
         duration_ms: result.duration.as_millis() as i64,
     };
-    let transformed_now = ev.status == EventStatus::New.as_str();
+    let transformed_now = ev.status == EventStatus::New;
     let fresh = fresh.unwrap_or_default();
     let change = EventChange {
         attempted: true,

@@ -197,7 +197,7 @@ impl Engine {
                     let mut jobs: HashMap<Uuid, Arc<crate::store::Job>> = HashMap::new();
                     let wanted: Vec<Uuid> = events
                         .iter()
-                        .filter(|e| e.status == crate::domain::EventStatus::New.as_str())
+                        .filter(|e| e.status == crate::domain::EventStatus::New)
                         .map(|e| e.job_id)
                         .collect();
                     if !wanted.is_empty() {

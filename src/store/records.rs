@@ -6,12 +6,14 @@ use uuid::Uuid;
 
 use super::resources::Record;
 use super::Val;
-use crate::domain::Timestamp;
+use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Implements [`Record`] from a table name, a display name and the written columns.
 macro_rules! record {
-    ($ty:ident, $table:literal, $name:literal, shared = $shared:literal, [$($col:ident),* $(,)?]) => {
+    ($ty:ident, $table:literal, $name:literal, shared = $shared:literal, [$($col:ident),* $(,)?]
+     $(, stepped = $stepped:expr)?) => {
         impl Record for $ty {
+            $(const STEPPED: &'static [&'static str] = $stepped;)?
             const TABLE: &'static str = $table;
             const NAME: &'static str = $name;
             const SHARED: bool = $shared;
@@ -289,7 +291,8 @@ pub struct Job {
     pub id: Uuid,
     pub org_id: Uuid,
     pub stream_id: Uuid,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub trigger: String,
     pub message: Option<String>,
     pub settings: Json<Value>,
@@ -337,7 +340,8 @@ record!(
         updated_at,
         started_at,
         finished_at
-    ]
+    ],
+    stepped = &["status"]
 );
 
 /// One record moving through a stream; also the queue row the delivery workers claim.
@@ -347,7 +351,8 @@ pub struct Event {
     pub org_id: Uuid,
     pub stream_id: Uuid,
     pub job_id: Uuid,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: EventStatus,
     pub data_type: String,
     pub entity_id: Option<String>,
     pub payload_in: Option<Json<Value>>,
@@ -395,7 +400,8 @@ record!(
         transform_logs,
         created_at,
         updated_at
-    ]
+    ],
+    stepped = &["status"]
 );
 
 /// One try at delivering an event.

@@ -17,6 +17,9 @@ pub trait Record:
     const NAME: &'static str;
     /// Rows with no organisation (the public library) are readable by every organisation.
     const SHARED: bool;
+    /// Columns only the store's named steps write (a job's or event's status, see
+    /// `domain::status`); [`Store::update`] leaves them as they are.
+    const STEPPED: &'static [&'static str] = &[];
     fn id(&self) -> Uuid;
     /// Every stored column with its value; `id`, `org_id` and `created_at` are never updated.
     fn values(&self) -> Vec<(&'static str, Val)>;
@@ -111,12 +114,13 @@ impl Store {
         Ok(ListPage { items, next_cursor })
     }
 
-    /// Writes every column of `record`; only rows of `org` (never shared ones) change.
+    /// Writes every column of `record` but its stepped ones; only rows of `org` (never shared
+    /// ones) change.
     pub async fn update<R: Record>(&self, org: Uuid, record: &R) -> StoreResult<()> {
         let mut vals = vec![Val::from(record.id()), Val::from(org)];
         let mut sets = Vec::new();
         for (col, v) in record.values() {
-            if matches!(col, "id" | "org_id" | "created_at") {
+            if matches!(col, "id" | "org_id" | "created_at") || R::STEPPED.contains(&col) {
                 continue;
             }
             vals.push(v);

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{Backend, Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult};
 
 /// A batch's commit: one answer per write, in order, or the error that undid them all.
 pub(super) type Committing<'a, A> = Pin<Box<dyn Future<Output = StoreResult<Vec<A>>> + Send + 'a>>;
@@ -150,10 +150,7 @@ impl<B: Batch> Queue<B> {
 fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
     let (queue, receiver) = mpsc::channel::<Queued<B>>(4 * B::MAX);
     let receiver = Arc::new(Mutex::new(receiver));
-    let writers = match store.backend() {
-        Backend::Postgres => 2,
-        Backend::Sqlite => 1,
-    };
+    let writers = store.backend().commit_writers();
     for _ in 0..writers {
         // The writers' own handle has queues of its own, never started: holding the shared
         // ones would keep the channel open for ever.

@@ -1,0 +1,80 @@
+//! Every difference between Postgres and SQLite the store relies on, named once with the
+//! reason for it. Everything else is shared SQL (sqlx binds `$N` on both backends, and both
+//! accept `INSERT … ON CONFLICT … DO UPDATE/NOTHING`, `UPDATE … RETURNING` and multi-row
+//! `VALUES`), run through [`super::on_pool`].
+
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+
+use super::Backend;
+
+impl Backend {
+    /// What a claim's inner `SELECT` appends so concurrent workers split the due rows instead
+    /// of queueing behind each other. Postgres: `FOR UPDATE SKIP LOCKED` skips rows another
+    /// transaction holds. SQLite has neither the clause nor the need: one writer at a time,
+    /// so a claim never sees a row another claim is taking.
+    pub(in crate::store) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// The statement that wakes other nodes' workers when work is queued, delivered at commit.
+    /// Postgres: `pg_notify`. SQLite serves one node, whose workers are woken in process.
+    pub(in crate::store) fn notify_work(self) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some("SELECT pg_notify('wharf_work', '')"),
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// Whether event-log entries need the sequencer to get positions in commit order.
+    /// Postgres: concurrent transactions take row ids in one order and commit in another, so a
+    /// reader following ids could skip an entry that commits late. SQLite commits one writer
+    /// at a time, so its row ids already are commit order.
+    pub(in crate::store) fn sequenced_log(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The event-log column readers follow (see [`Backend::sequenced_log`]).
+    pub(in crate::store) fn log_position(self) -> &'static str {
+        if self.sequenced_log() {
+            "seq"
+        } else {
+            "id"
+        }
+    }
+
+    /// How many group-commit writers to run (see `writer`): on Postgres one gathers and builds
+    /// its batch while another commits; SQLite has one writer at a time anyway.
+    pub(in crate::store) fn commit_writers(self) -> usize {
+        match self {
+            Backend::Postgres => 2,
+            Backend::Sqlite => 1,
+        }
+    }
+}
+
+/// Opens a transaction that will write. SQLite's plain `BEGIN` is deferred: a transaction that
+/// reads and then writes fails at once with SQLITE_BUSY, without waiting out the busy timeout,
+/// when another connection committed in between (the engine and the API write concurrently), and
+/// that would reach a client as "storage unavailable". `BEGIN IMMEDIATE` takes the write lock
+/// first, waiting for it within the busy timeout. Postgres needs nothing special.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for PgPool {
+    type Db = Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}

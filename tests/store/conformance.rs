@@ -1,0 +1,826 @@
+//! Every store operation, run on both backends with the same assertions, through the store's
+//! public API: claims (lease and token), completions, rescue and release, jobs, events and
+//! their allowed steps, the event log, schedules, aggregates, receipts and their purge.
+
+use serde_json::json;
+use sqlx::types::Json;
+use uuid::Uuid;
+use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
+use wharf::store::{
+    AbortScope, Bootstrap, Destination, Event, EventChange, IngestJob, Ingested, NewAttempt,
+    NewEvent, NewJob, Source, Store, Stream, Transformation,
+};
+
+use crate::both_stores;
+use crate::common::{Db, Env};
+
+/// A store on a fresh database with one organisation and one active stream.
+struct Fixture {
+    _env: Env,
+    store: Store,
+    org: Uuid,
+    stream: Stream,
+    source: Source,
+}
+
+async fn fixture(db: Db) -> Fixture {
+    let env = Env::new(db).await;
+    let store = Store::connect(&env.config()).await.expect("store connects");
+    let Bootstrap::Created { org_id: org } = store.bootstrap("hash", "hint").await.unwrap() else {
+        panic!("a fresh database bootstraps");
+    };
+    let now = Timestamp::now();
+    let transformation = Transformation {
+        id: Uuid::now_v7(),
+        org_id: Some(org),
+        visibility: "private".into(),
+        title: "t".into(),
+        description: String::new(),
+        data_type: "orders".into(),
+        language: "javascript".into(),
+        format: "json".into(),
+        code: "return record;".into(),
+        copied_from: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let destination = Destination {
+        id: Uuid::now_v7(),
+        org_id: org,
+        title: "d".into(),
+        system: "http".into(),
+        function: "post".into(),
+        key_id: None,
+        mode: "realtime".into(),
+        params: Json(json!({})),
+        retry: Json(json!({})),
+        created_at: now,
+        updated_at: now,
+    };
+    let source = Source {
+        id: Uuid::now_v7(),
+        org_id: org,
+        title: "s".into(),
+        system: "http".into(),
+        function: "get".into(),
+        key_id: None,
+        trigger: "scheduled".into(),
+        schedule: Some("* * * * *".into()),
+        timezone: None,
+        params: Json(json!({})),
+        webhook_token: None,
+        active: true,
+        next_run_at: Some(Timestamp::from_datetime(
+            now.0 - chrono::Duration::minutes(1),
+        )),
+        webhook_state: Json(json!({})),
+        rejected_count: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let stream = Stream {
+        id: Uuid::now_v7(),
+        org_id: org,
+        title: "st".into(),
+        data_type: "orders".into(),
+        source_id: source.id,
+        transformation_id: transformation.id,
+        destination_id: destination.id,
+        active: true,
+        test_mode: false,
+        settings: Json(json!({})),
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert(&transformation).await.unwrap();
+    store.insert(&destination).await.unwrap();
+    store.insert(&source).await.unwrap();
+    store.insert(&stream).await.unwrap();
+    Fixture {
+        _env: env,
+        store,
+        org,
+        stream,
+        source,
+    }
+}
+
+impl Fixture {
+    fn new_job(&self, trigger: &'static str) -> NewJob {
+        NewJob {
+            org_id: self.org,
+            stream_id: self.stream.id,
+            trigger,
+            settings: json!({}),
+            payload: None,
+            original_job_id: None,
+            run_at: Timestamp::now(),
+        }
+    }
+
+    /// A job with `n` NEW events (entities `e0`, `e1`, …); the job and the events' ids.
+    async fn job_with_events(&self, n: usize) -> (Uuid, Vec<Uuid>) {
+        let events = (0..n)
+            .map(|i| NewEvent {
+                payload_in: json!({"n": i}),
+                entity_id: Some(format!("e{i}")),
+                original_event_id: None,
+            })
+            .collect();
+        let (job, ids) = self
+            .store
+            .create_job_with_events(self.new_job("upload"), "orders", events)
+            .await
+            .unwrap();
+        (job.id, ids)
+    }
+
+    async fn event(&self, id: Uuid) -> Event {
+        self.store.get::<Event>(self.org, id).await.unwrap()
+    }
+
+    async fn job_status(&self, id: Uuid) -> JobStatus {
+        self.store.jobs_by_id(&[id]).await.unwrap()[0].status
+    }
+}
+
+fn lease() -> chrono::Duration {
+    chrono::Duration::seconds(60)
+}
+
+/// A change that keeps the claim, so the event stays held under the token afterwards.
+fn step(to: Option<EventStatus>, output: bool) -> EventChange {
+    EventChange {
+        to,
+        payload_out: output.then(|| json!({"out": true})),
+        release: false,
+        ..Default::default()
+    }
+}
+
+both_stores!(
+    jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer,
+    events_are_claimed_once_and_changed_only_under_their_token,
+    lost_leases_are_rescued_and_released_claims_are_claimable,
+    every_allowed_event_step_changes_its_event_and_is_logged_in_order,
+    a_step_the_domain_does_not_allow_changes_no_event,
+    a_step_from_a_status_the_event_has_left_changes_nothing,
+    a_step_the_domain_does_not_allow_changes_no_job,
+    a_generic_update_cannot_write_a_status,
+    aborts_end_only_open_events,
+    a_schedule_fires_each_run_once,
+    a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged,
+    an_aggregate_delivery_ends_every_member,
+);
+
+async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
+    let f = fixture(db).await;
+    let job = f.store.create_job(f.new_job("manual")).await.unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].status, JobStatus::Processing);
+    assert_eq!(claimed[0].claim_token, Some(token));
+    assert!(f
+        .store
+        .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let events = vec![NewEvent {
+        payload_in: json!({"a": 1}),
+        entity_id: None,
+        original_event_id: None,
+    }];
+    let other = Uuid::now_v7();
+    assert!(!f
+        .store
+        .complete_source(&claimed[0], other, "orders", events.clone())
+        .await
+        .unwrap());
+    assert!(f.store.job_payloads(job.id).await.unwrap().is_empty());
+    assert!(f
+        .store
+        .complete_source(&claimed[0], token, "orders", events)
+        .await
+        .unwrap());
+    let payloads = f.store.job_payloads(job.id).await.unwrap();
+    assert_eq!(payloads.len(), 1);
+    assert_eq!(payloads[0].1, json!({"a": 1}));
+    assert_eq!(
+        f.store.job_counts(job.id).await.unwrap(),
+        vec![(EventStatus::New, 1)]
+    );
+}
+
+async fn events_are_claimed_once_and_changed_only_under_their_token(db: Db) {
+    let f = fixture(db).await;
+    let (job, ids) = f.job_with_events(2).await;
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_events(token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(f
+        .store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .is_empty());
+    let found = f
+        .store
+        .events_by_id(f.org, &[ids[0], ids[1], ids[0]])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(f
+        .store
+        .events_by_id(Uuid::now_v7(), &ids)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let ev = &claimed[0];
+    let change = EventChange {
+        release: true,
+        ..step(Some(EventStatus::Transformed), true)
+    };
+    assert!(!f
+        .store
+        .change_event(ev, Uuid::now_v7(), change.clone(), None)
+        .await
+        .unwrap());
+    assert_eq!(f.event(ev.id).await.status, EventStatus::New);
+    assert!(f.store.change_event(ev, token, change, None).await.unwrap());
+    let after = f.event(ev.id).await;
+    assert_eq!(after.status, EventStatus::Transformed);
+    assert_eq!(after.claim_token, None);
+    assert_eq!(f.job_status(job).await, JobStatus::Processing);
+}
+
+async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
+    let f = fixture(db).await;
+    f.job_with_events(1).await;
+    let expired = chrono::Duration::seconds(-1);
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, expired)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(f.store.rescue_events().await.unwrap(), 1);
+    let token = Uuid::now_v7();
+    assert_eq!(
+        f.store
+            .claim_events(token, 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        f.store.rescue_events().await.unwrap(),
+        0,
+        "a live lease is not rescued"
+    );
+    f.store.release_claims(&[token]).await.unwrap();
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A job's source whose claim was released is claimable again at once.
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    let token = Uuid::now_v7();
+    assert_eq!(
+        f.store
+            .claim_jobs("w", token, 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    f.store.release_claims(&[token]).await.unwrap();
+    let again = f
+        .store
+        .claim_jobs("w", Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+}
+
+async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: Db) {
+    let f = fixture(db).await;
+    let (job, _) = f.job_with_events(6).await;
+    let token = Uuid::now_v7();
+    let held = f.store.claim_events(token, 10, lease()).await.unwrap();
+    let due = Some(Some(Timestamp::now()));
+    // From NEW: every step a worker makes.
+    let firsts = [
+        (
+            Some(EventStatus::Transformed),
+            true,
+            EventStatus::Transformed,
+        ),
+        (None, true, EventStatus::Transformed),
+        (Some(EventStatus::Ok), true, EventStatus::Ok),
+        (Some(EventStatus::Failed), true, EventStatus::Failed),
+        (Some(EventStatus::Error), false, EventStatus::Error),
+        (Some(EventStatus::Aborted), false, EventStatus::Aborted),
+    ];
+    for (ev, (to, output, expect)) in held.iter().zip(firsts) {
+        let change = EventChange {
+            next_attempt_at: due,
+            ..step(to, output)
+        };
+        assert!(
+            f.store.change_event(ev, token, change, None).await.unwrap(),
+            "{to:?}"
+        );
+        assert_eq!(f.event(ev.id).await.status, expect);
+    }
+    // From TRANSFORMED: a retry keeps it, delivery ends it.
+    let transformed = f.event(held[0].id).await;
+    assert!(f
+        .store
+        .change_event(&transformed, token, step(None, false), None)
+        .await
+        .unwrap());
+    assert_eq!(f.event(held[0].id).await.status, EventStatus::Transformed);
+    let attempt = NewAttempt {
+        destination_id: f.stream.destination_id,
+        started_at: Timestamp::now(),
+        finished_at: Timestamp::now(),
+        outcome: "SUCCESS",
+        error_code: None,
+        http_status: Some(200),
+        http_status_name: Some("OK".into()),
+        response_excerpt: None,
+        duration_ms: 1,
+    };
+    let deliver = step(Some(EventStatus::Ok), false);
+    assert!(f
+        .store
+        .change_event(&transformed, token, deliver, Some(attempt))
+        .await
+        .unwrap());
+    let other = f.event(held[1].id).await;
+    assert!(f
+        .store
+        .change_event(&other, token, step(Some(EventStatus::Failed), false), None)
+        .await
+        .unwrap());
+    assert_eq!(
+        f.store.finish_job(job).await.unwrap(),
+        None,
+        "already finished with its last event"
+    );
+    assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
+
+    // The log holds every hop, composite steps through TRANSFORMED, in commit order.
+    f.store.sequence_event_log(true).await.unwrap();
+    let log = f.store.event_log(f.org, 0, 1000).await.unwrap();
+    let hops = |id: Uuid| -> Vec<(Option<String>, String)> {
+        log.iter()
+            .filter(|e| e.event_id == Some(id))
+            .map(|e| (e.from_status.clone(), e.to_status.clone()))
+            .collect()
+    };
+    let s = |v: &str| v.to_string();
+    assert_eq!(
+        hops(held[0].id),
+        vec![
+            (None, s("NEW")),
+            (Some(s("NEW")), s("TRANSFORMED")),
+            (Some(s("TRANSFORMED")), s("OK")),
+        ]
+    );
+    assert_eq!(
+        hops(held[2].id),
+        vec![
+            (None, s("NEW")),
+            (Some(s("NEW")), s("TRANSFORMED")),
+            (Some(s("TRANSFORMED")), s("OK")),
+        ]
+    );
+    assert_eq!(
+        hops(held[4].id),
+        vec![(None, s("NEW")), (Some(s("NEW")), s("ERROR"))]
+    );
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "positions rise: {seqs:?}"
+    );
+    let later = f
+        .store
+        .event_log(f.org, seqs[seqs.len() - 2], 1000)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+}
+
+/// Puts one event in each status, still held under the token; the events by status.
+async fn one_held_event_per_status(f: &Fixture, token: Uuid) -> Vec<(EventStatus, Event)> {
+    f.job_with_events(6).await;
+    let held = f.store.claim_events(token, 10, lease()).await.unwrap();
+    let paths = [
+        (EventStatus::New, None),
+        (
+            EventStatus::Transformed,
+            Some(step(Some(EventStatus::Transformed), true)),
+        ),
+        (EventStatus::Ok, Some(step(Some(EventStatus::Ok), true))),
+        (
+            EventStatus::Error,
+            Some(step(Some(EventStatus::Error), false)),
+        ),
+        (
+            EventStatus::Failed,
+            Some(step(Some(EventStatus::Failed), true)),
+        ),
+        (
+            EventStatus::Aborted,
+            Some(step(Some(EventStatus::Aborted), false)),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (ev, (status, change)) in held.iter().zip(paths) {
+        if let Some(change) = change {
+            assert!(f.store.change_event(ev, token, change, None).await.unwrap());
+        }
+        let now = f.event(ev.id).await;
+        assert_eq!(now.status, status);
+        assert_eq!(now.claim_token, Some(token));
+        out.push((status, now));
+    }
+    out
+}
+
+async fn a_step_the_domain_does_not_allow_changes_no_event(db: Db) {
+    let f = fixture(db).await;
+    let token = Uuid::now_v7();
+    let mut refused = 0;
+    for (from, ev) in one_held_event_per_status(&f, token).await {
+        for to in EventStatus::ALL.map(Some).into_iter().chain([None]) {
+            for output in [false, true] {
+                if EventStep::between(from, to, output).is_some() {
+                    continue;
+                }
+                let changed = f
+                    .store
+                    .change_event(&ev, token, step(to, output), None)
+                    .await
+                    .unwrap();
+                assert!(!changed, "{from:?} -> {to:?} (output: {output})");
+                let after = f.event(ev.id).await;
+                assert_eq!(after.status, from, "{from:?} -> {to:?}");
+                assert_eq!(
+                    after.payload_out.map(|j| j.0),
+                    ev.payload_out.clone().map(|j| j.0)
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 60, "every disallowed step was tried ({refused})");
+}
+
+async fn a_step_from_a_status_the_event_has_left_changes_nothing(db: Db) {
+    let f = fixture(db).await;
+    let token = Uuid::now_v7();
+    // A worker's copy says the event is still open; the row says it has ended. The step
+    // the copy allows must not apply to the row.
+    for (from, ev) in one_held_event_per_status(&f, token).await {
+        if !from.is_terminal() {
+            continue;
+        }
+        for stale in [EventStatus::New, EventStatus::Transformed] {
+            let copy = Event {
+                status: stale,
+                ..ev.clone()
+            };
+            for step_ in EventStep::ALL
+                .into_iter()
+                .filter(|s| s.from().contains(&stale))
+            {
+                let to = step_.path().last().copied();
+                let output = stale == EventStatus::New
+                    && step_ != EventStep::TransformFailed
+                    && step_ != EventStep::Abort;
+                if EventStep::between(stale, to, output) != Some(step_) {
+                    continue;
+                }
+                let changed = f
+                    .store
+                    .change_event(&copy, token, step(to, output), None)
+                    .await
+                    .unwrap();
+                assert!(!changed, "{step_:?} applied to a {from:?} event");
+                assert_eq!(f.event(ev.id).await.status, from);
+            }
+        }
+    }
+}
+
+async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
+    let f = fixture(db).await;
+    // PENDING: finishing needs a done source; failing needs a claim.
+    let pending = f.store.create_job(f.new_job("manual")).await.unwrap();
+    assert_eq!(f.store.finish_job(pending.id).await.unwrap(), None);
+    assert!(!f
+        .store
+        .fail_job(&pending, Uuid::now_v7(), "x")
+        .await
+        .unwrap());
+    assert_eq!(f.job_status(pending.id).await, JobStatus::Pending);
+
+    // FINISHED: no step leaves it.
+    let (finished, _) = f
+        .store
+        .create_job_with_events(f.new_job("upload"), "orders", vec![])
+        .await
+        .unwrap();
+    assert_eq!(f.job_status(finished.id).await, JobStatus::Finished);
+    assert!(!f
+        .store
+        .abort_job_source(f.org, finished.id, "x")
+        .await
+        .unwrap());
+    assert!(!f
+        .store
+        .fail_job(&finished, Uuid::now_v7(), "x")
+        .await
+        .unwrap());
+    assert_eq!(f.store.finish_job(finished.id).await.unwrap(), None);
+    assert_eq!(f.job_status(finished.id).await, JobStatus::Finished);
+
+    // FAILED: neither aborted, finished nor claimed again.
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(f
+        .store
+        .fail_job(&claimed[0], token, "broken")
+        .await
+        .unwrap());
+    assert!(!f.store.fail_job(&claimed[0], token, "again").await.unwrap());
+    assert!(!f
+        .store
+        .abort_job_source(f.org, pending.id, "x")
+        .await
+        .unwrap());
+    assert_eq!(f.store.finish_job(pending.id).await.unwrap(), None);
+    assert!(f
+        .store
+        .claim_jobs("w", Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(f.job_status(pending.id).await, JobStatus::Failed);
+
+    // FINISHED_WITH_ISSUES by abort: the source may not store its events afterwards.
+    let job = f.store.create_job(f.new_job("manual")).await.unwrap();
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
+    assert!(f
+        .store
+        .abort_job_source(f.org, job.id, "stop")
+        .await
+        .unwrap());
+    assert!(!f
+        .store
+        .abort_job_source(f.org, job.id, "stop")
+        .await
+        .unwrap());
+    let events = vec![NewEvent {
+        payload_in: json!({}),
+        entity_id: None,
+        original_event_id: None,
+    }];
+    assert!(!f
+        .store
+        .complete_source(&claimed[0], token, "orders", events)
+        .await
+        .unwrap());
+    assert!(!f.store.fail_job(&claimed[0], token, "x").await.unwrap());
+    assert_eq!(f.job_status(job.id).await, JobStatus::FinishedWithIssues);
+}
+
+async fn a_generic_update_cannot_write_a_status(db: Db) {
+    let f = fixture(db).await;
+    let (job, ids) = f.job_with_events(1).await;
+    let mut ev = f.event(ids[0]).await;
+    ev.status = EventStatus::Ok;
+    ev.message = Some("edited".into());
+    f.store.update(f.org, &ev).await.unwrap();
+    let after = f.event(ids[0]).await;
+    assert_eq!(after.status, EventStatus::New);
+    assert_eq!(after.message.as_deref(), Some("edited"));
+    let mut j = f.store.jobs_by_id(&[job]).await.unwrap().remove(0);
+    j.status = JobStatus::Finished;
+    f.store.update(f.org, &j).await.unwrap();
+    assert_eq!(f.job_status(job).await, JobStatus::Processing);
+}
+
+async fn aborts_end_only_open_events(db: Db) {
+    let f = fixture(db).await;
+    let token = Uuid::now_v7();
+    let events = one_held_event_per_status(&f, token).await;
+    let job = events[0].1.job_id;
+    let (n, jobs) = f
+        .store
+        .abort_events(f.org, AbortScope::Job(job), "by hand")
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "NEW and TRANSFORMED");
+    assert_eq!(jobs, vec![job]);
+    for (from, ev) in &events {
+        let after = f.event(ev.id).await;
+        let expect = if from.is_terminal() {
+            *from
+        } else {
+            EventStatus::Aborted
+        };
+        assert_eq!(after.status, expect);
+    }
+    // The worker's later completion changes nothing.
+    let new = &events[0].1;
+    assert!(!f
+        .store
+        .change_event(new, token, step(Some(EventStatus::Transformed), true), None)
+        .await
+        .unwrap());
+    let (n, _) = f
+        .store
+        .abort_events(f.org, AbortScope::Event(new.id), "again")
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        f.store.finish_job(job).await.unwrap(),
+        Some(JobStatus::FinishedWithIssues)
+    );
+    f.store
+        .set_event_ignored(f.org, new.id, true)
+        .await
+        .unwrap();
+    assert!(f.event(new.id).await.ignored);
+    assert!(f
+        .store
+        .set_event_ignored(Uuid::now_v7(), new.id, true)
+        .await
+        .is_err());
+}
+
+async fn a_schedule_fires_each_run_once(db: Db) {
+    let f = fixture(db).await;
+    let due = f.store.due_sources(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, f.source.id);
+    let at = due[0].next_run_at.unwrap();
+    let next = Timestamp::from_datetime(Timestamp::now().0 + chrono::Duration::hours(1));
+    let fired = f.store.fire_schedule(&due[0], at, next).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert!(f
+        .store
+        .fire_schedule(&due[0], at, next)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(f.store.due_sources(10).await.unwrap().is_empty());
+    let jobs = f.store.jobs_by_id(&fired).await.unwrap();
+    assert_eq!(jobs[0].status, JobStatus::Pending);
+    assert_eq!(jobs[0].trigger, "scheduled");
+}
+
+async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) {
+    let f = fixture(db).await;
+    let push = || {
+        vec![IngestJob {
+            new: f.new_job("webhook"),
+            data_type: "orders".into(),
+            events: Some(vec![NewEvent {
+                payload_in: json!({"id": 1}),
+                entity_id: Some("1".into()),
+                original_event_id: None,
+            }]),
+        }]
+    };
+    let Ingested::Created(first) = f
+        .store
+        .ingest(f.source.id, Some("d1"), push(), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the first delivery is stored");
+    };
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        f.store
+            .ingest(f.source.id, Some("d1"), push(), None)
+            .await
+            .unwrap(),
+        Ingested::Duplicate(first[0])
+    );
+    assert!(matches!(
+        f.store
+            .ingest(f.source.id, None, push(), None)
+            .await
+            .unwrap(),
+        Ingested::Created(_)
+    ));
+    let later = Timestamp::from_datetime(Timestamp::now().0 + chrono::Duration::seconds(5));
+    assert_eq!(f.store.purge_receipts(later).await.unwrap(), 1);
+    assert!(matches!(
+        f.store
+            .ingest(f.source.id, Some("d1"), push(), None)
+            .await
+            .unwrap(),
+        Ingested::Created(_)
+    ));
+}
+
+async fn an_aggregate_delivery_ends_every_member(db: Db) {
+    let f = fixture(db).await;
+    let (job, _) = f.job_with_events(3).await;
+    let token = Uuid::now_v7();
+    for ev in f.store.claim_events(token, 10, lease()).await.unwrap() {
+        // Aggregates wait with no attempt due.
+        let change = EventChange {
+            next_attempt_at: Some(None),
+            release: true,
+            ..step(Some(EventStatus::Transformed), true)
+        };
+        assert!(f
+            .store
+            .change_event(&ev, token, change, None)
+            .await
+            .unwrap());
+    }
+    assert!(f.store.mark_aggregate_ready(job).await.unwrap());
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_aggregates(token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let members = f.store.aggregate_members(job).await.unwrap();
+    assert_eq!(members.len(), 3);
+    let attempt = NewAttempt {
+        destination_id: f.stream.destination_id,
+        started_at: Timestamp::now(),
+        finished_at: Timestamp::now(),
+        outcome: "SUCCESS",
+        error_code: None,
+        http_status: Some(200),
+        http_status_name: None,
+        response_excerpt: None,
+        duration_ms: 1,
+    };
+    // A change no step allows from TRANSFORMED ends none of them; the delivery is due again.
+    let refused = EventChange {
+        to: Some(EventStatus::Error),
+        ..Default::default()
+    };
+    let again = Some(Timestamp::now());
+    assert!(f
+        .store
+        .complete_aggregate(&claimed[0], token, &members, &refused, again, &attempt)
+        .await
+        .unwrap());
+    assert_eq!(f.store.aggregate_members(job).await.unwrap().len(), 3);
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_aggregates(token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let done = EventChange {
+        to: Some(EventStatus::Ok),
+        ..Default::default()
+    };
+    assert!(!f
+        .store
+        .complete_aggregate(&claimed[0], Uuid::now_v7(), &members, &done, None, &attempt)
+        .await
+        .unwrap());
+    assert_eq!(
+        f.store.aggregate_members(job).await.unwrap().len(),
+        3,
+        "only the claimer completes"
+    );
+    assert!(f
+        .store
+        .complete_aggregate(&claimed[0], token, &members, &done, None, &attempt)
+        .await
+        .unwrap());
+    for ev in &members {
+        assert_eq!(f.event(ev.id).await.status, EventStatus::Ok);
+    }
+    assert_eq!(
+        f.store.finish_job(job).await.unwrap(),
+        Some(JobStatus::Finished)
+    );
+}
