@@ -25,12 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const SHOPIFY_API_VERSION: &str = "2025-01";
 
-/// The guarded outbound client: installs go only where any other call may go.
-fn client(state: &AppState) -> Result<Outbound, ApiError> {
-    Outbound::new(&state.config.outbound, state.config.job_deadline())
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
-}
-
 /// The key field that says where the system is, for a refused address.
 fn host_field(system: &str, creds: &Value) -> &'static str {
     match system {
@@ -189,19 +183,19 @@ async fn install(
         base.trim_end_matches('/'),
         source.webhook_token.clone().unwrap_or_default()
     );
-    let client = client(&state)?;
+    let client = &state.outbound;
     let field = host_field(&source.system, &creds);
     let mut subscriptions = Vec::new();
     match source.system.as_str() {
         "shopify" => {
             for topic in topics(&source, "orders/create") {
-                let req = shopify_request(&client, reqwest::Method::POST, &creds, "/webhooks.json")
+                let req = shopify_request(client, reqwest::Method::POST, &creds, "/webhooks.json")
                     .json(
                         &json!({"webhook": {"topic": topic, "address": address, "format": "json"}}),
                     );
                 let what = format!("subscribing to {topic}");
-                let res = call(&client, req, &what, field).await?;
-                let out = answer(&client, res, &what).await?;
+                let res = call(client, req, &what, field).await?;
+                let out = answer(client, res, &what).await?;
                 subscriptions.push(json!({"topic": topic, "id": out["webhook"]["id"]}));
             }
         }
@@ -211,10 +205,10 @@ async fn install(
                     "Name": format!("Wharf: {}", source.title)});
                 dear_auth_fields(&creds, &mut body);
                 let req =
-                    dear::request(&client, reqwest::Method::POST, &creds, "/webhooks").json(&body);
+                    dear::request(client, reqwest::Method::POST, &creds, "/webhooks").json(&body);
                 let what = format!("subscribing to {topic}");
-                let res = call(&client, req, &what, field).await?;
-                let out = answer(&client, res, &what).await?;
+                let res = call(client, req, &what, field).await?;
+                let out = answer(client, res, &what).await?;
                 subscriptions.push(json!({"topic": topic, "id": out["ID"]}));
             }
         }
@@ -237,7 +231,7 @@ async fn uninstall(
     IdPath(id): IdPath,
 ) -> Result<Json<SourceOut>, ApiError> {
     let (source, creds) = prepare(&state, &auth, id).await?;
-    let client = client(&state)?;
+    let client = &state.outbound;
     let field = host_field(&source.system, &creds);
     let installed = source
         .webhook_state
@@ -254,19 +248,19 @@ async fn uninstall(
         };
         let req = match source.system.as_str() {
             "shopify" => shopify_request(
-                &client,
+                client,
                 reqwest::Method::DELETE,
                 &creds,
                 &format!("/webhooks/{id}.json"),
             ),
-            _ => dear::request(&client, reqwest::Method::DELETE, &creds, "/webhooks")
+            _ => dear::request(client, reqwest::Method::DELETE, &creds, "/webhooks")
                 .query(&[("ID", &id)]),
         };
         let what = format!("removing subscription {id}");
-        let res = call(&client, req, &what, field).await?;
+        let res = call(client, req, &what, field).await?;
         // Already gone at the system: nothing left to remove.
         if res.status().as_u16() != 404 {
-            answer(&client, res, &what).await?;
+            answer(client, res, &what).await?;
         }
     }
     let webhooks =

@@ -22,7 +22,7 @@ impl From<StoreError> for Failure {
 }
 
 pub async fn run(engine: &Engine, job: Job, token: Uuid) {
-    let store = &engine.state.store;
+    let store = &engine.store;
     // Bounded below the claim's lease: past it another worker would run the same job. The read
     // stores nothing until it is complete, so stopping it loses nothing.
     let deadline = engine.net.deadline;
@@ -69,12 +69,12 @@ pub async fn credentials(
     key_id: Option<Uuid>,
 ) -> Result<Option<Value>, StoreError> {
     let Some(id) = key_id else { return Ok(None) };
-    let key = engine.state.store.get_cached::<Key>(org, id).await?;
-    Ok(connectors::open_key(&engine.state.master_key, &key))
+    let key = engine.store.get_cached::<Key>(org, id).await?;
+    Ok(connectors::open_key(&engine.master_key, &key))
 }
 
 async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Failure> {
-    let store = &engine.state.store;
+    let store = &engine.store;
     let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
     let source = store.get::<Source>(job.org_id, stream.source_id).await?;
     let id_path = connectors::entity_id_path(&source.system, &source.params.0);
@@ -116,7 +116,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
     let events = match source.function.as_str() {
         "http.fetch" => http::fetch(
             &engine.net,
-            &crate::ingest::decode::DecodeLimits::from(&engine.state.config.ingest),
+            &engine.decode,
             &source.params.0,
             key.as_ref(),
         )
