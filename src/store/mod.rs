@@ -5,11 +5,18 @@
 //! Where they differ (claims, locking), each backend has its own function side by side, so
 //! the two stay in step. Records decode from either backend's rows.
 
+mod aggregates;
+mod batch;
 mod cache;
-mod engine;
+mod events;
+mod history;
 mod ingest;
+mod jobs;
+mod push;
+mod queue;
 mod records;
 mod resources;
+mod schedules;
 mod tenancy;
 mod writer;
 
@@ -26,9 +33,10 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::domain::Timestamp;
 
-pub use engine::{
-    AbortScope, Delivery, EventChange, IngestJob, Ingested, NewAttempt, NewEvent, NewJob,
-};
+pub use events::{AbortScope, NewEvent};
+pub use jobs::NewJob;
+pub use push::{IngestJob, Ingested};
+pub use queue::{Delivery, EventChange, NewAttempt};
 pub use records::*;
 pub use resources::{ListPage, ListQuery, Record};
 pub use tenancy::{Bootstrap, TokenIdentity};
@@ -60,8 +68,8 @@ pub struct Store {
 
 #[derive(Debug, Default)]
 struct Shared {
-    pushes: writer::Queue<engine::Push>,
-    changes: writer::Queue<engine::Planned>,
+    pushes: writer::Queue<push::Push>,
+    changes: writer::Queue<queue::Planned>,
     cache: cache::Cache,
 }
 

@@ -1,0 +1,205 @@
+//! Aggregates: a job's combined delivery of all its transformed events, claimed and completed
+//! as one.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::batch::CHUNK;
+use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
+use super::queue::{EventChange, NewAttempt};
+use super::{on_pool, BeginWrite, Bind, Event, Job, Store, StoreResult, Val};
+use crate::domain::Timestamp;
+
+impl Store {
+    /// Makes a job's combined delivery due once every event of it is transformed (aggregate
+    /// destinations). Like `finish_job`, it runs after each transformation commits, so the
+    /// run after the last one always sees every event.
+    pub async fn mark_aggregate_ready(&self, job_id: Uuid) -> StoreResult<bool> {
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "UPDATE jobs SET aggregate_next_at = $2 WHERE id = $1 AND status = 'PROCESSING' \
+                 AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+                 AND NOT EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = 'NEW') \
+                 AND EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = 'TRANSFORMED' \
+                   AND next_attempt_at IS NULL)",
+            )
+            .bind(job_id)
+            .bind(Timestamp::now())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Claims jobs whose combined delivery is due.
+    pub async fn claim_aggregates(
+        &self,
+        token: Uuid,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<Job>> {
+        let now = Timestamp::now();
+        let sql = format!(
+            "UPDATE jobs SET claim_token = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'PROCESSING' AND aggregate_next_at <= $3 \
+               AND (claim_token IS NULL OR lease_expires_at < $3) \
+               ORDER BY aggregate_next_at LIMIT $4 {}) RETURNING *",
+            self.skip_locked()
+        );
+        let jobs = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, Job>(&sql)
+                .bind(token)
+                .bind(Timestamp::from_datetime(now.0 + lease))
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(jobs)
+    }
+
+    /// The events a job's combined delivery carries: transformed, waiting for it.
+    pub async fn aggregate_members(&self, job_id: Uuid) -> StoreResult<Vec<Event>> {
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, Event>(
+                "SELECT * FROM events WHERE job_id = $1 AND status = 'TRANSFORMED' \
+                 AND next_attempt_at IS NULL ORDER BY id",
+            )
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Records a combined delivery on every member: one attempt row each, and the change
+    /// (`to` set: they end OK or FAILED; unset: they wait for `next_at`). The job's claim is
+    /// released in the same transaction. Attempts are recorded even if the claim was lost.
+    pub async fn complete_aggregate(
+        &self,
+        job: &Job,
+        token: Uuid,
+        members: &[Event],
+        change: &EventChange,
+        next_at: Option<Timestamp>,
+        attempt: &NewAttempt,
+    ) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        let mut attempt_stmts = Vec::new();
+        for chunk in members.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, destination_id, \
+                 started_at, finished_at, outcome, error_code, http_status, http_status_name, \
+                 response_excerpt, duration_ms) VALUES ",
+            );
+            let mut vals = Vec::new();
+            for (i, ev) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = vals.len();
+                let marks: Vec<String> = (1..=13).map(|k| format!("${}", b + k)).collect();
+                sql.push_str(&format!("({})", marks.join(", ")));
+                vals.extend([
+                    Val::from(Uuid::now_v7()),
+                    Val::from(ev.org_id),
+                    Val::from(ev.id),
+                    Val::from(ev.job_id),
+                    Val::from(attempt.destination_id),
+                    Val::from(attempt.started_at),
+                    Val::from(attempt.finished_at),
+                    Val::from(attempt.outcome),
+                    Val::Text(attempt.error_code.clone()),
+                    Val::Int(attempt.http_status),
+                    Val::Text(attempt.http_status_name.clone()),
+                    Val::Text(attempt.response_excerpt.clone()),
+                    Val::from(attempt.duration_ms),
+                ]);
+            }
+            attempt_stmts.push((sql, vals));
+        }
+        let code = change.error_code.clone().flatten();
+        let message = change.message.clone().flatten();
+        let remaining = change.retries_remaining.flatten();
+        let mut follow = Vec::new();
+        if let Some(to) = change.to {
+            for chunk in members.chunks(CHUNK) {
+                let logs: Vec<_> = chunk
+                    .iter()
+                    .map(|ev| LogWrite {
+                        org_id: ev.org_id,
+                        kind: "EVENT_STATUS_CHANGE",
+                        stream_id: ev.stream_id,
+                        job_id: ev.job_id,
+                        event_id: Some(ev.id),
+                        from: Some("TRANSFORMED"),
+                        to: to.as_str(),
+                        details: json!({"error_code": code, "aggregate": true}),
+                    })
+                    .collect();
+                follow.push(log_insert(&logs, now));
+                let mut entities: Vec<_> = chunk
+                    .iter()
+                    .filter_map(|ev| {
+                        ev.entity_id.as_deref().map(|entity| EntityChange {
+                            org: ev.org_id,
+                            data_type: &ev.data_type,
+                            entity,
+                            status: to.as_str(),
+                            event: ev.id,
+                            code: code.as_deref(),
+                            message: message.as_deref(),
+                        })
+                    })
+                    .collect();
+                entities.sort_by(|a, b| a.entity.cmp(b.entity));
+                entities.dedup_by(|a, b| a.entity == b.entity);
+                if !entities.is_empty() {
+                    follow.push(entity_upsert(&entities, now));
+                }
+            }
+        }
+        let status = change.to.map(|t| t.as_str()).unwrap_or("TRANSFORMED");
+        let held = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            for (sql, vals) in &attempt_stmts {
+                sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+            }
+            let held = sqlx::query::<Db>(
+                "UPDATE jobs SET claim_token = NULL, lease_expires_at = NULL, \
+                 aggregate_attempts = aggregate_attempts + 1, aggregate_next_at = $3, updated_at = $4 \
+                 WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(job.id)
+            .bind(token)
+            .bind(next_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if held {
+                sqlx::query::<Db>(
+                    "UPDATE events SET status = $2, error_code = $3, message = $4, \
+                     retries_remaining = $5, attempt_count = attempt_count + 1, last_attempt_at = $6, \
+                     updated_at = $6 WHERE job_id = $1 AND status = 'TRANSFORMED' AND next_attempt_at IS NULL",
+                )
+                .bind(job.id)
+                .bind(status)
+                .bind(&code)
+                .bind(&message)
+                .bind(remaining)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                for (sql, vals) in &follow {
+                    sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            held
+        });
+        Ok(held)
+    }
+}

@@ -1,0 +1,338 @@
+//! Building blocks shared by the store's writes: multi-row inserts of new jobs, events, log
+//! entries and entities, collected in [`Rows`] and run in one transaction.
+
+use serde_json::{json, Value};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::history::{entity_upsert, log_insert, EntityChange, EntityRow, LogWrite};
+use super::{on_pool, BeginWrite, Bind, Job, NewEvent, NewJob, Store, StoreResult, Val};
+use crate::domain::{JobStatus, Timestamp};
+
+/// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
+macro_rules! notify_work {
+    ($store:expr, $db:ident, $tx:ident) => {
+        if $store.backend() == $crate::store::Backend::Postgres {
+            sqlx::query::<$db>("SELECT pg_notify('wharf_work', '')")
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+pub(crate) use notify_work;
+
+/// A statement and its values, to run in a transaction with others.
+pub(in crate::store) type Statement = (String, Vec<Val>);
+
+/// Statements binding more values than this are one-off shapes (a batch's multi-row insert):
+/// prepared and dropped, not kept in the connection's statement cache, where on SQLite each
+/// would hold its compiled program and on Postgres would evict the statements that repeat.
+pub(in crate::store) const KEEP_PREPARED: usize = 64;
+
+pub(in crate::store) fn keep_prepared(vals: &[Val]) -> bool {
+    vals.len() <= KEEP_PREPARED
+}
+
+/// Rows per multi-row insert: well under SQLite's bound-parameter limit.
+pub(in crate::store) const CHUNK: usize = 300;
+
+/// A multi-row insert: `head` is `INSERT INTO t (cols…)`, each row one value per column.
+pub(in crate::store) fn rows_insert(
+    head: &str,
+    rows: impl IntoIterator<Item = Vec<Val>>,
+) -> Statement {
+    let mut sql = format!("{head} VALUES ");
+    let mut vals = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for k in 0..row.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", vals.len() + k + 1));
+        }
+        sql.push(')');
+        vals.extend(row);
+    }
+    (sql, vals)
+}
+
+/// One new row of `events`.
+pub(in crate::store) struct EventRow {
+    pub(in crate::store) id: Uuid,
+    pub(in crate::store) org_id: Uuid,
+    pub(in crate::store) stream_id: Uuid,
+    pub(in crate::store) job_id: Uuid,
+    pub(in crate::store) status: &'static str,
+    pub(in crate::store) data_type: String,
+    pub(in crate::store) entity_id: Option<String>,
+    pub(in crate::store) payload_in: Option<Value>,
+    pub(in crate::store) payload_out: Option<Value>,
+    pub(in crate::store) retries_remaining: Option<i64>,
+    pub(in crate::store) next_attempt_at: Option<Timestamp>,
+    pub(in crate::store) original_event_id: Option<Uuid>,
+}
+
+pub(in crate::store) fn events_insert<'a>(
+    rows: impl IntoIterator<Item = &'a EventRow>,
+    now: Timestamp,
+) -> Statement {
+    rows_insert(
+        "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
+         payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, \
+         attempt_count, ignored, created_at, updated_at)",
+        rows.into_iter().map(|r| {
+            vec![
+                Val::from(r.id),
+                Val::from(r.org_id),
+                Val::from(r.stream_id),
+                Val::from(r.job_id),
+                Val::from(r.status),
+                Val::from(r.data_type.as_str()),
+                Val::Text(r.entity_id.clone()),
+                Val::Json(r.payload_in.clone()),
+                Val::Json(r.payload_out.clone()),
+                Val::Int(r.retries_remaining),
+                Val::Ts(r.next_attempt_at),
+                Val::from(r.original_event_id),
+                Val::Int(Some(0)),
+                Val::Bool(false),
+                Val::from(now),
+                Val::from(now),
+            ]
+        }),
+    )
+}
+
+/// New rows of one write or of several batched together (webhook pushes): jobs, events,
+/// event-log entries and entities, inserted with one multi-row statement per table and chunk.
+#[derive(Default)]
+pub(in crate::store) struct Rows {
+    pub(in crate::store) jobs: Vec<Job>,
+    pub(in crate::store) events: Vec<EventRow>,
+    pub(in crate::store) logs: Vec<LogWrite>,
+    pub(in crate::store) entities: Vec<EntityRow>,
+}
+
+impl Rows {
+    /// A job's new (NEW) events, with their event-log entries and entities; their ids.
+    pub(in crate::store) fn add_events(
+        &mut self,
+        job: &Job,
+        data_type: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            self.logs.push(LogWrite {
+                org_id: job.org_id,
+                kind: "EVENT_STATUS_CHANGE",
+                stream_id: job.stream_id,
+                job_id: job.id,
+                event_id: Some(id),
+                from: None,
+                to: "NEW",
+                details: json!({}),
+            });
+            if let Some(entity) = &e.entity_id {
+                self.entities.push(EntityRow {
+                    org: job.org_id,
+                    data_type: data_type.to_string(),
+                    entity: entity.clone(),
+                    status: "NEW",
+                    event: id,
+                    code: None,
+                    message: None,
+                });
+            }
+            self.events.push(EventRow {
+                id,
+                org_id: job.org_id,
+                stream_id: job.stream_id,
+                job_id: job.id,
+                status: "NEW",
+                data_type: data_type.to_string(),
+                entity_id: e.entity_id,
+                payload_in: Some(e.payload_in),
+                payload_out: None,
+                retries_remaining: None,
+                next_attempt_at: Some(now),
+                original_event_id: e.original_event_id,
+            });
+        }
+        ids
+    }
+
+    /// The inserts of `parts`, in an order the foreign keys accept.
+    pub(in crate::store) fn statements<'a>(
+        parts: impl Iterator<Item = &'a Rows> + Clone,
+        now: Timestamp,
+    ) -> Vec<Statement> {
+        let mut statements = Vec::new();
+        let jobs: Vec<&Job> = parts.clone().flat_map(|r| r.jobs.iter()).collect();
+        for chunk in jobs.chunks(CHUNK) {
+            statements.push(jobs_insert(chunk));
+        }
+        let events: Vec<&EventRow> = parts.clone().flat_map(|r| r.events.iter()).collect();
+        for chunk in events.chunks(CHUNK) {
+            statements.push(events_insert(chunk.iter().copied(), now));
+        }
+        let logs: Vec<&LogWrite> = parts.clone().flat_map(|r| r.logs.iter()).collect();
+        for chunk in logs.chunks(CHUNK) {
+            statements.push(log_insert(chunk.iter().copied(), now));
+        }
+        let mut entities: Vec<&EntityRow> = parts.flat_map(|r| r.entities.iter()).collect();
+        // One order for every writer avoids deadlocks between concurrent upserts; one row per
+        // entity (a statement cannot upsert a row twice), the newest event's.
+        entities.sort_by(|a, b| {
+            (a.org, &a.data_type, &a.entity, std::cmp::Reverse(a.event)).cmp(&(
+                b.org,
+                &b.data_type,
+                &b.entity,
+                std::cmp::Reverse(b.event),
+            ))
+        });
+        entities
+            .dedup_by(|a, b| a.org == b.org && a.data_type == b.data_type && a.entity == b.entity);
+        for chunk in entities.chunks(CHUNK) {
+            let changes: Vec<EntityChange<'_>> = chunk
+                .iter()
+                .map(|e| EntityChange {
+                    org: e.org,
+                    data_type: &e.data_type,
+                    entity: &e.entity,
+                    status: e.status,
+                    event: e.event,
+                    code: e.code.as_deref(),
+                    message: e.message.as_deref(),
+                })
+                .collect();
+            statements.push(entity_upsert(&changes, now));
+        }
+        statements
+    }
+}
+
+pub(in crate::store) fn jobs_insert(jobs: &[&Job]) -> Statement {
+    let cols: Vec<&'static str> = jobs
+        .first()
+        .map(|j| {
+            super::Record::values(*j)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
+        })
+        .unwrap_or_default();
+    rows_insert(
+        &format!("INSERT INTO jobs ({})", cols.join(", ")),
+        jobs.iter().map(|j| {
+            super::Record::values(*j)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        }),
+    )
+}
+
+pub(in crate::store) fn job_log(
+    job: &Job,
+    from: Option<&'static str>,
+    to: &'static str,
+) -> LogWrite {
+    LogWrite {
+        org_id: job.org_id,
+        kind: "JOB_STATUS_CHANGE",
+        stream_id: job.stream_id,
+        job_id: job.id,
+        event_id: None,
+        from,
+        to,
+        details: json!({"trigger": job.trigger, "original_job_id": job.original_job_id}),
+    }
+}
+
+pub(in crate::store) fn new_job_row(new: NewJob, now: Timestamp, status: JobStatus) -> Job {
+    let started = status == JobStatus::Processing;
+    Job {
+        id: Uuid::now_v7(),
+        org_id: new.org_id,
+        stream_id: new.stream_id,
+        status: status.as_str().into(),
+        trigger: new.trigger.into(),
+        message: None,
+        settings: Json(new.settings),
+        payload: new.payload.map(Json),
+        original_job_id: new.original_job_id,
+        run_at: if started { now } else { new.run_at },
+        attempt: i64::from(started),
+        claim_token: None,
+        claimed_by: None,
+        lease_expires_at: None,
+        source_done_at: started.then_some(now),
+        aggregate_next_at: None,
+        aggregate_attempts: 0,
+        created_at: now,
+        updated_at: now,
+        started_at: started.then_some(now),
+        finished_at: None,
+    }
+}
+
+impl Rows {
+    /// A PENDING job and its log entry; its id.
+    pub(in crate::store) fn pending_job(&mut self, new: NewJob, now: Timestamp) -> Uuid {
+        let job = new_job_row(new, now, JobStatus::Pending);
+        self.logs.push(job_log(&job, None, "PENDING"));
+        let id = job.id;
+        self.jobs.push(job);
+        id
+    }
+
+    /// A job whose source is done, with its events queued; its id and the events' ids.
+    pub(in crate::store) fn job_with_events(
+        &mut self,
+        new: NewJob,
+        data_type: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> (Uuid, Vec<Uuid>) {
+        let job = new_job_row(new, now, JobStatus::Processing);
+        self.logs.push(job_log(&job, None, "PENDING"));
+        self.logs.push(job_log(&job, Some("PENDING"), "PROCESSING"));
+        let ids = self.add_events(&job, data_type, events, now);
+        let id = job.id;
+        self.jobs.push(job);
+        (id, ids)
+    }
+}
+
+impl Store {
+    /// Runs statements in one transaction, waking other nodes' workers if asked.
+    pub(in crate::store) async fn run_statements(
+        &self,
+        statements: &[(String, Vec<Val>)],
+        notify: bool,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            for (sql, vals) in statements {
+                sqlx::query::<Db>(sql)
+                    .bind_all(vals)
+                    .persistent(keep_prepared(vals))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if notify {
+                notify_work!(self, Db, tx);
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! Jobs: creating them (alone or with their records), finishing them when their events are
+//! done, aborting one whose source has not run, and reading them.
+
+use serde_json::{json, Value};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::batch::{Rows, CHUNK};
+use super::history::{finish_log, log_insert, LogWrite};
+use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
+use crate::domain::{JobStatus, Timestamp};
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub org_id: Uuid,
+    pub stream_id: Uuid,
+    pub trigger: &'static str,
+    pub settings: Value,
+    /// Records given with the job (upload, webhook, replicate) instead of read by the source.
+    pub payload: Option<Value>,
+    pub original_job_id: Option<Uuid>,
+    pub run_at: Timestamp,
+}
+
+/// Finishes the jobs `$2…$(n+1)` (at `$1`) whose source is done and whose events are all
+/// terminal: FINISHED when every event is OK, FINISHED_WITH_ISSUES otherwise. Matches nothing
+/// else.
+pub(in crate::store) fn finish_jobs_sql(n: usize) -> String {
+    let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
+           WHERE events.job_id = jobs.id AND events.status IN ('ERROR', 'FAILED', 'ABORTED')) \
+           THEN 'FINISHED_WITH_ISSUES' ELSE 'FINISHED' END, finished_at = $1, updated_at = $1 \
+         WHERE id IN ({}) AND status = 'PROCESSING' AND source_done_at IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
+             AND events.status IN ('NEW', 'TRANSFORMED')) \
+         RETURNING id, org_id, stream_id, status",
+        ids.join(", ")
+    )
+}
+
+impl Store {
+    /// Queues a job (PENDING) and logs it.
+    pub async fn create_job(&self, new: NewJob) -> StoreResult<Job> {
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        rows.pending_job(new, now);
+        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
+            .await?;
+        Ok(rows.jobs.remove(0))
+    }
+
+    /// Creates a job whose records are already known (an upload, events created by hand,
+    /// replicas) together with its events, in one transaction: the job starts PROCESSING with
+    /// its source done, and the events are queued. Returns the job and the events' ids.
+    pub async fn create_job_with_events(
+        &self,
+        new: NewJob,
+        data_type: &str,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<(Job, Vec<Uuid>)> {
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        let (_, ids) = rows.job_with_events(new, data_type, events, now);
+        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
+            .await?;
+        let job = rows.jobs.remove(0);
+        if ids.is_empty() {
+            self.finish_job(job.id).await?;
+        }
+        Ok((job, ids))
+    }
+
+    /// Finishes a job whose source is done and whose events are all terminal: FINISHED when
+    /// every event is OK, FINISHED_WITH_ISSUES otherwise. Run after every terminal event
+    /// commit, it is idempotent, and the run after the last commit always sees every event.
+    pub async fn finish_job(&self, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
+        let now = Timestamp::now();
+        let row: Option<(Uuid, Uuid, String)> = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&finish_jobs_sql(1))
+                .bind(now)
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|(_, org, stream, status)| (org, stream, status));
+            if let Some((org, stream, status)) = &row {
+                let (s, v) = finish_log(*org, *stream, job_id, status, now);
+                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            row
+        });
+        Ok(row.and_then(|(_, _, s)| JobStatus::parse(&s)))
+    }
+
+    /// Jobs whose source is done and whose events are all terminal but which are still
+    /// PROCESSING (a worker died between an event's commit and the job's finishing).
+    pub async fn finish_stragglers(&self) -> StoreResult<usize> {
+        let ids: Vec<Uuid> = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, Uuid>(
+                "SELECT id FROM jobs j WHERE status = 'PROCESSING' AND source_done_at IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id \
+                   AND e.status IN ('NEW', 'TRANSFORMED')) LIMIT 100",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let mut n = 0;
+        for id in ids {
+            if self.finish_job(id).await?.is_some() {
+                n += 1;
+            }
+        }
+        // Aggregate jobs whose last transformation committed without making the delivery due.
+        let waiting: Vec<Uuid> = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, Uuid>(
+                "SELECT id FROM jobs j WHERE status = 'PROCESSING' AND source_done_at IS NOT NULL \
+                 AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id AND e.status = 'TRANSFORMED' \
+                   AND e.next_attempt_at IS NULL) LIMIT 100",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        for id in waiting {
+            self.mark_aggregate_ready(id).await?;
+        }
+        Ok(n)
+    }
+
+    /// Ends a job that has not produced its events yet (PENDING, or its source still
+    /// running): FINISHED_WITH_ISSUES with the message. A worker running its source then
+    /// stores nothing. Returns whether the job was ended here.
+    pub async fn abort_job_source(
+        &self,
+        org: Uuid,
+        job_id: Uuid,
+        message: &str,
+    ) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        let ended = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query_as::<Db, (Uuid, String)>(
+                "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
+                 AND (status = 'PENDING' OR (status = 'PROCESSING' AND source_done_at IS NULL))",
+            )
+            .bind(job_id)
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((stream_id, from)) = row else {
+                return Ok(false);
+            };
+            let n = sqlx::query::<Db>(
+                "UPDATE jobs SET status = 'FINISHED_WITH_ISSUES', message = $3, finished_at = $4, \
+                 updated_at = $4, claim_token = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND status = $2 AND source_done_at IS NULL",
+            )
+            .bind(job_id)
+            .bind(&from)
+            .bind(message)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                let from = JobStatus::parse(&from).map(JobStatus::as_str);
+                let (s, v) = log_insert(
+                    &[LogWrite {
+                        org_id: org,
+                        kind: "JOB_STATUS_CHANGE",
+                        stream_id,
+                        job_id,
+                        event_id: None,
+                        from,
+                        to: "FINISHED_WITH_ISSUES",
+                        details: json!({"message": message}),
+                    }],
+                    now,
+                );
+                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            n == 1
+        });
+        Ok(ended)
+    }
+
+    /// The jobs with these ids (duplicates allowed).
+    pub async fn jobs_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Job>> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT * FROM jobs WHERE id IN ({})", marks.join(", "));
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, Job>(&sql).persistent(chunk.len() <= 8);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            jobs.extend(found);
+        }
+        Ok(jobs)
+    }
+
+    /// The input payloads of a job's events, oldest first (to replicate the job).
+    pub async fn job_payloads(&self, job_id: Uuid) -> StoreResult<Vec<(Uuid, Value)>> {
+        let rows: Vec<(Uuid, Option<Json<Value>>)> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (Uuid, Option<Json<Value>>)>(
+                "SELECT id, payload_in FROM events WHERE job_id = $1 ORDER BY id",
+            )
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, p)| (id, p.map(|j| j.0).unwrap_or(Value::Null)))
+            .collect())
+    }
+
+    /// Event counts by status of a job.
+    pub async fn job_counts(&self, job_id: Uuid) -> StoreResult<Vec<(String, i64)>> {
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (String, i64)>(
+                "SELECT status, COUNT(*) FROM events WHERE job_id = $1 GROUP BY status",
+            )
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}

@@ -1,0 +1,197 @@
+//! Webhook pushes: their jobs and the receipts that make a repeated delivery a duplicate,
+//! committed together with other pushes arriving at the same time.
+
+use uuid::Uuid;
+
+use super::batch::{keep_prepared, notify_work, rows_insert, Rows, CHUNK};
+use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, Store, StoreResult, Val};
+use crate::domain::Timestamp;
+
+/// A push ready to commit: its jobs' rows and the job ids to answer with.
+pub(in crate::store) struct Push {
+    pub source_id: Uuid,
+    pub delivery_id: Option<String>,
+    pub ids: Vec<Uuid>,
+    pub(in crate::store) rows: Rows,
+}
+
+/// A job a push creates.
+#[derive(Debug, Clone)]
+pub struct IngestJob {
+    pub new: NewJob,
+    pub data_type: String,
+    /// The events, when the push carries the records; `None` queues the job with its
+    /// `payload` for a worker to complete (thin payloads fetched from the system).
+    pub events: Option<Vec<NewEvent>>,
+}
+
+/// What storing a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// New jobs, one per active stream of the source.
+    Created(Vec<Uuid>),
+    /// The delivery id was received before; nothing was stored. The first delivery's job.
+    Duplicate(Uuid),
+}
+
+impl super::writer::Batch for Push {
+    type Answer = Ingested;
+    const MAX: usize = 256;
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+        gates: &'a [Option<std::sync::Arc<super::writer::CommitGate>>],
+    ) -> super::writer::Committing<'a, Ingested> {
+        Box::pin(store.ingest_together(items, gates))
+    }
+}
+
+impl Store {
+    /// Stores a received push: its jobs (with their events, or queued with the records for
+    /// the worker to complete) and, when the sender gave a delivery id, the receipt that makes
+    /// a repeat of it a duplicate, all in one transaction. A delivery id already received
+    /// (even by a concurrent request) stores nothing and names the first delivery's job.
+    ///
+    /// Pushes arriving together are committed together (group commit, see
+    /// [`super::writer`]): one transaction and one multi-row insert per table for all of them,
+    /// and every caller is answered only after that commit. With the request's `gate`, the push
+    /// is never committed once its request has given up (see [`super::writer`]).
+    pub async fn ingest(
+        &self,
+        source_id: Uuid,
+        delivery_id: Option<&str>,
+        jobs: Vec<IngestJob>,
+        gate: Option<std::sync::Arc<super::writer::CommitGate>>,
+    ) -> StoreResult<Ingested> {
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        let mut ids = Vec::new();
+        for j in jobs {
+            let id = match j.events {
+                Some(events) => rows.job_with_events(j.new, &j.data_type, events, now).0,
+                None => rows.pending_job(j.new, now),
+            };
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Ok(Ingested::Created(ids));
+        }
+        let push = Push {
+            source_id,
+            delivery_id: delivery_id.map(str::to_string),
+            ids,
+            rows,
+        };
+        self.shared.pushes.submit(self, push, gate).await
+    }
+
+    /// Commits pushes in one transaction; one answer per push, in order.
+    pub(in crate::store) async fn ingest_together(
+        &self,
+        pushes: &[Push],
+        gates: &[Option<std::sync::Arc<super::writer::CommitGate>>],
+    ) -> StoreResult<Vec<Ingested>> {
+        let now = Timestamp::now();
+        // A delivery id seen twice in one batch: the later push is a duplicate of the first.
+        let mut first: std::collections::HashMap<(Uuid, &str), usize> = Default::default();
+        let mut repeat_of: Vec<Option<usize>> = vec![None; pushes.len()];
+        let mut receipts: Vec<(Uuid, &str, Uuid)> = Vec::new();
+        for (i, p) in pushes.iter().enumerate() {
+            if let Some(d) = p.delivery_id.as_deref() {
+                match first.entry((p.source_id, d)) {
+                    std::collections::hash_map::Entry::Occupied(o) => repeat_of[i] = Some(*o.get()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        receipts.push((p.source_id, d, p.ids[0]));
+                    }
+                }
+            }
+        }
+        // One order for every writer: concurrent batches never wait on each other in a cycle.
+        receipts.sort();
+        let answers = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            // Receipts taken by an earlier delivery (committed, or committing concurrently:
+            // the insert waits for it) are not returned.
+            let mut fresh: std::collections::HashSet<(Uuid, String)> = Default::default();
+            for chunk in receipts.chunks(CHUNK) {
+                let (mut sql, vals) = rows_insert(
+                    "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
+                    chunk.iter().map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
+                );
+                sql.push_str(" ON CONFLICT (source_id, delivery_id) DO NOTHING RETURNING source_id, delivery_id");
+                let taken = sqlx::query_as::<Db, (Uuid, String)>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                fresh.extend(taken);
+            }
+            let mut answers: Vec<Option<Ingested>> = vec![None; pushes.len()];
+            let mut stored = Vec::new();
+            for (i, p) in pushes.iter().enumerate() {
+                if repeat_of[i].is_some() {
+                    continue;
+                }
+                match p.delivery_id.as_deref() {
+                    Some(d) if !fresh.contains(&(p.source_id, d.to_string())) => {
+                        let original = sqlx::query_scalar::<Db, Uuid>(
+                            "SELECT job_id FROM webhook_receipts WHERE source_id = $1 AND delivery_id = $2",
+                        )
+                        .bind(p.source_id)
+                        .bind(d)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        answers[i] = Some(Ingested::Duplicate(original));
+                    }
+                    _ => {
+                        answers[i] = Some(Ingested::Created(p.ids.clone()));
+                        stored.push(&p.rows);
+                    }
+                }
+            }
+            if !stored.is_empty() {
+                for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
+                    sqlx::query::<Db>(&sql)
+                        .bind_all(&vals)
+                        .persistent(keep_prepared(&vals))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                notify_work!(self, Db, tx);
+            }
+            super::writer::enter_commit(gates)?;
+            tx.commit().await?;
+            answers
+        });
+        let mut out: Vec<Ingested> = Vec::with_capacity(pushes.len());
+        for (i, a) in answers.into_iter().enumerate() {
+            let answer = match (a, repeat_of[i]) {
+                (Some(a), _) => a,
+                (None, Some(j)) => match &out[j] {
+                    Ingested::Created(ids) => Ingested::Duplicate(ids[0]),
+                    Ingested::Duplicate(id) => Ingested::Duplicate(*id),
+                },
+                (None, None) => {
+                    return Err(super::StoreError::Other(anyhow::anyhow!(
+                        "push {i} of a batch was neither stored nor a repeat"
+                    )))
+                }
+            };
+            out.push(answer);
+        }
+        Ok(out)
+    }
+
+    /// Forgets receipts older than the dedup window.
+    pub async fn purge_receipts(&self, before: Timestamp) -> StoreResult<u64> {
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("DELETE FROM webhook_receipts WHERE received_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+}

@@ -1,0 +1,364 @@
+//! Completions: a worker's change to an event it holds, with the delivery attempt, log entries,
+//! entity and split-off events, committed together with other workers' changes.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::domain::{EventStatus, Timestamp};
+use crate::store::batch::{keep_prepared, rows_insert, EventRow, Rows, Statement, CHUNK};
+use crate::store::history::{finish_entry, log_insert, EntityRow, LogWrite};
+use crate::store::jobs::finish_jobs_sql;
+use crate::store::{on_pool, BeginWrite, Bind, Event, Store, StoreResult, Val};
+
+/// A delivery attempt to record.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub destination_id: Uuid,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub outcome: &'static str,
+    pub error_code: Option<String>,
+    pub http_status: Option<i64>,
+    pub http_status_name: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// What an attempt means for its event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Ok,
+    /// Stay TRANSFORMED; try again at this time.
+    Retry {
+        at: Timestamp,
+        retries_remaining: i64,
+    },
+    Failed,
+}
+
+/// A change to a held event, applied only if the event is still held under the token and in a
+/// status from which the domain allows the move.
+#[derive(Debug, Clone, Default)]
+pub struct EventChange {
+    /// The new status; `None` keeps the status (a retry scheduled).
+    pub to: Option<EventStatus>,
+    pub payload_out: Option<Value>,
+    pub error_code: Option<Option<String>>,
+    pub message: Option<Option<String>>,
+    pub retries_remaining: Option<Option<i64>>,
+    pub next_attempt_at: Option<Option<Timestamp>>,
+    /// An attempt was made: bump the count and stamp `last_attempt_at`.
+    pub attempted: bool,
+    /// Give up the claim (the worker is done with the event for now).
+    pub release: bool,
+    /// What the transformation logged.
+    pub logs: Option<Vec<String>>,
+    /// Further outputs of a record the transformation split: each becomes a TRANSFORMED
+    /// event of the same job and entity, in the same commit.
+    pub siblings: Vec<Value>,
+    /// When the siblings' first delivery is due (`None`: they wait for a combined delivery).
+    pub siblings_due: Option<Timestamp>,
+    /// The siblings' delivery attempts to come.
+    pub siblings_retries: Option<i64>,
+}
+
+impl Rows {
+    /// The extra events of a split record (see `EventChange::siblings`), with their log
+    /// entries.
+    pub(in crate::store) fn add_siblings(&mut self, ev: &Event, change: &EventChange) {
+        for out in &change.siblings {
+            let id = Uuid::now_v7();
+            self.events.push(EventRow {
+                id,
+                org_id: ev.org_id,
+                stream_id: ev.stream_id,
+                job_id: ev.job_id,
+                status: "TRANSFORMED",
+                data_type: ev.data_type.clone(),
+                entity_id: ev.entity_id.clone(),
+                payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
+                payload_out: Some(out.clone()),
+                retries_remaining: change.siblings_retries,
+                next_attempt_at: change.siblings_due,
+                original_event_id: None,
+            });
+            self.logs.push(LogWrite {
+                org_id: ev.org_id,
+                kind: "EVENT_STATUS_CHANGE",
+                stream_id: ev.stream_id,
+                job_id: ev.job_id,
+                event_id: Some(id),
+                from: None,
+                to: "TRANSFORMED",
+                details: json!({"split_from": ev.id}),
+            });
+        }
+    }
+}
+
+pub(in crate::store) const ATTEMPT_INSERT: &str =
+    "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, \
+    destination_id, started_at, finished_at, outcome, error_code, http_status, http_status_name, \
+    response_excerpt, duration_ms)";
+
+/// An event change ready to commit, alone or with others.
+pub(in crate::store) struct Planned {
+    pub(in crate::store) job_id: Uuid,
+    /// The delivery attempt's row, written whatever the update does.
+    pub(in crate::store) attempt: Option<Vec<Val>>,
+    /// Changes the event if it is still held and in a status the move starts from.
+    pub(in crate::store) update: Statement,
+    /// Written only if the update changed the event: log entries, the entity, split-off
+    /// events.
+    pub(in crate::store) rows: Rows,
+    pub(in crate::store) terminal: bool,
+}
+
+impl crate::store::writer::Batch for Planned {
+    type Answer = bool;
+    const MAX: usize = 128;
+    fn commit<'a>(
+        store: &'a Store,
+        items: &'a [Self],
+        // Event changes carry no gates: a worker's change commits whatever became of it.
+        _: &'a [Option<std::sync::Arc<crate::store::writer::CommitGate>>],
+    ) -> crate::store::writer::Committing<'a, bool> {
+        Box::pin(store.change_together(items))
+    }
+}
+
+/// The statements of `change` to the event `ev` held under `token` (see
+/// [`Store::change_event`]).
+pub(in crate::store) fn plan_change(
+    ev: &Event,
+    token: Uuid,
+    mut change: EventChange,
+    attempt: Option<NewAttempt>,
+    now: Timestamp,
+) -> Planned {
+    let mut sets = vec!["updated_at = $3".to_string()];
+    let mut vals = vec![Val::from(ev.id), Val::from(token), Val::from(now)];
+    pub(in crate::store) fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
+        vals.push(v);
+        sets.push(format!("{col} = ${}", vals.len()));
+    }
+    // A NEW event transformed and delivered in one go records both steps in one commit:
+    // a crash before it leaves the event NEW, to be processed again, as any crash before
+    // a delivery's commit does.
+    let combined = ev.status == EventStatus::New.as_str()
+        && change.payload_out.is_some()
+        && change.to != Some(EventStatus::Transformed);
+    let from: Vec<EventStatus> = match change.to {
+        _ if combined => {
+            let to = change.to.unwrap_or(EventStatus::Transformed);
+            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
+            vec![EventStatus::New]
+        }
+        Some(to) => {
+            put(&mut sets, &mut vals, "status", Val::from(to.as_str()));
+            EventStatus::sources_of(to).to_vec()
+        }
+        None => EventStatus::parse(&ev.status).into_iter().collect(),
+    };
+    if let Some(v) = change.payload_out.take() {
+        put(&mut sets, &mut vals, "payload_out", Val::Json(Some(v)));
+    }
+    if let Some(v) = &change.error_code {
+        put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));
+    }
+    if let Some(v) = &change.message {
+        put(&mut sets, &mut vals, "message", Val::Text(v.clone()));
+    }
+    if let Some(v) = change.retries_remaining {
+        put(&mut sets, &mut vals, "retries_remaining", Val::Int(v));
+    }
+    if let Some(v) = change.next_attempt_at {
+        put(&mut sets, &mut vals, "next_attempt_at", Val::Ts(v));
+    }
+    if let Some(lines) = &change.logs {
+        let v = (!lines.is_empty()).then(|| json!(lines));
+        put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
+    }
+    if change.attempted {
+        sets.push("attempt_count = attempt_count + 1".into());
+        put(&mut sets, &mut vals, "last_attempt_at", Val::from(now));
+    }
+    if change.release {
+        sets.push("claim_token = NULL".into());
+        sets.push("lease_expires_at = NULL".into());
+    }
+    let sql = format!(
+        "UPDATE events SET {} WHERE id = $1 AND claim_token = $2 AND status IN ({})",
+        sets.join(", "),
+        if from.is_empty() {
+            "''".to_string()
+        } else {
+            statuses_sql(&from)
+        }
+    );
+    let mut rows = Rows::default();
+    if !change.siblings.is_empty() {
+        rows.add_siblings(ev, &change);
+    }
+    let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
+        org_id: ev.org_id,
+        kind: "EVENT_STATUS_CHANGE",
+        stream_id: ev.stream_id,
+        job_id: ev.job_id,
+        event_id: Some(ev.id),
+        from,
+        to: to.as_str(),
+        details: json!({"error_code": change.error_code.clone().flatten()}),
+    };
+    if combined {
+        rows.logs
+            .push(event_log(Some("NEW"), EventStatus::Transformed));
+    }
+    if let Some(to) = change
+        .to
+        .filter(|t| *t != EventStatus::Transformed || !combined)
+    {
+        let from = if combined {
+            Some("TRANSFORMED")
+        } else {
+            EventStatus::parse(&ev.status).map(EventStatus::as_str)
+        };
+        rows.logs.push(event_log(from, to));
+    }
+    if let Some(to) = change.to.or(combined.then_some(EventStatus::Transformed)) {
+        if let Some(entity) = &ev.entity_id {
+            rows.entities.push(EntityRow {
+                org: ev.org_id,
+                data_type: ev.data_type.clone(),
+                entity: entity.clone(),
+                status: to.as_str(),
+                event: ev.id,
+                code: change.error_code.clone().flatten(),
+                message: change.message.clone().flatten(),
+            });
+        }
+    }
+    let attempt = attempt.map(|a| {
+        vec![
+            Val::from(Uuid::now_v7()),
+            Val::from(ev.org_id),
+            Val::from(ev.id),
+            Val::from(ev.job_id),
+            Val::from(a.destination_id),
+            Val::from(a.started_at),
+            Val::from(a.finished_at),
+            Val::from(a.outcome),
+            Val::Text(a.error_code),
+            Val::Int(a.http_status),
+            Val::Text(a.http_status_name),
+            Val::Text(a.response_excerpt),
+            Val::from(a.duration_ms),
+        ]
+    });
+    Planned {
+        job_id: ev.job_id,
+        attempt,
+        update: (sql, vals),
+        rows,
+        terminal: change.to.is_some_and(EventStatus::is_terminal),
+    }
+}
+
+pub(in crate::store) fn statuses_sql(list: &[EventStatus]) -> String {
+    list.iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Applies `change` to an event held under `token`, with the attempt (if any), the
+    /// event-log entry and the entity's last status, in one transaction; a terminal change
+    /// finishes the job when it was the job's last open event. The attempt is recorded even
+    /// if the claim was lost: the delivery happened. Returns whether the event changed.
+    ///
+    /// Changes from concurrent workers commit together (see [`crate::store::writer`]).
+    pub async fn change_event(
+        &self,
+        ev: &Event,
+        token: Uuid,
+        change: EventChange,
+        attempt: Option<NewAttempt>,
+    ) -> StoreResult<bool> {
+        let planned = plan_change(ev, token, change, attempt, Timestamp::now());
+        self.shared.changes.submit(self, planned, None).await
+    }
+
+    /// Commits planned changes in one transaction; whether each changed its event.
+    pub(in crate::store) async fn change_together(
+        &self,
+        plans: &[Planned],
+    ) -> StoreResult<Vec<bool>> {
+        let now = Timestamp::now();
+        let mut changed = vec![false; plans.len()];
+        let attempts: Vec<&Vec<Val>> = plans.iter().filter_map(|p| p.attempt.as_ref()).collect();
+        let mut finishing: Vec<Uuid> = Vec::new();
+        let finished: Vec<Uuid> = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            for chunk in attempts.chunks(CHUNK) {
+                let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
+                sqlx::query::<Db>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (i, p) in plans.iter().enumerate() {
+                let n = sqlx::query::<Db>(&p.update.0)
+                    .bind_all(&p.update.1)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                changed[i] = n == 1;
+            }
+            let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
+            for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
+                sqlx::query::<Db>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));
+            finishing.sort();
+            finishing.dedup();
+            // A job's last event usually finishes it in the same commit (always for a
+            // one-event webhook job).
+            let mut finished = Vec::new();
+            let mut logs = Vec::new();
+            for chunk in finishing.chunks(CHUNK) {
+                let sql = finish_jobs_sql(chunk.len());
+                let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql)
+                    .persistent(chunk.len() <= 8)
+                    .bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for (id, org, stream, status) in q.fetch_all(&mut *tx).await? {
+                    logs.push(finish_entry(org, stream, id, &status));
+                    finished.push(id);
+                }
+            }
+            if !logs.is_empty() {
+                let (sql, vals) = log_insert(&logs, now);
+                sqlx::query::<Db>(&sql).bind_all(&vals).persistent(keep_prepared(&vals)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            finished
+        });
+        // When another event of the job committed concurrently, neither transaction saw the
+        // other's event closed: look again now that this one is committed. Failing that,
+        // maintenance finishes the job.
+        for job in finishing.iter().filter(|j| !finished.contains(j)) {
+            if let Err(e) = self.finish_job(*job).await {
+                tracing::warn!(job = %job, error = %e, "could not finish the job; maintenance will");
+            }
+        }
+        Ok(changed)
+    }
+}

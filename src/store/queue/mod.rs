@@ -1,0 +1,235 @@
+//! The queue: workers claim due jobs and events, complete them, and give up claims whose
+//! worker died or stopped.
+//!
+//! Claims follow River: one statement marks rows as held (a fresh claim token and a lease) and
+//! returns them; Postgres skips rows other workers hold (`FOR UPDATE SKIP LOCKED`), SQLite has
+//! one writer at a time. Every completion names the claim token, so a worker whose lease ran
+//! out and whose work was taken over changes nothing. Every status change is written with its
+//! event-log entry (and the entity's last status) in one transaction.
+
+mod change;
+
+use serde_json::json;
+use uuid::Uuid;
+
+pub(in crate::store) use change::Planned;
+pub use change::{Delivery, EventChange, NewAttempt};
+
+use super::batch::{notify_work, Rows};
+use super::history::{log_insert, LogWrite};
+use super::{on_pool, Backend, BeginWrite, Bind, Event, Job, NewEvent, Store, StoreResult};
+use crate::domain::Timestamp;
+
+impl Store {
+    pub(in crate::store) fn skip_locked(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// Claims up to `limit` due jobs (or jobs whose source run lost its lease) for `worker`.
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        token: Uuid,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<Job>> {
+        let now = Timestamp::now();
+        let sql = format!(
+            "UPDATE jobs SET status = 'PROCESSING', claim_token = $1, claimed_by = $2, \
+             lease_expires_at = $3, attempt = attempt + 1, started_at = COALESCE(started_at, $4), \
+             updated_at = $4 \
+             WHERE id IN (SELECT id FROM jobs WHERE (status = 'PENDING' AND run_at <= $4) \
+               OR (status = 'PROCESSING' AND source_done_at IS NULL AND claim_token IS NOT NULL \
+               AND lease_expires_at < $4) \
+               ORDER BY run_at LIMIT $5 {}) RETURNING *",
+            self.skip_locked()
+        );
+        let lease_end = Timestamp::from_datetime(now.0 + lease);
+        let jobs: Vec<Job> = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let jobs = sqlx::query_as::<Db, Job>(&sql)
+                .bind(token)
+                .bind(worker)
+                .bind(lease_end)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            // Only a first claim is a status change; a re-claim after a lost lease is not.
+            let logs: Vec<_> = jobs
+                .iter()
+                .filter(|j| j.attempt == 1)
+                .map(|j| LogWrite {
+                    org_id: j.org_id,
+                    kind: "JOB_STATUS_CHANGE",
+                    stream_id: j.stream_id,
+                    job_id: j.id,
+                    event_id: None,
+                    from: Some("PENDING"),
+                    to: "PROCESSING",
+                    details: json!({}),
+                })
+                .collect();
+            if !logs.is_empty() {
+                let (s, v) = log_insert(&logs, now);
+                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            jobs
+        });
+        Ok(jobs)
+    }
+
+    /// Stores the events a job's source produced and marks the source done, if the job is
+    /// still held under `token`. A job with no events finishes at once. Returns false (and
+    /// stores nothing) when the claim was lost.
+    pub async fn complete_source(
+        &self,
+        job: &Job,
+        token: Uuid,
+        data_type: &str,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        let empty = rows.add_events(job, data_type, events, now).is_empty();
+        let statements = Rows::statements(std::iter::once(&rows), now);
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let held = sqlx::query::<Db>(
+                "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
+                 updated_at = $3 WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
+            )
+            .bind(job.id)
+            .bind(token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held == 0 {
+                return Ok(false);
+            }
+            for (sql, vals) in &statements {
+                sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+            }
+            if !empty {
+                notify_work!(self, Db, tx);
+            }
+            tx.commit().await?;
+        });
+        if empty {
+            self.finish_job(job.id).await?;
+        }
+        Ok(true)
+    }
+
+    /// Ends a job whose source failed, if still held under `token`.
+    pub async fn fail_job(&self, job: &Job, token: Uuid, message: &str) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        let (log_sql, log_vals) = log_insert(
+            &[LogWrite {
+                org_id: job.org_id,
+                kind: "JOB_STATUS_CHANGE",
+                stream_id: job.stream_id,
+                job_id: job.id,
+                event_id: None,
+                from: Some("PROCESSING"),
+                to: "FAILED",
+                details: json!({"message": message}),
+            }],
+            now,
+        );
+        let done = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query::<Db>(
+                "UPDATE jobs SET status = 'FAILED', message = $3, finished_at = $4, updated_at = $4, \
+                 claim_token = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
+            )
+            .bind(job.id)
+            .bind(token)
+            .bind(message)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                sqlx::query::<Db>(&log_sql).bind_all(&log_vals).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            n == 1
+        });
+        Ok(done)
+    }
+
+    /// Claims up to `limit` events due for transformation or delivery.
+    pub async fn claim_events(
+        &self,
+        token: Uuid,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<Event>> {
+        let now = Timestamp::now();
+        let sql = format!(
+            "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM events WHERE status IN ('NEW', 'TRANSFORMED') \
+               AND next_attempt_at <= $3 AND claim_token IS NULL \
+               ORDER BY next_attempt_at LIMIT $4 {}) RETURNING *",
+            self.skip_locked()
+        );
+        let events = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, Event>(&sql)
+                .bind(token)
+                .bind(Timestamp::from_datetime(now.0 + lease))
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(events)
+    }
+
+    /// Gives up claims whose lease ran out (their worker died): the events become claimable.
+    pub async fn rescue_events(&self) -> StoreResult<u64> {
+        let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(
+                "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
+                 WHERE claim_token IS NOT NULL AND lease_expires_at < $1",
+            )
+            .bind(Timestamp::now())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// Releases everything held under `tokens` at once (graceful shutdown): events become
+    /// claimable, jobs whose source had not finished are claimable again.
+    pub async fn release_claims(&self, tokens: &[Uuid]) -> StoreResult<()> {
+        let now = Timestamp::now();
+        for token in tokens {
+            on_pool!(self, pool, Db => {
+                let mut tx = pool.begin_write().await?;
+                sqlx::query::<Db>(
+                    "UPDATE events SET claim_token = NULL, lease_expires_at = NULL WHERE claim_token = $1",
+                )
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query::<Db>(
+                    "UPDATE jobs SET lease_expires_at = $2 WHERE claim_token = $1 AND source_done_at IS NULL",
+                )
+                .bind(token)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(())
+    }
+}
