@@ -204,10 +204,7 @@ fn event_filters(f: &EventFilter) -> Result<Vec<(&'static str, Val)>, ApiError> 
         filters.push(("entity_id", Val::from(v)));
     }
     if let Some(v) = f.message {
-        filters.push((
-            "LOWER(message) LIKE",
-            Val::from(format!("%{}%", v.to_lowercase())),
-        ));
+        filters.push(crate::store::message_contains(&v));
     }
     if let Some(v) = f.ignored {
         filters.push(("ignored", Val::from(v)));

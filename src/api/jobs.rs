@@ -75,14 +75,20 @@ pub struct JobFilter {
 }
 
 pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
+    let counts = state.store.job_counts(j.id).await?;
+    Ok(job_with_counts(j, counts))
+}
+
+/// A job as the API shows it, with its events counted by status (every status listed).
+fn job_with_counts(j: Job, found: Vec<(String, i64)>) -> JobOut {
     let mut counts: BTreeMap<String, i64> = crate::domain::EventStatus::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
-    for (status, n) in state.store.job_counts(j.id).await? {
+    for (status, n) in found {
         counts.insert(status, n);
     }
-    Ok(JobOut {
+    JobOut {
         id: j.id,
         stream_id: j.stream_id,
         status: j.status,
@@ -95,7 +101,7 @@ pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
         started_at: j.started_at,
         finished_at: j.finished_at,
         updated_at: j.updated_at,
-    })
+    }
 }
 
 /// `asc`/`desc` of a list; newest first unless asked otherwise.
@@ -158,10 +164,17 @@ async fn list(
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
     let result = state.store.list::<Job>(auth.org_id, &q).await?;
-    let mut items = Vec::with_capacity(result.items.len());
-    for j in result.items {
-        items.push(job_out(&state, j).await?);
-    }
+    // The page's counts in one query, not one per job.
+    let ids: Vec<Uuid> = result.items.iter().map(|j| j.id).collect();
+    let mut counts = state.store.jobs_counts(&ids).await?;
+    let items = result
+        .items
+        .into_iter()
+        .map(|j| {
+            let found = counts.remove(&j.id).unwrap_or_default();
+            job_with_counts(j, found)
+        })
+        .collect();
     Ok(Json(Page {
         items,
         next_cursor: result.next_cursor.map(|c| c.to_string()),

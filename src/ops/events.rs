@@ -121,21 +121,20 @@ impl Ops<'_> {
         Ok(out)
     }
 
-    /// Aborts one open event and settles its job. An event that had already ended is a
-    /// conflict. Returns the event as it is now.
+    /// Aborts one open event and settles its job, in one transaction. An event that had
+    /// already ended is a conflict. Returns the event as it is now.
     pub async fn abort_event(&self, id: Uuid) -> Result<Event, ApiError> {
         let ev = self.store.get::<Event>(self.org, id).await?;
-        let (n, _) = self
+        let aborted = self
             .store
-            .abort_events(self.org, AbortScope::Event(ev.id), ABORTED_BY_A_USER)
+            .abort(self.org, AbortScope::Event(ev.id), ABORTED_BY_A_USER)
             .await?;
-        if n == 0 {
+        if aborted.events == 0 {
             return Err(ApiError::Conflict(format!(
                 "The event has already ended ({}); replicate it to send it again.",
                 ev.status
             )));
         }
-        self.store.finish_job(ev.job_id).await?;
         Ok(self.store.get::<Event>(self.org, id).await?)
     }
 

@@ -128,24 +128,19 @@ impl Ops<'_> {
         Ok(job_id)
     }
 
-    /// Aborts a job: its source run if still going, and its open events. Returns how many
-    /// events were aborted; a job that had already ended is a conflict.
+    /// Aborts a job: its source run if still going, and its open events, in one transaction.
+    /// Returns how many events were aborted; a job that had already ended is a conflict.
     pub async fn abort_job(&self, job_id: Uuid) -> Result<usize, ApiError> {
         let job = self.store.get::<Job>(self.org, job_id).await?;
-        let ended = self
+        let aborted = self
             .store
-            .abort_job_source(self.org, job.id, ABORTED_BY_A_USER)
+            .abort(self.org, AbortScope::Job(job.id), ABORTED_BY_A_USER)
             .await?;
-        let (aborted, _) = self
-            .store
-            .abort_events(self.org, AbortScope::Job(job.id), ABORTED_BY_A_USER)
-            .await?;
-        if !ended && aborted == 0 {
+        if !aborted.source_ended && aborted.events == 0 {
             return Err(ApiError::Conflict(
                 "The job has already ended; nothing was aborted.".into(),
             ));
         }
-        self.store.finish_job(job.id).await?;
-        Ok(aborted)
+        Ok(aborted.events)
     }
 }

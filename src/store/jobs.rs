@@ -1,12 +1,12 @@
 //! Jobs: creating them (alone or with their records), finishing them when their events are
-//! done, aborting one whose source has not run, and reading them.
+//! done, and reading them. Aborting one is an action of its own (`actions.rs`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{Rows, CHUNK};
-use super::history::{finish_log, log_insert, LogWrite};
+use super::history::finish_log;
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
 use crate::domain::{JobStatus, Timestamp};
 
@@ -128,64 +128,6 @@ impl Store {
             self.mark_aggregate_ready(id).await?;
         }
         Ok(n)
-    }
-
-    /// Ends a job that has not produced its events yet (PENDING, or its source still
-    /// running): FINISHED_WITH_ISSUES with the message. A worker running its source then
-    /// stores nothing. Returns whether the job was ended here.
-    pub async fn abort_job_source(
-        &self,
-        org: Uuid,
-        job_id: Uuid,
-        message: &str,
-    ) -> StoreResult<bool> {
-        let now = Timestamp::now();
-        let ended = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin_write().await?;
-            let row = sqlx::query_as::<Db, (Uuid, String)>(
-                "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
-                 AND (status = 'PENDING' OR (status = 'PROCESSING' AND source_done_at IS NULL))",
-            )
-            .bind(job_id)
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((stream_id, from)) = row else {
-                return Ok(false);
-            };
-            let n = sqlx::query::<Db>(
-                "UPDATE jobs SET status = 'FINISHED_WITH_ISSUES', message = $3, finished_at = $4, \
-                 updated_at = $4, claim_token = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND status = $2 AND source_done_at IS NULL",
-            )
-            .bind(job_id)
-            .bind(&from)
-            .bind(message)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                let from = JobStatus::parse(&from).map(JobStatus::as_str);
-                let (s, v) = log_insert(
-                    &[LogWrite {
-                        org_id: org,
-                        kind: "JOB_STATUS_CHANGE",
-                        stream_id,
-                        job_id,
-                        event_id: None,
-                        from,
-                        to: "FINISHED_WITH_ISSUES",
-                        details: json!({"message": message}),
-                    }],
-                    now,
-                );
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                tx.commit().await?;
-            }
-            n == 1
-        });
-        Ok(ended)
     }
 
     /// The jobs with these ids (duplicates allowed).

@@ -5,6 +5,7 @@
 //! Where they differ (claims, locking), each backend has its own function side by side, so
 //! the two stay in step. Records decode from either backend's rows.
 
+mod actions;
 mod aggregates;
 mod batch;
 mod cache;
@@ -12,6 +13,7 @@ mod events;
 mod history;
 mod ingest;
 mod jobs;
+mod listing;
 mod push;
 mod queue;
 mod records;
@@ -33,8 +35,10 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::domain::Timestamp;
 
+pub use actions::Aborted;
 pub use events::{AbortScope, NewEvent};
 pub use jobs::NewJob;
+pub use listing::message_contains;
 pub use push::{IngestJob, Ingested};
 pub use queue::{Delivery, EventChange, NewAttempt};
 pub use records::*;

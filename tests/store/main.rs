@@ -7,4 +7,5 @@
 #[path = "../api/common.rs"]
 mod common;
 
+mod actions;
 mod schema;
