@@ -28,12 +28,13 @@ async fn stream_with_open_events(env: &Env) -> (Server, Store, uuid::Uuid, Strea
         .create("/streams", json!({"title": "Pushes", "data_type": "stock", "source_id": source["id"],
             "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}))
         .await;
-    let created = s
-        .create(
+    let (status, created) = s
+        .post(
             "/events",
             json!({"stream_id": stream["id"], "payloads": [{"sku": "A"}, {"sku": "B"}]}),
         )
         .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{created}");
     let ids = created["event_ids"]
         .as_array()
         .unwrap()
