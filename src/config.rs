@@ -30,7 +30,10 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
+    pub api: ApiConfig,
     pub workers: WorkersConfig,
+    pub scheduler: SchedulerConfig,
+    pub maintenance: MaintenanceConfig,
     pub ingest: IngestConfig,
     pub transform: TransformConfig,
     pub outbound: OutboundConfig,
@@ -150,6 +153,8 @@ impl Default for TransformConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
+    /// Take webhook pushes (`/hooks/…`) in this process; off, they are answered 404.
+    pub enabled: bool,
     /// How long a sender's delivery id is remembered: a repeat within this window is
     /// acknowledged without a second job. Shopify retries for 4 hours; the default is a week.
     pub dedup_retention_hours: u64,
@@ -171,6 +176,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
+            enabled: true,
             dedup_retention_hours: 168,
             csv_max_columns: 500,
             csv_max_header_bytes: 256,
@@ -178,6 +184,52 @@ impl Default for IngestConfig {
             max_decoded_bytes: 64 * 1024 * 1024,
             replicate_max_ids: 1000,
         }
+    }
+}
+
+/// The management API (`/api/v1`) and its documentation (`/docs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API in this process; off, its routes are answered 404 (health, metrics and
+    /// webhook ingest stay).
+    pub enabled: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { enabled: true }
+    }
+}
+
+/// The scheduler: queues the runs of scheduled sources when they are due.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Fire due schedules from this process. Safe on several nodes at once (each run fires
+    /// once); at least one node must have it on for scheduled sources to run.
+    pub enabled: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { enabled: true }
+    }
+}
+
+/// Maintenance: taking over work whose worker died, publishing the event log, finishing jobs
+/// left unfinished, forgetting old webhook receipts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run maintenance in this process. Safe on several nodes at once; at least one node must
+    /// have it on, or the event log stops advancing and work of a dead worker is never resumed.
+    pub enabled: bool,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig { enabled: true }
     }
 }
 
@@ -258,7 +310,10 @@ impl Default for Config {
             public_base_url: None,
             http: HttpConfig::default(),
             database: DatabaseConfig::default(),
+            api: ApiConfig::default(),
             workers: WorkersConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             ingest: IngestConfig::default(),
             transform: TransformConfig::default(),
             outbound: OutboundConfig::default(),

@@ -1,60 +1,35 @@
 //! Wharf: a self-hosted integration platform server.
 //!
-//! This is the composition root: configuration → store → API (and, as they land, workers,
-//! scheduler and maintenance), all stopped together on SIGTERM/SIGINT.
+//! [`app`] is the composition root that builds the process from its configuration; this file
+//! holds what surrounds it: first-start bootstrap, the `serve` command, signals and logging.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod ops;
 pub mod store;
 pub mod transform;
-
-use std::future::Future;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::AppState;
+pub use crate::app::{prepare, serve_on, AppState};
 use crate::config::Config;
-use crate::crypto::{generate_token, hash_token, token_hint, write_private_file, MasterKey};
+use crate::crypto::{generate_token, hash_token, token_hint, write_private_file};
 use crate::store::{Bootstrap, Store};
 
 /// Name of the file the generated bootstrap token is written to, inside the data directory.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 
-/// Opens storage, applies migrations, creates the first organisation and token on an empty
-/// database, and writes the public library: everything the server needs before it listens.
-pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let master_key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
-    let store = Store::connect(&config)
-        .await
-        .context("cannot open the database")?;
-    bootstrap(&store, &config).await?;
-    store
-        .sync_public_transformations(&transform::library::public_transformations())
-        .await?;
-    Ok(AppState {
-        store,
-        master_key,
-        metrics: Arc::default(),
-        wake: Arc::default(),
-        transformer: transform::Transformer::start(&config.transform),
-        lookups: Arc::default(),
-        connectors: Arc::default(),
-        config: Arc::new(config),
-    })
-}
-
-async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn bootstrap(store: &Store, config: &Config) -> anyhow::Result<()> {
     let token = config
         .bootstrap_token
         .clone()
@@ -121,39 +96,6 @@ fn remove_bootstrap_file(path: &std::path::Path) {
             tracing::warn!(path = %path.display(), error = %e, "could not remove the used bootstrap token file")
         }
     }
-}
-
-/// Serves the API on `listener` and runs the workers (unless switched off) until `shutdown`
-/// completes; then stops taking requests and claiming work, lets work in flight finish within
-/// the grace period, releases the rest, and closes storage.
-pub async fn serve_on(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let store = state.store.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = state.config.workers.enabled.then(|| {
-        let engine = engine::Engine::new(state.clone(), state.wake.clone());
-        tokio::spawn(engine.run(stop_rx.clone()))
-    });
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut http_stop = stop_rx.clone();
-    let app = api::app(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("HTTP server failed")?;
-    if let Some(workers) = workers {
-        let _ = workers.await;
-    }
-    store.close().await;
-    Ok(())
 }
 
 /// `wharf serve`: prepare, listen on the configured address, stop on SIGTERM/SIGINT.

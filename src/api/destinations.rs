@@ -17,6 +17,7 @@ use super::keys::in_use;
 use super::sources::{check_key, check_key_url};
 use super::{AppState, Auth, Page, PageParams};
 use crate::connectors;
+use crate::domain::retry::Retry;
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
 use crate::store::{Destination, Val};
@@ -25,36 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
-}
-
-/// When delivery attempts happen and how long each may take.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Retry {
-    /// Delay before each attempt, in seconds; the first is usually 0. One attempt per entry.
-    #[serde(default = "default_schedule")]
-    pub schedule_seconds: Vec<u64>,
-    /// Time limit of one attempt.
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
-}
-
-/// Like Svix: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-fn default_schedule() -> Vec<u64> {
-    vec![0, 5, 300, 1800, 7200, 18000, 36000, 36000]
-}
-
-fn default_timeout() -> u64 {
-    30
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            schedule_seconds: default_schedule(),
-            timeout_seconds: default_timeout(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -110,7 +81,7 @@ pub struct DestinationOut {
 
 /// A destination's retry settings (the default if unreadable).
 pub fn retry_of(d: &Destination) -> Retry {
-    serde_json::from_value(d.retry.0.clone()).unwrap_or_default()
+    Retry::from_stored(&d.retry.0)
 }
 
 impl From<Destination> for DestinationOut {

@@ -9,16 +9,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::http::StatusCode;
 
 use super::extract::{optional_json, ApiJson, ApiQuery, IdPath};
-use super::jobs::{descending, new_events, open_stream, AcceptedEvents};
+use super::jobs::{descending, AcceptedEvents};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{EventStatus, Permission, Timestamp};
 use crate::error::{ApiError, Problem};
-use crate::store::{AbortScope, Attempt, Destination, Event, NewJob, Val};
+use crate::store::{Attempt, Destination, Event, Val};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -205,10 +205,7 @@ fn event_filters(f: &EventFilter) -> Result<Vec<(&'static str, Val)>, ApiError> 
         filters.push(("entity_id", Val::from(v)));
     }
     if let Some(v) = f.message {
-        filters.push((
-            "LOWER(message) LIKE",
-            Val::from(format!("%{}%", v.to_lowercase())),
-        ));
+        filters.push(crate::store::message_contains(&v));
     }
     if let Some(v) = f.ignored {
         filters.push(("ignored", Val::from(v)));
@@ -312,49 +309,10 @@ async fn create(
     ApiJson(input): ApiJson<CreateEventsIn>,
 ) -> Result<(StatusCode, Json<AcceptedEvents>), ApiError> {
     auth.require(Permission::Replicate)?;
-    if input.payloads.is_empty() {
-        return Err(ApiError::invalid(
-            "payloads",
-            "must hold at least one payload",
-        ));
-    }
-    if let Some(i) = input.payloads.iter().position(|p| !p.is_object()) {
-        return Err(ApiError::invalid(
-            format!("payloads[{i}]"),
-            "must be a JSON object (a record), not a scalar, null or a list",
-        ));
-    }
-    // The same budget as a push or an upload of these payloads: a short body of many empty
-    // payloads must not become a million events.
-    let text_len = serde_json::to_vec(&input.payloads).map_or(0, |v| v.len());
-    crate::ingest::decode::DecodeLimits::from(&state.config.ingest)
-        .check_records(text_len, input.payloads.len())?;
-    let (stream, path) =
-        open_stream(&state, &auth, input.stream_id)
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(_) => {
-                    ApiError::invalid("stream_id", "names no stream of your organisation")
-                }
-                other => other,
-            })?;
     let (job, event_ids) = state
-        .store
-        .create_job_with_events(
-            NewJob {
-                org_id: auth.org_id,
-                stream_id: stream.id,
-                trigger: "upload",
-                settings: Value::Object(Default::default()),
-                payload: None,
-                original_job_id: None,
-                run_at: Timestamp::now(),
-            },
-            &stream.data_type,
-            new_events(input.payloads, path.as_deref(), None),
-        )
+        .ops(auth.org_id)
+        .create_events(input.stream_id, input.payloads)
         .await?;
-    state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedEvents {
@@ -380,13 +338,8 @@ async fn patch(
     ApiJson(p): ApiJson<EventPatch>,
 ) -> Result<Json<EventOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    state
-        .store
-        .set_event_ignored(auth.org_id, id, p.ignored)
-        .await?;
-    Ok(Json(
-        state.store.get::<Event>(auth.org_id, id).await?.into(),
-    ))
+    let ev = state.ops(auth.org_id).ignore_event(id, p.ignored).await?;
+    Ok(Json(ev.into()))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -402,44 +355,6 @@ pub struct AcceptedEvent {
     pub job_id: Uuid,
 }
 
-/// Replicas of `originals` (with their payloads) as one new job per stream.
-async fn replicate_events(
-    state: &AppState,
-    auth: &Auth,
-    originals: Vec<(Event, Value)>,
-) -> Result<Vec<(Uuid, Vec<Uuid>)>, ApiError> {
-    let mut by_stream: BTreeMap<Uuid, Vec<(Event, Value)>> = BTreeMap::new();
-    for (e, p) in originals {
-        by_stream.entry(e.stream_id).or_default().push((e, p));
-    }
-    let mut out = Vec::new();
-    for (stream_id, group) in by_stream {
-        let (stream, path) = open_stream(state, auth, stream_id).await?;
-        let original_job_id = group.first().map(|(e, _)| e.job_id);
-        let ids = group.iter().map(|(e, _)| e.id).collect();
-        let payloads = group.into_iter().map(|(_, p)| p).collect();
-        let (job, event_ids) = state
-            .store
-            .create_job_with_events(
-                NewJob {
-                    org_id: auth.org_id,
-                    stream_id,
-                    trigger: "replicate",
-                    settings: Value::Object(Default::default()),
-                    payload: None,
-                    original_job_id,
-                    run_at: Timestamp::now(),
-                },
-                &stream.data_type,
-                new_events(payloads, path.as_deref(), Some(ids)),
-            )
-            .await?;
-        out.push((job.id, event_ids));
-    }
-    state.wake.notify_one();
-    Ok(out)
-}
-
 #[utoipa::path(post, path = "/events/{id}/replicate", tag = "events", request_body(content = Option<ReplicateEventIn>),
     responses((status = 202, body = AcceptedEvent), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn replicate_one(
@@ -450,22 +365,13 @@ async fn replicate_one(
 ) -> Result<(StatusCode, Json<AcceptedEvent>), ApiError> {
     auth.require(Permission::Replicate)?;
     let input: ReplicateEventIn = optional_json(&body)?;
-    let original = state.store.get::<Event>(auth.org_id, id).await?;
-    let payload = input.payload.unwrap_or_else(|| {
-        original
-            .payload_in
-            .as_ref()
-            .map(|j| j.0.clone())
-            .unwrap_or(Value::Null)
-    });
-    let made = replicate_events(&state, &auth, vec![(original, payload)]).await?;
-    let (job_id, ids) = made.into_iter().next().expect("one stream, one job");
+    let (job_id, event_id) = state
+        .ops(auth.org_id)
+        .replicate_event(id, input.payload)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(AcceptedEvent {
-            event_id: ids[0],
-            job_id,
-        }),
+        Json(AcceptedEvent { event_id, job_id }),
     ))
 }
 
@@ -575,7 +481,7 @@ async fn replicate_many(
     let made = if pairs.is_empty() {
         Vec::new()
     } else {
-        replicate_events(&state, &auth, pairs).await?
+        state.ops(auth.org_id).replicate_events(pairs).await?
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -594,19 +500,6 @@ async fn abort(
     IdPath(id): IdPath,
 ) -> Result<Json<EventOut>, ApiError> {
     auth.require(Permission::Replicate)?;
-    let ev = state.store.get::<Event>(auth.org_id, id).await?;
-    let (n, _) = state
-        .store
-        .abort_events(auth.org_id, AbortScope::Event(ev.id), "aborted by a user")
-        .await?;
-    if n == 0 {
-        return Err(ApiError::Conflict(format!(
-            "The event has already ended ({}); replicate it to send it again.",
-            ev.status
-        )));
-    }
-    state.store.finish_job(ev.job_id).await?;
-    Ok(Json(
-        state.store.get::<Event>(auth.org_id, id).await?.into(),
-    ))
+    let ev = state.ops(auth.org_id).abort_event(id).await?;
+    Ok(Json(ev.into()))
 }

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::crypto::hash_token;
 use crate::domain::{Permission, Role, Timestamp};
 use crate::error::{ApiError, FieldError};
+pub use crate::http::body::{parse_json, too_large, BodyLimit, RawBody};
 use crate::store::{ListPage, ListQuery, Val};
 
 /// The authenticated caller: an API token of one organisation with one role.
@@ -83,21 +84,6 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// The body size limit in force, put on each request for the extractors to name it.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-/// The 413 of a body over the limit.
-pub fn too_large(limit: Option<BodyLimit>) -> ApiError {
-    let size = match limit {
-        Some(BodyLimit(n)) => format!("the {n} bytes"),
-        None => "what".into(),
-    };
-    ApiError::PayloadTooLarge(format!(
-        "The request body is larger than {size} this server accepts (http.body_limit_bytes); send a smaller body, or split it into several requests."
-    ))
-}
-
 /// A JSON body. Malformed JSON is 400; JSON of the wrong shape is 422 naming the field;
 /// a body over the limit is 413.
 pub struct ApiJson<T>(pub T);
@@ -116,23 +102,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         })?;
         parse_json(&bytes).map(ApiJson)
     }
-}
-
-/// Parses a JSON document, telling syntax errors (400) from shape errors (422).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() {
-            let field = if path == "." { "body".to_string() } else { path };
-            ApiError::Invalid(vec![FieldError::new(field, inner.to_string())])
-        } else {
-            ApiError::BadRequest(format!(
-                "The body is not valid JSON ({inner}); send a JSON document with Content-Type: application/json."
-            ))
-        }
-    })
 }
 
 /// `?limit=&cursor=` of every list.
@@ -284,25 +253,4 @@ pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, A
         return Ok(T::default());
     }
     parse_json(bytes)
-}
-
-/// A raw body within the size limit; a larger one is a 413 problem.
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let limit = req.extensions().get::<BodyLimit>().copied();
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_large(limit)
-                } else {
-                    ApiError::BadRequest(format!("Could not read the request body: {e}"))
-                }
-            })
-    }
 }

@@ -14,10 +14,9 @@ use uuid::Uuid;
 
 use super::extract::{optional_json, parse_json, ApiQuery, IdPath};
 use super::{AppState, Auth, Page, PageParams};
-use crate::connectors::entity_id;
 use crate::domain::{JobStatus, Permission, Timestamp};
 use crate::error::{ApiError, Problem};
-use crate::store::{AbortScope, Job, NewEvent, NewJob, Source, Stream, Val};
+use crate::store::{Job, Val};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,14 +79,20 @@ pub struct JobFilter {
 }
 
 pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
+    let counts = state.store.job_counts(j.id).await?;
+    Ok(job_with_counts(j, counts))
+}
+
+/// A job as the API shows it, with its events counted by status (every status listed).
+fn job_with_counts(j: Job, found: Vec<(crate::domain::EventStatus, i64)>) -> JobOut {
     let mut counts: BTreeMap<String, i64> = crate::domain::EventStatus::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
-    for (status, n) in state.store.job_counts(j.id).await? {
+    for (status, n) in found {
         counts.insert(status.as_str().to_string(), n);
     }
-    Ok(JobOut {
+    JobOut {
         id: j.id,
         stream_id: j.stream_id,
         status: j.status,
@@ -100,7 +105,7 @@ pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
         started_at: j.started_at,
         finished_at: j.finished_at,
         updated_at: j.updated_at,
-    })
+    }
 }
 
 /// `asc`/`desc` of a list; newest first unless asked otherwise.
@@ -122,32 +127,10 @@ async fn run(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     auth.require(Permission::WriteStreams)?;
     let input: RunIn = optional_json(&body)?;
-    let stream = state.store.get::<Stream>(auth.org_id, id).await?;
-    if !stream.active {
-        return Err(ApiError::Conflict(
-            "The stream is inactive; activate it (PATCH {\"active\": true}) before running it."
-                .into(),
-        ));
-    }
-    let settings = input
-        .settings
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    if !settings.is_object() {
-        return Err(ApiError::invalid("settings", "must be a JSON object"));
-    }
     let job = state
-        .store
-        .create_job(NewJob {
-            org_id: auth.org_id,
-            stream_id: stream.id,
-            trigger: "manual",
-            settings,
-            payload: None,
-            original_job_id: None,
-            run_at: Timestamp::now(),
-        })
+        .ops(auth.org_id)
+        .run_stream(id, input.settings)
         .await?;
-    state.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(Accepted { job_id: job.id })))
 }
 
@@ -185,10 +168,17 @@ async fn list(
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
     let result = state.store.list::<Job>(auth.org_id, &q).await?;
-    let mut items = Vec::with_capacity(result.items.len());
-    for j in result.items {
-        items.push(job_out(&state, j).await?);
-    }
+    // The page's counts in one query, not one per job.
+    let ids: Vec<Uuid> = result.items.iter().map(|j| j.id).collect();
+    let mut counts = state.store.jobs_counts(&ids).await?;
+    let items = result
+        .items
+        .into_iter()
+        .map(|j| {
+            let found = counts.remove(&j.id).unwrap_or_default();
+            job_with_counts(j, found)
+        })
+        .collect();
     Ok(Json(Page {
         items,
         next_cursor: result.next_cursor.map(|c| c.to_string()),
@@ -205,45 +195,6 @@ async fn get(
     auth.require(Permission::Read)?;
     let j = state.store.get::<Job>(auth.org_id, id).await?;
     Ok(Json(job_out(&state, j).await?))
-}
-
-/// A stream that may take new work, and the path of its records' entity ids.
-pub async fn open_stream(
-    state: &AppState,
-    auth: &Auth,
-    id: Uuid,
-) -> Result<(Stream, Option<String>), ApiError> {
-    let stream = state.store.get::<Stream>(auth.org_id, id).await?;
-    if !stream.active {
-        return Err(ApiError::Conflict(
-            "The stream is inactive; activate it (PATCH {\"active\": true}) first.".into(),
-        ));
-    }
-    let source = state
-        .store
-        .get::<Source>(auth.org_id, stream.source_id)
-        .await?;
-    let path = state
-        .connectors
-        .entity_id_path(&source.function, &source.params.0);
-    Ok((stream, path))
-}
-
-/// New events from payloads, with entity ids read at `path`.
-pub fn new_events(
-    payloads: Vec<Value>,
-    path: Option<&str>,
-    originals: Option<Vec<Uuid>>,
-) -> Vec<NewEvent> {
-    let mut originals = originals.map(|o| o.into_iter());
-    payloads
-        .into_iter()
-        .map(|p| NewEvent {
-            entity_id: entity_id(&p, path),
-            payload_in: p,
-            original_event_id: originals.as_mut().and_then(|o| o.next()),
-        })
-        .collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -335,24 +286,7 @@ async fn upload(
         .unwrap_or("");
     let limits = crate::ingest::decode::DecodeLimits::from(&state.config.ingest);
     let records = parse_upload(content_type, &body, &limits)?;
-    let (stream, path) = open_stream(&state, &auth, id).await?;
-    let (job, event_ids) = state
-        .store
-        .create_job_with_events(
-            NewJob {
-                org_id: auth.org_id,
-                stream_id: stream.id,
-                trigger: "upload",
-                settings: Value::Object(Default::default()),
-                payload: None,
-                original_job_id: None,
-                run_at: Timestamp::now(),
-            },
-            &stream.data_type,
-            new_events(records, path.as_deref(), None),
-        )
-        .await?;
-    state.wake.notify_one();
+    let (job, event_ids) = state.ops(auth.org_id).upload(id, records).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedEvents {
@@ -381,54 +315,10 @@ async fn replicate(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     auth.require(Permission::Replicate)?;
     let input: ReplicateJobIn = optional_json(&body)?;
-    let original = state.store.get::<Job>(auth.org_id, id).await?;
-    let (stream, path) = open_stream(&state, &auth, original.stream_id).await?;
-    let settings = input
-        .settings
-        .unwrap_or_else(|| original.settings.0.clone());
-    if !settings.is_object() {
-        return Err(ApiError::invalid("settings", "must be a JSON object"));
-    }
-    let new = NewJob {
-        org_id: auth.org_id,
-        stream_id: stream.id,
-        trigger: "replicate",
-        settings,
-        payload: None,
-        original_job_id: Some(original.id),
-        run_at: Timestamp::now(),
-    };
-    // The replica resends the original's records (or the edited ones); a job that never got
-    // records (its source failed) reads its source again.
-    let (records, originals) = match input.payload {
-        Some(Value::Array(items)) => (items, None),
-        Some(one) => (vec![one], None),
-        None => {
-            let rows = state.store.job_payloads(original.id).await?;
-            let ids = rows.iter().map(|(id, _)| *id).collect();
-            (
-                rows.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
-                Some(ids),
-            )
-        }
-    };
-    let job_id = if records.is_empty() {
-        // Records that came with the original job (a thin push) come with the replica.
-        let new = NewJob {
-            payload: original.payload.as_ref().map(|p| p.0.clone()),
-            ..new
-        };
-        state.store.create_job(new).await?.id
-    } else {
-        let events = new_events(records, path.as_deref(), originals);
-        state
-            .store
-            .create_job_with_events(new, &stream.data_type, events)
-            .await?
-            .0
-            .id
-    };
-    state.wake.notify_one();
+    let job_id = state
+        .ops(auth.org_id)
+        .replicate_job(id, input.payload, input.settings)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { job_id })))
 }
 
@@ -446,21 +336,6 @@ async fn abort(
     IdPath(id): IdPath,
 ) -> Result<Json<Aborted>, ApiError> {
     auth.require(Permission::Replicate)?;
-    let job = state.store.get::<Job>(auth.org_id, id).await?;
-    let message = "aborted by a user";
-    let ended = state
-        .store
-        .abort_job_source(auth.org_id, job.id, message)
-        .await?;
-    let (aborted_events, _) = state
-        .store
-        .abort_events(auth.org_id, AbortScope::Job(job.id), message)
-        .await?;
-    if !ended && aborted_events == 0 {
-        return Err(ApiError::Conflict(
-            "The job has already ended; nothing was aborted.".into(),
-        ));
-    }
-    state.store.finish_job(job.id).await?;
+    let aborted_events = state.ops(auth.org_id).abort_job(id).await?;
     Ok(Json(Aborted { aborted_events }))
 }

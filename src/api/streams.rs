@@ -15,9 +15,7 @@ use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
-use crate::store::{
-    AbortScope, Destination, Record, Source, Store, StoreError, Stream, Transformation, Val,
-};
+use crate::store::{Destination, Record, Source, Store, StoreError, Stream, Transformation, Val};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -284,21 +282,7 @@ async fn update(
     }
     check(&state, &auth, &s, stopping_only).await?;
     s.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &s).await?;
-    if was_active && !s.active {
-        // A deactivated stream delivers nothing more: its open events end ABORTED.
-        let (_, jobs) = state
-            .store
-            .abort_events(
-                auth.org_id,
-                AbortScope::Stream(s.id),
-                "the stream was deactivated",
-            )
-            .await?;
-        for job in jobs {
-            state.store.finish_job(job).await?;
-        }
-    }
+    state.ops(auth.org_id).save_stream(&s, was_active).await?;
     Ok(Json(s.into()))
 }
 

@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 use super::extract::IdPath;
 use super::sources::{source_out, SourceOut};
 use super::{AppState, Auth};
-use crate::connectors::net::Outbound;
 use crate::connectors::{self, Call, InstallError, Installer};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -22,12 +21,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(install))
         .routes(routes!(uninstall))
-}
-
-/// The guarded outbound client: installs go only where any other call may go.
-fn client(state: &AppState) -> Result<Outbound, ApiError> {
-    Outbound::new(&state.config.outbound, state.config.job_deadline())
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
 }
 
 /// The source, its installer and its key's opened credentials.
@@ -82,10 +75,10 @@ async fn install(
         base.trim_end_matches('/'),
         source.webhook_token.clone().unwrap_or_default()
     );
-    let client = client(&state)?;
+    let client = &state.outbound;
     let decode = DecodeLimits::from(&state.config.ingest);
     let call = Call {
-        net: &client,
+        net: client,
         params: &source.params.0,
         key: Some(&creds),
         decode: &decode,
@@ -112,10 +105,10 @@ async fn uninstall(
     IdPath(id): IdPath,
 ) -> Result<Json<SourceOut>, ApiError> {
     let (source, installer, creds) = prepare(&state, &auth, id).await?;
-    let client = client(&state)?;
+    let client = &state.outbound;
     let decode = DecodeLimits::from(&state.config.ingest);
     let call = Call {
-        net: &client,
+        net: client,
         params: &source.params.0,
         key: Some(&creds),
         decode: &decode,

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error_code::ErrorCode;
 
@@ -94,5 +96,43 @@ mod tests {
         assert_eq!(d, MAX_RETRY_AFTER);
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
+
+/// When delivery attempts happen and how long each may take.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Delay before each attempt, in seconds; the first is usually 0. One attempt per entry.
+    #[serde(default = "default_schedule")]
+    pub schedule_seconds: Vec<u64>,
+    /// Time limit of one attempt.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+/// Like Svix: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+fn default_schedule() -> Vec<u64> {
+    vec![0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            schedule_seconds: default_schedule(),
+            timeout_seconds: default_timeout(),
+        }
+    }
+}
+
+impl Retry {
+    /// The schedule stored with a destination; one that no longer reads (written by an older
+    /// version) falls back to the default rather than stopping deliveries.
+    pub fn from_stored(v: &serde_json::Value) -> Retry {
+        serde_json::from_value(v.clone()).unwrap_or_default()
     }
 }

@@ -9,13 +9,12 @@ use uuid::Uuid;
 
 use super::run_job::credentials;
 use super::Engine;
-use crate::api::destinations_retry;
 use crate::connectors::{Call, SendResult};
 use crate::domain::aggregate::combine;
 use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::Retry;
 use crate::domain::retry::{next_delay, Verdict};
 use crate::domain::{EventStatus, Timestamp};
-use crate::ingest::decode::DecodeLimits;
 use crate::store::{
     Destination, Event, EventChange, Job, NewAttempt, StoreResult, Stream, Transformation,
 };
@@ -26,7 +25,7 @@ pub async fn process(engine: &Engine, mut ev: Event, job: Option<Arc<Job>>, toke
     let job_id = ev.job_id;
     // A terminal change finishes the job in the store when it was the last open event.
     match step(engine, &mut ev, job, token).await {
-        Ok(true) => engine.state.lookups.release_job(job_id),
+        Ok(true) => engine.lookups.release_job(job_id),
         Ok(false) => {}
         // The claim runs out and another attempt picks the event up; nothing is lost.
         Err(e) => {
@@ -54,7 +53,7 @@ async fn transform(
     stream: &Stream,
     transformation: &Transformation,
 ) -> StoreResult<(Result<Output, TransformError>, Vec<String>)> {
-    let store = &engine.state.store;
+    let store = &engine.store;
     let program = match Program::of(transformation) {
         Ok(p) => p,
         Err(e) => return Ok((Err(e), Vec::new())),
@@ -70,11 +69,7 @@ async fn transform(
             base.insert(k.clone(), v.clone());
         }
     }
-    let lookups = engine
-        .state
-        .lookups
-        .for_job(store, ev.org_id, ev.job_id)
-        .await?;
+    let lookups = engine.lookups.for_job(store, ev.org_id, ev.job_id).await?;
     let ctx = RunContext {
         settings,
         job: job_context(job.id, &job.trigger, stream.id),
@@ -86,12 +81,10 @@ async fn transform(
         .map(|j| j.0.clone())
         .unwrap_or(Value::Null);
     let outcome = engine
-        .state
         .transformer
         .run(ev.org_id, program, record, ctx)
         .await;
     engine
-        .state
         .metrics
         .observe_transform(outcome.duration, outcome.result.is_ok());
     Ok((outcome.result, outcome.logs))
@@ -104,7 +97,7 @@ async fn step(
     job: Option<Arc<Job>>,
     token: Uuid,
 ) -> StoreResult<bool> {
-    let store = &engine.state.store;
+    let store = &engine.store;
     let stream = store.get_cached::<Stream>(ev.org_id, ev.stream_id).await?;
     let destination = store
         .get_cached::<Destination>(ev.org_id, stream.destination_id)
@@ -113,7 +106,7 @@ async fn step(
         .get_cached::<Transformation>(ev.org_id, stream.transformation_id)
         .await?;
     let content_type = content_type(&transformation.format);
-    let retry = destinations_retry(&destination);
+    let retry = Retry::from_stored(&destination.retry.0);
     let attempts_total = retry.schedule_seconds.len() as i64;
 
     if !stream.active {
@@ -248,11 +241,11 @@ async fn deliver(
     ev: &Event,
     token: Uuid,
     destination: &Destination,
-    retry: &crate::api::Retry,
+    retry: &Retry,
     content_type: &str,
     fresh: Option<Fresh>,
 ) -> StoreResult<bool> {
-    let store = &engine.state.store;
+    let store = &engine.store;
     let started = Timestamp::now();
     let body = ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0);
     let key = credentials(engine, ev.org_id, destination.key_id).await?;
@@ -353,7 +346,7 @@ pub async fn aggregate(engine: &Engine, job: Job, token: Uuid) {
     let id = job.id;
     match deliver_aggregate(engine, job, token).await {
         Ok(true) => {
-            if let Err(e) = engine.state.store.finish_job(id).await {
+            if let Err(e) = engine.store.finish_job(id).await {
                 tracing::warn!(job = %id, error = %e, "could not finish the job; maintenance will");
             }
         }
@@ -365,7 +358,7 @@ pub async fn aggregate(engine: &Engine, job: Job, token: Uuid) {
 }
 
 async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResult<bool> {
-    let store = &engine.state.store;
+    let store = &engine.store;
     let stream = store
         .get_cached::<Stream>(job.org_id, job.stream_id)
         .await?;
@@ -375,7 +368,7 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
     let transformation = store
         .get_cached::<Transformation>(job.org_id, stream.transformation_id)
         .await?;
-    let retry = destinations_retry(&destination);
+    let retry = Retry::from_stored(&destination.retry.0);
     let members = store.aggregate_members(job.id).await?;
     let outputs: Vec<Value> = members
         .iter()
@@ -431,7 +424,7 @@ async fn send_to(
     content_type: &str,
     timeout_seconds: u64,
 ) -> SendResult {
-    let Some(function) = engine.state.connectors.destination(&destination.function) else {
+    let Some(function) = engine.connectors.destination(&destination.function) else {
         return SendResult::refused(
             ErrorCode::Unknown,
             format!(
@@ -440,12 +433,12 @@ async fn send_to(
             ),
         );
     };
-    let decode = DecodeLimits::from(&engine.state.config.ingest);
+    let decode = &engine.decode;
     let call = Call {
         net: &engine.net,
         params: &destination.params.0,
         key,
-        decode: &decode,
+        decode,
     };
     // Held below the claim's lease too, so no second worker delivers the event again.
     let timeout = std::time::Duration::from_secs(timeout_seconds).min(engine.net.deadline);

@@ -1,10 +1,13 @@
 //! The engine: workers that run jobs (a stream's source) and move events through their
-//! transformation and delivery, plus the maintenance that keeps claims and the event log
-//! healthy. Work is claimed from the store with a lease; a worker never holds a database
-//! transaction across a call to another system.
+//! transformation and delivery; beside them, the scheduler that queues due runs and the
+//! maintenance that keeps claims and the event log healthy, each a task of its own so a
+//! process can run any of them alone. Work is claimed from the store with a lease; a worker
+//! never holds a database transaction across a call to another system.
 
 mod deliver;
+pub mod maintenance;
 mod run_job;
+pub mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,15 +18,52 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::api::AppState;
+use crate::config::WorkersConfig;
+use crate::connectors::net::Outbound;
+use crate::connectors::Registry as Connectors;
+use crate::crypto::MasterKey;
+use crate::ingest::decode::DecodeLimits;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::transform::lookups::LookupCache;
+use crate::transform::Transformer;
+
+/// What the workers use, handed over by the composition root.
+pub struct Deps {
+    pub store: Store,
+    pub master_key: MasterKey,
+    pub transformer: Arc<Transformer>,
+    pub lookups: Arc<LookupCache>,
+    /// The process's one guarded client for calls to other systems.
+    pub net: Outbound,
+    /// Woken when work is queued in this process (other nodes hear Postgres NOTIFY).
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    pub workers: WorkersConfig,
+    /// What a source run's fetched bodies may decode to.
+    pub decode: DecodeLimits,
+    /// Where Postgres LISTEN connects to hear other nodes queue work.
+    pub database_url: String,
+    /// The connectors jobs and deliveries run through.
+    pub connectors: Arc<Connectors>,
+}
 
 /// Shared by the workers of one process.
 pub struct Engine {
-    pub state: AppState,
+    pub store: Store,
+    master_key: MasterKey,
+    transformer: Arc<Transformer>,
+    lookups: Arc<LookupCache>,
     /// The guarded client every call to another system goes through.
-    pub net: crate::connectors::net::Outbound,
+    pub net: Outbound,
     /// Woken when work is queued in this process (other nodes hear Postgres NOTIFY).
     pub wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    workers: WorkersConfig,
+    decode: DecodeLimits,
+    database_url: String,
+    /// The connectors jobs and deliveries run through.
+    pub connectors: Arc<Connectors>,
     /// The last claim filled every free slot, so more work is probably waiting: a finishing
     /// task then wakes the claim loop at once instead of leaving its slot idle until the poll.
     backlog: std::sync::atomic::AtomicBool,
@@ -33,16 +73,19 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(state: AppState, wake: Arc<Notify>) -> Arc<Engine> {
-        let net = crate::connectors::net::Outbound::new(
-            &state.config.outbound,
-            state.config.job_deadline(),
-        )
-        .expect("outbound.allow is checked when the configuration is loaded");
+    pub fn new(deps: Deps) -> Arc<Engine> {
         Arc::new(Engine {
-            state,
-            net,
-            wake,
+            store: deps.store,
+            master_key: deps.master_key,
+            transformer: deps.transformer,
+            lookups: deps.lookups,
+            net: deps.net,
+            wake: deps.wake,
+            metrics: deps.metrics,
+            workers: deps.workers,
+            decode: deps.decode,
+            database_url: deps.database_url,
+            connectors: deps.connectors,
             backlog: Default::default(),
             held: Mutex::new(HashMap::new()),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
@@ -75,20 +118,18 @@ impl Engine {
     }
 
     fn lease(&self) -> chrono::Duration {
-        chrono::Duration::seconds(self.state.config.workers.lease_seconds as i64)
+        chrono::Duration::seconds(self.workers.lease_seconds as i64)
     }
 
     /// Runs until `shutdown` turns true: claims as much work as there are free workers,
     /// then waits for a wake-up or the next poll.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let cfg = self.state.config.workers.clone();
+        let cfg = self.workers.clone();
         let slots = Arc::new(Semaphore::new(cfg.count));
         let mut tasks = JoinSet::new();
-        if self.state.store.backend() == crate::store::Backend::Postgres {
+        if self.store.backend() == crate::store::Backend::Postgres {
             tokio::spawn(listen_for_work(self.clone(), shutdown.clone()));
         }
-        // Maintenance runs beside the claim loop so a slow sweep never holds up claiming.
-        let maintenance = tokio::spawn(self.clone().maintenance(shutdown.clone()));
         loop {
             if *shutdown.borrow() {
                 break;
@@ -123,11 +164,10 @@ impl Engine {
             .map(|(t, _)| t)
             .collect();
         if !held.is_empty() {
-            if let Err(e) = self.state.store.release_claims(&held).await {
+            if let Err(e) = self.store.release_claims(&held).await {
                 tracing::warn!(error = %e, "could not release claims; their leases will run out");
             }
         }
-        let _ = maintenance.await;
         tracing::info!(released = held.len(), "workers stopped");
     }
 
@@ -137,7 +177,7 @@ impl Engine {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> usize {
-        let store = &self.state.store;
+        let store = &self.store;
         let mut claimed = 0;
         let free = slots.available_permits() as u32;
         if free == 0 {
@@ -233,80 +273,11 @@ impl Engine {
         }
         claimed
     }
-
-    /// Every second: returns work whose worker died, publishes the event log, fires due
-    /// schedules, forgets old webhook receipts. Every 30 s: finishes jobs a worker left
-    /// unfinished (a sweep over running jobs, too costly to run each second).
-    async fn maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick: u64 = 0;
-        loop {
-            self.maintain(tick % 30 == 0).await;
-            tick += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    async fn maintain(&self, sweep: bool) {
-        let store = &self.state.store;
-        if let Err(e) = store.rescue_events().await {
-            tracing::warn!(error = %e, "rescuing expired claims failed");
-        }
-        if let Err(e) = store.sequence_event_log(false).await {
-            tracing::warn!(error = %e, "publishing the event log failed");
-        }
-        if sweep {
-            if let Err(e) = store.finish_stragglers().await {
-                tracing::warn!(error = %e, "finishing jobs failed");
-            }
-        }
-        let hours = self.state.config.ingest.dedup_retention_hours as i64;
-        let before = crate::domain::Timestamp::from_datetime(
-            chrono::Utc::now() - chrono::Duration::hours(hours),
-        );
-        if let Err(e) = store.purge_receipts(before).await {
-            tracing::warn!(error = %e, "forgetting old webhook receipts failed");
-        }
-        if let Err(e) = self.fire_schedules().await {
-            tracing::warn!(error = %e, "firing schedules failed");
-        }
-    }
-}
-
-impl Engine {
-    /// Queues the runs of scheduled sources that are due. A run missed while no node was up
-    /// fires once, late, and the schedule continues from now: a restart neither skips a due
-    /// run nor repeats one.
-    async fn fire_schedules(&self) -> crate::store::StoreResult<()> {
-        let store = &self.state.store;
-        for source in store.due_sources(100).await? {
-            let (Some(due), Some(expr)) = (source.next_run_at, source.schedule.as_deref()) else {
-                continue;
-            };
-            let tz = source.timezone.as_deref().unwrap_or("UTC");
-            let now = crate::domain::Timestamp::now();
-            let next = match crate::domain::schedule::next_run(expr, tz, now.0.max(due.0)) {
-                Ok(t) => crate::domain::Timestamp::from_datetime(t),
-                Err(e) => {
-                    tracing::warn!(source = %source.id, error = %e, "cannot compute the next run");
-                    continue;
-                }
-            };
-            let jobs = store.fire_schedule(&source, due, next).await?;
-            if !jobs.is_empty() {
-                tracing::info!(source = %source.id, jobs = jobs.len(), next = %next.0, "scheduled run queued");
-                self.wake.notify_one();
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Wakes this process's workers when another node queues work (Postgres LISTEN).
 async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let url = engine.state.config.effective_database_url();
+    let url = engine.database_url.clone();
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect(&url).await?;

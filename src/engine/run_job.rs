@@ -6,7 +6,6 @@ use uuid::Uuid;
 
 use super::Engine;
 use crate::connectors::{self, Call};
-use crate::ingest::decode::DecodeLimits;
 use crate::store::{Job, Key, NewEvent, Source, StoreError, Stream};
 
 enum Failure {
@@ -23,7 +22,7 @@ impl From<StoreError> for Failure {
 }
 
 pub async fn run(engine: &Engine, job: Job, token: Uuid) {
-    let store = &engine.state.store;
+    let store = &engine.store;
     // Bounded below the claim's lease: past it another worker would run the same job. The read
     // stores nothing until it is complete, so stopping it loses nothing.
     let deadline = engine.net.deadline;
@@ -70,17 +69,17 @@ pub async fn credentials(
     key_id: Option<Uuid>,
 ) -> Result<Option<Value>, StoreError> {
     let Some(id) = key_id else { return Ok(None) };
-    let key = engine.state.store.get_cached::<Key>(org, id).await?;
-    Ok(connectors::open_key(&engine.state.master_key, &key))
+    let key = engine.store.get_cached::<Key>(org, id).await?;
+    Ok(connectors::open_key(&engine.master_key, &key))
 }
 
 async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Failure> {
-    let store = &engine.state.store;
-    let registry = &engine.state.connectors;
+    let store = &engine.store;
+    let registry = &engine.connectors;
     let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
     let source = store.get::<Source>(job.org_id, stream.source_id).await?;
     let params = &source.params.0;
-    let decode = DecodeLimits::from(&engine.state.config.ingest);
+    let decode = &engine.decode;
     let webhook = registry.webhook(&source.function);
     let records = match (&job.payload, webhook, registry.source(&source.function)) {
         // Records given with the job (an upload, a webhook, a replica) are not read again,
@@ -97,7 +96,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
                         net: &engine.net,
                         params,
                         key: key.as_ref(),
-                        decode: &decode,
+                        decode,
                     };
                     hook.expand(call, records).await.map_err(Failure::Source)?
                 }
@@ -110,7 +109,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
                 net: &engine.net,
                 params,
                 key: key.as_ref(),
-                decode: &decode,
+                decode,
             };
             function.read(call).await.map_err(Failure::Source)?
         }

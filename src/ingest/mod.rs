@@ -14,13 +14,13 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::extract::{parse_json, RawBody};
-use crate::api::jobs::new_events;
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::connectors::registry::{BodyFormat, Decoding};
 use crate::connectors::{self, at_path, Push};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
+use crate::http::body::{parse_json, RawBody};
+use crate::ops::new_events;
 use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob};
 
 pub fn router() -> Router<AppState> {

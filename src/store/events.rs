@@ -1,13 +1,11 @@
-//! Events outside the worker's claims: aborting open ones, marking one ignored, reading them.
+//! Events outside the worker's claims: marking one ignored, reading them. Aborting open ones is
+//! an action of its own (`actions.rs`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::batch::{sql_in, sql_lit};
-use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Event, Store, StoreResult};
-use crate::domain::error_code::ErrorCode;
-use crate::domain::{EventStatus, EventStep, Timestamp};
+use super::{on_pool, Event, Store, StoreResult};
+use crate::domain::Timestamp;
 
 /// An event a job's source produced.
 #[derive(Debug, Clone)]
@@ -27,94 +25,6 @@ pub enum AbortScope {
 }
 
 impl Store {
-    /// Aborts the open (NEW or TRANSFORMED) events in `scope`: they end ABORTED whoever holds
-    /// them, and a worker's later completion changes nothing. Returns how many, and the jobs
-    /// they belong to (which may now be able to finish).
-    pub async fn abort_events(
-        &self,
-        org: Uuid,
-        scope: AbortScope,
-        message: &str,
-    ) -> StoreResult<(usize, Vec<Uuid>)> {
-        let now = Timestamp::now();
-        let (col, id) = match scope {
-            AbortScope::Event(id) => ("id", id),
-            AbortScope::Job(id) => ("job_id", id),
-            AbortScope::Stream(id) => ("stream_id", id),
-        };
-        let select = format!(
-            "SELECT * FROM events WHERE org_id = $1 AND {col} = $2 AND status IN ({from})",
-            from = sql_in(EventStep::Abort.from()),
-        );
-        let update = format!(
-            "UPDATE events SET status = {to}, error_code = $5, message = $3, \
-             claim_token = NULL, lease_expires_at = NULL, next_attempt_at = NULL, \
-             updated_at = $4 WHERE id = $1 AND status = $2 AND status IN ({from})",
-            to = sql_lit(EventStatus::Aborted),
-            from = sql_in(EventStep::Abort.from()),
-        );
-        let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin_write().await?;
-            let open = sqlx::query_as::<Db, Event>(&select).bind(org).bind(id).fetch_all(&mut *tx).await?;
-            let mut n = 0;
-            for ev in &open {
-                let changed = sqlx::query::<Db>(&update)
-                .bind(ev.id)
-                .bind(ev.status.as_str())
-                .bind(message)
-                .bind(now)
-                .bind(ErrorCode::Aborted.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed == 0 {
-                    continue;
-                }
-                n += 1;
-                let (s, v) = log_insert(
-                    &[LogWrite {
-                        org_id: ev.org_id,
-                        kind: "EVENT_STATUS_CHANGE",
-                        stream_id: ev.stream_id,
-                        job_id: ev.job_id,
-                        event_id: Some(ev.id),
-                        from: Some(ev.status.as_str()),
-                        to: EventStatus::Aborted.as_str(),
-                        details: json!({"error_code": ErrorCode::Aborted.as_str()}),
-                    }],
-                    now,
-                );
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                if let Some(entity) = ev.entity_id.as_deref() {
-                    let (s, v) = entity_upsert(
-                        &[EntityChange {
-                            org: ev.org_id,
-                            data_type: &ev.data_type,
-                            entity,
-                            status: EventStatus::Aborted.as_str(),
-                            event: ev.id,
-                            code: Some(ErrorCode::Aborted.as_str()),
-                            message: Some(message),
-                        }],
-                        now,
-                    );
-                    sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                }
-            }
-            tx.commit().await?;
-            n
-        });
-        let mut jobs: Vec<Uuid> = Vec::new();
-        if n > 0 {
-            let sql =
-                format!("SELECT DISTINCT job_id FROM events WHERE org_id = $1 AND {col} = $2");
-            jobs = on_pool!(self, pool, Db => {
-                sqlx::query_scalar::<Db, Uuid>(&sql).bind(org).bind(id).fetch_all(pool).await?
-            });
-        }
-        Ok((n, jobs))
-    }
-
     /// Marks an event ignored (or not), for reports; its status is untouched.
     pub async fn set_event_ignored(&self, org: Uuid, id: Uuid, ignored: bool) -> StoreResult<()> {
         let n = on_pool!(self, pool, Db => {

@@ -1,12 +1,12 @@
 //! Jobs: creating them (alone or with their records), finishing them when their events are
-//! done, aborting one whose source has not run, and reading them.
+//! done, and reading them. Aborting one is an action of its own (`actions.rs`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{sql_in, sql_lit, Rows, CHUNK};
-use super::history::{finish_log, log_insert, LogWrite};
+use super::history::finish_log;
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
 use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
@@ -143,71 +143,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Ends a job that has not produced its events yet (PENDING, or its source still
-    /// running): FINISHED_WITH_ISSUES with the message. A worker running its source then
-    /// stores nothing. Returns whether the job was ended here.
-    pub async fn abort_job_source(
-        &self,
-        org: Uuid,
-        job_id: Uuid,
-        message: &str,
-    ) -> StoreResult<bool> {
-        let now = Timestamp::now();
-        // The source has not produced its events: PENDING, or PROCESSING with no
-        // `source_done_at` (a PENDING job never has one).
-        let select = format!(
-            "SELECT stream_id, status FROM jobs WHERE id = $1 AND org_id = $2 \
-             AND status IN ({from}) AND source_done_at IS NULL",
-            from = sql_in(JobStep::AbortSource.from()),
-        );
-        let update = format!(
-            "UPDATE jobs SET status = {to}, message = $3, finished_at = $4, \
-             updated_at = $4, claim_token = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND status = $2 AND status IN ({from}) AND source_done_at IS NULL",
-            to = sql_lit(JobStep::AbortSource.to()),
-            from = sql_in(JobStep::AbortSource.from()),
-        );
-        let ended = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin_write().await?;
-            let row = sqlx::query_as::<Db, (Uuid, String)>(&select)
-            .bind(job_id)
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((stream_id, from)) = row else {
-                return Ok(false);
-            };
-            let n = sqlx::query::<Db>(&update)
-            .bind(job_id)
-            .bind(&from)
-            .bind(message)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                let from = JobStatus::parse(&from).map(JobStatus::as_str);
-                let (s, v) = log_insert(
-                    &[LogWrite {
-                        org_id: org,
-                        kind: "JOB_STATUS_CHANGE",
-                        stream_id,
-                        job_id,
-                        event_id: None,
-                        from,
-                        to: JobStep::AbortSource.to().as_str(),
-                        details: json!({"message": message}),
-                    }],
-                    now,
-                );
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                tx.commit().await?;
-            }
-            n == 1
-        });
-        Ok(ended)
-    }
-
     /// The jobs with these ids (duplicates allowed).
     pub async fn jobs_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Job>> {
         let mut ids = ids.to_vec();
@@ -247,17 +182,10 @@ impl Store {
 
     /// Event counts by status of a job.
     pub async fn job_counts(&self, job_id: Uuid) -> StoreResult<Vec<(EventStatus, i64)>> {
-        let rows = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, (String, i64)>(
-                "SELECT status, COUNT(*) FROM events WHERE job_id = $1 GROUP BY status",
-            )
-            .bind(job_id)
-            .fetch_all(pool)
+        Ok(self
+            .jobs_counts(&[job_id])
             .await?
-        });
-        Ok(rows
-            .into_iter()
-            .filter_map(|(s, n)| Some((EventStatus::parse(&s)?, n)))
-            .collect())
+            .remove(&job_id)
+            .unwrap_or_default())
     }
 }

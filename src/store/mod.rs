@@ -5,6 +5,7 @@
 //! Where they differ, `dialect.rs` names each difference once, with why. Records decode from
 //! either backend's rows.
 
+mod actions;
 mod aggregates;
 mod batch;
 mod cache;
@@ -13,6 +14,7 @@ mod events;
 mod history;
 mod ingest;
 mod jobs;
+mod listing;
 mod push;
 mod queue;
 mod records;
@@ -35,8 +37,10 @@ use crate::config::Config;
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 pub(crate) use dialect::BeginWrite;
+pub use actions::Aborted;
 pub use events::{AbortScope, NewEvent};
 pub use jobs::NewJob;
+pub use listing::message_contains;
 pub use push::{IngestJob, Ingested};
 pub use queue::{Delivery, EventChange, NewAttempt};
 pub use records::*;

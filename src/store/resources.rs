@@ -117,20 +117,7 @@ impl Store {
     /// Writes every column of `record` but its stepped ones; only rows of `org` (never shared
     /// ones) change.
     pub async fn update<R: Record>(&self, org: Uuid, record: &R) -> StoreResult<()> {
-        let mut vals = vec![Val::from(record.id()), Val::from(org)];
-        let mut sets = Vec::new();
-        for (col, v) in record.values() {
-            if matches!(col, "id" | "org_id" | "created_at") || R::STEPPED.contains(&col) {
-                continue;
-            }
-            vals.push(v);
-            sets.push(format!("{col} = ${}", vals.len()));
-        }
-        let sql = format!(
-            "UPDATE {} SET {} WHERE id = $1 AND org_id = $2",
-            R::TABLE,
-            sets.join(", ")
-        );
+        let (sql, vals) = update_statement(org, record);
         let n = on_pool!(self, pool, Db => {
             sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?.rows_affected()
         });
@@ -170,4 +157,24 @@ impl Store {
         });
         Ok(ids)
     }
+}
+
+/// The UPDATE that writes `record` over its row of `org` (every column but the id, the
+/// organisation and the creation time).
+pub(in crate::store) fn update_statement<R: Record>(org: Uuid, record: &R) -> (String, Vec<Val>) {
+    let mut vals = vec![Val::from(record.id()), Val::from(org)];
+    let mut sets = Vec::new();
+    for (col, v) in record.values() {
+        if matches!(col, "id" | "org_id" | "created_at") || R::STEPPED.contains(&col) {
+            continue;
+        }
+        vals.push(v);
+        sets.push(format!("{col} = ${}", vals.len()));
+    }
+    let sql = format!(
+        "UPDATE {} SET {} WHERE id = $1 AND org_id = $2",
+        R::TABLE,
+        sets.join(", ")
+    );
+    (sql, vals)
 }

@@ -15,6 +15,7 @@ mod input_limits;
 mod lifecycle;
 mod lookup_tables;
 mod outbound;
+mod parts;
 mod peers;
 mod processes;
 mod replicate;

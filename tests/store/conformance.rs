@@ -551,9 +551,10 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     assert_eq!(f.job_status(finished.id).await, JobStatus::Finished);
     assert!(!f
         .store
-        .abort_job_source(f.org, finished.id, "x")
+        .abort(f.org, AbortScope::Job(finished.id), "x")
         .await
-        .unwrap());
+        .unwrap()
+        .source_ended);
     assert!(!f
         .store
         .fail_job(&finished, Uuid::now_v7(), "x")
@@ -574,9 +575,10 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     assert!(!f.store.fail_job(&claimed[0], token, "again").await.unwrap());
     assert!(!f
         .store
-        .abort_job_source(f.org, pending.id, "x")
+        .abort(f.org, AbortScope::Job(pending.id), "x")
         .await
-        .unwrap());
+        .unwrap()
+        .source_ended);
     assert_eq!(f.store.finish_job(pending.id).await.unwrap(), None);
     assert!(f
         .store
@@ -592,14 +594,16 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
     assert!(f
         .store
-        .abort_job_source(f.org, job.id, "stop")
+        .abort(f.org, AbortScope::Job(job.id), "stop")
         .await
-        .unwrap());
+        .unwrap()
+        .source_ended);
     assert!(!f
         .store
-        .abort_job_source(f.org, job.id, "stop")
+        .abort(f.org, AbortScope::Job(job.id), "stop")
         .await
-        .unwrap());
+        .unwrap()
+        .source_ended);
     let events = vec![NewEvent {
         payload_in: json!({}),
         entity_id: None,
@@ -635,13 +639,15 @@ async fn aborts_end_only_open_events(db: Db) {
     let token = Uuid::now_v7();
     let events = one_held_event_per_status(&f, token).await;
     let job = events[0].1.job_id;
-    let (n, jobs) = f
+    let aborted = f
         .store
-        .abort_events(f.org, AbortScope::Job(job), "by hand")
+        .abort(f.org, AbortScope::Job(job), "by hand")
         .await
         .unwrap();
-    assert_eq!(n, 2, "NEW and TRANSFORMED");
-    assert_eq!(jobs, vec![job]);
+    assert_eq!(aborted.events, 2, "NEW and TRANSFORMED");
+    assert!(!aborted.source_ended, "the job's source had produced its events");
+    // Nothing is left open: the job is settled in the abort's own commit.
+    assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
     for (from, ev) in &events {
         let after = f.event(ev.id).await;
         let expect = if from.is_terminal() {
@@ -658,16 +664,14 @@ async fn aborts_end_only_open_events(db: Db) {
         .change_event(new, token, step(Some(EventStatus::Transformed), true), None)
         .await
         .unwrap());
-    let (n, _) = f
+    let again = f
         .store
-        .abort_events(f.org, AbortScope::Event(new.id), "again")
+        .abort(f.org, AbortScope::Event(new.id), "again")
         .await
         .unwrap();
-    assert_eq!(n, 0);
-    assert_eq!(
-        f.store.finish_job(job).await.unwrap(),
-        Some(JobStatus::FinishedWithIssues)
-    );
+    assert_eq!(again.events, 0);
+    assert_eq!(f.store.finish_job(job).await.unwrap(), None, "already settled");
+    assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
     f.store
         .set_event_ignored(f.org, new.id, true)
         .await

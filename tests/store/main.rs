@@ -8,4 +8,5 @@
 mod common;
 
 mod conformance;
+mod actions;
 mod schema;

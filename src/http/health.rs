@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {

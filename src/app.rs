@@ -1,0 +1,170 @@
+//! The composition root. [`prepare`] builds what the process shares, in order: configuration
+//! → store → the one outbound client → transformer → lookups; [`serve_on`] then starts the
+//! parts the configuration switches on (API, webhook ingest, workers, scheduler, maintenance)
+//! and stops them all through one shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::connectors::net::Outbound;
+use crate::crypto::MasterKey;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::transform::lookups::LookupCache;
+use crate::transform::{self, Transformer};
+use crate::{api, engine, http, ingest};
+
+/// What the parts of one process share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub master_key: MasterKey,
+    pub metrics: Arc<Metrics>,
+    /// Wakes this process's workers when work is queued.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// The threads that run transformations.
+    pub transformer: Arc<Transformer>,
+    /// Lookup-table snapshots transformations read.
+    pub lookups: Arc<LookupCache>,
+    /// The guarded client every call to another system goes through, built once so every
+    /// part shares its connection pool and its guard.
+    pub outbound: Outbound,
+    /// The connectors, by `system.function`, each owning its state (e.g. DEAR's rate limit).
+    pub connectors: Arc<crate::connectors::Registry>,
+}
+
+/// Opens storage, applies migrations, creates the first organisation and token on an empty
+/// database, writes the public library, and builds the shared pieces: everything the server
+/// needs before it listens.
+pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let master_key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
+    let store = Store::connect(&config)
+        .await
+        .context("cannot open the database")?;
+    crate::bootstrap(&store, &config).await?;
+    store
+        .sync_public_transformations(&transform::library::public_transformations())
+        .await?;
+    let outbound = Outbound::new(&config.outbound, config.job_deadline())
+        .map_err(anyhow::Error::msg)
+        .context("cannot build the outbound client")?;
+    let transformer = Transformer::start(&config.transform);
+    let lookups = Arc::default();
+    // Connectors that keep state (rate limits) are built here, once, and shared by every part.
+    let connectors = Arc::new(crate::connectors::Registry::default());
+    Ok(AppState {
+        store,
+        master_key,
+        metrics: Arc::default(),
+        wake: Arc::default(),
+        transformer,
+        lookups,
+        outbound,
+        connectors,
+        config: Arc::new(config),
+    })
+}
+
+/// The HTTP routes of the parts this process serves.
+fn routes(config: &Config) -> Router<AppState> {
+    let mut routes = Router::new();
+    if config.api.enabled {
+        routes = routes.merge(api::router());
+    }
+    if config.ingest.enabled {
+        routes = routes.merge(ingest::router());
+    }
+    routes
+}
+
+/// Starts the background parts the configuration switches on; each stops when `stop` turns
+/// true.
+fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let config = &state.config;
+    let mut parts = Vec::new();
+    if config.workers.enabled {
+        let engine = engine::Engine::new(engine::Deps {
+            store: state.store.clone(),
+            master_key: state.master_key.clone(),
+            transformer: state.transformer.clone(),
+            lookups: state.lookups.clone(),
+            net: state.outbound.clone(),
+            wake: state.wake.clone(),
+            metrics: state.metrics.clone(),
+            workers: config.workers.clone(),
+            decode: ingest::decode::DecodeLimits::from(&config.ingest),
+            database_url: config.effective_database_url(),
+            connectors: state.connectors.clone(),
+        });
+        parts.push(tokio::spawn(engine.run(stop.clone())));
+    }
+    if config.scheduler.enabled {
+        parts.push(tokio::spawn(engine::scheduler::run(
+            state.store.clone(),
+            state.wake.clone(),
+            stop.clone(),
+        )));
+    }
+    if config.maintenance.enabled {
+        parts.push(tokio::spawn(engine::maintenance::run(
+            state.store.clone(),
+            config.ingest.dedup_retention_hours,
+            stop.clone(),
+        )));
+    }
+    parts
+}
+
+/// Serves HTTP on `listener` and runs the background parts switched on until `shutdown`
+/// completes; then stops taking requests and claiming work, lets work in flight finish within
+/// the grace period, releases the rest, and closes storage.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    // The one stop signal every part watches.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = start_background(&state, &stop_rx);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let app = http::app(routes(&state.config), state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    for part in background {
+        let _ = part.await;
+    }
+    store.close().await;
+    Ok(())
+}
+
+impl AppState {
+    /// The actions of a caller in organisation `org`.
+    pub fn ops(&self, org: uuid::Uuid) -> crate::ops::Ops<'_> {
+        crate::ops::Ops {
+            store: &self.store,
+            wake: &self.wake,
+            config: &self.config,
+            connectors: &self.connectors,
+            org,
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Maintenance: returns work whose worker died, publishes the event log, finishes jobs a
+//! worker left unfinished, forgets old webhook receipts. Every sweep is safe to run on several
+//! nodes at once, so each node may run it.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::Timestamp;
+use crate::store::Store;
+
+/// Every second: rescues expired claims, publishes the event log, forgets webhook receipts
+/// older than `dedup_retention_hours`. Every 30 s: finishes stragglers (a sweep over running
+/// jobs, too costly to run each second). Runs until `shutdown` turns true.
+pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut tick: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        maintain(&store, dedup_retention_hours, tick % 30 == 0).await;
+        tick += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn maintain(store: &Store, dedup_retention_hours: u64, sweep: bool) {
+    if let Err(e) = store.rescue_events().await {
+        tracing::warn!(error = %e, "rescuing expired claims failed");
+    }
+    if let Err(e) = store.sequence_event_log(false).await {
+        tracing::warn!(error = %e, "publishing the event log failed");
+    }
+    if sweep {
+        if let Err(e) = store.finish_stragglers().await {
+            tracing::warn!(error = %e, "finishing jobs failed");
+        }
+    }
+    let before = Timestamp::from_datetime(
+        chrono::Utc::now() - chrono::Duration::hours(dedup_retention_hours as i64),
+    );
+    if let Err(e) = store.purge_receipts(before).await {
+        tracing::warn!(error = %e, "forgetting old webhook receipts failed");
+    }
+}

@@ -1,0 +1,105 @@
+//! HTTP plumbing shared by every part that answers requests (the API, webhook ingest, health):
+//! body handling, the layers each request passes, and what request logs may show.
+
+pub mod body;
+mod health;
+pub mod redact;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The HTTP application: health and metrics, plus the `routes` of the parts this process
+/// serves, under the layers every request passes (ids, tracing, body limit, timeout, metrics).
+pub fn app(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config.http.body_limit_bytes;
+    Router::new()
+        .merge(routes)
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %redact::loggable_uri(req.uri()), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts every request by route and status, and bounds how long a handler may take.
+///
+/// A request that times out is answered 503 only if nothing it wrote can still commit: a
+/// handler that passes the request's [`crate::store::CommitGate`] to a write whose COMMIT is
+/// already under way is answered by that commit instead.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = crate::metrics::method_label(req.method());
+    let started = Instant::now();
+    let limit = Duration::from_secs(state.config.http.request_timeout_seconds);
+    let limit_of_bodies = body::BodyLimit(state.config.http.body_limit_bytes);
+    req.extensions_mut().insert(limit_of_bodies);
+    let gate = Arc::new(crate::store::CommitGate::default());
+    req.extensions_mut().insert(gate.clone());
+    let handler = next.run(req);
+    tokio::pin!(handler);
+    let res = tokio::select! {
+        res = &mut handler => res,
+        _ = tokio::time::sleep(limit) => {
+            if gate.abandon() {
+                ApiError::Busy {
+                    detail: format!(
+                        "The request was not finished within {} s (http.request_timeout_seconds) \
+                         and was stopped. A webhook push answered this way was not stored: send \
+                         it again. For other changes, check whether it was applied before \
+                         sending it again.",
+                        limit.as_secs()
+                    ),
+                    retry_after_seconds: 5,
+                }
+                .into_response()
+            } else {
+                handler.await
+            }
+        }
+    };
+    // Body limits are enforced by extractors that answer in plain text; every 413 is a problem.
+    let res = if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem(&res) {
+        body::too_large(Some(limit_of_bodies)).into_response()
+    } else {
+        res
+    };
+    let status = res.status();
+    state
+        .metrics
+        .record_http(method, &route, status.as_u16(), started.elapsed());
+    res
+}
+
+fn is_problem(res: &Response) -> bool {
+    res.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+}

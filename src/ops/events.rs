@@ -1,0 +1,147 @@
+//! Events: create them, replicate them (one, or many at once), abort one, ignore one.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::jobs::ABORTED_BY_A_USER;
+use super::{new_events, no_settings, Ops};
+use crate::domain::Timestamp;
+use crate::error::ApiError;
+use crate::ingest::decode::DecodeLimits;
+use crate::store::{AbortScope, Event, Job, NewJob};
+
+/// An event to replicate, with the payload its replica sends.
+pub type Replica = (Event, Value);
+
+/// The jobs replicas were queued in: one per stream, with its new events' ids.
+pub type ReplicaSet = Vec<(Uuid, Vec<Uuid>)>;
+
+impl Ops<'_> {
+    /// Stores `payloads` (each a JSON object) as the events of a new job of a stream. The
+    /// payloads take the budget a push or upload of them would: a short body of many empty
+    /// payloads must not become a million events.
+    pub async fn create_events(
+        &self,
+        stream_id: Uuid,
+        payloads: Vec<Value>,
+    ) -> Result<(Job, Vec<Uuid>), ApiError> {
+        if payloads.is_empty() {
+            return Err(ApiError::invalid(
+                "payloads",
+                "must hold at least one payload",
+            ));
+        }
+        if let Some(i) = payloads.iter().position(|p| !p.is_object()) {
+            return Err(ApiError::invalid(
+                format!("payloads[{i}]"),
+                "must be a JSON object (a record), not a scalar, null or a list",
+            ));
+        }
+        let text_len = serde_json::to_vec(&payloads).map_or(0, |v| v.len());
+        DecodeLimits::from(&self.config.ingest).check_records(text_len, payloads.len())?;
+        let (stream, path) = self.open_stream(stream_id).await.map_err(|e| match e {
+            ApiError::NotFound(_) => {
+                ApiError::invalid("stream_id", "names no stream of your organisation")
+            }
+            other => other,
+        })?;
+        let made = self
+            .store
+            .create_job_with_events(
+                NewJob {
+                    org_id: self.org,
+                    stream_id: stream.id,
+                    trigger: "upload",
+                    settings: no_settings(),
+                    payload: None,
+                    original_job_id: None,
+                    run_at: Timestamp::now(),
+                },
+                &stream.data_type,
+                new_events(payloads, path.as_deref(), None),
+            )
+            .await?;
+        self.wake.notify_one();
+        Ok(made)
+    }
+
+    /// Queues a replica of one event, sending `payload` instead of the original's if given.
+    /// Returns the new job's id and the replica's id.
+    pub async fn replicate_event(
+        &self,
+        id: Uuid,
+        payload: Option<Value>,
+    ) -> Result<(Uuid, Uuid), ApiError> {
+        let original = self.store.get::<Event>(self.org, id).await?;
+        let payload = payload.unwrap_or_else(|| {
+            original
+                .payload_in
+                .as_ref()
+                .map(|j| j.0.clone())
+                .unwrap_or(Value::Null)
+        });
+        let made = self.replicate_events(vec![(original, payload)]).await?;
+        let (job_id, ids) = made.into_iter().next().expect("one stream, one job");
+        Ok((job_id, ids[0]))
+    }
+
+    /// Queues replicas of `originals` with their payloads, as one new job per stream.
+    pub async fn replicate_events(&self, originals: Vec<Replica>) -> Result<ReplicaSet, ApiError> {
+        let mut by_stream: BTreeMap<Uuid, Vec<Replica>> = BTreeMap::new();
+        for (e, p) in originals {
+            by_stream.entry(e.stream_id).or_default().push((e, p));
+        }
+        let mut out = Vec::new();
+        for (stream_id, group) in by_stream {
+            let (stream, path) = self.open_stream(stream_id).await?;
+            let original_job_id = group.first().map(|(e, _)| e.job_id);
+            let ids = group.iter().map(|(e, _)| e.id).collect();
+            let payloads = group.into_iter().map(|(_, p)| p).collect();
+            let (job, event_ids) = self
+                .store
+                .create_job_with_events(
+                    NewJob {
+                        org_id: self.org,
+                        stream_id,
+                        trigger: "replicate",
+                        settings: no_settings(),
+                        payload: None,
+                        original_job_id,
+                        run_at: Timestamp::now(),
+                    },
+                    &stream.data_type,
+                    new_events(payloads, path.as_deref(), Some(ids)),
+                )
+                .await?;
+            out.push((job.id, event_ids));
+        }
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    /// Aborts one open event and settles its job, in one transaction. An event that had
+    /// already ended is a conflict. Returns the event as it is now.
+    pub async fn abort_event(&self, id: Uuid) -> Result<Event, ApiError> {
+        let ev = self.store.get::<Event>(self.org, id).await?;
+        let aborted = self
+            .store
+            .abort(self.org, AbortScope::Event(ev.id), ABORTED_BY_A_USER)
+            .await?;
+        if aborted.events == 0 {
+            return Err(ApiError::Conflict(format!(
+                "The event has already ended ({}); replicate it to send it again.",
+                ev.status
+            )));
+        }
+        Ok(self.store.get::<Event>(self.org, id).await?)
+    }
+
+    /// Hides an event from issue reports, or shows it again; its status is unchanged.
+    /// Returns the event as it is now.
+    pub async fn ignore_event(&self, id: Uuid, ignored: bool) -> Result<Event, ApiError> {
+        self.store.set_event_ignored(self.org, id, ignored).await?;
+        Ok(self.store.get::<Event>(self.org, id).await?)
+    }
+}

@@ -1,0 +1,50 @@
+//! Reads behind list pages: what a page shows of many rows at once, in one query rather than
+//! one per row, and filters whose SQL belongs with the store.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::batch::CHUNK;
+use super::{on_pool, Store, StoreResult, Val};
+use crate::domain::EventStatus;
+
+/// The list filter for events whose message contains `text`, ignoring case.
+pub fn message_contains(text: &str) -> (&'static str, Val) {
+    (
+        "LOWER(message) LIKE",
+        Val::from(format!("%{}%", text.to_lowercase())),
+    )
+}
+
+impl Store {
+    /// Event counts by status of each of these jobs (a job without events is left out).
+    pub async fn jobs_counts(
+        &self,
+        job_ids: &[Uuid],
+    ) -> StoreResult<HashMap<Uuid, Vec<(EventStatus, i64)>>> {
+        let mut out: HashMap<Uuid, Vec<(EventStatus, i64)>> = HashMap::new();
+        for chunk in job_ids.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT job_id, status, COUNT(*) FROM events WHERE job_id IN ({}) \
+                 GROUP BY job_id, status",
+                marks.join(", ")
+            );
+            let rows = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, (Uuid, String, i64)>(&sql).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            for (job, status, n) in rows {
+                let Some(status) = EventStatus::parse(&status) else {
+                    continue;
+                };
+                out.entry(job).or_default().push((status, n));
+            }
+        }
+        Ok(out)
+    }
+}
