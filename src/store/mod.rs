@@ -36,8 +36,8 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
-pub(crate) use dialect::BeginWrite;
 pub use actions::Aborted;
+pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
 pub use jobs::NewJob;
 pub use listing::message_contains;

@@ -549,12 +549,13 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
         .await
         .unwrap();
     assert_eq!(f.job_status(finished.id).await, JobStatus::Finished);
-    assert!(!f
-        .store
-        .abort(f.org, AbortScope::Job(finished.id), "x")
-        .await
-        .unwrap()
-        .source_ended);
+    assert!(
+        !f.store
+            .abort(f.org, AbortScope::Job(finished.id), "x")
+            .await
+            .unwrap()
+            .source_ended
+    );
     assert!(!f
         .store
         .fail_job(&finished, Uuid::now_v7(), "x")
@@ -573,12 +574,13 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
         .await
         .unwrap());
     assert!(!f.store.fail_job(&claimed[0], token, "again").await.unwrap());
-    assert!(!f
-        .store
-        .abort(f.org, AbortScope::Job(pending.id), "x")
-        .await
-        .unwrap()
-        .source_ended);
+    assert!(
+        !f.store
+            .abort(f.org, AbortScope::Job(pending.id), "x")
+            .await
+            .unwrap()
+            .source_ended
+    );
     assert_eq!(f.store.finish_job(pending.id).await.unwrap(), None);
     assert!(f
         .store
@@ -592,18 +594,20 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     let job = f.store.create_job(f.new_job("manual")).await.unwrap();
     let token = Uuid::now_v7();
     let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
-    assert!(f
-        .store
-        .abort(f.org, AbortScope::Job(job.id), "stop")
-        .await
-        .unwrap()
-        .source_ended);
-    assert!(!f
-        .store
-        .abort(f.org, AbortScope::Job(job.id), "stop")
-        .await
-        .unwrap()
-        .source_ended);
+    assert!(
+        f.store
+            .abort(f.org, AbortScope::Job(job.id), "stop")
+            .await
+            .unwrap()
+            .source_ended
+    );
+    assert!(
+        !f.store
+            .abort(f.org, AbortScope::Job(job.id), "stop")
+            .await
+            .unwrap()
+            .source_ended
+    );
     let events = vec![NewEvent {
         payload_in: json!({}),
         entity_id: None,
@@ -645,7 +649,10 @@ async fn aborts_end_only_open_events(db: Db) {
         .await
         .unwrap();
     assert_eq!(aborted.events, 2, "NEW and TRANSFORMED");
-    assert!(!aborted.source_ended, "the job's source had produced its events");
+    assert!(
+        !aborted.source_ended,
+        "the job's source had produced its events"
+    );
     // Nothing is left open: the job is settled in the abort's own commit.
     assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
     for (from, ev) in &events {
@@ -670,7 +677,11 @@ async fn aborts_end_only_open_events(db: Db) {
         .await
         .unwrap();
     assert_eq!(again.events, 0);
-    assert_eq!(f.store.finish_job(job).await.unwrap(), None, "already settled");
+    assert_eq!(
+        f.store.finish_job(job).await.unwrap(),
+        None,
+        "already settled"
+    );
     assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
     f.store
         .set_event_ignored(f.org, new.id, true)

@@ -7,6 +7,6 @@
 #[path = "../api/common.rs"]
 mod common;
 
-mod conformance;
 mod actions;
+mod conformance;
 mod schema;
