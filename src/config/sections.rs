@@ -1,0 +1,291 @@
+//! The sections of the configuration, each with its defaults: what the parts (API, ingest,
+//! workers, scheduler, maintenance), the transformations and the outbound client may do.
+
+use serde::{Deserialize, Serialize};
+
+/// Calls to other systems (`http.fetch`, `http.send`, DEAR reads, webhook installs): the guard
+/// against internal addresses, and what one call or run may take.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Networks (`10.0.0.0/8`, `fd00::/8`, an address) and host names (`erp.internal`,
+    /// `*.corp.example`) that may be called although they are internal. Empty: loopback,
+    /// private, link-local, shared, multicast, reserved and cloud metadata addresses are refused.
+    /// From the environment as a list (`WHARF_OUTBOUND__ALLOW='["10.0.0.0/8"]'`) or comma-separated.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allow: Vec<String>,
+    /// Total time one request may take (connecting, waiting and reading the answer), in
+    /// seconds, for reads and installs; a delivery uses its destination's `retry.timeout_seconds`.
+    pub request_timeout_seconds: u64,
+    /// Largest answer read whole (a fetched page, a DEAR record), in bytes; a larger one fails
+    /// the job without being read on.
+    pub max_response_bytes: u64,
+    /// Most bytes of a delivery's answer kept as the attempt's excerpt; the rest is not read.
+    pub excerpt_bytes: usize,
+    /// Most time one job's source run (every page and record it reads) or one delivery may
+    /// take, in seconds; past it the job fails with TIMEOUT. Below `workers.lease_seconds`, so
+    /// no second worker takes the work over while it still runs. Unset: four fifths of the lease.
+    pub job_deadline_seconds: Option<u64>,
+    /// Most records one source run (every page of an `http.fetch`) may read; past it the job
+    /// fails, asking for a narrower query. A run's records are held until they are stored
+    /// together, so this bounds a run's memory.
+    pub max_records_per_run: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            request_timeout_seconds: 30,
+            max_response_bytes: 16 * 1024 * 1024,
+            excerpt_bytes: 64 * 1024,
+            job_deadline_seconds: None,
+            max_records_per_run: 100_000,
+        }
+    }
+}
+
+/// A list, or one string of comma-separated entries (an environment variable).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// Limits on the user code transformations run, per record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// CPU time one record's transformation may take, in milliseconds; past it the event is
+    /// ERROR with `TRANSFORM_TIMEOUT`.
+    pub timeout_ms: u64,
+    /// Memory one record's transformation may use, in MiB (`TRANSFORM_MEMORY` past it): what a
+    /// JavaScript runtime holds, and the text and lists a template builds.
+    pub memory_mib: u64,
+    /// Largest output of one record, in KiB (`OUTPUT_TOO_LARGE` past it).
+    pub max_output_kib: u64,
+    /// Threads that run transformations; 0 means one per CPU core.
+    pub threads: usize,
+    /// Records one organisation may have waiting for a transformation thread. Past it a dry
+    /// run or a save answers 503 with `Retry-After`; the engine's records wait their turn.
+    pub queue_per_org: usize,
+    /// Records all organisations together may have waiting (same answer past it).
+    pub queue_total: usize,
+    /// Compiled transformations each thread keeps, least recently used dropped first.
+    pub cache_per_thread: usize,
+    /// Memory the compiled transformations one thread keeps may hold together, in MiB; the
+    /// least recently used are dropped past it.
+    pub cache_mib_per_thread: u64,
+    /// Most outputs (events) one record may become; a larger split is `OUTPUT_TOO_LARGE`.
+    pub max_outputs: usize,
+    /// Largest width, in characters, the padding helpers (`padStart`, `padEnd`, `fixed`,
+    /// `pad_left`, `pad_right`) accept; a larger one is `TRANSFORM_ERROR`.
+    pub max_pad_width: usize,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            timeout_ms: 200,
+            memory_mib: 64,
+            max_output_kib: 4096,
+            threads: 0,
+            queue_per_org: 64,
+            queue_total: 1024,
+            cache_per_thread: 16,
+            cache_mib_per_thread: 256,
+            max_outputs: 1000,
+            max_pad_width: 10_000,
+        }
+    }
+}
+
+/// Webhook ingest, and what one push, upload or bulk replication may bring in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Take webhook pushes (`/hooks/…`) in this process; off, they are answered 404.
+    pub enabled: bool,
+    /// How long a sender's delivery id is remembered: a repeat within this window is
+    /// acknowledged without a second job. Shopify retries for 4 hours; the default is a week.
+    pub dedup_retention_hours: u64,
+    /// Most columns a CSV push or upload may have; a wider header row is refused (422).
+    pub csv_max_columns: usize,
+    /// Longest CSV column name, in bytes; a longer one is refused (422). Every record repeats
+    /// every column name, so long names multiply what one upload stores.
+    pub csv_max_header_bytes: usize,
+    /// How many times its body's size the records of one push or upload may take once decoded
+    /// (a CSV row becomes a JSON object naming every column); past it the body is refused (413).
+    pub max_decoded_ratio: u64,
+    /// Most bytes the decoded records of one push or upload may take, whatever the ratio allows
+    /// (413 past it).
+    pub max_decoded_bytes: u64,
+    /// Most ids one `POST /events/replicate` may list (422 past it).
+    pub replicate_max_ids: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            enabled: true,
+            dedup_retention_hours: 168,
+            csv_max_columns: 500,
+            csv_max_header_bytes: 256,
+            max_decoded_ratio: 32,
+            max_decoded_bytes: 64 * 1024 * 1024,
+            replicate_max_ids: 1000,
+        }
+    }
+}
+
+/// The management API (`/api/v1`) and its documentation (`/docs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API in this process; off, its routes are answered 404 (health, metrics and
+    /// webhook ingest stay).
+    pub enabled: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { enabled: true }
+    }
+}
+
+/// The scheduler: queues the runs of scheduled sources when they are due.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Fire due schedules from this process. Safe on several nodes at once (each run fires
+    /// once); at least one node must have it on for scheduled sources to run.
+    pub enabled: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { enabled: true }
+    }
+}
+
+/// Maintenance: taking over work whose worker died, publishing the event log, finishing jobs
+/// left unfinished, forgetting old webhook receipts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run maintenance in this process. Safe on several nodes at once; at least one node must
+    /// have it on, or the event log stops advancing and work of a dead worker is never resumed.
+    pub enabled: bool,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig { enabled: true }
+    }
+}
+
+/// Background work: running jobs and delivering events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Run jobs and deliveries in this process; off for API-only nodes.
+    pub enabled: bool,
+    /// Jobs and deliveries in flight at once.
+    pub count: usize,
+    /// How often idle workers look for due work, in milliseconds (jittered ±20%); new work
+    /// wakes them at once.
+    pub poll_interval_ms: u64,
+    /// How long a claim holds; work whose worker died is taken over after this.
+    pub lease_seconds: u64,
+    /// On shutdown, how long work in flight may take to finish before it is released.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            enabled: true,
+            count: 32,
+            poll_interval_ms: 500,
+            lease_seconds: 300,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// HTTP server limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes; bigger requests get 413.
+    pub body_limit_bytes: usize,
+    /// Time after which a request that is still being handled is answered 503.
+    pub request_timeout_seconds: u64,
+}
+
+/// Database connection pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Most connections held open (Postgres; SQLite uses this for readers).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout_seconds: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `wharf=debug,tower_http=info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_limit_bytes: 10 * 1024 * 1024,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            max_connections: 16,
+            acquire_timeout_seconds: 5,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
