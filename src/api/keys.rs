@@ -199,8 +199,15 @@ async fn update(
     }
     errors.finish()?;
     if let Some(creds) = patch.credentials {
-        let system = connectors::system(&key.system)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown system {}", key.system)))?;
+        let system = connectors::system(&key.system).ok_or_else(|| {
+            // A key kept from a version that offered the system: readable and deletable,
+            // but nothing can use its credentials here, so there is nothing to change.
+            ApiError::Conflict(format!(
+                "This server no longer offers the system `{}`, so this key's credentials \
+                     cannot be changed. Delete the key, or change only its title.",
+                key.system
+            ))
+        })?;
         let stored =
             connectors::open_stored_credentials(&state.master_key, &key).ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!(

@@ -262,7 +262,6 @@ pub enum LogFormat {
     Json,
 }
 
-
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {

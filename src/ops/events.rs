@@ -87,38 +87,43 @@ impl Ops<'_> {
         Ok((job_id, ids[0]))
     }
 
-    /// Queues replicas of `originals` with their payloads, as one new job per stream.
+    /// Queues replicas of `originals` with their payloads, as one new job per stream, all in
+    /// one transaction: either every stream's replica job is stored or none is.
     pub async fn replicate_events(&self, originals: Vec<Replica>) -> Result<ReplicaSet, ApiError> {
         let mut by_stream: BTreeMap<Uuid, Vec<Replica>> = BTreeMap::new();
         for (e, p) in originals {
             by_stream.entry(e.stream_id).or_default().push((e, p));
         }
-        let mut out = Vec::new();
+        let mut jobs = Vec::with_capacity(by_stream.len());
+        let mut streams = Vec::with_capacity(by_stream.len());
         for (stream_id, group) in by_stream {
             let (stream, path) = self.open_stream(stream_id).await?;
             let original_job_id = group.first().map(|(e, _)| e.job_id);
             let ids = group.iter().map(|(e, _)| e.id).collect();
             let payloads = group.into_iter().map(|(_, p)| p).collect();
-            let (job, event_ids) = self
-                .store
-                .create_job_with_events(
-                    NewJob {
-                        org_id: self.org,
-                        stream_id,
-                        trigger: "replicate",
-                        settings: no_settings(),
-                        payload: None,
-                        original_job_id,
-                        run_at: Timestamp::now(),
-                    },
-                    &stream.data_type,
-                    new_events(payloads, path.as_deref(), Some(ids)),
-                )
-                .await?;
-            out.push((job.id, event_ids));
+            let job = NewJob {
+                org_id: self.org,
+                stream_id,
+                trigger: "replicate",
+                settings: no_settings(),
+                payload: None,
+                original_job_id,
+                run_at: Timestamp::now(),
+            };
+            jobs.push((job, new_events(payloads, path.as_deref(), Some(ids))));
+            streams.push(stream);
         }
+        let jobs = jobs
+            .into_iter()
+            .zip(&streams)
+            .map(|((job, events), stream)| (job, stream.data_type.as_str(), events))
+            .collect();
+        let made = self.store.create_jobs_with_events(jobs).await?;
         self.wake.notify_one();
-        Ok(out)
+        Ok(made
+            .into_iter()
+            .map(|(job, event_ids)| (job.id, event_ids))
+            .collect())
     }
 
     /// Aborts one open event and settles its job, in one transaction. An event that had

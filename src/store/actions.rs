@@ -3,6 +3,8 @@
 //! deactivating a stream does the same for the stream's open work with the stream's own
 //! change. A failure at any step leaves everything as it was, and no reader sees half of it.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 use uuid::Uuid;
 
@@ -93,9 +95,7 @@ impl Store {
             to = sql_lit(JobStep::AbortSource.to()),
             from = sql_in(JobStep::AbortSource.from()),
         );
-        let jobs_of_scope =
-            format!("SELECT DISTINCT job_id FROM events WHERE org_id = $1 AND {col} = $2");
-        on_pool!(self, pool, Db => {
+        let (source_ended, events, touched) = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let mut source_ended = false;
             if let AbortScope::Job(job_id) = scope {
@@ -134,6 +134,8 @@ impl Store {
             }
             let open = sqlx::query_as::<Db, Event>(&select).bind(org).bind(id).fetch_all(&mut *tx).await?;
             let mut events = 0;
+            // The jobs of the events aborted here: only these can have been settled by it.
+            let mut touched = BTreeSet::new();
             for ev in &open {
                 let changed = sqlx::query::<Db>(&abort_event)
                 .bind(ev.id)
@@ -148,6 +150,7 @@ impl Store {
                     continue;
                 }
                 events += 1;
+                touched.insert(ev.job_id);
                 let (s, v) = log_insert(
                     &[LogWrite {
                         org_id: ev.org_id,
@@ -179,12 +182,8 @@ impl Store {
                 }
             }
             // The jobs whose last open events these were finish now, in the same commit.
-            if events > 0 {
-                let jobs = sqlx::query_scalar::<Db, Uuid>(&jobs_of_scope)
-                    .bind(org)
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            {
+                let jobs: Vec<Uuid> = touched.iter().copied().collect();
                 for chunk in jobs.chunks(CHUNK) {
                     let sql = finish_jobs_sql(chunk.len());
                     let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql).bind(now);
@@ -204,7 +203,18 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            Ok(Aborted { source_ended, events })
+            (source_ended, events, touched)
+        });
+        // A worker committing a job's last other event at the same moment as this abort may
+        // not see it, nor it the worker's commit (Postgres reads what committed before it
+        // began); a check after both commits sees both. Idempotent, and cheap: only the jobs
+        // of the events aborted here.
+        for job in touched {
+            self.finish_job(job).await?;
+        }
+        Ok(Aborted {
+            source_ended,
+            events,
         })
     }
 }

@@ -79,6 +79,24 @@ impl Store {
         Ok((job, ids))
     }
 
+    /// Queues several jobs, each with its events (at least one each), in one transaction:
+    /// all of them are stored or none. Returns each job with its events' ids, in order.
+    pub async fn create_jobs_with_events(
+        &self,
+        jobs: Vec<(NewJob, &str, Vec<NewEvent>)>,
+    ) -> StoreResult<Vec<(Job, Vec<Uuid>)>> {
+        let now = Timestamp::now();
+        let mut rows = Rows::default();
+        let mut ids = Vec::with_capacity(jobs.len());
+        for (new, data_type, events) in jobs {
+            debug_assert!(!events.is_empty(), "a job without events is finished apart");
+            ids.push(rows.job_with_events(new, data_type, events, now).1);
+        }
+        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
+            .await?;
+        Ok(rows.jobs.into_iter().zip(ids).collect())
+    }
+
     /// Finishes a job whose source is done and whose events are all terminal: FINISHED when
     /// every event is OK, FINISHED_WITH_ISSUES otherwise. Run after every terminal event
     /// commit, it is idempotent, and the run after the last commit always sees every event.

@@ -29,13 +29,20 @@ async fn call(
 
 /// Records subscriptions as installed at the system, as `…/webhooks/install` does.
 async fn set_installed(env: &Env, source_id: &str, address: &str) {
-    let id = uuid::Uuid::parse_str(source_id).unwrap();
     let state = json!({"installed": true, "address": address, "subscriptions": []}).to_string();
+    let sql = "UPDATE sources SET webhook_state = $1{cast} WHERE id = $2";
+    write_row(env, sql, "::jsonb", state, source_id).await;
+}
+
+/// Runs `sql` (`{cast}` replaced by `pg_cast` on Postgres) with `value` and the row `id`,
+/// straight on the server's database: for states the API cannot make.
+async fn write_row(env: &Env, sql: &str, pg_cast: &str, value: String, id: &str) {
+    let id = uuid::Uuid::parse_str(id).unwrap();
     match &env.pg {
         Some(pg) => {
             let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
-            sqlx::query("UPDATE sources SET webhook_state = $1::jsonb WHERE id = $2")
-                .bind(state)
+            sqlx::query(&sql.replace("{cast}", pg_cast))
+                .bind(value)
                 .bind(id)
                 .execute(&pool)
                 .await
@@ -45,8 +52,8 @@ async fn set_installed(env: &Env, source_id: &str, address: &str) {
         None => {
             let url = format!("sqlite://{}", env.data_path().join("wharf.db").display());
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            sqlx::query("UPDATE sources SET webhook_state = $1 WHERE id = $2")
-                .bind(state)
+            sqlx::query(&sql.replace("{cast}", ""))
+                .bind(value)
                 .bind(id)
                 .execute(&pool)
                 .await
@@ -54,6 +61,49 @@ async fn set_installed(env: &Env, source_id: &str, address: &str) {
             pool.close().await;
         }
     }
+}
+
+/// A key of a system an earlier version offered (`ftp`) stays readable, renamable and
+/// deletable; changing its credentials is a conflict that says why, never a server error.
+async fn keys_of_a_system_no_longer_offered_are_kept_but_not_changed(db: Db) {
+    let (env, s) = fresh(db).await;
+    let (status, key) = s
+        .post(
+            "/keys",
+            json!({"system": "http", "title": "old files",
+                   "credentials": {"base_url": "http://127.0.0.1:9", "bearer_token": "t"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let id = key["id"].as_str().unwrap();
+    write_row(
+        &env,
+        "UPDATE keys SET system = $1 WHERE id = $2",
+        "",
+        "ftp".into(),
+        id,
+    )
+    .await;
+    let path = format!("/keys/{id}");
+    let (status, out) = s.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["system"], "ftp");
+    let (status, out) = s
+        .patch(&path, json!({"credentials": {"bearer_token": "new"}}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{out}");
+    assert!(
+        out["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no longer offers the system `ftp`"),
+        "{out}"
+    );
+    let (status, out) = s.patch(&path, json!({"title": "old ftp"})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["title"], "old ftp");
+    let (status, _) = s.delete(&path).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 async fn viewers_do_not_see_webhook_urls(db: Db) {
@@ -734,4 +784,5 @@ both_stores!(
     an_http_keys_secrets_stay_on_its_host,
     secret_headers_are_sealed_masked_and_sent,
     the_bootstrap_token_file_goes_once_the_token_is_used,
+    keys_of_a_system_no_longer_offered_are_kept_but_not_changed,
 );

@@ -335,7 +335,40 @@ async fn concurrent_aborts_all_succeed(db: Db) {
     assert_eq!(j["counts"]["ABORTED"], 24, "{j}");
 }
 
+/// A bulk replication is one action: when one of its streams cannot take work, no stream's
+/// replicas are queued (the active stream comes first, so a replica per commit would show).
+async fn a_bulk_replication_queues_all_or_nothing(db: Db) {
+    let (_env, s) = start(db).await;
+    let (_sink_a, job_a, _) = job_waiting_for_retry(&s, 2).await;
+    let (_sink_b, job_b, _) = job_waiting_for_retry(&s, 2).await;
+    for job in [&job_a, &job_b] {
+        let (status, out) = s.post(&format!("/jobs/{job}/abort"), json!(null)).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+    }
+    let (_, b) = s.get(&format!("/jobs/{job_b}")).await;
+    let stream_b = b["stream_id"].as_str().unwrap();
+    let (status, out) = s
+        .patch(&format!("/streams/{stream_b}"), json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+
+    let (status, out) = s
+        .post(
+            "/events/replicate",
+            json!({"filter": {"status": "ABORTED"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{out}");
+    assert!(
+        out["detail"].as_str().unwrap().contains("inactive"),
+        "{out}"
+    );
+    let (_, page) = s.get("/jobs?trigger=replicate").await;
+    assert_eq!(page["items"], json!([]), "nothing was queued: {page}");
+}
+
 both_stores!(
+    a_bulk_replication_queues_all_or_nothing,
     failed_events_are_replicated_to_ok,
     jobs_and_events_replicate_with_edits,
     uploads_and_hand_made_events_are_delivered,
