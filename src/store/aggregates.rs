@@ -143,7 +143,7 @@ impl Store {
                         stream_id: ev.stream_id,
                         job_id: ev.job_id,
                         event_id: Some(ev.id),
-                        from: Some("TRANSFORMED"),
+                        from: Some(EventStatus::Transformed.as_str()),
                         to: to.as_str(),
                         details: json!({"error_code": code, "aggregate": true}),
                     })

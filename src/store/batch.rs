@@ -153,7 +153,7 @@ impl Rows {
                 job_id: job.id,
                 event_id: Some(id),
                 from: None,
-                to: "NEW",
+                to: EventStatus::New.as_str(),
                 details: json!({}),
             });
             if let Some(entity) = &e.entity_id {
@@ -304,7 +304,8 @@ impl Rows {
     /// A PENDING job and its log entry; its id.
     pub(in crate::store) fn pending_job(&mut self, new: NewJob, now: Timestamp) -> Uuid {
         let job = new_job_row(new, now, JobStatus::Pending);
-        self.logs.push(job_log(&job, None, "PENDING"));
+        self.logs
+            .push(job_log(&job, None, JobStatus::Pending.as_str()));
         let id = job.id;
         self.jobs.push(job);
         id
@@ -319,8 +320,13 @@ impl Rows {
         now: Timestamp,
     ) -> (Uuid, Vec<Uuid>) {
         let job = new_job_row(new, now, JobStatus::Processing);
-        self.logs.push(job_log(&job, None, "PENDING"));
-        self.logs.push(job_log(&job, Some("PENDING"), "PROCESSING"));
+        self.logs
+            .push(job_log(&job, None, JobStatus::Pending.as_str()));
+        self.logs.push(job_log(
+            &job,
+            Some(JobStatus::Pending.as_str()),
+            JobStatus::Processing.as_str(),
+        ));
         let ids = self.add_events(&job, data_type, events, now);
         let id = job.id;
         self.jobs.push(job);

@@ -121,7 +121,7 @@ pub(in crate::store) fn finish_entry(
         stream_id: stream,
         job_id,
         event_id: None,
-        from: Some("PROCESSING"),
+        from: Some(JobStatus::Processing.as_str()),
         to,
         details: json!({}),
     }
