@@ -6,8 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::jobs::ABORTED_BY_A_USER;
-use super::{new_events, no_settings, Ops};
-use crate::domain::Timestamp;
+use super::{new_events, Ops};
 use crate::error::ApiError;
 use crate::ingest::decode::DecodeLimits;
 use crate::store::{AbortScope, Event, Job, NewJob};
@@ -47,24 +46,9 @@ impl Ops<'_> {
             }
             other => other,
         })?;
-        let made = self
-            .store
-            .create_job_with_events(
-                NewJob {
-                    org_id: self.org,
-                    stream_id: stream.id,
-                    trigger: "upload",
-                    settings: no_settings(),
-                    payload: None,
-                    original_job_id: None,
-                    run_at: Timestamp::now(),
-                },
-                &stream.data_type,
-                new_events(payloads, path.as_deref(), None),
-            )
-            .await?;
-        self.wake.notify_one();
-        Ok(made)
+        let job = self.new_job(stream.id, "upload");
+        self.queue_records(job, &stream, path.as_deref(), payloads, None)
+            .await
     }
 
     /// Queues a replica of one event, sending `payload` instead of the original's if given.
@@ -102,13 +86,8 @@ impl Ops<'_> {
             let ids = group.iter().map(|(e, _)| e.id).collect();
             let payloads = group.into_iter().map(|(_, p)| p).collect();
             let job = NewJob {
-                org_id: self.org,
-                stream_id,
-                trigger: "replicate",
-                settings: no_settings(),
-                payload: None,
                 original_job_id,
-                run_at: Timestamp::now(),
+                ..self.new_job(stream_id, "replicate")
             };
             jobs.push((job, new_events(payloads, path.as_deref(), Some(ids))));
             streams.push(stream);

@@ -3,8 +3,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{new_events, no_settings, Ops};
-use crate::domain::Timestamp;
+use super::{no_settings, Ops};
 use crate::error::ApiError;
 use crate::store::{AbortScope, Job, NewJob, Stream};
 
@@ -32,13 +31,8 @@ impl Ops<'_> {
         let job = self
             .store
             .create_job(NewJob {
-                org_id: self.org,
-                stream_id: stream.id,
-                trigger: "manual",
                 settings,
-                payload: None,
-                original_job_id: None,
-                run_at: Timestamp::now(),
+                ..self.new_job(stream.id, "manual")
             })
             .await?;
         self.wake.notify_one();
@@ -53,24 +47,9 @@ impl Ops<'_> {
         records: Vec<Value>,
     ) -> Result<(Job, Vec<Uuid>), ApiError> {
         let (stream, path) = self.open_stream(stream_id).await?;
-        let made = self
-            .store
-            .create_job_with_events(
-                NewJob {
-                    org_id: self.org,
-                    stream_id: stream.id,
-                    trigger: "upload",
-                    settings: no_settings(),
-                    payload: None,
-                    original_job_id: None,
-                    run_at: Timestamp::now(),
-                },
-                &stream.data_type,
-                new_events(records, path.as_deref(), None),
-            )
-            .await?;
-        self.wake.notify_one();
-        Ok(made)
+        let job = self.new_job(stream.id, "upload");
+        self.queue_records(job, &stream, path.as_deref(), records, None)
+            .await
     }
 
     /// Queues a replica of a job: its records again (or `payload` instead: an array, or one
@@ -89,13 +68,9 @@ impl Ops<'_> {
             return Err(ApiError::invalid("settings", "must be a JSON object"));
         }
         let new = NewJob {
-            org_id: self.org,
-            stream_id: stream.id,
-            trigger: "replicate",
             settings,
-            payload: None,
             original_job_id: Some(original.id),
-            run_at: Timestamp::now(),
+            ..self.new_job(stream.id, "replicate")
         };
         let (records, originals) = match payload {
             Some(Value::Array(items)) => (items, None),
@@ -115,16 +90,15 @@ impl Ops<'_> {
                 payload: original.payload.as_ref().map(|p| p.0.clone()),
                 ..new
             };
-            self.store.create_job(new).await?.id
+            let id = self.store.create_job(new).await?.id;
+            self.wake.notify_one();
+            id
         } else {
-            let events = new_events(records, path.as_deref(), originals);
-            self.store
-                .create_job_with_events(new, &stream.data_type, events)
+            self.queue_records(new, &stream, path.as_deref(), records, originals)
                 .await?
                 .0
                 .id
         };
-        self.wake.notify_one();
         Ok(job_id)
     }
 

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::connectors::{entity_id, Registry};
+use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::store::{NewEvent, Store, Stream};
+use crate::store::{Job, NewEvent, NewJob, Store, Stream};
 
 pub use events::{Replica, ReplicaSet};
 
@@ -47,6 +48,38 @@ impl Ops<'_> {
             .connectors
             .entity_id_path(&source.function, &source.params.0);
         Ok((stream, path))
+    }
+
+    /// A job of `stream_id` in this organisation, due now, with no settings, records or
+    /// original: each action sets what it adds.
+    fn new_job(&self, stream_id: Uuid, trigger: &'static str) -> NewJob {
+        NewJob {
+            org_id: self.org,
+            stream_id,
+            trigger,
+            settings: no_settings(),
+            payload: None,
+            original_job_id: None,
+            run_at: Timestamp::now(),
+        }
+    }
+
+    /// Stores `job` with `records` (at least one) as its events, in one commit, and wakes the
+    /// workers. Returns the job and its events' ids.
+    async fn queue_records(
+        &self,
+        job: NewJob,
+        stream: &Stream,
+        path: Option<&str>,
+        records: Vec<Value>,
+        originals: Option<Vec<Uuid>>,
+    ) -> Result<(Job, Vec<Uuid>), ApiError> {
+        let made = self
+            .store
+            .create_job_with_events(job, &stream.data_type, new_events(records, path, originals))
+            .await?;
+        self.wake.notify_one();
+        Ok(made)
     }
 }
 
