@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::extract::IdPath;
 use super::sources::{source_out, SourceOut};
 use super::{AppState, Auth};
+use crate::connectors::net::Outbound;
 use crate::connectors::{self, Call, InstallError, Installer};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -23,12 +24,34 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(uninstall))
 }
 
+/// A webhook source ready for its installer.
+struct Prepared<'s> {
+    source: Source,
+    installer: &'s dyn Installer,
+    /// The source's key, opened.
+    creds: Value,
+    /// Bounds on what the system's answers may hold.
+    decode: DecodeLimits,
+}
+
+impl Prepared<'_> {
+    /// The installer's call: the source's params and key through the guarded client `net`.
+    fn call<'a>(&'a self, net: &'a Outbound) -> Call<'a> {
+        Call {
+            net,
+            params: &self.source.params.0,
+            key: Some(&self.creds),
+            decode: &self.decode,
+        }
+    }
+}
+
 /// The source, its installer and its key's opened credentials.
 async fn prepare<'s>(
     state: &'s AppState,
     auth: &Auth,
     id: uuid::Uuid,
-) -> Result<(Source, &'s dyn Installer, Value), ApiError> {
+) -> Result<Prepared<'s>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let source = state.store.get::<Source>(auth.org_id, id).await?;
     if source.trigger != "webhook" {
@@ -48,7 +71,27 @@ async fn prepare<'s>(
     let key = state.store.get::<Key>(auth.org_id, key_id).await?;
     let creds = connectors::open_key(&state.master_key, &key)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("key {} does not open", key.id)))?;
-    Ok((source, installer, creds))
+    Ok(Prepared {
+        source,
+        installer,
+        creds,
+        decode: DecodeLimits::from(&state.config.ingest),
+    })
+}
+
+/// Stores what the system now holds for the source, and answers with the source.
+async fn record(
+    state: &AppState,
+    auth: &Auth,
+    source_id: uuid::Uuid,
+    webhooks: Value,
+) -> Result<Json<SourceOut>, ApiError> {
+    state
+        .store
+        .set_webhook_state(auth.org_id, source_id, &webhooks)
+        .await?;
+    let source = state.store.get::<Source>(auth.org_id, source_id).await?;
+    Ok(Json(source_out(state, source)))
 }
 
 /// A refused address is the key's mistake (422 naming its field), any other failure a 502.
@@ -66,7 +109,8 @@ async fn install(
     auth: Auth,
     IdPath(id): IdPath,
 ) -> Result<Json<SourceOut>, ApiError> {
-    let (source, installer, creds) = prepare(&state, &auth, id).await?;
+    let prepared = prepare(&state, &auth, id).await?;
+    let source = &prepared.source;
     let base = state.config.public_base_url.as_deref().ok_or_else(|| {
         ApiError::Conflict("Set public_base_url (WHARF_PUBLIC_BASE_URL) to the address the system reaches Wharf at, then install.".into())
     })?;
@@ -75,26 +119,14 @@ async fn install(
         base.trim_end_matches('/'),
         source.webhook_token.clone().unwrap_or_default()
     );
-    let client = &state.outbound;
-    let decode = DecodeLimits::from(&state.config.ingest);
-    let call = Call {
-        net: client,
-        params: &source.params.0,
-        key: Some(&creds),
-        decode: &decode,
-    };
-    let subscriptions = installer
-        .install(call, &address, &source.title)
+    let subscriptions = prepared
+        .installer
+        .install(prepared.call(&state.outbound), &address, &source.title)
         .await
         .map_err(problem)?;
     let webhooks = json!({"installed": true, "address": address, "subscriptions": subscriptions,
         "installed_at": Timestamp::now()});
-    state
-        .store
-        .set_webhook_state(auth.org_id, source.id, &webhooks)
-        .await?;
-    let source = state.store.get::<Source>(auth.org_id, source.id).await?;
-    Ok(Json(source_out(&state, source)))
+    record(&state, &auth, source.id, webhooks).await
 }
 
 #[utoipa::path(post, path = "/sources/{id}/webhooks/uninstall", tag = "sources",
@@ -104,15 +136,9 @@ async fn uninstall(
     auth: Auth,
     IdPath(id): IdPath,
 ) -> Result<Json<SourceOut>, ApiError> {
-    let (source, installer, creds) = prepare(&state, &auth, id).await?;
-    let client = &state.outbound;
-    let decode = DecodeLimits::from(&state.config.ingest);
-    let call = Call {
-        net: client,
-        params: &source.params.0,
-        key: Some(&creds),
-        decode: &decode,
-    };
+    let prepared = prepare(&state, &auth, id).await?;
+    let source = &prepared.source;
+    let call = prepared.call(&state.outbound);
     let installed = source
         .webhook_state
         .0
@@ -126,14 +152,13 @@ async fn uninstall(
             Value::String(s) => s.clone(),
             _ => continue,
         };
-        installer.uninstall(call, &id).await.map_err(problem)?;
+        prepared
+            .installer
+            .uninstall(call, &id)
+            .await
+            .map_err(problem)?;
     }
     let webhooks =
         json!({"installed": false, "subscriptions": [], "uninstalled_at": Timestamp::now()});
-    state
-        .store
-        .set_webhook_state(auth.org_id, source.id, &webhooks)
-        .await?;
-    let source = state.store.get::<Source>(auth.org_id, source.id).await?;
-    Ok(Json(source_out(&state, source)))
+    record(&state, &auth, source.id, webhooks).await
 }

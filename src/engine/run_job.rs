@@ -81,38 +81,33 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
     let params = &source.params.0;
     let decode = &engine.decode;
     let webhook = registry.webhook(&source.function);
-    let records = match (&job.payload, webhook, registry.source(&source.function)) {
-        // Records given with the job (an upload, a webhook, a replica) are not read again,
-        // only completed where the system pushes ids alone.
-        (Some(payload), webhook, _) => {
-            let records = match &payload.0 {
-                Value::Array(items) => items.clone(),
-                other => vec![other.clone()],
-            };
-            match webhook {
-                Some(hook) if hook.thin() => {
-                    let key = credentials(engine, job.org_id, source.key_id).await?;
-                    let call = Call {
-                        net: &engine.net,
-                        params,
-                        key: key.as_ref(),
-                        decode,
-                    };
-                    hook.expand(call, records).await.map_err(Failure::Source)?
-                }
-                _ => records,
-            }
-        }
-        (None, _, Some(function)) => {
-            let key = credentials(engine, job.org_id, source.key_id).await?;
-            let call = Call {
-                net: &engine.net,
-                params,
-                key: key.as_ref(),
-                decode,
-            };
-            function.read(call).await.map_err(Failure::Source)?
-        }
+    let given = job.payload.as_ref().map(|payload| match &payload.0 {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    });
+    // Records given with the job (an upload, a webhook, a replica) are not read again, only
+    // completed where the system pushes ids alone; only then, or for a read, is the key opened.
+    let thin = webhook.filter(|hook| hook.thin());
+    let source_function = registry.source(&source.function);
+    let calls_system = match &given {
+        Some(_) => thin.is_some(),
+        None => source_function.is_some(),
+    };
+    let key = if calls_system {
+        credentials(engine, job.org_id, source.key_id).await?
+    } else {
+        None
+    };
+    let call = Call {
+        net: &engine.net,
+        params,
+        key: key.as_ref(),
+        decode,
+    };
+    let records = match (given, thin, source_function) {
+        (Some(records), Some(hook), _) => hook.expand(call, records).await.map_err(Failure::Source)?,
+        (Some(records), None, _) => records,
+        (None, _, Some(function)) => function.read(call).await.map_err(Failure::Source)?,
         (None, _, None) => {
             return Err(Failure::Source(format!(
                 "the source function `{}` cannot be run on demand yet; use an http.fetch source or send records to the stream",
