@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::{sql_in, sql_lit, CHUNK};
+use super::batch::{sql_in, sql_lit};
 use super::events::AbortScope;
-use super::history::{entity_upsert, finish_log, log_insert, EntityChange, LogWrite};
-use super::jobs::finish_jobs_sql;
+use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
+use super::jobs::finish_jobs_in;
 use super::resources::update_statement;
 use super::{on_pool, BeginWrite, Bind, Event, Store, StoreError, StoreResult, Stream, Val};
 use crate::domain::error_code::ErrorCode;
@@ -95,7 +95,7 @@ impl Store {
             to = sql_lit(JobStep::AbortSource.to()),
             from = sql_in(JobStep::AbortSource.from()),
         );
-        let (source_ended, events, touched) = on_pool!(self, pool, Db => {
+        let (source_ended, events, unfinished) = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let mut source_ended = false;
             if let AbortScope::Job(job_id) = scope {
@@ -116,16 +116,14 @@ impl Store {
                     if n == 1 {
                         source_ended = true;
                         let (s, v) = log_insert(
-                            &[LogWrite {
-                                org_id: org,
-                                kind: "JOB_STATUS_CHANGE",
+                            &[LogWrite::job(
+                                org,
                                 stream_id,
                                 job_id,
-                                event_id: None,
-                                from: JobStatus::parse(&from).map(JobStatus::as_str),
-                                to: JobStep::AbortSource.to().as_str(),
-                                details: json!({"message": message}),
-                            }],
+                                JobStatus::parse(&from),
+                                JobStep::AbortSource.to(),
+                                json!({"message": message}),
+                            )],
                             now,
                         );
                         sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
@@ -182,20 +180,8 @@ impl Store {
                 }
             }
             // The jobs whose last open events these were finish now, in the same commit.
-            {
-                let jobs: Vec<Uuid> = touched.iter().copied().collect();
-                for chunk in jobs.chunks(CHUNK) {
-                    let sql = finish_jobs_sql(chunk.len());
-                    let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql).bind(now);
-                    for job in chunk {
-                        q = q.bind(*job);
-                    }
-                    for (job, org, stream, status) in q.fetch_all(&mut *tx).await? {
-                        let (s, v) = finish_log(org, stream, job, &status, now);
-                        sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-                    }
-                }
-            }
+            let touched: Vec<Uuid> = touched.into_iter().collect();
+            let finished = finish_jobs_in!(Db, tx, touched, now);
             if let Some((sql, vals)) = &then {
                 let n = sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?.rows_affected();
                 if n == 0 {
@@ -203,13 +189,15 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            (source_ended, events, touched)
+            let unfinished: Vec<Uuid> =
+                touched.into_iter().filter(|j| !finished.contains(j)).collect();
+            (source_ended, events, unfinished)
         });
         // A worker committing a job's last other event at the same moment as this abort may
         // not see it, nor it the worker's commit (Postgres reads what committed before it
-        // began); a check after both commits sees both. Idempotent, and cheap: only the jobs
-        // of the events aborted here.
-        for job in touched {
+        // began); a check after both commits sees both. Only the jobs of the events aborted
+        // here that this commit left open.
+        for job in unfinished {
             self.finish_job(job).await?;
         }
         Ok(Aborted {

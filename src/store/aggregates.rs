@@ -43,7 +43,6 @@ impl Store {
         limit: u32,
         lease: chrono::Duration,
     ) -> StoreResult<Vec<Job>> {
-        let now = Timestamp::now();
         let sql = format!(
             "UPDATE jobs SET claim_token = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE status = {} AND aggregate_next_at <= $3 \
@@ -52,16 +51,7 @@ impl Store {
             sql_lit(JobStatus::Processing),
             self.skip_locked()
         );
-        let jobs = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, Job>(&sql)
-                .bind(token)
-                .bind(Timestamp::from_datetime(now.0 + lease))
-                .bind(now)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(jobs)
+        self.claim_rows(&sql, token, limit, lease).await
     }
 
     /// The events a job's combined delivery carries: transformed, waiting for it.

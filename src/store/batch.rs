@@ -256,21 +256,15 @@ pub(in crate::store) fn jobs_insert(jobs: &[&Job]) -> Statement {
     )
 }
 
-pub(in crate::store) fn job_log(
-    job: &Job,
-    from: Option<&'static str>,
-    to: &'static str,
-) -> LogWrite {
-    LogWrite {
-        org_id: job.org_id,
-        kind: "JOB_STATUS_CHANGE",
-        stream_id: job.stream_id,
-        job_id: job.id,
-        event_id: None,
+pub(in crate::store) fn job_log(job: &Job, from: Option<JobStatus>, to: JobStatus) -> LogWrite {
+    LogWrite::job(
+        job.org_id,
+        job.stream_id,
+        job.id,
         from,
         to,
-        details: json!({"trigger": job.trigger, "original_job_id": job.original_job_id}),
-    }
+        json!({"trigger": job.trigger, "original_job_id": job.original_job_id}),
+    )
 }
 
 pub(in crate::store) fn new_job_row(new: NewJob, now: Timestamp, status: JobStatus) -> Job {
@@ -304,8 +298,7 @@ impl Rows {
     /// A PENDING job and its log entry; its id.
     pub(in crate::store) fn pending_job(&mut self, new: NewJob, now: Timestamp) -> Uuid {
         let job = new_job_row(new, now, JobStatus::Pending);
-        self.logs
-            .push(job_log(&job, None, JobStatus::Pending.as_str()));
+        self.logs.push(job_log(&job, None, JobStatus::Pending));
         let id = job.id;
         self.jobs.push(job);
         id
@@ -320,12 +313,11 @@ impl Rows {
         now: Timestamp,
     ) -> (Uuid, Vec<Uuid>) {
         let job = new_job_row(new, now, JobStatus::Processing);
-        self.logs
-            .push(job_log(&job, None, JobStatus::Pending.as_str()));
+        self.logs.push(job_log(&job, None, JobStatus::Pending));
         self.logs.push(job_log(
             &job,
-            Some(JobStatus::Pending.as_str()),
-            JobStatus::Processing.as_str(),
+            Some(JobStatus::Pending),
+            JobStatus::Processing,
         ));
         let ids = self.add_events(&job, data_type, events, now);
         let id = job.id;

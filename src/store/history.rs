@@ -20,6 +20,29 @@ pub(in crate::store) struct LogWrite {
     pub(in crate::store) details: Value,
 }
 
+impl LogWrite {
+    /// The log entry of a job's status change: the one shape every job change is logged in.
+    pub(in crate::store) fn job(
+        org_id: Uuid,
+        stream_id: Uuid,
+        job_id: Uuid,
+        from: Option<JobStatus>,
+        to: JobStatus,
+        details: Value,
+    ) -> LogWrite {
+        LogWrite {
+            org_id,
+            kind: "JOB_STATUS_CHANGE",
+            stream_id,
+            job_id,
+            event_id: None,
+            from: from.map(JobStatus::as_str),
+            to: to.as_str(),
+            details,
+        }
+    }
+}
+
 pub(in crate::store) fn log_insert<'a>(
     entries: impl IntoIterator<Item = &'a LogWrite>,
     now: Timestamp,
@@ -112,19 +135,15 @@ pub(in crate::store) fn finish_entry(
     job_id: Uuid,
     status: &str,
 ) -> LogWrite {
-    let to = JobStatus::parse(status)
-        .unwrap_or(JobStatus::Finished)
-        .as_str();
-    LogWrite {
-        org_id: org,
-        kind: "JOB_STATUS_CHANGE",
-        stream_id: stream,
+    let to = JobStatus::parse(status).unwrap_or(JobStatus::Finished);
+    LogWrite::job(
+        org,
+        stream,
         job_id,
-        event_id: None,
-        from: Some(JobStatus::Processing.as_str()),
+        Some(JobStatus::Processing),
         to,
-        details: json!({}),
-    }
+        json!({}),
+    )
 }
 
 impl Store {

@@ -11,6 +11,42 @@ use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
 use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
 
+/// Finishes, in the open transaction `$tx` of backend `$db`, those of the jobs `$ids` (a
+/// slice) whose source is done and whose events are all terminal, with one log statement for
+/// all of them; evaluates to the ids it finished. A job another transaction holds open work
+/// for is left as it is: see [`Store::finish_job`] for the check after commit.
+macro_rules! finish_jobs_in {
+    ($db:ident, $tx:ident, $ids:expr, $now:expr) => {{
+        let mut finished: Vec<Uuid> = Vec::new();
+        let mut logs = Vec::new();
+        for chunk in $ids.chunks($crate::store::batch::CHUNK) {
+            let sql = $crate::store::jobs::finish_jobs_sql(chunk.len());
+            let mut q = sqlx::query_as::<$db, (Uuid, Uuid, Uuid, String)>(&sql)
+                .persistent(chunk.len() <= 8)
+                .bind($now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for (id, org, stream, status) in q.fetch_all(&mut *$tx).await? {
+                logs.push($crate::store::history::finish_entry(
+                    org, stream, id, &status,
+                ));
+                finished.push(id);
+            }
+        }
+        if !logs.is_empty() {
+            let (sql, vals) = $crate::store::history::log_insert(&logs, $now);
+            sqlx::query::<$db>(&sql)
+                .bind_all(&vals)
+                .persistent($crate::store::batch::keep_prepared(&vals))
+                .execute(&mut *$tx)
+                .await?;
+        }
+        finished
+    }};
+}
+pub(in crate::store) use finish_jobs_in;
+
 /// A job to create.
 #[derive(Debug, Clone)]
 pub struct NewJob {

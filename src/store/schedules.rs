@@ -76,16 +76,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let (s, v) = log_insert(
-                    &[LogWrite {
-                        org_id: source.org_id,
-                        kind: "JOB_STATUS_CHANGE",
+                    &[LogWrite::job(
+                        source.org_id,
                         stream_id,
-                        job_id: id,
-                        event_id: None,
-                        from: None,
-                        to: JobStatus::Pending.as_str(),
-                        details: json!({"trigger": "scheduled", "scheduled_for": due}),
-                    }],
+                        id,
+                        None,
+                        JobStatus::Pending,
+                        json!({"trigger": "scheduled", "scheduled_for": due}),
+                    )],
                     now,
                 );
                 sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
 use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK};
-use crate::store::history::{finish_entry, log_insert, EntityRow, LogWrite};
-use crate::store::jobs::finish_jobs_sql;
+use crate::store::history::{EntityRow, LogWrite};
+use crate::store::jobs::finish_jobs_in;
 use crate::store::{on_pool, BeginWrite, Bind, Event, Store, StoreResult, Val};
 
 /// A delivery attempt to record.
@@ -300,25 +300,7 @@ impl Store {
             finishing.dedup();
             // A job's last event usually finishes it in the same commit (always for a
             // one-event webhook job).
-            let mut finished = Vec::new();
-            let mut logs = Vec::new();
-            for chunk in finishing.chunks(CHUNK) {
-                let sql = finish_jobs_sql(chunk.len());
-                let mut q = sqlx::query_as::<Db, (Uuid, Uuid, Uuid, String)>(&sql)
-                    .persistent(chunk.len() <= 8)
-                    .bind(now);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for (id, org, stream, status) in q.fetch_all(&mut *tx).await? {
-                    logs.push(finish_entry(org, stream, id, &status));
-                    finished.push(id);
-                }
-            }
-            if !logs.is_empty() {
-                let (sql, vals) = log_insert(&logs, now);
-                sqlx::query::<Db>(&sql).bind_all(&vals).persistent(keep_prepared(&vals)).execute(&mut *tx).await?;
-            }
+            let finished = finish_jobs_in!(Db, tx, finishing, now);
             tx.commit().await?;
             finished
         });

@@ -17,7 +17,7 @@ pub use change::{Delivery, EventChange, NewAttempt};
 
 use super::batch::{notify_work, sql_in, sql_lit, Rows};
 use super::history::{log_insert, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Store, StoreResult};
+use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
@@ -62,15 +62,15 @@ impl Store {
             let logs: Vec<_> = jobs
                 .iter()
                 .filter(|j| j.attempt == 1)
-                .map(|j| LogWrite {
-                    org_id: j.org_id,
-                    kind: "JOB_STATUS_CHANGE",
-                    stream_id: j.stream_id,
-                    job_id: j.id,
-                    event_id: None,
-                    from: Some(JobStatus::Pending.as_str()),
-                    to: JobStep::Claim.to().as_str(),
-                    details: json!({}),
+                .map(|j| {
+                    LogWrite::job(
+                        j.org_id,
+                        j.stream_id,
+                        j.id,
+                        Some(JobStatus::Pending),
+                        JobStep::Claim.to(),
+                        json!({}),
+                    )
                 })
                 .collect();
             if !logs.is_empty() {
@@ -132,16 +132,14 @@ impl Store {
     pub async fn fail_job(&self, job: &Job, token: Uuid, message: &str) -> StoreResult<bool> {
         let now = Timestamp::now();
         let (log_sql, log_vals) = log_insert(
-            &[LogWrite {
-                org_id: job.org_id,
-                kind: "JOB_STATUS_CHANGE",
-                stream_id: job.stream_id,
-                job_id: job.id,
-                event_id: None,
-                from: Some(JobStatus::Processing.as_str()),
-                to: JobStep::Fail.to().as_str(),
-                details: json!({"message": message}),
-            }],
+            &[LogWrite::job(
+                job.org_id,
+                job.stream_id,
+                job.id,
+                Some(JobStatus::Processing),
+                JobStep::Fail.to(),
+                json!({"message": message}),
+            )],
             now,
         );
         let update = format!(
@@ -177,7 +175,6 @@ impl Store {
         limit: u32,
         lease: chrono::Duration,
     ) -> StoreResult<Vec<Event>> {
-        let now = Timestamp::now();
         let sql = format!(
             "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM events WHERE status IN ({}) \
@@ -186,8 +183,21 @@ impl Store {
             sql_in(OPEN_EVENTS),
             self.skip_locked()
         );
-        let events = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, Event>(&sql)
+        self.claim_rows(&sql, token, limit, lease).await
+    }
+
+    /// Runs a claim `sql` that binds the claim token (`$1`), the lease's end (`$2`), now
+    /// (`$3`) and the limit (`$4`), and returns the rows it claimed.
+    pub(in crate::store) async fn claim_rows<R: Record>(
+        &self,
+        sql: &str,
+        token: Uuid,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<R>> {
+        let now = Timestamp::now();
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, R>(sql)
                 .bind(token)
                 .bind(Timestamp::from_datetime(now.0 + lease))
                 .bind(now)
@@ -195,7 +205,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(events)
+        Ok(rows)
     }
 
     /// Gives up claims whose lease ran out (their worker died): the events become claimable.
