@@ -7,11 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{error_fields, fresh, send, Db, Env, Server};
+use crate::common::{error_fields, fresh, send, Db, Env, Server, PASSTHROUGH};
 use crate::config_resources::{shopify_key, stream};
 use crate::peers::Sink;
-
-const PASSTHROUGH: &str = "01900000-0000-7000-8000-000000000001";
 
 async fn call(
     s: &Server,

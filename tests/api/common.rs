@@ -11,6 +11,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wharf::config::Config;
 
+/// The public library's passthrough transformation.
+pub const PASSTHROUGH: &str = "01900000-0000-7000-8000-000000000001";
+
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -215,6 +218,30 @@ impl Server {
         let (status, out) = self.post(path, body).await;
         assert_eq!(status, StatusCode::CREATED, "POST {path}: {out}");
         out
+    }
+
+    /// A stream from `source` through the public passthrough transformation to an `http.send`
+    /// destination at `url`; returns the stream.
+    pub async fn passthrough_stream(
+        &self,
+        title: &str,
+        data_type: &str,
+        source: &Value,
+        url: &str,
+    ) -> Value {
+        let dest = self
+            .create(
+                "/destinations",
+                serde_json::json!({"title": "Sink", "system": "http", "function": "http.send",
+                    "params": {"url": url}}),
+            )
+            .await;
+        self.create(
+            "/streams",
+            serde_json::json!({"title": title, "data_type": data_type, "source_id": source["id"],
+                "transformation_id": PASSTHROUGH, "destination_id": dest["id"]}),
+        )
+        .await
     }
 
     /// A token of the given role in this server's organisation.

@@ -4,9 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{error_fields, fresh, Db, Server};
-
-const PASSTHROUGH: &str = "01900000-0000-7000-8000-000000000001";
+use crate::common::{error_fields, fresh, Db, Server, PASSTHROUGH};
 
 pub async fn shopify_key(s: &Server) -> Value {
     s.create(

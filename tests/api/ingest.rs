@@ -47,15 +47,8 @@ async fn shopify_stream(s: &Server, sink: &Sink, base_url: Option<String>) -> (S
         .create("/sources", json!({"title": "Orders", "system": "shopify", "function": "shopify.webhook",
             "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["orders/create", "orders/updated"]}}))
         .await;
-    let dest = s
-        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+    s.passthrough_stream("Shop orders", "sales_order", &source, &sink.url())
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "Shop orders", "data_type": "sales_order", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     (
         source["webhook_url"].as_str().unwrap().to_string(),
         source["id"].as_str().unwrap().to_string(),
@@ -378,15 +371,8 @@ async fn http_stream(s: &Server, sink: &Sink, params: Value, creds: Value) -> St
             "key_id": key["id"], "trigger": "webhook", "params": params}),
         )
         .await;
-    let dest = s
-        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "Pushes", "data_type": "stock", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     source["webhook_url"].as_str().unwrap().to_string()
 }
 
@@ -498,15 +484,8 @@ async fn dear_stream(s: &Server, sink: &Sink, base: &str, auth: Value) -> (Strin
         .create("/sources", json!({"title": "Sales", "system": "dear", "function": "dear.webhook",
             "key_id": key["id"], "trigger": "webhook", "params": {"topics": ["Sale/OrderAuthorised"]}}))
         .await;
-    let dest = s
-        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+    s.passthrough_stream("DEAR sales", "sales_order", &source, &sink.url())
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "DEAR sales", "data_type": "sales_order", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     (
         source["webhook_url"].as_str().unwrap().to_string(),
         source["id"].as_str().unwrap().to_string(),

@@ -209,19 +209,8 @@ async fn json_hook(s: &Server) -> String {
             "trigger": "webhook", "params": {}}),
         )
         .await;
-    let dest = s
-        .create(
-            "/destinations",
-            json!({"title": "Sink", "system": "http", "function": "http.send",
-            "params": {"url": "http://127.0.0.1:9/unused"}}),
-        )
+    s.passthrough_stream("Pushes", "stock", &source, "http://127.0.0.1:9/unused")
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "Pushes", "data_type": "stock", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     source["webhook_url"].as_str().unwrap().to_string()
 }
 

@@ -20,15 +20,8 @@ async fn webhook_stream(s: &Server, sink: &Sink) -> String {
             "trigger": "webhook", "params": {"entity_id_path": "sku"}}),
         )
         .await;
-    let dest = s
-        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "Pushes", "data_type": "stock", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     source["webhook_url"].as_str().unwrap().to_string()
 }
 
@@ -129,15 +122,8 @@ async fn with_the_scheduler_off_due_runs_wait(db: Db) {
             "params": {"url": "http://127.0.0.1:9/none"}}),
         )
         .await;
-    let dest = s
-        .create("/destinations", json!({"title": "Sink", "system": "http", "function": "http.send", "params": {"url": sink.url()}}))
+    s.passthrough_stream("Scheduled", "stock", &source, &sink.url())
         .await;
-    s.create(
-        "/streams",
-        json!({"title": "Scheduled", "data_type": "stock", "source_id": source["id"],
-        "transformation_id": "01900000-0000-7000-8000-000000000001", "destination_id": dest["id"]}),
-    )
-    .await;
     let source_id = source["id"].as_str().unwrap();
     env.set_next_run(source_id, chrono::Utc::now() - chrono::Duration::minutes(1))
         .await;
