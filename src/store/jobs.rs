@@ -156,45 +156,107 @@ impl Store {
         Ok(row.and_then(|(_, _, s)| JobStatus::parse(&s)))
     }
 
-    /// Jobs whose source is done and whose events are all terminal but which are still
-    /// PROCESSING (a worker died between an event's commit and the job's finishing).
+    /// Finishes jobs whose source is done and whose events are all terminal but which are
+    /// still PROCESSING (a worker died between an event's commit and the job's finishing), and
+    /// makes due the combined delivery of aggregate jobs whose last transformation committed
+    /// without doing so. Returns how many jobs it finished.
+    ///
+    /// The sweep walks the running jobs of each organisation in pages along
+    /// `jobs_org_status`, and looks up each page's open events by job (`events_job`): its cost
+    /// follows the work in flight, never the history, whatever plan the database would pick
+    /// for one query joining every running job with every event.
     pub async fn finish_stragglers(&self) -> StoreResult<usize> {
-        let stragglers = format!(
-            "SELECT id FROM jobs j WHERE status IN ({from}) AND source_done_at IS NOT NULL \
-             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id \
-               AND e.status IN ({open})) LIMIT 100",
-            from = sql_in(JobStep::Finish.from()),
-            open = sql_in(OPEN_EVENTS),
-        );
-        let ids: Vec<Uuid> = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, Uuid>(&stragglers)
-            .fetch_all(pool)
-            .await?
+        const PAGE: usize = 500;
+        let orgs: Vec<Uuid> = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, Uuid>("SELECT id FROM organisations")
+                .fetch_all(pool)
+                .await?
         });
-        let mut n = 0;
-        for id in ids {
-            if self.finish_job(id).await?.is_some() {
-                n += 1;
+        let running = format!(
+            "SELECT id, source_done_at IS NOT NULL, \
+               aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+             FROM jobs WHERE org_id = $1 AND status = {processing} AND id > $2 \
+             ORDER BY id LIMIT {PAGE}",
+            processing = sql_lit(JobStatus::Processing),
+        );
+        let mut finished = 0;
+        for org in orgs {
+            let mut after = Uuid::nil();
+            loop {
+                let page: Vec<(Uuid, bool, bool)> = on_pool!(self, pool, Db => {
+                    sqlx::query_as::<Db, (Uuid, bool, bool)>(&running)
+                        .bind(org)
+                        .bind(after)
+                        .fetch_all(pool)
+                        .await?
+                });
+                let Some(last) = page.last() else { break };
+                after = last.0;
+                let done: Vec<Uuid> = page.iter().filter(|j| j.1).map(|j| j.0).collect();
+                let busy: std::collections::HashSet<Uuid> = self
+                    .jobs_with_events_in(&done, OPEN_EVENTS, false)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for id in done.iter().filter(|id| !busy.contains(id)) {
+                    if self.finish_job(*id).await?.is_some() {
+                        finished += 1;
+                    }
+                }
+                // Aggregate jobs with a transformed event waiting for the combined delivery.
+                let idle: Vec<Uuid> = page
+                    .iter()
+                    .filter(|j| j.1 && j.2 && busy.contains(&j.0))
+                    .map(|j| j.0)
+                    .collect();
+                for id in self
+                    .jobs_with_events_in(&idle, &[EventStatus::Transformed], true)
+                    .await?
+                {
+                    self.mark_aggregate_ready(id).await?;
+                }
+                if page.len() < PAGE {
+                    break;
+                }
             }
         }
-        // Aggregate jobs whose last transformation committed without making the delivery due.
-        let waiting = format!(
-            "SELECT id FROM jobs j WHERE status = {processing} AND source_done_at IS NOT NULL \
-             AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
-             AND EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id AND e.status = {transformed} \
-               AND e.next_attempt_at IS NULL) LIMIT 100",
-            processing = sql_lit(JobStatus::Processing),
-            transformed = sql_lit(EventStatus::Transformed),
-        );
-        let waiting: Vec<Uuid> = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, Uuid>(&waiting)
-            .fetch_all(pool)
-            .await?
-        });
-        for id in waiting {
-            self.mark_aggregate_ready(id).await?;
+        Ok(finished)
+    }
+
+    /// Those of `jobs` with an event in one of `statuses` (and, with `undue`, no delivery
+    /// due), looked up job by job along `events_job`.
+    async fn jobs_with_events_in(
+        &self,
+        jobs: &[Uuid],
+        statuses: &[EventStatus],
+        undue: bool,
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut found = Vec::new();
+        for chunk in jobs.chunks(CHUNK) {
+            if chunk.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT DISTINCT job_id FROM events WHERE job_id IN ({}) AND status IN ({}){}",
+                ids.join(", "),
+                sql_in(statuses),
+                if undue {
+                    " AND next_attempt_at IS NULL"
+                } else {
+                    ""
+                },
+            );
+            let rows: Vec<Uuid> = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            found.extend(rows);
         }
-        Ok(n)
+        Ok(found)
     }
 
     /// The jobs with these ids (duplicates allowed).

@@ -356,3 +356,24 @@ impl Env {
         }
     }
 }
+
+impl Env {
+    /// Runs `sql`, binding `id` as `$1`, directly on the store's database: a stand-in for a
+    /// crash at a chosen moment. (Only the store suite uses it.)
+    #[allow(dead_code)]
+    pub async fn execute_on_store(&self, sql: &str, id: uuid::Uuid) {
+        match &self.pg {
+            Some(pg) => {
+                let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+                sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            None => {
+                let url = format!("sqlite://{}", self.data_path().join("wharf.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+}

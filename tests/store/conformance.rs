@@ -171,6 +171,7 @@ both_stores!(
     a_schedule_fires_each_run_once,
     a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged,
     an_aggregate_delivery_ends_every_member,
+    the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates,
 );
 
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
@@ -837,5 +838,51 @@ async fn an_aggregate_delivery_ends_every_member(db: Db) {
     assert_eq!(
         f.store.finish_job(job).await.unwrap(),
         Some(JobStatus::Finished)
+    );
+}
+
+async fn the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates(db: Db) {
+    let f = fixture(db).await;
+    // A job whose events all ended, left PROCESSING as by a worker that died before finishing it.
+    let (left, _) = f.job_with_events(2).await;
+    let token = Uuid::now_v7();
+    for ev in f.store.claim_events(token, 10, lease()).await.unwrap() {
+        let done = step(Some(EventStatus::Ok), true);
+        assert!(f.store.change_event(&ev, token, done, None).await.unwrap());
+    }
+    assert_eq!(f.job_status(left).await, JobStatus::Finished);
+    f._env
+        .execute_on_store(
+            "UPDATE jobs SET status = 'PROCESSING', finished_at = NULL WHERE id = $1",
+            left,
+        )
+        .await;
+    // An aggregate job whose events are transformed and wait, its delivery never made due.
+    let (waiting, _) = f.job_with_events(2).await;
+    for ev in f.store.claim_events(token, 10, lease()).await.unwrap() {
+        let change = EventChange {
+            next_attempt_at: Some(None),
+            release: true,
+            ..step(Some(EventStatus::Transformed), true)
+        };
+        assert!(f
+            .store
+            .change_event(&ev, token, change, None)
+            .await
+            .unwrap());
+    }
+    // A job at work.
+    let (busy, _) = f.job_with_events(1).await;
+
+    assert_eq!(f.store.finish_stragglers().await.unwrap(), 1);
+    assert_eq!(f.job_status(left).await, JobStatus::Finished);
+    assert_eq!(f.job_status(busy).await, JobStatus::Processing);
+    assert_eq!(f.job_status(waiting).await, JobStatus::Processing);
+    let waiting = &f.store.jobs_by_id(&[waiting]).await.unwrap()[0];
+    assert!(waiting.aggregate_next_at.is_some(), "its delivery is due");
+    assert_eq!(
+        f.store.finish_stragglers().await.unwrap(),
+        0,
+        "nothing left"
     );
 }
