@@ -13,6 +13,7 @@ use super::extract::ApiQuery;
 use super::{AppState, Auth};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
+use crate::store::LogPosition;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -59,9 +60,9 @@ async fn list(
     ApiQuery(p): ApiQuery<LogParams>,
 ) -> Result<Json<LogPage>, ApiError> {
     auth.require(Permission::ReadEventLog)?;
-    let after: i64 = match p.cursor.as_deref() {
-        None | Some("") => 0,
-        Some(c) => c.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+    let after: LogPosition = match p.cursor.as_deref() {
+        None | Some("") => LogPosition::default(),
+        Some(c) => c.parse().map_err(|()| {
             ApiError::invalid(
                 "cursor",
                 "is not a cursor this API returned; start without one",
@@ -73,10 +74,8 @@ async fn list(
         Some(n @ 1..=1000) => n,
         Some(_) => return Err(ApiError::invalid("limit", "must be between 1 and 1000")),
     };
-    // Publish what has committed so far, unless another reader or node is doing it now.
-    state.store.sequence_event_log(false).await?;
     let rows = state.store.event_log(auth.org_id, after, limit).await?;
-    let next = rows.last().map(|r| r.seq).unwrap_or(after);
+    let next = rows.last().map(|r| r.position).unwrap_or(after);
     let items = rows
         .into_iter()
         .map(|r| {
@@ -89,7 +88,7 @@ async fn list(
             if let Some(e) = r.event_id {
                 details["event_id"] = json!(e);
             }
-            if let Value::Object(extra) = r.details.0 {
+            if let Value::Object(extra) = r.details {
                 for (k, v) in extra {
                     if !v.is_null() {
                         details[k] = v;
@@ -97,7 +96,7 @@ async fn list(
                 }
             }
             LogEntryOut {
-                id: r.seq.to_string(),
+                id: r.position.to_string(),
                 kind: r.kind,
                 created_at: r.created_at,
                 event_at: r.event_at,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::batch::{sql_in, sql_lit};
 use super::events::AbortScope;
-use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
+use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::jobs::finish_jobs_in;
 use super::resources::update_statement;
 use super::{on_pool, BeginWrite, Bind, Event, Store, StoreError, StoreResult, Stream, Val};
@@ -98,6 +98,7 @@ impl Store {
         let (source_ended, events, unfinished) = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let mut source_ended = false;
+            let mut logs: Vec<LogWrite> = Vec::new();
             if let AbortScope::Job(job_id) = scope {
                 let row = sqlx::query_as::<Db, (Uuid, String)>(&select_job)
                 .bind(job_id)
@@ -115,18 +116,14 @@ impl Store {
                     .rows_affected();
                     if n == 1 {
                         source_ended = true;
-                        let (s, v) = log_insert(
-                            &[LogWrite::job(
-                                org,
-                                stream_id,
-                                job_id,
-                                JobStatus::parse(&from),
-                                JobStep::AbortSource.to(),
-                                json!({"message": message}),
-                            )],
-                            now,
-                        );
-                        sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+                        logs.push(LogWrite::job(
+                            org,
+                            stream_id,
+                            job_id,
+                            JobStatus::parse(&from),
+                            JobStep::AbortSource.to(),
+                            json!({"message": message}),
+                        ));
                     }
                 }
             }
@@ -149,20 +146,16 @@ impl Store {
                 }
                 events += 1;
                 touched.insert(ev.job_id);
-                let (s, v) = log_insert(
-                    &[LogWrite {
-                        org_id: ev.org_id,
-                        kind: "EVENT_STATUS_CHANGE",
-                        stream_id: ev.stream_id,
-                        job_id: ev.job_id,
-                        event_id: Some(ev.id),
-                        from: Some(ev.status.as_str()),
-                        to: EventStatus::Aborted.as_str(),
-                        details: json!({"error_code": ErrorCode::Aborted.as_str()}),
-                    }],
-                    now,
-                );
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+                logs.push(LogWrite {
+                    org_id: ev.org_id,
+                    kind: "EVENT_STATUS_CHANGE",
+                    stream_id: ev.stream_id,
+                    job_id: ev.job_id,
+                    event_id: Some(ev.id),
+                    from: Some(ev.status.as_str()),
+                    to: EventStatus::Aborted.as_str(),
+                    details: json!({"error_code": ErrorCode::Aborted.as_str()}),
+                });
                 if let Some(entity) = ev.entity_id.as_deref() {
                     let (s, v) = entity_upsert(
                         &[EntityChange {
@@ -181,13 +174,14 @@ impl Store {
             }
             // The jobs whose last open events these were finish now, in the same commit.
             let touched: Vec<Uuid> = touched.into_iter().collect();
-            let finished = finish_jobs_in!(Db, tx, touched, now);
+            let finished = finish_jobs_in!(Db, tx, touched, now, logs);
             if let Some((sql, vals)) = &then {
                 let n = sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?.rows_affected();
                 if n == 0 {
                     return Err(StoreError::NotFound("stream"));
                 }
             }
+            write_log!(Db, tx, &logs, now);
             tx.commit().await?;
             let unfinished: Vec<Uuid> =
                 touched.into_iter().filter(|j| !finished.contains(j)).collect();

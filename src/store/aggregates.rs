@@ -5,7 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::batch::{sql_in, sql_lit, CHUNK};
-use super::history::{entity_upsert, log_insert, EntityChange, LogWrite};
+use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt};
 use super::{on_pool, BeginWrite, Bind, Event, Job, Store, StoreResult, Val};
 use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
@@ -120,25 +120,22 @@ impl Store {
         let message = change.message.clone().flatten();
         let remaining = change.retries_remaining.flatten();
         let mut follow = Vec::new();
+        let mut logs: Vec<LogWrite> = Vec::new();
         // Members wait TRANSFORMED for the combined delivery; a change no step allows from
         // there changes none of them.
         let step = EventStep::between(EventStatus::Transformed, change.to, false);
         if let Some(to) = change.to.filter(|_| step.is_some()) {
             for chunk in members.chunks(CHUNK) {
-                let logs: Vec<_> = chunk
-                    .iter()
-                    .map(|ev| LogWrite {
-                        org_id: ev.org_id,
-                        kind: "EVENT_STATUS_CHANGE",
-                        stream_id: ev.stream_id,
-                        job_id: ev.job_id,
-                        event_id: Some(ev.id),
-                        from: Some(EventStatus::Transformed.as_str()),
-                        to: to.as_str(),
-                        details: json!({"error_code": code, "aggregate": true}),
-                    })
-                    .collect();
-                follow.push(log_insert(&logs, now));
+                logs.extend(chunk.iter().map(|ev| LogWrite {
+                    org_id: ev.org_id,
+                    kind: "EVENT_STATUS_CHANGE",
+                    stream_id: ev.stream_id,
+                    job_id: ev.job_id,
+                    event_id: Some(ev.id),
+                    from: Some(EventStatus::Transformed.as_str()),
+                    to: to.as_str(),
+                    details: json!({"error_code": code, "aggregate": true}),
+                }));
                 let mut entities: Vec<_> = chunk
                     .iter()
                     .filter_map(|ev| {
@@ -198,6 +195,7 @@ impl Store {
                 for (sql, vals) in &follow {
                     sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
                 }
+                write_log!(Db, tx, &logs, now);
             }
             tx.commit().await?;
             held

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::history::{entity_upsert, log_insert, EntityChange, EntityRow, LogWrite};
+use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, NewJob, Store, StoreResult, Val};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
@@ -185,7 +185,8 @@ impl Rows {
         ids
     }
 
-    /// The inserts of `parts`, in an order the foreign keys accept.
+    /// The inserts of `parts`, in an order the foreign keys accept; their log entries are
+    /// written apart, last (see [`write_log`]).
     pub(in crate::store) fn statements<'a>(
         parts: impl Iterator<Item = &'a Rows> + Clone,
         now: Timestamp,
@@ -198,10 +199,6 @@ impl Rows {
         let events: Vec<&EventRow> = parts.clone().flat_map(|r| r.events.iter()).collect();
         for chunk in events.chunks(CHUNK) {
             statements.push(events_insert(chunk.iter().copied(), now));
-        }
-        let logs: Vec<&LogWrite> = parts.clone().flat_map(|r| r.logs.iter()).collect();
-        for chunk in logs.chunks(CHUNK) {
-            statements.push(log_insert(chunk.iter().copied(), now));
         }
         let mut entities: Vec<&EntityRow> = parts.flat_map(|r| r.entities.iter()).collect();
         // One order for every writer avoids deadlocks between concurrent upserts; one row per
@@ -327,15 +324,18 @@ impl Rows {
 }
 
 impl Store {
-    /// Runs statements in one transaction, waking other nodes' workers if asked.
-    pub(in crate::store) async fn run_statements(
+    /// Writes `rows` and their log entries in one transaction, waking other nodes' workers if
+    /// asked.
+    pub(in crate::store) async fn run_rows(
         &self,
-        statements: &[(String, Vec<Val>)],
+        rows: &Rows,
+        now: Timestamp,
         notify: bool,
     ) -> StoreResult<()> {
+        let statements = Rows::statements(std::iter::once(rows), now);
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
-            for (sql, vals) in statements {
+            for (sql, vals) in &statements {
                 sqlx::query::<Db>(sql)
                     .bind_all(vals)
                     .persistent(keep_prepared(vals))
@@ -345,6 +345,7 @@ impl Store {
             if notify {
                 notify_work!(self, Db, tx);
             }
+            write_log!(Db, tx, &rows.logs, now);
             tx.commit().await?;
         });
         Ok(())

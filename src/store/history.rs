@@ -1,11 +1,13 @@
-//! History: the event log (every status change, published in commit order) and entities
-//! (the last status of each business object events are about).
+//! History: the event log (every status change, read in an order no later commit changes) and
+//! entities (the last status of each business object events are about).
 
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::batch::{rows_insert, Statement};
-use super::{on_pool, BeginWrite, LogEntry, Store, StoreResult, Val};
+use sqlx::types::Json;
+
+use super::{on_pool, LogEntry, LogPosition, Store, StoreResult, Val};
 use crate::domain::{JobStatus, Timestamp};
 
 /// An event-log entry and entity change to write with a status change.
@@ -43,28 +45,109 @@ impl LogWrite {
     }
 }
 
-pub(in crate::store) fn log_insert<'a>(
+/// Most entries one event-log row holds: a reader decodes a whole row to read part of it.
+const ENTRIES_PER_ROW: usize = 128;
+
+/// The event-log rows of `entries` (organisation, entries): the entries of one organisation
+/// written in one transaction share a row (up to [`ENTRIES_PER_ROW`]), so a commit of a
+/// hundred status changes writes a row or two, not a hundred rows with their index entries. A
+/// row's entries keep their order.
+pub(in crate::store) fn log_rows<'a>(
     entries: impl IntoIterator<Item = &'a LogWrite>,
+) -> Vec<(Uuid, Value)> {
+    let mut by_org: Vec<(Uuid, Vec<Value>)> = Vec::new();
+    for e in entries {
+        let entry = json!({
+            "type": e.kind,
+            "stream_id": e.stream_id,
+            "job_id": e.job_id,
+            "event_id": e.event_id,
+            "from": e.from,
+            "to": e.to,
+            "details": e.details,
+        });
+        match by_org.iter_mut().find(|(org, _)| *org == e.org_id) {
+            Some((_, list)) => list.push(entry),
+            None => by_org.push((e.org_id, vec![entry])),
+        }
+    }
+    by_org
+        .into_iter()
+        .flat_map(|(org, list)| {
+            list.chunks(ENTRIES_PER_ROW)
+                .map(|chunk| (org, Value::Array(chunk.to_vec())))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The insert of `rows` (see [`log_rows`]) at positions `first`, `first + 1`, ….
+pub(in crate::store) fn log_insert(
+    rows: Vec<(Uuid, Value)>,
+    first: i64,
     now: Timestamp,
 ) -> Statement {
     rows_insert(
-        "INSERT INTO event_log (org_id, type, stream_id, job_id, event_id, from_status, \
-         to_status, details, event_at, created_at)",
-        entries.into_iter().map(|e| {
+        "INSERT INTO event_log (id, org_id, entries, created_at)",
+        rows.into_iter().enumerate().map(|(i, (org, entries))| {
             vec![
-                Val::from(e.org_id),
-                Val::from(e.kind),
-                Val::from(e.stream_id),
-                Val::from(e.job_id),
-                Val::from(e.event_id),
-                Val::Text(e.from.map(str::to_string)),
-                Val::from(e.to),
-                Val::Json(Some(e.details.clone())),
-                Val::from(now),
+                Val::Int(Some(first + i as i64)),
+                Val::from(org),
+                Val::Json(Some(entries)),
                 Val::from(now),
             ]
         }),
     )
+}
+
+/// Writes event-log entries in the open transaction `$tx` of backend `$db`, as its last
+/// statement before COMMIT. Their rows take the next positions from `event_log_head`, whose
+/// row stays locked until the transaction ends: positions are handed out in commit order, so a
+/// reader that sees position N+1 already sees N, and a follower's cursor never has an entry
+/// filled in behind it, whatever order the writers started in. Only this short tail of a
+/// transaction is serialised, never its work; nothing else may follow it but COMMIT, so a
+/// transaction never waits for another while holding the head.
+macro_rules! write_log {
+    ($db:ident, $tx:ident, $entries:expr, $now:expr) => {{
+        let rows = $crate::store::history::log_rows($entries);
+        if !rows.is_empty() {
+            let n = rows.len() as i64;
+            let last: i64 = sqlx::query_scalar::<$db, i64>(
+                "UPDATE event_log_head SET last = last + $1 RETURNING last",
+            )
+            .bind(n)
+            .fetch_one(&mut *$tx)
+            .await?;
+            let (sql, vals) = $crate::store::history::log_insert(rows, last - n + 1, $now);
+            sqlx::query::<$db>(&sql)
+                .bind_all(&vals)
+                .persistent($crate::store::batch::keep_prepared(&vals))
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(in crate::store) use write_log;
+
+/// An entry as a row stores it (see [`log_insert`]).
+#[derive(serde::Deserialize)]
+struct StoredEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    stream_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    event_id: Option<Uuid>,
+    from: Option<String>,
+    to: String,
+    #[serde(default)]
+    details: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct LogRow {
+    id: i64,
+    entries: Json<Vec<StoredEntry>>,
+    created_at: Timestamp,
 }
 
 /// The last status of one entity, as an event leaves it.
@@ -118,17 +201,7 @@ pub(in crate::store) struct EntityRow {
     pub(in crate::store) message: Option<String>,
 }
 
-/// The event-log entry of a job finished by [`finish_jobs_sql`].
-pub(in crate::store) fn finish_log(
-    org: Uuid,
-    stream: Uuid,
-    job_id: Uuid,
-    status: &str,
-    now: Timestamp,
-) -> Statement {
-    log_insert(&[finish_entry(org, stream, job_id, status)], now)
-}
-
+/// The event-log entry of a job finished by [`super::jobs::finish_jobs_sql`].
 pub(in crate::store) fn finish_entry(
     org: Uuid,
     stream: Uuid,
@@ -147,59 +220,61 @@ pub(in crate::store) fn finish_entry(
 }
 
 impl Store {
-    /// Publishes event-log entries in commit order (Postgres). Writers insert entries without
-    /// a position; this single sequencer (one at a time across nodes, by advisory lock) gives
-    /// every unpublished entry the next positions in one commit. An entry that commits late
-    /// simply gets a later position, so readers following `seq` never see a gap filled in
-    /// behind them. `wait` takes the lock even if another node holds it for now.
-    pub async fn sequence_event_log(&self, wait: bool) -> StoreResult<u64> {
-        if !self.backend().sequenced_log() {
-            return Ok(0);
-        }
-        let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin_write().await?;
-            let locked: bool = if wait {
-                sqlx::query::<Db>("SELECT pg_advisory_xact_lock(7270001)").execute(&mut *tx).await?;
-                true
-            } else {
-                sqlx::query_scalar::<Db, bool>("SELECT pg_try_advisory_xact_lock(7270001)")
-                    .fetch_one(&mut *tx)
-                    .await?
-            };
-            if !locked {
-                return Ok(0);
-            }
-            let n = sqlx::query::<Db>(
-                "WITH next AS (SELECT id, ROW_NUMBER() OVER (ORDER BY id) + \
-                   (SELECT COALESCE(MAX(seq), 0) FROM event_log) AS n \
-                   FROM event_log WHERE seq IS NULL ORDER BY id LIMIT 10000) \
-                 UPDATE event_log SET seq = next.n FROM next WHERE event_log.id = next.id",
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            n
-        });
-        Ok(n)
-    }
-
-    /// Event-log entries of `org` after position `after`, oldest first.
-    pub async fn event_log(&self, org: Uuid, after: i64, limit: u32) -> StoreResult<Vec<LogEntry>> {
-        let position = self.backend().log_position();
+    /// Up to `limit` event-log entries of `org` after position `after`, oldest first.
+    pub async fn event_log(
+        &self,
+        org: Uuid,
+        after: LogPosition,
+        limit: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        // Rows from the one holding `after` on; a few at a time, as a row holds many entries.
+        const ROWS: i64 = 16;
         let sql = format!(
-            "SELECT {position} AS seq, type, stream_id, job_id, event_id, from_status, to_status, \
-             details, event_at, created_at FROM event_log \
-             WHERE org_id = $1 AND {position} > $2 ORDER BY {position} LIMIT $3"
+            "SELECT id, entries, created_at FROM event_log WHERE org_id = $1 AND id >= $2 \
+             ORDER BY id LIMIT {ROWS}"
         );
-        let rows = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, LogEntry>(&sql)
-                .bind(org)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rows)
+        let limit = limit as usize;
+        let mut out = Vec::new();
+        let mut from = after.id;
+        loop {
+            let rows: Vec<LogRow> = on_pool!(self, pool, Db => {
+                sqlx::query_as::<Db, LogRow>(&sql)
+                    .bind(org)
+                    .bind(from)
+                    .fetch_all(pool)
+                    .await?
+            });
+            let full = rows.len() as i64 == ROWS;
+            for row in rows {
+                from = row.id + 1;
+                for (k, e) in row.entries.0.into_iter().enumerate() {
+                    let position = LogPosition {
+                        id: row.id,
+                        k: k as i64,
+                    };
+                    if position <= after {
+                        continue;
+                    }
+                    out.push(LogEntry {
+                        position,
+                        kind: e.kind,
+                        stream_id: e.stream_id,
+                        job_id: e.job_id,
+                        event_id: e.event_id,
+                        from_status: e.from,
+                        to_status: e.to,
+                        details: e.details,
+                        event_at: row.created_at,
+                        created_at: row.created_at,
+                    });
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 }

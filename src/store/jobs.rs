@@ -6,19 +6,19 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{sql_in, sql_lit, Rows, CHUNK};
-use super::history::finish_log;
+use super::history::{finish_entry, write_log};
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
 use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
 
 /// Finishes, in the open transaction `$tx` of backend `$db`, those of the jobs `$ids` (a
-/// slice) whose source is done and whose events are all terminal, with one log statement for
-/// all of them; evaluates to the ids it finished. A job another transaction holds open work
-/// for is left as it is: see [`Store::finish_job`] for the check after commit.
+/// slice) whose source is done and whose events are all terminal, adding their log entries to
+/// `$logs` (for the transaction's [`write_log`](crate::store::history::write_log));
+/// evaluates to the ids it finished. A job another transaction holds open work for is left as
+/// it is: see [`Store::finish_job`] for the check after commit.
 macro_rules! finish_jobs_in {
-    ($db:ident, $tx:ident, $ids:expr, $now:expr) => {{
+    ($db:ident, $tx:ident, $ids:expr, $now:expr, $logs:ident) => {{
         let mut finished: Vec<Uuid> = Vec::new();
-        let mut logs = Vec::new();
         for chunk in $ids.chunks($crate::store::batch::CHUNK) {
             let sql = $crate::store::jobs::finish_jobs_sql(chunk.len());
             let mut q = sqlx::query_as::<$db, (Uuid, Uuid, Uuid, String)>(&sql)
@@ -28,19 +28,11 @@ macro_rules! finish_jobs_in {
                 q = q.bind(*id);
             }
             for (id, org, stream, status) in q.fetch_all(&mut *$tx).await? {
-                logs.push($crate::store::history::finish_entry(
+                $logs.push($crate::store::history::finish_entry(
                     org, stream, id, &status,
                 ));
                 finished.push(id);
             }
-        }
-        if !logs.is_empty() {
-            let (sql, vals) = $crate::store::history::log_insert(&logs, $now);
-            sqlx::query::<$db>(&sql)
-                .bind_all(&vals)
-                .persistent($crate::store::batch::keep_prepared(&vals))
-                .execute(&mut *$tx)
-                .await?;
         }
         finished
     }};
@@ -89,8 +81,7 @@ impl Store {
         let now = Timestamp::now();
         let mut rows = Rows::default();
         rows.pending_job(new, now);
-        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
-            .await?;
+        self.run_rows(&rows, now, true).await?;
         Ok(rows.jobs.remove(0))
     }
 
@@ -106,8 +97,7 @@ impl Store {
         let now = Timestamp::now();
         let mut rows = Rows::default();
         let (_, ids) = rows.job_with_events(new, data_type, events, now);
-        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
-            .await?;
+        self.run_rows(&rows, now, true).await?;
         let job = rows.jobs.remove(0);
         if ids.is_empty() {
             self.finish_job(job.id).await?;
@@ -128,8 +118,7 @@ impl Store {
             debug_assert!(!events.is_empty(), "a job without events is finished apart");
             ids.push(rows.job_with_events(new, data_type, events, now).1);
         }
-        self.run_statements(&Rows::statements(std::iter::once(&rows), now), true)
-            .await?;
+        self.run_rows(&rows, now, true).await?;
         Ok(rows.jobs.into_iter().zip(ids).collect())
     }
 
@@ -147,8 +136,7 @@ impl Store {
                 .await?
                 .map(|(_, org, stream, status)| (org, stream, status));
             if let Some((org, stream, status)) = &row {
-                let (s, v) = finish_log(*org, *stream, job_id, status, now);
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+                write_log!(Db, tx, [&finish_entry(*org, *stream, job_id, status)], now);
             }
             tx.commit().await?;
             row

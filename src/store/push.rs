@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::batch::{keep_prepared, notify_work, rows_insert, Rows, CHUNK};
+use super::history::write_log;
 use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, Store, StoreResult, Val};
 use crate::domain::Timestamp;
 
@@ -159,6 +160,7 @@ impl Store {
                         .await?;
                 }
                 notify_work!(self, Db, tx);
+                write_log!(Db, tx, stored.iter().flat_map(|r| r.logs.iter()), now);
             }
             super::writer::enter_commit(gates)?;
             tx.commit().await?;

@@ -443,18 +443,54 @@ record!(
     ]
 );
 
-/// One entry of the event log, at its published position `seq`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A place in the event log: the row, then the entry within the row (see
+/// `migrations/postgres/0004_log_rows.sql`). Entries are read in this order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub id: i64,
+    pub k: i64,
+}
+
+impl std::fmt::Display for LogPosition {
+    /// `id` for a row's first entry (and so for every entry from before rows held several: a
+    /// cursor given out then still reads on), `id.k` for the others.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.k == 0 {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.id, self.k)
+        }
+    }
+}
+
+impl std::str::FromStr for LogPosition {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let number = |t: &str| t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(());
+        match s.split_once('.') {
+            None => Ok(LogPosition {
+                id: number(s)?,
+                k: 0,
+            }),
+            Some((id, k)) => Ok(LogPosition {
+                id: number(id)?,
+                k: number(k)?,
+            }),
+        }
+    }
+}
+
+/// One entry of the event log, at its position.
+#[derive(Debug, Clone)]
 pub struct LogEntry {
-    pub seq: i64,
-    #[sqlx(rename = "type")]
+    pub position: LogPosition,
     pub kind: String,
     pub stream_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
     pub event_id: Option<Uuid>,
     pub from_status: Option<String>,
     pub to_status: String,
-    pub details: Json<Value>,
+    pub details: Value,
     pub event_at: Timestamp,
     pub created_at: Timestamp,
 }
@@ -491,3 +527,23 @@ record!(
         updated_at
     ]
 );
+
+#[cfg(test)]
+mod tests {
+    use super::LogPosition;
+
+    #[test]
+    fn log_cursors_read_both_forms_and_old_ones_read_on() {
+        // A cursor from before rows held several entries is a plain row number.
+        let first = LogPosition { id: 12, k: 0 };
+        assert_eq!("12".parse::<LogPosition>(), Ok(first));
+        assert_eq!(first.to_string(), "12");
+        let later = LogPosition { id: 7, k: 3 };
+        assert_eq!("7.3".parse::<LogPosition>(), Ok(later));
+        assert_eq!(later.to_string(), "7.3");
+        assert!(first > later && later > LogPosition { id: 7, k: 2 });
+        for bad in ["", "-1", "1.", ".1", "a", "1.2.3", "1.-2", "1.x"] {
+            assert!(bad.parse::<LogPosition>().is_err(), "{bad}");
+        }
+    }
+}

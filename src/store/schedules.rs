@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::notify_work;
-use super::history::{log_insert, LogWrite};
+use super::history::{write_log, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Store, StoreResult};
 use crate::domain::{JobStatus, Timestamp};
 
@@ -59,6 +59,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             let mut ids = Vec::new();
+            let mut logs = Vec::new();
             for stream_id in streams {
                 let id = Uuid::now_v7();
                 sqlx::query::<Db>(
@@ -75,21 +76,18 @@ impl Store {
                 .bind(JobStatus::Pending.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let (s, v) = log_insert(
-                    &[LogWrite::job(
-                        source.org_id,
-                        stream_id,
-                        id,
-                        None,
-                        JobStatus::Pending,
-                        json!({"trigger": "scheduled", "scheduled_for": due}),
-                    )],
-                    now,
-                );
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
+                logs.push(LogWrite::job(
+                    source.org_id,
+                    stream_id,
+                    id,
+                    None,
+                    JobStatus::Pending,
+                    json!({"trigger": "scheduled", "scheduled_for": due}),
+                ));
                 ids.push(id);
             }
             notify_work!(self, Db, tx);
+            write_log!(Db, tx, &logs, now);
             tx.commit().await?;
             ids
         });

@@ -94,6 +94,14 @@ pub async fn events_of(s: &Server, job: &str) -> Vec<Value> {
     }
 }
 
+/// An event-log position as (row, entry): `id.k`, or `id` for a row's first entry.
+fn position(id: &str) -> (i64, i64) {
+    match id.split_once('.') {
+        None => (id.parse().unwrap(), 0),
+        Some((row, k)) => (row.parse().unwrap(), k.parse().unwrap()),
+    }
+}
+
 /// Reads the whole event log from the start.
 async fn whole_log(s: &Server) -> Vec<Value> {
     let mut out = Vec::new();
@@ -168,9 +176,9 @@ async fn paginated_source_is_delivered_once_each(db: Db) {
     let log = whole_log(&s).await;
     let mut per_event: HashMap<String, Vec<String>> = HashMap::new();
     let mut job_changes = Vec::new();
-    let mut last = 0i64;
+    let mut last = (0i64, 0i64);
     for entry in &log {
-        let pos: i64 = entry["id"].as_str().unwrap().parse().unwrap();
+        let pos = position(entry["id"].as_str().unwrap());
         assert!(pos > last, "positions only grow");
         last = pos;
         let to = entry["details"]["to"].as_str().unwrap().to_string();

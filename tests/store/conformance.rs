@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
-    AbortScope, Bootstrap, Destination, Event, EventChange, IngestJob, Ingested, NewAttempt,
-    NewEvent, NewJob, Source, Store, Stream, Transformation,
+    AbortScope, Bootstrap, Destination, Event, EventChange, IngestJob, Ingested, LogPosition,
+    NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -172,6 +172,7 @@ both_stores!(
     a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged,
     an_aggregate_delivery_ends_every_member,
     the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates,
+    a_follower_sees_each_entry_of_many_writers_once_in_commit_order,
 );
 
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
@@ -386,8 +387,11 @@ async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: D
     assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
 
     // The log holds every hop, composite steps through TRANSFORMED, in commit order.
-    f.store.sequence_event_log(true).await.unwrap();
-    let log = f.store.event_log(f.org, 0, 1000).await.unwrap();
+    let log = f
+        .store
+        .event_log(f.org, LogPosition::default(), 1000)
+        .await
+        .unwrap();
     let hops = |id: Uuid| -> Vec<(Option<String>, String)> {
         log.iter()
             .filter(|e| e.event_id == Some(id))
@@ -415,7 +419,7 @@ async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: D
         hops(held[4].id),
         vec![(None, s("NEW")), (Some(s("NEW")), s("ERROR"))]
     );
-    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    let seqs: Vec<LogPosition> = log.iter().map(|e| e.position).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "positions rise: {seqs:?}"
@@ -885,4 +889,141 @@ async fn the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates(db:
         0,
         "nothing left"
     );
+}
+
+/// Many writers store jobs with their events at once while a follower reads the event log on
+/// with its cursor: the follower ends with every entry exactly once, in rising positions, each
+/// job's entries in the order they were written.
+async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db) {
+    let f = std::sync::Arc::new(fixture(db).await);
+    let (writers, jobs_each) = (8, 25);
+    // Each job: PENDING and PROCESSING for the job, NEW for each of its two events.
+    let expected = writers * jobs_each * 4;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut jobs = Vec::new();
+            for i in 0..jobs_each {
+                let events = (0..2)
+                    .map(|k| NewEvent {
+                        payload_in: json!({"w": w, "i": i, "k": k}),
+                        entity_id: None,
+                        original_event_id: None,
+                    })
+                    .collect();
+                let (job, _) = f
+                    .store
+                    .create_job_with_events(f.new_job("upload"), "orders", events)
+                    .await
+                    .unwrap();
+                jobs.push(job.id);
+            }
+            jobs
+        }));
+    }
+    let follower = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<wharf::store::LogEntry> = Vec::new();
+            let mut cursor = LogPosition::default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.len() < expected {
+                let page = f.store.event_log(f.org, cursor, 7).await.unwrap();
+                if let Some(last) = page.last() {
+                    cursor = last.position;
+                }
+                seen.extend(page);
+                assert!(std::time::Instant::now() < deadline, "the follower stalled");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            seen
+        })
+    };
+    let mut jobs = Vec::new();
+    for t in tasks {
+        jobs.extend(t.await.unwrap());
+    }
+    let seen = follower.await.unwrap();
+    assert_eq!(seen.len(), expected);
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "positions rise"
+    );
+    let rest = f
+        .store
+        .event_log(f.org, seen[seen.len() - 1].position, 100)
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "nothing more: {rest:?}");
+    let mut keys = std::collections::HashSet::new();
+    for e in &seen {
+        assert!(
+            keys.insert((e.job_id, e.event_id, e.to_status.clone())),
+            "seen twice: {e:?}"
+        );
+    }
+    for job in jobs {
+        let of_job: Vec<(Option<Uuid>, &str)> = seen
+            .iter()
+            .filter(|e| e.job_id == Some(job))
+            .map(|e| (e.event_id, e.to_status.as_str()))
+            .collect();
+        assert_eq!(of_job.len(), 4, "{of_job:?}");
+        assert_eq!(of_job[0], (None, "PENDING"));
+        assert_eq!(of_job[1], (None, "PROCESSING"));
+        assert!(of_job[2..]
+            .iter()
+            .all(|(e, to)| e.is_some() && *to == "NEW"));
+    }
+}
+
+/// Positions are handed out in commit order: while a transaction holds the next position
+/// uncommitted, no later writer can publish one after it, and once it commits a follower sees
+/// both in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_position_is_never_published_before_an_earlier_one_commits() {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+    // A writer that took its position and has not committed yet.
+    let mut tx = slow.begin().await.unwrap();
+    let mine: i64 = sqlx::query_scalar("UPDATE event_log_head SET last = last + 1 RETURNING last")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO event_log (id, org_id, entries, created_at) VALUES ($1, $2, \
+         '[{\"type\": \"JOB_STATUS_CHANGE\", \"to\": \"PENDING\"}]', now())",
+    )
+    .bind(mine)
+    .bind(f.org)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let store = f.store.clone();
+    let new_job = f.new_job("upload");
+    let later = tokio::spawn(async move { store.create_job(new_job).await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let start = LogPosition::default();
+    assert!(
+        f.store
+            .event_log(f.org, start, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is published while the earlier position is open"
+    );
+    assert!(
+        !later.is_finished(),
+        "the later writer waits for its position"
+    );
+    tx.commit().await.unwrap();
+    let job = later.await.unwrap();
+    let log = f.store.event_log(f.org, start, 100).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].position.id, mine);
+    assert_eq!(log[1].job_id, Some(job.id));
+    assert!(log[0].position < log[1].position);
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
 use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK};
-use crate::store::history::{EntityRow, LogWrite};
+use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
 use crate::store::{on_pool, BeginWrite, Bind, Event, Store, StoreResult, Val};
 
@@ -295,12 +295,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            let mut logs: Vec<&LogWrite> = held.clone().flat_map(|p| p.rows.logs.iter()).collect();
             finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));
             finishing.sort();
             finishing.dedup();
             // A job's last event usually finishes it in the same commit (always for a
             // one-event webhook job).
-            let finished = finish_jobs_in!(Db, tx, finishing, now);
+            let mut finish_logs = Vec::new();
+            let finished = finish_jobs_in!(Db, tx, finishing, now, finish_logs);
+            logs.extend(finish_logs.iter());
+            write_log!(Db, tx, logs, now);
             tx.commit().await?;
             finished
         });

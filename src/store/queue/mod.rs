@@ -16,7 +16,7 @@ pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
 
 use super::batch::{notify_work, sql_in, sql_lit, Rows};
-use super::history::{log_insert, LogWrite};
+use super::history::{write_log, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
@@ -73,10 +73,7 @@ impl Store {
                     )
                 })
                 .collect();
-            if !logs.is_empty() {
-                let (s, v) = log_insert(&logs, now);
-                sqlx::query::<Db>(&s).bind_all(&v).execute(&mut *tx).await?;
-            }
+            write_log!(Db, tx, &logs, now);
             tx.commit().await?;
             jobs
         });
@@ -120,6 +117,7 @@ impl Store {
             if !empty {
                 notify_work!(self, Db, tx);
             }
+            write_log!(Db, tx, &rows.logs, now);
             tx.commit().await?;
         });
         if empty {
@@ -131,16 +129,13 @@ impl Store {
     /// Ends a job whose source failed, if still held under `token`.
     pub async fn fail_job(&self, job: &Job, token: Uuid, message: &str) -> StoreResult<bool> {
         let now = Timestamp::now();
-        let (log_sql, log_vals) = log_insert(
-            &[LogWrite::job(
-                job.org_id,
-                job.stream_id,
-                job.id,
-                Some(JobStatus::Processing),
-                JobStep::Fail.to(),
-                json!({"message": message}),
-            )],
-            now,
+        let log = LogWrite::job(
+            job.org_id,
+            job.stream_id,
+            job.id,
+            Some(JobStatus::Processing),
+            JobStep::Fail.to(),
+            json!({"message": message}),
         );
         let update = format!(
             "UPDATE jobs SET status = {to}, message = $3, finished_at = $4, updated_at = $4, \
@@ -160,7 +155,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                sqlx::query::<Db>(&log_sql).bind_all(&log_vals).execute(&mut *tx).await?;
+                write_log!(Db, tx, [&log], now);
                 tx.commit().await?;
             }
             n == 1
