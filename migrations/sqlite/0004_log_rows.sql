@@ -1,14 +1,16 @@
--- The event log written once, in commit order, a row per transaction and organisation (see the
--- Postgres migration). Existing entries become one-entry rows at their ids, so a follower's
+-- The event log written a row per transaction and organisation, not a row per entry (see the
+-- Postgres migration). SQLite commits one writer at a time, so its row ids are commit order
+-- and `seq` stays unused. Existing entries become one-entry rows at their ids, so a follower's
 -- cursor reads on.
 CREATE TABLE event_log_rows (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER UNIQUE,
     org_id      BLOB NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
     entries     TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
-INSERT INTO event_log_rows (id, org_id, entries, created_at)
-SELECT id, org_id,
+INSERT INTO event_log_rows (id, seq, org_id, entries, created_at)
+SELECT id, seq, org_id,
        json_array(json_object('type', type,
            'stream_id', CASE WHEN stream_id IS NULL THEN NULL ELSE lower(hex(stream_id)) END,
            'job_id', CASE WHEN job_id IS NULL THEN NULL ELSE lower(hex(job_id)) END,
@@ -18,11 +20,5 @@ SELECT id, org_id,
 FROM event_log ORDER BY id;
 DROP TABLE event_log;
 ALTER TABLE event_log_rows RENAME TO event_log;
-CREATE INDEX event_log_org_position ON event_log (org_id, id);
-
--- The last position handed out: one row.
-CREATE TABLE event_log_head (
-    id    INTEGER PRIMARY KEY CHECK (id = 1),
-    last  INTEGER NOT NULL
-);
-INSERT INTO event_log_head (id, last) SELECT 1, COALESCE(MAX(id), 0) FROM event_log;
+CREATE INDEX event_log_org_seq ON event_log (org_id, seq);
+CREATE INDEX event_log_unsequenced ON event_log (id) WHERE seq IS NULL;

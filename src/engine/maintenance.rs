@@ -1,5 +1,5 @@
-//! Maintenance: returns work whose worker died, finishes jobs a worker left unfinished, forgets
-//! old webhook receipts. Every sweep is safe to run on several nodes at once, so each node may
+//! Maintenance: returns work whose worker died, publishes the event log, finishes jobs a worker
+//! left unfinished, forgets old webhook receipts. Every sweep is safe to run on several nodes at once, so each node may
 //! run it.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::domain::Timestamp;
 use crate::store::Store;
 
-/// Every second: rescues expired claims, forgets webhook receipts
+/// Every second: rescues expired claims, publishes the event log, forgets webhook receipts
 /// older than `dedup_retention_hours`. Every 30 s: finishes stragglers (a sweep over running
 /// jobs, too costly to run each second). Runs until `shutdown` turns true.
 pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::Receiver<bool>) {
@@ -30,6 +30,9 @@ pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::
 async fn maintain(store: &Store, dedup_retention_hours: u64, sweep: bool) {
     if let Err(e) = store.rescue_events().await {
         tracing::warn!(error = %e, "rescuing expired claims failed");
+    }
+    if let Err(e) = store.sequence_event_log(false).await {
+        tracing::warn!(error = %e, "publishing the event log failed");
     }
     if sweep {
         if let Err(e) = store.finish_stragglers().await {

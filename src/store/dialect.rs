@@ -28,6 +28,23 @@ impl Backend {
         }
     }
 
+    /// Whether event-log entries need the sequencer to get positions in commit order.
+    /// Postgres: concurrent transactions take row ids in one order and commit in another, so a
+    /// reader following ids could skip an entry that commits late. SQLite commits one writer
+    /// at a time, so its row ids already are commit order.
+    pub(in crate::store) fn sequenced_log(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The event-log column readers follow (see [`Backend::sequenced_log`]).
+    pub(in crate::store) fn log_position(self) -> &'static str {
+        if self.sequenced_log() {
+            "seq"
+        } else {
+            "id"
+        }
+    }
+
     /// How many group-commit writers to run (see `writer`): on Postgres one gathers and builds
     /// its batch while another commits; SQLite has one writer at a time anyway.
     pub(in crate::store) fn commit_writers(self) -> usize {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::batch::{rows_insert, Statement};
 use sqlx::types::Json;
 
-use super::{on_pool, LogEntry, LogPosition, Store, StoreResult, Val};
+use super::{on_pool, BeginWrite, LogEntry, LogPosition, Store, StoreResult, Val};
 use crate::domain::{JobStatus, Timestamp};
 
 /// An event-log entry and entity change to write with a status change.
@@ -81,44 +81,23 @@ pub(in crate::store) fn log_rows<'a>(
         .collect()
 }
 
-/// The insert of `rows` (see [`log_rows`]) at positions `first`, `first + 1`, ….
-pub(in crate::store) fn log_insert(
-    rows: Vec<(Uuid, Value)>,
-    first: i64,
-    now: Timestamp,
-) -> Statement {
+/// The insert of `rows` (see [`log_rows`]), without positions: the sequencer gives them (see
+/// [`Store::sequence_event_log`]).
+pub(in crate::store) fn log_insert(rows: Vec<(Uuid, Value)>, now: Timestamp) -> Statement {
     rows_insert(
-        "INSERT INTO event_log (id, org_id, entries, created_at)",
-        rows.into_iter().enumerate().map(|(i, (org, entries))| {
-            vec![
-                Val::Int(Some(first + i as i64)),
-                Val::from(org),
-                Val::Json(Some(entries)),
-                Val::from(now),
-            ]
-        }),
+        "INSERT INTO event_log (org_id, entries, created_at)",
+        rows.into_iter()
+            .map(|(org, entries)| vec![Val::from(org), Val::Json(Some(entries)), Val::from(now)]),
     )
 }
 
-/// Writes event-log entries in the open transaction `$tx` of backend `$db`, as its last
-/// statement before COMMIT. Their rows take the next positions from `event_log_head`, whose
-/// row stays locked until the transaction ends: positions are handed out in commit order, so a
-/// reader that sees position N+1 already sees N, and a follower's cursor never has an entry
-/// filled in behind it, whatever order the writers started in. Only this short tail of a
-/// transaction is serialised, never its work; nothing else may follow it but COMMIT, so a
-/// transaction never waits for another while holding the head.
+/// Writes event-log entries in the open transaction `$tx` of backend `$db`: a row per
+/// organisation (see [`log_rows`]), committed with the changes they record.
 macro_rules! write_log {
     ($db:ident, $tx:ident, $entries:expr, $now:expr) => {{
         let rows = $crate::store::history::log_rows($entries);
         if !rows.is_empty() {
-            let n = rows.len() as i64;
-            let last: i64 = sqlx::query_scalar::<$db, i64>(
-                "UPDATE event_log_head SET last = last + $1 RETURNING last",
-            )
-            .bind(n)
-            .fetch_one(&mut *$tx)
-            .await?;
-            let (sql, vals) = $crate::store::history::log_insert(rows, last - n + 1, $now);
+            let (sql, vals) = $crate::store::history::log_insert(rows, $now);
             sqlx::query::<$db>(&sql)
                 .bind_all(&vals)
                 .persistent($crate::store::batch::keep_prepared(&vals))
@@ -145,7 +124,7 @@ struct StoredEntry {
 
 #[derive(sqlx::FromRow)]
 struct LogRow {
-    id: i64,
+    position: i64,
     entries: Json<Vec<StoredEntry>>,
     created_at: Timestamp,
 }
@@ -220,6 +199,44 @@ pub(in crate::store) fn finish_entry(
 }
 
 impl Store {
+    /// Publishes event-log rows in commit order (Postgres). Writers insert rows without a
+    /// position; this single sequencer (one at a time across nodes, by advisory lock) gives
+    /// every unpublished row the next positions in one commit. A row that commits late simply
+    /// gets a later position, so readers following `seq` never see a gap filled in behind
+    /// them. A row holds a transaction's entries, so this is one write per commit of many
+    /// status changes. `wait` takes the lock even if another node holds it for now.
+    pub async fn sequence_event_log(&self, wait: bool) -> StoreResult<u64> {
+        if !self.backend().sequenced_log() {
+            return Ok(0);
+        }
+        let n = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let locked: bool = if wait {
+                sqlx::query::<Db>("SELECT pg_advisory_xact_lock(7270001)").execute(&mut *tx).await?;
+                true
+            } else {
+                sqlx::query_scalar::<Db, bool>("SELECT pg_try_advisory_xact_lock(7270001)")
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
+            if !locked {
+                return Ok(0);
+            }
+            let n = sqlx::query::<Db>(
+                "WITH next AS (SELECT id, ROW_NUMBER() OVER (ORDER BY id) + \
+                   (SELECT COALESCE(MAX(seq), 0) FROM event_log) AS n \
+                   FROM event_log WHERE seq IS NULL ORDER BY id LIMIT 10000) \
+                 UPDATE event_log SET seq = next.n FROM next WHERE event_log.id = next.id",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
+    }
+
     /// Up to `limit` event-log entries of `org` after position `after`, oldest first.
     pub async fn event_log(
         &self,
@@ -230,8 +247,9 @@ impl Store {
         // Rows from the one holding `after` on; a few at a time, as a row holds many entries.
         const ROWS: i64 = 16;
         let sql = format!(
-            "SELECT id, entries, created_at FROM event_log WHERE org_id = $1 AND id >= $2 \
-             ORDER BY id LIMIT {ROWS}"
+            "SELECT {position} AS position, entries, created_at FROM event_log \
+             WHERE org_id = $1 AND {position} >= $2 ORDER BY {position} LIMIT {ROWS}",
+            position = self.backend().log_position()
         );
         let limit = limit as usize;
         let mut out = Vec::new();
@@ -246,10 +264,10 @@ impl Store {
             });
             let full = rows.len() as i64 == ROWS;
             for row in rows {
-                from = row.id + 1;
+                from = row.position + 1;
                 for (k, e) in row.entries.0.into_iter().enumerate() {
                     let position = LogPosition {
-                        id: row.id,
+                        id: row.position,
                         k: k as i64,
                     };
                     if position <= after {

@@ -443,7 +443,7 @@ record!(
     ]
 );
 
-/// A place in the event log: the row, then the entry within the row (see
+/// A place in the event log: the row's published position, then the entry within the row (see
 /// `migrations/postgres/0004_log_rows.sql`). Entries are read in this order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogPosition {
