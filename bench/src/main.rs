@@ -3,14 +3,19 @@
 //!
 //! Phases: ingest at a fixed rate (open loop: latency from each request's scheduled send time,
 //! so a slow server cannot hide its queueing), end-to-end drain, low load (receipt → delivery),
-//! and a backlog built while the sink is paused (memory with the backlog in the database).
+//! and a backlog built while the sink is paused (memory with the backlog in the database); then
+//! ingest alone, on a second fresh store with the server's workers off. On Postgres it reports
+//! what the database did per order of the ingest phase (row writes, dead rows, WAL bytes), can
+//! store history first (`--prefill N`), and runs with autovacuum on, as production does.
 //! Every run checks that the sink received each accepted order exactly once, and writes
 //! `bench-report.json` and a table. `--smoke` runs it all small, in seconds, for CI.
 
 // The bench is Wharf's client, not one of its connectors: its requests need no outbound guard.
 #![allow(clippy::disallowed_methods)]
 
+mod history;
 mod load;
+mod pgstats;
 mod server;
 mod transforms;
 
@@ -25,6 +30,8 @@ use wharf_testkit::sink::Sink;
 
 use load::{drain, drive, percentile};
 use server::{rss_mb, setup, start_wharf};
+
+use pgstats::{counters, per_order, Autovacuum};
 
 /// The owner token the bench's server bootstraps with.
 const TOKEN: &str = "wharf_bench_owner_token_0123456789";
@@ -70,6 +77,21 @@ pub struct Args {
     /// Seconds, small numbers: checks that nothing is lost or duplicated, never a speed.
     #[arg(long)]
     pub smoke: bool,
+    /// Orders of history stored before the measured phases (Postgres), to show what a database
+    /// in use costs against a fresh one.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
+    /// Ingest-only phase (a server with its workers off, on a fresh store): webhooks a second.
+    #[arg(long, default_value_t = 6000)]
+    pub ingest_only_rate: u64,
+    /// Ingest-only phase: seconds (0 skips the phase).
+    #[arg(long, default_value_t = 10)]
+    pub ingest_only_duration: u64,
+    /// `on`: turn Postgres's autovacuum on for the run if it is off, as production runs it, and
+    /// restore the setting afterwards (not in a smoke run). `leave`: run with the server's
+    /// setting. The report says which it was.
+    #[arg(long, default_value = "on")]
+    pub autovacuum: String,
     /// Where the report goes.
     #[arg(long, default_value = "bench-report.json")]
     pub out: PathBuf,
@@ -90,25 +112,99 @@ async fn main() -> anyhow::Result<()> {
         args.duration = args.duration.min(3);
         args.lowload_duration = args.lowload_duration.min(2);
         args.backlog = args.backlog.min(1000);
+        args.prefill = args.prefill.min(1000);
+        args.ingest_only_rate = args.ingest_only_rate.min(500);
+        args.ingest_only_duration = args.ingest_only_duration.min(2);
     }
-    // A fresh store: SQLite in the server's temp dir, or a new Postgres database.
-    let (db_url, pg_name) = match args.store.as_str() {
-        "sqlite" => (None, None),
-        "postgres" => {
-            use sqlx::Connection;
-            let name = format!("wharf_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&args.postgres_url).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
-            let (base, _) = args
-                .postgres_url
-                .rsplit_once('/')
-                .expect("URL with a database");
-            (Some(format!("{base}/{name}")), Some(name))
-        }
+    let postgres = match args.store.as_str() {
+        "sqlite" => false,
+        "postgres" => true,
         other => anyhow::bail!("--store must be sqlite or postgres, not {other}"),
     };
+    anyhow::ensure!(
+        args.prefill == 0 || postgres,
+        "--prefill needs --store postgres"
+    );
+    // A smoke run changes nothing on the server: it measures no speed.
+    let autovacuum = match (postgres && !args.smoke, args.autovacuum.as_str()) {
+        (true, "on") => Some(Autovacuum::turn_on(&args.postgres_url).await?),
+        (_, "on" | "leave") => None,
+        (_, other) => anyhow::bail!("--autovacuum must be on or leave, not {other}"),
+    };
+    let outcome = run(&args).await;
+    if let Some(a) = autovacuum {
+        a.restore().await?;
+    }
+    outcome
+}
+
+/// A fresh store: SQLite in the server's temp dir (`None`), or a new Postgres database (its URL
+/// and name).
+async fn fresh_store(args: &Args) -> anyhow::Result<Option<(String, String)>> {
+    if args.store != "postgres" {
+        return Ok(None);
+    }
+    use sqlx::Connection;
+    let name = format!("wharf_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&args.postgres_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = args
+        .postgres_url
+        .rsplit_once('/')
+        .expect("URL with a database");
+    Ok(Some((format!("{base}/{name}"), name)))
+}
+
+async fn drop_store(args: &Args, store: Option<(String, String)>) {
+    if let Some((_, name)) = store {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&args.postgres_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+/// Ingest alone: a server with its workers off takes webhooks at `--ingest-only-rate`; its
+/// throughput and latency (requests per second, p99 ms).
+async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<(f64, f64, u64)> {
+    let store = fresh_store(args).await?;
+    let sink = Sink::builder().keep_bodies(false).start().await;
+    let server = start_wharf(
+        args,
+        store.as_ref().map(|(url, _)| url.as_str()),
+        &[("WHARF_WORKERS__ENABLED", "false")],
+    )?;
+    let url = setup(client, &server.base, sink.addr).await?.webhook_url;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = args.ingest_only_rate * args.ingest_only_duration;
+    eprintln!(
+        "ingest only: {n} webhooks at {}/s, workers off",
+        args.ingest_only_rate
+    );
+    let sent = drive(
+        client,
+        &url,
+        30_000_000,
+        n,
+        args.ingest_only_rate,
+        args.concurrency,
+    )
+    .await;
+    drop(server);
+    drop_store(args, store).await;
+    let mut lat = sent.latencies.clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let rps = sent.latencies.len() as f64 / sent.elapsed.as_secs_f64();
+    Ok((rps, percentile(&lat, 99.0), sent.errors))
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let store = fresh_store(args).await?;
+    let db_url = store.as_ref().map(|(url, _)| url.clone());
 
     // Only arrival times are kept: the bench sends hundreds of thousands of orders.
     let sink = Sink::builder()
@@ -117,15 +213,26 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await;
 
-    let server = start_wharf(&args, db_url.as_deref())?;
+    let server = start_wharf(args, db_url.as_deref(), &[])?;
     let pid = server.child.id();
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let url = setup(&client, &server.base, sink.addr).await?;
+    let bench = setup(&client, &server.base, sink.addr).await?;
+    let url = bench.webhook_url;
+    if args.prefill > 0 {
+        if let Some(db) = &db_url {
+            eprintln!("prefill: {} orders of history", args.prefill);
+            history::prefill_postgres(db, bench.stream, args.prefill, &load::order(0)).await?;
+        }
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = rss_mb(pid);
+    let before = match &db_url {
+        Some(db) => Some(counters(db).await?),
+        None => None,
+    };
 
     // Ingest at a fixed rate, sampling memory meanwhile.
     let n = args.rate * args.duration;
@@ -153,6 +260,19 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = sampler.await;
     let rss_load = *sampling.lock().unwrap();
+    // What the database did for the orders of the ingest phase, once the server's connections
+    // have published their statistics.
+    let db_cost = match (&db_url, before) {
+        (Some(db), Some(before)) => {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            per_order(before, counters(db).await?, ingest.sent_at.len() as u64)
+        }
+        _ => json!(null),
+    };
+    let autovacuum = match &db_url {
+        Some(db) => json!(pgstats::autovacuum(db).await?),
+        None => json!(null),
+    };
     let mut lat = ingest.latencies.clone();
     lat.sort_by(|a, b| a.total_cmp(b));
     let ingest_rps = ingest.latencies.len() as f64 / ingest.elapsed.as_secs_f64();
@@ -230,6 +350,13 @@ async fn main() -> anyhow::Result<()> {
         (lost, dup)
     });
     let errors = ingest.errors + low.errors + backlog.errors;
+    drop(server);
+    drop_store(args, store).await;
+    let (ingest_only_rps, ingest_only_p99, ingest_only_errors) = if args.ingest_only_duration > 0 {
+        ingest_only(args, &client).await?
+    } else {
+        (0.0, 0.0, 0)
+    };
 
     let report = json!({
         "store": args.store,
@@ -240,6 +367,12 @@ async fn main() -> anyhow::Result<()> {
         "ingest_p999_ms": percentile(&lat, 99.9),
         "ingest_errors": errors,
         "e2e_events_per_s": (e2e * 10.0).round() / 10.0,
+        "ingest_only_rps": (ingest_only_rps * 10.0).round() / 10.0,
+        "ingest_only_p99_ms": ingest_only_p99,
+        "ingest_only_errors": ingest_only_errors,
+        "prefill_orders": args.prefill,
+        "autovacuum": autovacuum,
+        "database_per_order": db_cost,
         "lowload_p50_ms": percentile(&delivery, 50.0),
         "lowload_p99_ms": percentile(&delivery, 99.0),
         "lowload_max_ms": delivery.last().copied().unwrap_or(0.0),
@@ -252,7 +385,8 @@ async fn main() -> anyhow::Result<()> {
         "duplicated": duplicated,
         "backlog_series": backlog_series.iter().map(|(t, b)| json!([(t * 10.0).round() / 10.0, b])).collect::<Vec<_>>(),
         "settings": {"rate": args.rate, "duration_s": args.duration, "concurrency": args.concurrency,
-                     "workers": args.workers, "lowload_rate": args.lowload_rate},
+                     "workers": args.workers, "lowload_rate": args.lowload_rate,
+                     "ingest_only_rate": args.ingest_only_rate},
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("{:<24} {:>12}", "store", args.store);
@@ -263,6 +397,8 @@ async fn main() -> anyhow::Result<()> {
         "ingest_p999_ms",
         "ingest_errors",
         "e2e_events_per_s",
+        "ingest_only_rps",
+        "ingest_only_p99_ms",
         "lowload_p50_ms",
         "lowload_p99_ms",
         "lowload_max_ms",
@@ -279,17 +415,13 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| v.to_string());
         println!("{k:<24} {text:>12}");
     }
-    println!("report written to {}", args.out.display());
-
-    drop(server);
-    if let Some(name) = pg_name {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&args.postgres_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
+    if let Some(costs) = report["database_per_order"].as_object() {
+        for (k, v) in costs {
+            println!("{k:<24} {:>12}", v.to_string());
         }
     }
+    println!("report written to {}", args.out.display());
+
     // Refused pushes (e.g. 503 under overload) were never accepted, so the sender would retry
     // them: they are reported, not failures. Failure is an accepted order lost or doubled.
     if lost > 0 || duplicated > 0 || backlog_done.is_none() {

@@ -39,7 +39,11 @@ impl Drop for Server {
 }
 
 /// Starts `wharf serve` on loopback with a fresh data dir (and `database_url` if given).
-pub fn start_wharf(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
+pub fn start_wharf(
+    args: &Args,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let exe = match &args.wharf {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("wharf"),
@@ -60,6 +64,7 @@ pub fn start_wharf(args: &Args, database_url: Option<&str>) -> anyhow::Result<Se
         .env("WHARF_WORKERS__COUNT", args.workers.to_string())
         // The bench's sink listens on loopback, which the outbound guard refuses by default.
         .env("WHARF_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1/128"]"#)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(url) = database_url {
@@ -121,12 +126,18 @@ async fn api(
     Ok(v)
 }
 
-/// Creates the Shopify webhook stream; returns the webhook URL.
+/// The bench's stream and where its webhooks go.
+pub struct Setup {
+    pub webhook_url: String,
+    pub stream: uuid::Uuid,
+}
+
+/// Creates the Shopify webhook stream.
 pub async fn setup(
     client: &reqwest::Client,
     base: &str,
     sink: SocketAddr,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Setup> {
     let key = api(client, base, "/keys", json!({"system": "shopify", "title": "Bench shop", "credentials": {
         "shop_domain": "bench.myshopify.com", "access_token": "shpat_bench", "webhook_secret": SECRET}})).await?;
     let source = api(
@@ -146,7 +157,7 @@ pub async fn setup(
         "function": "http.send", "params": {"url": format!("http://{sink}/in")}}),
     )
     .await?;
-    api(
+    let stream = api(
         client,
         base,
         "/streams",
@@ -155,8 +166,14 @@ pub async fn setup(
         "destination_id": dest["id"]}),
     )
     .await?;
-    Ok(format!(
-        "{base}{}",
-        source["webhook_url"].as_str().unwrap_or_default()
-    ))
+    Ok(Setup {
+        webhook_url: format!(
+            "{base}{}",
+            source["webhook_url"].as_str().unwrap_or_default()
+        ),
+        stream: stream["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("the stream has no id: {stream}"))?,
+    })
 }

@@ -135,6 +135,27 @@ impl Fixture {
         (job.id, ids)
     }
 
+    /// A job with `n` events transformed and waiting for a combined delivery (no attempt due);
+    /// the delivery itself not made due yet. Its id.
+    async fn waiting_aggregate(&self, n: usize) -> Uuid {
+        let (job, _) = self.job_with_events(n).await;
+        let token = Uuid::now_v7();
+        for ev in self.store.claim_events(token, 10, lease()).await.unwrap() {
+            // Aggregates wait with no attempt due.
+            let change = EventChange {
+                next_attempt_at: Some(None),
+                release: true,
+                ..step(Some(EventStatus::Transformed), true)
+            };
+            assert!(self
+                .store
+                .change_event(&ev, token, change, None)
+                .await
+                .unwrap());
+        }
+        job
+    }
+
     async fn event(&self, id: Uuid) -> Event {
         self.store.get::<Event>(self.org, id).await.unwrap()
     }
@@ -771,21 +792,7 @@ async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) 
 
 async fn an_aggregate_delivery_ends_every_member(db: Db) {
     let f = fixture(db).await;
-    let (job, _) = f.job_with_events(3).await;
-    let token = Uuid::now_v7();
-    for ev in f.store.claim_events(token, 10, lease()).await.unwrap() {
-        // Aggregates wait with no attempt due.
-        let change = EventChange {
-            next_attempt_at: Some(None),
-            release: true,
-            ..step(Some(EventStatus::Transformed), true)
-        };
-        assert!(f
-            .store
-            .change_event(&ev, token, change, None)
-            .await
-            .unwrap());
-    }
+    let job = f.waiting_aggregate(3).await;
     assert!(f.store.mark_aggregate_ready(job).await.unwrap());
     let token = Uuid::now_v7();
     let claimed = f.store.claim_aggregates(token, 10, lease()).await.unwrap();
@@ -863,19 +870,7 @@ async fn the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates(db:
         )
         .await;
     // An aggregate job whose events are transformed and wait, its delivery never made due.
-    let (waiting, _) = f.job_with_events(2).await;
-    for ev in f.store.claim_events(token, 10, lease()).await.unwrap() {
-        let change = EventChange {
-            next_attempt_at: Some(None),
-            release: true,
-            ..step(Some(EventStatus::Transformed), true)
-        };
-        assert!(f
-            .store
-            .change_event(&ev, token, change, None)
-            .await
-            .unwrap());
-    }
+    let waiting = f.waiting_aggregate(2).await;
     // A job at work.
     let (busy, _) = f.job_with_events(1).await;
 
