@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::connectors::registry::{BodyFormat, Decoding};
-use crate::connectors::{self, at_path, Push};
+use crate::connectors::{self, Push};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
 use crate::http::body::{parse_json, RawBody};
@@ -174,11 +174,22 @@ fn parse_records(
             Ok(vec![Value::String(text.to_string())])
         }
         BodyFormat::Json => {
-            let doc: Value = parse_json(body)?;
+            let mut doc: Value = parse_json(body)?;
             let path = decoding.records_path.as_str();
-            let records = match at_path(&doc, path) {
-                Some(Value::Array(items)) => items.clone(),
-                Some(one) if path.is_empty() => vec![one.clone()],
+            // The records are taken out of the document, not copied (a push's body is its
+            // largest allocation).
+            let found = if path.is_empty() {
+                Some(doc)
+            } else {
+                let pointer: String = path
+                    .split('.')
+                    .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
+                    .collect();
+                doc.pointer_mut(&pointer).map(Value::take)
+            };
+            let records = match found {
+                Some(Value::Array(items)) => items,
+                Some(one) if path.is_empty() => vec![one],
                 _ => {
                     return Err(ApiError::BadRequest(format!(
                         "The body has no list at `{path}` (the source's records_path)."

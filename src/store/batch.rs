@@ -1,12 +1,12 @@
 //! Building blocks shared by the store's writes: multi-row inserts of new jobs, events, log
 //! entries and entities, collected in [`Rows`] and run in one transaction.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Job, NewEvent, NewJob, Store, StoreResult, Val};
+use super::{on_pool, BeginWrite, Bind, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
@@ -85,8 +85,8 @@ pub(in crate::store) struct EventRow {
     pub(in crate::store) status: &'static str,
     pub(in crate::store) data_type: String,
     pub(in crate::store) entity_id: Option<String>,
-    pub(in crate::store) payload_in: Option<Value>,
-    pub(in crate::store) payload_out: Option<Value>,
+    pub(in crate::store) payload_in: Option<JsonText>,
+    pub(in crate::store) payload_out: Option<JsonText>,
     pub(in crate::store) retries_remaining: Option<i64>,
     pub(in crate::store) next_attempt_at: Option<Timestamp>,
     pub(in crate::store) original_event_id: Option<Uuid>,
@@ -109,8 +109,8 @@ pub(in crate::store) fn events_insert<'a>(
                 Val::from(r.status),
                 Val::from(r.data_type.as_str()),
                 Val::Text(r.entity_id.clone()),
-                Val::Json(r.payload_in.clone()),
-                Val::Json(r.payload_out.clone()),
+                Val::JsonText(r.payload_in.clone()),
+                Val::JsonText(r.payload_out.clone()),
                 Val::Int(r.retries_remaining),
                 Val::Ts(r.next_attempt_at),
                 Val::from(r.original_event_id),
@@ -175,7 +175,7 @@ impl Rows {
                 status: EventStatus::New.as_str(),
                 data_type: data_type.to_string(),
                 entity_id: e.entity_id,
-                payload_in: Some(e.payload_in),
+                payload_in: Some(JsonText::of(&e.payload_in)),
                 payload_out: None,
                 retries_remaining: None,
                 next_attempt_at: Some(now),

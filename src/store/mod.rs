@@ -14,6 +14,7 @@ mod events;
 mod history;
 mod ingest;
 mod jobs;
+mod json_text;
 mod listing;
 mod push;
 mod queue;
@@ -40,6 +41,7 @@ pub use actions::Aborted;
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
 pub use jobs::NewJob;
+pub use json_text::JsonText;
 pub use listing::message_contains;
 pub use push::{IngestJob, Ingested};
 pub use queue::{Delivery, EventChange, NewAttempt};
@@ -183,6 +185,8 @@ pub enum Val {
     Bool(bool),
     Int(Option<i64>),
     Json(Option<serde_json::Value>),
+    /// JSON serialised already (see [`JsonText`]).
+    JsonText(Option<JsonText>),
     Ts(Option<Timestamp>),
     Bytes(Vec<u8>),
 }
@@ -283,6 +287,7 @@ macro_rules! bind_match {
             Val::Bool(x) => $q.bind(*x),
             Val::Int(x) => $q.bind(*x),
             Val::Json(x) => $q.bind(x.as_ref().map(Json)),
+            Val::JsonText(x) => $q.bind(x.as_ref()),
             Val::Ts(x) => $q.bind(*x),
             Val::Bytes(x) => $q.bind(x.as_slice()),
         }

@@ -8,7 +8,7 @@ use crate::domain::{EventStatus, EventStep, Timestamp};
 use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
-use crate::store::{on_pool, BeginWrite, Bind, Event, Store, StoreResult, Val};
+use crate::store::{on_pool, BeginWrite, Bind, Event, JsonText, Store, StoreResult, Val};
 
 /// A delivery attempt to record.
 #[derive(Debug, Clone)]
@@ -76,8 +76,8 @@ impl Rows {
                 status: EventStatus::Transformed.as_str(),
                 data_type: ev.data_type.clone(),
                 entity_id: ev.entity_id.clone(),
-                payload_in: ev.payload_in.as_ref().map(|j| j.0.clone()),
-                payload_out: Some(out.clone()),
+                payload_in: ev.payload_in.as_ref().map(|j| JsonText::of(&j.0)),
+                payload_out: Some(JsonText::of(out)),
                 retries_remaining: change.siblings_retries,
                 next_attempt_at: change.siblings_due,
                 original_event_id: None,
@@ -153,7 +153,13 @@ pub(in crate::store) fn plan_change(
         put(&mut sets, &mut vals, "status", Val::from(to));
     }
     if let Some(v) = change.payload_out.take() {
-        put(&mut sets, &mut vals, "payload_out", Val::Json(Some(v)));
+        // Serialised here, by the worker, not by the writer that commits many changes.
+        put(
+            &mut sets,
+            &mut vals,
+            "payload_out",
+            Val::JsonText(Some(JsonText::of(&v))),
+        );
     }
     if let Some(v) = &change.error_code {
         put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));

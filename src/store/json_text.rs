@@ -1,0 +1,62 @@
+//! JSON already serialised, bound as `jsonb` (Postgres) or text (SQLite) without being parsed
+//! or serialised again. A payload is serialised once, by the request or worker that made it,
+//! and the group-commit writer (one task for many requests) only copies its bytes; cloning it
+//! for a retried batch is a reference count, not a copy of a value tree.
+
+use std::sync::Arc;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo};
+use sqlx::{Encode, Postgres, Sqlite, Type};
+
+/// Serialised JSON (always valid: only made from a value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText(Arc<str>);
+
+impl JsonText {
+    pub fn of(value: &serde_json::Value) -> JsonText {
+        JsonText(value.to_string().into())
+    }
+}
+
+impl Type<Postgres> for JsonText {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("jsonb")
+    }
+}
+
+impl Encode<'_, Postgres> for JsonText {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        // jsonb's binary form: a version byte, then the text.
+        buf.push(1);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl Type<Sqlite> for JsonText {
+    fn type_info() -> SqliteTypeInfo {
+        <str as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for JsonText {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<'q, Sqlite>>::encode(self.0.to_string(), buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_the_value_serialised_once() {
+        let v = serde_json::json!({"id": 1, "name": "#1", "lines": [1, 2]});
+        let t = JsonText::of(&v);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&t.0).unwrap(), v);
+        assert!(Arc::ptr_eq(&t.0, &t.clone().0), "a clone shares the text");
+    }
+}
