@@ -10,25 +10,33 @@ use super::queue::{EventChange, NewAttempt};
 use super::{on_pool, BeginWrite, Bind, Event, Job, Store, StoreResult, Val};
 use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 
+/// Makes due (at `$1`) the combined delivery of those of the jobs `$2…$(n+1)` whose events
+/// are all transformed and wait for it (none NEW, one at least TRANSFORMED with no attempt due),
+/// unless it was made due or tried already. Matches nothing else.
+pub(in crate::store) fn aggregate_ready_sql(n: usize) -> String {
+    let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "UPDATE jobs SET aggregate_next_at = $1 WHERE id IN ({ids}) AND status = {processing} \
+         AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
+         AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id AND events.status = {new}) \
+         AND EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
+           AND events.status = {transformed} AND events.next_attempt_at IS NULL)",
+        ids = ids.join(", "),
+        processing = sql_lit(JobStatus::Processing),
+        new = sql_lit(EventStatus::New),
+        transformed = sql_lit(EventStatus::Transformed),
+    )
+}
+
 impl Store {
     /// Makes a job's combined delivery due once every event of it is transformed (aggregate
     /// destinations). Like `finish_job`, it runs after each transformation commits, so the
     /// run after the last one always sees every event.
     pub async fn mark_aggregate_ready(&self, job_id: Uuid) -> StoreResult<bool> {
-        let sql = format!(
-            "UPDATE jobs SET aggregate_next_at = $2 WHERE id = $1 AND status = {processing} \
-             AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
-             AND NOT EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = {new}) \
-             AND EXISTS (SELECT 1 FROM events WHERE job_id = $1 AND status = {transformed} \
-               AND next_attempt_at IS NULL)",
-            processing = sql_lit(JobStatus::Processing),
-            new = sql_lit(EventStatus::New),
-            transformed = sql_lit(EventStatus::Transformed),
-        );
         let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(&sql)
-            .bind(job_id)
+            sqlx::query::<Db>(&aggregate_ready_sql(1))
             .bind(Timestamp::now())
+            .bind(job_id)
             .execute(pool)
             .await?
             .rows_affected()

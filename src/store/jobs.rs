@@ -5,6 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::aggregates::aggregate_ready_sql;
 use super::batch::{sql_in, sql_lit, Rows, CHUNK};
 use super::history::{finish_entry, write_log};
 use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
@@ -150,9 +151,10 @@ impl Store {
     /// without doing so. Returns how many jobs it finished.
     ///
     /// The sweep walks the running jobs of each organisation in pages along
-    /// `jobs_org_status`, and looks up each page's open events by job (`events_job`): its cost
-    /// follows the work in flight, never the history, whatever plan the database would pick
-    /// for one query joining every running job with every event.
+    /// `jobs_org_status` and gives each page, in one commit, to the two statements that finish a
+    /// job and make an aggregate due (each checks a job's events along `events_job`): its cost
+    /// follows the work in flight, never the history, whatever plan the database would pick for
+    /// one query joining every running job with every event.
     pub async fn finish_stragglers(&self) -> StoreResult<usize> {
         const PAGE: usize = 500;
         let orgs: Vec<Uuid> = on_pool!(self, pool, Db => {
@@ -161,90 +163,48 @@ impl Store {
                 .await?
         });
         let running = format!(
-            "SELECT id, source_done_at IS NOT NULL, \
-               aggregate_next_at IS NULL AND aggregate_attempts = 0 \
-             FROM jobs WHERE org_id = $1 AND status = {processing} AND id > $2 \
-             ORDER BY id LIMIT {PAGE}",
+            "SELECT id FROM jobs WHERE org_id = $1 AND status = {processing} \
+             AND source_done_at IS NOT NULL AND id > $2 ORDER BY id LIMIT {PAGE}",
             processing = sql_lit(JobStatus::Processing),
         );
         let mut finished = 0;
         for org in orgs {
             let mut after = Uuid::nil();
             loop {
-                let page: Vec<(Uuid, bool, bool)> = on_pool!(self, pool, Db => {
-                    sqlx::query_as::<Db, (Uuid, bool, bool)>(&running)
+                let page: Vec<Uuid> = on_pool!(self, pool, Db => {
+                    sqlx::query_scalar::<Db, Uuid>(&running)
                         .bind(org)
                         .bind(after)
                         .fetch_all(pool)
                         .await?
                 });
                 let Some(last) = page.last() else { break };
-                after = last.0;
-                let done: Vec<Uuid> = page.iter().filter(|j| j.1).map(|j| j.0).collect();
-                let busy: std::collections::HashSet<Uuid> = self
-                    .jobs_with_events_in(&done, OPEN_EVENTS, false)
-                    .await?
-                    .into_iter()
-                    .collect();
-                for id in done.iter().filter(|id| !busy.contains(id)) {
-                    if self.finish_job(*id).await?.is_some() {
-                        finished += 1;
+                after = *last;
+                let now = Timestamp::now();
+                finished += on_pool!(self, pool, Db => {
+                    let mut tx = pool.begin_write().await?;
+                    let mut logs = Vec::new();
+                    let done = finish_jobs_in!(Db, tx, page, now, logs);
+                    let rest: Vec<Uuid> =
+                        page.iter().filter(|id| !done.contains(id)).copied().collect();
+                    for chunk in rest.chunks(CHUNK) {
+                        let sql = aggregate_ready_sql(chunk.len());
+                        let mut q = sqlx::query::<Db>(&sql).persistent(false).bind(now);
+                        for id in chunk {
+                            q = q.bind(*id);
+                        }
+                        q.execute(&mut *tx).await?;
                     }
-                }
-                // Aggregate jobs with a transformed event waiting for the combined delivery.
-                let idle: Vec<Uuid> = page
-                    .iter()
-                    .filter(|j| j.1 && j.2 && busy.contains(&j.0))
-                    .map(|j| j.0)
-                    .collect();
-                for id in self
-                    .jobs_with_events_in(&idle, &[EventStatus::Transformed], true)
-                    .await?
-                {
-                    self.mark_aggregate_ready(id).await?;
-                }
+                    write_log!(Db, tx, &logs, now);
+                    tx.commit().await?;
+                    done.len()
+                });
                 if page.len() < PAGE {
                     break;
                 }
             }
         }
         Ok(finished)
-    }
-
-    /// Those of `jobs` with an event in one of `statuses` (and, with `undue`, no delivery
-    /// due), looked up job by job along `events_job`.
-    async fn jobs_with_events_in(
-        &self,
-        jobs: &[Uuid],
-        statuses: &[EventStatus],
-        undue: bool,
-    ) -> StoreResult<Vec<Uuid>> {
-        let mut found = Vec::new();
-        for chunk in jobs.chunks(CHUNK) {
-            if chunk.is_empty() {
-                continue;
-            }
-            let ids: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT DISTINCT job_id FROM events WHERE job_id IN ({}) AND status IN ({}){}",
-                ids.join(", "),
-                sql_in(statuses),
-                if undue {
-                    " AND next_attempt_at IS NULL"
-                } else {
-                    ""
-                },
-            );
-            let rows: Vec<Uuid> = on_pool!(self, pool, Db => {
-                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).persistent(false);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            found.extend(rows);
-        }
-        Ok(found)
     }
 
     /// The jobs with these ids (duplicates allowed).
