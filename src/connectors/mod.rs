@@ -150,6 +150,20 @@ pub fn at_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde
     })
 }
 
+/// The value at `path` (as [`at_path`] reads it) taken out of `value`, leaving null there.
+pub fn take_at_path(value: &mut serde_json::Value, path: &str) -> Option<serde_json::Value> {
+    let mut at = value;
+    if !path.is_empty() {
+        for part in path.split('.') {
+            at = match at {
+                serde_json::Value::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
+                _ => at.get_mut(part)?,
+            };
+        }
+    }
+    Some(at.take())
+}
+
 /// An entity id read from a record: strings as they are, numbers as text.
 pub fn entity_id(record: &serde_json::Value, path: Option<&str>) -> Option<String> {
     match at_path(record, path?)? {
@@ -194,4 +208,39 @@ pub fn open_stored_credentials(
     let template = system(&key.system).map(|s| s.key_template).unwrap_or(&[]);
     let full = join_credentials(&key.credentials.0, &secrets, template);
     full.is_object().then_some(full)
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::{at_path, take_at_path};
+    use serde_json::json;
+
+    #[test]
+    fn taking_at_a_path_takes_what_reading_at_it_reads() {
+        let doc = json!({"orders": [{"id": 1}, {"id": 2}], "meta": {"page": {"n": 3}}, "7": "x"});
+        for path in [
+            "",
+            "orders",
+            "orders.1",
+            "orders.1.id",
+            "meta.page",
+            "7",
+            "none",
+            "orders.9",
+            "meta.page.n.deeper",
+        ] {
+            let mut owned = doc.clone();
+            assert_eq!(
+                take_at_path(&mut owned, path),
+                at_path(&doc, path).cloned(),
+                "{path}"
+            );
+        }
+        let mut owned = doc.clone();
+        assert_eq!(
+            take_at_path(&mut owned, "orders"),
+            Some(json!([{"id": 1}, {"id": 2}]))
+        );
+        assert_eq!(owned["orders"], json!(null), "taken, not copied");
+    }
 }

@@ -178,16 +178,7 @@ fn parse_records(
             let path = decoding.records_path.as_str();
             // The records are taken out of the document, not copied (a push's body is its
             // largest allocation).
-            let found = if path.is_empty() {
-                Some(doc)
-            } else {
-                let pointer: String = path
-                    .split('.')
-                    .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
-                    .collect();
-                doc.pointer_mut(&pointer).map(Value::take)
-            };
-            let records = match found {
+            let records = match connectors::take_at_path(&mut doc, path) {
                 Some(Value::Array(items)) => items,
                 Some(one) if path.is_empty() => vec![one],
                 _ => {
