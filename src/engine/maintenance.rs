@@ -1,6 +1,6 @@
-//! Maintenance: returns work whose worker died, publishes the event log, finishes jobs a worker
-//! left unfinished, forgets old webhook receipts. Every sweep is safe to run on several nodes at once, so each node may
-//! run it.
+//! Maintenance: returns work whose worker died, publishes the event log, finishes jobs a
+//! worker left unfinished, forgets old webhook receipts. Every sweep is safe to run on several
+//! nodes at once, so each node may run it.
 
 use std::time::Duration;
 

@@ -186,7 +186,7 @@ impl Rows {
     }
 
     /// The inserts of `parts`, in an order the foreign keys accept; their log entries are
-    /// written apart, last (see [`write_log`]).
+    /// written apart, a row per organisation (see [`write_log`]).
     pub(in crate::store) fn statements<'a>(
         parts: impl Iterator<Item = &'a Rows> + Clone,
         now: Timestamp,

@@ -2,11 +2,10 @@
 //! entities (the last status of each business object events are about).
 
 use serde_json::{json, Value};
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{rows_insert, Statement};
-use sqlx::types::Json;
-
 use super::{on_pool, BeginWrite, LogEntry, LogPosition, Store, StoreResult, Val};
 use crate::domain::{JobStatus, Timestamp};
 

@@ -66,6 +66,8 @@ impl Rows {
     /// The extra events of a split record (see `EventChange::siblings`), with their log
     /// entries.
     pub(in crate::store) fn add_siblings(&mut self, ev: &Event, change: &EventChange) {
+        // Every sibling carries the record it was split from: serialised once, shared.
+        let payload_in = ev.payload_in.as_ref().map(|j| JsonText::of(&j.0));
         for out in &change.siblings {
             let id = Uuid::now_v7();
             self.events.push(EventRow {
@@ -76,7 +78,7 @@ impl Rows {
                 status: EventStatus::Transformed.as_str(),
                 data_type: ev.data_type.clone(),
                 entity_id: ev.entity_id.clone(),
-                payload_in: ev.payload_in.as_ref().map(|j| JsonText::of(&j.0)),
+                payload_in: payload_in.clone(),
                 payload_out: Some(JsonText::of(out)),
                 retries_remaining: change.siblings_retries,
                 next_attempt_at: change.siblings_due,
@@ -301,7 +303,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let mut logs: Vec<&LogWrite> = held.clone().flat_map(|p| p.rows.logs.iter()).collect();
+            let logs = held.clone().flat_map(|p| p.rows.logs.iter());
             finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));
             finishing.sort();
             finishing.dedup();
@@ -309,8 +311,7 @@ impl Store {
             // one-event webhook job).
             let mut finish_logs = Vec::new();
             let finished = finish_jobs_in!(Db, tx, finishing, now, finish_logs);
-            logs.extend(finish_logs.iter());
-            write_log!(Db, tx, logs, now);
+            write_log!(Db, tx, logs.chain(finish_logs.iter()), now);
             tx.commit().await?;
             finished
         });
