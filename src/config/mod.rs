@@ -208,6 +208,9 @@ impl Config {
         if self.workers.lease_seconds < 5 {
             return bad("workers.lease_seconds", "must be at least 5");
         }
+        if self.workers.handoff > 100_000 {
+            return bad("workers.handoff", "must be between 0 and 100000");
+        }
         if self.ingest.dedup_retention_hours == 0 {
             return bad("ingest.dedup_retention_hours", "must be at least 1");
         }

@@ -211,6 +211,10 @@ pub struct WorkersConfig {
     pub lease_seconds: u64,
     /// On shutdown, how long work in flight may take to finish before it is released.
     pub shutdown_grace_seconds: u64,
+    /// Received events this process keeps for its own workers, stored already claimed (no
+    /// claim query and no second write of each event); beyond it, and with 0, events are
+    /// stored for any node's workers to claim.
+    pub handoff: usize,
 }
 
 impl Default for WorkersConfig {
@@ -221,6 +225,7 @@ impl Default for WorkersConfig {
             poll_interval_ms: 500,
             lease_seconds: 300,
             shutdown_grace_seconds: 30,
+            handoff: 512,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::connectors::Registry as Connectors;
 use crate::crypto::MasterKey;
 use crate::ingest::decode::DecodeLimits;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Handoff, Store};
 use crate::transform::lookups::LookupCache;
 use crate::transform::Transformer;
 
@@ -70,10 +70,17 @@ pub struct Engine {
     /// Claim tokens with work in flight (and how much), released on shutdown.
     held: Mutex<HashMap<Uuid, usize>>,
     worker_id: String,
+    /// Events this process received, stored already claimed for these workers.
+    handoff: Arc<Handoff>,
+    /// Alternates which of the handoff and the store fills free slots first, so that neither
+    /// starves the other under load.
+    store_first: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
     pub fn new(deps: Deps) -> Arc<Engine> {
+        let lease = chrono::Duration::seconds(deps.workers.lease_seconds as i64);
+        let handoff = Handoff::new(deps.workers.handoff, lease);
         Arc::new(Engine {
             store: deps.store,
             master_key: deps.master_key,
@@ -89,6 +96,8 @@ impl Engine {
             backlog: Default::default(),
             held: Mutex::new(HashMap::new()),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
+            handoff,
+            store_first: Default::default(),
         })
     }
 
@@ -130,6 +139,9 @@ impl Engine {
         if self.store.backend() == crate::store::Backend::Postgres {
             tokio::spawn(listen_for_work(self.clone(), shutdown.clone()));
         }
+        if cfg.handoff > 0 {
+            self.store.set_handoff(Some(self.handoff.clone()));
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -148,27 +160,34 @@ impl Engine {
                 _ = shutdown.changed() => {}
             }
         }
-        // Stop claiming; let work in flight finish within the grace period, then release it.
+        // Stop claiming and taking received events (those waiting are released below, with
+        // the handoff's token); let work in flight finish within the grace period, then
+        // release it.
         let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
+        self.store.set_handoff(None);
+        let waiting = self.handoff.close(grace).await;
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        let held: Vec<Uuid> = self
+        let mut held: Vec<Uuid> = self
             .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
             .map(|(t, _)| t)
             .collect();
+        if cfg.handoff > 0 && !held.contains(&self.handoff.token()) {
+            held.push(self.handoff.token());
+        }
         if !held.is_empty() {
             if let Err(e) = self.store.release_claims(&held).await {
                 tracing::warn!(error = %e, "could not release claims; their leases will run out");
             }
         }
-        tracing::info!(released = held.len(), "workers stopped");
+        tracing::info!(released = held.len(), waiting, "workers stopped");
     }
 
     /// Claims jobs, then events, up to the free slots; returns how many were claimed.
@@ -227,6 +246,56 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "claiming combined deliveries failed"),
             }
         }
+        // Events: those this process received and holds, and those waiting in the store
+        // (retries, events other nodes received, events received while the handoff was
+        // full), each taking the free slots first every other time.
+        let store_first = !self
+            .store_first
+            .fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
+        if store_first {
+            claimed += self.claim_stored_events(slots, tasks).await;
+            claimed += self.take_handed(slots, tasks).await;
+        } else {
+            claimed += self.take_handed(slots, tasks).await;
+            claimed += self.claim_stored_events(slots, tasks).await;
+        }
+        claimed
+    }
+
+    /// Spawns the received events waiting in the handoff, up to the free slots.
+    async fn take_handed(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> usize {
+        let handed = self.handoff.take(slots.available_permits());
+        let token = self.handoff.token();
+        self.hold(token, handed.len());
+        let n = handed.len();
+        for h in handed {
+            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+            let engine = self.clone();
+            tasks.spawn(async move {
+                deliver::process(&engine, h.event, Some(h.job), token).await;
+                engine.settle(token);
+                drop(permit);
+            });
+        }
+        if self.handoff.waiting() > 0 {
+            self.backlog
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Claims due events from the store, up to the free slots.
+    async fn claim_stored_events(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> usize {
+        let store = &self.store;
+        let mut claimed = 0;
         let free = slots.available_permits() as u32;
         if free > 0 {
             let token = Uuid::now_v7();
@@ -252,7 +321,7 @@ impl Engine {
                         }
                     }
                     self.backlog.store(
-                        events.len() as u32 == free,
+                        events.len() as u32 == free || self.handoff.waiting() > 0,
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     claimed += events.len();

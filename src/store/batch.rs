@@ -1,12 +1,18 @@
 //! Building blocks shared by the store's writes: multi-row inserts of new jobs, events, log
 //! entries and entities, collected in [`Rows`] and run in one transaction.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::handoff::{Claim, Handed};
+
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val};
+use super::{
+    on_pool, BeginWrite, Bind, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val,
+};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
@@ -90,16 +96,19 @@ pub(in crate::store) struct EventRow {
     pub(in crate::store) retries_remaining: Option<i64>,
     pub(in crate::store) next_attempt_at: Option<Timestamp>,
     pub(in crate::store) original_event_id: Option<Uuid>,
+    /// Inserted claimed (handed to this process's workers, see [`super::handoff`]).
+    pub(in crate::store) claim: Option<Claim>,
+    /// When the event came to be (its push's receipt, its split): also its `updated_at`.
+    pub(in crate::store) created_at: Timestamp,
 }
 
 pub(in crate::store) fn events_insert<'a>(
     rows: impl IntoIterator<Item = &'a EventRow>,
-    now: Timestamp,
 ) -> Statement {
     rows_insert(
         "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
          payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, \
-         attempt_count, ignored, created_at, updated_at)",
+         attempt_count, ignored, created_at, updated_at, claim_token, lease_expires_at)",
         rows.into_iter().map(|r| {
             vec![
                 Val::from(r.id),
@@ -116,8 +125,10 @@ pub(in crate::store) fn events_insert<'a>(
                 Val::from(r.original_event_id),
                 Val::Int(Some(0)),
                 Val::Bool(false),
-                Val::from(now),
-                Val::from(now),
+                Val::from(r.created_at),
+                Val::from(r.created_at),
+                Val::from(r.claim.map(|c| c.token)),
+                Val::Ts(r.claim.map(|c| c.lease_end)),
             ]
         }),
     )
@@ -131,16 +142,20 @@ pub(in crate::store) struct Rows {
     pub(in crate::store) events: Vec<EventRow>,
     pub(in crate::store) logs: Vec<LogWrite>,
     pub(in crate::store) entities: Vec<EntityRow>,
+    /// Events inserted claimed, for this process's workers once committed.
+    pub(in crate::store) handed: Vec<Handed>,
 }
 
 impl Rows {
-    /// A job's new (NEW) events, with their event-log entries and entities; their ids.
+    /// A job's new (NEW) events, with their event-log entries and entities; their ids. With
+    /// `hand`, the events are inserted claimed and kept for this process's workers.
     pub(in crate::store) fn add_events(
         &mut self,
         job: &Job,
         data_type: &str,
         events: Vec<NewEvent>,
         now: Timestamp,
+        hand: Option<(Claim, &Arc<Job>)>,
     ) -> Vec<Uuid> {
         let mut ids = Vec::with_capacity(events.len());
         for e in events {
@@ -167,6 +182,36 @@ impl Rows {
                     message: None,
                 });
             }
+            let payload_in = Some(JsonText::of(&e.payload_in));
+            if let Some((claim, job)) = hand {
+                self.handed.push(Handed {
+                    event: Event {
+                        id,
+                        org_id: job.org_id,
+                        stream_id: job.stream_id,
+                        job_id: job.id,
+                        status: EventStatus::New,
+                        data_type: data_type.to_string(),
+                        entity_id: e.entity_id.clone(),
+                        payload_in: Some(Json(e.payload_in)),
+                        payload_out: None,
+                        error_code: None,
+                        message: None,
+                        retries_remaining: None,
+                        next_attempt_at: Some(now),
+                        last_attempt_at: None,
+                        attempt_count: 0,
+                        claim_token: Some(claim.token),
+                        lease_expires_at: Some(claim.lease_end),
+                        original_event_id: e.original_event_id,
+                        ignored: false,
+                        transform_logs: None,
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    job: job.clone(),
+                });
+            }
             self.events.push(EventRow {
                 id,
                 org_id: job.org_id,
@@ -175,14 +220,23 @@ impl Rows {
                 status: EventStatus::New.as_str(),
                 data_type: data_type.to_string(),
                 entity_id: e.entity_id,
-                payload_in: Some(JsonText::of(&e.payload_in)),
+                payload_in,
                 payload_out: None,
                 retries_remaining: None,
                 next_attempt_at: Some(now),
                 original_event_id: e.original_event_id,
+                claim: hand.map(|(c, _)| c),
+                created_at: now,
             });
         }
         ids
+    }
+
+    /// Whether any of these rows is work for whichever worker claims it: an event not handed
+    /// to this process's workers, or a job to run.
+    pub(in crate::store) fn for_any_worker(&self) -> bool {
+        self.events.iter().any(|e| e.claim.is_none())
+            || self.jobs.iter().any(|j| j.source_done_at.is_none())
     }
 
     /// The inserts of `parts`, in an order the foreign keys accept; their log entries are
@@ -198,7 +252,7 @@ impl Rows {
         }
         let events: Vec<&EventRow> = parts.clone().flat_map(|r| r.events.iter()).collect();
         for chunk in events.chunks(CHUNK) {
-            statements.push(events_insert(chunk.iter().copied(), now));
+            statements.push(events_insert(chunk.iter().copied()));
         }
         let mut entities: Vec<&EntityRow> = parts.flat_map(|r| r.entities.iter()).collect();
         // One order for every writer avoids deadlocks between concurrent upserts; one row per
@@ -301,13 +355,15 @@ impl Rows {
         id
     }
 
-    /// A job whose source is done, with its events queued; its id and the events' ids.
+    /// A job whose source is done, with its events queued (claimed for this process's
+    /// workers with `claim`); its id and the events' ids.
     pub(in crate::store) fn job_with_events(
         &mut self,
         new: NewJob,
         data_type: &str,
         events: Vec<NewEvent>,
         now: Timestamp,
+        claim: Option<Claim>,
     ) -> (Uuid, Vec<Uuid>) {
         let job = new_job_row(new, now, JobStatus::Processing);
         self.logs.push(job_log(&job, None, JobStatus::Pending));
@@ -316,7 +372,9 @@ impl Rows {
             Some(JobStatus::Pending),
             JobStatus::Processing,
         ));
-        let ids = self.add_events(&job, data_type, events, now);
+        let shared = claim.map(|c| (c, Arc::new(job.clone())));
+        let hand = shared.as_ref().map(|(c, j)| (*c, j));
+        let ids = self.add_events(&job, data_type, events, now, hand);
         let id = job.id;
         self.jobs.push(job);
         (id, ids)

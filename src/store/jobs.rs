@@ -97,7 +97,7 @@ impl Store {
     ) -> StoreResult<(Job, Vec<Uuid>)> {
         let now = Timestamp::now();
         let mut rows = Rows::default();
-        let (_, ids) = rows.job_with_events(new, data_type, events, now);
+        let (_, ids) = rows.job_with_events(new, data_type, events, now, None);
         self.run_rows(&rows, now, true).await?;
         let job = rows.jobs.remove(0);
         if ids.is_empty() {
@@ -117,7 +117,7 @@ impl Store {
         let mut ids = Vec::with_capacity(jobs.len());
         for (new, data_type, events) in jobs {
             debug_assert!(!events.is_empty(), "a job without events is finished apart");
-            ids.push(rows.job_with_events(new, data_type, events, now).1);
+            ids.push(rows.job_with_events(new, data_type, events, now, None).1);
         }
         self.run_rows(&rows, now, true).await?;
         Ok(rows.jobs.into_iter().zip(ids).collect())

@@ -11,6 +11,7 @@ mod batch;
 mod cache;
 mod dialect;
 mod events;
+mod handoff;
 mod history;
 mod ingest;
 mod jobs;
@@ -40,6 +41,7 @@ use crate::domain::{EventStatus, JobStatus, Timestamp};
 pub use actions::Aborted;
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
+pub use handoff::{Handed, Handoff};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::message_contains;
@@ -79,6 +81,8 @@ struct Shared {
     pushes: writer::Queue<push::Push>,
     changes: writer::Queue<queue::Planned>,
     cache: cache::Cache,
+    /// Where received events go when this process runs workers.
+    handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
 }
 
 /// What went wrong in the store, in terms the API can answer with.
@@ -363,6 +367,24 @@ impl Store {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Hands the events of pushes received from now on to this process's workers (see
+    /// [`Handoff`]), or, with `None`, stops doing so.
+    pub fn set_handoff(&self, handoff: Option<std::sync::Arc<Handoff>>) {
+        *self
+            .shared
+            .handoff
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = handoff;
+    }
+
+    fn handoff(&self) -> Option<std::sync::Arc<Handoff>> {
+        self.shared
+            .handoff
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn backend(&self) -> Backend {

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::batch::{keep_prepared, notify_work, rows_insert, Rows, CHUNK};
+use super::handoff::Reservation;
 use super::history::write_log;
 use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, Store, StoreResult, Val};
 use crate::domain::Timestamp;
@@ -14,6 +15,8 @@ pub(in crate::store) struct Push {
     pub delivery_id: Option<String>,
     pub ids: Vec<Uuid>,
     pub(in crate::store) rows: Rows,
+    /// The events inserted claimed, handed to this process's workers once committed.
+    pub(in crate::store) handed: Option<Reservation>,
 }
 
 /// A job a push creates.
@@ -67,13 +70,25 @@ impl Store {
         let now = Timestamp::now();
         let mut rows = Rows::default();
         let mut ids = Vec::new();
+        let handoff = self.handoff();
+        let mut reserved = 0;
         for j in jobs {
             let id = match j.events {
-                Some(events) => rows.job_with_events(j.new, &j.data_type, events, now).0,
+                Some(events) => {
+                    let claim = handoff.as_ref().and_then(|h| h.reserve(events.len()));
+                    if claim.is_some() {
+                        reserved += events.len();
+                    }
+                    rows.job_with_events(j.new, &j.data_type, events, now, claim)
+                        .0
+                }
                 None => rows.pending_job(j.new, now),
             };
             ids.push(id);
         }
+        let handed = handoff
+            .filter(|_| reserved > 0)
+            .map(|h| Reservation::new(h, reserved, std::mem::take(&mut rows.handed)));
         if ids.is_empty() {
             return Ok(Ingested::Created(ids));
         }
@@ -82,6 +97,7 @@ impl Store {
             delivery_id: delivery_id.map(str::to_string),
             ids,
             rows,
+            handed,
         };
         self.shared.pushes.submit(self, push, gate).await
     }
@@ -159,13 +175,21 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                notify_work!(self, Db, tx);
+                // Other nodes' workers are told only of work this process did not keep.
+                if stored.iter().any(|r| r.for_any_worker()) {
+                    notify_work!(self, Db, tx);
+                }
                 write_log!(Db, tx, stored.iter().flat_map(|r| r.logs.iter()), now);
             }
             super::writer::enter_commit(gates)?;
             tx.commit().await?;
             answers
         });
+        for (p, a) in pushes.iter().zip(&answers) {
+            if let (Some(handed), Some(Ingested::Created(_))) = (&p.handed, a) {
+                handed.fill();
+            }
+        }
         let mut out: Vec<Ingested> = Vec::with_capacity(pushes.len());
         for (i, a) in answers.into_iter().enumerate() {
             let answer = match (a, repeat_of[i]) {

@@ -379,6 +379,7 @@ both_stores!(
     entities_keep_last_status_and_history,
     deactivating_a_stream_aborts_its_open_events,
     shutdown_releases_work_in_flight,
+    shutdown_releases_received_events_still_waiting_for_a_worker,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
     a_failing_source_fails_the_job,
@@ -588,6 +589,68 @@ async fn shutdown_releases_work_in_flight(db: Db) {
     assert!(
         events.iter().all(|e| e["is_running"] == false),
         "nothing left running: {events:?}"
+    );
+    s.stop().await;
+}
+
+async fn shutdown_releases_received_events_still_waiting_for_a_worker(db: Db) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 2;
+    config.workers.shutdown_grace_seconds = 1;
+    let s = Server::start(config.clone()).await;
+    let sink = Sink::slow(Duration::from_secs(5)).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
+            "trigger": "webhook", "params": {"entity_id_path": "sku"}}),
+        )
+        .await;
+    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
+        .await;
+    let hook = source["webhook_url"].as_str().unwrap();
+    let records: Vec<Value> = (0..6).map(|i| json!({"sku": format!("S-{i}")})).collect();
+    let res = s
+        .client
+        .post(s.url(hook))
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job = res.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The six events were stored claimed for this node's two workers: two are being
+    // delivered, four wait in memory.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_of(&s, &job)
+        .await
+        .iter()
+        .filter(|e| e["is_running"] == true)
+        .count()
+        < 6
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the received events were not held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+
+    let mut inspect = config.clone();
+    inspect.workers.enabled = false;
+    let s = Server::start(inspect).await;
+    let events = events_of(&s, &job).await;
+    assert_eq!(events.len(), 6);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["is_running"] == false && e["status"] != "OK"),
+        "every event released, none lost or finished: {events:?}"
     );
     s.stop().await;
 }

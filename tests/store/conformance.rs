@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
-    AbortScope, Bootstrap, Destination, Event, EventChange, IngestJob, Ingested, LogPosition,
-    NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
+    AbortScope, Bootstrap, Destination, Event, EventChange, Handoff, IngestJob, Ingested,
+    LogPosition, NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -194,6 +194,8 @@ both_stores!(
     an_aggregate_delivery_ends_every_member,
     the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates,
     a_follower_sees_each_entry_of_many_writers_once_in_commit_order,
+    pushed_events_are_handed_over_claimed_up_to_the_capacity,
+    handed_events_are_freed_by_their_lease_or_their_token,
 );
 
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
@@ -1014,4 +1016,163 @@ async fn postgres_an_entry_committed_late_is_published_after_what_was_read() {
     assert!(next[0].position > first[0].position);
     let all = f.store.event_log(f.org, start, 100).await.unwrap();
     assert_eq!(all.len(), 2);
+}
+
+/// A push of `n` records (one job, the fixture's stream) under `delivery`.
+fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
+    vec![IngestJob {
+        new: f.new_job("webhook"),
+        data_type: "orders".into(),
+        events: Some(
+            (0..n)
+                .map(|i| NewEvent {
+                    payload_in: json!({"id": i}),
+                    entity_id: Some(i.to_string()),
+                    original_event_id: None,
+                })
+                .collect(),
+        ),
+    }]
+}
+
+async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
+    let f = fixture(db).await;
+    let handoff = Handoff::new(3, lease());
+    f.store.set_handoff(Some(handoff.clone()));
+    let Ingested::Created(jobs) = f
+        .store
+        .ingest(f.source.id, Some("a"), push_of(&f, 2), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the push is stored");
+    };
+    assert_eq!(handoff.waiting(), 2);
+    // Stored claimed under the handoff's token: no other worker claims them.
+    assert!(f
+        .store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .is_empty());
+    let handed = handoff.take(10);
+    assert_eq!(handed.len(), 2);
+    for h in &handed {
+        assert_eq!(h.job.id, jobs[0]);
+        assert_eq!(h.job.status, JobStatus::Processing);
+        assert_eq!(h.event.claim_token, Some(handoff.token()));
+        // What the workers get is exactly the stored row.
+        assert_eq!(
+            format!("{:?}", h.event),
+            format!("{:?}", f.event(h.event.id).await)
+        );
+    }
+    let job = f.store.jobs_by_id(&jobs).await.unwrap().remove(0);
+    assert_eq!(format!("{:?}", handed[0].job), format!("{job:?}"));
+    // Completions name the handoff's token like any claim's (this one keeps the claim).
+    let ev = &handed[0].event;
+    let change = step(Some(EventStatus::Transformed), true);
+    assert!(!f
+        .store
+        .change_event(ev, Uuid::now_v7(), change.clone(), None)
+        .await
+        .unwrap());
+    assert!(f
+        .store
+        .change_event(ev, handoff.token(), change, None)
+        .await
+        .unwrap());
+    assert_eq!(f.event(ev.id).await.status, EventStatus::Transformed);
+
+    // A repeated delivery stores nothing and holds no place.
+    assert!(matches!(
+        f.store
+            .ingest(f.source.id, Some("a"), push_of(&f, 1), None)
+            .await
+            .unwrap(),
+        Ingested::Duplicate(_)
+    ));
+    assert_eq!(handoff.waiting(), 0);
+    // Up to the capacity (3), then the store's queue: a push that does not fit is stored
+    // unclaimed, for any worker.
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 3), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 3);
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 3);
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Without a handoff (workers stopped), pushes are stored for any worker.
+    f.store.set_handoff(None);
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 3);
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
+    let f = fixture(db).await;
+    // The handing process died: the lease runs out and the rescue frees the events.
+    let dead = Handoff::new(10, chrono::Duration::seconds(-1));
+    f.store.set_handoff(Some(dead.clone()));
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(f.store.rescue_events().await.unwrap(), 2);
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Shutdown: the handoff closes, forgets what waits, and the token's claims are released.
+    let handoff = Handoff::new(10, lease());
+    f.store.set_handoff(Some(handoff.clone()));
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 3), None)
+        .await
+        .unwrap();
+    f.store.set_handoff(None);
+    assert_eq!(handoff.close(std::time::Duration::from_secs(1)).await, 3);
+    assert_eq!(handoff.waiting(), 0);
+    assert!(handoff.take(10).is_empty());
+    f.store.release_claims(&[handoff.token()]).await.unwrap();
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // A closed handoff takes nothing more.
+    f.store.set_handoff(Some(handoff.clone()));
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 0);
 }

@@ -65,7 +65,12 @@ pub struct EventChange {
 impl Rows {
     /// The extra events of a split record (see `EventChange::siblings`), with their log
     /// entries.
-    pub(in crate::store) fn add_siblings(&mut self, ev: &Event, change: &EventChange) {
+    pub(in crate::store) fn add_siblings(
+        &mut self,
+        ev: &Event,
+        change: &EventChange,
+        now: Timestamp,
+    ) {
         // Every sibling carries the record it was split from: serialised once, shared.
         let payload_in = ev.payload_in.as_ref().map(|j| JsonText::of(&j.0));
         for out in &change.siblings {
@@ -83,6 +88,8 @@ impl Rows {
                 retries_remaining: change.siblings_retries,
                 next_attempt_at: change.siblings_due,
                 original_event_id: None,
+                claim: None,
+                created_at: now,
             });
             self.logs.push(LogWrite {
                 org_id: ev.org_id,
@@ -194,7 +201,7 @@ pub(in crate::store) fn plan_change(
     );
     let mut rows = Rows::default();
     if !change.siblings.is_empty() {
-        rows.add_siblings(ev, &change);
+        rows.add_siblings(ev, &change, now);
     }
     let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
         org_id: ev.org_id,

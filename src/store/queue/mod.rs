@@ -92,7 +92,9 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = Timestamp::now();
         let mut rows = Rows::default();
-        let empty = rows.add_events(job, data_type, events, now).is_empty();
+        let empty = rows
+            .add_events(job, data_type, events, now, None)
+            .is_empty();
         let statements = Rows::statements(std::iter::once(&rows), now);
         let update = format!(
             "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
