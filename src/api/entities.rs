@@ -1,5 +1,6 @@
-//! `/entities`: the business objects events are about, each with its last status and the
-//! history of every event about it.
+//! `/entities`: the business objects events are about, each with its last status (the
+//! outcome of the latest event about it that finished) and the history of every event about
+//! it.
 
 use axum::extract::State;
 use axum::Json;
@@ -29,7 +30,8 @@ pub struct EntityOut {
     pub data_type: String,
     /// The object's own id, e.g. an order name `#1001`.
     pub entity_id: String,
-    /// The status of the latest event about it.
+    /// The outcome of the latest event about it that finished (an entity is listed once an
+    /// event about it has finished; open events are in `/events`).
     #[schema(schema_with = super::openapi_doc::lists::event_status)]
     pub last_status: String,
     /// success, warning or error.

@@ -158,7 +158,11 @@ impl Store {
                         })
                     })
                     .collect();
-                entities.sort_by(|a, b| a.entity.cmp(b.entity));
+                // One row per entity (a statement upserts a row once): its newest event's.
+                entities.sort_by(|a, b| {
+                    (a.entity, std::cmp::Reverse(a.event))
+                        .cmp(&(b.entity, std::cmp::Reverse(b.event)))
+                });
                 entities.dedup_by(|a, b| a.entity == b.entity);
                 if !entities.is_empty() {
                     follow.push(entity_upsert(&entities, now));

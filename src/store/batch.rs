@@ -147,7 +147,8 @@ pub(in crate::store) struct Rows {
 }
 
 impl Rows {
-    /// A job's new (NEW) events, with their event-log entries and entities; their ids. With
+    /// A job's new (NEW) events, with their event-log entries; their ids (an entity is written
+    /// when an event about it finishes, see [`super::history::entity_upsert`]). With
     /// `hand`, the events are inserted claimed and kept for this process's workers.
     pub(in crate::store) fn add_events(
         &mut self,
@@ -171,17 +172,6 @@ impl Rows {
                 to: EventStatus::New.as_str(),
                 details: json!({}),
             });
-            if let Some(entity) = &e.entity_id {
-                self.entities.push(EntityRow {
-                    org: job.org_id,
-                    data_type: data_type.to_string(),
-                    entity: entity.clone(),
-                    status: EventStatus::New.as_str(),
-                    event: id,
-                    code: None,
-                    message: None,
-                });
-            }
             let payload_in = Some(JsonText::of(&e.payload_in));
             if let Some((claim, job)) = hand {
                 self.handed.push(Handed {

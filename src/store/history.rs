@@ -128,7 +128,7 @@ struct LogRow {
     created_at: Timestamp,
 }
 
-/// The last status of one entity, as an event leaves it.
+/// The last status of one entity, as a finished event leaves it.
 pub(in crate::store) struct EntityChange<'a> {
     pub(in crate::store) org: Uuid,
     pub(in crate::store) data_type: &'a str,
@@ -139,7 +139,10 @@ pub(in crate::store) struct EntityChange<'a> {
     pub(in crate::store) message: Option<&'a str>,
 }
 
-/// Entities keep the last status of the business object events are about.
+/// Entities keep the outcome of the latest event about each business object: written once
+/// per event, when it finishes (OK, ERROR, FAILED, ABORTED), and only by an event at least as
+/// new as the one the entity names (event ids grow with time), so an older event finishing
+/// late, after a retry, does not hide the newer one's outcome.
 pub(in crate::store) fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> Statement {
     let (mut sql, vals) = rows_insert(
         "INSERT INTO entities (id, org_id, data_type, entity_id, last_status, last_event_id, \
@@ -163,7 +166,8 @@ pub(in crate::store) fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp)
         " ON CONFLICT (org_id, data_type, entity_id) DO UPDATE SET \
          last_status = excluded.last_status, last_event_id = excluded.last_event_id, \
          last_error_code = excluded.last_error_code, last_message = excluded.last_message, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at \
+         WHERE entities.last_event_id IS NULL OR entities.last_event_id <= excluded.last_event_id",
     );
     (sql, vals)
 }

@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
-    AbortScope, Bootstrap, Destination, Event, EventChange, Handoff, IngestJob, Ingested,
-    LogPosition, NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
+    AbortScope, Bootstrap, Destination, Entity, Event, EventChange, Handoff, IngestJob, Ingested,
+    ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -196,6 +196,7 @@ both_stores!(
     a_follower_sees_each_entry_of_many_writers_once_in_commit_order,
     pushed_events_are_handed_over_claimed_up_to_the_capacity,
     handed_events_are_freed_by_their_lease_or_their_token,
+    an_entity_takes_the_outcome_of_its_newest_finished_event,
 );
 
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
@@ -1175,4 +1176,71 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
         .await
         .unwrap();
     assert_eq!(handoff.waiting(), 0);
+}
+
+async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {
+    let f = fixture(db).await;
+    let entities = |f: &Fixture| {
+        let store = f.store.clone();
+        let org = f.org;
+        async move {
+            let q = ListQuery {
+                filters: vec![],
+                after: None,
+                limit: 10,
+                desc: false,
+            };
+            store.list::<Entity>(org, &q).await.unwrap().items
+        }
+    };
+    // Two events about the same entity, the second newer.
+    let (_, older) = f.job_with_events(1).await;
+    let (_, newer) = f.job_with_events(1).await;
+    assert!(
+        entities(&f).await.is_empty(),
+        "an entity is written when an event about it finishes"
+    );
+    let token = Uuid::now_v7();
+    let held = f.store.claim_events(token, 10, lease()).await.unwrap();
+    let by_id = |id: Uuid| held.iter().find(|e| e.id == id).unwrap();
+    // Transformed is not an outcome: still nothing.
+    assert!(f
+        .store
+        .change_event(
+            by_id(older[0]),
+            token,
+            step(Some(EventStatus::Transformed), true),
+            None
+        )
+        .await
+        .unwrap());
+    assert!(entities(&f).await.is_empty());
+    let fail = EventChange {
+        error_code: Some(Some("INVALID_SCHEMA".into())),
+        message: Some(Some("rejected".into())),
+        ..step(Some(EventStatus::Failed), true)
+    };
+    assert!(f
+        .store
+        .change_event(by_id(newer[0]), token, fail, None)
+        .await
+        .unwrap());
+    let found = entities(&f).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].entity_id, "e0");
+    assert_eq!(found[0].last_status, "FAILED");
+    assert_eq!(found[0].last_event_id, Some(newer[0]));
+    assert_eq!(found[0].last_error_code.as_deref(), Some("INVALID_SCHEMA"));
+    // The older event finishing later does not hide the newer one's outcome.
+    let older_now = f.event(older[0]).await;
+    assert!(f
+        .store
+        .change_event(&older_now, token, step(Some(EventStatus::Ok), false), None)
+        .await
+        .unwrap());
+    assert_eq!(f.event(older[0]).await.status, EventStatus::Ok);
+    let found = entities(&f).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].last_status, "FAILED");
+    assert_eq!(found[0].last_event_id, Some(newer[0]));
 }

@@ -218,7 +218,9 @@ pub(in crate::store) fn plan_change(
         rows.logs.push(event_log(Some(at.as_str()), next));
         at = next;
     }
-    if let Some(&to) = path.last() {
+    // The entity takes the outcome of each event about it that finishes (see
+    // `entity_upsert`); the steps before are in the event and its log.
+    if let Some(&to) = path.last().filter(|to| to.is_terminal()) {
         if let Some(entity) = &ev.entity_id {
             rows.entities.push(EntityRow {
                 org: ev.org_id,
