@@ -51,7 +51,8 @@ pub struct EventOut {
     pub next_attempt_at: Option<Timestamp>,
     pub last_attempt_at: Option<Timestamp>,
     pub attempt_count: i64,
-    /// A worker holds the event right now.
+    /// A worker holds the event right now: processing it, or about to (received events wait
+    /// claimed for a worker of the node that received them).
     pub is_running: bool,
     pub original_event_id: Option<Uuid>,
     pub ignored: bool,

@@ -22,9 +22,10 @@ use crate::config::WorkersConfig;
 use crate::connectors::net::Outbound;
 use crate::connectors::Registry as Connectors;
 use crate::crypto::MasterKey;
+use crate::domain::Timestamp;
 use crate::ingest::decode::DecodeLimits;
 use crate::metrics::Metrics;
-use crate::store::{Handoff, Store};
+use crate::store::{Handed, Handoff, Store};
 use crate::transform::lookups::LookupCache;
 use crate::transform::Transformer;
 
@@ -165,9 +166,10 @@ impl Engine {
         // release it.
         let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
         self.store.set_handoff(None);
-        let waiting = self.handoff.close(grace).await;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let (waiting, drained) = tokio::join!(
+            self.handoff.close(grace),
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        );
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
@@ -268,8 +270,10 @@ impl Engine {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> usize {
-        let handed = self.handoff.take(slots.available_permits());
         let token = self.handoff.token();
+        let handed = self
+            .checked(self.handoff.take(slots.available_permits()))
+            .await;
         self.hold(token, handed.len());
         let n = handed.len();
         for h in handed {
@@ -286,6 +290,47 @@ impl Engine {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         n
+    }
+
+    /// What of `handed` may still be delivered. Events taken soon after their receipt are, as
+    /// any claimed work is. Those that waited (a slow destination keeps the workers busy) are
+    /// checked in one query first: an abort, or a rescue after the lease ran out, may have
+    /// taken them. And those whose lease, which began at receipt, is now shorter than a
+    /// delivery may take (`outbound.job_deadline_seconds`) are given back to the store, to be
+    /// claimed with a fresh lease, so that a delivery never outlives its claim.
+    async fn checked(&self, handed: Vec<Handed>) -> Vec<Handed> {
+        let now = Timestamp::now();
+        let waited = |h: &Handed| now.0 - h.event.created_at.0 > HANDOFF_FRESH;
+        if !handed.iter().any(waited) {
+            return handed;
+        }
+        let token = self.handoff.token();
+        let (mut ready, old): (Vec<Handed>, Vec<Handed>) =
+            handed.into_iter().partition(|h| !waited(h));
+        let ids: Vec<Uuid> = old.iter().map(|h| h.event.id).collect();
+        let held = match self.store.still_held(token, &ids).await {
+            Ok(held) => held,
+            Err(e) => {
+                // Left claimed: the lease runs out and the rescue frees them.
+                tracing::warn!(error = %e, "checking waiting events failed");
+                return ready;
+            }
+        };
+        let deadline = chrono::Duration::from_std(self.net.deadline).unwrap_or_default();
+        let mut short = Vec::new();
+        for h in old.into_iter().filter(|h| held.contains(&h.event.id)) {
+            match h.event.lease_expires_at {
+                Some(end) if end.0 - now.0 > deadline => ready.push(h),
+                _ => short.push(h.event.id),
+            }
+        }
+        if !short.is_empty() {
+            tracing::debug!(events = short.len(), "waited too long; back to the store");
+            if let Err(e) = self.store.release_events(token, &short).await {
+                tracing::warn!(error = %e, "giving back waiting events failed");
+            }
+        }
+        ready
     }
 
     /// Claims due events from the store, up to the free slots.
@@ -343,6 +388,10 @@ impl Engine {
         claimed
     }
 }
+
+/// Received events taken sooner than this are delivered without checking that they are still
+/// held, as any claimed work is; later ones are checked first (see `Engine::checked`).
+const HANDOFF_FRESH: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Wakes this process's workers when another node queues work (Postgres LISTEN).
 async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {

@@ -175,13 +175,18 @@ impl Reservation {
             self.handoff.fill(self.n, events);
         }
     }
-}
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
+    /// The push stored nothing (a repeated delivery): its places are free again.
+    pub(in crate::store) fn cancel(&self) {
         let left = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
         if left.is_some() {
             self.handoff.cancel(self.n);
         }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }

@@ -185,9 +185,12 @@ impl Store {
             tx.commit().await?;
             answers
         });
+        // Settled before anyone is answered, so that a caller's next push finds the places.
         for (p, a) in pushes.iter().zip(&answers) {
-            if let (Some(handed), Some(Ingested::Created(_))) = (&p.handed, a) {
-                handed.fill();
+            match (&p.handed, a) {
+                (Some(handed), Some(Ingested::Created(_))) => handed.fill(),
+                (Some(handed), _) => handed.cancel(),
+                (None, _) => {}
             }
         }
         let mut out: Vec<Ingested> = Vec::with_capacity(pushes.len());

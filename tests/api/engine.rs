@@ -380,6 +380,8 @@ both_stores!(
     deactivating_a_stream_aborts_its_open_events,
     shutdown_releases_work_in_flight,
     shutdown_releases_received_events_still_waiting_for_a_worker,
+    received_events_that_waited_past_a_delivery_s_time_are_claimed_afresh,
+    waiting_received_events_of_an_aborted_job_are_not_delivered,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
     a_failing_source_fails_the_job,
@@ -653,4 +655,86 @@ async fn shutdown_releases_received_events_still_waiting_for_a_worker(db: Db) {
         "every event released, none lost or finished: {events:?}"
     );
     s.stop().await;
+}
+
+/// A server with one worker and `lease` seconds of lease, a webhook stream to `sink`, and a push
+/// of `n` records (`id` r0, r1, …); the server and the push's job.
+async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Server, String) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 1;
+    config.workers.poll_interval_ms = 50;
+    config.workers.lease_seconds = lease;
+    let s = Server::start(config).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
+            "trigger": "webhook", "params": {"entity_id_path": "id"}}),
+        )
+        .await;
+    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
+        .await;
+    let hook = source["webhook_url"].as_str().unwrap();
+    let records: Vec<Value> = (0..n).map(|i| json!({"id": format!("r{i}")})).collect();
+    let res = s
+        .client
+        .post(s.url(hook))
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job = res.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (env, s, job)
+}
+
+async fn received_events_that_waited_past_a_delivery_s_time_are_claimed_afresh(db: Db) {
+    // A 5 s lease leaves 4 s for a delivery; one worker answering in 1.5 s each gets to the
+    // last of four events 4.5 s after their receipt, when the lease taken at receipt would
+    // end during its delivery and another claim would send it again.
+    let sink = Sink::slow(Duration::from_millis(1500)).await;
+    let (_env, s, job) = one_worker_push(db, 5, &sink, 4).await;
+    wait_for_job(&s, &job).await;
+    let events = events_of(&s, &job).await;
+    assert!(events.iter().all(|e| e["status"] == "OK"), "{events:?}");
+    // Settle anything a lapsed claim might still send.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = sink.counts_by_id();
+    for i in 0..4 {
+        assert_eq!(counts.get(&format!("r{i}")), Some(&1), "{counts:?}");
+    }
+    for e in events {
+        assert_eq!(e["attempt_count"], 1, "{e}");
+    }
+}
+
+async fn waiting_received_events_of_an_aborted_job_are_not_delivered(db: Db) {
+    let sink = Sink::slow(Duration::from_secs(2)).await;
+    let (_env, s, job) = one_worker_push(db, 300, &sink, 3).await;
+    // One event is being delivered, two wait for the worker; the job is aborted meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !events_of(&s, &job)
+        .await
+        .iter()
+        .any(|e| e["status"] == "NEW" && e["is_running"] == true)
+    {
+        assert!(Instant::now() < deadline, "nothing held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, out) = s.post(&format!("/jobs/{job}/abort"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    // Long enough for the worker to finish the first delivery and reach the others.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        sink.counts_by_id().len() <= 1,
+        "only a delivery already under way may reach the destination: {:?}",
+        sink.counts_by_id()
+    );
+    for e in events_of(&s, &job).await {
+        assert_eq!(e["status"], "ABORTED", "{e}");
+    }
 }

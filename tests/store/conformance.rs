@@ -1176,6 +1176,64 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
         .await
         .unwrap();
     assert_eq!(handoff.waiting(), 0);
+    assert_eq!(
+        f.store
+            .claim_events(Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A worker checks events that waited, and gives back those it will not deliver.
+    let open = Handoff::new(10, lease());
+    f.store.set_handoff(Some(open.clone()));
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = open.take(10).iter().map(|h| h.event.id).collect();
+    assert_eq!(ids.len(), 2);
+    let held = f.store.still_held(open.token(), &ids).await.unwrap();
+    assert_eq!(held.len(), 2);
+    assert!(f
+        .store
+        .still_held(Uuid::now_v7(), &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    f.store
+        .release_events(Uuid::now_v7(), &ids[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.still_held(open.token(), &ids).await.unwrap().len(),
+        2
+    );
+    f.store
+        .release_events(open.token(), &ids[..1])
+        .await
+        .unwrap();
+    let held = f.store.still_held(open.token(), &ids).await.unwrap();
+    assert_eq!(held.into_iter().collect::<Vec<_>>(), vec![ids[1]]);
+    let claimed = f
+        .store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, ids[0]);
+    // An aborted event is no longer held.
+    f.store
+        .abort(f.org, AbortScope::Event(ids[1]), "stop")
+        .await
+        .unwrap();
+    assert!(f
+        .store
+        .still_held(open.token(), &ids)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
 
-use super::batch::{notify_work, sql_in, sql_lit, Rows};
+use super::batch::{notify_work, sql_in, sql_lit, Rows, CHUNK};
 use super::history::{write_log, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
@@ -203,6 +203,53 @@ impl Store {
                 .await?
         });
         Ok(rows)
+    }
+
+    /// Which of `ids` are still held under `token` and open: an abort, or a rescue after the
+    /// lease ran out, takes an event from its holder.
+    pub async fn still_held(
+        &self,
+        token: Uuid,
+        ids: &[Uuid],
+    ) -> StoreResult<std::collections::HashSet<Uuid>> {
+        let mut held = std::collections::HashSet::new();
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id FROM events WHERE claim_token = $1 AND status IN ({}) AND id IN ({})",
+                sql_in(OPEN_EVENTS),
+                marks.join(", ")
+            );
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).bind(token).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            held.extend(found);
+        }
+        Ok(held)
+    }
+
+    /// Gives up the claims on `ids` held under `token`: the events become claimable.
+    pub async fn release_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
+                 WHERE claim_token = $1 AND id IN ({})",
+                marks.join(", ")
+            );
+            on_pool!(self, pool, Db => {
+                let mut q = sqlx::query::<Db>(&sql).bind(token).persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(pool).await?;
+            });
+        }
+        Ok(())
     }
 
     /// Gives up claims whose lease ran out (their worker died): the events become claimable.
