@@ -268,7 +268,8 @@ impl Store {
     }
 
     /// Releases everything held under `tokens` at once (graceful shutdown): events become
-    /// claimable, jobs whose source had not finished are claimable again.
+    /// claimable, jobs whose source had not finished are claimable again, and other nodes'
+    /// workers are told.
     pub async fn release_claims(&self, tokens: &[Uuid]) -> StoreResult<()> {
         let now = Timestamp::now();
         for token in tokens {
@@ -287,6 +288,8 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                // Other nodes take the released work at once, not at their next poll.
+                notify_work!(self, Db, tx);
                 tx.commit().await?;
             });
         }
