@@ -274,22 +274,35 @@ impl Engine {
         let handed = self
             .checked(self.handoff.take(slots.available_permits()))
             .await;
-        self.hold(token, handed.len());
         let n = handed.len();
-        for h in handed {
-            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-            let engine = self.clone();
-            tasks.spawn(async move {
-                deliver::process(&engine, h.event, Some(h.job), token).await;
-                engine.settle(token);
-                drop(permit);
-            });
-        }
+        let events = handed.into_iter().map(|h| (h.event, Some(h.job)));
+        self.spawn_events(slots, tasks, token, n, events).await;
         if self.handoff.waiting() > 0 {
             self.backlog
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         n
+    }
+
+    /// Spawns the processing of `n` events held under `token`, each in a slot of its own.
+    async fn spawn_events(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        token: Uuid,
+        n: usize,
+        events: impl Iterator<Item = (crate::store::Event, Option<Arc<crate::store::Job>>)>,
+    ) {
+        self.hold(token, n);
+        for (ev, job) in events {
+            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+            let engine = self.clone();
+            tasks.spawn(async move {
+                deliver::process(&engine, ev, job, token).await;
+                engine.settle(token);
+                drop(permit);
+            });
+        }
     }
 
     /// What of `handed` may still be delivered. Events taken soon after their receipt are, as
@@ -370,17 +383,12 @@ impl Engine {
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     claimed += events.len();
-                    self.hold(token, events.len());
-                    for ev in events {
-                        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-                        let engine = self.clone();
+                    let n = events.len();
+                    let events = events.into_iter().map(|ev| {
                         let job = jobs.get(&ev.job_id).cloned();
-                        tasks.spawn(async move {
-                            deliver::process(&engine, ev, job, token).await;
-                            engine.settle(token);
-                            drop(permit);
-                        });
-                    }
+                        (ev, job)
+                    });
+                    self.spawn_events(slots, tasks, token, n, events).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming events failed"),
             }
