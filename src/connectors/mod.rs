@@ -7,6 +7,7 @@ mod catalogue;
 pub mod dear;
 pub mod http;
 mod install;
+pub mod naming;
 pub mod net;
 pub mod params;
 pub mod peoplevox;
@@ -17,8 +18,8 @@ mod template;
 
 pub use catalogue::{system, SYSTEMS};
 pub use registry::{
-    Call, DestinationFunction, InstallError, Installer, Push, Refused, Registry, SendResult,
-    SourceFunction, WebhookSource, WebhookVerifier,
+    Call, DestinationFunction, InstallError, Installer, Outgoing, Push, Refused, Registry,
+    SendResult, SourceFunction, WebhookSource, WebhookVerifier,
 };
 pub use template::{
     check_hosts, join_credentials, lookup, merge_patch, split_credentials, url_within, validate,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::net::Outbound;
 use crate::domain::error_code::ErrorCode;
@@ -37,17 +38,28 @@ pub trait SourceFunction: Send + Sync {
     async fn read(&self, call: Call<'_>) -> Result<Vec<Value>, String>;
 }
 
+/// What one delivery try carries: the output, and what a destination's templates (a file
+/// name, an e-mail's subject) may name.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// JSON, or text for text formats.
+    pub body: &'a Value,
+    pub content_type: &'a str,
+    /// Most time the try may take.
+    pub timeout: Duration,
+    pub job_id: Uuid,
+    pub stream_id: Uuid,
+    /// The event delivered, with its entity id; `None` for a job's combined delivery.
+    pub event: Option<(Uuid, Option<&'a str>)>,
+    /// The stream's data type (`order`, `stock`, …).
+    pub data_type: &'a str,
+}
+
 /// A function that delivers an event's output, or a job's combined outputs, to a system.
 #[async_trait]
 pub trait DestinationFunction: Send + Sync {
-    /// One delivery try of `body` (JSON, or text for text formats), bounded by `timeout`.
-    async fn send(
-        &self,
-        call: Call<'_>,
-        body: &Value,
-        content_type: &str,
-        timeout: Duration,
-    ) -> SendResult;
+    /// One delivery try of `out.body`, bounded by `out.timeout`.
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult;
 }
 
 /// What one delivery try gave.

@@ -11,6 +11,7 @@ pub enum ErrorCode {
     Unauthorized,
     ConnectionError,
     BlockedAddress,
+    UntrustedServer,
     NotFound,
     Duplicate,
     RateLimited,
@@ -39,11 +40,12 @@ pub struct ErrorCodeInfo {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Timeout,
         ErrorCode::Unauthorized,
         ErrorCode::ConnectionError,
         ErrorCode::BlockedAddress,
+        ErrorCode::UntrustedServer,
         ErrorCode::NotFound,
         ErrorCode::Duplicate,
         ErrorCode::RateLimited,
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ConnectionError => "CONNECTION_ERROR",
             ErrorCode::BlockedAddress => "BLOCKED_ADDRESS",
+            ErrorCode::UntrustedServer => "UNTRUSTED_SERVER",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Duplicate => "DUPLICATE",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -90,9 +93,10 @@ impl ErrorCode {
         let (level, description, action) = match self {
             Timeout => ("warning", "The other system did not answer in time.", "Usually passes on retry; if it persists, raise the destination's timeout or check the system's status."),
             Unauthorized => ("error", "The other system refused the credentials.", "Check the key's credentials and permissions, then replicate the event."),
-            ConnectionError => ("warning", "The other system could not be reached.", "Check the URL and that the system is up; retries continue on the schedule."),
+            ConnectionError => ("warning", "The other system could not be reached.", "Check the URL (or host, port and TLS setting) and that the system is up; retries continue on the schedule."),
             BlockedAddress => ("error", "The URL's host is, or resolves to, an internal address (loopback, private, link-local, shared, multicast, reserved or cloud metadata), which Wharf does not call.", "Use the system's public address; if the internal host is meant to be reached, an operator adds it to outbound.allow (a network or host name), then replicate."),
-            NotFound => ("error", "The other system has no such resource or endpoint.", "Check the destination's URL or the record's references, then replicate."),
+            UntrustedServer => ("error", "The server's TLS certificate or SSH host key is not the one the key trusts: Wharf does not send credentials or data to a server it cannot identify.", "If the server's certificate or host key was changed on purpose, put the new one in the key (`tls_ca`, `host_key`), then replicate; otherwise ask the server's owner, as someone may be in the way."),
+            NotFound => ("error", "The other system has no such resource, endpoint, folder or recipient.", "Check the destination's URL, path or addresses, or the record's references, then replicate."),
             Duplicate => ("warning", "The other system reports a conflict or duplicate.", "Check whether the record already exists there before replicating."),
             RateLimited => ("warning", "The other system asked us to slow down.", "Nothing to do: retries honour its Retry-After."),
             ServerError => ("warning", "The other system failed with a server error.", "Usually passes on retry; contact the system's support if it persists."),

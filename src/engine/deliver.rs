@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::run_job::credentials;
 use super::Engine;
-use crate::connectors::{Call, SendResult};
+use crate::connectors::{Call, Outgoing, SendResult};
 use crate::domain::aggregate::combine;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::Retry;
@@ -249,15 +249,16 @@ async fn deliver(
     let started = Timestamp::now();
     let body = ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0);
     let key = credentials(engine, ev.org_id, destination.key_id).await?;
-    let result = send_to(
-        engine,
-        destination,
-        key.as_ref(),
+    let out = Outgoing {
         body,
         content_type,
-        retry.timeout_seconds,
-    )
-    .await;
+        timeout: delivery_timeout(engine, retry),
+        job_id: ev.job_id,
+        stream_id: ev.stream_id,
+        event: Some((ev.id, ev.entity_id.as_deref())),
+        data_type: &ev.data_type,
+    };
+    let result = send_to(engine, destination, key.as_ref(), out).await;
     let (change, outcome) = judge(
         &result,
         &retry.schedule_seconds,
@@ -382,15 +383,16 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
     let (body, content_type) = combine(&outputs, &transformation.format);
     let key = credentials(engine, job.org_id, destination.key_id).await?;
     let started = Timestamp::now();
-    let result = send_to(
-        engine,
-        &destination,
-        key.as_ref(),
-        &body,
+    let out = Outgoing {
+        body: &body,
         content_type,
-        retry.timeout_seconds,
-    )
-    .await;
+        timeout: delivery_timeout(engine, &retry),
+        job_id: job.id,
+        stream_id: job.stream_id,
+        event: None,
+        data_type: &stream.data_type,
+    };
+    let result = send_to(engine, &destination, key.as_ref(), out).await;
     let (change, outcome) = judge(
         &result,
         &retry.schedule_seconds,
@@ -415,14 +417,18 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
     Ok(held && terminal)
 }
 
+/// The time one try may take: the destination's, held below the claim's lease too, so no
+/// second worker delivers the event again.
+fn delivery_timeout(engine: &Engine, retry: &Retry) -> std::time::Duration {
+    std::time::Duration::from_secs(retry.timeout_seconds).min(engine.net.deadline)
+}
+
 /// One delivery through the destination's function.
 async fn send_to(
     engine: &Engine,
     destination: &Destination,
     key: Option<&Value>,
-    body: &Value,
-    content_type: &str,
-    timeout_seconds: u64,
+    out: Outgoing<'_>,
 ) -> SendResult {
     let Some(function) = engine.connectors.destination(&destination.function) else {
         return SendResult::refused(
@@ -433,14 +439,11 @@ async fn send_to(
             ),
         );
     };
-    let decode = &engine.decode;
     let call = Call {
         net: &engine.net,
         params: &destination.params.0,
         key,
-        decode,
+        decode: &engine.decode,
     };
-    // Held below the claim's lease too, so no second worker delivers the event again.
-    let timeout = std::time::Duration::from_secs(timeout_seconds).min(engine.net.deadline);
-    function.send(call, body, content_type, timeout).await
+    function.send(call, out).await
 }

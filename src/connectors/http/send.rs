@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::with_auth;
 use crate::connectors::net::{CallError, Outbound};
 use crate::connectors::params::Params;
-use crate::connectors::registry::{Call, DestinationFunction, SendResult};
+use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
 
@@ -32,15 +32,19 @@ pub struct Send;
 
 #[async_trait]
 impl DestinationFunction for Send {
-    async fn send(
-        &self,
-        call: Call<'_>,
-        body: &Value,
-        content_type: &str,
-        timeout: Duration,
-    ) -> SendResult {
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         match SendParams::parse(call.params) {
-            Ok(params) => send(call.net, &params, call.key, body, content_type, timeout).await,
+            Ok(params) => {
+                send(
+                    call.net,
+                    &params,
+                    call.key,
+                    out.body,
+                    out.content_type,
+                    out.timeout,
+                )
+                .await
+            }
             Err(e) => SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}")),
         }
     }

@@ -308,6 +308,55 @@ impl Outbound {
         Err(CallError::TooManyRedirects)
     }
 
+    /// The addresses of `host` a connection of another protocol (FTP, SFTP, SMTP) may go to,
+    /// judged exactly as an HTTP call's: an IP literal or each resolved address against the
+    /// classifier and `outbound.allow`. Connect to what this returns, never to the name, so a
+    /// name cannot resolve differently after the check.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, CallError> {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            self.guard
+                .check_ip(host, ip, false)
+                .map_err(CallError::Blocked)?;
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            resolve_guarded(self.guard.clone(), host.to_string()),
+        )
+        .await
+        .map_err(|_| CallError::Timeout(CONNECT_TIMEOUT))?;
+        match found {
+            Ok(addrs) => Ok(addrs.map(|a| SocketAddr::new(a.ip(), port)).collect()),
+            Err(e) => match e.downcast::<Blocked>() {
+                Ok(blocked) => Err(CallError::Blocked(*blocked)),
+                Err(e) => {
+                    tracing::debug!(host, error = %e, "resolving a host failed");
+                    Err(CallError::Unreachable)
+                }
+            },
+        }
+    }
+
+    /// A TCP connection to `host:port` for another protocol than HTTP, through the same guard
+    /// as every HTTP call (see [`Outbound::resolve`]); tries each allowed address in turn.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tokio::net::TcpStream, CallError> {
+        let limit = timeout.min(CONNECT_TIMEOUT);
+        for addr in self.resolve(host, port).await? {
+            match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "connecting failed"),
+                Err(_) => return Err(CallError::Timeout(limit)),
+            }
+        }
+        Err(CallError::Unreachable)
+    }
+
     /// Reads a whole answer of at most `max_response_bytes`; a larger one is not read on.
     pub async fn read_capped(&self, mut res: Response) -> Result<Vec<u8>, CallError> {
         let cap = self.max_response_bytes;
@@ -348,6 +397,28 @@ impl Outbound {
         }
         excerpt_text(body)
     }
+}
+
+/// Whether an error (of any protocol's client) comes from a server certificate that is not
+/// trusted. I/O errors hide what they wrap from `source()`, so they are opened too.
+pub fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(_)) = tls {
+            return true;
+        }
+        source = err.source().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+        });
+    }
+    false
 }
 
 /// Text of a byte prefix, without a character cut in half at the end.
