@@ -1,7 +1,7 @@
 //! The declarations of the built-in systems.
 
 use super::params::Params;
-use super::{dear, http, peoplevox, shopify};
+use super::{dear, email, http, peoplevox, shopify};
 use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
@@ -163,6 +163,29 @@ pub static SYSTEMS: &[System] = &[
         }],
         destinations: &[],
         webhook_verification: "The URL token alone: Peoplevox callbacks carry no signature.",
+    },
+    System {
+        name: "email",
+        title: "E-mail (SMTP)",
+        description: "Send outputs by e-mail through your SMTP server: as the body, or attached as a file.",
+        key_template: &[
+            host("host", K::String, true, H::Any, "The SMTP server's host name, e.g. `smtp.example.com`."),
+            f("port", K::Integer, false, "The server's port: 587 for starttls, 465 for tls, 25 for none when unset."),
+            f("security", K::Enum(&["starttls", "tls", "none"]), false, "`starttls` (the default) upgrades a plain connection and refuses to go on without TLS; `tls` speaks TLS from the first byte; `none` sends everything, the login too, in the clear."),
+            f("username", K::String, false, "Login user name; no login when unset."),
+            secret("password", false, "Login password."),
+            f("from", K::String, true, "The sender, e.g. `Wharf <wharf@example.com>`."),
+            f("tls_ca", K::String, false, "A certificate (PEM) to trust besides the public roots, for a server with its own certificate."),
+        ],
+        key_required: true,
+        sources: &[],
+        destinations: &[Function {
+            name: "email.send",
+            description: "Mail each event's output (or a job's combined output) as the body or as an attachment.",
+            triggers: &[],
+            params: <email::SendParams as Params>::FIELDS,
+        }],
+        webhook_verification: "None: e-mail has no webhook source.",
     },
 ];
 

@@ -5,6 +5,7 @@
 
 mod catalogue;
 pub mod dear;
+pub mod email;
 pub mod http;
 mod install;
 pub mod naming;

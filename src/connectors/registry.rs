@@ -219,6 +219,7 @@ impl Default for Registry {
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))
+            .with_destination("email.send", Arc::new(super::email::Send))
     }
 }
 

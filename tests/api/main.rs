@@ -8,6 +8,7 @@ mod common;
 mod access;
 mod binary;
 mod config_resources;
+mod email;
 mod engine;
 mod hygiene;
 mod ingest;
