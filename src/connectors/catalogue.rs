@@ -1,7 +1,7 @@
 //! The declarations of the built-in systems.
 
 use super::params::Params;
-use super::{dear, email, http, peoplevox, shopify};
+use super::{dear, email, files, http, peoplevox, shopify};
 use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
@@ -163,6 +163,29 @@ pub static SYSTEMS: &[System] = &[
         }],
         destinations: &[],
         webhook_verification: "The URL token alone: Peoplevox callbacks carry no signature.",
+    },
+    System {
+        name: "ftp",
+        title: "FTP / FTPS",
+        description: "Write outputs as files on an FTP server, plain or over TLS.",
+        key_template: &[
+            host("host", K::String, true, H::Any, "The FTP server's host name, e.g. `ftp.example.com`."),
+            f("port", K::Integer, false, "The server's port: 21, or 990 for implicit TLS, when unset."),
+            f("username", K::String, false, "Login user name; `anonymous` when unset."),
+            secret("password", false, "Login password."),
+            f("tls", K::Enum(&["explicit", "implicit", "none"]), false, "`explicit` (the default): `AUTH TLS` on the plain port, then everything — login, commands and data — over TLS; `implicit`: TLS from the first byte (port 990); `none`: everything in the clear, the password too."),
+            f("tls_ca", K::String, false, "A certificate (PEM) to trust besides the public roots, for a server with its own certificate."),
+            f("passive", K::Boolean, false, "Passive mode (the default): Wharf opens each data connection, to the server's address. `false`: active mode, the server connects back to Wharf."),
+        ],
+        key_required: true,
+        sources: &[],
+        destinations: &[Function {
+            name: "ftp.upload",
+            description: "Write each event's output (or a job's combined output) as a file, under a temporary name, then renamed.",
+            triggers: &[],
+            params: <files::UploadParams as Params>::FIELDS,
+        }],
+        webhook_verification: "None: FTP has no webhook source.",
     },
     System {
         name: "email",

@@ -6,6 +6,8 @@
 mod catalogue;
 pub mod dear;
 pub mod email;
+pub mod files;
+pub mod ftp;
 pub mod http;
 mod install;
 pub mod naming;

@@ -220,6 +220,7 @@ impl Default for Registry {
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))
             .with_destination("email.send", Arc::new(super::email::Send))
+            .with_destination("ftp.upload", Arc::new(super::ftp::Upload))
     }
 }
 

@@ -18,7 +18,7 @@ pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::
         if *shutdown.borrow() {
             return;
         }
-        maintain(&store, dedup_retention_hours, tick % 30 == 0).await;
+        maintain(&store, dedup_retention_hours, tick.is_multiple_of(30)).await;
         tick += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

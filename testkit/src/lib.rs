@@ -1,8 +1,9 @@
 //! What Wharf's black-box tests and its benchmark both need from the outside world: a local
 //! HTTP sink that records every delivery (and can be scripted, slowed or paused), and the
 //! signatures webhook senders put on their requests; and the protocol servers of the file
-//! and mail connectors (SMTP), each on a free loopback port.
+//! and mail connectors (FTP/FTPS, SMTP), each on a free loopback port.
 
+pub mod ftp;
 pub mod sign;
 pub mod sink;
 pub mod smtp;

@@ -61,7 +61,7 @@ async fn write_row(env: &Env, sql: &str, pg_cast: &str, value: String, id: &str)
     }
 }
 
-/// A key of a system an earlier version offered (`ftp`) stays readable, renamable and
+/// A key of a system an earlier version offered (`as2`) stays readable, renamable and
 /// deletable; changing its credentials is a conflict that says why, never a server error.
 async fn keys_of_a_system_no_longer_offered_are_kept_but_not_changed(db: Db) {
     let (env, s) = fresh(db).await;
@@ -78,14 +78,14 @@ async fn keys_of_a_system_no_longer_offered_are_kept_but_not_changed(db: Db) {
         &env,
         "UPDATE keys SET system = $1 WHERE id = $2",
         "",
-        "ftp".into(),
+        "as2".into(),
         id,
     )
     .await;
     let path = format!("/keys/{id}");
     let (status, out) = s.get(&path).await;
     assert_eq!(status, StatusCode::OK, "{out}");
-    assert_eq!(out["system"], "ftp");
+    assert_eq!(out["system"], "as2");
     let (status, out) = s
         .patch(&path, json!({"credentials": {"bearer_token": "new"}}))
         .await;
@@ -94,7 +94,7 @@ async fn keys_of_a_system_no_longer_offered_are_kept_but_not_changed(db: Db) {
         out["detail"]
             .as_str()
             .unwrap()
-            .contains("no longer offers the system `ftp`"),
+            .contains("no longer offers the system `as2`"),
         "{out}"
     );
     let (status, out) = s.patch(&path, json!({"title": "old ftp"})).await;

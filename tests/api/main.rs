@@ -10,6 +10,7 @@ mod binary;
 mod config_resources;
 mod email;
 mod engine;
+mod ftp;
 mod hygiene;
 mod ingest;
 mod input_limits;

@@ -399,6 +399,36 @@ impl Outbound {
     }
 }
 
+/// The TLS client setup of the protocols outside HTTP (FTPS): the public roots, plus a
+/// certificate a key trusts besides them (`tls_ca`, PEM: a server's own certificate or its CA).
+pub fn tls_client_config(tls_ca: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = tls_ca {
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert =
+                cert.map_err(|e| format!("the key's `tls_ca` is not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the key's `tls_ca` cannot be trusted: {e}"))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(
+                "the key's `tls_ca` holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Whether an error (of any protocol's client) comes from a server certificate that is not
 /// trusted. I/O errors hide what they wrap from `source()`, so they are opened too.
 pub fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -1,0 +1,461 @@
+//! The `ftp` system: `ftp.upload` writes each event's output (or a job's combined output) as
+//! a file on an FTP server — plain, or FTPS with explicit (`AUTH TLS`) or implicit TLS, data
+//! connections protected too — under a hidden temporary name, then renamed, so a reader never
+//! sees half a file. The control connection goes to the address the outbound guard checked,
+//! and every passive data connection to that same address (the port the server names, never
+//! its host), so a server cannot point Wharf at another machine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+use tokio::io::AsyncWriteExt;
+
+use super::files::{self, UploadParams};
+use super::net::CallError;
+use super::params::Params;
+use super::registry::{Call, DestinationFunction, Outgoing, SendResult};
+use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::Verdict;
+
+type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    None,
+    Explicit,
+    Implicit,
+}
+
+/// The key's connection settings, read from its opened credentials.
+struct Server {
+    host: String,
+    port: u16,
+    username: String,
+    password: String,
+    security: Security,
+    tls_ca: Option<String>,
+    passive: bool,
+}
+
+impl Server {
+    fn of(key: Option<&Value>) -> Result<Server, String> {
+        let key = key.ok_or("an ftp destination needs a key (the server and login)")?;
+        let text = |name: &str| key.get(name).and_then(Value::as_str).map(str::to_string);
+        let host = text("host").ok_or("the key has no `host`")?;
+        let security = match text("tls").as_deref() {
+            None | Some("explicit") => Security::Explicit,
+            Some("implicit") => Security::Implicit,
+            Some("none") => Security::None,
+            Some(other) => {
+                return Err(format!(
+                    "the key's `tls` is {other:?}; use explicit, implicit or none"
+                ))
+            }
+        };
+        let port = match key.get("port").and_then(Value::as_u64) {
+            Some(p) => {
+                u16::try_from(p).map_err(|_| format!("the key's `port` {p} is not a port"))?
+            }
+            None if security == Security::Implicit => 990,
+            None => 21,
+        };
+        Ok(Server {
+            host,
+            port,
+            username: text("username").unwrap_or_else(|| "anonymous".into()),
+            password: text("password").unwrap_or_default(),
+            security,
+            tls_ca: text("tls_ca"),
+            passive: key.get("passive").and_then(Value::as_bool).unwrap_or(true),
+        })
+    }
+
+    fn at(&self) -> String {
+        format!("ftp://{}:{}", self.host, self.port)
+    }
+
+    /// TLS that trusts the public roots and the key's `tls_ca`, for the key's host name.
+    fn connector(&self) -> Result<AsyncRustlsConnector, String> {
+        let config = super::net::tls_client_config(self.tls_ca.as_deref())?;
+        Ok(AsyncRustlsConnector::from(
+            tokio_rustls::TlsConnector::from(Arc::new(config)),
+        ))
+    }
+
+    fn domain(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// What was being done when the server said no: the same reply means different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    Login,
+    Folder,
+    Write,
+    Rename,
+}
+
+impl Step {
+    fn doing(self) -> &'static str {
+        match self {
+            Step::Connect => "connecting",
+            Step::Login => "logging in",
+            Step::Folder => "opening the folder",
+            Step::Write => "writing the file",
+            Step::Rename => "renaming the written file",
+        }
+    }
+}
+
+struct Failed {
+    step: Step,
+    error: FtpError,
+}
+
+trait At<T> {
+    fn at(self, step: Step) -> Result<T, Failed>;
+}
+
+impl<T> At<T> for Result<T, FtpError> {
+    fn at(self, step: Step) -> Result<T, Failed> {
+        self.map_err(|error| Failed { step, error })
+    }
+}
+
+/// `ftp.upload` as a destination function.
+pub struct Upload;
+
+#[async_trait]
+impl DestinationFunction for Upload {
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
+        let started = Instant::now();
+        let params = match UploadParams::parse(call.params) {
+            Ok(p) => p,
+            Err(e) => {
+                return SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}"))
+            }
+        };
+        let server = match Server::of(call.key) {
+            Ok(s) => s,
+            Err(e) => return SendResult::refused(ErrorCode::Unknown, e),
+        };
+        let (name, temp) = match files::names(&params, &out) {
+            Ok(n) => n,
+            Err(e) => return SendResult::refused(ErrorCode::TemplateError, e.0),
+        };
+        let bytes = files::bytes(&out);
+        let work = async {
+            let stream = call
+                .net
+                .connect(&server.host, server.port, out.timeout)
+                .await
+                .map_err(Refusal::Guard)?;
+            let peer = stream.peer_addr().map_err(|e| {
+                Refusal::Ftp(Failed {
+                    step: Step::Connect,
+                    error: FtpError::ConnectionError(e),
+                })
+            })?;
+            let mut ftp = open(&server, stream, peer, out.timeout).await?;
+            let result = upload(&mut ftp, &params.path, &name, &temp, &bytes).await;
+            let _ = ftp.quit().await;
+            result.map_err(Refusal::Ftp)
+        };
+        let path = files::join(&params.path, &name);
+        match tokio::time::timeout(out.timeout, work).await {
+            Ok(Ok(reply)) => SendResult {
+                verdict: Verdict::Success,
+                error_code: None,
+                http_status: None,
+                http_status_name: None,
+                excerpt: Some(format!("{path}: {reply}")),
+                retry_after: None,
+                message: None,
+                duration: started.elapsed(),
+            },
+            Ok(Err(refusal)) => judged(&server, &path, refusal, started),
+            Err(_) => failure(
+                Verdict::Retry,
+                ErrorCode::Timeout,
+                format!(
+                    "{} did not take {path} within {} s",
+                    server.at(),
+                    out.timeout.as_secs_f64()
+                ),
+                None,
+                started,
+            ),
+        }
+    }
+}
+
+enum Refusal {
+    Guard(CallError),
+    Setup(String),
+    Ftp(Failed),
+}
+
+/// A logged-in session on `stream` (already connected to the checked `peer`): TLS as the key
+/// says, binary transfers, data connections to the same address.
+async fn open(
+    server: &Server,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Result<Ftp, Refusal> {
+    let mut ftp = match server.security {
+        Security::Implicit => {
+            let connector = server.connector().map_err(Refusal::Setup)?;
+            // The connection is made again to the same checked address, inside the TLS setup.
+            drop(stream);
+            #[allow(deprecated)]
+            Ftp::connect_secure_implicit(peer, connector, server.domain())
+                .await
+                .at(Step::Connect)
+                .map_err(Refusal::Ftp)?
+        }
+        Security::Explicit => {
+            let connector = server.connector().map_err(Refusal::Setup)?;
+            Ftp::connect_with_stream(stream)
+                .await
+                .at(Step::Connect)
+                .map_err(Refusal::Ftp)?
+                .into_secure(connector, server.domain())
+                .await
+                .at(Step::Connect)
+                .map_err(Refusal::Ftp)?
+        }
+        Security::None => Ftp::connect_with_stream(stream)
+            .await
+            .at(Step::Connect)
+            .map_err(Refusal::Ftp)?,
+    };
+    if server.passive {
+        // Data goes to the control connection's address whatever host PASV names.
+        ftp.set_mode(if peer.is_ipv6() {
+            Mode::ExtendedPassive
+        } else {
+            Mode::Passive
+        });
+        ftp.set_passive_nat_workaround(true);
+    } else {
+        ftp = ftp.active_mode(timeout);
+    }
+    ftp.login(server.username.as_str(), server.password.as_str())
+        .await
+        .at(Step::Login)
+        .map_err(Refusal::Ftp)?;
+    ftp.transfer_type(FileType::Binary)
+        .await
+        .at(Step::Login)
+        .map_err(Refusal::Ftp)?;
+    Ok(ftp)
+}
+
+/// Writes `bytes` as `temp` in `folder`, then renames it to `name`. The reply to the rename.
+async fn upload(
+    ftp: &mut Ftp,
+    folder: &str,
+    name: &str,
+    temp: &str,
+    bytes: &[u8],
+) -> Result<String, Failed> {
+    ftp.cwd(folder).await.at(Step::Folder)?;
+    let mut transfer = ftp.put_with_stream(temp).await.at(Step::Write)?;
+    let written = async {
+        transfer.write_all(bytes).await?;
+        transfer.flush().await
+    }
+    .await;
+    if let Err(e) = written {
+        return Err(Failed {
+            step: Step::Write,
+            error: FtpError::ConnectionError(e),
+        });
+    }
+    transfer.finish().await.at(Step::Write)?;
+    if let Err(e) = ftp.rename(temp, name).await {
+        // Leave no temporary file behind when the rename is refused.
+        let _ = ftp.rm(temp).await;
+        return Err(Failed {
+            step: Step::Rename,
+            error: e,
+        });
+    }
+    Ok(format!(
+        "{} bytes written as {temp}, renamed to {name}",
+        bytes.len()
+    ))
+}
+
+fn failure(
+    verdict: Verdict,
+    code: ErrorCode,
+    message: String,
+    excerpt: Option<String>,
+    started: Instant,
+) -> SendResult {
+    SendResult {
+        verdict,
+        error_code: Some(code),
+        http_status: None,
+        http_status_name: None,
+        excerpt,
+        retry_after: None,
+        message: Some(message),
+        duration: started.elapsed(),
+    }
+}
+
+/// What a failed try means: the server's reply decides, with the step it answered.
+fn judged(server: &Server, path: &str, refusal: Refusal, started: Instant) -> SendResult {
+    let at = server.at();
+    let failed = match refusal {
+        Refusal::Guard(e) => {
+            let verdict = match e {
+                CallError::Blocked(_) => Verdict::Final,
+                _ => Verdict::Retry,
+            };
+            return failure(
+                verdict,
+                e.code(),
+                format!("connecting to {at}: {e}"),
+                None,
+                started,
+            );
+        }
+        Refusal::Setup(m) => return failure(Verdict::Final, ErrorCode::Unknown, m, None, started),
+        Refusal::Ftp(f) => f,
+    };
+    let doing = failed.step.doing();
+    match &failed.error {
+        FtpError::UnexpectedResponse(response) => {
+            let code = response.status.code();
+            let said = String::from_utf8_lossy(&response.body).trim().to_string();
+            let (verdict, error_code, what) = judge_reply(failed.step, code, path);
+            failure(
+                verdict,
+                error_code,
+                format!("{at} {what} ({doing}): {said}"),
+                Some(said),
+                started,
+            )
+        }
+        FtpError::SecureError(e) if e.contains("invalid peer certificate") => failure(
+            Verdict::Final,
+            ErrorCode::UntrustedServer,
+            format!(
+                "{at}: the server's TLS certificate is not trusted ({e}); if the server uses its \
+                 own certificate, put it (PEM) in the key's `tls_ca`"
+            ),
+            None,
+            started,
+        ),
+        FtpError::SecureError(e) => failure(
+            Verdict::Retry,
+            ErrorCode::ConnectionError,
+            format!("{at}: TLS failed while {doing} ({e}); check the key's `tls` and `port`"),
+            None,
+            started,
+        ),
+        other => failure(
+            Verdict::Retry,
+            ErrorCode::ConnectionError,
+            format!(
+                "{at} could not be reached, or closed the connection, while {doing}: {other}; \
+                 check the host, port and `tls`"
+            ),
+            None,
+            started,
+        ),
+    }
+}
+
+/// An FTP reply code's meaning at a step: 4xx is tried again, 5xx is final.
+fn judge_reply(step: Step, code: u32, path: &str) -> (Verdict, ErrorCode, String) {
+    let folder = path
+        .rsplit_once('/')
+        .map_or("/", |(f, _)| if f.is_empty() { "/" } else { f });
+    match (step, code) {
+        (Step::Login, 530 | 331 | 332 | 532) | (_, 530) => (
+            Verdict::Final,
+            ErrorCode::Unauthorized,
+            "refused the key's login".into(),
+        ),
+        (Step::Connect, 534 | 431 | 504) => (
+            Verdict::Final,
+            ErrorCode::ConnectionError,
+            "does not offer TLS as the key's `tls` asks".into(),
+        ),
+        (Step::Folder, 550) => (
+            Verdict::Final,
+            ErrorCode::NotFound,
+            format!("has no folder {folder} (or may not open it)"),
+        ),
+        (Step::Write | Step::Rename, 550 | 553 | 532) => (
+            Verdict::Final,
+            ErrorCode::Unauthorized,
+            format!("refused to write in {folder}"),
+        ),
+        (_, 452 | 552) => (
+            Verdict::Retry,
+            ErrorCode::ServerError,
+            "has no room for the file".into(),
+        ),
+        (_, 400..=499) => (
+            Verdict::Retry,
+            ErrorCode::ServerError,
+            "cannot take the file now".into(),
+        ),
+        _ => (
+            Verdict::Final,
+            ErrorCode::ServerError,
+            "refused the file".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_mean_what_the_step_makes_them() {
+        let j = |s, c| {
+            let (v, code, _) = judge_reply(s, c, "/in/a.csv");
+            (v, code)
+        };
+        assert_eq!(
+            j(Step::Login, 530),
+            (Verdict::Final, ErrorCode::Unauthorized)
+        );
+        assert_eq!(j(Step::Folder, 550), (Verdict::Final, ErrorCode::NotFound));
+        assert_eq!(
+            j(Step::Write, 553),
+            (Verdict::Final, ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            j(Step::Write, 552),
+            (Verdict::Retry, ErrorCode::ServerError)
+        );
+        assert_eq!(
+            j(Step::Write, 421),
+            (Verdict::Retry, ErrorCode::ServerError)
+        );
+        assert_eq!(
+            j(Step::Rename, 501),
+            (Verdict::Final, ErrorCode::ServerError)
+        );
+        let (_, _, what) = judge_reply(Step::Folder, 550, "/in/a.csv");
+        assert!(what.contains("/in"), "{what}");
+    }
+}
