@@ -177,6 +177,21 @@ pub fn entity_id(record: &serde_json::Value, path: Option<&str>) -> Option<Strin
     }
 }
 
+/// A text field of a key's opened credentials.
+pub fn key_text(key: &serde_json::Value, name: &str) -> Option<String> {
+    key.get(name)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+/// A key's `port`, or `default` when it has none.
+pub fn key_port(key: &serde_json::Value, default: u16) -> Result<u16, String> {
+    match key.get("port").and_then(serde_json::Value::as_u64) {
+        Some(p) => u16::try_from(p).map_err(|_| format!("the key's `port` {p} is not a port")),
+        None => Ok(default),
+    }
+}
+
 /// A key's credentials as connectors use them: the shown fields with the sealed secrets opened,
 /// and `secret_headers` folded into `headers` (a secret header is sent like any other).
 /// `None` when the secrets do not open under this master key (a different key was configured).

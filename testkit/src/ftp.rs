@@ -99,15 +99,7 @@ impl FtpServer {
 
     /// The names in a folder, sorted.
     pub fn files(&self, server_path: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path(server_path))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        crate::names_in(&self.path(server_path))
     }
 
     /// Refuses every write in this folder (as a server does for a folder the user may only read).
@@ -161,7 +153,6 @@ async fn session(socket: TcpStream, setup: &Setup) -> std::io::Result<()> {
     match setup.tls {
         FtpTls::Implicit => {
             let tls = setup.acceptor.accept(socket).await?;
-            s.protect_data = true;
             s.converse(tls, true, true).await?;
         }
         _ => {
@@ -244,6 +235,12 @@ impl Session<'_> {
         );
         if !open && !self.logged_in {
             return Ok("530 Please login with USER and PASS".into());
+        }
+        let transfer = matches!(verb, "STOR" | "RETR" | "LIST" | "NLST" | "MLSD");
+        if transfer && self.setup.tls != FtpTls::None && !self.protect_data {
+            // As vsftpd with forced TLS: data goes over TLS only after PROT P (RFC 4217).
+            self.data = Data::None;
+            return Ok("522 Data connections must be encrypted.".into());
         }
         Ok(match verb {
             "USER" => {

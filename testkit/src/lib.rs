@@ -8,6 +8,7 @@ pub mod sign;
 pub mod sink;
 pub mod smtp;
 pub mod tls;
+pub mod vsftpd;
 
 use std::net::SocketAddr;
 
@@ -23,4 +24,17 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
         let _ = axum::serve(listener, app).await;
     });
     addr
+}
+
+/// The names in a folder on disk, sorted (empty when it cannot be read).
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

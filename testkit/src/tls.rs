@@ -24,6 +24,11 @@ impl Certificate {
         }
     }
 
+    /// The private key (PEM), for a server started as its own process.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     /// The server side of TLS with this certificate.
     pub fn acceptor(&self) -> TlsAcceptor {
         let cert = CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("certificate PEM");

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use wharf_testkit::smtp::{SmtpSink, SmtpTls, Stage};
 
 use crate::both_stores;
-use crate::common::{fresh, send, Db, Env, Server};
-use crate::engine::{events_of, wait_for_job};
+use crate::common::{fresh, Db, Env, Server};
+use crate::engine::{attempts, upload_and_wait as upload};
 
 /// Order lines as CSV: a header, then one quoted line per record.
 const CSV_LINES: &str = "id,name\n{{ record.id }},{{ record.name }}\n";
@@ -95,32 +95,6 @@ async fn mail_stream(
         )
         .await;
     stream["id"].as_str().unwrap().to_string()
-}
-
-/// Uploads records to the stream and waits for the job to end.
-async fn upload(s: &Server, stream: &str, records: Value) -> (Value, Vec<Value>) {
-    let (status, out) = send(
-        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
-            .header("content-type", "application/json")
-            .body(records.to_string()),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
-    let job_id = out["job_id"].as_str().unwrap();
-    let job = wait_for_job(s, job_id).await;
-    let events = events_of(s, job_id).await;
-    (job, events)
-}
-
-async fn attempts(s: &Server, event: &Value) -> Vec<Value> {
-    let (status, page) = s
-        .get(&format!(
-            "/events/{}/attempts?order=asc",
-            event["id"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["items"].as_array().unwrap().clone()
 }
 
 async fn an_event_is_mailed_with_its_output_attached_over_starttls_with_a_login(db: Db) {

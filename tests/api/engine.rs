@@ -94,6 +94,33 @@ pub async fn events_of(s: &Server, job: &str) -> Vec<Value> {
     }
 }
 
+/// Uploads records to a stream and waits for the job to end: the job and its events.
+pub async fn upload_and_wait(s: &Server, stream: &str, records: Value) -> (Value, Vec<Value>) {
+    let (status, out) = send(
+        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
+            .header("content-type", "application/json")
+            .body(records.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let job_id = out["job_id"].as_str().unwrap();
+    let job = wait_for_job(s, job_id).await;
+    let events = events_of(s, job_id).await;
+    (job, events)
+}
+
+/// An event's delivery attempts, oldest first.
+pub async fn attempts(s: &Server, event: &Value) -> Vec<Value> {
+    let (status, page) = s
+        .get(&format!(
+            "/events/{}/attempts?order=asc",
+            event["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
 /// An event-log position as (row, entry): `id.k`, or `id` for a row's first entry.
 fn position(id: &str) -> (i64, i64) {
     match id.split_once('.') {

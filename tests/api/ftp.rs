@@ -2,13 +2,13 @@
 //! plain, explicit and implicit TLS, passive and active data connections, file names from
 //! templates, the temporary name and rename, and what each refusal means for the event.
 
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use wharf_testkit::ftp::{FtpServer, FtpTls};
+use wharf_testkit::vsftpd::{Vsftpd, VsftpdTls};
 
 use crate::both_stores;
-use crate::common::{send, Db, Env, Server};
-use crate::engine::{events_of, wait_for_job};
+use crate::common::{Db, Env, Server};
+use crate::engine::{attempts, upload_and_wait as upload};
 
 /// Order lines as CSV: a header, then one quoted line per record.
 const CSV_LINES: &str = "id,name\n{{ record.id }},{{ record.name }}\n";
@@ -73,31 +73,6 @@ async fn file_stream(s: &Server, credentials: Value, params: Value, mode: &str) 
         )
         .await;
     stream["id"].as_str().unwrap().to_string()
-}
-
-async fn upload(s: &Server, stream: &str, records: Value) -> (Value, Vec<Value>) {
-    let (status, out) = send(
-        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
-            .header("content-type", "application/json")
-            .body(records.to_string()),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
-    let job_id = out["job_id"].as_str().unwrap();
-    let job = wait_for_job(s, job_id).await;
-    let events = events_of(s, job_id).await;
-    (job, events)
-}
-
-async fn attempts(s: &Server, event: &Value) -> Vec<Value> {
-    let (status, page) = s
-        .get(&format!(
-            "/events/{}/attempts?order=asc",
-            event["id"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["items"].as_array().unwrap().clone()
 }
 
 fn read(ftp: &FtpServer, path: &str) -> String {
@@ -338,7 +313,55 @@ async fn the_outbound_guard_refuses_an_internal_ftp_server(db: Db) {
     assert!(ftp.commands().is_empty(), "no connection was made");
 }
 
+/// The same uploads against vsftpd, as merchants run it: plain, explicit TLS with TLS session
+/// reuse required on the data connections, and implicit TLS.
+async fn vsftpd_takes_the_files(db: Db) {
+    let (_env, s) = start(db, None).await;
+    for (tls, mode) in [
+        ("none", VsftpdTls::None),
+        ("explicit", VsftpdTls::Explicit),
+        ("implicit", VsftpdTls::Implicit),
+    ] {
+        let Some(ftp) = Vsftpd::start(mode) else {
+            eprintln!("vsftpd is not installed here; .ci/run installs it and runs this test");
+            return;
+        };
+        let mut key = json!({"host": "localhost", "port": ftp.port, "password": "ops@example.com",
+            "tls": tls});
+        if tls != "none" {
+            key["tls_ca"] = json!(ftp.cert_pem);
+        }
+        let stream = file_stream(
+            &s,
+            key,
+            json!({"path": "/inbound", "filename": "order-{{ event.entity_id }}.csv"}),
+            "realtime",
+        )
+        .await;
+        let (job, events) = upload(
+            &s,
+            &stream,
+            json!([{"id": "1001", "name": "Widget"}, {"id": "1002", "name": "Gadget"}]),
+        )
+        .await;
+        assert_eq!(
+            job["status"],
+            "FINISHED",
+            "{tls}: {job} {events:?}\n{}",
+            ftp.log()
+        );
+        assert_eq!(
+            ftp.files("/inbound"),
+            ["order-1001.csv", "order-1002.csv"],
+            "{tls}"
+        );
+        let text = std::fs::read_to_string(ftp.path("/inbound/order-1002.csv")).unwrap();
+        assert_eq!(text.trim_end(), "id,name\n1002,Gadget", "{tls}");
+    }
+}
+
 both_stores!(
+    vsftpd_takes_the_files,
     each_event_is_a_file_written_under_a_temporary_name_then_renamed,
     a_job_is_one_file_and_active_mode_works,
     refusals_become_codes_with_the_server_s_words,

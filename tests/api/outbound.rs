@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_stores;
 use crate::common::{send, Db, Env, Server};
-use crate::engine::{events_of, fetch_stream, run, wait_for_job};
+use crate::engine::{attempts, events_of, fetch_stream, run, wait_for_job};
 use crate::peers::Sink;
 
 /// A server that counts every request and answers a one-order page.
@@ -256,17 +256,6 @@ async fn upload(s: &Server, stream: &str, records: Value) -> Value {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{out}");
     wait_for_job(s, out["job_id"].as_str().unwrap()).await
-}
-
-async fn attempts(s: &Server, event: &Value) -> Vec<Value> {
-    let (status, page) = s
-        .get(&format!(
-            "/events/{}/attempts",
-            event["id"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["items"].as_array().unwrap().clone()
 }
 
 async fn a_send_to_loopback_is_refused_and_final(db: Db) {

@@ -58,7 +58,7 @@ struct Server {
 impl Server {
     fn of(key: Option<&Value>) -> Result<Server, String> {
         let key = key.ok_or("an email destination needs a key (the SMTP server and login)")?;
-        let text = |name: &str| key.get(name).and_then(Value::as_str).map(str::to_string);
+        let text = |name: &str| super::key_text(key, name);
         let host = text("host").ok_or("the key has no `host`")?;
         let security = match text("security").as_deref() {
             None | Some("starttls") => Security::StartTls,
@@ -70,16 +70,14 @@ impl Server {
                 ))
             }
         };
-        let port = match key.get("port").and_then(Value::as_u64) {
-            Some(p) => {
-                u16::try_from(p).map_err(|_| format!("the key's `port` {p} is not a port"))?
-            }
-            None => match security {
+        let port = super::key_port(
+            key,
+            match security {
                 Security::StartTls => 587,
                 Security::Tls => 465,
                 Security::None => 25,
             },
-        };
+        )?;
         let from = text("from").ok_or("the key has no `from` address")?;
         let from = from
             .parse::<Mailbox>()

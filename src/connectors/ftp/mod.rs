@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream};
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode};
+use suppaftp::{FtpError, Mode, Status};
 use tokio::io::AsyncWriteExt;
 
 use super::files::{self, UploadParams};
@@ -47,7 +47,7 @@ struct Server {
 impl Server {
     fn of(key: Option<&Value>) -> Result<Server, String> {
         let key = key.ok_or("an ftp destination needs a key (the server and login)")?;
-        let text = |name: &str| key.get(name).and_then(Value::as_str).map(str::to_string);
+        let text = |name: &str| super::key_text(key, name);
         let host = text("host").ok_or("the key has no `host`")?;
         let security = match text("tls").as_deref() {
             None | Some("explicit") => Security::Explicit,
@@ -59,13 +59,14 @@ impl Server {
                 ))
             }
         };
-        let port = match key.get("port").and_then(Value::as_u64) {
-            Some(p) => {
-                u16::try_from(p).map_err(|_| format!("the key's `port` {p} is not a port"))?
-            }
-            None if security == Security::Implicit => 990,
-            None => 21,
-        };
+        let port = super::key_port(
+            key,
+            if security == Security::Implicit {
+                990
+            } else {
+                21
+            },
+        )?;
         Ok(Server {
             host,
             port,
@@ -218,10 +219,19 @@ async fn open(
             // The connection is made again to the same checked address, inside the TLS setup.
             drop(stream);
             #[allow(deprecated)]
-            Ftp::connect_secure_implicit(peer, connector, server.domain())
+            let mut ftp = Ftp::connect_secure_implicit(peer, connector, server.domain())
                 .await
                 .at(Step::Connect)
-                .map_err(Refusal::Ftp)?
+                .map_err(Refusal::Ftp)?;
+            // Data connections are protected only once asked for (RFC 4217), implicit TLS too:
+            // servers that require it (vsftpd) refuse clear data with 522.
+            for command in ["PBSZ 0", "PROT P"] {
+                ftp.custom_command(command, &[Status::CommandOk])
+                    .await
+                    .at(Step::Connect)
+                    .map_err(Refusal::Ftp)?;
+            }
+            ftp
         }
         Security::Explicit => {
             let connector = server.connector().map_err(Refusal::Setup)?;
