@@ -107,8 +107,9 @@ impl Naming {
     }
 }
 
-/// Longest file name written (most file systems allow 255 bytes).
-pub const MAX_FILE_NAME: usize = 255;
+/// Longest file name written: most file systems allow 255 bytes, and a file is first written
+/// as `.<name>.part`.
+pub const MAX_FILE_NAME: usize = 249;
 
 #[cfg(test)]
 mod tests {

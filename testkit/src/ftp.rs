@@ -29,6 +29,7 @@ pub enum FtpTls {
 #[derive(Default)]
 struct State {
     log: Vec<String>,
+    sessions: usize,
     scripted: HashMap<String, VecDeque<String>>,
     read_only: HashSet<String>,
 }
@@ -71,6 +72,7 @@ impl FtpServer {
             while let Ok((socket, _)) = listener.accept().await {
                 let setup = setup.clone();
                 tokio::spawn(async move {
+                    setup.state.lock().unwrap().sessions += 1;
                     let _ = session(socket, &setup).await;
                 });
             }
@@ -113,6 +115,11 @@ impl FtpServer {
         let mut state = self.state.lock().unwrap();
         let queue = state.scripted.entry(verb.to_ascii_uppercase()).or_default();
         queue.extend(std::iter::repeat_n(reply.to_string(), times));
+    }
+
+    /// How many connections were opened (a connection that sends nothing counts too).
+    pub fn sessions(&self) -> usize {
+        self.state.lock().unwrap().sessions
     }
 
     /// Every command received so far, in order (`PASS` shown as `PASS ****`).

@@ -2,7 +2,7 @@
 //! process on a free loopback port, serving a fresh folder: anonymous users may upload into
 //! `/inbound`, rename and delete there (what an integration's login may do), optionally
 //! only over TLS (explicit `AUTH TLS`, or implicit) with a self-signed certificate. Present when
-//! the `vsftpd` binary is (`.ci/run` installs it and sets `WHARF_TEST_VSFTPD`).
+//! the `vsftpd` binary is (`.ci/run` installs it and sets `TESTKIT_VSFTPD`).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -31,19 +31,19 @@ pub struct Vsftpd {
 }
 
 impl Vsftpd {
-    /// The vsftpd binary: `WHARF_TEST_VSFTPD`, else `/usr/sbin/vsftpd` when present.
+    /// The vsftpd binary: `TESTKIT_VSFTPD`, else `/usr/sbin/vsftpd` when present.
     pub fn binary() -> Option<PathBuf> {
-        if let Ok(path) = std::env::var("WHARF_TEST_VSFTPD") {
+        if let Ok(path) = std::env::var("TESTKIT_VSFTPD") {
             return Some(PathBuf::from(path));
         }
         let default = PathBuf::from("/usr/sbin/vsftpd");
         default.exists().then_some(default)
     }
 
-    /// Whether the run must have vsftpd (CI sets `WHARF_TEST_VSFTPD`): then a missing or failing
+    /// Whether the run must have vsftpd (CI sets `TESTKIT_VSFTPD`): then a missing or failing
     /// server fails the test instead of skipping it.
     pub fn required() -> bool {
-        std::env::var_os("WHARF_TEST_VSFTPD").is_some()
+        std::env::var_os("TESTKIT_VSFTPD").is_some()
     }
 
     /// Starts vsftpd, or `None` when it is not installed (and not required).
@@ -51,7 +51,7 @@ impl Vsftpd {
         let Some(binary) = Self::binary() else {
             assert!(
                 !Self::required(),
-                "WHARF_TEST_VSFTPD is set but names no binary"
+                "TESTKIT_VSFTPD is set but names no binary"
             );
             return None;
         };

@@ -291,7 +291,15 @@ async fn a_certificate_the_key_does_not_trust_is_refused_and_implicit_tls_works(
     )
     .await;
     let (_, events) = upload(&s, &stream, json!([{"id": "3"}])).await;
-    assert_eq!(events[0]["status"], "FAILED", "{}", events[0]);
+    let ev = &events[0];
+    assert_eq!(ev["status"], "FAILED", "{ev}");
+    assert_eq!(ev["error_code"], "CONNECTION_ERROR", "{ev}");
+    assert!(ev["message"].as_str().unwrap().contains("STARTTLS"), "{ev}");
+    assert_eq!(
+        attempts(&s, ev).await.len(),
+        1,
+        "final: it will not change by itself"
+    );
     assert!(plain.mails().is_empty());
 }
 

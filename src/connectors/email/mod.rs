@@ -136,7 +136,12 @@ impl DestinationFunction for Send {
             Ok(m) => m,
             Err(refusal) => return refusal,
         };
-        let addrs = match call.net.resolve(&server.host, server.port).await {
+        // The lookup counts against the try's time, like the rest of it.
+        let resolved =
+            tokio::time::timeout(out.timeout, call.net.resolve(&server.host, server.port))
+                .await
+                .unwrap_or(Err(crate::connectors::net::CallError::Timeout(out.timeout)));
+        let addrs = match resolved {
             Ok(a) => a,
             Err(e) => {
                 let verdict = match e {
@@ -161,8 +166,8 @@ impl DestinationFunction for Send {
                 started,
             );
         };
-        match tokio::time::timeout(out.timeout, deliver(&server, addr, out.timeout, message)).await
-        {
+        let left = out.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, deliver(&server, addr, left, message)).await {
             Ok(Ok(reply)) => SendResult {
                 verdict: Verdict::Success,
                 error_code: None,
@@ -373,6 +378,17 @@ fn judged(server: &Server, failed: Failure, started: Instant) -> SendResult {
             started,
         );
     }
+    if e.is_client() {
+        // What the server offers does not fit the key (no STARTTLS, no login mechanism in
+        // common): it will not change by itself.
+        return failure(
+            Verdict::Final,
+            ErrorCode::ConnectionError,
+            format!("{at}: {shown}; check the key's `security`, `port` and login"),
+            None,
+            started,
+        );
+    }
     let (code, what) = if e.is_timeout() {
         (ErrorCode::Timeout, "did not answer in time")
     } else if e.is_tls() {
@@ -417,7 +433,7 @@ fn judge_reply(code: u16) -> (Verdict, ErrorCode, &'static str) {
             ErrorCode::OutputTooLarge,
             "refused the message's size",
         ),
-        421 | 450..=499 => (
+        400..=499 => (
             Verdict::Retry,
             ErrorCode::ServerError,
             "cannot take the message now",

@@ -25,6 +25,9 @@ use crate::domain::retry::Verdict;
 
 type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
 
+/// Most time spent on a courtesy after the outcome is known (QUIT, removing a part file).
+const GOODBYE: Duration = Duration::from_secs(5);
+
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Security {
@@ -168,7 +171,11 @@ impl DestinationFunction for Upload {
             })?;
             let mut ftp = open(&server, stream, peer, out.timeout).await?;
             let result = upload(&mut ftp, &params.path, &name, &temp, &bytes).await;
-            let _ = ftp.quit().await;
+            // The outcome is known now: a slow goodbye must not turn it into a timeout (and a
+            // second copy of the file on the retry).
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(GOODBYE, ftp.quit()).await;
+            });
             result.map_err(Refusal::Ftp)
         };
         let path = files::join(&params.path, &name);
@@ -286,16 +293,21 @@ async fn upload(
         transfer.flush().await
     }
     .await;
-    if let Err(e) = written {
+    let finished = match written {
+        Ok(()) => transfer.finish().await,
+        Err(e) => Err(FtpError::ConnectionError(e)),
+    };
+    if let Err(error) = finished {
+        // A server keeps what arrived of a broken upload: take the part file away.
+        let _ = tokio::time::timeout(GOODBYE, ftp.rm(temp)).await;
         return Err(Failed {
             step: Step::Write,
-            error: FtpError::ConnectionError(e),
+            error,
         });
     }
-    transfer.finish().await.at(Step::Write)?;
     if let Err(e) = ftp.rename(temp, name).await {
         // Leave no temporary file behind when the rename is refused.
-        let _ = ftp.rm(temp).await;
+        let _ = tokio::time::timeout(GOODBYE, ftp.rm(temp)).await;
         return Err(Failed {
             step: Step::Rename,
             error: e,
