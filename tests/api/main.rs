@@ -24,3 +24,4 @@ mod replicate;
 mod schedule;
 mod security;
 mod transforms;
+mod walkthrough;
