@@ -361,6 +361,8 @@ async fn create(
         next_run_at: None,
         webhook_state: DbJson(empty_object()),
         rejected_count: 0,
+        read_state: None,
+        read_version: 0,
         created_at: now,
         updated_at: now,
     };

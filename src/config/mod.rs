@@ -244,6 +244,9 @@ impl Config {
                 "must be between 1 and 10000000",
             );
         }
+        if self.outbound.max_file_bytes < 1024 {
+            return bad("outbound.max_file_bytes", "must be at least 1024");
+        }
         if self.outbound.max_response_bytes < 1024 {
             return bad("outbound.max_response_bytes", "must be at least 1024");
         }

@@ -30,6 +30,9 @@ pub struct OutboundConfig {
     /// fails, asking for a narrower query. A run's records are held until they are stored
     /// together, so this bounds a run's memory.
     pub max_records_per_run: usize,
+    /// Largest file a file source (`ftp.files`) downloads, in bytes; it is streamed to a
+    /// temporary file, never held whole in memory. A larger file fails the job unread.
+    pub max_file_bytes: u64,
 }
 
 impl Default for OutboundConfig {
@@ -41,6 +44,7 @@ impl Default for OutboundConfig {
             excerpt_bytes: 64 * 1024,
             job_deadline_seconds: None,
             max_records_per_run: 100_000,
+            max_file_bytes: 256 * 1024 * 1024,
         }
     }
 }

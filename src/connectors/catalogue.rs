@@ -167,7 +167,7 @@ pub static SYSTEMS: &[System] = &[
     System {
         name: "ftp",
         title: "FTP / FTPS",
-        description: "Write outputs as files on an FTP server, plain or over TLS.",
+        description: "Read files from an FTP server into records, and write outputs there as files; plain or over TLS.",
         key_template: &[
             host("host", K::String, true, H::Any, "The FTP server's host name, e.g. `ftp.example.com`."),
             f("port", K::Integer, false, "The server's port: 21, or 990 for implicit TLS, when unset."),
@@ -178,7 +178,12 @@ pub static SYSTEMS: &[System] = &[
             f("passive", K::Boolean, false, "Passive mode (the default): Wharf opens each data connection, to the server's address. `false`: active mode, the server connects back to Wharf."),
         ],
         key_required: true,
-        sources: &[],
+        sources: &[Function {
+            name: "ftp.files",
+            description: "Read a folder's files (CSV, JSON, XML or text) into records, one event per record; archive, delete or keep each file once its records are stored.",
+            triggers: PULL,
+            params: <files::FilesParams as Params>::FIELDS,
+        }],
         destinations: &[Function {
             name: "ftp.upload",
             description: "Write each event's output (or a job's combined output) as a file, under a temporary name, then renamed.",

@@ -21,8 +21,8 @@ mod template;
 
 pub use catalogue::{system, SYSTEMS};
 pub use registry::{
-    Call, DestinationFunction, InstallError, Installer, Outgoing, Push, Refused, Registry,
-    SendResult, SourceFunction, WebhookSource, WebhookVerifier,
+    Call, DestinationFunction, InstallError, Installer, Outgoing, Push, Reading, Refused, Registry,
+    SendResult, Settle, SourceFunction, WebhookSource, WebhookVerifier,
 };
 pub use template::{
     check_hosts, join_credentials, lookup, merge_patch, split_credentials, url_within, validate,

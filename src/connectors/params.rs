@@ -26,6 +26,10 @@ impl Param for String {
     const KIND: FieldKind = FieldKind::String;
 }
 
+impl Param for u64 {
+    const KIND: FieldKind = FieldKind::Integer;
+}
+
 impl Param for bool {
     const KIND: FieldKind = FieldKind::Boolean;
 }

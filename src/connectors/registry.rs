@@ -27,6 +27,37 @@ pub struct Call<'a> {
     pub decode: &'a DecodeLimits,
 }
 
+/// What one run of a source read.
+#[derive(Default)]
+pub struct Reading {
+    pub records: Vec<Value>,
+    /// What the next run starts from (e.g. the files read), stored on the source with this
+    /// run's events in one transaction; `None` leaves the stored state as it is.
+    pub state: Option<Value>,
+    /// What the job is told about the run (`settings.source`): e.g. each file read and how
+    /// many records it gave.
+    pub summary: Option<Value>,
+    /// Done once the events are stored (archive or delete the files read). A failure is
+    /// logged; the next run, which knows from the state what was read, does it again.
+    pub settle: Option<Box<dyn Settle>>,
+}
+
+impl From<Vec<Value>> for Reading {
+    fn from(records: Vec<Value>) -> Reading {
+        Reading {
+            records,
+            ..Reading::default()
+        }
+    }
+}
+
+/// The after-commit step of a run (see [`Reading::settle`]).
+#[async_trait]
+pub trait Settle: Send + Sync {
+    /// The error is a message for the log.
+    async fn settle(self: Box<Self>, call: Call<'_>) -> Result<(), String>;
+}
+
 /// A function that reads records into a stream.
 #[async_trait]
 pub trait SourceFunction: Send + Sync {
@@ -34,8 +65,9 @@ pub trait SourceFunction: Send + Sync {
     /// record arrives (a push, a run, an upload, a hand-made event, a replica).
     fn entity_id_path(&self, params: &Value) -> Option<String>;
 
-    /// Reads the records of one run from the system. The error is a message for the job.
-    async fn read(&self, call: Call<'_>) -> Result<Vec<Value>, String>;
+    /// Reads the records of one run from the system; `state` is what the last stored run
+    /// left (see [`Reading::state`]). The error is a message for the job.
+    async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String>;
 }
 
 /// What one delivery try carries: the output, and what a destination's templates (a file
@@ -220,6 +252,7 @@ impl Default for Registry {
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))
             .with_destination("email.send", Arc::new(super::email::Send))
+            .with_source("ftp.files", Arc::new(super::ftp::Files))
             .with_destination("ftp.upload", Arc::new(super::ftp::Upload))
     }
 }

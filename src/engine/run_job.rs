@@ -5,8 +5,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Engine;
-use crate::connectors::{self, Call};
-use crate::store::{Job, Key, NewEvent, Source, StoreError, Stream};
+use crate::connectors::{self, Call, Reading, Settle};
+use crate::store::{
+    Completion, Job, Key, NewEvent, Source, SourceCursor, SourceRead, StoreError, Stream,
+};
 
 enum Failure {
     /// The source itself failed: the job ends FAILED with this message.
@@ -35,15 +37,27 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
         ))),
     };
     match read {
-        Ok((data_type, events)) => {
-            let n = events.len();
-            match store.complete_source(&job, token, &data_type, events).await {
-                Ok(true) => {
+        Ok(run) => {
+            let n = run.events.len();
+            let stored = store
+                .complete_source_read(&job, token, &run.data_type, run.events, run.read)
+                .await;
+            match stored {
+                Ok(Completion::Stored) => {
                     tracing::info!(job = %job.id, events = n, "source read");
                     engine.wake.notify_one();
+                    if let Some(settle) = run.settle {
+                        settle_read(engine, &job, &run.params, run.key.as_ref(), settle).await;
+                    }
                 }
-                Ok(false) => {
+                Ok(Completion::Lost) => {
                     tracing::warn!(job = %job.id, "lost the job's claim; another worker has it")
+                }
+                Ok(Completion::Stale) => {
+                    let message = "another run of this source stored what it read first (the same files); this run stored nothing. Nothing is lost: what the other run did not read is read by the next run.";
+                    if let Err(e) = store.fail_job(&job, token, message).await {
+                        tracing::warn!(job = %job.id, error = %e, "could not mark the job failed");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(job = %job.id, error = %e, "could not store the job's events; it will be retried")
@@ -62,6 +76,32 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
     }
 }
 
+/// The after-commit step of a read (archive or delete the files read), bounded like a run.
+/// A failure leaves the files where they are; the next run knows them from the stored state.
+async fn settle_read(
+    engine: &Engine,
+    job: &Job,
+    params: &Value,
+    key: Option<&Value>,
+    settle: Box<dyn Settle>,
+) {
+    let call = Call {
+        net: &engine.net,
+        params,
+        key,
+        decode: &engine.decode,
+    };
+    match tokio::time::timeout(engine.net.deadline, settle.settle(call)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            tracing::warn!(job = %job.id, %message, "could not finish with what the source read; the next run tries again")
+        }
+        Err(_) => {
+            tracing::warn!(job = %job.id, "finishing with what the source read took too long; the next run tries again")
+        }
+    }
+}
+
 /// The key's full credentials, if the thing has a key.
 pub async fn credentials(
     engine: &Engine,
@@ -73,7 +113,18 @@ pub async fn credentials(
     Ok(connectors::open_key(&engine.master_key, &key))
 }
 
-async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Failure> {
+/// What a job's read gives: its events, what the source stores besides them, and what is
+/// done once they are stored (with the source's params and key it needs).
+struct Run {
+    data_type: String,
+    events: Vec<NewEvent>,
+    read: SourceRead,
+    settle: Option<Box<dyn Settle>>,
+    params: Value,
+    key: Option<Value>,
+}
+
+async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
     let store = &engine.store;
     let registry = &engine.connectors;
     let stream = store.get::<Stream>(job.org_id, job.stream_id).await?;
@@ -104,10 +155,20 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
         key: key.as_ref(),
         decode,
     };
-    let records = match (given, thin, source_function) {
-        (Some(records), Some(hook), _) => hook.expand(call, records).await.map_err(Failure::Source)?,
-        (Some(records), None, _) => records,
-        (None, _, Some(function)) => function.read(call).await.map_err(Failure::Source)?,
+    let reading = match (given, thin, source_function) {
+        (Some(records), Some(hook), _) => Reading::from(
+            hook.expand(call, records)
+                .await
+                .map_err(Failure::Source)?,
+        ),
+        (Some(records), None, _) => Reading::from(records),
+        (None, _, Some(function)) => {
+            let state = source.read_state.as_ref().map(|s| &s.0);
+            function
+                .read(call, state)
+                .await
+                .map_err(Failure::Source)?
+        }
         (None, _, None) => {
             return Err(Failure::Source(format!(
                 "the source function `{}` cannot be run on demand yet; use an http.fetch source or send records to the stream",
@@ -116,7 +177,8 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
         }
     };
     let id_path = registry.entity_id_path(&source.function, params);
-    let events = records
+    let events = reading
+        .records
         .into_iter()
         .map(|record| NewEvent {
             entity_id: connectors::entity_id(&record, id_path.as_deref()),
@@ -124,5 +186,20 @@ async fn read(engine: &Engine, job: &Job) -> Result<(String, Vec<NewEvent>), Fai
             original_event_id: None,
         })
         .collect();
-    Ok((stream.data_type, events))
+    let cursor = reading.state.map(|state| SourceCursor {
+        source_id: source.id,
+        version: source.read_version,
+        state,
+    });
+    Ok(Run {
+        data_type: stream.data_type,
+        events,
+        read: SourceRead {
+            cursor,
+            summary: reading.summary,
+        },
+        settle: reading.settle,
+        params: source.params.0.clone(),
+        key,
+    })
 }

@@ -65,16 +65,19 @@ impl DecodeLimits {
     }
 }
 
-/// Bytes one record of these cells takes: its JSON text (the braces, and per cell its quoted
-/// name, the colon, its quoted value and a comma; escapes not counted, so this never
-/// overstates) and what any record costs.
-fn record_size(names: &csv::StringRecord, row: &csv::StringRecord) -> u64 {
-    let cells: usize = names
-        .iter()
+/// A CSV row as a record keyed by column name, and the bytes it takes: its JSON text (the
+/// braces, and per cell its quoted name, the colon, its quoted value and a comma; escapes not
+/// counted, so this never overstates) and what any record costs.
+pub fn csv_row<'a>(names: impl Iterator<Item = &'a str>, row: &csv::StringRecord) -> (Value, u64) {
+    let mut size = 2 + RECORD_OVERHEAD;
+    let record: Map<String, Value> = names
         .zip(row.iter())
-        .map(|(n, v)| n.len() + v.len() + 6)
-        .sum();
-    2 + cells as u64 + RECORD_OVERHEAD
+        .map(|(n, v)| {
+            size += (n.len() + v.len() + 6) as u64;
+            (n.to_string(), Value::String(v.to_string()))
+        })
+        .collect();
+    (Value::Object(record), size)
 }
 
 /// The records of a CSV body: one object per row after the header row, keyed by column name.
@@ -125,19 +128,15 @@ pub fn csv_records(body: &[u8], limits: &DecodeLimits) -> Result<Vec<Value>, Api
                 )))
             }
         }
-        size += record_size(&names, &row);
+        let (record, bytes) = csv_row(names.iter(), &row);
+        size += bytes;
         if size > budget {
             return Err(limits.too_large(
                 body.len(),
                 "the CSV's rows (each repeating every column name)",
             ));
         }
-        let record: Map<String, Value> = names
-            .iter()
-            .zip(row.iter())
-            .map(|(n, v)| (n.to_string(), Value::String(v.to_string())))
-            .collect();
-        out.push(Value::Object(record));
+        out.push(record);
     }
     Ok(out)
 }

@@ -46,7 +46,7 @@ pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::message_contains;
 pub use push::{IngestJob, Ingested};
-pub use queue::{Delivery, EventChange, NewAttempt};
+pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
 pub use records::*;
 pub use resources::{ListPage, ListQuery, Record};
 pub use tenancy::{Bootstrap, TokenIdentity};

@@ -137,6 +137,11 @@ pub struct Source {
     pub webhook_state: Json<Value>,
     /// Pushes refused by verification; counted in place, never by generic updates.
     pub rejected_count: i64,
+    /// What a file source remembers between runs (the files read); written only with a run's
+    /// events, never by generic updates.
+    pub read_state: Option<Json<Value>>,
+    /// Bumped with every write of `read_state`: the fence between two runs of the source.
+    pub read_version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -28,6 +28,8 @@ pub enum FtpTls {
 
 #[derive(Default)]
 struct State {
+    /// The address PASV names (its data connections are still taken on 127.0.0.1).
+    advertised: Option<std::net::Ipv4Addr>,
     log: Vec<String>,
     sessions: usize,
     scripted: HashMap<String, VecDeque<String>>,
@@ -108,6 +110,12 @@ impl FtpServer {
     pub fn read_only(&self, server_path: &str) {
         let folder = server_path.trim_end_matches('/').to_string();
         self.state.lock().unwrap().read_only.insert(folder);
+    }
+
+    /// Makes PASV name `ip` as the data connection's host — as a server behind NAT, or one
+    /// pointing a client elsewhere, does — while it keeps listening on 127.0.0.1.
+    pub fn advertise(&self, ip: std::net::Ipv4Addr) {
+        self.state.lock().unwrap().advertised = Some(ip);
     }
 
     /// Answers the next `times` commands of `verb` (e.g. `STOR`) with `reply`.
@@ -307,8 +315,10 @@ impl Session<'_> {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let port = listener.local_addr()?.port();
                 self.data = Data::Passive(listener);
+                let ip = self.setup.state.lock().unwrap().advertised;
+                let [a, b, c, d] = ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST).octets();
                 format!(
-                    "227 Entering Passive Mode (127,0,0,1,{},{})",
+                    "227 Entering Passive Mode ({a},{b},{c},{d},{},{})",
                     port >> 8,
                     port & 0xff
                 )

@@ -33,14 +33,18 @@ fn ftp_key(ftp: &FtpServer, tls: &str, password: &str) -> Value {
     key
 }
 
+/// An `ftp` key with these credentials.
+async fn ftp_key_of(s: &Server, credentials: Value) -> Value {
+    s.create(
+        "/keys",
+        json!({"system": "ftp", "title": "Warehouse FTP", "credentials": credentials}),
+    )
+    .await
+}
+
 /// A stream that writes uploaded records to the FTP server as the key says; returns its id.
 async fn file_stream(s: &Server, credentials: Value, params: Value, mode: &str) -> String {
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "ftp", "title": "Warehouse FTP", "credentials": credentials}),
-        )
-        .await;
+    let key = ftp_key_of(s, credentials).await;
     let source = s
         .create(
             "/sources",
@@ -135,6 +139,31 @@ async fn each_event_is_a_file_written_under_a_temporary_name_then_renamed(db: Db
             tries[0]
         );
     }
+}
+
+/// A server's PASV answer may name another host (behind NAT, or on purpose): the data
+/// connection still goes to the address the guard checked. (The other host is 127.0.0.2, where
+/// nothing listens: a client that followed it would fail, and traffic stays on loopback.)
+async fn passive_data_goes_to_the_checked_address_whatever_host_pasv_names(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::None, "wharf", "s3cret").await;
+    ftp.mkdir("/in");
+    ftp.advertise(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let stream = file_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/in", "filename": "{{ event.entity_id }}.csv"}),
+        "realtime",
+    )
+    .await;
+    let (job, events) = upload(&s, &stream, json!([{"id": "1", "name": "a"}])).await;
+    assert_eq!(job["status"], "FINISHED", "{job} {events:?}");
+    assert_eq!(ftp.files("/in"), ["1.csv"]);
+    assert!(
+        ftp.commands().iter().any(|c| c == "PASV"),
+        "{:?}",
+        ftp.commands()
+    );
 }
 
 async fn a_job_is_one_file_and_active_mode_works(db: Db) {
@@ -361,11 +390,320 @@ async fn vsftpd_takes_the_files(db: Db) {
     }
 }
 
+// ---- ftp.files ----
+
+/// A stream from an `ftp.files` source with `params`, in test mode (transformed, not sent),
+/// so each run's records are seen as events; returns the stream's id.
+async fn files_stream(s: &Server, credentials: Value, params: Value) -> String {
+    let key = ftp_key_of(s, credentials).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Stock files", "system": "ftp", "function": "ftp.files",
+                "key_id": key["id"], "trigger": "manual", "params": params}),
+        )
+        .await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Unused", "system": "http", "function": "http.send",
+                "params": {"url": "http://127.0.0.1:9/unused"}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Stock from the warehouse", "data_type": "stock",
+                "source_id": source["id"], "transformation_id": crate::common::PASSTHROUGH,
+                "destination_id": destination["id"], "test_mode": true}),
+        )
+        .await;
+    stream["id"].as_str().unwrap().to_string()
+}
+
+/// Runs the stream once: the ended job and its events.
+async fn run_once(s: &Server, stream: &str) -> (Value, Vec<Value>) {
+    let job = crate::engine::run(s, stream).await;
+    let job = crate::engine::wait_for_job(s, &job).await;
+    let events = crate::engine::events_of(s, job["id"].as_str().unwrap()).await;
+    (job, events)
+}
+
+fn put(ftp: &FtpServer, path: &str, text: &str) {
+    std::fs::write(ftp.path(path), text).unwrap();
+}
+
+async fn files_are_read_into_events_and_archived_once_stored(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::Explicit, "wharf", "s3cret").await;
+    ftp.mkdir("/outbound");
+    put(
+        &ftp,
+        "/outbound/stock_1.csv",
+        "\u{feff}sku;name;qty\r\nA-1;\"Widget; large\";3\r\nB-2;\"two\nlines\";4\r\n",
+    );
+    put(
+        &ftp,
+        "/outbound/stock_2.csv",
+        "sku;name;qty\r\nC-3;Gadget;5\r\n",
+    );
+    put(&ftp, "/outbound/notes.txt", "not a stock file");
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "explicit", "s3cret"),
+        json!({"path": "/outbound", "pattern": "stock_*.csv", "csv_delimiter": ";",
+            "entity_id_path": "sku"}),
+    )
+    .await;
+
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["A-1", "B-2", "C-3"],
+        "one event per row, files oldest first"
+    );
+    assert_eq!(
+        events[1]["payload_in"],
+        json!({"sku": "B-2", "name": "two\nlines", "qty": "4"}),
+        "quotes, a line end inside quotes, the BOM and `;` read as CSV means them"
+    );
+    let files = &job["settings"]["source"]["files"];
+    assert_eq!(files[0]["name"], "stock_1.csv", "{job}");
+    assert_eq!(files[0]["records"], 2);
+    assert_eq!(files[1]["records"], 1);
+    assert_eq!(ftp.files("/outbound"), ["archive", "notes.txt"]);
+    assert_eq!(
+        ftp.files("/outbound/archive"),
+        ["stock_1.csv", "stock_2.csv"]
+    );
+
+    // Nothing new: the next run reads nothing.
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert!(events.is_empty(), "{events:?}");
+}
+
+async fn kept_files_are_read_once_unless_they_change_and_deleted_ones_are_gone(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::None, "wharf", "s3cret").await;
+    ftp.mkdir("/keep");
+    ftp.mkdir("/delete");
+    put(&ftp, "/keep/a.json", r#"{"data": [{"id": 1}, {"id": 2}]}"#);
+    let kept = files_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/keep", "format": "json", "records_path": "data", "after_read": "keep",
+            "entity_id_path": "id"}),
+    )
+    .await;
+    let (_, events) = run_once(&s, &kept).await;
+    assert_eq!(events.len(), 2);
+    let (_, events) = run_once(&s, &kept).await;
+    assert!(
+        events.is_empty(),
+        "a kept file is not read twice: {events:?}"
+    );
+    assert_eq!(ftp.files("/keep"), ["a.json"]);
+    put(
+        &ftp,
+        "/keep/a.json",
+        r#"{"data": [{"id": 1}, {"id": 2}, {"id": 3}]}"#,
+    );
+    let (_, events) = run_once(&s, &kept).await;
+    assert_eq!(events.len(), 3, "a changed file is read again");
+
+    put(&ftp, "/delete/b.xml", "<order><id>9</id></order>");
+    let deleted = files_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/delete", "format": "xml", "after_read": "delete"}),
+    )
+    .await;
+    let (_, events) = run_once(&s, &deleted).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["payload_in"], "<order><id>9</id></order>");
+    assert!(ftp.files("/delete").is_empty(), "deleted once stored");
+}
+
+async fn a_run_that_fails_before_storing_leaves_the_files_to_be_read_again(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::None, "wharf", "s3cret").await;
+    ftp.mkdir("/in");
+    put(&ftp, "/in/1.csv", "id\n1\n2\n");
+    // The second file is broken: the run fails after the first was downloaded.
+    put(&ftp, "/in/2.csv", "id,name\n3\n");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(ftp.path("/in/2.csv"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/in", "entity_id_path": "id"}),
+    )
+    .await;
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert!(job["message"].as_str().unwrap().contains("2.csv"), "{job}");
+    assert!(events.is_empty(), "nothing stored");
+    assert_eq!(ftp.files("/in"), ["1.csv", "2.csv"], "nothing archived");
+
+    // Mended: the next run reads both, the first file's records once.
+    put(&ftp, "/in/2.csv", "id,name\n3,c\n");
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    assert_eq!(ftp.files("/in/archive"), ["1.csv", "2.csv"]);
+}
+
+async fn files_stored_but_not_archived_are_archived_by_the_next_run_not_read_again(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::None, "wharf", "s3cret").await;
+    ftp.mkdir("/in");
+    put(&ftp, "/in/1.csv", "id\n1\n2\n");
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/in", "entity_id_path": "id"}),
+    )
+    .await;
+    // The archiving after the commit fails (as if the process died right after committing).
+    ftp.script("RNTO", "550 Permission denied", 1);
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(events.len(), 2);
+    assert_eq!(ftp.files("/in"), ["1.csv", "archive"], "still there");
+
+    let (_, events) = run_once(&s, &stream).await;
+    assert!(events.is_empty(), "not read twice: {events:?}");
+    assert_eq!(ftp.files("/in"), ["archive"]);
+    assert_eq!(
+        ftp.files("/in/archive"),
+        ["1.csv"],
+        "archived by the next run"
+    );
+}
+
+async fn a_missing_folder_or_a_wrong_login_fails_the_run_with_its_code(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::Explicit, "wharf", "s3cret").await;
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "explicit", "s3cret"),
+        json!({"path": "/nowhere"}),
+    )
+    .await;
+    let (job, _) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("NOT_FOUND: ") && message.contains("/nowhere"),
+        "{job}"
+    );
+
+    ftp.mkdir("/in");
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "explicit", "wrong"),
+        json!({"path": "/in"}),
+    )
+    .await;
+    let (job, _) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("UNAUTHORIZED: "),
+        "{job}"
+    );
+}
+
+async fn a_fifty_megabyte_file_is_streamed_into_events(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let ftp = FtpServer::start(FtpTls::None, "wharf", "s3cret").await;
+    ftp.mkdir("/big");
+    // Wide rows: the point is the file's size, not the number of events.
+    let filler = "x".repeat(20_000);
+    let rows = 2_500;
+    let mut text = String::with_capacity(rows * 20_010);
+    text.push_str("id,text\n");
+    for i in 0..rows {
+        text.push_str(&format!("{i},{filler}\n"));
+    }
+    assert!(text.len() > 50_000_000);
+    put(&ftp, "/big/stock.csv", &text);
+    drop(text);
+    let stream = files_stream(
+        &s,
+        ftp_key(&ftp, "none", "s3cret"),
+        json!({"path": "/big", "entity_id_path": "id", "after_read": "delete"}),
+    )
+    .await;
+    let (job, _) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}");
+    assert_eq!(job["counts"]["OK"], rows, "{job}");
+    assert_eq!(job["settings"]["source"]["files"][0]["records"], rows);
+    assert!(ftp.files("/big").is_empty());
+}
+
+/// The same reads against vsftpd, which lists with LIST only (no MLSD): times come from MDTM.
+async fn vsftpd_files_are_read_and_deleted(db: Db) {
+    let (_env, s) = start(db, None).await;
+    let Some(ftp) = Vsftpd::start(VsftpdTls::Explicit) else {
+        eprintln!("vsftpd is not installed here; .ci/run installs it and runs this test");
+        return;
+    };
+    let file = ftp.path("/inbound/stock.csv");
+    std::fs::write(&file, "sku,qty\nA-1,3\nB-2,4\n").unwrap();
+    let key = json!({"host": "localhost", "port": ftp.port, "password": "ops@example.com",
+        "tls": "explicit", "tls_ca": ftp.cert_pem});
+    let stream = files_stream(
+        &s,
+        key,
+        json!({"path": "/inbound", "pattern": "*.csv", "entity_id_path": "sku",
+            "after_read": "delete"}),
+    )
+    .await;
+    let (job, events) = run_once(&s, &stream).await;
+    assert_eq!(job["status"], "FINISHED", "{job}\n{}", ftp.log());
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["A-1", "B-2"]);
+    assert!(
+        ftp.files("/inbound").is_empty(),
+        "deleted: {:?}",
+        ftp.files("/inbound")
+    );
+}
+
 both_stores!(
     vsftpd_takes_the_files,
     each_event_is_a_file_written_under_a_temporary_name_then_renamed,
     a_job_is_one_file_and_active_mode_works,
+    passive_data_goes_to_the_checked_address_whatever_host_pasv_names,
     refusals_become_codes_with_the_server_s_words,
     a_certificate_the_key_does_not_trust_is_refused_before_the_login,
     the_outbound_guard_refuses_an_internal_ftp_server,
+    files_are_read_into_events_and_archived_once_stored,
+    kept_files_are_read_once_unless_they_change_and_deleted_ones_are_gone,
+    a_run_that_fails_before_storing_leaves_the_files_to_be_read_again,
+    files_stored_but_not_archived_are_archived_by_the_next_run_not_read_again,
+    a_missing_folder_or_a_wrong_login_fails_the_run_with_its_code,
+    a_fifty_megabyte_file_is_streamed_into_events,
+    vsftpd_files_are_read_and_deleted,
 );

@@ -7,8 +7,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
-    AbortScope, Bootstrap, Destination, Entity, Event, EventChange, Handoff, IngestJob, Ingested,
-    ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, Store, Stream, Transformation,
+    AbortScope, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff, IngestJob,
+    Ingested, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, SourceCursor,
+    SourceRead, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -75,6 +76,8 @@ async fn fixture(db: Db) -> Fixture {
         )),
         webhook_state: Json(json!({})),
         rejected_count: 0,
+        read_state: None,
+        read_version: 0,
         created_at: now,
         updated_at: now,
     };
@@ -197,7 +200,70 @@ both_stores!(
     pushed_events_are_handed_over_claimed_up_to_the_capacity,
     handed_events_are_freed_by_their_lease_or_their_token,
     an_entity_takes_the_outcome_of_its_newest_finished_event,
+    a_source_s_read_state_is_stored_with_its_events_by_one_run_only,
 );
+
+/// Two runs of one file source read the same files: only the first to store its events
+/// stores them, with the source's new state; the other stores nothing.
+async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db) {
+    let f = fixture(db).await;
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    let token = Uuid::now_v7();
+    let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (first, second) = (&claimed[0], &claimed[1]);
+    let events = || {
+        vec![NewEvent {
+            payload_in: json!({"sku": "A-1"}),
+            entity_id: Some("A-1".into()),
+            original_event_id: None,
+        }]
+    };
+    // Both runs started from the source as stored (version 0).
+    let read = |state: serde_json::Value| SourceRead {
+        cursor: Some(SourceCursor {
+            source_id: f.source.id,
+            version: 0,
+            state,
+        }),
+        summary: Some(json!({"files": [{"name": "a.csv", "records": 1}]})),
+    };
+    let stored = f
+        .store
+        .complete_source_read(
+            &claimed[0],
+            token,
+            "orders",
+            events(),
+            read(json!({"read": {"a.csv": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, Completion::Stored);
+    let stale = f
+        .store
+        .complete_source_read(
+            &claimed[1],
+            token,
+            "orders",
+            events(),
+            read(json!({"read": {}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, Completion::Stale);
+    assert_eq!(f.store.job_payloads(first.id).await.unwrap().len(), 1);
+    assert!(
+        f.store.job_payloads(second.id).await.unwrap().is_empty(),
+        "the second run stored nothing"
+    );
+    let source: Source = f.store.get(f.org, f.source.id).await.unwrap();
+    assert_eq!(source.read_version, 1);
+    assert_eq!(source.read_state.unwrap().0, json!({"read": {"a.csv": 1}}));
+    let job: wharf::store::Job = f.store.get(f.org, first.id).await.unwrap();
+    assert_eq!(job.settings.0["source"]["files"][0]["name"], "a.csv");
+}
 
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
     let f = fixture(db).await;

@@ -1,5 +1,6 @@
-//! The `ftp` system: `ftp.upload` writes each event's output (or a job's combined output) as
-//! a file on an FTP server — plain, or FTPS with explicit (`AUTH TLS`) or implicit TLS, data
+//! The `ftp` system. `ftp.files` reads the files of a folder into records (one event per
+//! record) and archives or deletes them once the records are stored. `ftp.upload` writes each
+//! event's output (or a job's combined output) as a file on an FTP server — plain, or FTPS with explicit (`AUTH TLS`) or implicit TLS, data
 //! connections protected too — under a hidden temporary name, then renamed, so a reader never
 //! sees half a file. The control connection goes to the address the outbound guard checked,
 //! and every passive data connection to that same address (the port the server names, never
@@ -10,16 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{json, Value};
+use suppaftp::list::ListParser;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::files::{self, UploadParams};
+use super::files::{self, AfterRead, FileLimits, FilesParams, Listed, UploadParams};
 use super::net::CallError;
 use super::params::Params;
-use super::registry::{Call, DestinationFunction, Outgoing, SendResult};
+use super::registry::{
+    Call, DestinationFunction, Outgoing, Reading, SendResult, Settle, SourceFunction,
+};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::Verdict;
 
@@ -106,6 +110,9 @@ enum Step {
     Folder,
     Write,
     Rename,
+    List,
+    Read,
+    Archive,
 }
 
 impl Step {
@@ -116,6 +123,9 @@ impl Step {
             Step::Folder => "opening the folder",
             Step::Write => "writing the file",
             Step::Rename => "renaming the written file",
+            Step::List => "listing the folder",
+            Step::Read => "downloading a file",
+            Step::Archive => "archiving or deleting a file read",
         }
     }
 }
@@ -132,6 +142,230 @@ trait At<T> {
 impl<T> At<T> for Result<T, FtpError> {
     fn at(self, step: Step) -> Result<T, Failed> {
         self.map_err(|error| Failed { step, error })
+    }
+}
+
+/// `ftp.files` as a source function.
+pub struct Files;
+
+#[async_trait]
+impl SourceFunction for Files {
+    fn entity_id_path(&self, params: &Value) -> Option<String> {
+        FilesParams::parse(params).ok()?.entity_id_path
+    }
+
+    async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
+        let params = FilesParams::checked(call.params)?;
+        let server = Server::of(call.key)?;
+        let folder = params.path.clone();
+        let mut ftp = session(&server, call.net, call.net.deadline)
+            .await
+            .map_err(|r| job_message(&server, &folder, r))?;
+        let read = read_folder(&mut ftp, &params, call, state).await;
+        goodbye(ftp);
+        let (listed, taken, records, summary) =
+            read.map_err(|r| job_message(&server, &files::join(&folder, "…"), r))?;
+        // Files an earlier run stored but did not archive or delete are done now, not read again.
+        let mut settle: Vec<String> = files::read_but_left(&listed, state)
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        settle.extend(taken.iter().map(|f| f.name.clone()));
+        let state = files::next_state(&listed, state, &taken);
+        let settle: Option<Box<dyn Settle>> = match params.after_read {
+            AfterRead::Keep => None,
+            _ if settle.is_empty() => None,
+            mode => Some(Box::new(Finish {
+                folder: params.path.clone(),
+                archive: params.archive_folder(),
+                delete: mode == AfterRead::Delete,
+                names: settle,
+            })),
+        };
+        Ok(Reading {
+            records,
+            state: Some(state),
+            summary: Some(json!({"folder": folder, "files": summary})),
+            settle,
+        })
+    }
+}
+
+/// What one run took from a folder: the listing, the files read, their records, and a line
+/// per file for the job.
+type FolderRead = (Vec<Listed>, Vec<Listed>, Vec<Value>, Vec<Value>);
+
+async fn read_folder(
+    ftp: &mut Ftp,
+    params: &FilesParams,
+    call: Call<'_>,
+    state: Option<&Value>,
+) -> Result<FolderRead, Refusal> {
+    let limit = params.file_limit().map_err(Refusal::Setup)?;
+    ftp.cwd(&params.path)
+        .await
+        .at(Step::Folder)
+        .map_err(Refusal::Ftp)?;
+    let listed = list(ftp).await.map_err(Refusal::Ftp)?;
+    let taken = files::to_read(&listed, &params.pattern, state, limit);
+    let mut records = Vec::new();
+    let mut summary = Vec::new();
+    for file in &taken {
+        let room = call.net.max_records_per_run.saturating_sub(records.len());
+        let got = download(ftp, file, params, call, room).await?;
+        summary.push(
+            json!({"name": file.name, "size": file.size, "modified": file.modified,
+            "records": got.len()}),
+        );
+        records.extend(got);
+    }
+    Ok((listed, taken, records, summary))
+}
+
+/// The files of the current folder: MLSD where the server has it (exact sizes and times),
+/// else LIST, with each file's time from MDTM.
+async fn list(ftp: &mut Ftp) -> Result<Vec<Listed>, Failed> {
+    let seconds = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    if let Ok(lines) = ftp.mlsd(None).await {
+        return Ok(lines
+            .iter()
+            .filter_map(|l| ListParser::parse_mlsd(l).ok())
+            .filter(|f| f.is_file())
+            .map(|f| Listed {
+                name: f.name().to_string(),
+                size: f.size() as u64,
+                modified: seconds(f.modified()),
+            })
+            .collect());
+    }
+    let lines = ftp.list(None).await.at(Step::List)?;
+    let mut out = Vec::new();
+    for line in &lines {
+        let parsed = ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line));
+        let Ok(file) = parsed else { continue };
+        if !file.is_file() {
+            continue;
+        }
+        // LIST gives minutes (or only the day for older files); MDTM gives seconds.
+        let modified = match ftp.mdtm(file.name()).await {
+            Ok(t) => t.and_utc().timestamp(),
+            Err(_) => seconds(file.modified()),
+        };
+        out.push(Listed {
+            name: file.name().to_string(),
+            size: file.size() as u64,
+            modified,
+        });
+    }
+    Ok(out)
+}
+
+/// Downloads one file to a temporary file (never whole in memory, at most
+/// `outbound.max_file_bytes`) and reads its records.
+async fn download(
+    ftp: &mut Ftp,
+    file: &Listed,
+    params: &FilesParams,
+    call: Call<'_>,
+    room: usize,
+) -> Result<Vec<Value>, Refusal> {
+    let cap = call.net.max_file_bytes;
+    let name = file.name.clone();
+    if file.size > cap {
+        return Err(Refusal::Setup(format!(
+            "{}: {name} is {} bytes, larger than outbound.max_file_bytes ({cap}); it was not read",
+            ErrorCode::InvalidApiResponse.as_str(),
+            file.size
+        )));
+    }
+    let io = |e: std::io::Error| {
+        Refusal::Ftp(Failed {
+            step: Step::Read,
+            error: FtpError::ConnectionError(e),
+        })
+    };
+    let local = tempfile::tempfile().map_err(io)?;
+    let mut out = tokio::fs::File::from_std(local.try_clone().map_err(io)?);
+    let mut stream = ftp
+        .retr_as_stream(&name)
+        .await
+        .at(Step::Read)
+        .map_err(Refusal::Ftp)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > cap {
+            return Err(Refusal::Setup(format!(
+                "{}: {name} is larger than outbound.max_file_bytes ({cap}); it was not read",
+                ErrorCode::InvalidApiResponse.as_str()
+            )));
+        }
+        out.write_all(&buf[..n]).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)?;
+    stream.finish().await.at(Step::Read).map_err(Refusal::Ftp)?;
+    let limits = FileLimits {
+        records: room,
+        bytes: total
+            .saturating_mul(call.decode.max_ratio)
+            .min(call.decode.max_bytes.max(total.saturating_mul(4)))
+            .max(64 * 1024),
+        max_columns: call.decode.max_columns,
+        max_header_bytes: call.decode.max_header_bytes,
+    };
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || files::parse(local, &name, &params, limits))
+        .await
+        .map_err(|e| Refusal::Setup(format!("reading {}: {e}", file.name)))?
+        .map_err(|m| Refusal::Setup(format!("{}: {m}", ErrorCode::InvalidSchema.as_str())))
+}
+
+/// Archives or deletes the files a run read, once their records are stored.
+struct Finish {
+    folder: String,
+    archive: String,
+    delete: bool,
+    names: Vec<String>,
+}
+
+#[async_trait]
+impl Settle for Finish {
+    async fn settle(self: Box<Self>, call: Call<'_>) -> Result<(), String> {
+        let server = Server::of(call.key)?;
+        let mut ftp = session(&server, call.net, call.net.deadline)
+            .await
+            .map_err(|r| job_message(&server, &self.folder, r))?;
+        let done = self.finish(&mut ftp).await;
+        goodbye(ftp);
+        done.map_err(|f| job_message(&server, &self.archive, Refusal::Ftp(f)))
+    }
+}
+
+impl Finish {
+    async fn finish(&self, ftp: &mut Ftp) -> Result<(), Failed> {
+        ftp.cwd(&self.folder).await.at(Step::Folder)?;
+        if !self.delete {
+            // Made when missing; an error here is the rename's to report.
+            let _ = ftp.mkdir(&self.archive).await;
+        }
+        for name in &self.names {
+            if self.delete {
+                ftp.rm(name).await.at(Step::Archive)?;
+            } else {
+                ftp.rename(name.as_str(), files::join(&self.archive, name).as_str())
+                    .await
+                    .at(Step::Archive)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -158,24 +392,11 @@ impl DestinationFunction for Upload {
         };
         let bytes = files::bytes(&out);
         let work = async {
-            let stream = call
-                .net
-                .connect(&server.host, server.port, out.timeout)
-                .await
-                .map_err(Refusal::Guard)?;
-            let peer = stream.peer_addr().map_err(|e| {
-                Refusal::Ftp(Failed {
-                    step: Step::Connect,
-                    error: FtpError::ConnectionError(e),
-                })
-            })?;
-            let mut ftp = open(&server, stream, peer, out.timeout).await?;
+            let mut ftp = session(&server, call.net, out.timeout).await?;
             let result = upload(&mut ftp, &params.path, &name, &temp, &bytes).await;
             // The outcome is known now: a slow goodbye must not turn it into a timeout (and a
             // second copy of the file on the retry).
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(GOODBYE, ftp.quit()).await;
-            });
+            goodbye(ftp);
             result.map_err(Refusal::Ftp)
         };
         let path = files::join(&params.path, &name);
@@ -210,6 +431,32 @@ enum Refusal {
     Guard(CallError),
     Setup(String),
     Ftp(Failed),
+}
+
+/// A logged-in session with the key's server, connected through the outbound guard.
+async fn session(
+    server: &Server,
+    net: &super::net::Outbound,
+    timeout: Duration,
+) -> Result<Ftp, Refusal> {
+    let stream = net
+        .connect(&server.host, server.port, timeout)
+        .await
+        .map_err(Refusal::Guard)?;
+    let peer = stream.peer_addr().map_err(|e| {
+        Refusal::Ftp(Failed {
+            step: Step::Connect,
+            error: FtpError::ConnectionError(e),
+        })
+    })?;
+    open(server, stream, peer, timeout).await
+}
+
+/// Ends a session without waiting for the server's goodbye.
+fn goodbye(mut ftp: Ftp) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(GOODBYE, ftp.quit()).await;
+    });
 }
 
 /// A logged-in session on `stream` (already connected to the checked `peer`): TLS as the key
@@ -340,6 +587,22 @@ fn failure(
 
 /// What a failed try means: the server's reply decides, with the step it answered.
 fn judged(server: &Server, path: &str, refusal: Refusal, started: Instant) -> SendResult {
+    let (verdict, code, message, excerpt) = judgement(server, path, refusal);
+    failure(verdict, code, message, excerpt, started)
+}
+
+/// A failure as a message for a job: its code first, as the other sources say it.
+fn job_message(server: &Server, path: &str, refusal: Refusal) -> String {
+    let (_, code, message, _) = judgement(server, path, refusal);
+    format!("{}: {message}", code.as_str())
+}
+
+/// The verdict, code, message and the server's own words of a failure.
+fn judgement(
+    server: &Server,
+    path: &str,
+    refusal: Refusal,
+) -> (Verdict, ErrorCode, String, Option<String>) {
     let at = server.at();
     let failed = match refusal {
         Refusal::Guard(e) => {
@@ -347,15 +610,9 @@ fn judged(server: &Server, path: &str, refusal: Refusal, started: Instant) -> Se
                 CallError::Blocked(_) => Verdict::Final,
                 _ => Verdict::Retry,
             };
-            return failure(
-                verdict,
-                e.code(),
-                format!("connecting to {at}: {e}"),
-                None,
-                started,
-            );
+            return (verdict, e.code(), format!("connecting to {at}: {e}"), None);
         }
-        Refusal::Setup(m) => return failure(Verdict::Final, ErrorCode::Unknown, m, None, started),
+        Refusal::Setup(m) => return (Verdict::Final, ErrorCode::Unknown, m, None),
         Refusal::Ftp(f) => f,
     };
     let doing = failed.step.doing();
@@ -364,32 +621,29 @@ fn judged(server: &Server, path: &str, refusal: Refusal, started: Instant) -> Se
             let code = response.status.code();
             let said = String::from_utf8_lossy(&response.body).trim().to_string();
             let (verdict, error_code, what) = judge_reply(failed.step, code, path);
-            failure(
+            (
                 verdict,
                 error_code,
                 format!("{at} {what} ({doing}): {said}"),
                 Some(said),
-                started,
             )
         }
-        FtpError::SecureError(e) if e.contains("invalid peer certificate") => failure(
+        FtpError::SecureError(e) if e.contains("invalid peer certificate") => (
             Verdict::Final,
             ErrorCode::UntrustedServer,
             format!(
-                "{at}: the server's TLS certificate is not trusted ({e}); if the server uses its \
-                 own certificate, put it (PEM) in the key's `tls_ca`"
+                "{at}: the server's TLS certificate is not trusted ({e}); if the server uses \
+                 its own certificate, put it (PEM) in the key's `tls_ca`"
             ),
             None,
-            started,
         ),
-        FtpError::SecureError(e) => failure(
+        FtpError::SecureError(e) => (
             Verdict::Retry,
             ErrorCode::ConnectionError,
             format!("{at}: TLS failed while {doing} ({e}); check the key's `tls` and `port`"),
             None,
-            started,
         ),
-        other => failure(
+        other => (
             Verdict::Retry,
             ErrorCode::ConnectionError,
             format!(
@@ -397,7 +651,6 @@ fn judged(server: &Server, path: &str, refusal: Refusal, started: Instant) -> Se
                  check the host, port and `tls`"
             ),
             None,
-            started,
         ),
     }
 }
@@ -423,7 +676,17 @@ fn judge_reply(step: Step, code: u32, path: &str) -> (Verdict, ErrorCode, String
             ErrorCode::NotFound,
             format!("has no folder {folder} (or may not open it)"),
         ),
-        (Step::Write | Step::Rename, 550 | 553 | 532) => (
+        (Step::List, 550) => (
+            Verdict::Final,
+            ErrorCode::NotFound,
+            format!("may not list {folder}"),
+        ),
+        (Step::Read, 550) => (
+            Verdict::Retry,
+            ErrorCode::NotFound,
+            format!("has no file {path} any more (another reader took it?)"),
+        ),
+        (Step::Write | Step::Rename | Step::Archive, 550 | 553 | 532) => (
             Verdict::Final,
             ErrorCode::Unauthorized,
             format!("refused to write in {folder}"),

@@ -10,7 +10,7 @@ use super::with_auth;
 use crate::connectors::at_path;
 use crate::connectors::net::Outbound;
 use crate::connectors::params::Params;
-use crate::connectors::registry::{Call, SourceFunction};
+use crate::connectors::registry::{Call, Reading, SourceFunction};
 use crate::domain::error_code::ErrorCode;
 use crate::ingest::decode::DecodeLimits;
 
@@ -44,9 +44,11 @@ impl SourceFunction for Fetch {
         FetchParams::parse(params).ok()?.entity_id_path
     }
 
-    async fn read(&self, call: Call<'_>) -> Result<Vec<Value>, String> {
+    async fn read(&self, call: Call<'_>, _state: Option<&Value>) -> Result<Reading, String> {
         let params = FetchParams::parse(call.params)?;
-        fetch(call.net, call.decode, &params, call.key).await
+        fetch(call.net, call.decode, &params, call.key)
+            .await
+            .map(Reading::from)
     }
 }
 

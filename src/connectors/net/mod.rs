@@ -221,6 +221,8 @@ pub struct Outbound {
     pub deadline: Duration,
     /// Most records one source run may read.
     pub max_records_per_run: usize,
+    /// Largest file a file source downloads.
+    pub max_file_bytes: u64,
 }
 
 impl Outbound {
@@ -251,6 +253,7 @@ impl Outbound {
             excerpt_bytes: config.excerpt_bytes,
             deadline,
             max_records_per_run: config.max_records_per_run,
+            max_file_bytes: config.max_file_bytes,
         })
     }
 

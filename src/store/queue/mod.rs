@@ -9,7 +9,8 @@
 
 mod change;
 
-use serde_json::json;
+use serde_json::{json, Value};
+use sqlx::types::Json;
 use uuid::Uuid;
 
 pub(in crate::store) use change::Planned;
@@ -20,6 +21,32 @@ use super::history::{write_log, LogWrite};
 use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
+
+/// What a source's read stores besides its events (see [`Store::complete_source_read`]).
+#[derive(Debug, Default)]
+pub struct SourceRead {
+    pub cursor: Option<SourceCursor>,
+    pub summary: Option<Value>,
+}
+
+/// A source's state for its next run, and the version of the state this run started from.
+#[derive(Debug)]
+pub struct SourceCursor {
+    pub source_id: Uuid,
+    pub version: i64,
+    pub state: Value,
+}
+
+/// How storing a source's read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    Stored,
+    /// The job's claim was lost: another worker has it. Nothing was stored.
+    Lost,
+    /// Another run of the source stored its state first (it read the same files). Nothing was
+    /// stored.
+    Stale,
+}
 
 impl Store {
     pub(in crate::store) fn skip_locked(&self) -> &'static str {
@@ -90,28 +117,72 @@ impl Store {
         data_type: &str,
         events: Vec<NewEvent>,
     ) -> StoreResult<bool> {
+        let done = self
+            .complete_source_read(job, token, data_type, events, SourceRead::default())
+            .await?;
+        Ok(done == Completion::Stored)
+    }
+
+    /// [`complete_source`](Self::complete_source) with what the source's read adds: its
+    /// state for the next run, stored only if no other run of the source stored one since
+    /// this run read it (else nothing is stored: [`Completion::Stale`]), and a summary for
+    /// the job's `settings.source`.
+    pub async fn complete_source_read(
+        &self,
+        job: &Job,
+        token: Uuid,
+        data_type: &str,
+        events: Vec<NewEvent>,
+        read: SourceRead,
+    ) -> StoreResult<Completion> {
         let now = Timestamp::now();
         let mut rows = Rows::default();
         let empty = rows
             .add_events(job, data_type, events, now, None)
             .is_empty();
         let statements = Rows::statements(std::iter::once(&rows), now);
-        let update = format!(
+        let settings = read.summary.map(|summary| {
+            let mut settings = job.settings.0.clone();
+            if !settings.is_object() {
+                settings = Value::Object(Default::default());
+            }
+            settings["source"] = summary;
+            Json(settings)
+        });
+        let update =
+            format!(
             "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
-             updated_at = $3 WHERE id = $1 AND claim_token = $2 AND status = {}",
+             updated_at = $3{} WHERE id = $1 AND claim_token = $2 AND status = {}",
+            if settings.is_some() { ", settings = $4" } else { "" },
             sql_lit(JobStatus::Processing)
         );
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
-            let held = sqlx::query::<Db>(&update)
-            .bind(job.id)
-            .bind(token)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let mut query = sqlx::query::<Db>(&update)
+                .bind(job.id)
+                .bind(token)
+                .bind(now);
+            if let Some(settings) = &settings {
+                query = query.bind(settings);
+            }
+            let held = query.execute(&mut *tx).await?.rows_affected();
             if held == 0 {
-                return Ok(false);
+                return Ok(Completion::Lost);
+            }
+            if let Some(cursor) = &read.cursor {
+                let fresh = sqlx::query::<Db>(
+                    "UPDATE sources SET read_state = $1, read_version = read_version + 1 \
+                     WHERE id = $2 AND read_version = $3",
+                )
+                .bind(Json(&cursor.state))
+                .bind(cursor.source_id)
+                .bind(cursor.version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 0 {
+                    return Ok(Completion::Stale);
+                }
             }
             for (sql, vals) in &statements {
                 sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
@@ -125,7 +196,7 @@ impl Store {
         if empty {
             self.finish_job(job.id).await?;
         }
-        Ok(true)
+        Ok(Completion::Stored)
     }
 
     /// Ends a job whose source failed, if still held under `token`.
