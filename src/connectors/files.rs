@@ -33,6 +33,34 @@ pub fn names(params: &UploadParams, out: &Outgoing<'_>) -> Result<(String, Strin
     Ok((name, temp))
 }
 
+/// One upload, ready to write: the destination's params, the file's name and temporary name,
+/// and its bytes.
+pub struct Prepared {
+    pub params: UploadParams,
+    pub name: String,
+    pub temp: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads a file destination's params and names the file; a refusal is the try's result.
+pub fn prepare(
+    call: &super::registry::Call<'_>,
+    out: &Outgoing<'_>,
+) -> Result<Prepared, super::registry::SendResult> {
+    use super::registry::SendResult;
+    use crate::domain::error_code::ErrorCode;
+    let params = UploadParams::parse(call.params)
+        .map_err(|e| SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}")))?;
+    let (name, temp) =
+        names(&params, out).map_err(|e| SendResult::refused(ErrorCode::TemplateError, e.0))?;
+    Ok(Prepared {
+        bytes: bytes(out),
+        params,
+        name,
+        temp,
+    })
+}
+
 /// A folder and a name joined as a server path.
 pub fn join(folder: &str, name: &str) -> String {
     let folder = folder.trim_end_matches('/');
@@ -215,6 +243,107 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
+}
+
+/// What one run took from a folder: the listing, the files read, their records, and a line
+/// per file for the job.
+#[derive(Default)]
+pub struct FolderRead {
+    pub listed: Vec<Listed>,
+    pub taken: Vec<Listed>,
+    pub records: Vec<Value>,
+    pub summary: Vec<Value>,
+}
+
+impl FolderRead {
+    /// Adds a file's records, and its line for the job.
+    pub fn add(&mut self, file: &Listed, records: Vec<Value>) {
+        self.summary
+            .push(json!({"name": file.name, "size": file.size,
+            "modified": file.modified, "records": records.len()}));
+        self.records.extend(records);
+    }
+}
+
+/// What to archive or delete once a run's records are stored.
+#[derive(Debug, Clone)]
+pub struct Leftovers {
+    pub folder: String,
+    pub archive: String,
+    pub delete: bool,
+    /// The files this run read, and those an earlier run stored but did not finish with.
+    pub names: Vec<String>,
+}
+
+/// A run's reading: its records, the state for the next run, the job's summary and — unless
+/// files are kept — what to archive or delete, as the protocol's after-commit step.
+pub fn reading(
+    params: &FilesParams,
+    state: Option<&Value>,
+    read: FolderRead,
+    finish: impl FnOnce(Leftovers) -> Box<dyn super::registry::Settle>,
+) -> super::registry::Reading {
+    // Files an earlier run stored but did not archive or delete are done now, not read again.
+    let mut names: Vec<String> = read_but_left(&read.listed, state)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    names.extend(read.taken.iter().map(|f| f.name.clone()));
+    let settle = match params.after_read {
+        AfterRead::Keep => None,
+        _ if names.is_empty() => None,
+        mode => Some(finish(Leftovers {
+            folder: params.path.clone(),
+            archive: params.archive_folder(),
+            delete: mode == AfterRead::Delete,
+            names,
+        })),
+    };
+    super::registry::Reading {
+        state: Some(next_state(&read.listed, state, &read.taken)),
+        summary: Some(json!({"folder": params.path, "files": read.summary})),
+        records: read.records,
+        settle,
+    }
+}
+
+/// The bounds of a downloaded file of `total` bytes, with `room` records left in the run: the
+/// ingest's column bounds, and for its records `ingest.max_decoded_ratio` times its size (at
+/// least four times it, so a large file is not refused for the ingest's per-body cap).
+pub fn limits(total: u64, decode: &crate::ingest::decode::DecodeLimits, room: usize) -> FileLimits {
+    FileLimits {
+        records: room,
+        bytes: total
+            .saturating_mul(decode.max_ratio)
+            .min(decode.max_bytes.max(total.saturating_mul(4)))
+            .max(64 * 1024),
+        max_columns: decode.max_columns,
+        max_header_bytes: decode.max_header_bytes,
+    }
+}
+
+/// Parses a downloaded file off the async threads. The error is a message for the job, with
+/// its code.
+pub async fn parse_downloaded(
+    local: std::fs::File,
+    name: String,
+    params: &FilesParams,
+    limits: FileLimits,
+) -> Result<Vec<Value>, String> {
+    let params = params.clone();
+    let code = crate::domain::error_code::ErrorCode::InvalidSchema.as_str();
+    tokio::task::spawn_blocking(move || parse(local, &name, &params, limits))
+        .await
+        .map_err(|e| format!("{code}: reading a file stopped: {e}"))?
+        .map_err(|m| format!("{code}: {m}"))
+}
+
+/// The message of a file larger than `outbound.max_file_bytes`.
+pub fn too_large(name: &str, cap: u64) -> String {
+    format!(
+        "{}: {name} is larger than outbound.max_file_bytes ({cap}); it was not read",
+        crate::domain::error_code::ErrorCode::InvalidApiResponse.as_str()
+    )
 }
 
 /// Bounds on what one downloaded file may become.

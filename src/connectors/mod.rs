@@ -15,6 +15,7 @@ pub mod net;
 pub mod params;
 pub mod peoplevox;
 pub mod registry;
+pub mod sftp;
 pub mod shopify;
 pub mod signature;
 mod template;

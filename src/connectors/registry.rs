@@ -254,6 +254,8 @@ impl Default for Registry {
             .with_destination("email.send", Arc::new(super::email::Send))
             .with_source("ftp.files", Arc::new(super::ftp::Files))
             .with_destination("ftp.upload", Arc::new(super::ftp::Upload))
+            .with_source("sftp.files", Arc::new(super::sftp::Files))
+            .with_destination("sftp.upload", Arc::new(super::sftp::Upload))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod ftp;
 pub mod sign;
 pub mod sink;
 pub mod smtp;
+pub mod sshd;
 pub mod tls;
 pub mod vsftpd;
 

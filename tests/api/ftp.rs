@@ -13,7 +13,7 @@ use crate::engine::{attempts, upload_and_wait as upload};
 /// Order lines as CSV: a header, then one quoted line per record.
 const CSV_LINES: &str = "id,name\n{{ record.id }},{{ record.name }}\n";
 
-async fn start(db: Db, allow: Option<Vec<String>>) -> (Env, Server) {
+pub async fn start(db: Db, allow: Option<Vec<String>>) -> (Env, Server) {
     let env = Env::new(db).await;
     let mut config = env.config();
     config.workers.poll_interval_ms = 50;
@@ -33,18 +33,29 @@ fn ftp_key(ftp: &FtpServer, tls: &str, password: &str) -> Value {
     key
 }
 
-/// An `ftp` key with these credentials.
-async fn ftp_key_of(s: &Server, credentials: Value) -> Value {
+/// A key of `system` (`ftp`, `sftp`) with these credentials.
+async fn key_of(s: &Server, system: &str, credentials: Value) -> Value {
     s.create(
         "/keys",
-        json!({"system": "ftp", "title": "Warehouse FTP", "credentials": credentials}),
+        json!({"system": system, "title": "Warehouse files", "credentials": credentials}),
     )
     .await
 }
 
 /// A stream that writes uploaded records to the FTP server as the key says; returns its id.
 async fn file_stream(s: &Server, credentials: Value, params: Value, mode: &str) -> String {
-    let key = ftp_key_of(s, credentials).await;
+    stream_to(s, "ftp", credentials, params, mode).await
+}
+
+/// A stream that writes uploaded records with `<system>.upload`; returns its id.
+pub async fn stream_to(
+    s: &Server,
+    system: &str,
+    credentials: Value,
+    params: Value,
+    mode: &str,
+) -> String {
+    let key = key_of(s, system, credentials).await;
     let source = s
         .create(
             "/sources",
@@ -63,7 +74,8 @@ async fn file_stream(s: &Server, credentials: Value, params: Value, mode: &str) 
     let destination = s
         .create(
             "/destinations",
-            json!({"title": "Warehouse inbox", "system": "ftp", "function": "ftp.upload",
+            json!({"title": "Warehouse inbox", "system": system,
+                "function": format!("{system}.upload"),
                 "key_id": key["id"], "params": params, "mode": mode,
                 "retry": {"schedule_seconds": [0, 1, 1], "timeout_seconds": 10}}),
         )
@@ -395,11 +407,17 @@ async fn vsftpd_takes_the_files(db: Db) {
 /// A stream from an `ftp.files` source with `params`, in test mode (transformed, not sent),
 /// so each run's records are seen as events; returns the stream's id.
 async fn files_stream(s: &Server, credentials: Value, params: Value) -> String {
-    let key = ftp_key_of(s, credentials).await;
+    stream_from(s, "ftp", credentials, params).await
+}
+
+/// A test-mode stream from a `<system>.files` source; returns its id.
+pub async fn stream_from(s: &Server, system: &str, credentials: Value, params: Value) -> String {
+    let key = key_of(s, system, credentials).await;
     let source = s
         .create(
             "/sources",
-            json!({"title": "Stock files", "system": "ftp", "function": "ftp.files",
+            json!({"title": "Stock files", "system": system,
+                "function": format!("{system}.files"),
                 "key_id": key["id"], "trigger": "manual", "params": params}),
         )
         .await;
@@ -422,11 +440,24 @@ async fn files_stream(s: &Server, credentials: Value, params: Value) -> String {
 }
 
 /// Runs the stream once: the ended job and its events.
-async fn run_once(s: &Server, stream: &str) -> (Value, Vec<Value>) {
+pub async fn run_once(s: &Server, stream: &str) -> (Value, Vec<Value>) {
     let job = crate::engine::run(s, stream).await;
     let job = crate::engine::wait_for_job(s, &job).await;
     let events = crate::engine::events_of(s, job["id"].as_str().unwrap()).await;
     (job, events)
+}
+
+/// Waits (up to 10 s) until `check` holds: what a run does after its events are stored
+/// (archive, delete) happens after the job can already show its events' outcome.
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check()
 }
 
 fn put(ftp: &FtpServer, path: &str, text: &str) {
@@ -476,6 +507,7 @@ async fn files_are_read_into_events_and_archived_once_stored(db: Db) {
     assert_eq!(files[0]["name"], "stock_1.csv", "{job}");
     assert_eq!(files[0]["records"], 2);
     assert_eq!(files[1]["records"], 1);
+    eventually(|| ftp.files("/outbound") == ["archive", "notes.txt"]).await;
     assert_eq!(ftp.files("/outbound"), ["archive", "notes.txt"]);
     assert_eq!(
         ftp.files("/outbound/archive"),
@@ -527,6 +559,7 @@ async fn kept_files_are_read_once_unless_they_change_and_deleted_ones_are_gone(d
     let (_, events) = run_once(&s, &deleted).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["payload_in"], "<order><id>9</id></order>");
+    eventually(|| ftp.files("/delete").is_empty()).await;
     assert!(ftp.files("/delete").is_empty(), "deleted once stored");
 }
 
@@ -565,6 +598,7 @@ async fn a_run_that_fails_before_storing_leaves_the_files_to_be_read_again(db: D
         .map(|e| e["entity_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["1", "2", "3"]);
+    eventually(|| ftp.files("/in/archive") == ["1.csv", "2.csv"]).await;
     assert_eq!(ftp.files("/in/archive"), ["1.csv", "2.csv"]);
 }
 
@@ -584,10 +618,13 @@ async fn files_stored_but_not_archived_are_archived_by_the_next_run_not_read_aga
     let (job, events) = run_once(&s, &stream).await;
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(events.len(), 2);
+    // Wait for the refused archiving, then the file is still there.
+    eventually(|| ftp.commands().iter().any(|c| c.starts_with("RNTO"))).await;
     assert_eq!(ftp.files("/in"), ["1.csv", "archive"], "still there");
 
     let (_, events) = run_once(&s, &stream).await;
     assert!(events.is_empty(), "not read twice: {events:?}");
+    eventually(|| ftp.files("/in") == ["archive"]).await;
     assert_eq!(ftp.files("/in"), ["archive"]);
     assert_eq!(
         ftp.files("/in/archive"),
@@ -656,6 +693,7 @@ async fn a_fifty_megabyte_file_is_streamed_into_events(db: Db) {
     assert_eq!(job["status"], "FINISHED", "{job}");
     assert_eq!(job["counts"]["OK"], rows, "{job}");
     assert_eq!(job["settings"]["source"]["files"][0]["records"], rows);
+    eventually(|| ftp.files("/big").is_empty()).await;
     assert!(ftp.files("/big").is_empty());
 }
 
@@ -684,6 +722,7 @@ async fn vsftpd_files_are_read_and_deleted(db: Db) {
         .map(|e| e["entity_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["A-1", "B-2"]);
+    eventually(|| ftp.files("/inbound").is_empty()).await;
     assert!(
         ftp.files("/inbound").is_empty(),
         "deleted: {:?}",

@@ -23,5 +23,6 @@ mod processes;
 mod replicate;
 mod schedule;
 mod security;
+mod sftp;
 mod transforms;
 mod walkthrough;

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
 use suppaftp::list::ListParser;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::files::{self, AfterRead, FileLimits, FilesParams, Listed, UploadParams};
+use super::files::{self, FilesParams, FolderRead, Leftovers, Listed, Prepared};
 use super::net::CallError;
 use super::params::Params;
 use super::registry::{
@@ -163,37 +163,12 @@ impl SourceFunction for Files {
             .map_err(|r| job_message(&server, &folder, r))?;
         let read = read_folder(&mut ftp, &params, call, state).await;
         goodbye(ftp);
-        let (listed, taken, records, summary) =
-            read.map_err(|r| job_message(&server, &files::join(&folder, "…"), r))?;
-        // Files an earlier run stored but did not archive or delete are done now, not read again.
-        let mut settle: Vec<String> = files::read_but_left(&listed, state)
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        settle.extend(taken.iter().map(|f| f.name.clone()));
-        let state = files::next_state(&listed, state, &taken);
-        let settle: Option<Box<dyn Settle>> = match params.after_read {
-            AfterRead::Keep => None,
-            _ if settle.is_empty() => None,
-            mode => Some(Box::new(Finish {
-                folder: params.path.clone(),
-                archive: params.archive_folder(),
-                delete: mode == AfterRead::Delete,
-                names: settle,
-            })),
-        };
-        Ok(Reading {
-            records,
-            state: Some(state),
-            summary: Some(json!({"folder": folder, "files": summary})),
-            settle,
-        })
+        let read = read.map_err(|r| job_message(&server, &files::join(&folder, "…"), r))?;
+        Ok(files::reading(&params, state, read, |leftovers| {
+            Box::new(Finish(leftovers))
+        }))
     }
 }
-
-/// What one run took from a folder: the listing, the files read, their records, and a line
-/// per file for the job.
-type FolderRead = (Vec<Listed>, Vec<Listed>, Vec<Value>, Vec<Value>);
 
 async fn read_folder(
     ftp: &mut Ftp,
@@ -208,18 +183,18 @@ async fn read_folder(
         .map_err(Refusal::Ftp)?;
     let listed = list(ftp).await.map_err(Refusal::Ftp)?;
     let taken = files::to_read(&listed, &params.pattern, state, limit);
-    let mut records = Vec::new();
-    let mut summary = Vec::new();
+    let mut read = FolderRead::default();
     for file in &taken {
-        let room = call.net.max_records_per_run.saturating_sub(records.len());
-        let got = download(ftp, file, params, call, room).await?;
-        summary.push(
-            json!({"name": file.name, "size": file.size, "modified": file.modified,
-            "records": got.len()}),
-        );
-        records.extend(got);
+        let room = call
+            .net
+            .max_records_per_run
+            .saturating_sub(read.records.len());
+        let records = download(ftp, file, params, call, room).await?;
+        read.add(file, records);
     }
-    Ok((listed, taken, records, summary))
+    read.listed = listed;
+    read.taken = taken;
+    Ok(read)
 }
 
 /// The files of the current folder: MLSD where the server has it (exact sizes and times),
@@ -275,11 +250,7 @@ async fn download(
     let cap = call.net.max_file_bytes;
     let name = file.name.clone();
     if file.size > cap {
-        return Err(Refusal::Setup(format!(
-            "{}: {name} is {} bytes, larger than outbound.max_file_bytes ({cap}); it was not read",
-            ErrorCode::InvalidApiResponse.as_str(),
-            file.size
-        )));
+        return Err(Refusal::Setup(files::too_large(&name, cap)));
     }
     let io = |e: std::io::Error| {
         Refusal::Ftp(Failed {
@@ -303,38 +274,20 @@ async fn download(
         }
         total += n as u64;
         if total > cap {
-            return Err(Refusal::Setup(format!(
-                "{}: {name} is larger than outbound.max_file_bytes ({cap}); it was not read",
-                ErrorCode::InvalidApiResponse.as_str()
-            )));
+            return Err(Refusal::Setup(files::too_large(&name, cap)));
         }
         out.write_all(&buf[..n]).await.map_err(io)?;
     }
     out.flush().await.map_err(io)?;
     stream.finish().await.at(Step::Read).map_err(Refusal::Ftp)?;
-    let limits = FileLimits {
-        records: room,
-        bytes: total
-            .saturating_mul(call.decode.max_ratio)
-            .min(call.decode.max_bytes.max(total.saturating_mul(4)))
-            .max(64 * 1024),
-        max_columns: call.decode.max_columns,
-        max_header_bytes: call.decode.max_header_bytes,
-    };
-    let params = params.clone();
-    tokio::task::spawn_blocking(move || files::parse(local, &name, &params, limits))
+    let limits = files::limits(total, call.decode, room);
+    files::parse_downloaded(local, name, params, limits)
         .await
-        .map_err(|e| Refusal::Setup(format!("reading {}: {e}", file.name)))?
-        .map_err(|m| Refusal::Setup(format!("{}: {m}", ErrorCode::InvalidSchema.as_str())))
+        .map_err(Refusal::Setup)
 }
 
 /// Archives or deletes the files a run read, once their records are stored.
-struct Finish {
-    folder: String,
-    archive: String,
-    delete: bool,
-    names: Vec<String>,
-}
+struct Finish(Leftovers);
 
 #[async_trait]
 impl Settle for Finish {
@@ -342,25 +295,26 @@ impl Settle for Finish {
         let server = Server::of(call.key)?;
         let mut ftp = session(&server, call.net, call.net.deadline)
             .await
-            .map_err(|r| job_message(&server, &self.folder, r))?;
+            .map_err(|r| job_message(&server, &self.0.folder, r))?;
         let done = self.finish(&mut ftp).await;
         goodbye(ftp);
-        done.map_err(|f| job_message(&server, &self.archive, Refusal::Ftp(f)))
+        done.map_err(|f| job_message(&server, &self.0.archive, Refusal::Ftp(f)))
     }
 }
 
 impl Finish {
     async fn finish(&self, ftp: &mut Ftp) -> Result<(), Failed> {
-        ftp.cwd(&self.folder).await.at(Step::Folder)?;
-        if !self.delete {
+        let done = &self.0;
+        ftp.cwd(&done.folder).await.at(Step::Folder)?;
+        if !done.delete {
             // Made when missing; an error here is the rename's to report.
-            let _ = ftp.mkdir(&self.archive).await;
+            let _ = ftp.mkdir(&done.archive).await;
         }
-        for name in &self.names {
-            if self.delete {
+        for name in &done.names {
+            if done.delete {
                 ftp.rm(name).await.at(Step::Archive)?;
             } else {
-                ftp.rename(name.as_str(), files::join(&self.archive, name).as_str())
+                ftp.rename(name.as_str(), files::join(&done.archive, name).as_str())
                     .await
                     .at(Step::Archive)?;
             }
@@ -376,21 +330,19 @@ pub struct Upload;
 impl DestinationFunction for Upload {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match UploadParams::parse(call.params) {
+        let Prepared {
+            params,
+            name,
+            temp,
+            bytes,
+        } = match files::prepare(&call, &out) {
             Ok(p) => p,
-            Err(e) => {
-                return SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}"))
-            }
+            Err(refusal) => return refusal,
         };
         let server = match Server::of(call.key) {
             Ok(s) => s,
             Err(e) => return SendResult::refused(ErrorCode::Unknown, e),
         };
-        let (name, temp) = match files::names(&params, &out) {
-            Ok(n) => n,
-            Err(e) => return SendResult::refused(ErrorCode::TemplateError, e.0),
-        };
-        let bytes = files::bytes(&out);
         let work = async {
             let mut ftp = session(&server, call.net, out.timeout).await?;
             let result = upload(&mut ftp, &params.path, &name, &temp, &bytes).await;
