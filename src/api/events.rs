@@ -55,6 +55,9 @@ pub struct EventOut {
     /// claimed for a worker of the node that received them).
     pub is_running: bool,
     pub original_event_id: Option<Uuid>,
+    /// Where the record came from, when its source says: the file (its path on the server) a
+    /// file source read it from.
+    pub origin: Option<String>,
     pub ignored: bool,
     /// What the transformation logged for this record (`ctx.log()` / `log()`).
     pub logs: Vec<String>,
@@ -82,6 +85,7 @@ impl From<Event> for EventOut {
             attempt_count: e.attempt_count,
             is_running: e.claim_token.is_some(),
             original_event_id: e.original_event_id,
+            origin: e.origin,
             ignored: e.ignored,
             logs: e
                 .transform_logs

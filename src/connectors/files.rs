@@ -252,15 +252,20 @@ pub struct FolderRead {
     pub listed: Vec<Listed>,
     pub taken: Vec<Listed>,
     pub records: Vec<Value>,
+    /// Each record's file, as a path on the server.
+    pub origins: Vec<String>,
     pub summary: Vec<Value>,
 }
 
 impl FolderRead {
-    /// Adds a file's records, and its line for the job.
-    pub fn add(&mut self, file: &Listed, records: Vec<Value>) {
+    /// Adds the records of a file in `folder`, and its line for the job.
+    pub fn add(&mut self, folder: &str, file: &Listed, records: Vec<Value>) {
         self.summary
             .push(json!({"name": file.name, "size": file.size,
             "modified": file.modified, "records": records.len()}));
+        let path = join(folder, &file.name);
+        self.origins
+            .extend(std::iter::repeat_n(path, records.len()));
         self.records.extend(records);
     }
 }
@@ -303,6 +308,7 @@ pub fn reading(
         state: Some(next_state(&read.listed, state, &read.taken)),
         summary: Some(json!({"folder": params.path, "files": read.summary})),
         records: read.records,
+        origins: read.origins,
         settle,
     }
 }

@@ -31,6 +31,9 @@ pub struct Call<'a> {
 #[derive(Default)]
 pub struct Reading {
     pub records: Vec<Value>,
+    /// Where each record came from (a file's path), in the order of `records`; empty when the
+    /// source does not say.
+    pub origins: Vec<String>,
     /// What the next run starts from (e.g. the files read), stored on the source with this
     /// run's events in one transaction; `None` leaves the stored state as it is.
     pub state: Option<Value>,

@@ -177,6 +177,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
         }
     };
     let id_path = registry.entity_id_path(&source.function, params);
+    let mut origins = reading.origins.into_iter();
     let events = reading
         .records
         .into_iter()
@@ -184,6 +185,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
             entity_id: connectors::entity_id(&record, id_path.as_deref()),
             payload_in: record,
             original_event_id: None,
+            origin: origins.next(),
         })
         .collect();
     let cursor = reading.state.map(|state| SourceCursor {

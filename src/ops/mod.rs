@@ -96,6 +96,7 @@ pub fn new_events(
             entity_id: entity_id(&p, path),
             payload_in: p,
             original_event_id: originals.as_mut().and_then(|o| o.next()),
+            origin: None,
         })
         .collect()
 }

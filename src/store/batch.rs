@@ -96,6 +96,7 @@ pub(in crate::store) struct EventRow {
     pub(in crate::store) retries_remaining: Option<i64>,
     pub(in crate::store) next_attempt_at: Option<Timestamp>,
     pub(in crate::store) original_event_id: Option<Uuid>,
+    pub(in crate::store) origin: Option<String>,
     /// Inserted claimed (handed to this process's workers, see [`super::handoff`]).
     pub(in crate::store) claim: Option<Claim>,
     /// When the event came to be (its push's receipt, its split): also its `updated_at`.
@@ -107,7 +108,7 @@ pub(in crate::store) fn events_insert<'a>(
 ) -> Statement {
     rows_insert(
         "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
-         payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, \
+         payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, origin, \
          attempt_count, ignored, created_at, updated_at, claim_token, lease_expires_at)",
         rows.into_iter().map(|r| {
             vec![
@@ -123,6 +124,7 @@ pub(in crate::store) fn events_insert<'a>(
                 Val::Int(r.retries_remaining),
                 Val::Ts(r.next_attempt_at),
                 Val::from(r.original_event_id),
+                Val::Text(r.origin.clone()),
                 Val::Int(Some(0)),
                 Val::Bool(false),
                 Val::from(r.created_at),
@@ -194,6 +196,7 @@ impl Rows {
                         claim_token: Some(claim.token),
                         lease_expires_at: Some(claim.lease_end),
                         original_event_id: e.original_event_id,
+                        origin: e.origin.clone(),
                         ignored: false,
                         transform_logs: None,
                         created_at: now,
@@ -215,6 +218,7 @@ impl Rows {
                 retries_remaining: None,
                 next_attempt_at: Some(now),
                 original_event_id: e.original_event_id,
+                origin: e.origin,
                 claim: hand.map(|(c, _)| c),
                 created_at: now,
             });

@@ -13,6 +13,8 @@ pub struct NewEvent {
     pub payload_in: Value,
     pub entity_id: Option<String>,
     pub original_event_id: Option<Uuid>,
+    /// Where the record came from, when its source says (the file it was read from).
+    pub origin: Option<String>,
 }
 
 /// Which open events an abort ends.

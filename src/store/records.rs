@@ -371,6 +371,8 @@ pub struct Event {
     pub claim_token: Option<Uuid>,
     pub lease_expires_at: Option<Timestamp>,
     pub original_event_id: Option<Uuid>,
+    /// Where the record came from, when its source says (the file it was read from).
+    pub origin: Option<String>,
     pub ignored: bool,
     /// Lines the transformation logged for this record.
     pub transform_logs: Option<Json<Value>>,
@@ -401,6 +403,7 @@ record!(
         claim_token,
         lease_expires_at,
         original_event_id,
+        origin,
         ignored,
         transform_logs,
         created_at,

@@ -503,6 +503,19 @@ async fn files_are_read_into_events_and_archived_once_stored(db: Db) {
         json!({"sku": "B-2", "name": "two\nlines", "qty": "4"}),
         "quotes, a line end inside quotes, the BOM and `;` read as CSV means them"
     );
+    let origins: Vec<_> = events
+        .iter()
+        .map(|e| e["origin"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            "/outbound/stock_1.csv",
+            "/outbound/stock_1.csv",
+            "/outbound/stock_2.csv"
+        ],
+        "each event says which file it came from"
+    );
     let files = &job["settings"]["source"]["files"];
     assert_eq!(files[0]["name"], "stock_1.csv", "{job}");
     assert_eq!(files[0]["records"], 2);

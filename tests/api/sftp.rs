@@ -90,6 +90,8 @@ async fn files_go_up_and_come_down_over_sftp_with_a_pinned_host_key(db: Db) {
         .map(|e| e["entity_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["A-1", "B-2"]);
+    let file = outbound.join("stock.csv").display().to_string();
+    assert!(events.iter().all(|e| e["origin"] == file), "{events:?}");
     eventually(|| sshd.files(&outbound) == ["archive"]).await;
     assert_eq!(sshd.files(&outbound), ["archive"]);
     assert_eq!(sshd.files(&outbound.join("archive")), ["stock.csv"]);

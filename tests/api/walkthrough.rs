@@ -119,6 +119,10 @@ async fn the_readme_walkthrough_delivers_an_order_as_a_file(db: Db) {
         .iter()
         .all(|e| e["status"] == "OK" && e["entity_id"] == "#1042"));
     assert_eq!(items[1]["original_event_id"], items[0]["id"]);
+    assert!(
+        items[0]["origin"].is_null(),
+        "a pushed record names no file"
+    );
 }
 
 both_stores!(the_readme_walkthrough_delivers_an_order_as_a_file);

@@ -128,6 +128,7 @@ impl Fixture {
                 payload_in: json!({"n": i}),
                 entity_id: Some(format!("e{i}")),
                 original_event_id: None,
+                origin: None,
             })
             .collect();
         let (job, ids) = self
@@ -218,6 +219,7 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
             payload_in: json!({"sku": "A-1"}),
             entity_id: Some("A-1".into()),
             original_event_id: None,
+            origin: None,
         }]
     };
     // Both runs started from the source as stored (version 0).
@@ -285,6 +287,7 @@ async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer
         payload_in: json!({"a": 1}),
         entity_id: None,
         original_event_id: None,
+        origin: None,
     }];
     let other = Uuid::now_v7();
     assert!(!f
@@ -708,6 +711,7 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
         payload_in: json!({}),
         entity_id: None,
         original_event_id: None,
+        origin: None,
     }];
     assert!(!f
         .store
@@ -822,6 +826,7 @@ async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) 
                 payload_in: json!({"id": 1}),
                 entity_id: Some("1".into()),
                 original_event_id: None,
+                origin: None,
             }]),
         }]
     };
@@ -975,6 +980,7 @@ async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db)
                         payload_in: json!({"w": w, "i": i, "k": k}),
                         entity_id: None,
                         original_event_id: None,
+                        origin: None,
                     })
                     .collect();
                 let (job, _) = f
@@ -1096,6 +1102,7 @@ fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
                     payload_in: json!({"id": i}),
                     entity_id: Some(i.to_string()),
                     original_event_id: None,
+                    origin: None,
                 })
                 .collect(),
         ),

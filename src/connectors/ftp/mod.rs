@@ -190,7 +190,7 @@ async fn read_folder(
             .max_records_per_run
             .saturating_sub(read.records.len());
         let records = download(ftp, file, params, call, room).await?;
-        read.add(file, records);
+        read.add(&params.path, file, records);
     }
     read.listed = listed;
     read.taken = taken;

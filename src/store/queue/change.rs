@@ -88,6 +88,7 @@ impl Rows {
                 retries_remaining: change.siblings_retries,
                 next_attempt_at: change.siblings_due,
                 original_event_id: None,
+                origin: ev.origin.clone(),
                 claim: None,
                 created_at: now,
             });
