@@ -170,6 +170,32 @@ async fn logins_the_server_refuses_are_final(db: Db) {
             assert_eq!(events[0]["status"], status, "{}\n{}", events[0], sshd.log());
         }
         assert_eq!(sshd.files(&folder), ["7.json"]);
+
+        // A folder the user may only read: the server's refusal is final, and says so.
+        let locked = sshd.root.join("locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        let stream = stream_to(
+            &s,
+            "sftp",
+            json!({"host": "localhost", "port": sshd.port, "username": user,
+                "password": password, "host_key": sshd.host_key}),
+            json!({"path": locked.display().to_string()}),
+            "realtime",
+        )
+        .await;
+        let (_, events) = upload(&s, &stream, json!([{"id": "8"}])).await;
+        let ev = &events[0];
+        assert_eq!(ev["status"], "FAILED", "{ev}");
+        assert_eq!(ev["error_code"], "UNAUTHORIZED", "{ev}");
+        assert!(
+            ev["message"]
+                .as_str()
+                .unwrap()
+                .contains("Permission denied"),
+            "{ev}"
+        );
+        assert_eq!(attempts(&s, ev).await.len(), 1);
+        assert!(sshd.files(&locked).is_empty());
     } else {
         eprintln!("no password user (TESTKIT_SSHD_USER); .ci/run makes one");
     }
