@@ -9,24 +9,11 @@ use serde_json::{json, Value};
 use wharf_testkit::smtp::{SmtpSink, SmtpTls, Stage};
 
 use crate::both_stores;
-use crate::common::{fresh, Db, Env, Server};
+use crate::common::{fresh, Db, Server};
 use crate::engine::{attempts, upload_and_wait as upload};
-
-/// Order lines as CSV: a header, then one quoted line per record.
-const CSV_LINES: &str = "id,name\n{{ record.id }},{{ record.name }}\n";
+use crate::ftp::{start, uploads_to};
 
 /// A server whose workers poll often; `allow` replaces the outbound allow list when given.
-async fn start(db: Db, allow: Option<Vec<String>>) -> (Env, Server) {
-    let env = Env::new(db).await;
-    let mut config = env.config();
-    config.workers.poll_interval_ms = 50;
-    if let Some(allow) = allow {
-        config.outbound.allow = allow;
-    }
-    let server = Server::start(config).await;
-    (env, server)
-}
-
 fn smtp_key(
     sink: &SmtpSink,
     security: &str,
@@ -54,47 +41,7 @@ async fn mail_stream(
     csv: bool,
     mode: &str,
 ) -> String {
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "email", "title": "Mail", "credentials": credentials}),
-        )
-        .await;
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Uploads", "system": "http", "function": "http.fetch",
-                "trigger": "manual", "params": {"url": "http://127.0.0.1:9/unused",
-                "entity_id_path": "id"}}),
-        )
-        .await;
-    let transformation = if csv {
-        s.create(
-            "/transformations",
-            json!({"title": "Lines", "data_type": "order", "language": "template",
-                "format": "csv", "code": CSV_LINES}),
-        )
-        .await["id"]
-            .clone()
-    } else {
-        json!(crate::common::PASSTHROUGH)
-    };
-    let destination = s
-        .create(
-            "/destinations",
-            json!({"title": "Ops mailbox", "system": "email", "function": "email.send",
-                "key_id": key["id"], "params": params, "mode": mode,
-                "retry": {"schedule_seconds": [0, 1, 1], "timeout_seconds": 10}}),
-        )
-        .await;
-    let stream = s
-        .create(
-            "/streams",
-            json!({"title": "Orders by mail", "data_type": "order", "source_id": source["id"],
-                "transformation_id": transformation, "destination_id": destination["id"]}),
-        )
-        .await;
-    stream["id"].as_str().unwrap().to_string()
+    uploads_to(s, "email.send", credentials, params, mode, csv).await
 }
 
 async fn an_event_is_mailed_with_its_output_attached_over_starttls_with_a_login(db: Db) {

@@ -33,7 +33,7 @@ fn ftp_key(ftp: &FtpServer, tls: &str, password: &str) -> Value {
     key
 }
 
-/// A key of `system` (`ftp`, `sftp`) with these credentials.
+/// A key of `system` (`ftp`, `sftp`, `email`) with these credentials.
 async fn key_of(s: &Server, system: &str, credentials: Value) -> Value {
     s.create(
         "/keys",
@@ -55,6 +55,22 @@ pub async fn stream_to(
     params: Value,
     mode: &str,
 ) -> String {
+    let function = format!("{system}.upload");
+    uploads_to(s, &function, credentials, params, mode, true).await
+}
+
+/// A stream that delivers uploaded records with the destination function `function`
+/// (`ftp.upload`, `email.send`, …), after the CSV lines transformation or (`csv` false) the
+/// passthrough; returns its id.
+pub async fn uploads_to(
+    s: &Server,
+    function: &str,
+    credentials: Value,
+    params: Value,
+    mode: &str,
+    csv: bool,
+) -> String {
+    let system = function.split('.').next().unwrap_or_default();
     let key = key_of(s, system, credentials).await;
     let source = s
         .create(
@@ -64,18 +80,21 @@ pub async fn stream_to(
                 "entity_id_path": "id"}}),
         )
         .await;
-    let transformation = s
-        .create(
+    let transformation = if csv {
+        s.create(
             "/transformations",
             json!({"title": "Lines", "data_type": "order", "language": "template",
                 "format": "csv", "code": CSV_LINES}),
         )
-        .await;
+        .await["id"]
+            .clone()
+    } else {
+        json!(crate::common::PASSTHROUGH)
+    };
     let destination = s
         .create(
             "/destinations",
-            json!({"title": "Warehouse inbox", "system": system,
-                "function": format!("{system}.upload"),
+            json!({"title": "Destination", "system": system, "function": function,
                 "key_id": key["id"], "params": params, "mode": mode,
                 "retry": {"schedule_seconds": [0, 1, 1], "timeout_seconds": 10}}),
         )
@@ -83,8 +102,8 @@ pub async fn stream_to(
     let stream = s
         .create(
             "/streams",
-            json!({"title": "Orders to the warehouse", "data_type": "order",
-                "source_id": source["id"], "transformation_id": transformation["id"],
+            json!({"title": "Orders out", "data_type": "order",
+                "source_id": source["id"], "transformation_id": transformation,
                 "destination_id": destination["id"]}),
         )
         .await;

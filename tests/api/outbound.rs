@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use axum::http::{header, StatusCode as AxStatus};
 use axum::response::IntoResponse;
 use axum::Router;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_stores;
 use crate::common::{send, Db, Env, Server};
-use crate::engine::{attempts, events_of, fetch_stream, run, wait_for_job};
+use crate::engine::{attempts, events_of, fetch_stream, run, upload_and_wait, wait_for_job};
 use crate::peers::Sink;
 
 /// A server that counts every request and answers a one-order page.
@@ -248,14 +248,7 @@ async fn upload_stream(s: &Server, url: &str, retry: Value) -> String {
 }
 
 async fn upload(s: &Server, stream: &str, records: Value) -> Value {
-    let (status, out) = send(
-        s.req(Method::POST, &format!("/streams/{stream}/uploads"))
-            .header("content-type", "application/json")
-            .body(records.to_string()),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
-    wait_for_job(s, out["job_id"].as_str().unwrap()).await
+    upload_and_wait(s, stream, records).await.0
 }
 
 async fn a_send_to_loopback_is_refused_and_final(db: Db) {
