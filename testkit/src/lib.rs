@@ -39,3 +39,35 @@ pub fn names_in(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A loopback port nothing listens on now, for a server started as its own process.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (up to 10 s) until the process `child` listens on `port`; panics with `why` (what the
+/// process said) if it exits or never listens.
+pub(crate) fn wait_listening(
+    what: &str,
+    port: u16,
+    child: &mut std::process::Child,
+    why: impl Fn(&mut std::process::Child) -> String,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}): {}", why(child));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not listen on {port} within 10 s: {}",
+        why(child)
+    );
+}

@@ -4,10 +4,8 @@
 //! and `TESTKIT_SSHD_PASSWORD`, which `.ci/run` creates) password logins are offered too.
 //! Present when `sshd` is installed (`.ci/run` installs it and sets `TESTKIT_SSHD`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A running sshd; stopped when dropped.
 pub struct Sshd {
@@ -60,7 +58,7 @@ impl Sshd {
         .expect("authorized_keys");
         let user = whoami();
         let password_login = std::env::var_os("TESTKIT_SSHD_PASSWORD").is_some();
-        let port = free_port();
+        let port = crate::free_port();
         let conf = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
              AuthorizedKeysFile {keys}\nStrictModes no\nPermitRootLogin prohibit-password\n\
@@ -95,26 +93,11 @@ impl Sshd {
             child,
             dir,
         };
-        server.wait_until_listening();
+        let log = server.dir.path().join("sshd.log");
+        crate::wait_listening("sshd", server.port, &mut server.child, |_| {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
         Some(server)
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sshd exited ({status}): {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "sshd did not listen on {} within 10 s: {}",
-            self.port,
-            self.log()
-        );
     }
 
     /// The password user, when the machine has one for the tests.
@@ -196,11 +179,4 @@ fn read(path: &Path) -> String {
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().expect("id runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }

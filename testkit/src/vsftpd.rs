@@ -4,10 +4,8 @@
 //! only over TLS (explicit `AUTH TLS`, or implicit) with a self-signed certificate. Present when
 //! the `vsftpd` binary is (`.ci/run` installs it and sets `TESTKIT_VSFTPD`).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::tls::Certificate;
 
@@ -71,7 +69,7 @@ impl Vsftpd {
         let key_file = dir.path().join("key.pem");
         std::fs::write(&cert_file, &cert.pem).expect("certificate file");
         std::fs::write(&key_file, cert.key_pem()).expect("key file");
-        let port = free_port();
+        let port = crate::free_port();
         let mut conf = format!(
             "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n\
              background=NO\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=YES\n\
@@ -112,27 +110,15 @@ impl Vsftpd {
             child,
             dir,
         };
-        server.wait_until_listening();
+        crate::wait_listening("vsftpd", server.port, &mut server.child, |child| {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            err
+        });
         Some(server)
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("vsftpd exited ({status}): {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("vsftpd did not listen on {} within 10 s", self.port);
     }
 
     /// Where a served path (`/inbound/a.csv`) is on disk.
@@ -178,11 +164,4 @@ fn ftp_user() -> (u32, u32) {
                 .flatten()
         })
         .expect("the ftp user (installed with vsftpd)")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
