@@ -267,6 +267,15 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
     assert_eq!(job.settings.0["source"]["files"][0]["name"], "a.csv");
 }
 
+/// How many events a fresh worker claims now (at most 10).
+async fn claim_now(f: &Fixture) -> usize {
+    f.store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .len()
+}
+
 async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer(db: Db) {
     let f = fixture(db).await;
     let job = f.store.create_job(f.new_job("manual")).await.unwrap();
@@ -381,14 +390,7 @@ async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
         "a live lease is not rescued"
     );
     f.store.release_claims(&[token]).await.unwrap();
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim_now(&f).await, 1);
 
     // A job's source whose claim was released is claimable again at once.
     f.store.create_job(f.new_job("manual")).await.unwrap();
@@ -1179,14 +1181,7 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
         .await
         .unwrap();
     assert_eq!(handoff.waiting(), 3);
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim_now(&f).await, 1);
     // Without a handoff (workers stopped), pushes are stored for any worker.
     f.store.set_handoff(None);
     f.store
@@ -1194,14 +1189,7 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
         .await
         .unwrap();
     assert_eq!(handoff.waiting(), 3);
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim_now(&f).await, 1);
 }
 
 async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
@@ -1214,14 +1202,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
         .await
         .unwrap();
     assert_eq!(f.store.rescue_events().await.unwrap(), 2);
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(claim_now(&f).await, 2);
     // Shutdown: the handoff closes, forgets what waits, and the token's claims are released.
     let handoff = Handoff::new(10, lease());
     f.store.set_handoff(Some(handoff.clone()));
@@ -1234,14 +1215,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     assert_eq!(handoff.waiting(), 0);
     assert!(handoff.take(10).is_empty());
     f.store.release_claims(&[handoff.token()]).await.unwrap();
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(claim_now(&f).await, 3);
     // A closed handoff takes nothing more.
     f.store.set_handoff(Some(handoff.clone()));
     f.store
@@ -1249,14 +1223,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
         .await
         .unwrap();
     assert_eq!(handoff.waiting(), 0);
-    assert_eq!(
-        f.store
-            .claim_events(Uuid::now_v7(), 10, lease())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim_now(&f).await, 1);
 
     // A worker checks events that waited, and gives back those it will not deliver.
     let open = Handoff::new(10, lease());
