@@ -629,29 +629,8 @@ async fn shutdown_releases_received_events_still_waiting_for_a_worker(db: Db) {
     config.workers.shutdown_grace_seconds = 1;
     let s = Server::start(config.clone()).await;
     let sink = Sink::slow(Duration::from_secs(5)).await;
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
-            "trigger": "webhook", "params": {"entity_id_path": "sku"}}),
-        )
-        .await;
-    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
-        .await;
-    let hook = source["webhook_url"].as_str().unwrap();
-    let records: Vec<Value> = (0..6).map(|i| json!({"sku": format!("S-{i}")})).collect();
-    let res = s
-        .client
-        .post(s.url(hook))
-        .json(&records)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let job = res.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let records = (0..6).map(|i| json!({"sku": format!("S-{i}")})).collect();
+    let job = push_through(&s, sink.url(), "sku", records).await;
     // The six events were stored claimed for this node's two workers: two are being
     // delivered, four wait in memory.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -684,6 +663,38 @@ async fn shutdown_releases_received_events_still_waiting_for_a_worker(db: Db) {
     s.stop().await;
 }
 
+/// A webhook stream (entity ids at `entity_id_path`) through the passthrough to `sink_url`,
+/// and one accepted push of `records`; the push's job.
+async fn push_through(
+    s: &Server,
+    sink_url: String,
+    entity_id_path: &str,
+    records: Vec<Value>,
+) -> String {
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
+            "trigger": "webhook", "params": {"entity_id_path": entity_id_path}}),
+        )
+        .await;
+    s.passthrough_stream("Pushes", "stock", &source, &sink_url)
+        .await;
+    let hook = source["webhook_url"].as_str().unwrap();
+    let res = s
+        .client
+        .post(s.url(hook))
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    res.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A server with one worker and `lease` seconds of lease, a webhook stream to `sink`, and a push
 /// of `n` records (`id` r0, r1, …); the server and the push's job.
 async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Server, String) {
@@ -693,29 +704,8 @@ async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Ser
     config.workers.poll_interval_ms = 50;
     config.workers.lease_seconds = lease;
     let s = Server::start(config).await;
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
-            "trigger": "webhook", "params": {"entity_id_path": "id"}}),
-        )
-        .await;
-    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
-        .await;
-    let hook = source["webhook_url"].as_str().unwrap();
-    let records: Vec<Value> = (0..n).map(|i| json!({"id": format!("r{i}")})).collect();
-    let res = s
-        .client
-        .post(s.url(hook))
-        .json(&records)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let job = res.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let records = (0..n).map(|i| json!({"id": format!("r{i}")})).collect();
+    let job = push_through(&s, sink.url(), "id", records).await;
     (env, s, job)
 }
 
