@@ -7,7 +7,7 @@ use reqwest::header::LINK;
 use serde_json::Value;
 
 use super::with_auth;
-use crate::connectors::at_path;
+use crate::connectors::{at_path, take_at_path};
 use crate::connectors::net::Outbound;
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
@@ -169,21 +169,6 @@ async fn fetch(
         };
     }
     Ok(out)
-}
-
-/// Takes the value at a dotted path out of `doc` (see [`at_path`]), leaving `null` there.
-fn take_at_path(doc: &mut Value, path: &str) -> Option<Value> {
-    if path.is_empty() {
-        return Some(doc.take());
-    }
-    let mut at = doc;
-    for part in path.split('.') {
-        at = match at {
-            Value::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
-            other => other.get_mut(part)?,
-        };
-    }
-    Some(at.take())
 }
 
 /// The `rel="next"` target of a `Link` header.
