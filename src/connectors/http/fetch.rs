@@ -7,10 +7,10 @@ use reqwest::header::LINK;
 use serde_json::Value;
 
 use super::with_auth;
-use crate::connectors::{at_path, take_at_path};
 use crate::connectors::net::Outbound;
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
+use crate::connectors::{at_path, take_at_path};
 use crate::domain::error_code::ErrorCode;
 use crate::ingest::decode::DecodeLimits;
 
