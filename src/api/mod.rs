@@ -4,6 +4,7 @@
 mod destinations;
 mod docs;
 mod entities;
+mod error_codes;
 mod event_log;
 mod events;
 pub mod extract;
@@ -71,6 +72,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(events::router())
         .merge(entities::router())
+        .merge(error_codes::router())
         .merge(webhooks::router())
         .merge(event_log::router());
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

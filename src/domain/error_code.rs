@@ -35,6 +35,8 @@ pub struct ErrorCodeInfo {
     pub code: ErrorCode,
     /// `warning` or `error`.
     pub level: &'static str,
+    /// A few words to show in a list.
+    pub title: &'static str,
     pub description: &'static str,
     pub action: &'static str,
 }
@@ -88,6 +90,33 @@ impl ErrorCode {
         }
     }
 
+    /// A few words naming what went wrong.
+    pub fn title(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            Timeout => "Timed out",
+            Unauthorized => "Credentials refused",
+            ConnectionError => "Could not connect",
+            BlockedAddress => "Internal address refused",
+            UntrustedServer => "Server not trusted",
+            NotFound => "Not found",
+            Duplicate => "Duplicate or conflict",
+            RateLimited => "Rate limited",
+            ServerError => "Server error at the other system",
+            InvalidSchema => "Record refused as invalid",
+            TemplateError => "Template failed",
+            TransformTimeout => "Transformation too slow",
+            TransformMemory => "Transformation out of memory",
+            TransformError => "Transformation failed",
+            OutputTooLarge => "Output too large",
+            LookupNotFound => "Lookup key missing",
+            InvalidApiResponse => "Unexpected answer",
+            SourceError => "Source could not be read",
+            Aborted => "Aborted",
+            Unknown => "Unexpected error",
+        }
+    }
+
     pub fn info(self) -> ErrorCodeInfo {
         use ErrorCode::*;
         let (level, description, action) = match self {
@@ -115,6 +144,7 @@ impl ErrorCode {
         ErrorCodeInfo {
             code: self,
             level,
+            title: self.title(),
             description,
             action,
         }
@@ -133,7 +163,9 @@ mod tests {
         for code in ErrorCode::ALL {
             let info = code.info();
             assert!(matches!(info.level, "warning" | "error"), "{code:?}");
-            assert!(!info.description.is_empty() && !info.action.is_empty());
+            assert!(
+                !info.title.is_empty() && !info.description.is_empty() && !info.action.is_empty()
+            );
             let shown = serde_json::to_value(code).unwrap();
             assert_eq!(shown, code.as_str());
         }

@@ -16,6 +16,7 @@ mod ingest;
 mod input_limits;
 mod lifecycle;
 mod lookup_tables;
+mod monitoring;
 mod outbound;
 mod parts;
 mod peers;
