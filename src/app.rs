@@ -121,6 +121,11 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
             config.ingest.dedup_retention_hours,
             stop.clone(),
         )));
+        if config.alerts.enabled {
+            parts.push(tokio::spawn(
+                crate::alerts::Alerting::new(state).run(stop.clone()),
+            ));
+        }
     }
     parts
 }

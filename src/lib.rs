@@ -3,6 +3,7 @@
 //! [`app`] is the composition root that builds the process from its configuration; this file
 //! holds what surrounds it: first-start bootstrap, the `serve` command, signals and logging.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ops;
+pub mod reports;
 pub mod store;
 pub mod transform;
 

@@ -12,6 +12,8 @@ pub struct Metrics {
     webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Records transformed: (ok count, failed count, seconds spent).
     transforms: Mutex<(u64, u64, f64)>,
+    /// Alert notifications by outcome (`sent`, `failed`: a try that did not go).
+    notifications: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -32,6 +34,12 @@ impl Metrics {
     pub fn record_webhook(&self, system: &str, outcome: &'static str) {
         let mut map = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((system.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// Counts one try at sending an alert notification.
+    pub fn record_notification(&self, outcome: &'static str) {
+        let mut map = self.notifications.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(outcome).or_default() += 1;
     }
 
     /// Counts one record through a transformation.
@@ -72,6 +80,18 @@ impl Metrics {
             out.push_str("# HELP wharf_transform_seconds_total Time spent transforming records.\n");
             out.push_str("# TYPE wharf_transform_seconds_total counter\n");
             let _ = writeln!(out, "wharf_transform_seconds_total {seconds:.6}");
+        }
+        {
+            let sent = self.notifications.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_notifications_total Tries at sending alert notifications, by outcome.\n");
+            out.push_str("# TYPE wharf_notifications_total counter\n");
+            for outcome in ["sent", "failed"] {
+                let n = sent.get(outcome).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "wharf_notifications_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
         }
         let map = self.http.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(

@@ -1,6 +1,7 @@
 //! The management API under `/api/v1` and its documentation. One file per resource, each with
 //! its request/response types, handlers and routes.
 
+mod alerts;
 mod destinations;
 mod docs;
 mod entities;
@@ -13,6 +14,7 @@ mod keys;
 mod lookup_tables;
 mod openapi_doc;
 mod organisations;
+mod reports;
 mod sources;
 mod streams;
 mod systems;
@@ -74,7 +76,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(entities::router())
         .merge(error_codes::router())
         .merge(webhooks::router())
-        .merge(event_log::router());
+        .merge(event_log::router())
+        .merge(alerts::router())
+        .merge(reports::router());
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

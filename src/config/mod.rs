@@ -40,6 +40,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub transform: TransformConfig,
     pub outbound: OutboundConfig,
+    pub smtp: SmtpConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -61,6 +63,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             transform: TransformConfig::default(),
             outbound: OutboundConfig::default(),
+            smtp: SmtpConfig::default(),
+            alerts: AlertsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -228,6 +232,31 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.ingest.replicate_max_ids) {
             return bad("ingest.replicate_max_ids", "must be between 1 and 10000");
+        }
+        if !(1..=3600).contains(&self.alerts.interval_seconds) {
+            return bad("alerts.interval_seconds", "must be between 1 and 3600");
+        }
+        if self.alerts.lease_seconds <= self.alerts.interval_seconds {
+            return bad(
+                "alerts.lease_seconds",
+                "must be longer than alerts.interval_seconds",
+            );
+        }
+        if self.alerts.retry_seconds.len() > 50
+            || self.alerts.retry_seconds.iter().any(|s| *s > 7 * 24 * 3600)
+        {
+            return bad(
+                "alerts.retry_seconds",
+                "must hold at most 50 delays of at most 604800 s",
+            );
+        }
+        if !(1..=300).contains(&self.alerts.timeout_seconds) {
+            return bad("alerts.timeout_seconds", "must be between 1 and 300");
+        }
+        if let Some(security) = &self.smtp.security {
+            if !matches!(security.as_str(), "starttls" | "tls" | "none") {
+                return bad("smtp.security", "must be starttls, tls or none");
+            }
         }
         if let Err(e) = crate::connectors::net::addr::Allow::parse(&self.outbound.allow) {
             return bad("outbound.allow", &format!("has a bad entry: {e}"));

@@ -297,3 +297,49 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// The mail server alerts are sent through (alert channels of kind `email`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Unset: e-mail channels cannot send (each try fails and says so in `/notifications`).
+    pub host: Option<String>,
+    /// Default by `security`: 587 (starttls), 465 (tls), 25 (none).
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` (TLS from the first byte) or `none`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. `Wharf <wharf@example.com>`.
+    pub from: Option<String>,
+    /// A PEM certificate to trust for the server besides the public roots.
+    pub tls_ca: Option<String>,
+}
+
+/// Alert evaluation and notification sending (part of maintenance; one node at a time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate rules and send notifications in this process (when maintenance runs here).
+    pub enabled: bool,
+    /// Seconds between evaluations.
+    pub interval_seconds: u64,
+    /// How long one node holds the evaluation before another may take over.
+    pub lease_seconds: u64,
+    /// Delays before each retry of a failed notification; after the last it is failed.
+    pub retry_seconds: Vec<u64>,
+    /// Most time one message may take to send.
+    pub timeout_seconds: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            interval_seconds: 10,
+            lease_seconds: 60,
+            retry_seconds: vec![30, 120, 600, 1800, 3600],
+            timeout_seconds: 15,
+        }
+    }
+}

@@ -34,6 +34,8 @@ pub enum Permission {
     Replicate,
     /// Create and revoke API tokens.
     ManageTokens,
+    /// Create, change or delete alert channels and rules.
+    ManageAlerts,
     /// Manage users and organisations.
     ManageUsers,
     /// Decide where a key's secrets may be sent beyond what its system fixes: a custom
@@ -113,6 +115,8 @@ mod tests {
         assert!(Role::Owner.allows(Permission::ManageUsers));
         assert!(!Role::Admin.allows(Permission::ManageUsers));
         assert!(Role::Admin.allows(Permission::ManageTokens));
+        assert!(Role::Admin.allows(Permission::ManageAlerts));
+        assert!(!Role::Editor.allows(Permission::ManageAlerts));
         assert!(Role::Editor.allows(Permission::WriteStreams));
         assert!(!Role::Editor.allows(Permission::WriteTransformations));
         assert!(!Role::Editor.allows(Permission::Replicate));

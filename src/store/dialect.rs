@@ -28,6 +28,17 @@ impl Backend {
         }
     }
 
+    /// Milliseconds from `a` to `b` (two timestamp columns), as a float. Postgres subtracts
+    /// timestamps into an interval; SQLite stores them as text, read by `julianday` (days).
+    pub(in crate::store) fn millis_between(self, a: &str, b: &str) -> String {
+        match self {
+            Backend::Postgres => {
+                format!("(EXTRACT(EPOCH FROM ({b} - {a})) * 1000)::float8")
+            }
+            Backend::Sqlite => format!("((julianday({b}) - julianday({a})) * 86400000.0)"),
+        }
+    }
+
     /// Whether event-log entries need the sequencer to get positions in commit order.
     /// Postgres: concurrent transactions take row ids in one order and commit in another, so a
     /// reader following ids could skip an entry that commits late. SQLite commits one writer

@@ -299,3 +299,56 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Up to `rows` event-log rows of every organisation after position `after` (a row
+    /// position, as [`LogPosition::id`]), oldest first: the entries with their organisation,
+    /// and the position to read on from.
+    pub async fn event_log_rows_after(
+        &self,
+        after: i64,
+        rows: i64,
+    ) -> StoreResult<(Vec<(Uuid, LogEntry)>, i64)> {
+        #[derive(sqlx::FromRow)]
+        struct OrgRow {
+            org_id: Uuid,
+            position: i64,
+            entries: Json<Vec<StoredEntry>>,
+            created_at: Timestamp,
+        }
+        let sql = format!(
+            "SELECT org_id, {position} AS position, entries, created_at FROM event_log \
+             WHERE {position} > $1 ORDER BY {position} LIMIT $2",
+            position = self.backend().log_position()
+        );
+        let found: Vec<OrgRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, OrgRow>(&sql).bind(after).bind(rows).fetch_all(pool).await?
+        });
+        let mut last = after;
+        let mut out = Vec::new();
+        for row in found {
+            last = row.position;
+            for (k, e) in row.entries.0.into_iter().enumerate() {
+                out.push((
+                    row.org_id,
+                    LogEntry {
+                        position: LogPosition {
+                            id: row.position,
+                            k: k as i64,
+                        },
+                        kind: e.kind,
+                        stream_id: e.stream_id,
+                        job_id: e.job_id,
+                        event_id: e.event_id,
+                        from_status: e.from,
+                        to_status: e.to,
+                        details: e.details,
+                        event_at: row.created_at,
+                        created_at: row.created_at,
+                    },
+                ));
+            }
+        }
+        Ok((out, last))
+    }
+}

@@ -7,6 +7,7 @@
 
 mod actions;
 mod aggregates;
+mod alerts;
 mod batch;
 mod cache;
 mod dialect;
@@ -20,6 +21,7 @@ mod listing;
 mod push;
 mod queue;
 mod records;
+mod reports;
 mod resources;
 mod schedules;
 mod tenancy;
@@ -39,6 +41,7 @@ use crate::config::Config;
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 pub use actions::Aborted;
+pub use alerts::{AlertWrites, StreamBrief, StreamOutcome, StreamStuck};
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
 pub use handoff::{Handed, Handoff};
@@ -48,6 +51,7 @@ pub use listing::message_contains;
 pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
 pub use records::*;
+pub use reports::{EventCount, JobCount, DELIVERY_BUCKETS_MS};
 pub use resources::{ListPage, ListQuery, Record};
 pub use tenancy::{Bootstrap, TokenIdentity};
 pub use writer::CommitGate;

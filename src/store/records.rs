@@ -536,6 +536,167 @@ record!(
     ]
 );
 
+/// Where alert messages go: an e-mail address (sent through `[smtp]`) or a signed webhook.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertChannel {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    /// A webhook channel's signing secret, sealed under the master key; empty for e-mail.
+    pub sealed_secret: Vec<u8>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    AlertChannel,
+    "alert_channels",
+    "alert channel",
+    shared = false,
+    [
+        id,
+        org_id,
+        name,
+        kind,
+        target,
+        sealed_secret,
+        created_at,
+        updated_at
+    ]
+);
+
+/// When to tell people; the kind's settings are in `definition` (see `alerts::Definition`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertRule {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub definition: Json<Value>,
+    pub digest: String,
+    pub enabled: bool,
+    /// When the last digest was sent; written only by alert evaluation.
+    pub digest_sent_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    AlertRule,
+    "alert_rules",
+    "alert rule",
+    shared = false,
+    [
+        id,
+        org_id,
+        name,
+        kind,
+        definition,
+        digest,
+        enabled,
+        digest_sent_at,
+        created_at,
+        updated_at
+    ],
+    stepped = &["digest_sent_at"]
+);
+
+/// One incident: a rule matched on a stream (for one error code); repeats add to its count.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Alert {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub rule_id: Uuid,
+    pub stream_id: Uuid,
+    /// Empty when the rule does not split by code.
+    pub error_code: String,
+    pub status: String,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub count: i64,
+    pub summary: String,
+    pub sample_event_ids: Json<Value>,
+    pub notified_count: i64,
+    pub flood_started_at: Option<Timestamp>,
+    pub flood_sent: i64,
+    pub clear_since: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Alert,
+    "alerts",
+    "alert",
+    shared = false,
+    [
+        id,
+        org_id,
+        rule_id,
+        stream_id,
+        error_code,
+        status,
+        first_seen_at,
+        last_seen_at,
+        count,
+        summary,
+        sample_event_ids,
+        notified_count,
+        flood_started_at,
+        flood_sent,
+        clear_since,
+        resolved_at,
+        created_at,
+        updated_at
+    ]
+);
+
+/// One message to one channel, with how sending it went.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Notification {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub channel_id: Uuid,
+    pub alert_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
+    /// `opened`, `repeated`, `resolved` or `digest`.
+    pub kind: String,
+    pub subject: String,
+    /// The message: what a webhook channel receives, and what an e-mail's text is made from.
+    pub body: Json<Value>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub tries: i64,
+    pub next_try_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+record!(
+    Notification,
+    "notifications",
+    "notification",
+    shared = false,
+    [
+        id,
+        org_id,
+        channel_id,
+        alert_id,
+        rule_id,
+        kind,
+        subject,
+        body,
+        status,
+        tries,
+        next_try_at,
+        sent_at,
+        error,
+        created_at,
+        updated_at
+    ]
+);
+
 #[cfg(test)]
 mod tests {
     use super::LogPosition;

@@ -56,16 +56,7 @@ fn scope<R: Record>() -> &'static str {
 
 impl Store {
     pub async fn insert<R: Record>(&self, record: &R) -> StoreResult<()> {
-        let values = record.values();
-        let cols: Vec<_> = values.iter().map(|(c, _)| *c).collect();
-        let marks: Vec<_> = (1..=cols.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            R::TABLE,
-            cols.join(", "),
-            marks.join(", ")
-        );
-        let vals: Vec<Val> = values.into_iter().map(|(_, v)| v).collect();
+        let (sql, vals) = insert_statement(record);
         on_pool!(self, pool, Db => {
             sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?;
         });
@@ -157,6 +148,20 @@ impl Store {
         });
         Ok(ids)
     }
+}
+
+/// The INSERT of every column of `record`.
+pub(in crate::store) fn insert_statement<R: Record>(record: &R) -> (String, Vec<Val>) {
+    let values = record.values();
+    let cols: Vec<_> = values.iter().map(|(c, _)| *c).collect();
+    let marks: Vec<_> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        R::TABLE,
+        cols.join(", "),
+        marks.join(", ")
+    );
+    (sql, values.into_iter().map(|(_, v)| v).collect())
 }
 
 /// The UPDATE that writes `record` over its row of `org` (every column but the id, the

@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod alerts;
 mod binary;
 mod config_resources;
 mod email;

@@ -55,4 +55,117 @@ async fn the_error_catalogue_says_what_each_code_means_and_what_to_do(db: Db) {
     let _: Value = res.json().await.unwrap();
 }
 
-both_stores!(the_error_catalogue_says_what_each_code_means_and_what_to_do,);
+async fn the_summary_matches_counts_made_by_hand(db: Db) {
+    use crate::engine::{fetch_stream, run, upload_and_wait, wait_for_job};
+    use crate::peers::{broken_source, Sink};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    let (_env, s) = crate::engine::start(db).await;
+    let ok = Sink::ok().await;
+    let refusing = Sink::scripted(Arc::new(|_: &Value, _| {
+        (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
+    }))
+    .await;
+    let broken = broken_source().await;
+    let retry = json!({"schedule_seconds": [0], "timeout_seconds": 5});
+    let good = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        &ok.url(),
+        retry.clone(),
+        false,
+    )
+    .await;
+    let bad = fetch_stream(
+        &s,
+        &format!("http://{broken}/orders"),
+        &refusing.url(),
+        retry,
+        false,
+    )
+    .await;
+    let records = |n: usize| {
+        json!((0..n)
+            .map(|i| json!({"id": i, "name": format!("#{i}")}))
+            .collect::<Vec<_>>())
+    };
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    upload_and_wait(&s, &good, records(4)).await;
+    upload_and_wait(&s, &good, records(3)).await;
+    upload_and_wait(&s, &bad, records(3)).await;
+    let job = run(&s, &bad).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FAILED");
+
+    let (status, report) = s.get("/reports/summary").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let totals = &report["totals"];
+    assert_eq!(
+        totals["events"],
+        json!({"OK": 7, "ERROR": 0, "FAILED": 3, "ABORTED": 0, "pending": 0})
+    );
+    assert_eq!(
+        totals["jobs"],
+        json!({"FINISHED": 2, "FINISHED_WITH_ISSUES": 1, "FAILED": 1})
+    );
+    assert_eq!(totals["success_rate"], 0.7);
+    let streams = report["streams"].as_array().unwrap();
+    let of = |id: &str| streams.iter().find(|r| r["stream_id"] == id).unwrap();
+    let g = of(&good);
+    assert_eq!(g["events"]["OK"], 7);
+    assert_eq!(g["jobs"], json!({"FINISHED": 2}));
+    assert_eq!(g["success_rate"], 1.0);
+    assert!(g["avg_delivery_ms"].as_f64().unwrap() > 0.0, "{g}");
+    let p95 = g["p95_delivery_ms"].as_f64().unwrap();
+    assert!(
+        p95 >= g["avg_delivery_ms"].as_f64().unwrap() || p95 >= 10.0,
+        "{g}"
+    );
+    assert!(g["last_ok_at"].is_string());
+    let b = of(&bad);
+    assert_eq!(b["events"]["FAILED"], 3);
+    assert_eq!(b["success_rate"], 0.0);
+    assert!(b["avg_delivery_ms"].is_null() && b["last_ok_at"].is_null());
+    assert_eq!(b["jobs"], json!({"FINISHED_WITH_ISSUES": 1, "FAILED": 1}));
+    let types = report["data_types"].as_array().unwrap();
+    assert_eq!(types.len(), 1);
+    assert_eq!(types[0]["data_type"], "sales_order");
+    assert_eq!(types[0]["events"]["OK"], 7);
+
+    // One stream, and ranges.
+    let (_, one) = s.get(&format!("/reports/summary?stream_id={bad}")).await;
+    assert_eq!(one["streams"].as_array().unwrap().len(), 1);
+    assert_eq!(one["totals"]["events"]["OK"], 0);
+    let after = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (_, empty) = s
+        .get(&format!("/reports/summary?from={after}&to={later}"))
+        .await;
+    assert_eq!(empty["totals"]["events"]["OK"], 0);
+    assert_eq!(
+        empty["streams"].as_array().unwrap().len(),
+        2,
+        "streams are listed with zeros"
+    );
+    let since = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (_, all) = s.get(&format!("/reports/summary?from={since}")).await;
+    assert_eq!(all["totals"]["events"]["OK"], 7);
+    let (status, problem) = s
+        .get(&format!("/reports/summary?from={later}&to={after}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (status, _) = s
+        .get(&format!(
+            "/reports/summary?stream_id={}",
+            uuid::Uuid::now_v7()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+both_stores!(
+    the_error_catalogue_says_what_each_code_means_and_what_to_do,
+    the_summary_matches_counts_made_by_hand,
+);

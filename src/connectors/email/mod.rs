@@ -16,6 +16,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 
 use super::naming::Naming;
+use super::net::Outbound;
 use super::params::Params;
 use super::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
@@ -136,62 +137,114 @@ impl DestinationFunction for Send {
             Ok(m) => m,
             Err(refusal) => return refusal,
         };
-        // The lookup counts against the try's time, like the rest of it.
-        let resolved =
-            tokio::time::timeout(out.timeout, call.net.resolve(&server.host, server.port))
-                .await
-                .unwrap_or(Err(crate::connectors::net::CallError::Timeout(out.timeout)));
-        let addrs = match resolved {
-            Ok(a) => a,
-            Err(e) => {
-                let verdict = match e {
-                    crate::connectors::net::CallError::Blocked(_) => Verdict::Final,
-                    _ => Verdict::Retry,
-                };
-                return failure(
-                    verdict,
-                    e.code(),
-                    format!("connecting to {}: {e}", server.host),
-                    None,
-                    started,
-                );
-            }
-        };
-        let Some(addr) = addrs.first().copied() else {
+        transmit(call.net, &server, message, out.timeout, started).await
+    }
+}
+
+/// Sends a plain-text message (an alert) through the server `key` describes (the same fields
+/// as an `email` key): the outcome as an attempt would record it.
+pub async fn send_text(
+    net: &Outbound,
+    key: &Value,
+    to: &str,
+    subject: &str,
+    text: String,
+    id: uuid::Uuid,
+    timeout: Duration,
+) -> SendResult {
+    let started = Instant::now();
+    let server = match Server::of(Some(key)) {
+        Ok(s) => s,
+        Err(e) => return SendResult::refused(ErrorCode::Unknown, e),
+    };
+    let to = match to.parse::<Mailbox>() {
+        Ok(m) => m,
+        Err(e) => {
+            return SendResult::refused(
+                ErrorCode::Unknown,
+                format!("{to:?} is not an address: {e}"),
+            )
+        }
+    };
+    let message = Message::builder()
+        .from(server.from.clone())
+        .to(to)
+        .subject(subject.replace(['\r', '\n'], " "))
+        .message_id(Some(format!(
+            "<{}@{}>",
+            id.simple(),
+            server.from.email.domain()
+        )))
+        .singlepart(SinglePart::plain(text));
+    match message {
+        Ok(m) => transmit(net, &server, m, timeout, started).await,
+        Err(e) => SendResult::refused(ErrorCode::Unknown, format!("cannot build the message: {e}")),
+    }
+}
+
+/// Resolves the server through the outbound guard and hands it the message, all within
+/// `timeout`; the reply decides the verdict.
+async fn transmit(
+    net: &Outbound,
+    server: &Server,
+    message: Message,
+    timeout: Duration,
+    started: Instant,
+) -> SendResult {
+    // The lookup counts against the try's time, like the rest of it.
+    let resolved = tokio::time::timeout(timeout, net.resolve(&server.host, server.port))
+        .await
+        .unwrap_or(Err(crate::connectors::net::CallError::Timeout(timeout)));
+    let addrs = match resolved {
+        Ok(a) => a,
+        Err(e) => {
+            let verdict = match e {
+                crate::connectors::net::CallError::Blocked(_) => Verdict::Final,
+                _ => Verdict::Retry,
+            };
             return failure(
-                Verdict::Retry,
-                ErrorCode::ConnectionError,
-                format!("{} has no address to connect to", server.host),
+                verdict,
+                e.code(),
+                format!("connecting to {}: {e}", server.host),
                 None,
                 started,
             );
-        };
-        let left = out.timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, deliver(&server, addr, left, message)).await {
-            Ok(Ok(reply)) => SendResult {
-                verdict: Verdict::Success,
-                error_code: None,
-                http_status: None,
-                http_status_name: None,
-                excerpt: Some(reply),
-                retry_after: None,
-                message: None,
-                duration: started.elapsed(),
-            },
-            Ok(Err(e)) => judged(&server, e, started),
-            Err(_) => failure(
-                Verdict::Retry,
-                ErrorCode::Timeout,
-                format!(
-                    "{}:{} did not take the message within {} s",
-                    server.host,
-                    server.port,
-                    out.timeout.as_secs_f64()
-                ),
-                None,
-                started,
-            ),
         }
+    };
+    let Some(addr) = addrs.first().copied() else {
+        return failure(
+            Verdict::Retry,
+            ErrorCode::ConnectionError,
+            format!("{} has no address to connect to", server.host),
+            None,
+            started,
+        );
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, deliver(server, addr, left, message)).await {
+        Ok(Ok(reply)) => SendResult {
+            verdict: Verdict::Success,
+            error_code: None,
+            http_status: None,
+            http_status_name: None,
+            excerpt: Some(reply),
+            retry_after: None,
+            message: None,
+            duration: started.elapsed(),
+        },
+        Ok(Err(e)) => judged(server, e, started),
+        Err(_) => failure(
+            Verdict::Retry,
+            ErrorCode::Timeout,
+            format!(
+                "{}:{} did not take the message within {} s",
+                server.host,
+                server.port,
+                timeout.as_secs_f64()
+            ),
+            None,
+            started,
+        ),
     }
 }
 

@@ -1,0 +1,134 @@
+//! The counts the summary report is made of, over a time range of creation. Events and jobs
+//! have time-ordered ids (UUID v7), so a range of creation times is a range of ids: the
+//! organisation's id index serves it, with no index of its own to keep up on the hot path.
+
+use uuid::Uuid;
+
+use super::{on_pool, Store, StoreResult};
+use crate::domain::Timestamp;
+
+/// Upper bounds (ms) of the receipt→delivery histogram's buckets; the last bucket is open.
+pub const DELIVERY_BUCKETS_MS: [f64; 18] = [
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    30_000.0,
+    60_000.0,
+    300_000.0,
+    900_000.0,
+    3_600_000.0,
+    21_600_000.0,
+    86_400_000.0,
+    604_800_000.0,
+];
+
+/// Events of one stream, data type and status (and, for OK, one delivery-time bucket).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventCount {
+    pub stream_id: Uuid,
+    pub data_type: String,
+    pub status: String,
+    /// OK events: the histogram bucket of their receipt→delivery time; -1 otherwise.
+    pub bucket: i64,
+    pub n: i64,
+    /// OK events: the sum of their receipt→delivery times.
+    pub delivery_ms: Option<f64>,
+    pub last_ok_at: Option<Timestamp>,
+}
+
+/// Jobs of one stream and status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobCount {
+    pub stream_id: Uuid,
+    pub status: String,
+    pub n: i64,
+}
+
+/// The smallest UUID v7 of time `t`: every id made at `t` or later sorts at or after it.
+fn id_floor(t: Timestamp) -> Uuid {
+    let ms = t.0.timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+impl Store {
+    /// Events and jobs of `org` created in `[from, to)`, counted (of one stream, if given).
+    pub async fn report_counts(
+        &self,
+        org: Uuid,
+        from: Timestamp,
+        to: Timestamp,
+        stream: Option<Uuid>,
+    ) -> StoreResult<(Vec<EventCount>, Vec<JobCount>)> {
+        let ms = self.backend().millis_between("created_at", "updated_at");
+        let mut bucket = String::from("CASE WHEN status <> 'OK' THEN -1");
+        for (i, bound) in DELIVERY_BUCKETS_MS.iter().enumerate() {
+            bucket.push_str(&format!(" WHEN {ms} < {bound:.1} THEN {i}"));
+        }
+        bucket.push_str(&format!(" ELSE {} END", DELIVERY_BUCKETS_MS.len()));
+        let only = if stream.is_some() {
+            " AND stream_id = $4"
+        } else {
+            ""
+        };
+        let events_sql = format!(
+            "SELECT stream_id, data_type, status, CAST({bucket} AS BIGINT) AS bucket, COUNT(*) AS n, \
+             SUM(CASE WHEN status = 'OK' THEN {ms} END) AS delivery_ms, \
+             MAX(CASE WHEN status = 'OK' THEN updated_at END) AS last_ok_at \
+             FROM events WHERE org_id = $1 AND id >= $2 AND id < $3{only} \
+             GROUP BY stream_id, data_type, status, {bucket}"
+        );
+        let jobs_sql = format!(
+            "SELECT stream_id, status, COUNT(*) AS n FROM jobs \
+             WHERE org_id = $1 AND id >= $2 AND id < $3{only} GROUP BY stream_id, status"
+        );
+        let (low, high) = (id_floor(from), id_floor(to));
+        let found = on_pool!(self, pool, Db => {
+            let mut q = sqlx::query_as::<Db, EventCount>(&events_sql).bind(org).bind(low).bind(high);
+            let mut j = sqlx::query_as::<Db, JobCount>(&jobs_sql).bind(org).bind(low).bind(high);
+            if let Some(s) = stream {
+                q = q.bind(s);
+                j = j.bind(s);
+            }
+            (q.fetch_all(pool).await?, j.fetch_all(pool).await?)
+        });
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_floor_sorts_before_every_id_of_its_millisecond_and_after_earlier_ones() {
+        let t = Timestamp::now();
+        let floor = id_floor(t);
+        let made = Uuid::now_v7();
+        assert!(floor <= made);
+        let earlier = id_floor(Timestamp::from_datetime(
+            t.0 - chrono::Duration::milliseconds(1),
+        ));
+        assert!(earlier < floor);
+        let ts = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            t.0.timestamp() as u64,
+            t.0.timestamp_subsec_nanos(),
+        ));
+        assert!(
+            floor <= ts
+                && ts
+                    < id_floor(Timestamp::from_datetime(
+                        t.0 + chrono::Duration::milliseconds(1)
+                    ))
+        );
+    }
+}
