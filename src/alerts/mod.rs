@@ -158,6 +158,12 @@ impl Alerting {
         }
         let names: HashMap<Uuid, &StreamBrief> =
             streams.values().flatten().map(|s| (s.id, s)).collect();
+        let mut ev_unresolved: HashMap<Uuid, usize> = HashMap::new();
+        for t in ev.alerts.values() {
+            if t.alert.status != "resolved" {
+                *ev_unresolved.entry(t.alert.rule_id).or_default() += 1;
+            }
+        }
         let mut writes = AlertWrites::default();
         let by_id: HashMap<Uuid, (&AlertRule, &Definition)> =
             rules.iter().map(|(r, d)| (r.id, (r, d))).collect();
@@ -180,7 +186,100 @@ impl Alerting {
                 Some(read_at) => writes.updated.push((t.alert, read_at)),
             }
         }
+        for (rule, def) in &rules {
+            if let Some((notifications, at)) = self.digest(rule, def, &ev_unresolved, now).await? {
+                writes.notifications.extend(notifications);
+                writes.digested.push((rule.id, at));
+            }
+        }
         Ok((writes, to))
+    }
+
+    /// The digest of `rule` if one is due: a summary of each watched stream since the last.
+    async fn digest(
+        &self,
+        rule: &AlertRule,
+        def: &Definition,
+        unresolved: &HashMap<Uuid, usize>,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<(Vec<Notification>, Timestamp)>> {
+        let days = match rule.digest.as_str() {
+            "daily" => 1,
+            "weekly" => 7,
+            _ => return Ok(None),
+        };
+        let since = rule.digest_sent_at.unwrap_or(rule.created_at);
+        if later(since, days * 86_400) > now {
+            return Ok(None);
+        }
+        let report = crate::reports::summary(&self.store, rule.org_id, since, now, None).await?;
+        let streams: Vec<_> = report
+            .streams
+            .into_iter()
+            .filter(|s| def.watches(s.stream_id))
+            .collect();
+        let period = if days == 1 { "day" } else { "week" };
+        let mut text = format!(
+            "{} digest: {} — {} to {}\n\n",
+            if days == 1 { "Daily" } else { "Weekly" },
+            rule.name,
+            since.0.to_rfc3339(),
+            now.0.to_rfc3339()
+        );
+        for s in &streams {
+            let e = &s.summary.events;
+            text.push_str(&format!(
+                "{}: OK {}, ERROR {}, FAILED {}, ABORTED {}, pending {}{}\n",
+                s.title,
+                e.ok,
+                e.error,
+                e.failed,
+                e.aborted,
+                e.pending,
+                s.summary
+                    .success_rate
+                    .map(|r| format!(", success {:.1}%", r * 100.0))
+                    .unwrap_or_default()
+            ));
+        }
+        let open = unresolved.get(&rule.id).copied().unwrap_or(0);
+        text.push_str(&format!("\nAlerts of this rule not yet resolved: {open}\n"));
+        let notifications = def
+            .channel_ids
+            .iter()
+            .map(|channel| {
+                let id = Uuid::now_v7();
+                Notification {
+                    id,
+                    org_id: rule.org_id,
+                    channel_id: *channel,
+                    alert_id: None,
+                    rule_id: Some(rule.id),
+                    kind: "digest".into(),
+                    subject: format!("[Wharf] Your {period}: {}", rule.name),
+                    body: Json(json!({
+                        "type": "digest",
+                        "notification_id": id,
+                        "created_at": now,
+                        "text": text,
+                        "rule_id": rule.id,
+                        "rule_name": rule.name,
+                        "from": since,
+                        "to": now,
+                        "unresolved_alerts": open,
+                        "streams": streams,
+                    })),
+                    status: "pending".into(),
+                    tries: 0,
+                    next_try_at: Some(now),
+                    sent_at: None,
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                }
+            })
+            .collect();
+        Ok(Some((notifications, now)))
     }
 
     /// Judges a condition rule on each stream it watches.

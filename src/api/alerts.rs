@@ -334,7 +334,7 @@ async fn rule_of(
             );
         }
     }
-    if definition.channel_ids.is_empty() && digest == "none" {
+    if definition.channel_ids.is_empty() {
         errors.add(
             "channel_ids",
             "must name at least one channel (POST /alert-channels), or the rule tells no one",

@@ -609,6 +609,69 @@ async fn two_nodes_on_one_database_send_each_notification_once(db: Db) {
     b.stop().await;
 }
 
+async fn a_daily_digest_summarises_each_watched_stream_once_a_day(db: Db) {
+    let (_env, s, config) = start(db, false, |_| {}).await;
+    let alerting = evaluator(&config).await;
+    let hook = Sink::ok().await;
+    let ok = Sink::ok().await;
+    let refusing = Sink::scripted(refusing_sink_script()).await;
+    let good = failing_stream(&s, &ok).await;
+    let bad = failing_stream(&s, &refusing).await;
+    let (channel, _) = webhook_channel(&s, &hook).await;
+    s.create(
+        "/alert-rules",
+        json!({"name": "Morning report", "kind": "event_failed", "digest": "daily",
+            "stream_ids": [good, bad], "channel_ids": [channel]}),
+    )
+    .await;
+    let records = json!([{"id": "1", "name": "#1"}, {"id": "2", "name": "#2"}]);
+    upload_and_wait(&s, &good, records.clone()).await;
+    upload_and_wait(&s, &bad, records).await;
+    let now = Utc::now();
+    alerting.tick(at(now)).await.unwrap();
+    let kinds = |hook: &Sink| -> Vec<Value> {
+        hook.received()
+            .iter()
+            .map(|r| r.body["type"].clone())
+            .collect()
+    };
+    assert!(!kinds(&hook).contains(&json!("digest")), "not a day yet");
+    alerting
+        .tick(at(now + chrono::Duration::hours(25)))
+        .await
+        .unwrap();
+    let digests: Vec<_> = hook
+        .received()
+        .into_iter()
+        .filter(|r| r.body["type"] == "digest")
+        .collect();
+    assert_eq!(digests.len(), 1);
+    let body = &digests[0].body;
+    let streams = body["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    let of = |id: &str| streams.iter().find(|x| x["stream_id"] == id).unwrap();
+    assert_eq!(of(&good)["events"]["OK"], 2);
+    assert_eq!(of(&bad)["events"]["FAILED"], 2);
+    // The failures' alert was quiet for its window by then, and resolved itself.
+    assert_eq!(body["unresolved_alerts"], 0);
+    assert!(
+        body["text"].as_str().unwrap().contains("FAILED 2"),
+        "{body}"
+    );
+    alerting
+        .tick(at(now + chrono::Duration::hours(26)))
+        .await
+        .unwrap();
+    let again = hook
+        .received()
+        .iter()
+        .filter(|r| r.body["type"] == "digest")
+        .count();
+    assert_eq!(again, 1, "one digest a day");
+    let (_, rule) = s.get("/alert-rules").await;
+    assert!(rule["items"][0]["digest_sent_at"].is_string(), "{rule}");
+}
+
 both_stores!(
     a_failed_job_mails_the_channel_once,
     a_hundred_failures_are_one_alert_and_flood_control_holds_back_the_rest,
@@ -616,6 +679,7 @@ both_stores!(
     silence_is_judged_inside_the_daily_window_only,
     a_failing_channel_is_retried_and_every_try_shows_in_notifications,
     channels_rules_and_alert_actions_are_validated_and_guarded,
+    a_daily_digest_summarises_each_watched_stream_once_a_day,
 );
 
 /// Several nodes share a database only on Postgres.
