@@ -14,7 +14,14 @@ pub struct Metrics {
     transforms: Mutex<(u64, u64, f64)>,
     /// Alert notifications by outcome (`sent`, `failed`: a try that did not go).
     notifications: Mutex<BTreeMap<&'static str, u64>>,
+    /// Delivery attempts by outcome and error code (empty for none).
+    attempts: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// The store's figures as last rendered, and when: read at most every [`STORE_EVERY`].
+    store: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long the store's figures are reused between scrapes.
+const STORE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default, Clone, Copy)]
 struct HttpStat {
@@ -34,6 +41,35 @@ impl Metrics {
     pub fn record_webhook(&self, system: &str, outcome: &'static str) {
         let mut map = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((system.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// Counts one delivery attempt.
+    pub fn record_attempt(&self, outcome: &'static str, code: Option<&str>) {
+        let mut map = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((outcome, code.unwrap_or_default().to_string()))
+            .or_default() += 1;
+    }
+
+    /// The store's figures (work waiting, recent events, alerts), as Prometheus text; read
+    /// from the database at most every ten seconds, however often the endpoint is scraped.
+    pub async fn render_store(&self, store: &crate::store::Store) -> String {
+        let mut cached = self.store.lock().await;
+        if let Some((at, text)) = cached.as_ref() {
+            if at.elapsed() < STORE_EVERY {
+                return text.clone();
+            }
+        }
+        let text = match store.metric_figures().await {
+            Ok(f) => store_text(&f),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the store's figures for /metrics failed");
+                "# HELP wharf_store_figures_up Whether the store's figures could be read.\n\
+                 # TYPE wharf_store_figures_up gauge\nwharf_store_figures_up 0\n"
+                    .to_string()
+            }
+        };
+        *cached = Some((std::time::Instant::now(), text.clone()));
+        text
     }
 
     /// Counts one try at sending an alert notification.
@@ -93,6 +129,18 @@ impl Metrics {
                 );
             }
         }
+        {
+            let attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_delivery_attempts_total Delivery attempts by outcome and error code.\n");
+            out.push_str("# TYPE wharf_delivery_attempts_total counter\n");
+            for ((outcome, code), n) in attempts.iter() {
+                let _ = writeln!(
+                    out,
+                    "wharf_delivery_attempts_total{{outcome=\"{outcome}\",error_code=\"{}\"}} {n}",
+                    escape(code)
+                );
+            }
+        }
         let map = self.http.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(
             "# HELP wharf_http_requests_total HTTP requests by method, route and status.\n",
@@ -136,6 +184,53 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The store's figures as Prometheus text.
+fn store_text(f: &crate::store::MetricFigures) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP wharf_store_figures_up Whether the store's figures could be read.\n");
+    out.push_str("# TYPE wharf_store_figures_up gauge\nwharf_store_figures_up 1\n");
+    out.push_str(
+        "# HELP wharf_events Events by stream and status: every event waiting (NEW, TRANSFORMED), \
+         and those created in the last 24 hours for the finished statuses.\n",
+    );
+    out.push_str("# TYPE wharf_events gauge\n");
+    for (stream, status, n) in &f.events {
+        let _ = writeln!(
+            out,
+            "wharf_events{{stream_id=\"{stream}\",status=\"{status}\"}} {n}"
+        );
+    }
+    out.push_str(
+        "# HELP wharf_oldest_pending_event_age_seconds Age of the oldest event still NEW or \
+         TRANSFORMED, by stream.\n",
+    );
+    out.push_str("# TYPE wharf_oldest_pending_event_age_seconds gauge\n");
+    for (stream, age) in &f.oldest_pending {
+        let _ = writeln!(
+            out,
+            "wharf_oldest_pending_event_age_seconds{{stream_id=\"{stream}\"}} {age:.3}"
+        );
+    }
+    out.push_str("# HELP wharf_alerts Alerts not yet resolved, by status.\n");
+    out.push_str("# TYPE wharf_alerts gauge\n");
+    for status in ["open", "acknowledged", "ignored"] {
+        let n = f
+            .alerts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "wharf_alerts{{status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP wharf_notifications_pending Alert notifications waiting for a try.\n");
+    out.push_str("# TYPE wharf_notifications_pending gauge\n");
+    let _ = writeln!(
+        out,
+        "wharf_notifications_pending {}",
+        f.notifications_pending
+    );
+    out
 }
 
 #[cfg(test)]

@@ -265,6 +265,7 @@ async fn deliver(
         ev.attempt_count as usize + 1,
     );
     let code = result.error_code.map(|c| c.as_str().to_string());
+    engine.metrics.record_attempt(outcome, code.as_deref());
     let terminal = change.to.is_some();
     let attempt = NewAttempt {
         destination_id: destination.id,
@@ -399,6 +400,9 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
         job.aggregate_attempts as usize + 1,
     );
     let next_at = change.next_attempt_at.flatten();
+    engine
+        .metrics
+        .record_attempt(outcome, result.error_code.map(|c| c.as_str()));
     let attempt = NewAttempt {
         destination_id: destination.id,
         started_at: started,

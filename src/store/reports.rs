@@ -52,7 +52,7 @@ pub struct JobCount {
 }
 
 /// The smallest UUID v7 of time `t`: every id made at `t` or later sorts at or after it.
-fn id_floor(t: Timestamp) -> Uuid {
+pub(in crate::store) fn id_floor(t: Timestamp) -> Uuid {
     let ms = t.0.timestamp_millis().max(0) as u64;
     let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
@@ -130,5 +130,70 @@ mod tests {
                         t.0 + chrono::Duration::milliseconds(1)
                     ))
         );
+    }
+}
+
+/// What `/metrics` shows of the store.
+#[derive(Debug, Clone, Default)]
+pub struct MetricFigures {
+    /// (stream, status, events): every waiting event, and finished ones of the last 24 hours.
+    pub events: Vec<(Uuid, String, i64)>,
+    /// (stream, seconds): the age of each stream's oldest waiting event.
+    pub oldest_pending: Vec<(Uuid, f64)>,
+    /// (status, alerts) of alerts not yet resolved.
+    pub alerts: Vec<(String, i64)>,
+    pub notifications_pending: i64,
+}
+
+impl Store {
+    /// The figures `/metrics` shows, across organisations. Waiting events are few and served
+    /// by the claim index; finished ones are read for the last day only, by id range.
+    pub async fn metric_figures(&self) -> StoreResult<MetricFigures> {
+        let now = Timestamp::now();
+        let day_ago = id_floor(Timestamp::from_datetime(now.0 - chrono::Duration::days(1)));
+        let (waiting, finished, alerts, pending) = on_pool!(self, pool, Db => {
+            let waiting = sqlx::query_as::<Db, (Uuid, String, i64, Timestamp)>(
+                "SELECT stream_id, status, COUNT(*), MIN(created_at) FROM events \
+                 WHERE status IN ('NEW','TRANSFORMED') GROUP BY stream_id, status \
+                 ORDER BY stream_id, status",
+            )
+            .fetch_all(pool)
+            .await?;
+            let finished = sqlx::query_as::<Db, (Uuid, String, i64)>(
+                "SELECT stream_id, status, COUNT(*) FROM events \
+                 WHERE id >= $1 AND status IN ('OK','ERROR','FAILED','ABORTED') \
+                 GROUP BY stream_id, status ORDER BY stream_id, status",
+            )
+            .bind(day_ago)
+            .fetch_all(pool)
+            .await?;
+            let alerts = sqlx::query_as::<Db, (String, i64)>(
+                "SELECT status, COUNT(*) FROM alerts \
+                 WHERE status IN ('open','acknowledged','ignored') GROUP BY status",
+            )
+            .fetch_all(pool)
+            .await?;
+            let pending = sqlx::query_scalar::<Db, i64>(
+                "SELECT COUNT(*) FROM notifications WHERE status = 'pending'",
+            )
+            .fetch_one(pool)
+            .await?;
+            (waiting, finished, alerts, pending)
+        });
+        let mut f = MetricFigures {
+            alerts,
+            notifications_pending: pending,
+            ..Default::default()
+        };
+        for (stream, status, n, oldest) in waiting {
+            f.events.push((stream, status, n));
+            let age = (now.0 - oldest.0).num_milliseconds().max(0) as f64 / 1000.0;
+            match f.oldest_pending.iter_mut().find(|(s, _)| *s == stream) {
+                Some((_, a)) => *a = a.max(age),
+                None => f.oldest_pending.push((stream, age)),
+            }
+        }
+        f.events.extend(finished);
+        Ok(f)
     }
 }

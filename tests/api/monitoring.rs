@@ -165,7 +165,93 @@ async fn the_summary_matches_counts_made_by_hand(db: Db) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+async fn metrics_show_waiting_work_recent_outcomes_attempts_and_alerts(db: Db) {
+    use crate::engine::{fetch_stream, upload_and_wait};
+    use crate::peers::Sink;
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let (_env, s) = crate::engine::start(db).await;
+    let refusing = Sink::scripted(Arc::new(|_: &Value, _| {
+        (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
+    }))
+    .await;
+    let stalled = Sink::ok().await;
+    stalled.pause(true);
+    let retry = json!({"schedule_seconds": [0], "timeout_seconds": 30});
+    let bad = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        &refusing.url(),
+        retry.clone(),
+        false,
+    )
+    .await;
+    let slow = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        &stalled.url(),
+        retry,
+        false,
+    )
+    .await;
+    let records =
+        json!([{"id": "1", "name": "#1"}, {"id": "2", "name": "#2"}, {"id": "3", "name": "#3"}]);
+    upload_and_wait(&s, &bad, records.clone()).await;
+    let (status, _) = crate::common::send(
+        s.req(reqwest::Method::POST, &format!("/streams/{slow}/uploads"))
+            .header("content-type", "application/json")
+            .body(records.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "wharf_events{{stream_id=\"{bad}\",status=\"FAILED\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "wharf_delivery_attempts_total{outcome=\"FAILED\",error_code=\"INVALID_SCHEMA\"} 3"
+        ),
+        "{text}"
+    );
+    let waiting: i64 = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("wharf_events{{stream_id=\"{slow}\"")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(waiting, 3, "{text}");
+    let age_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "wharf_oldest_pending_event_age_seconds{{stream_id=\"{slow}\"}}"
+            ))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let age: f64 = age_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(age >= 1.0, "{age_line}");
+    assert!(text.contains("wharf_alerts{status=\"open\"} 0"), "{text}");
+    assert!(text.contains("wharf_notifications_pending 0"), "{text}");
+    assert!(text.contains("wharf_store_figures_up 1"), "{text}");
+    stalled.pause(false);
+}
+
 both_stores!(
     the_error_catalogue_says_what_each_code_means_and_what_to_do,
     the_summary_matches_counts_made_by_hand,
+    metrics_show_waiting_work_recent_outcomes_attempts_and_alerts,
 );
