@@ -3,7 +3,8 @@
 //! sent or tried).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{parse_json, ApiJson, ApiQuery, Errors, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::alerts::rule::{Definition, KINDS};
@@ -504,13 +506,16 @@ pub struct AlertFilter {
 }
 
 #[utoipa::path(get, path = "/alerts", tag = "alerts", params(PageParams, AlertFilter),
-    responses((status = 200, body = Page<AlertOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page, newest first; with `Accept: text/csv`, every matching alert as CSV",
+        content((Page<AlertOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list_alerts(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<AlertFilter>,
-) -> Result<Json<Page<AlertOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = filter.status {
@@ -524,9 +529,32 @@ async fn list_alerts(
     }
     let mut q = page.query(filters)?;
     q.desc = true;
-    let result = state.store.list::<Alert>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(result, AlertOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "alerts", ALERT_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Alert>(org, &q).await?;
+            Ok(Page::from_store(result, AlertOut::from))
+        }
+    })
+    .await
 }
+
+/// The columns of an alerts export.
+const ALERT_COLUMNS: &[&str] = &[
+    "id",
+    "rule_id",
+    "stream_id",
+    "error_code",
+    "status",
+    "first_seen_at",
+    "last_seen_at",
+    "count",
+    "summary",
+    "sample_event_ids",
+    "resolved_at",
+    "updated_at",
+];
 
 #[utoipa::path(get, path = "/alerts/{id}", tag = "alerts",
     responses((status = 200, body = AlertOut), (status = 404, body = Problem)))]

@@ -3,6 +3,8 @@
 //! it.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::events::EventOut;
 use super::extract::{ApiQuery, IdPath};
 use super::jobs::descending;
@@ -83,13 +86,16 @@ pub struct EntityFilter {
 }
 
 #[utoipa::path(get, path = "/entities", tag = "entities", params(PageParams, EntityFilter),
-    responses((status = 200, body = Page<EntityOut>), (status = 422, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching entity as CSV",
+        content((Page<EntityOut> = "application/json"), (String = "text/csv"))),
+        (status = 422, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<EntityFilter>,
-) -> Result<Json<Page<EntityOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = f.data_type {
@@ -112,9 +118,30 @@ async fn list(
     }
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
-    let result = state.store.list::<Entity>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(result, EntityOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "entities", ENTITY_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Entity>(org, &q).await?;
+            Ok(Page::from_store(result, EntityOut::from))
+        }
+    })
+    .await
 }
+
+/// The columns of an entities export.
+const ENTITY_COLUMNS: &[&str] = &[
+    "id",
+    "data_type",
+    "entity_id",
+    "last_status",
+    "level",
+    "last_event_id",
+    "last_error_code",
+    "last_message",
+    "created_at",
+    "updated_at",
+];
 
 /// Most events shown in an entity's history.
 const HISTORY: u32 = 200;

@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 
+use super::csv::list_response;
 use super::extract::{optional_json, ApiJson, ApiQuery, IdPath};
 use super::jobs::{descending, AcceptedEvents};
 use super::{AppState, Auth, Page, PageParams};
@@ -145,6 +147,9 @@ pub struct EventFilter {
     pub entity_id: Option<String>,
     /// Events whose message contains this text (any case).
     pub message: Option<String>,
+    /// Events whose received payload contains this text (any case), e.g. an e-mail address
+    /// or a SKU.
+    pub payload: Option<String>,
     pub ignored: Option<bool>,
     pub created_after: Option<Timestamp>,
     pub created_before: Option<Timestamp>,
@@ -169,19 +174,70 @@ pub struct AttemptFilter {
     pub order: Option<String>,
 }
 
+/// The columns of an events export.
+const EVENT_COLUMNS: &[&str] = &[
+    "id",
+    "stream_id",
+    "job_id",
+    "status",
+    "level",
+    "data_type",
+    "entity_id",
+    "error_code",
+    "message",
+    "retries_remaining",
+    "next_attempt_at",
+    "last_attempt_at",
+    "attempt_count",
+    "is_running",
+    "original_event_id",
+    "origin",
+    "ignored",
+    "created_at",
+    "updated_at",
+    "payload_in",
+    "payload_out",
+];
+
+/// The columns of an attempts export.
+const ATTEMPT_COLUMNS: &[&str] = &[
+    "id",
+    "event_id",
+    "job_id",
+    "destination_id",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error_code",
+    "http_status",
+    "http_status_name",
+    "duration_ms",
+    "response_excerpt",
+];
+
 #[utoipa::path(get, path = "/events", tag = "events", params(PageParams, EventFilter),
-    responses((status = 200, body = Page<EventOut>), (status = 422, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching event as CSV",
+        content((Page<EventOut> = "application/json"), (String = "text/csv"))),
+        (status = 422, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<EventFilter>,
-) -> Result<Json<Page<EventOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut q = page.query(event_filters(&f)?)?;
     q.desc = descending(f.order.as_deref())?;
-    let result = state.store.list::<Event>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(result, EventOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "events", EVENT_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Event>(org, &q).await?;
+            Ok(Page::from_store(result, EventOut::from))
+        }
+    })
+    .await
 }
 
 /// The store filters of an event filter.
@@ -211,6 +267,9 @@ fn event_filters(f: &EventFilter) -> Result<Vec<(&'static str, Val)>, ApiError> 
     }
     if let Some(v) = f.message {
         filters.push(crate::store::message_contains(&v));
+    }
+    if let Some(v) = f.payload {
+        filters.push(crate::store::payload_contains(&v));
     }
     if let Some(v) = f.ignored {
         filters.push(("ignored", Val::from(v)));
@@ -244,10 +303,11 @@ async fn get(
 async fn attempts(
     state: &AppState,
     auth: &Auth,
+    headers: &HeaderMap,
     scope: (&'static str, Uuid),
     page: PageParams,
     f: AttemptFilter,
-) -> Result<Json<Page<AttemptOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut filters = vec![(scope.0, Val::from(scope.1))];
     if let Some(v) = f.outcome {
         filters.push(("outcome", Val::from(v)));
@@ -266,36 +326,49 @@ async fn attempts(
     }
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
-    let result = state.store.list::<Attempt>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(result, AttemptOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(headers, "attempts", ATTEMPT_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Attempt>(org, &q).await?;
+            Ok(Page::from_store(result, AttemptOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/events/{id}/attempts", tag = "events", params(PageParams, AttemptFilter),
-    responses((status = 200, body = Page<AttemptOut>), (status = 404, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching attempt as CSV",
+        content((Page<AttemptOut> = "application/json"), (String = "text/csv"))),
+        (status = 404, body = Problem)))]
 async fn event_attempts(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     IdPath(id): IdPath,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<AttemptFilter>,
-) -> Result<Json<Page<AttemptOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let ev = state.store.get::<Event>(auth.org_id, id).await?;
-    attempts(&state, &auth, ("event_id", ev.id), page, f).await
+    attempts(&state, &auth, &headers, ("event_id", ev.id), page, f).await
 }
 
 #[utoipa::path(get, path = "/destinations/{id}/attempts", tag = "destinations", params(PageParams, AttemptFilter),
-    responses((status = 200, body = Page<AttemptOut>), (status = 404, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching attempt as CSV",
+        content((Page<AttemptOut> = "application/json"), (String = "text/csv"))),
+        (status = 404, body = Problem)))]
 async fn destination_attempts(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     IdPath(id): IdPath,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<AttemptFilter>,
-) -> Result<Json<Page<AttemptOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let d = state.store.get::<Destination>(auth.org_id, id).await?;
-    attempts(&state, &auth, ("destination_id", d.id), page, f).await
+    attempts(&state, &auth, &headers, ("destination_id", d.id), page, f).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{optional_json, parse_json, ApiQuery, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{JobStatus, Permission, Timestamp};
@@ -134,14 +136,33 @@ async fn run(
     Ok((StatusCode::ACCEPTED, Json(Accepted { job_id: job.id })))
 }
 
+/// The columns of a jobs export.
+const JOB_COLUMNS: &[&str] = &[
+    "id",
+    "stream_id",
+    "status",
+    "trigger",
+    "message",
+    "original_job_id",
+    "counts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "settings",
+];
+
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(PageParams, JobFilter),
-    responses((status = 200, body = Page<JobOut>), (status = 422, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching job as CSV",
+        content((Page<JobOut> = "application/json"), (String = "text/csv"))),
+        (status = 422, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<JobFilter>,
-) -> Result<Json<Page<JobOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = f.stream_id {
@@ -167,22 +188,29 @@ async fn list(
     }
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
-    let result = state.store.list::<Job>(auth.org_id, &q).await?;
-    // The page's counts in one query, not one per job.
-    let ids: Vec<Uuid> = result.items.iter().map(|j| j.id).collect();
-    let mut counts = state.store.jobs_counts(&ids).await?;
-    let items = result
-        .items
-        .into_iter()
-        .map(|j| {
-            let found = counts.remove(&j.id).unwrap_or_default();
-            job_with_counts(j, found)
-        })
-        .collect();
-    Ok(Json(Page {
-        items,
-        next_cursor: result.next_cursor.map(|c| c.to_string()),
-    }))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "jobs", JOB_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Job>(org, &q).await?;
+            // The page's counts in one query, not one per job.
+            let ids: Vec<Uuid> = result.items.iter().map(|j| j.id).collect();
+            let mut counts = store.jobs_counts(&ids).await?;
+            let items = result
+                .items
+                .into_iter()
+                .map(|j| {
+                    let found = counts.remove(&j.id).unwrap_or_default();
+                    job_with_counts(j, found)
+                })
+                .collect();
+            Ok(Page {
+                items,
+                next_cursor: result.next_cursor.map(|c| c.to_string()),
+            })
+        }
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",

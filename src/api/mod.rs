@@ -2,6 +2,7 @@
 //! its request/response types, handlers and routes.
 
 mod alerts;
+pub mod csv;
 mod destinations;
 mod docs;
 mod entities;

@@ -47,7 +47,7 @@ pub use events::{AbortScope, NewEvent};
 pub use handoff::{Handed, Handoff};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
-pub use listing::message_contains;
+pub use listing::{message_contains, payload_contains};
 pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
 pub use records::*;

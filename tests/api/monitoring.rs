@@ -250,8 +250,106 @@ async fn metrics_show_waiting_work_recent_outcomes_attempts_and_alerts(db: Db) {
     stalled.pause(false);
 }
 
+async fn lists_export_every_matching_row_as_streamed_formula_safe_csv(db: Db) {
+    use crate::engine::{fetch_stream, upload_and_wait};
+    use serde_json::json;
+
+    let (_env, s) = crate::engine::start(db).await;
+    // Test mode: transformed, never posted; every event ends at once.
+    let stream = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        "http://127.0.0.1:9/in",
+        json!({"schedule_seconds": [0], "timeout_seconds": 5}),
+        true,
+    )
+    .await;
+    let mut records: Vec<Value> = (0..10_000)
+        .map(|i| json!({"id": format!("{i}"), "name": format!("#{i}"), "email": format!("buyer{i}@example.com")}))
+        .collect();
+    records[7] =
+        json!({"id": "7", "name": "=HYPERLINK(\"http://x\")", "email": "needle@example.com"});
+    let (job, _) = upload_and_wait(&s, &stream, json!(records)).await;
+    let job_id = job["id"].as_str().unwrap();
+
+    let res = s
+        .req(
+            reqwest::Method::GET,
+            &format!("/events?job_id={job_id}&limit=5"),
+        )
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(
+        res.headers().get("content-length").is_none(),
+        "streamed, not built whole"
+    );
+    let text = res.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(&header[..4], ["id", "stream_id", "job_id", "status"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 10_000, "every row, not one page");
+    let entity = header.iter().position(|h| h == "entity_id").unwrap();
+    let mut ids: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10_000, "no row twice");
+    let risky = rows
+        .iter()
+        .find(|r| r[entity].contains("HYPERLINK"))
+        .unwrap();
+    assert_eq!(&risky[entity], "'=HYPERLINK(\"http://x\")");
+    let payload = header.iter().position(|h| h == "payload_in").unwrap();
+    assert!(risky[payload].contains("needle@example.com"));
+
+    // Search by text in the payload.
+    let (status, found) = s.get("/events?payload=NEEDLE@example").await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let items = found["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["entity_id"], "=HYPERLINK(\"http://x\")");
+
+    // The other lists answer CSV too, with a header row even when nothing matches.
+    for path in [
+        format!("/jobs?stream_id={stream}"),
+        "/entities?data_type=sales_order".to_string(),
+        format!("/events/{}/attempts", items[0]["id"].as_str().unwrap()),
+        "/alerts".to_string(),
+    ] {
+        let res = s
+            .req(reqwest::Method::GET, &path)
+            .header("accept", "text/csv")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let text = res.text().await.unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        assert!(first.starts_with("id,"), "{path}: {first}");
+        if path.starts_with("/jobs") {
+            assert_eq!(text.lines().count(), 2, "{text}");
+        }
+        if path.starts_with("/entities") {
+            assert_eq!(text.lines().count(), 10_001);
+        }
+    }
+    // A bad filter is still a problem, not a CSV.
+    let res = s
+        .req(reqwest::Method::GET, "/events?status=NOPE")
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 both_stores!(
     the_error_catalogue_says_what_each_code_means_and_what_to_do,
     the_summary_matches_counts_made_by_hand,
     metrics_show_waiting_work_recent_outcomes_attempts_and_alerts,
+    lists_export_every_matching_row_as_streamed_formula_safe_csv,
 );
