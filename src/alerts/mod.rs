@@ -12,6 +12,7 @@ pub mod rule;
 mod send;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -28,7 +29,9 @@ use rule::{follows_changes, Definition};
 pub use send::{sign, SIGNATURE_HEADER};
 
 /// Most event-log rows one evaluation reads; the rest wait for the next.
-const LOG_ROWS: i64 = 500;
+const LOG_ROWS: i64 = 1000;
+/// Most batches of the event log one tick reads when it has fallen behind.
+const MAX_BATCHES: usize = 20;
 /// Most notifications sent per evaluation.
 const SEND_BATCH: i64 = 100;
 /// Event ids kept on an alert as examples.
@@ -42,6 +45,8 @@ pub struct Alerting {
     sender: send::Sender,
     /// This process, as the lease names it.
     holder: String,
+    /// When condition rules were last judged (they read event counts: not every tick).
+    judged_at: Arc<Mutex<Option<Timestamp>>>,
 }
 
 /// What one evaluation did.
@@ -62,6 +67,7 @@ impl Alerting {
             config: state.config.alerts.clone(),
             sender: send::Sender::new(state),
             holder: format!("node-{}", Uuid::new_v4().simple()),
+            judged_at: Arc::default(),
         }
     }
 
@@ -87,25 +93,44 @@ impl Alerting {
     pub async fn tick(&self, now: Timestamp) -> anyhow::Result<Tick> {
         let mut report = Tick::default();
         let until = later(now, self.config.lease_seconds);
-        let Some(from) = self
+        let Some(mut from) = self
             .store
             .take_alert_lease(&self.holder, now, until)
             .await?
         else {
             return Ok(report);
         };
-        // A change made meanwhile (an alert acknowledged) makes the write fail; run again.
-        for _ in 0..3 {
-            let (writes, to) = self.evaluate(from, now).await?;
-            if self
-                .store
-                .save_alert_evaluation(&self.holder, from, to, &writes)
-                .await?
-            {
-                report.evaluated = true;
-                report.opened = writes.created.len();
-                report.notifications = writes.notifications.len();
-                break;
+        let judge = {
+            let mut at = self.judged_at.lock().unwrap_or_else(|e| e.into_inner());
+            let due = at.is_none_or(|last| {
+                now < last || later(last, self.config.condition_interval_seconds) <= now
+            });
+            if due {
+                *at = Some(now);
+            }
+            due
+        };
+        // Batches of the event log while it is behind; conditions and digests in the first.
+        for batch in 0..MAX_BATCHES {
+            let mut saved = None;
+            // A change made meanwhile (an alert acknowledged) makes the write fail; run again.
+            for _ in 0..3 {
+                let (writes, to, full) = self.evaluate(from, now, batch == 0 && judge).await?;
+                if self
+                    .store
+                    .save_alert_evaluation(&self.holder, from, to, &writes)
+                    .await?
+                {
+                    report.evaluated = true;
+                    report.opened += writes.created.len();
+                    report.notifications += writes.notifications.len();
+                    saved = Some((to, full));
+                    break;
+                }
+            }
+            match saved {
+                Some((to, true)) => from = to,
+                _ => break,
             }
         }
         let (sent, failed) = self.sender.send_due(&self.store, &self.config, now).await?;
@@ -114,7 +139,14 @@ impl Alerting {
         Ok(report)
     }
 
-    async fn evaluate(&self, from: i64, now: Timestamp) -> anyhow::Result<(AlertWrites, i64)> {
+    /// One batch: the event log from `from` on, and (with `judge`) condition rules and
+    /// digests. Answers the writes, the position read to, and whether the batch was full.
+    async fn evaluate(
+        &self,
+        from: i64,
+        now: Timestamp,
+        judge: bool,
+    ) -> anyhow::Result<(AlertWrites, i64, bool)> {
         let rules: Vec<(AlertRule, Definition)> = self
             .store
             .enabled_alert_rules()
@@ -125,7 +157,17 @@ impl Alerting {
                 Some((r, d))
             })
             .collect();
-        let (entries, to) = self.store.event_log_rows_after(from, LOG_ROWS).await?;
+        // Without a rule that follows status changes the log is skipped, not read.
+        let (entries, to, full) = if rules.iter().any(|(r, _)| follows_changes(&r.kind)) {
+            let (entries, to, rows) = self.store.event_log_rows_after(from, LOG_ROWS).await?;
+            (entries, to, rows == LOG_ROWS as usize)
+        } else {
+            (
+                Vec::new(),
+                self.store.event_log_head().await?.max(from),
+                false,
+            )
+        };
         let mut ev = Evaluation {
             now,
             alerts: self
@@ -151,7 +193,7 @@ impl Alerting {
                     }
                 }
                 ev.quiet(rule, def);
-            } else {
+            } else if judge {
                 let org_streams = &streams[&rule.org_id];
                 self.judge(&mut ev, rule, def, org_streams).await?;
             }
@@ -186,13 +228,13 @@ impl Alerting {
                 Some(read_at) => writes.updated.push((t.alert, read_at)),
             }
         }
-        for (rule, def) in &rules {
+        for (rule, def) in rules.iter().filter(|_| judge) {
             if let Some((notifications, at)) = self.digest(rule, def, &ev_unresolved, now).await? {
                 writes.notifications.extend(notifications);
                 writes.digested.push((rule.id, at));
             }
         }
-        Ok((writes, to))
+        Ok((writes, to, full))
     }
 
     /// The digest of `rule` if one is due: a summary of each watched stream since the last.

@@ -236,6 +236,12 @@ impl Config {
         if !(1..=3600).contains(&self.alerts.interval_seconds) {
             return bad("alerts.interval_seconds", "must be between 1 and 3600");
         }
+        if self.alerts.condition_interval_seconds > 3600 {
+            return bad(
+                "alerts.condition_interval_seconds",
+                "must be between 0 and 3600",
+            );
+        }
         if self.alerts.lease_seconds <= self.alerts.interval_seconds {
             return bad(
                 "alerts.lease_seconds",

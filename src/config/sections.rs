@@ -324,6 +324,9 @@ pub struct AlertsConfig {
     pub enabled: bool,
     /// Seconds between evaluations.
     pub interval_seconds: u64,
+    /// Seconds between judgements of condition rules (error rate, silence, stuck), which read
+    /// event counts; status-change rules are followed at every evaluation.
+    pub condition_interval_seconds: u64,
     /// How long one node holds the evaluation before another may take over.
     pub lease_seconds: u64,
     /// Delays before each retry of a failed notification; after the last it is failed.
@@ -337,6 +340,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             enabled: true,
             interval_seconds: 10,
+            condition_interval_seconds: 60,
             lease_seconds: 60,
             retry_seconds: vec![30, 120, 600, 1800, 3600],
             timeout_seconds: 15,

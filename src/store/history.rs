@@ -303,12 +303,12 @@ impl Store {
 impl Store {
     /// Up to `rows` event-log rows of every organisation after position `after` (a row
     /// position, as [`LogPosition::id`]), oldest first: the entries with their organisation,
-    /// and the position to read on from.
+    /// the position to read on from, and how many rows were read.
     pub async fn event_log_rows_after(
         &self,
         after: i64,
         rows: i64,
-    ) -> StoreResult<(Vec<(Uuid, LogEntry)>, i64)> {
+    ) -> StoreResult<(Vec<(Uuid, LogEntry)>, i64, usize)> {
         #[derive(sqlx::FromRow)]
         struct OrgRow {
             org_id: Uuid,
@@ -326,6 +326,7 @@ impl Store {
         });
         let mut last = after;
         let mut out = Vec::new();
+        let read = found.len();
         for row in found {
             last = row.position;
             for (k, e) in row.entries.0.into_iter().enumerate() {
@@ -349,6 +350,18 @@ impl Store {
                 ));
             }
         }
-        Ok((out, last))
+        Ok((out, last, read))
+    }
+
+    /// The position of the newest published event-log row (0 for none).
+    pub async fn event_log_head(&self) -> StoreResult<i64> {
+        let sql = format!(
+            "SELECT COALESCE(MAX({}), 0) FROM event_log",
+            self.backend().log_position()
+        );
+        let head = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, i64>(&sql).fetch_one(pool).await?
+        });
+        Ok(head)
     }
 }

@@ -27,6 +27,7 @@ async fn start(db: Db, evaluate: bool, tweak: impl FnOnce(&mut Config)) -> (Env,
     config.workers.poll_interval_ms = 50;
     config.alerts.enabled = evaluate;
     config.alerts.interval_seconds = 1;
+    config.alerts.condition_interval_seconds = 0;
     config.alerts.lease_seconds = 5;
     config.alerts.retry_seconds = vec![1, 1];
     tweak(&mut config);
