@@ -291,15 +291,16 @@ impl Alerting {
             .iter()
             .map(|channel| {
                 let id = Uuid::now_v7();
-                Notification {
+                let subject = format!("[Wharf] Your {period}: {}", rule.name);
+                pending(
                     id,
-                    org_id: rule.org_id,
-                    channel_id: *channel,
-                    alert_id: None,
-                    rule_id: Some(rule.id),
-                    kind: "digest".into(),
-                    subject: format!("[Wharf] Your {period}: {}", rule.name),
-                    body: Json(json!({
+                    rule,
+                    *channel,
+                    None,
+                    "digest",
+                    subject,
+                    now,
+                    json!({
                         "type": "digest",
                         "notification_id": id,
                         "created_at": now,
@@ -310,15 +311,8 @@ impl Alerting {
                         "to": now,
                         "unresolved_alerts": open,
                         "streams": streams,
-                    })),
-                    status: "pending".into(),
-                    tries: 0,
-                    next_try_at: Some(now),
-                    sent_at: None,
-                    error: None,
-                    created_at: now,
-                    updated_at: now,
-                }
+                    }),
+                )
             })
             .collect();
         Ok(Some((notifications, now)))
@@ -739,13 +733,37 @@ fn notification(
             "sample_event_ids": alert.sample_event_ids.0,
         },
     });
+    pending(
+        id,
+        rule,
+        channel,
+        Some(alert.id),
+        message.kind,
+        subject,
+        now,
+        body,
+    )
+}
+
+/// A notification of `rule` to `channel`, waiting for its first try at `now`.
+#[allow(clippy::too_many_arguments)]
+fn pending(
+    id: Uuid,
+    rule: &AlertRule,
+    channel: Uuid,
+    alert: Option<Uuid>,
+    kind: &str,
+    subject: String,
+    now: Timestamp,
+    body: Value,
+) -> Notification {
     Notification {
         id,
-        org_id: alert.org_id,
+        org_id: rule.org_id,
         channel_id: channel,
-        alert_id: Some(alert.id),
+        alert_id: alert,
         rule_id: Some(rule.id),
-        kind: message.kind.into(),
+        kind: kind.into(),
         subject,
         body: Json(body),
         status: "pending".into(),

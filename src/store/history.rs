@@ -121,6 +121,24 @@ struct StoredEntry {
     details: Value,
 }
 
+impl StoredEntry {
+    /// The entry at `position` of a row written at `at`.
+    fn at(self, position: LogPosition, at: Timestamp) -> LogEntry {
+        LogEntry {
+            position,
+            kind: self.kind,
+            stream_id: self.stream_id,
+            job_id: self.job_id,
+            event_id: self.event_id,
+            from_status: self.from,
+            to_status: self.to,
+            details: self.details,
+            event_at: at,
+            created_at: at,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct LogRow {
     position: i64,
@@ -276,18 +294,7 @@ impl Store {
                     if position <= after {
                         continue;
                     }
-                    out.push(LogEntry {
-                        position,
-                        kind: e.kind,
-                        stream_id: e.stream_id,
-                        job_id: e.job_id,
-                        event_id: e.event_id,
-                        from_status: e.from,
-                        to_status: e.to,
-                        details: e.details,
-                        event_at: row.created_at,
-                        created_at: row.created_at,
-                    });
+                    out.push(e.at(position, row.created_at));
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -330,24 +337,11 @@ impl Store {
         for row in found {
             last = row.position;
             for (k, e) in row.entries.0.into_iter().enumerate() {
-                out.push((
-                    row.org_id,
-                    LogEntry {
-                        position: LogPosition {
-                            id: row.position,
-                            k: k as i64,
-                        },
-                        kind: e.kind,
-                        stream_id: e.stream_id,
-                        job_id: e.job_id,
-                        event_id: e.event_id,
-                        from_status: e.from,
-                        to_status: e.to,
-                        details: e.details,
-                        event_at: row.created_at,
-                        created_at: row.created_at,
-                    },
-                ));
+                let position = LogPosition {
+                    id: row.position,
+                    k: k as i64,
+                };
+                out.push((row.org_id, e.at(position, row.created_at)));
             }
         }
         Ok((out, last, read))

@@ -415,15 +415,7 @@ async fn a_failing_channel_is_retried_and_every_try_shows_in_notifications(db: D
     assert_eq!(sent["tries"], 2);
     assert!(sent["error"].is_null());
     assert_eq!(down.received().len(), 3);
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("wharf_notifications_total{outcome=\"failed\"} 4"),
         "{text}"

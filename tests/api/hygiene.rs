@@ -123,15 +123,7 @@ async fn health_metrics_and_request_ids(db: Db) {
     assert_eq!(res.headers()["x-request-id"], "abc-123");
 
     let _ = s.get("/keys/01900000-0000-7000-8000-00000000ffff").await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("# TYPE wharf_http_requests_total counter"),
         "{text}"

@@ -151,15 +151,7 @@ async fn unverified_pushes_are_401_and_store_nothing(db: Db) {
     assert!(jobs(&s).await.is_empty(), "nothing stored");
     let (_, src) = s.get(&format!("/sources/{source}")).await;
     assert_eq!(src["rejected_count"], 3);
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"wharf_webhooks_total{system="shopify",outcome="rejected"} 3"#),
         "{metrics}"

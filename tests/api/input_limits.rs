@@ -599,15 +599,7 @@ async fn odd_methods_share_one_metrics_label(db: Db) {
             .unwrap();
         assert!(res.status().is_client_error(), "{method}: {}", res.status());
     }
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         !text.contains("FROBNICATE") && !text.contains("X-PROBE"),
         "{text}"

@@ -207,15 +207,7 @@ async fn metrics_show_waiting_work_recent_outcomes_attempts_and_alerts(db: Db) {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(&format!(
             "wharf_events{{stream_id=\"{bad}\",status=\"FAILED\"}} 3"

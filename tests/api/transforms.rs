@@ -415,15 +415,7 @@ async fn the_sandbox_fails_only_the_offending_event(db: Db) {
 
     // The transformation counters in /metrics: 5 records transformed here (ok1, ok2, known,
     // split, skip), 6 failed.
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("wharf_transform_records_total{outcome=\"ok\"} 5"),
         "{metrics}"
