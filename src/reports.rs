@@ -58,13 +58,10 @@ impl Summary {
         if c.status == "OK" {
             self.delivery_ms += c.delivery_ms.unwrap_or(0.0);
             if self.histogram.is_empty() {
-                self.histogram = vec![0; DELIVERY_BUCKETS_MS.len() + 1];
+                self.histogram = vec![0; DELIVERY_BUCKETS_MS.len()];
             }
-            if let Some(slot) = usize::try_from(c.bucket)
-                .ok()
-                .and_then(|b| self.histogram.get_mut(b))
-            {
-                *slot += c.n;
+            for (slot, n) in self.histogram.iter_mut().zip(&c.under) {
+                *slot += n;
             }
             self.last_ok_at = self.last_ok_at.max(c.last_ok_at);
         }
@@ -80,19 +77,12 @@ impl Summary {
         self.success_rate = (finished > 0).then(|| e.ok as f64 / finished as f64);
         if e.ok > 0 {
             self.avg_delivery_ms = Some((self.delivery_ms / e.ok as f64 * 10.0).round() / 10.0);
-            // The smallest bucket bound with at least 95% of OK events at or below it.
+            // The smallest bound with at least 95% of OK events under it; past the last
+            // bound, the last bound (a week or more).
             let wanted = (e.ok as f64 * 0.95).ceil() as i64;
-            let mut seen = 0;
-            for (i, n) in self.histogram.iter().enumerate() {
-                seen += n;
-                if seen >= wanted {
-                    // Past the last bound: shown as the last bound (a week or more).
-                    let last = DELIVERY_BUCKETS_MS[DELIVERY_BUCKETS_MS.len() - 1];
-                    self.p95_delivery_ms =
-                        Some(DELIVERY_BUCKETS_MS.get(i).copied().unwrap_or(last));
-                    break;
-                }
-            }
+            let at = self.histogram.iter().position(|under| *under >= wanted);
+            let last = DELIVERY_BUCKETS_MS.len() - 1;
+            self.p95_delivery_ms = Some(DELIVERY_BUCKETS_MS[at.unwrap_or(last)]);
         }
     }
 }

@@ -93,7 +93,7 @@ impl Alerting {
     pub async fn tick(&self, now: Timestamp) -> anyhow::Result<Tick> {
         let mut report = Tick::default();
         let until = later(now, self.config.lease_seconds);
-        let Some(mut from) = self
+        let Some(from) = self
             .store
             .take_alert_lease(&self.holder, now, until)
             .await?
@@ -110,7 +110,22 @@ impl Alerting {
             }
             due
         };
-        // Batches of the event log while it is behind; conditions and digests in the first.
+        // Sending goes on whatever evaluation met: a notification already written is sent.
+        let evaluated = self.evaluate_batches(&mut report, from, now, judge).await;
+        let (sent, failed) = self.sender.send_due(&self.store, &self.config, now).await?;
+        report.sent = sent;
+        report.failed = failed;
+        evaluated.map(|_| report)
+    }
+
+    /// Batches of the event log while it is behind; conditions and digests in the first.
+    async fn evaluate_batches(
+        &self,
+        report: &mut Tick,
+        mut from: i64,
+        now: Timestamp,
+        judge: bool,
+    ) -> anyhow::Result<()> {
         for batch in 0..MAX_BATCHES {
             let mut saved = None;
             // A change made meanwhile (an alert acknowledged) makes the write fail; run again.
@@ -133,10 +148,7 @@ impl Alerting {
                 _ => break,
             }
         }
-        let (sent, failed) = self.sender.send_due(&self.store, &self.config, now).await?;
-        report.sent = sent;
-        report.failed = failed;
-        Ok(report)
+        Ok(())
     }
 
     /// One batch: the event log from `from` on, and (with `judge`) condition rules and
@@ -187,12 +199,17 @@ impl Alerting {
                 slot.insert(self.store.stream_briefs(rule.org_id).await?);
             }
             if follows_changes(&rule.kind) {
+                // A stream deleted since its entry was written has no alerts to hold.
+                let known: HashSet<Uuid> = streams[&rule.org_id].iter().map(|s| s.id).collect();
                 for (org, entry) in &entries {
-                    if *org == rule.org_id {
+                    if *org == rule.org_id && entry.stream_id.is_some_and(|s| known.contains(&s)) {
                         ev.follow(rule, def, entry);
                     }
                 }
-                ev.quiet(rule, def);
+                // While catching up, quiet is judged once the log has been read.
+                if !full {
+                    ev.quiet(rule, def);
+                }
             } else if judge {
                 let org_streams = &streams[&rule.org_id];
                 self.judge(&mut ev, rule, def, org_streams).await?;
@@ -209,11 +226,14 @@ impl Alerting {
         let mut writes = AlertWrites::default();
         let by_id: HashMap<Uuid, (&AlertRule, &Definition)> =
             rules.iter().map(|(r, d)| (r.id, (r, d))).collect();
+        ev.orphans(&by_id);
+        let channels = self.store.alert_channel_ids().await?;
         for (_, mut t) in ev.alerts {
             if let Some((rule, def)) = by_id.get(&t.alert.rule_id) {
                 let stream = names.get(&t.alert.stream_id).copied();
                 for message in t.messages(rule, def, now) {
-                    for channel in &def.channel_ids {
+                    // A channel deleted since the rule named it is skipped.
+                    for channel in def.channel_ids.iter().filter(|c| channels.contains(c)) {
                         writes.notifications.push(notification(
                             &t.alert, rule, def, stream, *channel, &message, now,
                         ));
@@ -230,7 +250,10 @@ impl Alerting {
         }
         for (rule, def) in rules.iter().filter(|_| judge) {
             if let Some((notifications, at)) = self.digest(rule, def, &ev_unresolved, now).await? {
-                writes.notifications.extend(notifications);
+                let live = notifications
+                    .into_iter()
+                    .filter(|n| channels.contains(&n.channel_id));
+                writes.notifications.extend(live);
                 writes.digested.push((rule.id, at));
             }
         }
@@ -566,6 +589,27 @@ impl Evaluation {
         t.changed = true;
     }
 
+    /// Resolves, without a message, alerts no enabled rule can judge any more: the rule is
+    /// disabled or deleted, its kind changed (an alert's key no longer fits it), or it no
+    /// longer watches the alert's stream (conditions; status-change alerts go quiet).
+    fn orphans(&mut self, rules: &HashMap<Uuid, (&AlertRule, &Definition)>) {
+        let now = self.now;
+        for t in self.alerts.values_mut() {
+            if t.alert.status == "resolved" {
+                continue;
+            }
+            let fits = rules.get(&t.alert.rule_id).is_some_and(|(rule, def)| {
+                let coded = matches!(rule.kind.as_str(), "event_error" | "event_failed");
+                coded != t.alert.error_code.is_empty()
+                    && (follows_changes(&rule.kind) || def.watches(t.alert.stream_id))
+            });
+            if !fits {
+                t.resolve(now);
+                t.resolved_now = false;
+            }
+        }
+    }
+
     /// Resolves the status-change alerts of `rule` that have been quiet for its window.
     fn quiet(&mut self, rule: &AlertRule, def: &Definition) {
         let now = self.now;
@@ -600,7 +644,10 @@ impl Evaluation {
                     a.updated_at = now;
                     t.changed = true;
                 }
-                a.last_seen_at = now;
+                if a.last_seen_at != now {
+                    a.last_seen_at = now;
+                    t.changed = true;
+                }
                 // A condition's count goes up and down: it is told when it opens, not again.
                 if a.notified_count > 0 {
                     a.notified_count = a.count;
@@ -699,13 +746,15 @@ fn notification(
         text.push_str(&format!("Error code: {}\n", alert.error_code));
     }
     if message.kind == "repeated" && message.new > 0 {
-        text.push_str(&format!("{} new since the last message.\n", message.new));
-    }
-    if message.held_back > 0 {
-        text.push_str(&format!(
-            "{} more held back by flood control (at most {} messages per {} minutes).\n",
-            message.held_back, def.flood.max, def.flood.per_minutes,
-        ));
+        text.push_str(&format!("{} new since the last message", message.new));
+        if message.held_back > 0 {
+            text.push_str(&format!(
+                ", of which {} more held back by flood control (at most {} messages per {} \
+                 minutes)",
+                message.held_back, def.flood.max, def.flood.per_minutes,
+            ));
+        }
+        text.push_str(".\n");
     }
     if message.kind == "resolved" {
         text.push_str("The condition has cleared.\n");

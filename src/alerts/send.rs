@@ -26,13 +26,21 @@ use crate::store::{AlertChannel, Notification, Store};
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// Messages sent at once.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 16;
 
 /// The signature of `body` under `secret`, as [`SIGNATURE_HEADER`] carries it.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// A webhook target as errors show it: its origin only, as chat webhooks carry their token
+/// in the path.
+fn shown(target: &str) -> String {
+    reqwest::Url::parse(target)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "the channel's URL".into())
 }
 
 #[derive(Clone)]
@@ -93,15 +101,18 @@ impl Sender {
             } else {
                 later(now, config.retry_seconds[n.tries as usize])
             };
-            if !store
-                .claim_notification(n.id, n.tries, retry_at, now)
-                .await?
-            {
-                continue;
-            }
             let (sender, store, limit) = (self.clone(), store.clone(), limit.clone());
             tries.spawn(async move {
                 let _slot = limit.acquire().await;
+                // Claimed only once a slot is free, so the claim covers the send itself.
+                match store.claim_notification(n.id, n.tries, retry_at, now).await {
+                    Ok(true) => {}
+                    Ok(false) => return "taken",
+                    Err(e) => {
+                        tracing::warn!(error = %e, notification = %n.id, "claiming a notification failed");
+                        return "taken";
+                    }
+                }
                 let outcome = sender.deliver(&store, &n).await;
                 let (status, error) = match &outcome {
                     Ok(()) => ("sent", None),
@@ -183,7 +194,7 @@ impl Sender {
                     .net
                     .send(req, Some(self.timeout))
                     .await
-                    .map_err(|e| format!("sending to {}: {e}", channel.target))?;
+                    .map_err(|e| format!("sending to {}: {e}", shown(&channel.target)))?;
                 let status = res.status();
                 if status.is_success() {
                     return Ok(());
@@ -191,7 +202,7 @@ impl Sender {
                 let excerpt = self.net.read_excerpt(res).await;
                 Err(format!(
                     "{} answered {status}{}",
-                    channel.target,
+                    shown(&channel.target),
                     if excerpt.is_empty() {
                         String::new()
                     } else {

@@ -211,13 +211,42 @@ async fn update_channel(
 }
 
 #[utoipa::path(delete, path = "/alert-channels/{id}", tag = "alerts",
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_channel(
     State(state): State<AppState>,
     auth: Auth,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::ManageAlerts)?;
+    let channel: AlertChannel = state.store.get(auth.org_id, id).await?;
+    // A channel rules still send to is in use: deleting it would silence them.
+    let mut using = Vec::new();
+    let mut q = crate::store::ListQuery {
+        limit: 500,
+        ..Default::default()
+    };
+    loop {
+        let page = state.store.list::<AlertRule>(auth.org_id, &q).await?;
+        for r in &page.items {
+            let names_it = r.definition.0["channel_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(&id.to_string())));
+            if names_it {
+                using.push(format!("{} ({})", r.name, r.id));
+            }
+        }
+        match page.next_cursor {
+            Some(c) => q.after = Some(c),
+            None => break,
+        }
+    }
+    if !using.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "the channel {} is used by the alert rules {}; remove it from them first",
+            channel.name,
+            using.join(", ")
+        )));
+    }
     state.store.delete::<AlertChannel>(auth.org_id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,8 +26,16 @@ pub fn wants_csv(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| {
-            let t = t.split(';').next().unwrap_or("").trim();
-            t.eq_ignore_ascii_case("text/csv")
+            let mut parts = t.split(';');
+            let kind = parts.next().unwrap_or("").trim();
+            // `q=0` means "not this".
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            kind.eq_ignore_ascii_case("text/csv") && !refused
         })
 }
 
@@ -111,4 +119,35 @@ where
         res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_is_asked_for_by_accept_and_cells_are_formula_safe() {
+        let accept = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            wants_csv(&h)
+        };
+        assert!(accept("text/csv"));
+        assert!(accept("application/json;q=0.5, Text/CSV; charset=utf-8"));
+        assert!(!accept("application/json"));
+        assert!(!accept("text/csv;q=0, application/json"));
+        assert!(!wants_csv(&HeaderMap::new()));
+        for (v, shown) in [
+            (Value::from("=1+1"), "'=1+1"),
+            (Value::from("+44 20"), "'+44 20"),
+            (Value::from("-x"), "'-x"),
+            (Value::from("@SUM(A1)"), "'@SUM(A1)"),
+            (Value::from("plain"), "plain"),
+            (Value::from(-5), "-5"),
+            (Value::Null, ""),
+            (serde_json::json!({"a": 1}), "{\"a\":1}"),
+        ] {
+            assert_eq!(cell(Some(&v)), shown);
+        }
+    }
 }

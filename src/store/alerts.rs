@@ -85,6 +85,16 @@ impl Store {
         Ok(rules)
     }
 
+    /// The ids of every alert channel.
+    pub async fn alert_channel_ids(&self) -> StoreResult<std::collections::HashSet<Uuid>> {
+        let ids = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, Uuid>("SELECT id FROM alert_channels")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids.into_iter().collect())
+    }
+
     /// Alerts not yet resolved (open, acknowledged or ignored), of every organisation.
     pub async fn unresolved_alerts(&self) -> StoreResult<Vec<Alert>> {
         let alerts = on_pool!(self, pool, Db => {

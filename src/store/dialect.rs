@@ -32,8 +32,10 @@ impl Backend {
     /// timestamps into an interval; SQLite stores them as text, read by `julianday` (days).
     pub(in crate::store) fn millis_between(self, a: &str, b: &str) -> String {
         match self {
+            // date_part is double precision: EXTRACT would compute in numeric, several times
+            // slower over a million rows.
             Backend::Postgres => {
-                format!("(EXTRACT(EPOCH FROM ({b} - {a})) * 1000)::float8")
+                format!("((date_part('epoch', {b}) - date_part('epoch', {a})) * 1000)")
             }
             Backend::Sqlite => format!("((julianday({b}) - julianday({a})) * 86400000.0)"),
         }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{on_pool, Store, StoreResult};
 use crate::domain::Timestamp;
 
-/// Upper bounds (ms) of the receipt→delivery histogram's buckets; the last bucket is open.
+/// Upper bounds (ms) of the receipt→delivery histogram's buckets; beyond the last is open.
 pub const DELIVERY_BUCKETS_MS: [f64; 18] = [
     10.0,
     25.0,
@@ -29,14 +29,14 @@ pub const DELIVERY_BUCKETS_MS: [f64; 18] = [
     604_800_000.0,
 ];
 
-/// Events of one stream, data type and status (and, for OK, one delivery-time bucket).
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Events of one stream, data type and status.
+#[derive(Debug, Clone)]
 pub struct EventCount {
     pub stream_id: Uuid,
     pub data_type: String,
     pub status: String,
-    /// OK events: the histogram bucket of their receipt→delivery time; -1 otherwise.
-    pub bucket: i64,
+    /// OK events: how many were delivered in under each of [`DELIVERY_BUCKETS_MS`].
+    pub under: Vec<i64>,
     pub n: i64,
     /// OK events: the sum of their receipt→delivery times.
     pub delivery_ms: Option<f64>,
@@ -69,22 +69,25 @@ impl Store {
         stream: Option<Uuid>,
     ) -> StoreResult<(Vec<EventCount>, Vec<JobCount>)> {
         let ms = self.backend().millis_between("created_at", "updated_at");
-        let mut bucket = String::from("CASE WHEN status <> 'OK' THEN -1");
+        // Cumulative counts as columns, grouped only by stream, type and status: a handful of
+        // groups the database aggregates in memory as it scans.
+        let mut under = String::new();
         for (i, bound) in DELIVERY_BUCKETS_MS.iter().enumerate() {
-            bucket.push_str(&format!(" WHEN {ms} < {bound:.1} THEN {i}"));
+            under.push_str(&format!(
+                "COUNT(CASE WHEN status = 'OK' AND {ms} < {bound:.1} THEN 1 END) AS under_{i}, "
+            ));
         }
-        bucket.push_str(&format!(" ELSE {} END", DELIVERY_BUCKETS_MS.len()));
         let only = if stream.is_some() {
             " AND stream_id = $4"
         } else {
             ""
         };
         let events_sql = format!(
-            "SELECT stream_id, data_type, status, CAST({bucket} AS BIGINT) AS bucket, COUNT(*) AS n, \
+            "SELECT stream_id, data_type, status, {under}COUNT(*) AS n, \
              SUM(CASE WHEN status = 'OK' THEN {ms} END) AS delivery_ms, \
              MAX(CASE WHEN status = 'OK' THEN updated_at END) AS last_ok_at \
              FROM events WHERE org_id = $1 AND id >= $2 AND id < $3{only} \
-             GROUP BY stream_id, data_type, status, {bucket}"
+             GROUP BY stream_id, data_type, status"
         );
         let jobs_sql = format!(
             "SELECT stream_id, status, COUNT(*) AS n FROM jobs \
@@ -92,13 +95,30 @@ impl Store {
         );
         let (low, high) = (id_floor(from), id_floor(to));
         let found = on_pool!(self, pool, Db => {
-            let mut q = sqlx::query_as::<Db, EventCount>(&events_sql).bind(org).bind(low).bind(high);
+            use sqlx::Row;
+            let mut q = sqlx::query::<Db>(&events_sql).bind(org).bind(low).bind(high);
             let mut j = sqlx::query_as::<Db, JobCount>(&jobs_sql).bind(org).bind(low).bind(high);
             if let Some(s) = stream {
                 q = q.bind(s);
                 j = j.bind(s);
             }
-            (q.fetch_all(pool).await?, j.fetch_all(pool).await?)
+            let mut events = Vec::new();
+            for row in q.fetch_all(pool).await? {
+                let mut under = Vec::with_capacity(DELIVERY_BUCKETS_MS.len());
+                for i in 0..DELIVERY_BUCKETS_MS.len() {
+                    under.push(row.try_get::<i64, _>(format!("under_{i}").as_str())?);
+                }
+                events.push(EventCount {
+                    stream_id: row.try_get("stream_id")?,
+                    data_type: row.try_get("data_type")?,
+                    status: row.try_get("status")?,
+                    under,
+                    n: row.try_get("n")?,
+                    delivery_ms: row.try_get("delivery_ms")?,
+                    last_ok_at: row.try_get("last_ok_at")?,
+                });
+            }
+            (events, j.fetch_all(pool).await?)
         });
         Ok(found)
     }

@@ -665,6 +665,49 @@ async fn a_daily_digest_summarises_each_watched_stream_once_a_day(db: Db) {
     assert!(rule["items"][0]["digest_sent_at"].is_string(), "{rule}");
 }
 
+async fn a_disabled_rule_lets_its_alerts_go_and_a_used_channel_stays(db: Db) {
+    let (_env, s, config) = start(db, false, |_| {}).await;
+    let alerting = evaluator(&config).await;
+    let hook = Sink::ok().await;
+    let refusing = Sink::scripted(refusing_sink_script()).await;
+    let stream = failing_stream(&s, &refusing).await;
+    let (channel, _) = webhook_channel(&s, &hook).await;
+    let rule = s
+        .create(
+            "/alert-rules",
+            json!({"name": "Failures", "kind": "event_failed", "channel_ids": [channel]}),
+        )
+        .await;
+    let (status, problem) = s.delete(&format!("/alert-channels/{channel}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("Failures"),
+        "{problem}"
+    );
+    fail_records(&s, &stream, 0, 2).await;
+    logged_failures(&s, 2).await;
+    alerting.tick(Timestamp::now()).await.unwrap();
+    assert_eq!(alerts_of(&s).await[0]["status"], "open");
+    let rule_id = rule["id"].as_str().unwrap();
+    s.patch(
+        &format!("/alert-rules/{rule_id}"),
+        json!({"enabled": false}),
+    )
+    .await;
+    alerting.tick(Timestamp::now()).await.unwrap();
+    assert_eq!(alerts_of(&s).await[0]["status"], "resolved");
+    let types: Vec<_> = hook
+        .received()
+        .iter()
+        .map(|r| r.body["type"].clone())
+        .collect();
+    assert_eq!(types, ["alert.opened"], "resolved without a message");
+    // Once no rule names it, the channel can go.
+    s.delete(&format!("/alert-rules/{rule_id}")).await;
+    let (status, _) = s.delete(&format!("/alert-channels/{channel}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
 both_stores!(
     a_failed_job_mails_the_channel_once,
     a_hundred_failures_are_one_alert_and_flood_control_holds_back_the_rest,
@@ -673,6 +716,7 @@ both_stores!(
     a_failing_channel_is_retried_and_every_try_shows_in_notifications,
     channels_rules_and_alert_actions_are_validated_and_guarded,
     a_daily_digest_summarises_each_watched_stream_once_a_day,
+    a_disabled_rule_lets_its_alerts_go_and_a_used_channel_stays,
 );
 
 /// Several nodes share a database only on Postgres.
