@@ -58,10 +58,13 @@ impl Summary {
         if c.status == "OK" {
             self.delivery_ms += c.delivery_ms.unwrap_or(0.0);
             if self.histogram.is_empty() {
-                self.histogram = vec![0; DELIVERY_BUCKETS_MS.len()];
+                self.histogram = vec![0; DELIVERY_BUCKETS_MS.len() + 1];
             }
-            for (slot, n) in self.histogram.iter_mut().zip(&c.under) {
-                *slot += n;
+            if let Some(slot) = usize::try_from(c.bucket)
+                .ok()
+                .and_then(|b| self.histogram.get_mut(b))
+            {
+                *slot += c.n;
             }
             self.last_ok_at = self.last_ok_at.max(c.last_ok_at);
         }
@@ -80,9 +83,13 @@ impl Summary {
             // The smallest bound with at least 95% of OK events under it; past the last
             // bound, the last bound (a week or more).
             let wanted = (e.ok as f64 * 0.95).ceil() as i64;
-            let at = self.histogram.iter().position(|under| *under >= wanted);
+            let mut seen = 0;
+            let at = self.histogram.iter().position(|n| {
+                seen += n;
+                seen >= wanted
+            });
             let last = DELIVERY_BUCKETS_MS.len() - 1;
-            self.p95_delivery_ms = Some(DELIVERY_BUCKETS_MS[at.unwrap_or(last)]);
+            self.p95_delivery_ms = Some(DELIVERY_BUCKETS_MS[at.unwrap_or(last).min(last)]);
         }
     }
 }
@@ -183,4 +190,46 @@ pub async fn summary(
         streams,
         data_types,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(bucket: i64, n: i64, ms: f64) -> EventCount {
+        EventCount {
+            stream_id: Uuid::nil(),
+            data_type: "order".into(),
+            status: "OK".into(),
+            bucket,
+            n,
+            delivery_ms: Some(ms),
+            last_ok_at: None,
+        }
+    }
+
+    #[test]
+    fn the_p95_is_the_bound_of_the_bucket_holding_the_95th_percentile() {
+        let mut s = Summary::default();
+        // 90 under 10 ms, 6 under 250 ms, 4 under 1 s: the 95th is under 250 ms.
+        s.add_events(&ok(0, 90, 450.0));
+        s.add_events(&ok(4, 6, 900.0));
+        s.add_events(&ok(6, 4, 2000.0));
+        s.finish();
+        assert_eq!(s.p95_delivery_ms, Some(250.0));
+        assert_eq!(s.avg_delivery_ms, Some(33.5));
+        assert_eq!(s.success_rate, Some(1.0));
+        // Slower than the last bound: shown as the last bound, never out of range.
+        let mut slow = Summary::default();
+        slow.add_events(&ok(DELIVERY_BUCKETS_MS.len() as i64, 3, 3.0e9));
+        slow.finish();
+        assert_eq!(slow.p95_delivery_ms, Some(604_800_000.0));
+        let empty = {
+            let mut e = Summary::default();
+            e.finish();
+            e
+        };
+        assert_eq!(empty.p95_delivery_ms, None);
+        assert_eq!(empty.success_rate, None);
+    }
 }

@@ -41,6 +41,17 @@ impl Backend {
         }
     }
 
+    /// What a subquery ends with so the planner computes it as written instead of merging it
+    /// into the outer query (which would compute its expressions again for every use, and
+    /// misjudge how many groups they make). Postgres: `OFFSET 0`; SQLite takes an offset only
+    /// after a limit, and -1 is none.
+    pub(in crate::store) fn as_written(self) -> &'static str {
+        match self {
+            Backend::Postgres => "OFFSET 0",
+            Backend::Sqlite => "LIMIT -1 OFFSET 0",
+        }
+    }
+
     /// Whether event-log entries need the sequencer to get positions in commit order.
     /// Postgres: concurrent transactions take row ids in one order and commit in another, so a
     /// reader following ids could skip an entry that commits late. SQLite commits one writer

@@ -29,14 +29,15 @@ pub const DELIVERY_BUCKETS_MS: [f64; 18] = [
     604_800_000.0,
 ];
 
-/// Events of one stream, data type and status.
+/// Events of one stream, data type and status (and, for OK, one delivery-time bucket).
 #[derive(Debug, Clone)]
 pub struct EventCount {
     pub stream_id: Uuid,
     pub data_type: String,
     pub status: String,
-    /// OK events: how many were delivered in under each of [`DELIVERY_BUCKETS_MS`].
-    pub under: Vec<i64>,
+    /// OK events: the bucket of their receipt→delivery time (the first of
+    /// [`DELIVERY_BUCKETS_MS`] they are under, or its length past the last); -1 otherwise.
+    pub bucket: i64,
     pub n: i64,
     /// OK events: the sum of their receipt→delivery times.
     pub delivery_ms: Option<f64>,
@@ -69,25 +70,28 @@ impl Store {
         stream: Option<Uuid>,
     ) -> StoreResult<(Vec<EventCount>, Vec<JobCount>)> {
         let ms = self.backend().millis_between("created_at", "updated_at");
-        // Cumulative counts as columns, grouped only by stream, type and status: a handful of
-        // groups the database aggregates in memory as it scans.
-        let mut under = String::new();
+        let mut bucket = String::from("CASE WHEN status <> 'OK' THEN -1");
         for (i, bound) in DELIVERY_BUCKETS_MS.iter().enumerate() {
-            under.push_str(&format!(
-                "COUNT(CASE WHEN status = 'OK' AND {ms} < {bound:.1} THEN 1 END) AS under_{i}, "
-            ));
+            bucket.push_str(&format!(" WHEN ms < {bound:.1} THEN {i}"));
         }
+        bucket.push_str(&format!(" ELSE {} END", DELIVERY_BUCKETS_MS.len()));
         let only = if stream.is_some() {
             " AND stream_id = $4"
         } else {
             ""
         };
+        // The delivery time is computed once a row, and its bucket once, in subqueries the
+        // planner keeps as they are (see `Backend::as_written`); grouped by stream, type,
+        // status and bucket, a few hundred groups aggregate in memory as the rows stream by.
+        let kept = self.backend().as_written();
         let events_sql = format!(
-            "SELECT stream_id, data_type, status, {under}COUNT(*) AS n, \
-             SUM(CASE WHEN status = 'OK' THEN {ms} END) AS delivery_ms, \
+            "SELECT stream_id, data_type, status, CAST(bucket AS BIGINT) AS bucket, \
+             COUNT(*) AS n, SUM(CASE WHEN status = 'OK' THEN ms END) AS delivery_ms, \
              MAX(CASE WHEN status = 'OK' THEN updated_at END) AS last_ok_at \
-             FROM events WHERE org_id = $1 AND id >= $2 AND id < $3{only} \
-             GROUP BY stream_id, data_type, status"
+             FROM (SELECT stream_id, data_type, status, updated_at, ms, {bucket} AS bucket \
+                   FROM (SELECT stream_id, data_type, status, updated_at, {ms} AS ms FROM events \
+                         WHERE org_id = $1 AND id >= $2 AND id < $3{only} {kept}) timed {kept}) bucketed \
+             GROUP BY stream_id, data_type, status, bucket"
         );
         let jobs_sql = format!(
             "SELECT stream_id, status, COUNT(*) AS n FROM jobs \
@@ -104,15 +108,11 @@ impl Store {
             }
             let mut events = Vec::new();
             for row in q.fetch_all(pool).await? {
-                let mut under = Vec::with_capacity(DELIVERY_BUCKETS_MS.len());
-                for i in 0..DELIVERY_BUCKETS_MS.len() {
-                    under.push(row.try_get::<i64, _>(format!("under_{i}").as_str())?);
-                }
                 events.push(EventCount {
                     stream_id: row.try_get("stream_id")?,
                     data_type: row.try_get("data_type")?,
                     status: row.try_get("status")?,
-                    under,
+                    bucket: row.try_get("bucket")?,
                     n: row.try_get("n")?,
                     delivery_ms: row.try_get("delivery_ms")?,
                     last_ok_at: row.try_get("last_ok_at")?,
