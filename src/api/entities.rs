@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::csv::list_response;
 use super::events::EventOut;
 use super::extract::{ApiQuery, IdPath};
-use super::jobs::descending;
+use super::jobs::{descending, sort_by};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{EventStatus, Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -74,6 +74,8 @@ impl From<Entity> for EntityOut {
 pub struct EntityFilter {
     pub data_type: Option<String>,
     pub entity_id: Option<String>,
+    /// Entities whose last message contains this text (any case).
+    pub message: Option<String>,
     /// Last status, e.g. FAILED.
     #[param(schema_with = super::openapi_doc::lists::event_status)]
     pub status: Option<String>,
@@ -83,6 +85,8 @@ pub struct EntityFilter {
     /// `desc` (newest first, default) or `asc`.
     #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
+    /// `created` (default) or `updated`.
+    pub sort: Option<String>,
 }
 
 #[utoipa::path(get, path = "/entities", tag = "entities", params(PageParams, EntityFilter),
@@ -110,6 +114,12 @@ async fn list(
     if let Some(v) = f.error_code {
         filters.push(("last_error_code", Val::from(v)));
     }
+    if let Some(v) = f.message {
+        filters.push((
+            "LOWER(last_message) LIKE",
+            Val::from(format!("%{}%", v.to_lowercase())),
+        ));
+    }
     if let Some(v) = f.updated_after {
         filters.push(("updated_at >=", Val::from(v)));
     }
@@ -118,6 +128,7 @@ async fn list(
     }
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
+    sort_by(&mut q, f.sort.as_deref(), &[("updated", "updated_at")])?;
     let (store, org) = (state.store.clone(), auth.org_id);
     list_response(&headers, "entities", ENTITY_COLUMNS, q, move |q| {
         let store = store.clone();
@@ -163,6 +174,7 @@ async fn get(
         after: None,
         limit: HISTORY,
         desc: true,
+        sort: None,
     };
     let events = state.store.list::<Event>(auth.org_id, &q).await?;
     let mut out = EntityOut::from(entity);

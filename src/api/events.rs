@@ -16,7 +16,7 @@ use axum::response::Response;
 
 use super::csv::list_response;
 use super::extract::{optional_json, ApiJson, ApiQuery, IdPath};
-use super::jobs::{descending, AcceptedEvents};
+use super::jobs::{descending, sort_by, AcceptedEvents};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{EventStatus, Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -158,6 +158,8 @@ pub struct EventFilter {
     /// `desc` (newest first, default) or `asc`.
     #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
+    /// `created` (default) or `updated`.
+    pub sort: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -229,6 +231,7 @@ async fn list(
     auth.require(Permission::Read)?;
     let mut q = page.query(event_filters(&f)?)?;
     q.desc = descending(f.order.as_deref())?;
+    sort_by(&mut q, f.sort.as_deref(), &[("updated", "updated_at")])?;
     let (store, org) = (state.store.clone(), auth.org_id);
     list_response(&headers, "events", EVENT_COLUMNS, q, move |q| {
         let store = store.clone();
@@ -535,6 +538,7 @@ async fn replicate_many(
                 after,
                 limit: PAGE,
                 desc: false,
+                sort: None,
             };
             let page = state.store.list::<Event>(auth.org_id, &q).await?;
             for mut e in page.items {

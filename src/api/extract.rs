@@ -127,7 +127,7 @@ impl PageParams {
     pub fn query(&self, filters: Vec<(&'static str, Val)>) -> Result<ListQuery, ApiError> {
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+            Some(c) => Some(c.parse::<crate::store::Cursor>().map_err(|_| {
                 ApiError::invalid(
                     "cursor",
                     "is not a cursor this API returned; start without one",
@@ -139,6 +139,7 @@ impl PageParams {
             after,
             limit: self.limit()?,
             desc: false,
+            sort: None,
         })
     }
 }

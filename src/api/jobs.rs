@@ -78,6 +78,8 @@ pub struct JobFilter {
     /// `desc` (newest first, default) or `asc`.
     #[param(schema_with = super::openapi_doc::lists::sort_order)]
     pub order: Option<String>,
+    /// `created` (default), `updated` or `finished` (finished jobs only).
+    pub sort: Option<String>,
 }
 
 pub async fn job_out(state: &AppState, j: Job) -> Result<JobOut, ApiError> {
@@ -111,6 +113,43 @@ fn job_with_counts(j: Job, found: Vec<(crate::domain::EventStatus, i64)>) -> Job
 }
 
 /// `asc`/`desc` of a list; newest first unless asked otherwise.
+/// Sorts `q` by the column a list's `sort` names, from the ones it offers as (name, column);
+/// `created` is the id order (ids are time-ordered), which needs no column. A cursor of another
+/// order cannot page it.
+pub fn sort_by(
+    q: &mut crate::store::ListQuery,
+    sort: Option<&str>,
+    offered: &[(&str, &'static str)],
+) -> Result<(), ApiError> {
+    q.sort = sort_column(sort, offered)?;
+    if q.sort.is_some() && q.after.is_some_and(|c| c.at.is_none()) {
+        return Err(ApiError::invalid(
+            "cursor",
+            "is from a list in another order; start without one",
+        ));
+    }
+    Ok(())
+}
+
+fn sort_column(
+    sort: Option<&str>,
+    offered: &[(&str, &'static str)],
+) -> Result<Option<&'static str>, ApiError> {
+    match sort {
+        None | Some("created") => Ok(None),
+        Some(name) => offered
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, col)| Some(*col))
+            .ok_or_else(|| {
+                let names: Vec<&str> = std::iter::once("created")
+                    .chain(offered.iter().map(|(n, _)| *n))
+                    .collect();
+                ApiError::invalid("sort", format!("must be one of: {}", names.join(", ")))
+            }),
+    }
+}
+
 pub fn descending(order: Option<&str>) -> Result<bool, ApiError> {
     match order {
         None | Some("desc") => Ok(true),
@@ -188,6 +227,11 @@ async fn list(
     }
     let mut q = page.query(filters)?;
     q.desc = descending(f.order.as_deref())?;
+    sort_by(
+        &mut q,
+        f.sort.as_deref(),
+        &[("updated", "updated_at"), ("finished", "finished_at")],
+    )?;
     let (store, org) = (state.store.clone(), auth.org_id);
     list_response(&headers, "jobs", JOB_COLUMNS, q, move |q| {
         let store = store.clone();

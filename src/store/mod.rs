@@ -52,7 +52,7 @@ pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
 pub use records::*;
 pub use reports::{EventCount, JobCount, MetricFigures, DELIVERY_BUCKETS_MS};
-pub use resources::{ListPage, ListQuery, Record};
+pub use resources::{Cursor, ListPage, ListQuery, Record};
 pub use tenancy::{Bootstrap, TokenIdentity};
 pub use writer::CommitGate;
 

@@ -7,6 +7,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{on_pool, Bind, Store, StoreError, StoreResult, Val};
+use crate::domain::Timestamp;
 
 /// A configuration row owned by an organisation.
 pub trait Record:
@@ -25,14 +26,62 @@ pub trait Record:
     fn values(&self) -> Vec<(&'static str, Val)>;
 }
 
+/// Where a page starts: after this row, in the list's order. Lists sorted by a time column
+/// carry its value too, so the next page starts exactly after the last row shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: Option<Timestamp>,
+    pub id: Uuid,
+}
+
+impl From<Uuid> for Cursor {
+    fn from(id: Uuid) -> Self {
+        Cursor { at: None, id }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.at {
+            None => write!(f, "{}", self.id),
+            Some(at) => write!(
+                f,
+                "{}~{}",
+                at.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                self.id
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.split_once('~') {
+            None => Uuid::parse_str(s).map(Cursor::from).map_err(|_| ()),
+            Some((at, id)) => Ok(Cursor {
+                at: Some(Timestamp::from_datetime(
+                    chrono::DateTime::parse_from_rfc3339(at)
+                        .map_err(|_| ())?
+                        .with_timezone(&chrono::Utc),
+                )),
+                id: Uuid::parse_str(id).map_err(|_| ())?,
+            }),
+        }
+    }
+}
+
 /// A page request: filters on whitelisted columns, a cursor, a size and a direction.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     /// `("system", v)` means `system = v`; a column with an operator (`"created_at >="`,
     /// `"LOWER(message) LIKE"`) is used as written. Columns are never user input.
     pub filters: Vec<(&'static str, Val)>,
-    /// Return rows after this id in the list's direction (the previous page's `next_cursor`).
-    pub after: Option<Uuid>,
+    /// Return rows after this one in the list's order (the previous page's `next_cursor`).
+    pub after: Option<Cursor>,
+    /// Sort by this time column (then by id) instead of by id (creation); rows where it is
+    /// null are left out. Never user input.
+    pub sort: Option<&'static str>,
     pub limit: u32,
     /// Newest first.
     pub desc: bool,
@@ -43,7 +92,7 @@ pub struct ListQuery {
 pub struct ListPage<R> {
     pub items: Vec<R>,
     /// Where the next page starts; `None` on the last page.
-    pub next_cursor: Option<Uuid>,
+    pub next_cursor: Option<Cursor>,
 }
 
 fn scope<R: Record>() -> &'static str {
@@ -86,19 +135,51 @@ impl Store {
             sql.push_str(&format!(" AND {col}{op} ${}", vals.len()));
         }
         let (cmp, dir) = if q.desc { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(col) = q.sort {
+            sql.push_str(&format!(" AND {col} IS NOT NULL"));
+        }
         if let Some(after) = q.after {
-            vals.push(after.into());
-            sql.push_str(&format!(" AND id {cmp} ${}", vals.len()));
+            match (q.sort, after.at) {
+                (Some(col), Some(at)) => {
+                    vals.push(at.into());
+                    vals.push(after.id.into());
+                    let (a, b) = (vals.len() - 1, vals.len());
+                    sql.push_str(&format!(
+                        " AND ({col} {cmp} ${a} OR ({col} = ${a} AND id {cmp} ${b}))"
+                    ));
+                }
+                (None, _) => {
+                    vals.push(after.id.into());
+                    sql.push_str(&format!(" AND id {cmp} ${}", vals.len()));
+                }
+                (Some(_), None) => {
+                    return Err(StoreError::Invalid(
+                        "the cursor is from a list in another order; start without one".into(),
+                    ))
+                }
+            }
         }
         let limit = q.limit.max(1);
         // One extra row tells whether there is a next page.
-        sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", limit + 1));
+        match q.sort {
+            Some(col) => sql.push_str(&format!(" ORDER BY {col} {dir}, id {dir}")),
+            None => sql.push_str(&format!(" ORDER BY id {dir}")),
+        }
+        sql.push_str(&format!(" LIMIT {}", limit + 1));
         let mut items: Vec<R> = on_pool!(self, pool, Db => {
             sqlx::query_as::<Db, R>(&sql).bind_all(&vals).fetch_all(pool).await?
         });
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|r| r.id())
+            items.last().map(|r| Cursor {
+                at: q.sort.and_then(|col| {
+                    r.values().into_iter().find_map(|(c, v)| match v {
+                        Val::Ts(t) if c == col => t,
+                        _ => None,
+                    })
+                }),
+                id: r.id(),
+            })
         } else {
             None
         };

@@ -339,9 +339,101 @@ async fn lists_export_every_matching_row_as_streamed_formula_safe_csv(db: Db) {
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+async fn lists_sort_by_created_updated_or_finished_and_page_in_that_order(db: Db) {
+    use crate::engine::{fetch_stream, upload_and_wait};
+    use crate::peers::Sink;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    let (_env, s) = crate::engine::start(db).await;
+    let refusing = Sink::scripted(Arc::new(|_: &Value, _| {
+        (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
+    }))
+    .await;
+    let retry = json!({"schedule_seconds": [0], "timeout_seconds": 5});
+    let stream = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        &refusing.url(),
+        retry,
+        false,
+    )
+    .await;
+    let (_, events) = upload_and_wait(
+        &s,
+        &stream,
+        json!([{"id": "1", "name": "#1"}, {"id": "2", "name": "#2"}, {"id": "3", "name": "#3"}]),
+    )
+    .await;
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    // The oldest event changes last: first by update time, last by creation.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, _) = s
+        .patch(&format!("/events/{}", ids[0]), json!({"ignored": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut seen = Vec::new();
+    let mut path = format!("/events?stream_id={stream}&sort=updated&limit=1");
+    loop {
+        let (status, page) = s.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                assert!(
+                    c.contains('~'),
+                    "a sorted list's cursor carries the time: {c}"
+                );
+                path = format!("/events?stream_id={stream}&sort=updated&limit=1&cursor={c}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3, "every event once: {seen:?}");
+    assert_eq!(seen[0], json!(ids[0]), "the latest change first");
+    let (_, by_created) = s.get(&format!("/events?stream_id={stream}&limit=1")).await;
+    assert_ne!(by_created["items"][0]["id"], json!(ids[0]));
+    let (_, asc) = s
+        .get(&format!(
+            "/events?stream_id={stream}&sort=updated&order=asc"
+        ))
+        .await;
+    assert_eq!(asc["items"][2]["id"], json!(ids[0]));
+    // Jobs by finish time list finished jobs only.
+    let (_, finished) = s
+        .get(&format!("/jobs?stream_id={stream}&sort=finished"))
+        .await;
+    assert_eq!(finished["items"].as_array().unwrap().len(), 1);
+    assert!(finished["items"][0]["finished_at"].is_string());
+    let (status, problem) = s.get("/events?sort=colour").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(crate::common::error_fields(&problem), ["sort"]);
+    // A cursor from the id order cannot page a sorted list.
+    let (_, plain) = s.get(&format!("/events?stream_id={stream}&limit=1")).await;
+    let c = plain["next_cursor"].as_str().unwrap();
+    let (status, problem) = s
+        .get(&format!(
+            "/events?stream_id={stream}&sort=updated&cursor={c}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    // Entities by their last message.
+    let (_, entities) = s.get("/entities?message=answered").await;
+    assert_eq!(entities["items"].as_array().unwrap().len(), 3, "{entities}");
+    let (_, none) = s.get("/entities?message=nothing-like-this").await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+}
+
 both_stores!(
     the_error_catalogue_says_what_each_code_means_and_what_to_do,
     the_summary_matches_counts_made_by_hand,
     metrics_show_waiting_work_recent_outcomes_attempts_and_alerts,
     lists_export_every_matching_row_as_streamed_formula_safe_csv,
+    lists_sort_by_created_updated_or_finished_and_page_in_that_order,
 );

@@ -1287,6 +1287,7 @@ async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {
                 after: None,
                 limit: 10,
                 desc: false,
+                sort: None,
             };
             store.list::<Entity>(org, &q).await.unwrap().items
         }
