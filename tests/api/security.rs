@@ -395,10 +395,67 @@ async fn users_crud(db: Db) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+async fn every_response_carries_the_security_headers(db: Db) {
+    let env = Env::new(db).await;
+    let s = crate::common::Server::start(env.config()).await;
+    let strict = |res: &reqwest::Response, what: &str| {
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+        assert_eq!(h["x-frame-options"], "DENY", "{what}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+        assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
+        csp.to_string()
+    };
+    for (path, status) in [
+        ("/healthz", StatusCode::OK),
+        ("/metrics", StatusCode::OK),
+        ("/api/v1/keys", StatusCode::UNAUTHORIZED),
+        ("/hooks/nothing-here", StatusCode::METHOD_NOT_ALLOWED),
+        ("/nowhere", StatusCode::NOT_FOUND),
+    ] {
+        let res = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        let csp = strict(&res, path);
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(
+            res.headers().get("strict-transport-security").is_none(),
+            "plain http"
+        );
+    }
+    // The docs page runs no inline script: its start-up is a file of its own.
+    let res = s.client.get(s.url("/docs")).send().await.unwrap();
+    let csp = strict(&res, "/docs");
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"<script src="/docs/init.js"></script>"#));
+    assert!(!page.contains("<script>"), "no inline script");
+    let init = s.client.get(s.url("/docs/init.js")).send().await.unwrap();
+    assert_eq!(init.status(), StatusCode::OK);
+    assert!(init.text().await.unwrap().contains("SwaggerUIBundle"));
+    s.stop().await;
+    // Served over https: browsers are told to keep to it.
+    let mut config = env.config();
+    config.public_base_url = Some("https://wharf.example.com".into());
+    let s = crate::common::Server::start(config).await;
+    let res = s.client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    s.stop().await;
+}
+
 both_stores!(
     secrets_are_never_returned_nor_stored_in_clear,
     other_organisations_objects_are_not_found,
     missing_or_bad_tokens_are_unauthorized,
     roles_are_enforced,
     users_crud,
+    every_response_carries_the_security_headers,
 );
