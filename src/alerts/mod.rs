@@ -100,18 +100,19 @@ impl Alerting {
         else {
             return Ok(report);
         };
-        let judge = {
-            let mut at = self.judged_at.lock().unwrap_or_else(|e| e.into_inner());
-            let due = at.is_none_or(|last| {
+        let judge = self
+            .judged_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|last| {
                 now < last || later(last, self.config.condition_interval_seconds) <= now
             });
-            if due {
-                *at = Some(now);
-            }
-            due
-        };
         // Sending goes on whatever evaluation met: a notification already written is sent.
         let evaluated = self.evaluate_batches(&mut report, from, now, judge).await;
+        if judge && report.evaluated {
+            // Judged only once written: a failed evaluation judges again at the next tick.
+            *self.judged_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        }
         let (sent, failed) = self.sender.send_due(&self.store, &self.config, now).await?;
         report.sent = sent;
         report.failed = failed;
