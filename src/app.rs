@@ -121,6 +121,12 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
             config.ingest.dedup_retention_hours,
             stop.clone(),
         )));
+        parts.push(tokio::spawn(crate::retention::run(
+            state.store.clone(),
+            config.retention.clone(),
+            state.metrics.clone(),
+            stop.clone(),
+        )));
         if config.alerts.enabled {
             parts.push(tokio::spawn(
                 crate::alerts::Alerting::new(state).run(stop.clone()),

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops;
 pub mod reports;
+pub mod retention;
 pub mod store;
 pub mod transform;
 

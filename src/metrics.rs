@@ -14,6 +14,8 @@ pub struct Metrics {
     transforms: Mutex<(u64, u64, f64)>,
     /// Alert notifications by outcome (`sent`, `failed`: a try that did not go).
     notifications: Mutex<BTreeMap<&'static str, u64>>,
+    /// Rows cleared or deleted by retention, by kind.
+    retention: Mutex<BTreeMap<String, u64>>,
     /// Delivery attempts by outcome and error code (empty for none).
     attempts: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// The store's figures as last rendered, and when: read at most every [`STORE_EVERY`].
@@ -41,6 +43,12 @@ impl Metrics {
     pub fn record_webhook(&self, system: &str, outcome: &'static str) {
         let mut map = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((system.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// Counts what a retention sweep cleared or deleted.
+    pub fn record_retention(&self, what: &str, n: u64) {
+        let mut map = self.retention.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(what.to_string()).or_default() += n;
     }
 
     /// Counts one delivery attempt.
@@ -127,6 +135,14 @@ impl Metrics {
                     out,
                     "wharf_notifications_total{{outcome=\"{outcome}\"}} {n}"
                 );
+            }
+        }
+        {
+            let removed = self.retention.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_retention_removed_total Rows retention cleared or deleted, by kind.\n");
+            out.push_str("# TYPE wharf_retention_removed_total counter\n");
+            for (what, n) in removed.iter() {
+                let _ = writeln!(out, "wharf_retention_removed_total{{what=\"{what}\"}} {n}");
             }
         }
         {

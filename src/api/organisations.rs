@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, Errors, IdPath};
 use super::{AppState, Auth, Page};
+use crate::config::RetentionPolicy;
 use crate::crypto::{generate_token, hash_token, token_hint};
 use crate::domain::{Permission, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -38,17 +39,41 @@ pub struct OrganisationOut {
     pub owner_token: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How long data is kept: the organisation's own policy, or the server's default.
+    pub retention: RetentionPolicy,
+    /// Whether `retention` is the server's default (no policy of its own).
+    pub retention_is_default: bool,
 }
 
-impl From<Organisation> for OrganisationOut {
-    fn from(o: Organisation) -> Self {
-        OrganisationOut {
-            id: o.id,
-            name: o.name,
-            owner_token: None,
-            created_at: o.created_at,
-            updated_at: o.updated_at,
-        }
+/// A change of name, retention policy, or both; `"retention": null` goes back to the default.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganisationPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::double_option")]
+    #[schema(value_type = Option<RetentionIn>)]
+    pub retention: Option<Option<RetentionIn>>,
+}
+
+/// Days to keep each kind of data; a field left out keeps its current value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionIn {
+    pub payload_days: Option<u32>,
+    pub records_days: Option<u32>,
+    pub log_days: Option<u32>,
+}
+
+fn out(o: Organisation, state: &AppState) -> OrganisationOut {
+    let own = o.retention.as_ref().map(|j| &j.0);
+    OrganisationOut {
+        retention: crate::retention::policy_of(own, &state.config.retention),
+        retention_is_default: own.is_none(),
+        id: o.id,
+        name: o.name,
+        owner_token: None,
+        created_at: o.created_at,
+        updated_at: o.updated_at,
     }
 }
 
@@ -67,7 +92,7 @@ async fn list(
     auth.require(Permission::Read)?;
     let org = state.store.get_organisation(auth.org_id).await?;
     Ok(Json(Page {
-        items: vec![org.into()],
+        items: vec![out(org, &state)],
         next_cursor: None,
     }))
 }
@@ -86,7 +111,7 @@ async fn create(
         .store
         .create_organisation(&input.name, &hash_token(&token), &token_hint(&token))
         .await?;
-    let mut out = OrganisationOut::from(org);
+    let mut out = out(org, &state);
     out.owner_token = Some(token);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -102,32 +127,59 @@ async fn get(
     if id != auth.org_id {
         return Err(ApiError::NotFound("organisation"));
     }
-    Ok(Json(state.store.get_organisation(id).await?.into()))
+    Ok(Json(out(state.store.get_organisation(id).await?, &state)))
 }
 
-#[utoipa::path(patch, path = "/organisations/{id}", tag = "organisations", request_body = OrganisationIn,
-    responses((status = 200, body = OrganisationOut), (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[utoipa::path(patch, path = "/organisations/{id}", tag = "organisations", request_body = OrganisationPatch,
+    responses((status = 200, body = OrganisationOut), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update(
     State(state): State<AppState>,
     auth: Auth,
     IdPath(id): IdPath,
-    ApiJson(input): ApiJson<OrganisationIn>,
+    ApiJson(input): ApiJson<OrganisationPatch>,
 ) -> Result<Json<OrganisationOut>, ApiError> {
     auth.require(Permission::ManageUsers)?;
     if id != auth.org_id {
         return Err(ApiError::NotFound("organisation"));
     }
-    check_name(&input.name)?;
-    state
-        .store
-        .rename_organisation(id, &input.name)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Duplicate(_) => ApiError::Conflict(format!(
-                "An organisation named `{}` already exists.",
-                input.name
-            )),
-            other => other.into(),
-        })?;
-    Ok(Json(state.store.get_organisation(id).await?.into()))
+    let org = state.store.get_organisation(id).await?;
+    let retention = match &input.retention {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(r)) => {
+            let now = crate::retention::policy_of(
+                org.retention.as_ref().map(|j| &j.0),
+                &state.config.retention,
+            );
+            let policy = RetentionPolicy {
+                payload_days: r.payload_days.unwrap_or(now.payload_days),
+                records_days: r.records_days.unwrap_or(now.records_days),
+                log_days: r.log_days.unwrap_or(now.log_days),
+            };
+            let mut errors = Errors::default();
+            for (field, message) in policy.problems() {
+                errors.add(format!("retention.{field}"), message);
+            }
+            errors.finish()?;
+            Some(Some(policy))
+        }
+    };
+    if let Some(name) = &input.name {
+        check_name(name)?;
+        state
+            .store
+            .rename_organisation(id, name)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Duplicate(_) => {
+                    ApiError::Conflict(format!("An organisation named `{name}` already exists."))
+                }
+                other => other.into(),
+            })?;
+    }
+    if let Some(policy) = retention {
+        let value = policy.map(|p| serde_json::to_value(p).expect("plain struct"));
+        state.store.set_retention(id, value).await?;
+    }
+    Ok(Json(out(state.store.get_organisation(id).await?, &state)))
 }

@@ -42,6 +42,7 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub smtp: SmtpConfig,
     pub alerts: AlertsConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -65,6 +66,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             smtp: SmtpConfig::default(),
             alerts: AlertsConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -258,6 +260,18 @@ impl Config {
         }
         if !(1..=300).contains(&self.alerts.timeout_seconds) {
             return bad("alerts.timeout_seconds", "must be between 1 and 300");
+        }
+        if let Some((field, why)) = self.retention.policy().problems().into_iter().next() {
+            return bad(&format!("retention.{field}"), &why);
+        }
+        if !(1..=1440).contains(&self.retention.interval_minutes) {
+            return bad("retention.interval_minutes", "must be between 1 and 1440");
+        }
+        if !(1..=100_000).contains(&self.retention.batch_size) {
+            return bad("retention.batch_size", "must be between 1 and 100000");
+        }
+        if !(1..=100_000).contains(&self.retention.max_batches) {
+            return bad("retention.max_batches", "must be between 1 and 100000");
         }
         if let Some(security) = &self.smtp.security {
             if !matches!(security.as_str(), "starttls" | "tls" | "none") {

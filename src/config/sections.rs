@@ -298,6 +298,90 @@ impl Default for LogConfig {
     }
 }
 
+/// How long records are kept (each organisation may set its own; these are the defaults), and
+/// how the maintenance task that removes older ones works.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Event payloads, transformation logs, attempts' response excerpts and uploaded files
+    /// are cleared after this many days (the rows stay).
+    pub payload_days: u32,
+    /// Jobs, events and attempts are deleted after this many days.
+    pub records_days: u32,
+    /// Event-log entries and alert notifications are deleted after this many days.
+    pub log_days: u32,
+    /// Minutes between sweeps.
+    pub interval_minutes: u64,
+    /// Rows changed or removed per statement: small, so no lock is held long (and SQLite's
+    /// one writer is free between batches).
+    pub batch_size: u64,
+    /// Most batches per table in one sweep; the rest waits for the next.
+    pub max_batches: u64,
+}
+
+impl RetentionConfig {
+    /// The default policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            payload_days: self.payload_days,
+            records_days: self.records_days,
+            log_days: self.log_days,
+        }
+    }
+}
+
+/// How many days each kind of data is kept.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Event payloads, transformation logs, attempts' response excerpts and uploaded files
+    /// are cleared after this many days (the rows stay).
+    pub payload_days: u32,
+    /// Jobs, events and attempts are deleted after this many days.
+    pub records_days: u32,
+    /// Event-log entries and alert notifications are deleted after this many days.
+    pub log_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            payload_days: 30,
+            records_days: 60,
+            log_days: 60,
+            interval_minutes: 10,
+            batch_size: 500,
+            max_batches: 200,
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// What is wrong with it, as (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (field, days) in [
+            ("payload_days", self.payload_days),
+            ("records_days", self.records_days),
+            ("log_days", self.log_days),
+        ] {
+            if !(1..=3650).contains(&days) {
+                out.push((
+                    field.to_string(),
+                    "must be between 1 and 3650 days".to_string(),
+                ));
+            }
+        }
+        if self.payload_days > self.records_days {
+            out.push((
+                "payload_days".into(),
+                "cannot be longer than records_days: the records go first".into(),
+            ));
+        }
+        out
+    }
+}
+
 /// The mail server alerts are sent through (alert channels of kind `email`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]

@@ -23,6 +23,7 @@ mod queue;
 mod records;
 mod reports;
 mod resources;
+mod retention;
 mod schedules;
 mod tenancy;
 mod writer;
@@ -53,6 +54,7 @@ pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, Sou
 pub use records::*;
 pub use reports::{EventCount, JobCount, MetricFigures, DELIVERY_BUCKETS_MS};
 pub use resources::{Cursor, ListPage, ListQuery, Record};
+pub use retention::Step as RetentionStep;
 pub use tenancy::{Bootstrap, TokenIdentity};
 pub use writer::CommitGate;
 

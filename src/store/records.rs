@@ -33,6 +33,8 @@ pub struct Organisation {
     pub name: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The organisation's own retention policy; `None` keeps the configured defaults.
+    pub retention: Option<Json<Value>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -80,6 +80,7 @@ impl Store {
     ) -> StoreResult<Organisation> {
         let now = Timestamp::now();
         let org = Organisation {
+            retention: None,
             id: Uuid::now_v7(),
             name: name.to_string(),
             created_at: now,

@@ -23,6 +23,7 @@ mod parts;
 mod peers;
 mod processes;
 mod replicate;
+mod retention;
 mod schedule;
 mod security;
 mod sftp;

@@ -1,0 +1,153 @@
+//! Retention: clearing old payloads and deleting old records in small batches. Events and jobs
+//! have time-ordered ids (UUID v7), so "older than" is an id range on the organisation's id
+//! index; each statement touches at most one batch, so no lock is held long.
+
+use uuid::Uuid;
+
+use super::reports::id_floor;
+use super::{on_pool, BeginWrite, Store, StoreResult};
+use crate::domain::Timestamp;
+
+/// What one statement does: the SQL with `$1` the organisation, `$2` the age bound (an id floor
+/// or a time) and `$3` the batch size.
+pub struct Step {
+    pub what: &'static str,
+    sql: String,
+    by_time: bool,
+}
+
+const FINISHED_EVENT: &str = "status IN ('OK','ERROR','FAILED','ABORTED')";
+const FINISHED_JOB: &str = "status IN ('FINISHED','FINISHED_WITH_ISSUES','FAILED')";
+
+impl Store {
+    /// The steps that clear payloads (rows stay), in order.
+    pub fn payload_steps(&self) -> Vec<Step> {
+        vec![
+            Step {
+                what: "event_payloads",
+                sql: format!(
+                    "UPDATE events SET payload_in = NULL, payload_out = NULL, transform_logs = NULL \
+                     WHERE id IN (SELECT id FROM events WHERE org_id = $1 AND id < $2 \
+                     AND {FINISHED_EVENT} AND (payload_in IS NOT NULL OR payload_out IS NOT NULL \
+                     OR transform_logs IS NOT NULL) LIMIT $3)"
+                ),
+                by_time: false,
+            },
+            Step {
+                what: "attempt_excerpts",
+                sql: "UPDATE delivery_attempts SET response_excerpt = NULL \
+                      WHERE id IN (SELECT id FROM delivery_attempts WHERE org_id = $1 AND id < $2 \
+                      AND response_excerpt IS NOT NULL LIMIT $3)"
+                    .into(),
+                by_time: false,
+            },
+            Step {
+                what: "uploaded_files",
+                sql: format!(
+                    "UPDATE jobs SET payload = NULL WHERE id IN (SELECT id FROM jobs \
+                     WHERE org_id = $1 AND id < $2 AND {FINISHED_JOB} AND payload IS NOT NULL \
+                     LIMIT $3)"
+                ),
+                by_time: false,
+            },
+        ]
+    }
+
+    /// The steps that delete records: finished events (their attempts go with them), then
+    /// finished jobs left without events.
+    pub fn record_steps(&self) -> Vec<Step> {
+        vec![
+            Step {
+                what: "events",
+                sql: format!(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE org_id = $1 \
+                     AND id < $2 AND {FINISHED_EVENT} LIMIT $3)"
+                ),
+                by_time: false,
+            },
+            Step {
+                what: "jobs",
+                sql: format!(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs j WHERE org_id = $1 \
+                     AND id < $2 AND {FINISHED_JOB} \
+                     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id) LIMIT $3)"
+                ),
+                by_time: false,
+            },
+        ]
+    }
+
+    /// The steps that delete the event log's old rows and sent (or failed) notifications.
+    pub fn log_steps(&self) -> Vec<Step> {
+        let position = self.backend().log_position();
+        vec![
+            Step {
+                what: "event_log",
+                sql: format!(
+                    "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
+                     WHERE org_id = $1 AND {position} IS NOT NULL AND created_at < $2 \
+                     ORDER BY {position} LIMIT $3)"
+                ),
+                by_time: true,
+            },
+            Step {
+                what: "notifications",
+                sql: "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+                      WHERE org_id = $1 AND id < $2 AND status <> 'pending' LIMIT $3)"
+                    .into(),
+                by_time: false,
+            },
+        ]
+    }
+
+    /// Runs one batch of `step` for `org` on rows older than `before`; answers how many rows
+    /// it changed.
+    pub async fn retention_batch(
+        &self,
+        step: &Step,
+        org: Uuid,
+        before: Timestamp,
+        batch: u64,
+    ) -> StoreResult<u64> {
+        let n = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let q = sqlx::query::<Db>(&step.sql).bind(org);
+            let q = if step.by_time { q.bind(before) } else { q.bind(id_floor(before)) };
+            let n = q.bind(batch as i64).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
+    }
+
+    /// Every organisation with its own retention policy, if it has one.
+    pub async fn retention_policies(
+        &self,
+    ) -> StoreResult<Vec<(Uuid, Option<sqlx::types::Json<serde_json::Value>>)>> {
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (Uuid, Option<sqlx::types::Json<serde_json::Value>>)>(
+                "SELECT id, retention FROM organisations ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Sets (or, with `None`, clears) an organisation's own retention policy.
+    pub async fn set_retention(
+        &self,
+        org: Uuid,
+        policy: Option<serde_json::Value>,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("UPDATE organisations SET retention = $2, updated_at = $3 WHERE id = $1")
+                .bind(org)
+                .bind(policy.map(sqlx::types::Json))
+                .bind(Timestamp::now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
