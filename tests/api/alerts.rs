@@ -101,6 +101,38 @@ async fn webhook_channel(s: &Server, sink: &Sink) -> (String, String) {
     (channel["id"].as_str().unwrap().to_string(), secret)
 }
 
+/// A server whose clock the test keeps, its evaluator, a stream whose every record ends
+/// FAILED (the sink refuses it), and a webhook channel to a sink that records messages.
+struct Scene {
+    _env: Env,
+    s: Server,
+    alerting: Alerting,
+    hook: Sink,
+    _refusing: Sink,
+    stream: String,
+    channel: String,
+    secret: String,
+}
+
+async fn scene(db: Db) -> Scene {
+    let (env, s, config) = start(db, false, |_| {}).await;
+    let alerting = evaluator(&config).await;
+    let hook = Sink::ok().await;
+    let refusing = Sink::scripted(refusing_sink_script()).await;
+    let stream = failing_stream(&s, &refusing).await;
+    let (channel, secret) = webhook_channel(&s, &hook).await;
+    Scene {
+        _env: env,
+        s,
+        alerting,
+        hook,
+        _refusing: refusing,
+        stream,
+        channel,
+        secret,
+    }
+}
+
 async fn alerts_of(s: &Server) -> Vec<Value> {
     let (status, page) = s.get("/alerts").await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -186,12 +218,16 @@ async fn a_failed_job_mails_the_channel_once(db: Db) {
 }
 
 async fn a_hundred_failures_are_one_alert_and_flood_control_holds_back_the_rest(db: Db) {
-    let (_env, s, config) = start(db, false, |_| {}).await;
-    let alerting = evaluator(&config).await;
-    let hook = Sink::ok().await;
-    let refusing = Sink::scripted(refusing_sink_script()).await;
-    let stream = failing_stream(&s, &refusing).await;
-    let (channel, secret) = webhook_channel(&s, &hook).await;
+    let Scene {
+        s,
+        alerting,
+        hook,
+        stream,
+        channel,
+        secret,
+        _env: _kept,
+        _refusing: _refused,
+    } = scene(db).await;
     s.create(
         "/alert-rules",
         json!({"name": "Deliveries failing", "kind": "event_failed", "channel_ids": [channel],
@@ -276,12 +312,16 @@ async fn a_hundred_failures_are_one_alert_and_flood_control_holds_back_the_rest(
 }
 
 async fn error_rate_fires_once_min_events_is_reached_and_resolves_when_it_falls(db: Db) {
-    let (_env, s, config) = start(db, false, |_| {}).await;
-    let alerting = evaluator(&config).await;
-    let hook = Sink::ok().await;
-    let refusing = Sink::scripted(refusing_sink_script()).await;
-    let stream = failing_stream(&s, &refusing).await;
-    let (channel, _) = webhook_channel(&s, &hook).await;
+    let Scene {
+        s,
+        alerting,
+        hook,
+        stream,
+        channel,
+        secret: _,
+        _env: _kept,
+        _refusing: _refused,
+    } = scene(db).await;
     let rule = s
         .create(
             "/alert-rules",
@@ -666,12 +706,16 @@ async fn a_daily_digest_summarises_each_watched_stream_once_a_day(db: Db) {
 }
 
 async fn a_disabled_rule_lets_its_alerts_go_and_a_used_channel_stays(db: Db) {
-    let (_env, s, config) = start(db, false, |_| {}).await;
-    let alerting = evaluator(&config).await;
-    let hook = Sink::ok().await;
-    let refusing = Sink::scripted(refusing_sink_script()).await;
-    let stream = failing_stream(&s, &refusing).await;
-    let (channel, _) = webhook_channel(&s, &hook).await;
+    let Scene {
+        s,
+        alerting,
+        hook,
+        stream,
+        channel,
+        secret: _,
+        _env: _kept,
+        _refusing: _refused,
+    } = scene(db).await;
     let rule = s
         .create(
             "/alert-rules",
