@@ -131,7 +131,9 @@ impl Alerting {
             let mut saved = None;
             // A change made meanwhile (an alert acknowledged) makes the write fail; run again.
             for _ in 0..3 {
-                let (writes, to, full) = self.evaluate(from, now, batch == 0 && judge).await?;
+                let last = batch + 1 == MAX_BATCHES;
+                let (writes, to, full) =
+                    self.evaluate(from, now, batch == 0 && judge, last).await?;
                 if self
                     .store
                     .save_alert_evaluation(&self.holder, from, to, &writes)
@@ -153,12 +155,14 @@ impl Alerting {
     }
 
     /// One batch: the event log from `from` on, and (with `judge`) condition rules and
-    /// digests. Answers the writes, the position read to, and whether the batch was full.
+    /// digests; messages only if the log is read to its end or this is the tick's `last`
+    /// batch. Answers the writes, the position read to, and whether the batch was full.
     async fn evaluate(
         &self,
         from: i64,
         now: Timestamp,
         judge: bool,
+        last: bool,
     ) -> anyhow::Result<(AlertWrites, i64, bool)> {
         let rules: Vec<(AlertRule, Definition)> = self
             .store
@@ -232,7 +236,14 @@ impl Alerting {
         for (_, mut t) in ev.alerts {
             if let Some((rule, def)) = by_id.get(&t.alert.rule_id) {
                 let stream = names.get(&t.alert.stream_id).copied();
-                for message in t.messages(rule, def, now) {
+                // While catching up, messages wait for the tick's last batch: one message
+                // then tells of all the batches' matches.
+                let messages = if full && !last {
+                    Vec::new()
+                } else {
+                    t.messages(rule, def, now)
+                };
+                for message in messages {
                     // A channel deleted since the rule named it is skipped.
                     for channel in def.channel_ids.iter().filter(|c| channels.contains(c)) {
                         writes.notifications.push(notification(
