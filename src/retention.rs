@@ -2,11 +2,12 @@
 //! payloads, records and the log are kept; a maintenance task clears and deletes what is older,
 //! in small batches, and says what it removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::config::{RetentionConfig, RetentionPolicy};
 use crate::domain::Timestamp;
@@ -19,13 +20,19 @@ pub fn policy_of(own: Option<&serde_json::Value>, config: &RetentionConfig) -> R
         .unwrap_or_else(|| config.policy())
 }
 
+/// Where earlier sweeps of this process finished each resuming step, per organisation: rows
+/// older than that are done (a cleared payload stays cleared).
+pub type Marks = HashMap<(Uuid, &'static str), Timestamp>;
+
 /// One sweep as of `now` (the caller's clock, so tests can move it): what it cleared or
 /// deleted, by kind (`event_payloads`, `attempt_excerpts`, `uploaded_files`, `events`, `jobs`,
-/// `event_log`, `notifications`).
+/// `event_log`, `notifications`). A step that fails is logged and the sweep goes on with the
+/// next; the counts of what was done are kept.
 pub async fn sweep(
     store: &Store,
     config: &RetentionConfig,
     now: Timestamp,
+    marks: &mut Marks,
 ) -> StoreResult<BTreeMap<&'static str, u64>> {
     let mut removed: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (org, own) in store.retention_policies().await? {
@@ -37,16 +44,30 @@ pub async fn sweep(
         ] {
             let before = Timestamp::from_datetime(now.0 - chrono::Duration::days(days as i64));
             for step in steps {
+                let since = marks.get(&(org, step.what)).copied();
+                let mut finished = false;
                 for _ in 0..config.max_batches {
-                    let n = store
-                        .retention_batch(&step, org, before, config.batch_size)
-                        .await?;
-                    *removed.entry(step.what).or_default() += n;
-                    if n < config.batch_size {
-                        break;
+                    match store
+                        .retention_batch(&step, org, before, since, config.batch_size)
+                        .await
+                    {
+                        Ok(n) => {
+                            *removed.entry(step.what).or_default() += n;
+                            if n < config.batch_size {
+                                finished = true;
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, %org, step = step.what, "a retention step failed");
+                            break;
+                        }
                     }
                     // Between batches others may write (SQLite has one writer).
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if finished && step.resumes {
+                    marks.insert((org, step.what), before);
                 }
             }
         }
@@ -63,6 +84,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = Duration::from_secs(config.interval_minutes * 60);
+    let mut marks = Marks::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -71,7 +93,12 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        match sweep(&store, &config, Timestamp::now()).await {
+        // Shutting down stops a sweep between statements (an open one rolls back).
+        let swept = tokio::select! {
+            r = sweep(&store, &config, Timestamp::now(), &mut marks) => r,
+            _ = shutdown.changed() => return,
+        };
+        match swept {
             Ok(removed) => {
                 for (what, n) in &removed {
                     metrics.record_retention(what, *n);

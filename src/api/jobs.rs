@@ -122,7 +122,11 @@ pub fn sort_by(
     offered: &[(&str, &'static str)],
 ) -> Result<(), ApiError> {
     q.sort = sort_column(sort, offered)?;
-    if q.sort.is_some() && q.after.is_some_and(|c| c.at.is_none()) {
+    let cursor_sort = q
+        .after
+        .as_ref()
+        .map(|c| c.at.as_ref().map(|(col, _)| col.as_str()));
+    if cursor_sort.is_some_and(|of| of != q.sort) {
         return Err(ApiError::invalid(
             "cursor",
             "is from a list in another order; start without one",

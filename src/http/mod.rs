@@ -28,14 +28,15 @@ pub fn app(routes: Router<AppState>, state: AppState) -> Router {
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(SecurityHeaders::new(state.config.public_base_url.as_deref())),
-            secure,
-        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        // Outside the panic catcher, so its answer carries the headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(SecurityHeaders::new(state.config.public_base_url.as_deref())),
+            secure,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req

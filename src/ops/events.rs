@@ -17,6 +17,11 @@ pub type Replica = (Event, Value);
 /// The jobs replicas were queued in: one per stream, with its new events' ids.
 pub type ReplicaSet = Vec<(Uuid, Vec<Uuid>)>;
 
+/// Why an event without its payload cannot be replicated as it was.
+pub const CLEARED: &str =
+    "The event's payload is no longer kept (the retention policy clears payloads \
+     after payload_days); replicate it with the payload in the request: {\"payload\": …}.";
+
 impl Ops<'_> {
     /// Stores `payloads` (each a JSON object) as the events of a new job of a stream. The
     /// payloads take the budget a push or upload of them would: a short body of many empty
@@ -52,6 +57,7 @@ impl Ops<'_> {
     }
 
     /// Queues a replica of one event, sending `payload` instead of the original's if given.
+    /// An event whose payload retention cleared needs one given.
     /// Returns the new job's id and the replica's id.
     pub async fn replicate_event(
         &self,
@@ -59,13 +65,11 @@ impl Ops<'_> {
         payload: Option<Value>,
     ) -> Result<(Uuid, Uuid), ApiError> {
         let original = self.store.get::<Event>(self.org, id).await?;
-        let payload = payload.unwrap_or_else(|| {
-            original
-                .payload_in
-                .as_ref()
-                .map(|j| j.0.clone())
-                .unwrap_or(Value::Null)
-        });
+        let payload = match (payload, &original.payload_in) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p.0.clone(),
+            (None, None) => return Err(ApiError::Conflict(CLEARED.into())),
+        };
         let made = self.replicate_events(vec![(original, payload)]).await?;
         let (job_id, ids) = made.into_iter().next().expect("one stream, one job");
         Ok((job_id, ids[0]))

@@ -77,6 +77,14 @@ impl Ops<'_> {
             Some(one) => (vec![one], None),
             None => {
                 let rows = self.store.job_payloads(original.id).await?;
+                if rows.iter().any(|(_, p)| p.is_null()) {
+                    return Err(ApiError::Conflict(
+                        "Some of the job's events no longer have their payloads (the retention \
+                         policy clears them after payload_days); replicate it with the records \
+                         in the request: {\"payload\": [...]}."
+                            .into(),
+                    ));
+                }
                 let ids = rows.iter().map(|(id, _)| *id).collect();
                 (
                     rows.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),

@@ -27,10 +27,11 @@ pub trait Record:
 }
 
 /// Where a page starts: after this row, in the list's order. Lists sorted by a time column
-/// carry its value too, so the next page starts exactly after the last row shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// carry the column and its value too, so the next page starts exactly after the last row
+/// shown, and a cursor of one order cannot page another.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    pub at: Option<Timestamp>,
+    pub at: Option<(String, Timestamp)>,
     pub id: Uuid,
 }
 
@@ -42,11 +43,11 @@ impl From<Uuid> for Cursor {
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.at {
+        match &self.at {
             None => write!(f, "{}", self.id),
-            Some(at) => write!(
+            Some((col, at)) => write!(
                 f,
-                "{}~{}",
+                "{col}~{}~{}",
                 at.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                 self.id
             ),
@@ -57,16 +58,21 @@ impl std::fmt::Display for Cursor {
 impl std::str::FromStr for Cursor {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        match s.split_once('~') {
-            None => Uuid::parse_str(s).map(Cursor::from).map_err(|_| ()),
-            Some((at, id)) => Ok(Cursor {
-                at: Some(Timestamp::from_datetime(
-                    chrono::DateTime::parse_from_rfc3339(at)
-                        .map_err(|_| ())?
-                        .with_timezone(&chrono::Utc),
+        let parts: Vec<&str> = s.split('~').collect();
+        match parts.as_slice() {
+            [id] => Uuid::parse_str(id).map(Cursor::from).map_err(|_| ()),
+            [col, at, id] => Ok(Cursor {
+                at: Some((
+                    col.to_string(),
+                    Timestamp::from_datetime(
+                        chrono::DateTime::parse_from_rfc3339(at)
+                            .map_err(|_| ())?
+                            .with_timezone(&chrono::Utc),
+                    ),
                 )),
                 id: Uuid::parse_str(id).map_err(|_| ())?,
             }),
+            _ => Err(()),
         }
     }
 }
@@ -138,9 +144,10 @@ impl Store {
         if let Some(col) = q.sort {
             sql.push_str(&format!(" AND {col} IS NOT NULL"));
         }
-        if let Some(after) = q.after {
-            match (q.sort, after.at) {
-                (Some(col), Some(at)) => {
+        if let Some(after) = &q.after {
+            match (q.sort, &after.at) {
+                (Some(col), Some((of, at))) if of == col => {
+                    let at = *at;
                     vals.push(at.into());
                     vals.push(after.id.into());
                     let (a, b) = (vals.len() - 1, vals.len());
@@ -152,7 +159,7 @@ impl Store {
                     vals.push(after.id.into());
                     sql.push_str(&format!(" AND id {cmp} ${}", vals.len()));
                 }
-                (Some(_), None) => {
+                _ => {
                     return Err(StoreError::Invalid(
                         "the cursor is from a list in another order; start without one".into(),
                     ))
@@ -174,7 +181,7 @@ impl Store {
             items.last().map(|r| Cursor {
                 at: q.sort.and_then(|col| {
                     r.values().into_iter().find_map(|(c, v)| match v {
-                        Val::Ts(t) if c == col => t,
+                        Val::Ts(Some(t)) if c == col => Some((col.to_string(), t)),
                         _ => None,
                     })
                 }),

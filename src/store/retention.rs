@@ -9,11 +9,15 @@ use super::{on_pool, BeginWrite, Store, StoreResult};
 use crate::domain::Timestamp;
 
 /// What one statement does: the SQL with `$1` the organisation, `$2` the age bound (an id floor
-/// or a time) and `$3` the batch size.
+/// or a time), `$3` the batch size and, for steps that resume, `$4` the id floor below which
+/// an earlier sweep left nothing to do.
 pub struct Step {
     pub what: &'static str,
     sql: String,
     by_time: bool,
+    /// Whether rows below the last sweep's bound are done for good (cleared payloads stay
+    /// cleared), so a sweep starts where the last one stopped instead of re-reading them.
+    pub resumes: bool,
 }
 
 const FINISHED_EVENT: &str = "status IN ('OK','ERROR','FAILED','ABORTED')";
@@ -28,27 +32,30 @@ impl Store {
                 sql: format!(
                     "UPDATE events SET payload_in = NULL, payload_out = NULL, transform_logs = NULL \
                      WHERE id IN (SELECT id FROM events WHERE org_id = $1 AND id < $2 \
-                     AND {FINISHED_EVENT} AND (payload_in IS NOT NULL OR payload_out IS NOT NULL \
-                     OR transform_logs IS NOT NULL) LIMIT $3)"
+                     AND id >= $4 AND {FINISHED_EVENT} AND (payload_in IS NOT NULL \
+                     OR payload_out IS NOT NULL OR transform_logs IS NOT NULL) LIMIT $3)"
                 ),
                 by_time: false,
+                resumes: true,
             },
             Step {
                 what: "attempt_excerpts",
                 sql: "UPDATE delivery_attempts SET response_excerpt = NULL \
                       WHERE id IN (SELECT id FROM delivery_attempts WHERE org_id = $1 AND id < $2 \
-                      AND response_excerpt IS NOT NULL LIMIT $3)"
+                      AND id >= $4 AND response_excerpt IS NOT NULL LIMIT $3)"
                     .into(),
                 by_time: false,
+                resumes: true,
             },
             Step {
                 what: "uploaded_files",
                 sql: format!(
                     "UPDATE jobs SET payload = NULL WHERE id IN (SELECT id FROM jobs \
-                     WHERE org_id = $1 AND id < $2 AND {FINISHED_JOB} AND payload IS NOT NULL \
-                     LIMIT $3)"
+                     WHERE org_id = $1 AND id < $2 AND id >= $4 AND {FINISHED_JOB} \
+                     AND payload IS NOT NULL LIMIT $3)"
                 ),
                 by_time: false,
+                resumes: true,
             },
         ]
     }
@@ -64,6 +71,7 @@ impl Store {
                      AND id < $2 AND {FINISHED_EVENT} LIMIT $3)"
                 ),
                 by_time: false,
+                resumes: false,
             },
             Step {
                 what: "jobs",
@@ -73,6 +81,7 @@ impl Store {
                      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = j.id) LIMIT $3)"
                 ),
                 by_time: false,
+                resumes: false,
             },
         ]
     }
@@ -86,9 +95,13 @@ impl Store {
                 sql: format!(
                     "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
                      WHERE org_id = $1 AND {position} IS NOT NULL AND created_at < $2 \
+                     AND {position} < (SELECT MAX({position}) FROM event_log) \
                      ORDER BY {position} LIMIT $3)"
                 ),
+                // The newest published row stays, whatever its age: the sequencer numbers new
+                // rows after the highest position, which must never go back.
                 by_time: true,
+                resumes: false,
             },
             Step {
                 what: "notifications",
@@ -96,24 +109,30 @@ impl Store {
                       WHERE org_id = $1 AND id < $2 AND status <> 'pending' LIMIT $3)"
                     .into(),
                 by_time: false,
+                resumes: false,
             },
         ]
     }
 
-    /// Runs one batch of `step` for `org` on rows older than `before`; answers how many rows
-    /// it changed.
+    /// Runs one batch of `step` for `org` on rows older than `before` (and, for a step that
+    /// resumes, not older than `since`); answers how many rows it changed.
     pub async fn retention_batch(
         &self,
         step: &Step,
         org: Uuid,
         before: Timestamp,
+        since: Option<Timestamp>,
         batch: u64,
     ) -> StoreResult<u64> {
         let n = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let q = sqlx::query::<Db>(&step.sql).bind(org);
             let q = if step.by_time { q.bind(before) } else { q.bind(id_floor(before)) };
-            let n = q.bind(batch as i64).execute(&mut *tx).await?.rows_affected();
+            let mut q = q.bind(batch as i64);
+            if step.resumes {
+                q = q.bind(since.map_or(Uuid::nil(), id_floor));
+            }
+            let n = q.execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             n
         });

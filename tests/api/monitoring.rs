@@ -414,6 +414,29 @@ async fn lists_sort_by_created_updated_or_finished_and_page_in_that_order(db: Db
     let (status, problem) = s.get("/events?sort=colour").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(crate::common::error_fields(&problem), ["sort"]);
+    // A cursor of one order cannot page another.
+    let (_, two) = s
+        .get(&format!("/events?stream_id={stream}&sort=updated&limit=1"))
+        .await;
+    let sorted = two["next_cursor"].as_str().unwrap();
+    let (status, _) = s
+        .get(&format!("/events?stream_id={stream}&cursor={sorted}"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a sorted cursor in the default order"
+    );
+    let (status, _) = s
+        .get(&format!(
+            "/jobs?stream_id={stream}&sort=finished&cursor={sorted}"
+        ))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an updated cursor for finished"
+    );
     // A cursor from the id order cannot page a sorted list.
     let (_, plain) = s.get(&format!("/events?stream_id={stream}&limit=1")).await;
     let c = plain["next_cursor"].as_str().unwrap();
