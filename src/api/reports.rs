@@ -30,7 +30,7 @@ pub struct SummaryParams {
 }
 
 #[utoipa::path(get, path = "/reports/summary", tag = "monitoring", params(SummaryParams),
-    responses((status = 200, body = Report), (status = 401, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Report), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn summary(
     State(state): State<AppState>,
     auth: Auth,
