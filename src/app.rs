@@ -39,6 +39,10 @@ pub struct AppState {
     pub outbound: Outbound,
     /// The connectors, by `system.function`, each owning its state (e.g. DEAR's rate limit).
     pub connectors: Arc<crate::connectors::Registry>,
+    /// The time sessions, sign-in throttles and links are judged by.
+    pub clock: crate::clock::Clock,
+    /// Password hashing with the configured parameters.
+    pub passwords: Arc<crate::people::Passwords>,
 }
 
 /// Opens storage, applies migrations, creates the first organisation and token on an empty
@@ -62,7 +66,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let lookups = Arc::default();
     // Connectors that keep state (rate limits) are built here, once, and shared by every part.
     let connectors = Arc::new(crate::connectors::Registry::default());
+    let passwords = crate::people::Passwords::new(&config.auth).map_err(anyhow::Error::msg)?;
     Ok(AppState {
+        clock: crate::clock::Clock::default(),
+        passwords: Arc::new(passwords),
         store,
         master_key,
         metrics: Arc::default(),
@@ -154,12 +161,15 @@ pub async fn serve_on(
     });
     let mut http_stop = stop_rx.clone();
     let app = http::app(routes(&state.config), state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    })
+    .await
+    .context("HTTP server failed")?;
     for part in background {
         let _ = part.await;
     }
@@ -170,8 +180,14 @@ pub async fn serve_on(
 impl AppState {
     /// The actions of a caller in organisation `org`.
     pub fn ops(&self, org: uuid::Uuid) -> crate::ops::Ops<'_> {
+        self.ops_with(&self.store, org)
+    }
+
+    /// The actions of a caller in organisation `org`, writing through `store` (a handle
+    /// carrying the request's audit entry, see `Store::audited`).
+    pub fn ops_with<'a>(&'a self, store: &'a Store, org: uuid::Uuid) -> crate::ops::Ops<'a> {
         crate::ops::Ops {
-            store: &self.store,
+            store,
             wake: &self.wake,
             config: &self.config,
             connectors: &self.connectors,

@@ -64,6 +64,15 @@ pub enum ApiError {
     Unauthorized,
     #[error("the push could not be verified")]
     Unverified,
+    /// Sign-in refused; the detail says what to do, never which part was wrong.
+    #[error("{0}")]
+    SignIn(String),
+    /// Too many tries; `Retry-After` says when to come back.
+    #[error("{detail}")]
+    TooMany {
+        detail: String,
+        retry_after_seconds: u64,
+    },
     #[error("{0}")]
     Upstream(String),
     #[error("{0}")]
@@ -104,7 +113,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::Unverified => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::Unverified | ApiError::SignIn(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -124,6 +136,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Unverified => "unverified-push",
+            ApiError::SignIn(_) => "sign-in-failed",
+            ApiError::TooMany { .. } => "too-many-requests",
             ApiError::Upstream(_) => "upstream",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
@@ -141,7 +155,10 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::Unauthorized => {
-                "Send `Authorization: Bearer <token>` with a valid, unrevoked API token.".into()
+                "Send `Authorization: Bearer <token>` with a valid, unrevoked API token, or sign \
+                 in (POST /api/v1/session) and send the session cookie; a session ends after \
+                 its idle or absolute time."
+                    .into()
             }
             ApiError::Unverified => {
                 "The push could not be verified with the source's key (signature or credentials); nothing was stored.".into()
@@ -221,6 +238,10 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let ApiError::Busy {
+            retry_after_seconds,
+            ..
+        }
+        | ApiError::TooMany {
             retry_after_seconds,
             ..
         } = self

@@ -6,6 +6,8 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
@@ -16,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ops;
+pub mod people;
 pub mod reports;
 pub mod retention;
 pub mod store;

@@ -23,6 +23,36 @@ enum Command {
     Serve(Common),
     /// Apply database migrations and exit.
     Migrate(Common),
+    /// Manage people.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a person (e.g. the first owner). With --password-stdin the password is read from
+    /// standard input; without it, a one-time link to set one is printed.
+    Create(UserCreate),
+}
+
+#[derive(Args)]
+struct UserCreate {
+    #[arg(long)]
+    email: String,
+    /// owner, admin, editor, viewer or event_viewer.
+    #[arg(long)]
+    role: String,
+    /// Display name [default: the e-mail address's local part].
+    #[arg(long)]
+    name: Option<String>,
+    /// The organisation by name (created if there is none); the only one when unset.
+    #[arg(long)]
+    organisation: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args)]
@@ -66,9 +96,29 @@ fn limit_malloc_arenas() {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    let (common, migrate_only) = match cli.command {
-        Command::Serve(c) => (c, false),
-        Command::Migrate(c) => (c, true),
+    let (common, migrate_only, person) = match cli.command {
+        Command::Serve(c) => (c, false, None),
+        Command::Migrate(c) => (c, true, None),
+        Command::User(UserCommand::Create(u)) => {
+            let password = if u.password_stdin {
+                let mut line = String::new();
+                if let Err(e) = std::io::stdin().read_line(&mut line) {
+                    eprintln!("wharf: cannot read the password from standard input: {e}");
+                    return ExitCode::from(2);
+                }
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let person = wharf::people::cli::NewPerson {
+                email: u.email,
+                name: u.name,
+                role: u.role,
+                organisation: u.organisation,
+                password,
+            };
+            (u.common, false, Some(person))
+        }
     };
     let config = match common.load() {
         Ok(c) => c,
@@ -89,7 +139,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        if migrate_only {
+        if let Some(person) = person {
+            let said = wharf::people::cli::create(config, person).await?;
+            println!("{said}");
+            Ok(())
+        } else if migrate_only {
             std::fs::create_dir_all(&config.data_dir)?;
             let store = wharf::store::Store::connect(&config).await?;
             store.close().await;

@@ -163,8 +163,10 @@ async fn create_channel(
     if let Some(s) = &secret {
         c.sealed_secret = state.master_key.seal(c.id.as_bytes(), s.as_bytes());
     }
-    state.store.insert(&c).await?;
-    let mut out = ChannelOut::from(c);
+    let mut out = ChannelOut::from(c.clone());
+    auth.created(&state, "alert_channel", c.id, &out)
+        .insert(&c)
+        .await?;
     out.secret = secret;
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -191,6 +193,7 @@ async fn update_channel(
 ) -> Result<Json<ChannelOut>, ApiError> {
     auth.require(Permission::ManageAlerts)?;
     let mut c: AlertChannel = state.store.get(auth.org_id, id).await?;
+    let was = ChannelOut::from(c.clone());
     if let Some(v) = p.name {
         c.name = v.trim().to_string();
     }
@@ -202,8 +205,20 @@ async fn update_channel(
         c.sealed_secret = state.master_key.seal(c.id.as_bytes(), s.as_bytes());
     }
     c.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &c).await?;
-    let mut out = ChannelOut::from(c);
+    let mut out = ChannelOut::from(c.clone());
+    let mut changes = super::audit::changes(Some(&was), Some(&out));
+    if p.secret.is_some() {
+        changes["secret"] = serde_json::json!(["********", "********"]);
+    }
+    auth.audited(
+        &state,
+        "alert_channel.update",
+        "alert_channel",
+        Some(id),
+        changes,
+    )
+    .update(auth.org_id, &c)
+    .await?;
     if p.secret.is_some() {
         out.secret = p.secret;
     }
@@ -247,7 +262,9 @@ async fn delete_channel(
             using.join(", ")
         )));
     }
-    state.store.delete::<AlertChannel>(auth.org_id, id).await?;
+    auth.deleted(&state, "alert_channel", id, &ChannelOut::from(channel))
+        .delete::<AlertChannel>(auth.org_id, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -424,8 +441,11 @@ async fn create_rule(
 ) -> Result<(StatusCode, Json<RuleOut>), ApiError> {
     auth.require(Permission::ManageAlerts)?;
     let rule = rule_of(&state, auth.org_id, Uuid::now_v7(), input).await?;
-    state.store.insert(&rule).await?;
-    Ok((StatusCode::CREATED, Json(rule.into())))
+    let out = RuleOut::from(rule.clone());
+    auth.created(&state, "alert_rule", rule.id, &out)
+        .insert(&rule)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/alert-rules/{id}", tag = "alerts",
@@ -469,8 +489,11 @@ async fn update_rule(
     let mut rule = rule_of(&state, auth.org_id, id, input).await?;
     rule.created_at = old.created_at;
     rule.digest_sent_at = old.digest_sent_at;
-    state.store.update(auth.org_id, &rule).await?;
-    Ok(Json(rule.into()))
+    let out = RuleOut::from(rule.clone());
+    auth.updated(&state, "alert_rule", id, &RuleOut::from(old), &out)
+        .update(auth.org_id, &rule)
+        .await?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(delete, path = "/alert-rules/{id}", tag = "alerts",
@@ -481,7 +504,10 @@ async fn delete_rule(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::ManageAlerts)?;
-    state.store.delete::<AlertRule>(auth.org_id, id).await?;
+    let before = RuleOut::from(state.store.get::<AlertRule>(auth.org_id, id).await?);
+    auth.deleted(&state, "alert_rule", id, &before)
+        .delete::<AlertRule>(auth.org_id, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -606,9 +632,17 @@ async fn act(
     to: &str,
 ) -> Result<Json<AlertOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
+    let verb = match to {
+        "acknowledged" => "acknowledge",
+        "resolved" => "resolve",
+        _ => "ignore",
+    };
     for _ in 0..3 {
         let a: Alert = state.store.get(auth.org_id, id).await?;
+        let changes = serde_json::json!({"status": [a.status, to]});
+        let store = auth.audited(state, &format!("alert.{verb}"), "alert", Some(id), changes);
         if a.status == to {
+            store.record_audit().await?;
             return Ok(Json(a.into()));
         }
         if !from.contains(&a.status.as_str()) {
@@ -619,8 +653,7 @@ async fn act(
             )));
         }
         let now = Timestamp::now();
-        if state
-            .store
+        if store
             .set_alert_status(auth.org_id, id, a.updated_at, to, now)
             .await?
         {

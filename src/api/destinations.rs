@@ -223,8 +223,11 @@ async fn create(
     let mut errors = Errors::default();
     check_key_url(&state, &auth, d.key_id, &d.params.0, &mut errors).await?;
     errors.finish()?;
-    state.store.insert(&d).await?;
-    Ok((StatusCode::CREATED, Json(d.into())))
+    let out = DestinationOut::from(d.clone());
+    auth.created(&state, "destination", d.id, &out)
+        .insert(&d)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/destinations/{id}", tag = "destinations",
@@ -254,6 +257,7 @@ async fn update(
 ) -> Result<Json<DestinationOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut d = state.store.get::<Destination>(auth.org_id, id).await?;
+    let was = DestinationOut::from(d.clone());
     let before = (d.key_id, d.params.0.get("url").cloned());
     if let Some(v) = p.title {
         d.title = v.trim().to_string();
@@ -280,8 +284,11 @@ async fn update(
         errors.finish()?;
     }
     d.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &d).await?;
-    Ok(Json(d.into()))
+    let out = DestinationOut::from(d.clone());
+    auth.updated(&state, "destination", id, &was, &out)
+        .update(auth.org_id, &d)
+        .await?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(delete, path = "/destinations/{id}", tag = "destinations",
@@ -292,8 +299,8 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    state
-        .store
+    let before = DestinationOut::from(state.store.get::<Destination>(auth.org_id, id).await?);
+    auth.deleted(&state, "destination", id, &before)
         .delete::<Destination>(auth.org_id, id)
         .await
         .map_err(|e| in_use(e, "destination", "a stream"))?;

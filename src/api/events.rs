@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::audit::set_fields;
 use super::csv::list_response;
 use super::extract::{optional_json, ApiJson, ApiQuery, IdPath};
 use super::jobs::{descending, sort_by, AcceptedEvents};
@@ -136,7 +137,7 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, IntoParams, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
     pub stream_id: Option<Uuid>,
@@ -390,8 +391,16 @@ async fn create(
     ApiJson(input): ApiJson<CreateEventsIn>,
 ) -> Result<(StatusCode, Json<AcceptedEvents>), ApiError> {
     auth.require(Permission::Replicate)?;
+    let changes = set_fields(&[("events", json!(input.payloads.len()))]);
+    let store = auth.audited(
+        &state,
+        "stream.events_create",
+        "stream",
+        Some(input.stream_id),
+        changes,
+    );
     let (job, event_ids) = state
-        .ops(auth.org_id)
+        .ops_with(&store, auth.org_id)
         .create_events(input.stream_id, input.payloads)
         .await?;
     Ok((
@@ -419,7 +428,12 @@ async fn patch(
     ApiJson(p): ApiJson<EventPatch>,
 ) -> Result<Json<EventOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    let ev = state.ops(auth.org_id).ignore_event(id, p.ignored).await?;
+    let changes = json!({"ignored": [!p.ignored, p.ignored]});
+    let store = auth.audited(&state, "event.update", "event", Some(id), changes);
+    let ev = state
+        .ops_with(&store, auth.org_id)
+        .ignore_event(id, p.ignored)
+        .await?;
     Ok(Json(ev.into()))
 }
 
@@ -446,8 +460,10 @@ async fn replicate_one(
 ) -> Result<(StatusCode, Json<AcceptedEvent>), ApiError> {
     auth.require(Permission::Replicate)?;
     let input: ReplicateEventIn = optional_json(&body)?;
+    let changes = set_fields(&[("payload_edited", json!(input.payload.is_some()))]);
+    let store = auth.audited(&state, "event.replicate", "event", Some(id), changes);
     let (job_id, event_id) = state
-        .ops(auth.org_id)
+        .ops_with(&store, auth.org_id)
         .replicate_event(id, input.payload)
         .await?;
     Ok((
@@ -489,6 +505,11 @@ async fn replicate_many(
     ApiJson(input): ApiJson<ReplicateManyIn>,
 ) -> Result<(StatusCode, Json<Replicated>), ApiError> {
     auth.require(Permission::Replicate)?;
+    let described = if input.event_ids.is_empty() {
+        ("filter", json!(input.filter))
+    } else {
+        ("event_ids", json!(input.event_ids))
+    };
     let mut pairs = Vec::new();
     if !input.event_ids.is_empty() {
         let max = state.config.ingest.replicate_max_ids;
@@ -560,10 +581,16 @@ async fn replicate_many(
         }
     }
     let replicated = pairs.len();
+    let changes = set_fields(&[described, ("replicated", json!(replicated))]);
+    let store = auth.audited(&state, "event.replicate_many", "events", None, changes);
     let made = if pairs.is_empty() {
+        store.record_audit().await?;
         Vec::new()
     } else {
-        state.ops(auth.org_id).replicate_events(pairs).await?
+        state
+            .ops_with(&store, auth.org_id)
+            .replicate_events(pairs)
+            .await?
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -582,6 +609,7 @@ async fn abort(
     IdPath(id): IdPath,
 ) -> Result<Json<EventOut>, ApiError> {
     auth.require(Permission::Replicate)?;
-    let ev = state.ops(auth.org_id).abort_event(id).await?;
+    let store = auth.audited(&state, "event.abort", "event", Some(id), json!({}));
+    let ev = state.ops_with(&store, auth.org_id).abort_event(id).await?;
     Ok(Json(ev.into()))
 }

@@ -1,5 +1,7 @@
 //! Request extractors: the caller's identity, JSON bodies with field-level errors, and pages.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -10,18 +12,27 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::AppState;
+pub use crate::audit::Actor;
 use crate::crypto::hash_token;
 use crate::domain::{Permission, Role, Timestamp};
 use crate::error::{ApiError, FieldError};
 pub use crate::http::body::{parse_json, too_large, BodyLimit, RawBody};
-use crate::store::{ListPage, ListQuery, Val};
+use crate::store::{AuditSlot, ListPage, ListQuery, Val};
 
-/// The authenticated caller: an API token of one organisation with one role.
+/// The authenticated caller: an API token, or a signed-in person's session, of one
+/// organisation with one role; and what the request's audit entry needs to know of it.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    pub token_id: Uuid,
     pub org_id: Uuid,
     pub role: Role,
+    pub actor: Actor,
+    /// The session, when the caller signed in (rather than sending a token).
+    pub session: Option<Uuid>,
+    /// The client's address (see `auth.trust_forwarded_for`).
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    /// Where the request's audit entry waits for its write.
+    pub slot: Arc<AuditSlot>,
 }
 
 impl Auth {
@@ -30,58 +41,227 @@ impl Auth {
         if self.role.allows(p) {
             Ok(())
         } else {
+            let whose = if self.session.is_some() {
+                "Your"
+            } else {
+                "Your token's"
+            };
             Err(ApiError::Forbidden(format!(
-                "Your token's role `{}` does not allow this; ask an owner or admin for a token with a higher role.",
+                "{whose} role `{}` does not allow this; ask an owner or admin for a higher role.",
                 self.role.as_str()
             )))
         }
     }
+
+    /// The person signed in; 403 for a token, which belongs to no one who could sign in.
+    pub fn person(&self) -> Result<Uuid, ApiError> {
+        match self.session {
+            Some(_) => Ok(self.actor.id),
+            None => Err(ApiError::Forbidden(
+                "This is for people signed in with a session (POST /api/v1/session), not for \
+                 API tokens."
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "wharf_session";
+/// The header every write made with the session cookie must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Paths a member who must still enrol in 2FA may use: who they are, enrolment, sign-out.
+const ENROLMENT_PATHS: [&str; 4] = [
+    "/users/me",
+    "/users/me/totp",
+    "/users/me/totp/confirm",
+    "/session",
+];
+
+/// The client's address: the connection's peer, or behind a trusted proxy the last
+/// `X-Forwarded-For` entry.
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_string());
+        }
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// The request id the id layer gave this request.
+pub fn request_id(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The request's audit slot (one per request, set by the API's audit guard).
+pub fn audit_slot(parts: &Parts) -> Arc<AuditSlot> {
+    parts
+        .extensions
+        .get::<Arc<AuditSlot>>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A cookie's value from the `Cookie` headers.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let hash = hash_token(token);
-        let identity = state
-            .store
-            .authenticate(&hash)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        if identity.last_used_at.is_none() {
-            // A token's first use: if it is the one in the bootstrap file, the owner has it.
-            let data_dir = state.config.data_dir.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::forget_used_bootstrap_token(&data_dir, &hash)
-            });
-        }
-        // Record use at most once a minute, off the request's path.
-        let stale = identity
-            .last_used_at
-            .is_none_or(|t| Timestamp::now().0 - t.0 > chrono::Duration::seconds(60));
-        if stale {
-            let store = state.store.clone();
-            let id = identity.token_id;
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_token(id).await {
-                    tracing::debug!(error = %e, "could not record token use");
-                }
-            });
-        }
+            .filter(|t| !t.is_empty());
+        let (org_id, role, actor, session) = match bearer {
+            Some(token) => {
+                let (org_id, role, actor) = token_caller(token, state).await?;
+                (org_id, role, actor, None)
+            }
+            None => {
+                let token = cookie(parts, SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
+                let (org_id, role, actor, session) = session_caller(token, parts, state).await?;
+                (org_id, role, actor, Some(session))
+            }
+        };
         Ok(Auth {
-            token_id: identity.token_id,
-            org_id: identity.org_id,
-            role: identity.role,
+            org_id,
+            role,
+            actor,
+            session,
+            ip: client_ip(parts, state.config.auth.trust_forwarded_for),
+            request_id: request_id(parts),
+            slot: audit_slot(parts),
         })
     }
+}
+
+async fn token_caller(token: &str, state: &AppState) -> Result<(Uuid, Role, Actor), ApiError> {
+    let hash = hash_token(token);
+    let identity = state
+        .store
+        .authenticate(&hash)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if identity.last_used_at.is_none() {
+        // A token's first use: if it is the one in the bootstrap file, the owner has it.
+        let data_dir = state.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || crate::forget_used_bootstrap_token(&data_dir, &hash));
+    }
+    // Record use at most once a minute, off the request's path.
+    let stale = identity
+        .last_used_at
+        .is_none_or(|t| Timestamp::now().0 - t.0 > chrono::Duration::seconds(60));
+    if stale {
+        let store = state.store.clone();
+        let id = identity.token_id;
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(id).await {
+                tracing::debug!(error = %e, "could not record token use");
+            }
+        });
+    }
+    let actor = Actor {
+        kind: "token",
+        id: identity.token_id,
+        name: identity.name,
+    };
+    Ok((identity.org_id, identity.role, actor))
+}
+
+/// The caller of a session cookie: refused when the session is unknown or has expired (idle
+/// or absolute), when a write lacks the session's CSRF token, and, while its person must
+/// still enrol in 2FA, outside enrolment.
+async fn session_caller(
+    token: &str,
+    parts: &Parts,
+    state: &AppState,
+) -> Result<(Uuid, Role, Actor, Uuid), ApiError> {
+    let found = state
+        .store
+        .session_identity(&hash_token(token))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let session = &found.session;
+    let now = state.clock.now();
+    let idle = chrono::Duration::minutes(state.config.auth.session_idle_minutes as i64);
+    if now >= session.expires_at || now.0 - session.last_seen_at.0 >= idle {
+        state.store.forget_session(session.id).await?;
+        return Err(ApiError::Unauthorized);
+    }
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(hash_token);
+        let matches = sent.is_some_and(|h| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                h.as_bytes(),
+                session.csrf_hash.as_bytes(),
+            ))
+        });
+        if !matches {
+            return Err(ApiError::Forbidden(
+                "A change made with the session cookie must carry the header `X-CSRF-Token` \
+                 with the `csrf_token` sign-in answered; nothing was changed."
+                    .into(),
+            ));
+        }
+    }
+    // Handlers nested under `/api/v1` may see the path with or without it.
+    let path = parts.uri.path();
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    if found.must_enrol && !ENROLMENT_PATHS.contains(&path) {
+        return Err(ApiError::Forbidden(
+            "Your organisation requires two-factor authentication: enrol first \
+             (POST /api/v1/users/me/totp, then POST /api/v1/users/me/totp/confirm)."
+                .into(),
+        ));
+    }
+    if now.0 - session.last_seen_at.0 > chrono::Duration::seconds(60) {
+        state.store.touch_session(session.id, now).await?;
+    }
+    let role = Role::parse(&found.role).ok_or(ApiError::Unauthorized)?;
+    let actor = Actor {
+        kind: "user",
+        id: session.user_id,
+        name: found.name.clone(),
+    };
+    Ok((session.org_id, role, actor, session.id))
 }
 
 /// A JSON body. Malformed JSON is 400; JSON of the wrong shape is 422 naming the field;

@@ -7,12 +7,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audit::set_fields;
 use super::csv::list_response;
 use super::extract::{optional_json, parse_json, ApiQuery, IdPath};
 use super::{AppState, Auth, Page, PageParams};
@@ -172,8 +173,10 @@ async fn run(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     auth.require(Permission::WriteStreams)?;
     let input: RunIn = optional_json(&body)?;
+    let changes = set_fields(&[("settings", json!(input.settings))]);
+    let store = auth.audited(&state, "stream.run", "stream", Some(id), changes);
     let job = state
-        .ops(auth.org_id)
+        .ops_with(&store, auth.org_id)
         .run_stream(id, input.settings)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { job_id: job.id })))
@@ -362,7 +365,12 @@ async fn upload(
         .unwrap_or("");
     let limits = crate::ingest::decode::DecodeLimits::from(&state.config.ingest);
     let records = parse_upload(content_type, &body, &limits)?;
-    let (job, event_ids) = state.ops(auth.org_id).upload(id, records).await?;
+    let changes = set_fields(&[("records", json!(records.len()))]);
+    let store = auth.audited(&state, "stream.upload", "stream", Some(id), changes);
+    let (job, event_ids) = state
+        .ops_with(&store, auth.org_id)
+        .upload(id, records)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedEvents {
@@ -391,8 +399,13 @@ async fn replicate(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     auth.require(Permission::Replicate)?;
     let input: ReplicateJobIn = optional_json(&body)?;
+    let changes = set_fields(&[
+        ("payload_edited", json!(input.payload.is_some())),
+        ("settings", json!(input.settings)),
+    ]);
+    let store = auth.audited(&state, "job.replicate", "job", Some(id), changes);
     let job_id = state
-        .ops(auth.org_id)
+        .ops_with(&store, auth.org_id)
         .replicate_job(id, input.payload, input.settings)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { job_id })))
@@ -412,6 +425,7 @@ async fn abort(
     IdPath(id): IdPath,
 ) -> Result<Json<Aborted>, ApiError> {
     auth.require(Permission::Replicate)?;
-    let aborted_events = state.ops(auth.org_id).abort_job(id).await?;
+    let store = auth.audited(&state, "job.abort", "job", Some(id), json!({}));
+    let aborted_events = state.ops_with(&store, auth.org_id).abort_job(id).await?;
     Ok(Json(Aborted { aborted_events }))
 }

@@ -167,8 +167,11 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert(&key).await?;
-    Ok((StatusCode::CREATED, Json(key.into())))
+    let out = KeyOut::from(key.clone());
+    auth.created(&state, "key", key.id, &out)
+        .insert(&key)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/keys/{id}", tag = "keys",
@@ -192,6 +195,8 @@ async fn update(
 ) -> Result<Json<KeyOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut key = state.store.get::<Key>(auth.org_id, id).await?;
+    let before = KeyOut::from(key.clone());
+    let secrets_changed = patch.credentials.is_some();
     let mut errors = Errors::default();
     if let Some(title) = patch.title {
         errors.title("title", &title);
@@ -230,8 +235,20 @@ async fn update(
         key.sealed_secrets = sealed;
     }
     key.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &key).await?;
-    Ok(Json(key.into()))
+    let after = KeyOut::from(key.clone());
+    let mut changes = super::audit::changes(Some(&before), Some(&after));
+    if secrets_changed {
+        // Secrets are masked on both sides; that they were sent is what the log keeps.
+        changes
+            .as_object_mut()
+            .expect("changes are an object")
+            .entry("credentials")
+            .or_insert_with(|| serde_json::json!(["********", "********"]));
+    }
+    auth.audited(&state, "key.update", "key", Some(id), changes)
+        .update(auth.org_id, &key)
+        .await?;
+    Ok(Json(after))
 }
 
 #[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
@@ -242,8 +259,8 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    state
-        .store
+    let before = KeyOut::from(state.store.get::<Key>(auth.org_id, id).await?);
+    auth.deleted(&state, "key", id, &before)
         .delete::<Key>(auth.org_id, id)
         .await
         .map_err(|e| in_use(e, "key", "sources or destinations"))?;

@@ -7,11 +7,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audit::set_fields;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath, RawBody};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Timestamp};
@@ -180,7 +182,18 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert(&t).await.map_err(duplicate_name)?;
+    let mut changes = brief(&t);
+    changes["entries"] = json!(input.entries.len());
+    auth.audited(
+        &state,
+        "lookup_table.create",
+        "lookup_table",
+        Some(t.id),
+        super::audit::changes(None, Some(&changes)),
+    )
+    .insert(&t)
+    .await
+    .map_err(duplicate_name)?;
     state.lookups.invalidate(auth.org_id);
     if !input.entries.is_empty() {
         let entries: Vec<_> = input.entries.into_iter().collect();
@@ -191,6 +204,11 @@ async fn create(
         state.lookups.invalidate(auth.org_id);
     }
     Ok((StatusCode::CREATED, Json(out(&state, t).await?)))
+}
+
+/// What the audit log shows of a table (its entries are counted where they change).
+fn brief(t: &LookupTable) -> Value {
+    json!({"name": t.name, "description": t.description, "default_value": t.default_value})
 }
 
 fn duplicate_name(e: crate::store::StoreError) -> ApiError {
@@ -224,6 +242,7 @@ async fn update(
 ) -> Result<Json<LookupTableOut>, ApiError> {
     auth.require(Permission::WriteTransformations)?;
     let mut t = state.store.get::<LookupTable>(auth.org_id, id).await?;
+    let was = brief(&t);
     if let Some(v) = p.name {
         let mut errors = Errors::default();
         errors.slug("name", &v);
@@ -237,8 +256,7 @@ async fn update(
         t.default_value = v;
     }
     t.updated_at = Timestamp::now();
-    state
-        .store
+    auth.updated(&state, "lookup_table", id, &was, &brief(&t))
         .update(auth.org_id, &t)
         .await
         .map_err(duplicate_name)?;
@@ -254,7 +272,10 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteTransformations)?;
-    state.store.delete::<LookupTable>(auth.org_id, id).await?;
+    let before = brief(&state.store.get::<LookupTable>(auth.org_id, id).await?);
+    auth.deleted(&state, "lookup_table", id, &before)
+        .delete::<LookupTable>(auth.org_id, id)
+        .await?;
     state.lookups.invalidate(auth.org_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -303,10 +324,19 @@ async fn put_entries(
     check_entries(&input.entries, &mut errors);
     errors.finish()?;
     let entries: Vec<_> = input.entries.into_iter().collect();
-    state
-        .store
-        .put_lookup_entries(t.id, &entries, input.replace)
-        .await?;
+    let changes = set_fields(&[
+        ("entries", json!(entries.len())),
+        ("replace", json!(input.replace)),
+    ]);
+    auth.audited(
+        &state,
+        "lookup_table.entries_put",
+        "lookup_table",
+        Some(t.id),
+        changes,
+    )
+    .put_lookup_entries(t.id, &entries, input.replace)
+    .await?;
     state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
 }
@@ -321,7 +351,16 @@ async fn delete_entry(
     auth.require(Permission::WriteTransformations)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("lookup table"))?;
     let t = state.store.get::<LookupTable>(auth.org_id, id).await?;
-    state.store.delete_lookup_entry(t.id, &key).await?;
+    let changes = json!({ "key": [key, Value::Null] });
+    auth.audited(
+        &state,
+        "lookup_table.entry_delete",
+        "lookup_table",
+        Some(t.id),
+        changes,
+    )
+    .delete_lookup_entry(t.id, &key)
+    .await?;
     state.lookups.invalidate(auth.org_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -382,10 +421,19 @@ async fn upload_csv(
              {\"entries\": {}, \"replace\": true}",
         ));
     }
-    state
-        .store
-        .put_lookup_entries(t.id, &entries, replace)
-        .await?;
+    let changes = set_fields(&[
+        ("entries", json!(entries.len())),
+        ("replace", json!(replace)),
+    ]);
+    auth.audited(
+        &state,
+        "lookup_table.csv_upload",
+        "lookup_table",
+        Some(t.id),
+        changes,
+    )
+    .put_lookup_entries(t.id, &entries, replace)
+    .await?;
     state.lookups.invalidate(auth.org_id);
     Ok(Json(out(&state, t).await?))
 }

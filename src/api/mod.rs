@@ -2,6 +2,7 @@
 //! its request/response types, handlers and routes.
 
 mod alerts;
+pub mod audit;
 pub mod csv;
 mod destinations;
 mod docs;
@@ -16,6 +17,7 @@ mod lookup_tables;
 mod openapi_doc;
 mod organisations;
 mod reports;
+pub mod session;
 mod sources;
 mod streams;
 mod systems;
@@ -79,7 +81,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(webhooks::router())
         .merge(event_log::router())
         .merge(alerts::router())
-        .merge(reports::router());
+        .merge(reports::router())
+        .merge(session::router())
+        .merge(audit::router());
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
@@ -91,6 +95,38 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router() -> Router<AppState> {
     let (api, openapi) = api_routes();
     Router::new()
-        .merge(api)
+        .merge(api.layer(axum::middleware::from_fn(audit_guard)))
         .merge(docs::router(Arc::new(openapi)))
+}
+
+/// Writes that change nothing (a dry run), so they have no audit entry.
+const UNAUDITED: [(&str, &str); 1] = [("POST", "/api/v1/transformations/{id}/test")];
+
+/// Gives each request its audit slot, and after a change answered 2xx checks that exactly
+/// one entry was written with it (a handler that forgot is a bug, logged loudly).
+async fn audit_guard(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let slot = Arc::new(crate::store::AuditSlot::default());
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let res = next.run(req).await;
+    let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if change
+        && res.status().is_success()
+        && !UNAUDITED.contains(&(method.as_str(), route.as_str()))
+    {
+        let written = slot.written();
+        if written != 1 {
+            tracing::error!(%method, %route, written, "a change was answered without exactly one audit entry");
+        }
+    }
+    res
 }

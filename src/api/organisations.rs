@@ -30,7 +30,7 @@ pub struct OrganisationIn {
     pub name: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrganisationOut {
     pub id: Uuid,
     pub name: String,
@@ -43,6 +43,8 @@ pub struct OrganisationOut {
     pub retention: RetentionPolicy,
     /// Whether `retention` is the server's default (no policy of its own).
     pub retention_is_default: bool,
+    /// Members must turn on 2FA before anything but enrolment.
+    pub require_2fa: bool,
 }
 
 /// A change of name, retention policy, or both; `"retention": null` goes back to the default.
@@ -53,6 +55,8 @@ pub struct OrganisationPatch {
     #[serde(default, deserialize_with = "super::extract::double_option")]
     #[schema(value_type = Option<RetentionIn>)]
     pub retention: Option<Option<RetentionIn>>,
+    /// Members must turn on 2FA: one without it can only enrol after signing in.
+    pub require_2fa: Option<bool>,
 }
 
 /// Days to keep each kind of data; a field left out keeps its current value.
@@ -69,6 +73,7 @@ fn out(o: Organisation, state: &AppState) -> OrganisationOut {
     OrganisationOut {
         retention: crate::retention::policy_of(own, &state.config.retention),
         retention_is_default: own.is_none(),
+        require_2fa: o.require_2fa,
         id: o.id,
         name: o.name,
         owner_token: None,
@@ -107,8 +112,9 @@ async fn create(
     auth.require(Permission::ManageUsers)?;
     check_name(&input.name)?;
     let token = generate_token();
-    let org = state
-        .store
+    let changes = super::audit::set_fields(&[("name", serde_json::json!(input.name))]);
+    let org = auth
+        .audited(&state, "organisation.create", "organisation", None, changes)
         .create_organisation(&input.name, &hash_token(&token), &token_hint(&token))
         .await?;
     let mut out = out(org, &state);
@@ -166,20 +172,35 @@ async fn update(
     };
     if let Some(name) = &input.name {
         check_name(name)?;
-        state
-            .store
-            .rename_organisation(id, name)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Duplicate(_) => {
-                    ApiError::Conflict(format!("An organisation named `{name}` already exists."))
-                }
-                other => other.into(),
-            })?;
     }
-    if let Some(policy) = retention {
-        let value = policy.map(|p| serde_json::to_value(p).expect("plain struct"));
-        state.store.set_retention(id, value).await?;
+    let before = out(org, &state);
+    let retention = retention.map(|p| p.map(|p| serde_json::to_value(p).expect("plain struct")));
+    let mut after = OrganisationOut {
+        name: input.name.clone().unwrap_or_else(|| before.name.clone()),
+        require_2fa: input.require_2fa.unwrap_or(before.require_2fa),
+        owner_token: None,
+        ..before.clone()
+    };
+    if let Some(policy) = &retention {
+        after.retention = crate::retention::policy_of(policy.as_ref(), &state.config.retention);
+        after.retention_is_default = policy.is_none();
     }
+    let changes = super::audit::changes(Some(&before), Some(&after));
+    auth.audited(
+        &state,
+        "organisation.update",
+        "organisation",
+        Some(id),
+        changes,
+    )
+    .update_organisation(id, input.name.as_deref(), retention, input.require_2fa)
+    .await
+    .map_err(|e| match e {
+        crate::store::StoreError::Duplicate(_) => ApiError::Conflict(format!(
+            "An organisation named `{}` already exists.",
+            input.name.as_deref().unwrap_or_default()
+        )),
+        other => other.into(),
+    })?;
     Ok(Json(out(state.store.get_organisation(id).await?, &state)))
 }

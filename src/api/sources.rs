@@ -370,8 +370,11 @@ async fn create(
     let mut errors = Errors::default();
     check_key_url(&state, &auth, source.key_id, &source.params.0, &mut errors).await?;
     errors.finish()?;
-    state.store.insert(&source).await?;
-    Ok((StatusCode::CREATED, Json(source_out(&state, source))))
+    let out = source_out(&state, source.clone());
+    auth.created(&state, "source", source.id, &out)
+        .insert(&source)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/sources/{id}", tag = "sources",
@@ -396,6 +399,7 @@ async fn update(
 ) -> Result<Json<SourceOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut s = state.store.get::<Source>(auth.org_id, id).await?;
+    let was = source_out(&state, s.clone());
     let before = (s.key_id, s.params.0.get("url").cloned());
     if let Some(v) = p.title {
         s.title = v.trim().to_string();
@@ -428,8 +432,11 @@ async fn update(
         errors.finish()?;
     }
     s.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &s).await?;
-    Ok(Json(source_out(&state, s)))
+    let out = source_out(&state, s.clone());
+    auth.updated(&state, "source", id, &was, &out)
+        .update(auth.org_id, &s)
+        .await?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(delete, path = "/sources/{id}", tag = "sources",
@@ -440,8 +447,8 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    state
-        .store
+    let before = source_out(&state, state.store.get::<Source>(auth.org_id, id).await?);
+    auth.deleted(&state, "source", id, &before)
         .delete::<Source>(auth.org_id, id)
         .await
         .map_err(|e| in_use(e, "source", "a stream"))?;

@@ -220,8 +220,11 @@ async fn create(
         updated_at: now,
     };
     check(&state, &auth, &s, false).await?;
-    state.store.insert(&s).await?;
-    Ok((StatusCode::CREATED, Json(s.into())))
+    let out = StreamOut::from(s.clone());
+    auth.created(&state, "stream", s.id, &out)
+        .insert(&s)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/streams/{id}", tag = "streams",
@@ -247,6 +250,7 @@ async fn update(
 ) -> Result<Json<StreamOut>, ApiError> {
     auth.require(Permission::WriteStreams)?;
     let mut s = state.store.get::<Stream>(auth.org_id, id).await?;
+    let was = StreamOut::from(s.clone());
     let was_active = s.active;
     let stopping_only = p.active == Some(false)
         && p.title.is_none()
@@ -282,8 +286,13 @@ async fn update(
     }
     check(&state, &auth, &s, stopping_only).await?;
     s.updated_at = Timestamp::now();
-    state.ops(auth.org_id).save_stream(&s, was_active).await?;
-    Ok(Json(s.into()))
+    let out = StreamOut::from(s.clone());
+    let store = auth.updated(&state, "stream", id, &was, &out);
+    state
+        .ops_with(&store, auth.org_id)
+        .save_stream(&s, was_active)
+        .await?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(delete, path = "/streams/{id}", tag = "streams",
@@ -294,6 +303,9 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::WriteStreams)?;
-    state.store.delete::<Stream>(auth.org_id, id).await?;
+    let before = StreamOut::from(state.store.get::<Stream>(auth.org_id, id).await?);
+    auth.deleted(&state, "stream", id, &before)
+        .delete::<Stream>(auth.org_id, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

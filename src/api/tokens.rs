@@ -137,8 +137,12 @@ async fn create(
         last_used_at: None,
         expires_at: input.expires_at,
     };
-    state.store.insert(&row).await?;
-    let mut out = TokenOut::from(row);
+    // The token itself is not in the entry: `token` is absent until set below.
+    let logged = TokenOut::from(row.clone());
+    auth.created(&state, "token", row.id, &logged)
+        .insert(&row)
+        .await?;
+    let mut out = logged;
     out.token = Some(token);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -173,6 +177,9 @@ async fn delete(
             role.as_str()
         )));
     }
-    state.store.delete::<ApiToken>(auth.org_id, id).await?;
+    let before = TokenOut::from(token);
+    auth.deleted(&state, "token", id, &before)
+        .delete::<ApiToken>(auth.org_id, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

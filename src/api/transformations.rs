@@ -214,8 +214,11 @@ async fn create(
         updated_at: now,
     };
     validate(&state, auth.org_id, &t).await?;
-    state.store.insert(&t).await?;
-    Ok((StatusCode::CREATED, Json(t.into())))
+    let out = TransformationOut::from(t.clone());
+    auth.created(&state, "transformation", t.id, &out)
+        .insert(&t)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/transformations/{id}", tag = "transformations",
@@ -246,6 +249,7 @@ async fn update(
 ) -> Result<Json<TransformationOut>, ApiError> {
     auth.require(Permission::WriteTransformations)?;
     let mut t = state.store.get::<Transformation>(auth.org_id, id).await?;
+    let was = TransformationOut::from(t.clone());
     editable(&t)?;
     if let Some(v) = p.title {
         t.title = v.trim().to_string();
@@ -267,8 +271,11 @@ async fn update(
     }
     validate(&state, auth.org_id, &t).await?;
     t.updated_at = Timestamp::now();
-    state.store.update(auth.org_id, &t).await?;
-    Ok(Json(t.into()))
+    let out = TransformationOut::from(t.clone());
+    auth.updated(&state, "transformation", id, &was, &out)
+        .update(auth.org_id, &t)
+        .await?;
+    Ok(Json(out))
 }
 
 #[utoipa::path(delete, path = "/transformations/{id}", tag = "transformations",
@@ -281,8 +288,8 @@ async fn delete(
     auth.require(Permission::WriteTransformations)?;
     let t = state.store.get::<Transformation>(auth.org_id, id).await?;
     editable(&t)?;
-    state
-        .store
+    let before = TransformationOut::from(t);
+    auth.deleted(&state, "transformation", id, &before)
         .delete::<Transformation>(auth.org_id, id)
         .await
         .map_err(|e| in_use(e, "transformation", "a stream"))?;
@@ -309,8 +316,18 @@ async fn copy(
         updated_at: now,
         ..original
     };
-    state.store.insert(&t).await?;
-    Ok((StatusCode::CREATED, Json(t.into())))
+    let out = TransformationOut::from(t.clone());
+    let changes = super::audit::changes(None, Some(&out));
+    auth.audited(
+        &state,
+        "transformation.copy",
+        "transformation",
+        Some(t.id),
+        changes,
+    )
+    .insert(&t)
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

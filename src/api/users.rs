@@ -9,7 +9,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audit::changes;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
+use super::session::{new_link, LinkOut};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Role, Timestamp};
 use crate::error::{ApiError, Problem};
@@ -95,13 +97,23 @@ async fn list(
     Ok(Json(Page::from_store(result, UserOut::from)))
 }
 
+/// A new person and their invitation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCreated {
+    #[serde(flatten)]
+    pub user: UserOut,
+    /// Hand this one-time link to the person: they set their password with it, then sign in.
+    pub invitation: LinkOut,
+}
+
+/// Invites a person: their account, and a one-time link to set their password.
 #[utoipa::path(post, path = "/users", tag = "users", request_body = UserIn,
-    responses((status = 201, body = UserOut), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = UserCreated), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(input): ApiJson<UserIn>,
-) -> Result<(StatusCode, Json<UserOut>), ApiError> {
+) -> Result<(StatusCode, Json<UserCreated>), ApiError> {
     auth.require(Permission::ManageUsers)?;
     let now = Timestamp::now();
     let u = User {
@@ -114,8 +126,25 @@ async fn create(
         updated_at: now,
     };
     check(&u)?;
-    state.store.insert(&u).await.map_err(duplicate)?;
-    Ok((StatusCode::CREATED, Json(u.into())))
+    let (link, invitation) = new_link(&state, auth.org_id, u.id, "invite");
+    let out = UserOut::from(u.clone());
+    auth.audited(
+        &state,
+        "user.create",
+        "user",
+        Some(u.id),
+        changes(None, Some(&out)),
+    )
+    .create_user(&u, Some(&link), None)
+    .await
+    .map_err(duplicate)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserCreated {
+            user: out,
+            invitation,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/users/{id}", tag = "users",
@@ -139,6 +168,7 @@ async fn update(
 ) -> Result<Json<UserOut>, ApiError> {
     auth.require(Permission::ManageUsers)?;
     let mut u = state.store.get::<User>(auth.org_id, id).await?;
+    let before = UserOut::from(u.clone());
     if let Some(v) = p.email {
         u.email = v.trim().to_lowercase();
     }
@@ -150,12 +180,18 @@ async fn update(
     }
     check(&u)?;
     u.updated_at = Timestamp::now();
-    state
-        .store
-        .update(auth.org_id, &u)
-        .await
-        .map_err(duplicate)?;
-    Ok(Json(u.into()))
+    let after = UserOut::from(u.clone());
+    auth.audited(
+        &state,
+        "user.update",
+        "user",
+        Some(id),
+        changes(Some(&before), Some(&after)),
+    )
+    .update(auth.org_id, &u)
+    .await
+    .map_err(duplicate)?;
+    Ok(Json(after))
 }
 
 #[utoipa::path(delete, path = "/users/{id}", tag = "users",
@@ -166,6 +202,15 @@ async fn delete(
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     auth.require(Permission::ManageUsers)?;
-    state.store.delete::<User>(auth.org_id, id).await?;
+    let before = UserOut::from(state.store.get::<User>(auth.org_id, id).await?);
+    auth.audited(
+        &state,
+        "user.delete",
+        "user",
+        Some(id),
+        changes(Some(&before), None),
+    )
+    .delete::<User>(auth.org_id, id)
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -86,10 +86,21 @@ async fn record(
     source_id: uuid::Uuid,
     webhooks: Value,
 ) -> Result<Json<SourceOut>, ApiError> {
-    state
-        .store
-        .set_webhook_state(auth.org_id, source_id, &webhooks)
-        .await?;
+    let verb = if webhooks["installed"] == true {
+        "webhooks_install"
+    } else {
+        "webhooks_uninstall"
+    };
+    let changes = super::audit::set_fields(&[("webhooks", webhooks.clone())]);
+    auth.audited(
+        state,
+        &format!("source.{verb}"),
+        "source",
+        Some(source_id),
+        changes,
+    )
+    .set_webhook_state(auth.org_id, source_id, &webhooks)
+    .await?;
     let source = state.store.get::<Source>(auth.org_id, source_id).await?;
     Ok(Json(source_out(state, source)))
 }

@@ -43,6 +43,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub alerts: AlertsConfig,
     pub retention: RetentionConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -67,6 +68,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             alerts: AlertsConfig::default(),
             retention: RetentionConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -272,6 +274,40 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.retention.max_batches) {
             return bad("retention.max_batches", "must be between 1 and 100000");
+        }
+        let auth = &self.auth;
+        if !(8..=4_194_304).contains(&auth.argon2_memory_kib) {
+            return bad("auth.argon2_memory_kib", "must be between 8 and 4194304");
+        }
+        if !(1..=100).contains(&auth.argon2_iterations) {
+            return bad("auth.argon2_iterations", "must be between 1 and 100");
+        }
+        if !(1..=16).contains(&auth.argon2_parallelism) {
+            return bad("auth.argon2_parallelism", "must be between 1 and 16");
+        }
+        if !(8..=128).contains(&auth.password_min_length) {
+            return bad("auth.password_min_length", "must be between 8 and 128");
+        }
+        if !(1..=720).contains(&auth.session_hours) {
+            return bad("auth.session_hours", "must be between 1 and 720");
+        }
+        if !(1..=43_200).contains(&auth.session_idle_minutes) {
+            return bad("auth.session_idle_minutes", "must be between 1 and 43200");
+        }
+        if !(1..=1000).contains(&auth.max_failures) {
+            return bad("auth.max_failures", "must be between 1 and 1000");
+        }
+        if !(1..=100_000).contains(&auth.max_failures_per_ip) {
+            return bad("auth.max_failures_per_ip", "must be between 1 and 100000");
+        }
+        if !(1..=900).contains(&auth.lockout_seconds) {
+            return bad("auth.lockout_seconds", "must be between 1 and 900");
+        }
+        if !(1..=720).contains(&auth.link_hours) {
+            return bad("auth.link_hours", "must be between 1 and 720");
+        }
+        if !(100..=1_000_000).contains(&auth.audit_value_chars) {
+            return bad("auth.audit_value_chars", "must be between 100 and 1000000");
         }
         if let Some(security) = &self.smtp.security {
             if !matches!(security.as_str(), "starttls" | "tls" | "none") {

@@ -431,3 +431,53 @@ impl Default for AlertsConfig {
         }
     }
 }
+
+/// People signing in: password hashing and rules, sessions, throttling, links and the audit
+/// log's values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// argon2id memory in KiB, passes and lanes (OWASP's minimum is 19 MiB, 2 passes, 1 lane).
+    /// Stored hashes keep the parameters they were made with.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Shortest password accepted, in characters.
+    pub password_min_length: usize,
+    /// A session ends this many hours after sign-in, whatever happens.
+    pub session_hours: u64,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: u64,
+    /// Wrong sign-ins in a row for one e-mail address before it has to wait.
+    pub max_failures: u32,
+    /// Wrong sign-ins in a row from one client address before it has to wait.
+    pub max_failures_per_ip: u32,
+    /// The first wait, in seconds; it doubles with each further failure, up to 15 minutes.
+    pub lockout_seconds: u64,
+    /// Hours an invitation or password-reset link stays valid.
+    pub link_hours: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (only behind a proxy
+    /// that sets it).
+    pub trust_forwarded_for: bool,
+    /// Longest text kept for one changed field in an audit entry; longer values are cut.
+    pub audit_value_chars: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            password_min_length: 10,
+            session_hours: 10,
+            session_idle_minutes: 60,
+            max_failures: 5,
+            max_failures_per_ip: 50,
+            lockout_seconds: 30,
+            link_hours: 72,
+            trust_forwarded_for: false,
+            audit_value_chars: 2000,
+        }
+    }
+}

@@ -38,6 +38,8 @@ pub enum Permission {
     ManageAlerts,
     /// Manage users and organisations.
     ManageUsers,
+    /// Read the audit log.
+    ReadAudit,
     /// Decide where a key's secrets may be sent beyond what its system fixes: a custom
     /// `base_url` for Shopify or DEAR, a host off the vendor's domain, an `http` key holding
     /// secrets used with any `url`.

@@ -13,7 +13,9 @@ use super::events::AbortScope;
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::jobs::finish_jobs_in;
 use super::resources::update_statement;
-use super::{on_pool, BeginWrite, Bind, Event, Store, StoreError, StoreResult, Stream, Val};
+use super::{
+    audit_in, on_pool, BeginWrite, Bind, Event, Store, StoreError, StoreResult, Stream, Val,
+};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::{EventStatus, EventStep, JobStatus, JobStep, Timestamp};
 
@@ -182,6 +184,10 @@ impl Store {
                 }
             }
             write_log!(Db, tx, &logs, now);
+            // An abort that found nothing open changed nothing: no audit entry.
+            if source_ended || events > 0 || then.is_some() {
+                audit_in!(self, Db, tx);
+            }
             tx.commit().await?;
             let unfinished: Vec<Uuid> =
                 touched.into_iter().filter(|j| !finished.contains(j)).collect();

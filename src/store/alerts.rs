@@ -317,21 +317,20 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let resolved_at = (status == "resolved").then_some(now);
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(
+        let n = self
+            .write_one(
                 "UPDATE alerts SET status = $1, resolved_at = $2, updated_at = $3 \
                  WHERE org_id = $4 AND id = $5 AND updated_at = $6",
+                &[
+                    status.into(),
+                    resolved_at.into(),
+                    now.into(),
+                    org.into(),
+                    id.into(),
+                    read_at.into(),
+                ],
             )
-            .bind(status)
-            .bind(resolved_at)
-            .bind(now)
-            .bind(org)
-            .bind(id)
-            .bind(read_at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(n == 1)
     }
 }

@@ -398,6 +398,7 @@ impl Store {
                 notify_work!(self, Db, tx);
             }
             write_log!(Db, tx, &rows.logs, now);
+            super::audit_in!(self, Db, tx);
             tx.commit().await?;
         });
         Ok(())

@@ -29,16 +29,17 @@ pub enum AbortScope {
 impl Store {
     /// Marks an event ignored (or not), for reports; its status is untouched.
     pub async fn set_event_ignored(&self, org: Uuid, id: Uuid, ignored: bool) -> StoreResult<()> {
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>("UPDATE events SET ignored = $3, updated_at = $4 WHERE id = $1 AND org_id = $2")
-                .bind(id)
-                .bind(org)
-                .bind(ignored)
-                .bind(Timestamp::now())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let n = self
+            .write_one(
+                "UPDATE events SET ignored = $3, updated_at = $4 WHERE id = $1 AND org_id = $2",
+                &[
+                    id.into(),
+                    org.into(),
+                    ignored.into(),
+                    Timestamp::now().into(),
+                ],
+            )
+            .await?;
         if n == 0 {
             return Err(super::StoreError::NotFound("event"));
         }

@@ -2,10 +2,9 @@
 //! counting refused pushes, and the installed-subscriptions state.
 
 use serde_json::Value;
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{on_pool, Store, StoreError, StoreResult};
+use super::{on_pool, Store, StoreError, StoreResult, Val};
 use crate::domain::Timestamp;
 
 impl Store {
@@ -27,18 +26,17 @@ impl Store {
         source_id: Uuid,
         state: &Value,
     ) -> StoreResult<()> {
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(
+        let n = self
+            .write_one(
                 "UPDATE sources SET webhook_state = $3, updated_at = $4 WHERE id = $1 AND org_id = $2",
+                &[
+                    source_id.into(),
+                    org.into(),
+                    Val::Json(Some(state.clone())),
+                    Timestamp::now().into(),
+                ],
             )
-            .bind(source_id)
-            .bind(org)
-            .bind(Json(state))
-            .bind(Timestamp::now())
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound("source"));

@@ -8,6 +8,7 @@
 mod actions;
 mod aggregates;
 mod alerts;
+mod audit;
 mod batch;
 mod cache;
 mod dialect;
@@ -18,6 +19,7 @@ mod ingest;
 mod jobs;
 mod json_text;
 mod listing;
+mod people;
 mod push;
 mod queue;
 mod records;
@@ -43,12 +45,15 @@ use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 pub use actions::Aborted;
 pub use alerts::{AlertWrites, StreamBrief, StreamOutcome, StreamStuck};
+pub(crate) use audit::audit_in;
+pub use audit::{AuditEntry, AuditSlot};
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
 pub use handoff::{Handed, Handoff};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::{message_contains, payload_contains};
+pub use people::{Credentials, PasswordLink, SecondFactor, Session, SessionIdentity};
 pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
 pub use records::*;
@@ -80,6 +85,8 @@ pub struct Store {
     pool: Pool,
     /// What every handle of this store shares: group-commit queues, cached configuration.
     shared: std::sync::Arc<Shared>,
+    /// The audit entry of the request this handle writes for (see [`Store::audited`]).
+    audit: Option<std::sync::Arc<AuditSlot>>,
 }
 
 #[derive(Debug, Default)]
@@ -346,6 +353,7 @@ impl Store {
             Store {
                 pool: Pool::Pg(pool),
                 shared: Default::default(),
+                audit: None,
             }
         } else {
             let opts = SqliteConnectOptions::from_str(&url)?;
@@ -369,6 +377,7 @@ impl Store {
             Store {
                 pool: Pool::Sqlite(pool),
                 shared: Default::default(),
+                audit: None,
             }
         };
         store.migrate().await?;

@@ -35,6 +35,8 @@ pub struct Organisation {
     pub updated_at: Timestamp,
     /// The organisation's own retention policy; `None` keeps the configured defaults.
     pub retention: Option<Json<Value>>,
+    /// Members must turn on 2FA before anything but enrolment.
+    pub require_2fa: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

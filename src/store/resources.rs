@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::{on_pool, Bind, Store, StoreError, StoreResult, Val};
+use super::{audit_in, on_pool, BeginWrite, Bind, Store, StoreError, StoreResult, Val};
 use crate::domain::Timestamp;
 
 /// A configuration row owned by an organisation.
@@ -112,9 +112,7 @@ fn scope<R: Record>() -> &'static str {
 impl Store {
     pub async fn insert<R: Record>(&self, record: &R) -> StoreResult<()> {
         let (sql, vals) = insert_statement(record);
-        on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?;
-        });
+        self.write_one(&sql, &vals).await?;
         self.forget_config();
         Ok(())
     }
@@ -197,9 +195,7 @@ impl Store {
     /// ones) change.
     pub async fn update<R: Record>(&self, org: Uuid, record: &R) -> StoreResult<()> {
         let (sql, vals) = update_statement(org, record);
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(&sql).bind_all(&vals).execute(pool).await?.rows_affected()
-        });
+        let n = self.write_one(&sql, &vals).await?;
         self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound(R::NAME));
@@ -210,14 +206,33 @@ impl Store {
     /// Deletes a row of `org`; a row still referenced elsewhere is refused with `InUse`.
     pub async fn delete<R: Record>(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
         let sql = format!("DELETE FROM {} WHERE id = $1 AND org_id = $2", R::TABLE);
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(&sql).bind(id).bind(org).execute(pool).await?.rows_affected()
-        });
+        let n = self.write_one(&sql, &[id.into(), org.into()]).await?;
         self.forget_config();
         if n == 0 {
             return Err(StoreError::NotFound(R::NAME));
         }
         Ok(())
+    }
+
+    /// Runs one write statement; with the audit entry this handle carries, both in one
+    /// transaction (written only when the statement changed a row). Returns the rows changed.
+    pub(in crate::store) async fn write_one(&self, sql: &str, vals: &[Val]) -> StoreResult<u64> {
+        if !self.audit_pending() {
+            let n = on_pool!(self, pool, Db => {
+                sqlx::query::<Db>(sql).bind_all(vals).execute(pool).await?.rows_affected()
+            });
+            return Ok(n);
+        }
+        let n = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                audit_in!(self, Db, tx);
+                tx.commit().await?;
+            }
+            n
+        });
+        Ok(n)
     }
 
     /// Ids of the streams of `org` whose `column` (source_id, destination_id, …) is `id`,

@@ -152,21 +152,4 @@ impl Store {
         });
         Ok(rows)
     }
-
-    /// Sets (or, with `None`, clears) an organisation's own retention policy.
-    pub async fn set_retention(
-        &self,
-        org: Uuid,
-        policy: Option<serde_json::Value>,
-    ) -> StoreResult<()> {
-        on_pool!(self, pool, Db => {
-            sqlx::query::<Db>("UPDATE organisations SET retention = $2, updated_at = $3 WHERE id = $1")
-                .bind(org)
-                .bind(policy.map(sqlx::types::Json))
-                .bind(Timestamp::now())
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
 }

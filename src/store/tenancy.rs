@@ -3,7 +3,8 @@
 use uuid::Uuid;
 
 use super::{
-    on_pool, ApiToken, BeginWrite, Organisation, Store, StoreError, StoreResult, Transformation,
+    audit_in, on_pool, ApiToken, BeginWrite, Organisation, Store, StoreError, StoreResult,
+    Transformation, Val,
 };
 use crate::domain::{Role, Timestamp};
 
@@ -14,6 +15,8 @@ const LOOKUP_ROWS_PER_INSERT: usize = 500;
 #[derive(Debug, Clone)]
 pub struct TokenIdentity {
     pub token_id: Uuid,
+    /// The token's name, as the audit log shows who acted.
+    pub name: String,
     pub org_id: Uuid,
     pub role: Role,
     pub last_used_at: Option<Timestamp>,
@@ -81,6 +84,7 @@ impl Store {
         let now = Timestamp::now();
         let org = Organisation {
             retention: None,
+            require_2fa: false,
             id: Uuid::now_v7(),
             name: name.to_string(),
             created_at: now,
@@ -105,6 +109,7 @@ impl Store {
             insert_token_sql::<Db>(org.id, "owner", Role::Owner, token_hash, hint, now)
                 .execute(&mut *tx)
                 .await?;
+            audit_in!(self, Db, tx);
             tx.commit().await?;
         });
         Ok(org)
@@ -120,15 +125,82 @@ impl Store {
         found.ok_or(StoreError::NotFound("organisation"))
     }
 
-    pub async fn rename_organisation(&self, id: Uuid, name: &str) -> StoreResult<()> {
+    /// Every organisation's id and name, by name.
+    pub async fn organisation_names(&self) -> StoreResult<Vec<(Uuid, String)>> {
+        Ok(on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (Uuid, String)>("SELECT id, name FROM organisations ORDER BY name")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The id of the organisation called `name`; with `create`, made (with no tokens) when
+    /// there is none.
+    pub async fn organisation_named(&self, name: &str, create: bool) -> StoreResult<Uuid> {
+        let find = || async {
+            StoreResult::Ok(on_pool!(self, pool, Db => {
+                sqlx::query_scalar::<Db, Uuid>("SELECT id FROM organisations WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?
+            }))
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        if !create {
+            return Err(StoreError::NotFound("organisation"));
+        }
+        let now = Timestamp::now();
+        // Two commands racing create it once (the name is unique); both then find it.
         on_pool!(self, pool, Db => {
-            sqlx::query::<Db>("UPDATE organisations SET name = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(name)
-                .bind(Timestamp::now())
-                .execute(pool)
-                .await?;
+            sqlx::query::<Db>(
+                "INSERT INTO organisations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(Uuid::now_v7())
+            .bind(name)
+            .bind(now)
+            .execute(pool)
+            .await?;
         });
+        find().await?.ok_or(StoreError::NotFound("organisation"))
+    }
+
+    /// Changes an organisation's name, retention policy (`Some(None)` back to the default)
+    /// and 2FA requirement, in one statement; fields left `None` stay.
+    pub async fn update_organisation(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        retention: Option<Option<serde_json::Value>>,
+        require_2fa: Option<bool>,
+    ) -> StoreResult<()> {
+        let mut vals: Vec<Val> = vec![id.into(), Timestamp::now().into()];
+        let mut sets = vec!["updated_at = $2".to_string()];
+        if let Some(name) = name {
+            vals.push(name.into());
+            sets.push(format!("name = ${}", vals.len()));
+        }
+        if let Some(policy) = retention {
+            vals.push(Val::Json(policy));
+            sets.push(format!("retention = ${}", vals.len()));
+        }
+        if let Some(on) = require_2fa {
+            vals.push(on.into());
+            sets.push(format!("require_2fa = ${}", vals.len()));
+        }
+        let sql = format!("UPDATE organisations SET {} WHERE id = $1", sets.join(", "));
+        let n = self.write_one(&sql, &vals).await.map_err(|e| match e {
+            StoreError::Duplicate(_) => StoreError::Duplicate(format!(
+                "an organisation named `{}` already exists",
+                name.unwrap_or_default()
+            )),
+            other => other,
+        })?;
+        if n == 0 {
+            return Err(StoreError::NotFound("organisation"));
+        }
         Ok(())
     }
 
@@ -167,6 +239,7 @@ impl Store {
         }
         Ok(Some(TokenIdentity {
             token_id: t.id,
+            name: t.name,
             org_id: t.org_id,
             role,
             last_used_at: t.last_used_at,
@@ -258,6 +331,7 @@ impl Store {
                 .bind(Timestamp::now())
                 .execute(&mut *tx)
                 .await?;
+            audit_in!(self, Db, tx);
             tx.commit().await?;
         });
         Ok(())
@@ -294,12 +368,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query::<Db>(TOUCH_LOOKUP_TABLE)
-                .bind(table_id)
-                .bind(Timestamp::now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            if n > 0 {
+                sqlx::query::<Db>(TOUCH_LOOKUP_TABLE)
+                    .bind(table_id)
+                    .bind(Timestamp::now())
+                    .execute(&mut *tx)
+                    .await?;
+                audit_in!(self, Db, tx);
+                tx.commit().await?;
+            }
             n
         });
         if n == 0 {

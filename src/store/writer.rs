@@ -157,6 +157,7 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         let store = Store {
             pool: store.pool.clone(),
             shared: Arc::default(),
+            audit: None,
         };
         let receiver = receiver.clone();
         tokio::spawn(async move {

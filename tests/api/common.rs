@@ -133,6 +133,12 @@ impl Env {
                 allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
                 ..Default::default()
             },
+            // Cheap hashing: the tests check behaviour, not the cost of guessing.
+            auth: wharf::config::AuthConfig {
+                argon2_memory_kib: 256,
+                argon2_iterations: 1,
+                ..Default::default()
+            },
             ..Config::default()
         }
     }
@@ -147,6 +153,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub token: String,
+    /// The server's clock for sessions, sign-in throttles and links; tests move it.
+    pub clock: wharf::clock::Clock,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -155,6 +163,7 @@ impl Server {
     pub async fn start(config: Config) -> Server {
         let token = config.bootstrap_token.clone().unwrap_or_default();
         let state = wharf::prepare(config).await.expect("server prepares");
+        let clock = state.clock.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -165,6 +174,7 @@ impl Server {
             addr,
             client: reqwest::Client::new(),
             token,
+            clock,
             stop: Some(tx),
             task: Some(task),
         }
@@ -374,17 +384,24 @@ impl Env {
     /// crash at a chosen moment. (Only the store suite uses it.)
     #[allow(dead_code)]
     pub async fn execute_on_store(&self, sql: &str, id: uuid::Uuid) {
+        self.try_on_store(sql, id).await.unwrap();
+    }
+
+    /// Runs `sql` with `id` bound as `$1` on the server's database; what the database said.
+    pub async fn try_on_store(&self, sql: &str, id: uuid::Uuid) -> Result<u64, sqlx::Error> {
         match &self.pg {
             Some(pg) => {
-                let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
-                sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+                let pool = sqlx::PgPool::connect(&pg.url).await?;
+                let done = sqlx::query(sql).bind(id).execute(&pool).await;
                 pool.close().await;
+                Ok(done?.rows_affected())
             }
             None => {
                 let url = format!("sqlite://{}", self.data_path().join("wharf.db").display());
-                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+                let pool = sqlx::SqlitePool::connect(&url).await?;
+                let done = sqlx::query(sql).bind(id).execute(&pool).await;
                 pool.close().await;
+                Ok(done?.rows_affected())
             }
         }
     }

@@ -541,7 +541,7 @@ async fn dear_pushes_are_verified_and_completed_from_the_api(db: Db) {
 }
 
 /// A Shopify Admin API on loopback: webhook subscriptions, behind the access token.
-async fn shopify_api() -> (String, Arc<Mutex<HashMap<u64, Value>>>) {
+pub(crate) async fn shopify_api() -> (String, Arc<Mutex<HashMap<u64, Value>>>) {
     let subs: Arc<Mutex<HashMap<u64, Value>>> = Arc::default();
     let app = Router::new()
         .route("/admin/api/2025-01/webhooks.json", post(|State(s): State<Arc<Mutex<HashMap<u64, Value>>>>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {

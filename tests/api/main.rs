@@ -7,6 +7,7 @@ mod common;
 
 mod access;
 mod alerts;
+mod audit;
 mod binary;
 mod config_resources;
 mod email;
@@ -21,6 +22,7 @@ mod monitoring;
 mod outbound;
 mod parts;
 mod peers;
+mod people;
 mod processes;
 mod replicate;
 mod retention;
