@@ -193,6 +193,34 @@ fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&value).expect("cookie text is ASCII")
 }
 
+/// The store for a change `person` makes before they have a session (signing in, setting
+/// a password with a link): `(action, object type, object id)` with `changes`.
+fn as_person(
+    state: &AppState,
+    parts: &Parts,
+    person: &Credentials,
+    (action, object_type, object_id): (&str, &str, Option<Uuid>),
+    changes: Value,
+) -> crate::store::Store {
+    let actor = Actor {
+        kind: "user",
+        id: person.id,
+        name: person.name.clone(),
+    };
+    let entry = Change {
+        org_id: person.org_id,
+        actor: &actor,
+        action,
+        object_type,
+        object_id,
+        changes,
+        ip: client_ip(parts, state.config.auth.trust_forwarded_for),
+        request_id: request_id(parts),
+    }
+    .entry(state.clock.now(), state.config.auth.audit_value_chars);
+    audited(&state.store, &audit_slot(parts), entry)
+}
+
 /// Signs in with e-mail and password (and the 2FA code when it is on). Sets the session
 /// cookie and answers the CSRF token every change made with it must carry.
 #[utoipa::path(post, path = "/session", tag = "session", request_body = SignIn, security(()),
@@ -293,23 +321,13 @@ async fn sign_in(
         SecondFactor::Totp(_) => "totp",
         SecondFactor::Recovery { .. } => "recovery_code",
     };
-    let actor = Actor {
-        kind: "user",
-        id: person.id,
-        name: person.name.clone(),
-    };
-    let entry = Change {
-        org_id: person.org_id,
-        actor: &actor,
-        action: "session.create",
-        object_type: "session",
-        object_id: Some(session.id),
-        changes: set_fields(&[("second_factor", json!(second))]),
-        ip: ip.clone(),
-        request_id: request_id(&parts),
-    }
-    .entry(now, state.config.auth.audit_value_chars);
-    let store = audited(&state.store, &audit_slot(&parts), entry);
+    let store = as_person(
+        &state,
+        &parts,
+        &person,
+        ("session.create", "session", Some(session.id)),
+        set_fields(&[("second_factor", json!(second))]),
+    );
     if !store.start_session(&session, &factor, &keys[0]).await? {
         let e = ApiError::SignIn("The code was used already; enter the next one.".into());
         return Err(failed(&state, &keys, e).await);
@@ -739,23 +757,13 @@ async fn set_password(
     let person = state.store.credentials(user).await?;
     let password_hash =
         new_password_hash(&state, &input.password, &person.email, "password").await?;
-    let actor = Actor {
-        kind: "user",
-        id: person.id,
-        name: person.name.clone(),
-    };
-    let entry = Change {
-        org_id: person.org_id,
-        actor: &actor,
-        action: "user.password_set",
-        object_type: "user",
-        object_id: Some(person.id),
-        changes: set_fields(&[("password", json!("set"))]),
-        ip: client_ip(&parts, state.config.auth.trust_forwarded_for),
-        request_id: request_id(&parts),
-    }
-    .entry(now, state.config.auth.audit_value_chars);
-    let store = audited(&state.store, &audit_slot(&parts), entry);
+    let store = as_person(
+        &state,
+        &parts,
+        &person,
+        ("user.password_set", "user", Some(person.id)),
+        set_fields(&[("password", json!("set"))]),
+    );
     store
         .use_link(&hash, person.id, &password_hash, now)
         .await

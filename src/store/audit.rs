@@ -9,6 +9,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::records::record;
 use super::resources::{insert_statement, Record};
 use super::{on_pool, Bind, Store, StoreResult, Val};
 use crate::domain::Timestamp;
@@ -32,30 +33,26 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-impl Record for AuditEntry {
-    const TABLE: &'static str = "audit_log";
-    const NAME: &'static str = "audit entry";
-    const SHARED: bool = false;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn values(&self) -> Vec<(&'static str, Val)> {
-        vec![
-            ("id", self.id.into()),
-            ("org_id", self.org_id.into()),
-            ("at", self.at.into()),
-            ("actor_type", self.actor_type.clone().into()),
-            ("actor_id", self.actor_id.into()),
-            ("actor_name", self.actor_name.clone().into()),
-            ("action", self.action.clone().into()),
-            ("object_type", self.object_type.clone().into()),
-            ("object_id", self.object_id.into()),
-            ("changes", self.changes.clone().into()),
-            ("ip", self.ip.clone().into()),
-            ("request_id", self.request_id.clone().into()),
-        ]
-    }
-}
+record!(
+    AuditEntry,
+    "audit_log",
+    "audit entry",
+    shared = false,
+    [
+        id,
+        org_id,
+        at,
+        actor_type,
+        actor_id,
+        actor_name,
+        action,
+        object_type,
+        object_id,
+        changes,
+        ip,
+        request_id
+    ]
+);
 
 /// A request's audit entry, from when its handler describes the change until a write commits
 /// it; and how many entries the request wrote (one, for a change answered 2xx).

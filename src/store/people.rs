@@ -6,7 +6,8 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::resources::insert_statement;
+use super::records::record;
+use super::resources::{insert_statement, Record};
 use super::{audit_in, on_pool, BeginWrite, Bind, Store, StoreError, StoreResult, User, Val};
 use crate::domain::Timestamp;
 
@@ -49,28 +50,24 @@ pub struct Session {
     pub expires_at: Timestamp,
 }
 
-impl super::Record for Session {
-    const TABLE: &'static str = "sessions";
-    const NAME: &'static str = "session";
-    const SHARED: bool = false;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn values(&self) -> Vec<(&'static str, Val)> {
-        vec![
-            ("id", self.id.into()),
-            ("org_id", self.org_id.into()),
-            ("user_id", self.user_id.into()),
-            ("token_hash", self.token_hash.clone().into()),
-            ("csrf_hash", self.csrf_hash.clone().into()),
-            ("ip", self.ip.clone().into()),
-            ("user_agent", self.user_agent.clone().into()),
-            ("created_at", self.created_at.into()),
-            ("last_seen_at", self.last_seen_at.into()),
-            ("expires_at", self.expires_at.into()),
-        ]
-    }
-}
+record!(
+    Session,
+    "sessions",
+    "session",
+    shared = false,
+    [
+        id,
+        org_id,
+        user_id,
+        token_hash,
+        csrf_hash,
+        ip,
+        user_agent,
+        created_at,
+        last_seen_at,
+        expires_at
+    ]
+);
 
 /// A session with the person it belongs to.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -26,6 +26,7 @@ macro_rules! record {
         }
     };
 }
+pub(super) use record;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organisation {
