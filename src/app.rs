@@ -131,6 +131,7 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
         parts.push(tokio::spawn(crate::retention::run(
             state.store.clone(),
             config.retention.clone(),
+            config.auth.session_idle_minutes,
             state.metrics.clone(),
             stop.clone(),
         )));

@@ -3,7 +3,7 @@
 //! transaction (see `store::audit`); the API describes each change, and the command line the
 //! people it makes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -120,7 +120,7 @@ impl Change<'_> {
     /// The entry at `at`, with secrets masked and strings longer than `max_chars` cut.
     pub fn entry(self, at: Timestamp, max_chars: usize) -> AuditEntry {
         AuditEntry {
-            id: Uuid::now_v7(),
+            id: id_at(at),
             org_id: self.org_id,
             at,
             actor_type: self.actor.kind.to_string(),
@@ -134,6 +134,19 @@ impl Change<'_> {
             request_id: self.request_id,
         }
     }
+}
+
+/// A time-ordered id (UUID v7) for an entry made at `at`, increasing within this process, so
+/// the log pages by id in time order and retention deletes by an id range.
+fn id_at(at: Timestamp) -> Uuid {
+    static IDS: Mutex<uuid::ContextV7> = Mutex::new(uuid::ContextV7::new());
+    let context = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let seconds = at.0.timestamp().max(0) as u64;
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        &*context,
+        seconds,
+        at.0.timestamp_subsec_nanos(),
+    ))
 }
 
 /// Puts `entry` in `slot` and returns the handle of `store` whose next write commits it.

@@ -66,6 +66,7 @@ pub struct RetentionIn {
     pub payload_days: Option<u32>,
     pub records_days: Option<u32>,
     pub log_days: Option<u32>,
+    pub audit_days: Option<u32>,
 }
 
 fn out(o: Organisation, state: &AppState) -> OrganisationOut {
@@ -161,6 +162,7 @@ async fn update(
                 payload_days: r.payload_days.unwrap_or(now.payload_days),
                 records_days: r.records_days.unwrap_or(now.records_days),
                 log_days: r.log_days.unwrap_or(now.log_days),
+                audit_days: r.audit_days.unwrap_or(now.audit_days),
             };
             let mut errors = Errors::default();
             for (field, message) in policy.problems() {

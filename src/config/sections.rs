@@ -310,6 +310,8 @@ pub struct RetentionConfig {
     pub records_days: u32,
     /// Event-log entries and alert notifications are deleted after this many days.
     pub log_days: u32,
+    /// Audit-log entries are deleted after this many days.
+    pub audit_days: u32,
     /// Minutes between sweeps.
     pub interval_minutes: u64,
     /// Rows changed or removed per statement: small, so no lock is held long (and SQLite's
@@ -326,6 +328,7 @@ impl RetentionConfig {
             payload_days: self.payload_days,
             records_days: self.records_days,
             log_days: self.log_days,
+            audit_days: self.audit_days,
         }
     }
 }
@@ -341,6 +344,8 @@ pub struct RetentionPolicy {
     pub records_days: u32,
     /// Event-log entries and alert notifications are deleted after this many days.
     pub log_days: u32,
+    /// Audit-log entries are deleted after this many days.
+    pub audit_days: u32,
 }
 
 impl Default for RetentionConfig {
@@ -349,6 +354,7 @@ impl Default for RetentionConfig {
             payload_days: 30,
             records_days: 60,
             log_days: 60,
+            audit_days: 365,
             interval_minutes: 10,
             batch_size: 500,
             max_batches: 200,
@@ -364,6 +370,7 @@ impl RetentionPolicy {
             ("payload_days", self.payload_days),
             ("records_days", self.records_days),
             ("log_days", self.log_days),
+            ("audit_days", self.audit_days),
         ] {
             if !(1..=3650).contains(&days) {
                 out.push((

@@ -114,6 +114,56 @@ impl Store {
         ]
     }
 
+    /// The step that deletes old audit-log entries (`audit_days`).
+    pub fn audit_steps(&self) -> Vec<Step> {
+        vec![Step {
+            what: "audit_log",
+            sql: "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
+                  WHERE org_id = $1 AND id < $2 LIMIT $3)"
+                .into(),
+            by_time: false,
+            resumes: false,
+        }]
+    }
+
+    /// Deletes up to `batch` rows that no sign-in can use any more, of the kind `what`:
+    /// `sessions` past their end or idle since `idle_before`, `password_links` past their end,
+    /// `sign_in_failures` more than an hour old (a failure that old starts the count over).
+    pub async fn forget_sign_ins(
+        &self,
+        what: &str,
+        now: Timestamp,
+        idle_before: Timestamp,
+        batch: u64,
+    ) -> StoreResult<u64> {
+        let forgiven = Timestamp::from_datetime(now.0 - chrono::Duration::hours(1));
+        let (sql, times) = match what {
+            "sessions" => (
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE expires_at <= $1 OR last_seen_at <= $2 LIMIT $3)",
+                vec![now, idle_before],
+            ),
+            "password_links" => (
+                "DELETE FROM password_links WHERE id IN (SELECT id FROM password_links \
+                 WHERE expires_at <= $1 LIMIT $2)",
+                vec![now],
+            ),
+            _ => (
+                "DELETE FROM sign_in_failures WHERE key IN (SELECT key FROM sign_in_failures \
+                 WHERE last_failed_at < $1 LIMIT $2)",
+                vec![forgiven],
+            ),
+        };
+        let n = on_pool!(self, pool, Db => {
+            let mut q = sqlx::query::<Db>(sql);
+            for t in &times {
+                q = q.bind(*t);
+            }
+            q.bind(batch as i64).execute(pool).await?.rows_affected()
+        });
+        Ok(n)
+    }
+
     /// Runs one batch of `step` for `org` on rows older than `before` (and, for a step that
     /// resumes, not older than `since`); answers how many rows it changed.
     pub async fn retention_batch(

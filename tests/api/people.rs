@@ -356,6 +356,61 @@ async fn sessions_end_when_idle_or_old(db: Db) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+async fn what_no_sign_in_can_use_is_forgotten(db: Db) {
+    let (env, server) = fresh(db).await;
+    let config = env.config();
+    let store = wharf::prepare(config.clone()).await.unwrap().store;
+    let minutes = |m: i64| chrono::Duration::minutes(m);
+    let forget = || {
+        wharf::retention::forget_sign_ins(
+            &store,
+            &config.retention,
+            server.clock.now(),
+            minutes(config.auth.session_idle_minutes as i64),
+        )
+    };
+    person(&server, "ida@example.com", "viewer").await;
+    let busy = signed_in(&server, "ida@example.com", PASSWORD).await;
+    let _idle = signed_in(&server, "ida@example.com", PASSWORD).await;
+    // An invitation nobody used, and a failed sign-in (counted per address and per client).
+    server
+        .create(
+            "/users",
+            json!({"email": "jo@example.com", "name": "Jo", "role": "viewer"}),
+        )
+        .await;
+    let (status, _, _) = sign_in(
+        &server,
+        json!({"email": "nobody@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(forget().await.is_empty(), "all of it is still in use");
+
+    // An hour and a minute later: the idle session and the failures are forgotten.
+    server.clock.advance(minutes(30));
+    let (status, _) = busy.get(&server, "/users/me").await;
+    assert_eq!(status, StatusCode::OK);
+    server.clock.advance(minutes(31));
+    let removed = forget().await;
+    assert_eq!(removed.get("sessions"), Some(&1), "{removed:?}");
+    assert_eq!(removed.get("sign_in_failures"), Some(&2), "{removed:?}");
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let (status, list) = busy.get(&server, "/users/me/sessions").await;
+    assert_eq!(status, StatusCode::OK, "the busy session goes on");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Past the link's 72 hours: the invitation and the last session go too.
+    server
+        .clock
+        .advance(chrono::Duration::hours(config.auth.link_hours as i64));
+    let removed = forget().await;
+    assert_eq!(removed.get("sessions"), Some(&1), "{removed:?}");
+    assert_eq!(removed.get("password_links"), Some(&1), "{removed:?}");
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(forget().await.is_empty(), "nothing twice");
+}
+
 async fn repeated_failures_wait_alike_for_known_and_unknown_addresses(db: Db) {
     let env = Env::new(db).await;
     let mut config = env.config();
@@ -506,6 +561,7 @@ both_stores!(
     sign_in_with_and_without_2fa,
     cookie_writes_need_the_csrf_token_and_roles_hold,
     sessions_end_when_idle_or_old,
+    what_no_sign_in_can_use_is_forgotten,
     repeated_failures_wait_alike_for_known_and_unknown_addresses,
     an_organisation_requiring_2fa_admits_only_enrolment,
     passwords_are_set_by_link_changed_and_reset,

@@ -24,7 +24,7 @@ async fn an_organisation_sets_its_own_policy_within_bounds(db: Db) {
     let org = page["items"][0].clone();
     assert_eq!(
         org["retention"],
-        json!({"payload_days": 30, "records_days": 60, "log_days": 60})
+        json!({"payload_days": 30, "records_days": 60, "log_days": 60, "audit_days": 365})
     );
     assert_eq!(org["retention_is_default"], true);
     let id = org["id"].as_str().unwrap();
@@ -37,20 +37,24 @@ async fn an_organisation_sets_its_own_policy_within_bounds(db: Db) {
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(
         changed["retention"],
-        json!({"payload_days": 7, "records_days": 45, "log_days": 60})
+        json!({"payload_days": 7, "records_days": 45, "log_days": 60, "audit_days": 365})
     );
     assert_eq!(changed["retention_is_default"], false);
     assert_eq!(changed["name"], org["name"], "the name is kept");
     let (status, problem) = s
         .patch(
             &format!("/organisations/{id}"),
-            json!({"retention": {"payload_days": 0, "log_days": 5000}}),
+            json!({"retention": {"payload_days": 0, "log_days": 5000, "audit_days": 0}}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(
         error_fields(&problem),
-        ["retention.payload_days", "retention.log_days"]
+        [
+            "retention.payload_days",
+            "retention.log_days",
+            "retention.audit_days"
+        ]
     );
     let (status, problem) = s
         .patch(
@@ -241,6 +245,76 @@ async fn old_payloads_are_cleared_then_old_records_deleted_and_waiting_work_kept
     stalled.pause(false);
 }
 
+async fn audit_entries_are_deleted_after_audit_days_and_no_sooner(db: Db) {
+    let env = Env::new(db).await;
+    let config = env.config();
+    let s = Server::start(config.clone()).await;
+    let store = wharf::prepare(config.clone()).await.unwrap().store;
+    let (_, page) = s.get("/organisations").await;
+    let org = page["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, sister) = s
+        .post("/organisations", json!({"name": "sister-shop"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sister}");
+    let sister_token = sister["owner_token"].as_str().unwrap().to_string();
+    let sister_id = sister["id"].as_str().unwrap().to_string();
+    let audit_of = |token: &str| {
+        crate::common::send(s.req_as(token, reqwest::Method::GET, "/audit-log?limit=100"))
+    };
+    // Now: this organisation keeps its log two days; the sister keeps the default year.
+    let (status, _) = s
+        .patch(
+            &format!("/organisations/{org}"),
+            json!({"retention": {"audit_days": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = crate::common::send(
+        s.req_as(
+            &sister_token,
+            reqwest::Method::PATCH,
+            &format!("/organisations/{sister_id}"),
+        )
+        .json(&json!({"name": "sister-shop-renamed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Three days later, one more change here.
+    s.clock.advance(chrono::Duration::days(3));
+    let (status, _) = s
+        .patch(&format!("/organisations/{org}"), json!({"name": "later"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, before) = audit_of(&s.token).await;
+    let before = before["items"].as_array().unwrap().clone();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let removed = wharf::retention::sweep(
+        &store,
+        &config.retention,
+        Timestamp::from_datetime(days(3).0 + chrono::Duration::minutes(1)),
+        &mut wharf::retention::Marks::new(),
+    )
+    .await
+    .unwrap();
+    // The two entries made three days ago here (the sister's creation and the policy
+    // change); the one made since, and the sister's, stay.
+    assert_eq!(removed.get("audit_log"), Some(&2), "{removed:?}");
+    assert_eq!(removed.len(), 1, "nothing else: {removed:?}");
+    let (_, after) = audit_of(&s.token).await;
+    let after = after["items"].as_array().unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0], before[2]);
+    assert_eq!(after[0]["changes"]["name"][1], "later");
+    let (_, sister_log) = audit_of(&sister_token).await;
+    assert_eq!(
+        sister_log["items"].as_array().unwrap().len(),
+        1,
+        "{sister_log}"
+    );
+    assert_eq!(sister_log["items"][0]["action"], "organisation.update");
+}
+
 fn h12() -> chrono::Duration {
     chrono::Duration::hours(12)
 }
@@ -248,4 +322,5 @@ fn h12() -> chrono::Duration {
 both_stores!(
     an_organisation_sets_its_own_policy_within_bounds,
     old_payloads_are_cleared_then_old_records_deleted_and_waiting_work_kept,
+    audit_entries_are_deleted_after_audit_days_and_no_sooner,
 );
