@@ -86,7 +86,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 fn routes(config: &Config) -> Router<AppState> {
     let mut routes = Router::new();
     if config.api.enabled {
-        routes = routes.merge(api::router());
+        // The control panel is a client of the API: served where the API is.
+        routes = routes.merge(api::router()).merge(crate::web::router());
     }
     if config.ingest.enabled {
         routes = routes.merge(ingest::router());

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// Sign-in refused; the detail says what to do, never which part was wrong.
     #[error("{0}")]
     SignIn(String),
+    /// The password was right, and the account has 2FA on: send the code with it.
+    #[error("Two-factor authentication is on for this account: send the six-digit code from your authenticator app as `totp` (or a recovery code as `recovery_code`) with the e-mail address and password.")]
+    SecondFactorNeeded,
     /// Too many tries; `Retry-After` says when to come back.
     #[error("{detail}")]
     TooMany {
@@ -113,9 +116,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::Unverified | ApiError::SignIn(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthorized
+            | ApiError::Unverified
+            | ApiError::SignIn(_)
+            | ApiError::SecondFactorNeeded => StatusCode::UNAUTHORIZED,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -137,6 +141,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Unverified => "unverified-push",
             ApiError::SignIn(_) => "sign-in-failed",
+            ApiError::SecondFactorNeeded => "second-factor-needed",
             ApiError::TooMany { .. } => "too-many-requests",
             ApiError::Upstream(_) => "upstream",
             ApiError::Forbidden(_) => "forbidden",

@@ -23,6 +23,7 @@ pub mod reports;
 pub mod retention;
 pub mod store;
 pub mod transform;
+pub mod web;
 
 use anyhow::Context;
 use tokio::net::TcpListener;

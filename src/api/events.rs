@@ -26,6 +26,7 @@ use crate::store::{Attempt, Destination, Event, Val};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
+        .routes(routes!(count))
         .routes(routes!(get, patch))
         .routes(routes!(replicate_one))
         .routes(routes!(replicate_many))
@@ -242,6 +243,35 @@ async fn list(
         }
     })
     .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventCount {
+    /// How many events match, up to the most one bulk replication takes (10,000).
+    pub count: i64,
+    /// More match than `count` says: narrow the filter before replicating them.
+    pub more: bool,
+}
+
+/// How many events the filters of `GET /events` select: what a bulk replication by the same
+/// filter would take.
+#[utoipa::path(get, path = "/events/count", tag = "events", params(EventFilter),
+    responses((status = 200, body = EventCount), (status = 422, body = Problem)))]
+async fn count(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(f): ApiQuery<EventFilter>,
+) -> Result<Json<EventCount>, ApiError> {
+    auth.require(Permission::Read)?;
+    let filters = event_filters(&f)?;
+    let n = state
+        .store
+        .count::<Event>(auth.org_id, &filters, MAX_BULK + 1)
+        .await?;
+    Ok(Json(EventCount {
+        count: n.min(i64::from(MAX_BULK)),
+        more: n > i64::from(MAX_BULK),
+    }))
 }
 
 /// The store filters of an event filter.

@@ -68,6 +68,8 @@ impl Auth {
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "wharf_session";
+/// The cookie that repeats the CSRF token for the control panel's script.
+pub const CSRF_COOKIE: &str = "wharf_csrf";
 /// The header every write made with the session cookie must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

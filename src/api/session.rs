@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{
-    audit_slot, client_ip, request_id, Actor, ApiJson, Errors, IdPath, SESSION_COOKIE,
+    audit_slot, client_ip, request_id, Actor, ApiJson, Errors, IdPath, CSRF_COOKIE, SESSION_COOKIE,
 };
 use super::{AppState, Auth};
 use crate::audit::{audited, set_fields, Change};
@@ -181,13 +181,24 @@ fn totp_secret(state: &AppState, c: &Credentials) -> Option<Vec<u8>> {
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
+    cookie(state, SESSION_COOKIE, token, max_age, true)
+}
+
+/// The CSRF token again, readable by the panel's script (so a reloaded page can still
+/// write); it proves nothing by itself, as the header must match the session's own token.
+fn csrf_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
+    cookie(state, CSRF_COOKIE, token, max_age, false)
+}
+
+fn cookie(state: &AppState, name: &str, value: &str, max_age: u64, http_only: bool) -> HeaderValue {
     let secure = state
         .config
         .public_base_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
     let value = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        "{name}={value}; Path=/;{} SameSite=Lax; Max-Age={max_age}{}",
+        if http_only { " HttpOnly;" } else { "" },
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&value).expect("cookie text is ASCII")
@@ -285,14 +296,7 @@ async fn sign_in(
                 let after = before.iter().filter(|h| **h != hash).cloned().collect();
                 SecondFactor::Recovery { before, after }
             }
-            (None, None) => {
-                return Err(ApiError::SignIn(
-                    "Two-factor authentication is on for this account: send the six-digit code \
-                     from your authenticator app as `totp` (or a recovery code as \
-                     `recovery_code`) with the e-mail address and password."
-                        .into(),
-                ))
-            }
+            (None, None) => return Err(ApiError::SecondFactorNeeded),
         }
     } else {
         SecondFactor::None
@@ -348,11 +352,13 @@ async fn sign_in(
         expires_at: session.expires_at,
         must_enrol_2fa: must_enrol,
     };
+    let csrf = csrf_cookie(&state, &body.csrf_token, hours * 3600);
     let mut res = Json(body).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&state, &token, hours * 3600),
     );
+    res.headers_mut().append(header::SET_COOKIE, csrf);
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
@@ -369,6 +375,8 @@ async fn sign_out(State(state): State<AppState>, auth: Auth) -> Result<Response,
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    res.headers_mut()
+        .append(header::SET_COOKIE, csrf_cookie(&state, "", 0));
     Ok(res)
 }
 

@@ -112,13 +112,23 @@ pub async fn create(config: Config, new: NewPerson) -> anyhow::Result<String> {
             other => other.into(),
         })?;
     state.store.close().await;
+    // Where people open the panel: the public address, or this server's own.
+    let base = state
+        .config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.config.listen));
     Ok(match link {
-        None => format!("created {email} ({}); sign in at POST /api/v1/session", role.as_str()),
+        None => format!(
+            "created {email} ({}); sign in at {}/ (the control panel) or POST /api/v1/session",
+            role.as_str(),
+            base.trim_end_matches('/')
+        ),
         Some((link, token)) => format!(
             "created {email} ({}); they set their password with this one-time link (valid until {}):\n{}",
             role.as_str(),
             link.expires_at.0.to_rfc3339(),
-            super::link_url(state.config.public_base_url.as_deref(), &token)
+            super::link_url(Some(&base), &token)
         ),
     })
 }

@@ -130,6 +130,28 @@ impl Store {
         found.ok_or(StoreError::NotFound(R::NAME))
     }
 
+    /// How many rows of `org` match `filters`, counting no further than `cap` (so a count
+    /// costs at most `cap` rows read, however large the table).
+    pub async fn count<R: Record>(
+        &self,
+        org: Uuid,
+        filters: &[(&'static str, Val)],
+        cap: u32,
+    ) -> StoreResult<i64> {
+        let mut sql = format!("SELECT id FROM {} WHERE {}", R::TABLE, scope::<R>());
+        let mut vals = vec![Val::from(org)];
+        for (col, v) in filters {
+            vals.push(v.clone());
+            let op = if col.contains(' ') { "" } else { " =" };
+            sql.push_str(&format!(" AND {col}{op} ${}", vals.len()));
+        }
+        let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {cap}) capped");
+        let n: i64 = on_pool!(self, pool, Db => {
+            sqlx::query_scalar::<Db, i64>(&sql).bind_all(&vals).fetch_one(pool).await?
+        });
+        Ok(n)
+    }
+
     pub async fn list<R: Record>(&self, org: Uuid, q: &ListQuery) -> StoreResult<ListPage<R>> {
         let mut sql = format!("SELECT * FROM {} WHERE {}", R::TABLE, scope::<R>());
         let mut vals = vec![Val::from(org)];

@@ -20,6 +20,7 @@ mod lifecycle;
 mod lookup_tables;
 mod monitoring;
 mod outbound;
+mod panel;
 mod parts;
 mod peers;
 mod people;

@@ -181,6 +181,15 @@ async fn sign_in_with_and_without_2fa(db: Db) {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(out["detail"].as_str().unwrap().contains("totp"), "{out}");
+    // The panel tells this answer from a wrong password by its type, and asks for the code.
+    assert!(
+        out["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("second-factor-needed"),
+        "{out}"
+    );
+    assert!(wrong["type"].as_str().unwrap().ends_with("sign-in-failed"));
     let (status, out, _) = sign_in(
         &server,
         json!({"email": "ana@example.com", "password": PASSWORD, "totp": "123456x"}),
@@ -649,7 +658,12 @@ async fn the_first_owner_is_made_on_the_command_line() {
     // Without a password: an invitation link.
     let out = run(&["--email", "two@example.com", "--role", "viewer"], "");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/set-password#token="));
+    // The link opens the control panel of this server (the default listen address here).
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("http://127.0.0.1:8080/set-password#token="),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let server = Server::start(config).await;
     let browser = signed_in(&server, "owner@example.com", PASSWORD).await;
