@@ -57,7 +57,7 @@ async function peer() {
         res.end(JSON.stringify({ orders: ORDERS }));
         return;
       }
-      state.received.push({ url: req.url, body });
+      state.received.push({ url: req.url, body, authorization: req.headers.authorization });
       if (state.failing && req.url.startsWith('/warehouse')) {
         res.writeHead(500, { 'content-type': 'application/json' });
         res.end('{"error":"the warehouse is down"}');
@@ -298,12 +298,32 @@ async function walk(store, databaseUrl) {
     assert.equal((await api('GET', '/alerts?status=acknowledged')).items.length, 1);
     await shot(page, 'alerts');
 
-    // A stream from scratch: source, transformation (with a dry run), destination, stream; run it.
+    // A stream from scratch: a key, a source, a transformation (with a dry run), a destination
+    // and the stream; run it. Key, source and destination forms come from the system library.
+    await page.goto(`${base}/keys`);
+    await page.getByRole('button', { name: 'New key' }).click();
+    await page.getByLabel('System').selectOption('http');
+    await page.getByLabel('Title').fill('Warehouse API');
+    await page.locator('#f-credentials-base_url').fill(warehouse.url);
+    await page.locator('#f-credentials-bearer_token').fill('s3cret-token');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    await page.getByRole('heading', { name: 'Warehouse API' }).waitFor();
+    await page.getByText('********').first().waitFor();
+    assert.equal(await page.getByText('s3cret-token').count(), 0, 'a secret is never shown');
+    await shot(page, 'key');
     await page.goto(`${base}/sources`);
     await page.getByRole('button', { name: 'New source' }).click();
-    await page.getByLabel('Body (JSON)').fill(JSON.stringify({ title: 'Second orders API', system: 'http', function: 'http.fetch', trigger: 'manual', params: { url: `${warehouse.url}/orders`, records_path: 'orders', entity_id_path: 'name' } }));
-    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByLabel('System').selectOption('http');
+    await page.getByLabel('Function').selectOption('http.fetch');
+    await page.getByLabel('Title').fill('Second orders API');
+    await page.getByLabel('Key (optional)').selectOption({ label: 'Warehouse API' });
+    await page.getByLabel('Trigger').selectOption('manual');
+    await page.locator('#f-params-url').fill(`${warehouse.url}/orders`);
+    await page.locator('#f-params-records_path').fill('orders');
+    await page.locator('#f-params-entity_id_path').fill('name');
+    await page.getByRole('button', { name: 'Create source' }).click();
     await page.getByRole('heading', { name: 'Second orders API' }).waitFor();
+    await shot(page, 'source');
     await page.goto(`${base}/transformations`);
     await page.getByRole('button', { name: 'New transformation' }).click();
     await page.getByLabel('Body (JSON)').fill(JSON.stringify({ title: 'Order to warehouse line', description: 'One line per order', data_type: 'sales_order', language: 'javascript', format: 'json', code: 'function transform(order) {\n  return { reference: order.name, total: Number(order.total) };\n}\n' }));
@@ -316,8 +336,17 @@ async function walk(store, databaseUrl) {
     await shot(page, 'transformation');
     await page.goto(`${base}/destinations`);
     await page.getByRole('button', { name: 'New destination' }).click();
-    await page.getByLabel('Body (JSON)').fill(JSON.stringify({ title: 'Second warehouse', system: 'http', function: 'http.send', params: { url: `${warehouse.url}/second` } }));
-    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByLabel('System').selectOption('http');
+    await page.getByLabel('Function').selectOption('http.send');
+    await page.getByLabel('Title').fill('Second warehouse');
+    await page.getByLabel('Key (optional)').selectOption({ label: 'Warehouse API' });
+    await page.locator('#f-params-url').fill(`${warehouse.url}/second`);
+    // A retry schedule that is not JSON is refused before anything is sent.
+    await page.getByLabel('Retry schedule (JSON, optional)').fill('{"schedule_seconds": [0');
+    await page.getByRole('button', { name: 'Create destination' }).click();
+    await page.getByText('This is not valid JSON').waitFor();
+    await page.getByLabel('Retry schedule (JSON, optional)').fill('{"schedule_seconds": [0, 5], "timeout_seconds": 10}');
+    await page.getByRole('button', { name: 'Create destination' }).click();
     await page.getByRole('heading', { name: 'Second warehouse' }).waitFor();
     await page.goto(`${base}/streams`);
     await page.getByRole('link', { name: 'New stream' }).click();
@@ -332,6 +361,7 @@ async function walk(store, databaseUrl) {
     await page.waitForURL(/\/jobs\//);
     await eventually('the new stream to deliver', async () => warehouse.received.filter((r) => r.url.startsWith('/second')).length === 3);
     assert.ok(warehouse.received.some((r) => r.url.startsWith('/second') && r.body.includes('"reference":"#1001"')));
+    assert.ok(warehouse.received.filter((r) => r.url.startsWith('/second')).every((r) => r.authorization === 'Bearer s3cret-token'), "the key's token went with each delivery");
 
     // A lookup table filled from a CSV file.
     await page.goto(`${base}/lookup-tables`);
@@ -399,6 +429,21 @@ async function walk(store, databaseUrl) {
     assert.equal(forged, 403);
     await look(viewer, `${store}-viewer-event`, violations);
     await viewerContext.close();
+
+    // An event viewer follows the event log, and sees nothing else.
+    const ev = await api('POST', '/users', { email: 'eve@example.com', name: 'Eve Events', role: 'event_viewer' });
+    const set = await fetch(`${base}/api/v1/password`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: ev.invitation.token, password: 'event viewer at the quay' }) });
+    assert.equal(set.status, 204);
+    const evContext = await browser.newContext();
+    const evPage = await evContext.newPage();
+    await signIn(evPage, base, 'eve@example.com', 'event viewer at the quay');
+    await evPage.getByRole('heading', { name: 'Event log' }).waitFor();
+    assert.equal(new URL(evPage.url()).pathname, '/event-log');
+    const links = await evPage.getByRole('navigation', { name: 'Main' }).getByRole('link').allTextContents();
+    assert.deepEqual(links, ['Event log', 'My account']);
+    await evPage.goto(`${base}/events`);
+    await evPage.getByRole('heading', { name: 'Not for your role' }).waitFor();
+    await evContext.close();
 
     // The audit log shows what the people did.
     const audit = await api('GET', '/audit-log?actor_type=user&limit=200');

@@ -5,7 +5,7 @@
 import { html, useState } from '../vendor/htm-preact-standalone.module.js';
 import { api, post, patch } from './api.js';
 import { navigate } from './router.js';
-import { Screen, Time, useApi, Loaded, Action, notice, can, PagedTable, Problem, parseJson, Json } from './ui.js';
+import { Screen, Time, useApi, Loaded, Action, notice, can, PagedTable, Problem, parseJson, Json, NameRef } from './ui.js';
 
 /** A JSON body edited by hand: checked as JSON here, then by the API (its field errors shown). */
 export function JsonForm({ label, initial, submitLabel, onSubmit, onCancel, hint }) {
@@ -39,6 +39,7 @@ export function JsonForm({ label, initial, submitLabel, onSubmit, onCancel, hint
 }
 
 const TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d/;
+const LINKS = { key_id: '/keys', source_id: '/sources', destination_id: '/destinations', transformation_id: '/transformations', stream_id: '/streams', copied_from: '/transformations' };
 
 /** A resource's fields: plain values as a list, objects as collapsible JSON. */
 export function Facts({ item, hide = [] }) {
@@ -48,6 +49,7 @@ export function Facts({ item, hide = [] }) {
   const label = (k) => k.replaceAll('_', ' ');
   return html`<dl class="facts">${plain.map(([k, v]) => html`<dt>${label(k)}</dt><dd>${v === null || v === ''
     ? html`<span class="muted">—</span>`
+    : LINKS[k] ? html`<${NameRef} path=${LINKS[k]} id=${v} />`
     : typeof v === 'string' && TIME.test(v) ? html`<${Time} at=${v} />`
       : typeof v === 'boolean' ? (v ? 'yes' : 'no')
         : String(v).includes('\n') ? html`<pre tabindex="0">${v}</pre>` : String(v)}</dd>`)}</dl>
@@ -60,7 +62,9 @@ export function ResourceList({ kind, me, query }) {
   const writes = kind.write && can(me.role, kind.write);
   return html`<${Screen} title=${kind.title} actions=${writes && !creating && html`<button type="button" class="primary" onClick=${() => setCreating(true)}>New ${kind.one}</button>`}>
     ${kind.intro && html`<p>${kind.intro}</p>`}
-    ${creating && html`<${JsonForm} label=${`New ${kind.one}`} initial=${kind.template} submitLabel="Create" hint=${kind.hint}
+    ${creating && kind.form && html`<${kind.form} onSaved=${(out) => navigate(`${kind.link || kind.path}/${out.id}`)} />
+      <p><button type="button" onClick=${() => setCreating(false)}>Cancel</button></p>`}
+    ${creating && !kind.form && html`<${JsonForm} label=${`New ${kind.one}`} initial=${kind.template} submitLabel="Create" hint=${kind.hint}
       onCancel=${() => setCreating(false)}
       onSubmit=${async (body) => {
         const out = await post(kind.path, body);
@@ -88,7 +92,9 @@ export function ResourceDetail({ kind, me, id, children }) {
         notice(`The ${kind.one} is deleted.`);
         navigate(kind.link || kind.path);
       }} /></span>`}>
-    ${editing
+    ${editing && kind.form
+      ? html`<${kind.form} item=${r} onSaved=${() => { setEditing(false); reload(); }} /><p><button type="button" onClick=${() => setEditing(false)}>Cancel</button></p>`
+      : editing
       ? html`<${JsonForm} label=${`Change this ${kind.one}`} initial=${kind.editable ? kind.editable(r) : r} submitLabel="Save"
           hint="Only the fields sent change. A secret shown as ******** is kept as it is."
           onCancel=${() => setEditing(false)}

@@ -191,6 +191,34 @@ export function Ref({ to, id, name }) {
   return html`<a href=${to}>${name || short(id)}</a>`;
 }
 
+const names = new Map();
+
+/** The names of a configuration list by id, read once in a while (they rarely change). */
+function namesOf(path) {
+  const hit = names.get(path);
+  if (hit && Date.now() - hit.at < 30000) return hit.promise;
+  const promise = api('GET', `${path}?limit=500`).then(
+    (page) => new Map(page.items.map((x) => [x.id, x.title || x.name])),
+    () => new Map(),
+  );
+  names.set(path, { at: Date.now(), promise });
+  return promise;
+}
+
+/** A link to a stream, source, destination, transformation or key, by its name. */
+export function NameRef({ path, id }) {
+  const [name, setName] = useState(null);
+  useEffect(() => {
+    let live = true;
+    if (id) namesOf(path).then((m) => live && setName(m.get(id) || null));
+    return () => {
+      live = false;
+    };
+  }, [path, id]);
+  if (!id) return html`<span class="muted">—</span>`;
+  return html`<a href=${`${path}/${id}`}>${name || short(id)}</a>`;
+}
+
 export function short(id) {
   return String(id).slice(-8);
 }
@@ -199,6 +227,12 @@ export function short(id) {
 export function CountLink({ n, to, label }) {
   if (!n) return html`<span class="muted" aria-label=${`${label}: 0`}>0</span>`;
   return html`<a href=${to} aria-label=${`${label}: ${n}`}>${n}</a>`;
+}
+
+/** The organisation's streams as filter options ([id, title]). */
+export function useStreamOptions() {
+  const [page] = useApi('/streams?limit=500');
+  return page ? page.items.map((st) => [st.id, st.title]) : [];
 }
 
 /** A titled page section. */

@@ -4,21 +4,22 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { post } from '../api.js';
 import { navigate } from '../router.js';
-import { Screen, Time, Status, Action, notice, can, PagedTable, Filters, Ref } from '../ui.js';
+import { Screen, Time, Status, Action, notice, can, PagedTable, Filters, Ref, NameRef, useStreamOptions } from '../ui.js';
 import { ResourceList, ResourceDetail } from '../resource.js';
 
 export function Alerts({ me, query }) {
+  const streams = useStreamOptions();
   const [n, setN] = useState(0);
   const act = (a, verb, done) => html`<${Action} label=${verb} action=${() => post(`/alerts/${a.id}/${verb.toLowerCase()}`, {})} onDone=${() => { notice(done); setN(n + 1); }} />`;
   return html`<${Screen} title="Alerts">
     <${Filters} query=${query} onApply=${navigate} fields=${[
       { name: 'status', label: 'Status', options: ['open', 'acknowledged', 'resolved', 'ignored'] },
-      { name: 'stream_id', label: 'Stream id' },
+      { name: 'stream_id', label: 'Stream', options: streams },
     ]} />
     <${PagedTable} path="/alerts" query=${query} filters=${['status', 'stream_id', 'rule_id']} csv="alerts.csv" reloadKey=${n} columns=${[
       { label: 'Alert', cell: (a) => a.summary },
       { label: 'Status', cell: (a) => html`<${Status} value=${a.status} />` },
-      { label: 'Stream', cell: (a) => html`<${Ref} to=${`/streams/${a.stream_id}`} id=${a.stream_id} />` },
+      { label: 'Stream', cell: (a) => html`<${NameRef} path='/streams' id=${a.stream_id} />` },
       { label: 'Error', cell: (a) => (a.error_code ? html`<a href=${`/events?stream_id=${a.stream_id}&error_code=${a.error_code}`}><code>${a.error_code}</code></a>` : '') },
       { label: 'Count', cell: (a) => a.count },
       { label: 'Last seen', cell: (a) => html`<${Time} at=${a.last_seen_at} />` },

@@ -7,28 +7,26 @@ import { api, post, downloadCsv } from '../api.js';
 import { navigate } from '../router.js';
 import { Screen, useApi, Loaded, Action, notice, can, Problem, parseJson, Json } from '../ui.js';
 import { ResourceList, ResourceDetail } from '../resource.js';
+import { LibraryForm } from '../forms.js';
 
 const KINDS = {
   keys: {
     title: 'Keys', one: 'key', path: '/keys', write: 'editor',
     intro: 'Credentials for one account of one system. Secret fields are sealed and always shown as ********.',
-    template: { system: 'http', title: 'My endpoint', credentials: { base_url: 'https://example.com' } },
     columns: [{ label: 'System', cell: (k) => k.system }],
-    editable: (k) => ({ title: k.title, credentials: k.credentials }),
+    form: (props) => html`<${LibraryForm} kind="key" ...${props} />`,
   },
   sources: {
     title: 'Sources', one: 'source', path: '/sources', write: 'editor',
     intro: 'Where records come from: a system function with a key and a trigger (manual, scheduled or webhook).',
-    template: { title: 'Shopify orders', system: 'shopify', function: 'shopify.webhook', key_id: null, trigger: 'webhook', params: { topic: 'orders/create' }, active: true },
     columns: [{ label: 'System', cell: (s) => s.system }, { label: 'Function', cell: (s) => s.function }, { label: 'Trigger', cell: (s) => s.trigger }],
-    editable: (s) => ({ title: s.title, key_id: s.key_id, trigger: s.trigger, schedule: s.schedule, timezone: s.timezone, params: s.params, active: s.active }),
+    form: (props) => html`<${LibraryForm} kind="source" ...${props} />`,
   },
   destinations: {
     title: 'Destinations', one: 'destination', path: '/destinations', write: 'editor',
     intro: 'Where records go: a system function with a key, a mode and a retry schedule.',
-    template: { title: 'Order endpoint', system: 'http', function: 'http.send', key_id: null, mode: 'realtime', params: { url: 'https://example.com/orders', method: 'POST' } },
     columns: [{ label: 'System', cell: (d) => d.system }, { label: 'Function', cell: (d) => d.function }, { label: 'Mode', cell: (d) => d.mode }],
-    editable: (d) => ({ title: d.title, key_id: d.key_id, mode: d.mode, params: d.params, retry: d.retry }),
+    form: (props) => html`<${LibraryForm} kind="destination" ...${props} />`,
   },
   transformations: {
     title: 'Transformations', one: 'transformation', path: '/transformations', write: 'admin',
@@ -68,9 +66,10 @@ export function Config({ me, path, query }) {
 }
 
 function SourceExtras({ me, s, reload }) {
-  return html`<section aria-labelledby="webhook">
-    ${s.webhook_url && html`<h2 id="webhook">Webhook</h2>
-      <p>Senders push records to <code class="secret">${s.webhook_url}</code> (it alone authorises a push: keep it private).</p>`}
+  if (s.trigger !== 'webhook' && !s.next_run_at) return null;
+  return html`<section aria-labelledby="trigger-title">
+    <h2 id="trigger-title">${s.trigger === 'webhook' ? 'Webhook' : 'Schedule'}</h2>
+    ${s.webhook_url && html`<p>Senders push records to <code class="secret">${s.webhook_url}</code> (it alone authorises a push: keep it private).</p>`}
     ${s.trigger === 'webhook' && can(me.role, 'editor') && html`<p class="buttons">
       <${Action} label="Install at the system" busyLabel="Installing…" action=${() => post(`/sources/${s.id}/webhooks/install`, {})} onDone=${() => { notice('The webhook is installed at the system.'); reload(); }} />
       <${Action} label="Uninstall" action=${() => post(`/sources/${s.id}/webhooks/uninstall`, {})} onDone=${() => { notice('The webhook is uninstalled.'); reload(); }} />

@@ -4,7 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { post, patch, qs, get } from '../api.js';
 import { navigate } from '../router.js';
-import { Screen, Time, Status, useApi, Loaded, Action, notice, can, PagedTable, Filters, Json, Problem, parseJson, short, Ref } from '../ui.js';
+import { Screen, Time, Status, useApi, Loaded, Action, notice, can, PagedTable, Filters, Json, Problem, parseJson, short, Ref, NameRef, useStreamOptions } from '../ui.js';
 
 const EVENT_STATUSES = ['NEW', 'TRANSFORMED', 'OK', 'ERROR', 'FAILED', 'ABORTED'];
 const FILTERS = ['stream_id', 'job_id', 'status', 'error_code', 'entity_id', 'message', 'payload', 'ignored', 'created_after', 'created_before', 'sort', 'order'];
@@ -42,10 +42,11 @@ function BulkReplicate({ query }) {
 }
 
 export function Events({ me, query }) {
+  const streams = useStreamOptions();
   return html`<${Screen} title="Events">
     <${Filters} query=${query} onApply=${navigate} fields=${[
       { name: 'status', label: 'Status', options: EVENT_STATUSES },
-      { name: 'stream_id', label: 'Stream id' },
+      { name: 'stream_id', label: 'Stream', options: streams },
       { name: 'entity_id', label: 'Entity', placeholder: '#1001' },
       { name: 'error_code', label: 'Error code' },
       { name: 'message', label: 'Message contains' },
@@ -131,7 +132,7 @@ export function EventDetail({ me, params }) {
         <dt>Entity</dt><dd>${e.entity_id ? html`<a href=${`/entities${qs({ entity_id: e.entity_id })}`}>${e.entity_id}</a>` : '—'} <small class="muted">${e.data_type}</small></dd>
         ${e.error_code && html`<dt>Error</dt><dd><code>${e.error_code}</code>${explained ? html` — ${explained.title}. ${explained.action || explained.what_to_do || ''}` : null}</dd>`}
         ${e.message && html`<dt>Message</dt><dd>${e.message}</dd>`}
-        <dt>Stream</dt><dd><${Ref} to=${`/streams/${e.stream_id}`} id=${e.stream_id} /></dd>
+        <dt>Stream</dt><dd><${NameRef} path='/streams' id=${e.stream_id} /></dd>
         <dt>Job</dt><dd><${Ref} to=${`/jobs/${e.job_id}`} id=${e.job_id} /></dd>
         ${e.original_event_id && html`<dt>Replica of</dt><dd><${Ref} to=${`/events/${e.original_event_id}`} id=${e.original_event_id} /></dd>`}
         ${e.origin && html`<dt>From</dt><dd><code>${e.origin}</code></dd>`}

@@ -4,7 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { post } from '../api.js';
 import { navigate } from '../router.js';
-import { Screen, Time, Status, useApi, Loaded, Action, notice, can, PagedTable, Filters, Json, Problem, parseJson, short, Ref } from '../ui.js';
+import { Screen, Time, Status, useApi, Loaded, Action, notice, can, PagedTable, Filters, Json, Problem, parseJson, short, Ref, NameRef, useStreamOptions } from '../ui.js';
 
 const JOB_STATUSES = ['PENDING', 'PROCESSING', 'FINISHED', 'FINISHED_WITH_ISSUES', 'FAILED'];
 
@@ -15,18 +15,19 @@ export function counts(c) {
 }
 
 export function Jobs({ query }) {
+  const streams = useStreamOptions();
   const filters = ['stream_id', 'status', 'trigger', 'created_after', 'created_before', 'sort', 'order'];
   return html`<${Screen} title="Jobs">
     <${Filters} query=${query} onApply=${navigate} fields=${[
       { name: 'status', label: 'Status', options: JOB_STATUSES },
-      { name: 'stream_id', label: 'Stream id' },
+      { name: 'stream_id', label: 'Stream', options: streams },
       { name: 'trigger', label: 'Trigger', options: ['manual', 'scheduled', 'webhook', 'upload', 'replicate'] },
       { name: 'created_after', label: 'Created after', placeholder: '2026-12-01T00:00:00Z' },
       { name: 'order', label: 'Order', options: [['desc', 'Newest first'], ['asc', 'Oldest first']] },
     ]} />
     <${PagedTable} path="/jobs" query=${query} filters=${filters} csv="jobs.csv" columns=${[
       { label: 'Job', cell: (j) => html`<a href=${`/jobs/${j.id}`}>${short(j.id)}</a>` },
-      { label: 'Stream', cell: (j) => html`<${Ref} to=${`/streams/${j.stream_id}`} id=${j.stream_id} />` },
+      { label: 'Stream', cell: (j) => html`<${NameRef} path='/streams' id=${j.stream_id} />` },
       { label: 'Status', cell: (j) => html`<${Status} value=${j.status} />` },
       { label: 'Trigger', cell: (j) => j.trigger },
       { label: 'Events', cell: (j) => counts(j.counts) },
@@ -39,17 +40,21 @@ export function Jobs({ query }) {
 function ReplicateJob({ job }) {
   const [open, setOpen] = useState(false);
   const [settings, setSettings] = useState(JSON.stringify(job.settings || {}, null, 2));
+  const [records, setRecords] = useState('');
   const [jsonError, setJsonError] = useState(null);
+  const [recordsError, setRecordsError] = useState(null);
   const [error, setError] = useState(null);
   if (!open) return html`<button type="button" onClick=${() => setOpen(true)}>Replicate…</button>`;
   const send = async (e) => {
     e.preventDefault();
     const parsed = parseJson(settings);
+    const payload = records.trim() ? parseJson(records) : { value: undefined };
     setJsonError(parsed.error || null);
-    if (parsed.error) return;
+    setRecordsError(payload.error || null);
+    if (parsed.error || payload.error) return;
     setError(null);
     try {
-      const out = await post(`/jobs/${job.id}/replicate`, { settings: parsed.value });
+      const out = await post(`/jobs/${job.id}/replicate`, { settings: parsed.value, payload: payload.value });
       notice('The job is replicated: a new job runs with the same records.');
       navigate(`/jobs/${out.job_id}`);
     } catch (err) {
@@ -58,11 +63,14 @@ function ReplicateJob({ job }) {
   };
   return html`<form class="card" onSubmit=${send} aria-label="Replicate the job">
     <h2>Replicate this job</h2>
-    <p>A new job runs with the same records, and these settings.</p>
+    <p>A new job runs with the same records (or the records given here), and these settings.</p>
     <${Problem} error=${error} />
     <div class="field"><label for="f-job-settings">Settings (JSON)</label>
       <textarea id="f-job-settings" class="code" rows="6" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-job-settings-error' : undefined} onInput=${(e) => setSettings(e.target.value)}>${settings}</textarea>
       ${jsonError && html`<small id="f-job-settings-error" class="field-error">${jsonError}</small>`}</div>
+    <div class="field"><label for="f-job-records">Records instead of the job's (JSON array, optional)</label>
+      <textarea id="f-job-records" class="code" rows="6" spellcheck="false" placeholder='[{"name": "#1001"}]' aria-invalid=${recordsError ? 'true' : undefined} aria-describedby=${recordsError ? 'f-job-records-error' : undefined} onInput=${(e) => setRecords(e.target.value)}>${records}</textarea>
+      ${recordsError && html`<small id="f-job-records-error" class="field-error">${recordsError}</small>`}</div>
     <button type="submit" class="primary">Replicate</button> <button type="button" onClick=${() => setOpen(false)}>Cancel</button>
   </form>`;
 }
@@ -75,7 +83,7 @@ export function JobDetail({ me, params, query }) {
     </span>`}>
     <dl class="facts">
       <dt>Status</dt><dd><${Status} value=${j.status} /></dd>
-      <dt>Stream</dt><dd><${Ref} to=${`/streams/${j.stream_id}`} id=${j.stream_id} /></dd>
+      <dt>Stream</dt><dd><${NameRef} path='/streams' id=${j.stream_id} /></dd>
       <dt>Trigger</dt><dd>${j.trigger}</dd>
       <dt>Events</dt><dd>${counts(j.counts)}</dd>
       ${j.message && html`<dt>Message</dt><dd>${j.message}</dd>`}

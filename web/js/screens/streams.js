@@ -4,7 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { post, patch, api, qs } from '../api.js';
 import { navigate } from '../router.js';
-import { Screen, Time, Status, useApi, Loaded, Action, notice, can, Problem, Field, parseJson, PagedTable, Ref, short } from '../ui.js';
+import { Screen, Time, Status, useApi, Loaded, Action, notice, can, Problem, Field, parseJson, PagedTable, Ref, short, NameRef } from '../ui.js';
 
 function Toggles({ me, s, reload }) {
   if (!can(me.role, 'editor')) return null;
@@ -101,9 +101,9 @@ function StreamView({ me, params, query }) {
     <dl class="facts">
       <dt>State</dt><dd><${State} s=${st} /></dd>
       <dt>Data type</dt><dd>${st.data_type}</dd>
-      <dt>Source</dt><dd><${Ref} to=${`/sources/${st.source_id}`} id=${st.source_id} /></dd>
-      <dt>Transformation</dt><dd><${Ref} to=${`/transformations/${st.transformation_id}`} id=${st.transformation_id} /></dd>
-      <dt>Destination</dt><dd><${Ref} to=${`/destinations/${st.destination_id}`} id=${st.destination_id} /></dd>
+      <dt>Source</dt><dd><${NameRef} path='/sources' id=${st.source_id} /></dd>
+      <dt>Transformation</dt><dd><${NameRef} path='/transformations' id=${st.transformation_id} /></dd>
+      <dt>Destination</dt><dd><${NameRef} path='/destinations' id=${st.destination_id} /></dd>
       <dt>Created</dt><dd><${Time} at=${st.created_at} /></dd>
       <dt>Changed</dt><dd><${Time} at=${st.updated_at} /></dd>
     </dl>
