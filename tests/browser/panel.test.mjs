@@ -298,6 +298,32 @@ async function walk(store, databaseUrl) {
     assert.equal((await api('GET', '/alerts?status=acknowledged')).items.length, 1);
     await shot(page, 'alerts');
 
+    // A channel and a rule made in the panel.
+    await page.goto(`${base}/alert-channels`);
+    await page.getByRole('button', { name: 'New channel' }).click();
+    await page.getByLabel('Name').fill('Night shift');
+    await page.getByLabel('Kind').selectOption('webhook');
+    await page.getByLabel('URL').fill(`${warehouse.url}/night`);
+    await page.getByRole('button', { name: 'Create channel' }).click();
+    await page.getByText('shown once').waitFor();
+    await page.getByRole('button', { name: 'Done' }).click();
+    await page.getByRole('heading', { name: 'Night shift' }).waitFor();
+    await page.goto(`${base}/alert-rules`);
+    await page.getByRole('button', { name: 'New rule' }).click();
+    await page.getByLabel('Name').fill('Too many errors');
+    await page.getByLabel('Raise an alert when').selectOption('error_rate');
+    await page.getByLabel('Threshold (% of finished events not OK)').fill('25');
+    await page.getByLabel('Orders to the warehouse').check();
+    await page.getByLabel('Night shift').check();
+    await page.getByRole('button', { name: 'Create rule' }).click();
+    await page.getByRole('heading', { name: 'Too many errors' }).waitFor();
+    const rules = await api('GET', '/alert-rules');
+    const made = rules.items.find((r) => r.name === 'Too many errors');
+    assert.equal(made.kind, 'error_rate');
+    assert.equal(made.threshold_pct, 25);
+    assert.deepEqual(made.stream_ids, [stream.id]);
+    await shot(page, 'alert-rule');
+
     // A stream from scratch: a key, a source, a transformation (with a dry run), a destination
     // and the stream; run it. Key, source and destination forms come from the system library.
     await page.goto(`${base}/keys`);
@@ -326,8 +352,11 @@ async function walk(store, databaseUrl) {
     await shot(page, 'source');
     await page.goto(`${base}/transformations`);
     await page.getByRole('button', { name: 'New transformation' }).click();
-    await page.getByLabel('Body (JSON)').fill(JSON.stringify({ title: 'Order to warehouse line', description: 'One line per order', data_type: 'sales_order', language: 'javascript', format: 'json', code: 'function transform(order) {\n  return { reference: order.name, total: Number(order.total) };\n}\n' }));
-    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByLabel('Title').fill('Order to warehouse line');
+    await page.getByLabel('Description').fill('One line per order');
+    await page.getByLabel('Language').selectOption('javascript');
+    await page.getByLabel('Code').fill('function transform(order) {\n  return { reference: order.name, total: Number(order.total) };\n}\n');
+    await page.getByRole('button', { name: 'Create transformation' }).click();
     await page.getByRole('heading', { name: 'Order to warehouse line' }).waitFor();
     await page.getByLabel('Sample record (JSON)').fill('{"name": "#2001", "total": "12.50"}');
     await page.getByRole('button', { name: 'Dry run' }).click();

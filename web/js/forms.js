@@ -265,3 +265,157 @@ export function LibraryForm({ kind, item, onSaved }) {
     return html`<${EndpointForm} systems=${list} item=${item} kind=${kind} onSaved=${onSaved} />`;
   }}<//>`;
 }
+
+/** Checkboxes for picking several of a list (streams, channels) by name. */
+function ManyPicker({ legend, path, value, onChange, hint }) {
+  const [page] = useApi(`${path}?limit=500`);
+  const items = page ? page.items : [];
+  const toggle = (id, on) => onChange(on ? [...value, id] : value.filter((x) => x !== id));
+  return html`<fieldset><legend>${legend}</legend>
+    ${hint && html`<p class="hint">${hint}</p>`}
+    ${items.length === 0 && html`<p class="muted">None yet.</p>`}
+    ${items.map((x) => html`<div class="field check"><input id=${`pick-${x.id}`} type="checkbox" checked=${value.includes(x.id)} onChange=${(e) => toggle(x.id, e.target.checked)} />
+      <label for=${`pick-${x.id}`}>${x.title || x.name}</label></div>`)}
+  </fieldset>`;
+}
+
+const RULE_KINDS = [
+  ['job_failed', 'A job fails'],
+  ['event_error', 'An event ends in ERROR'],
+  ['event_failed', 'An event ends FAILED'],
+  ['error_rate', 'The error rate passes a threshold'],
+  ['silence', 'A stream receives nothing for a while'],
+  ['stuck', 'Work waits too long'],
+];
+
+/** Creates or changes an alert rule: what raises it, which streams, which channels. */
+export function RuleForm({ item, onSaved }) {
+  const [form, setForm] = useState(() => ({
+    name: item ? item.name : '', kind: item ? item.kind : 'event_failed',
+    stream_ids: item ? item.stream_ids : [], channel_ids: item ? item.channel_ids : [],
+    threshold_pct: item ? item.threshold_pct : 10, min_events: item ? item.min_events : 20,
+    window_minutes: item ? item.window_minutes : 60, silence_minutes: item ? item.silence_minutes : 120,
+    stuck_minutes: item ? item.stuck_minutes : 30, digest: item ? item.digest : 'none', enabled: item ? item.enabled : true,
+  }));
+  const [error, setError] = useState(null);
+  const set = (k) => (v) => setForm({ ...form, [k]: v });
+  const number = (k, label, hint) => html`<${Field} label=${label} name=${k} type="number" min="0" step="any" value=${form[k]} onInput=${(v) => set(k)(v)} error=${error} hint=${hint} />`;
+  const submit = async (e) => {
+    e.preventDefault();
+    setError(null);
+    const body = { name: form.name, kind: form.kind, stream_ids: form.stream_ids, channel_ids: form.channel_ids, digest: form.digest, enabled: form.enabled };
+    if (form.kind === 'error_rate') Object.assign(body, { threshold_pct: Number(form.threshold_pct), min_events: Number(form.min_events), window_minutes: Number(form.window_minutes) });
+    if (form.kind === 'silence') body.silence_minutes = Number(form.silence_minutes);
+    if (form.kind === 'stuck') body.stuck_minutes = Number(form.stuck_minutes);
+    try {
+      const out = item ? await patch(`/alert-rules/${item.id}`, body) : await post('/alert-rules', body);
+      notice(item ? 'The rule is saved.' : 'The rule is created.');
+      onSaved(out);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return html`<form class="card" onSubmit=${submit} aria-label=${item ? 'Change the rule' : 'New rule'}>
+    <h2>${item ? 'Change the rule' : 'New rule'}</h2>
+    <${Problem} error=${error} />
+    <${Field} label="Name" name="name" required value=${form.name} onInput=${set('name')} error=${error} />
+    <${Field} label="Raise an alert when" name="kind" error=${error}>
+      <select id="f-kind" value=${form.kind} disabled=${!!item} onChange=${(e) => set('kind')(e.target.value)}>
+        ${RULE_KINDS.map(([k, l]) => html`<option value=${k}>${l}</option>`)}
+      </select>
+    <//>
+    ${form.kind === 'error_rate' && html`${number('threshold_pct', 'Threshold (% of finished events not OK)')}${number('min_events', 'At least this many events', 'Fewer events in the window raise nothing.')}${number('window_minutes', 'Over the last (minutes)')}`}
+    ${form.kind === 'silence' && number('silence_minutes', 'Nothing received for (minutes)')}
+    ${form.kind === 'stuck' && number('stuck_minutes', 'Work waiting longer than (minutes)')}
+    <${ManyPicker} legend="Streams" path="/streams" value=${form.stream_ids} onChange=${set('stream_ids')} hint="None chosen: every stream." />
+    <${ManyPicker} legend="Send to" path="/alert-channels" value=${form.channel_ids} onChange=${set('channel_ids')} />
+    <${Field} label="Digest" name="digest" error=${error} hint="A summary of each watched stream, besides the alerts.">
+      <select id="f-digest" value=${form.digest} onChange=${(e) => set('digest')(e.target.value)}>
+        ${['none', 'daily', 'weekly'].map((d) => html`<option value=${d}>${d}</option>`)}
+      </select>
+    <//>
+    <div class="field check"><input id="f-enabled" type="checkbox" checked=${form.enabled} onChange=${(e) => set('enabled')(e.target.checked)} /><label for="f-enabled">Enabled</label></div>
+    <button type="submit" class="primary">${item ? 'Save' : 'Create rule'}</button>
+  </form>`;
+}
+
+/** Creates or changes an alert channel: an e-mail address or a signed webhook. */
+export function ChannelForm({ item, onSaved }) {
+  const [form, setForm] = useState({ name: item ? item.name : '', kind: item ? item.kind : 'email', target: item ? item.target : '' });
+  const [error, setError] = useState(null);
+  const [secret, setSecret] = useState(null);
+  const set = (k) => (v) => setForm({ ...form, [k]: v });
+  const submit = async (e) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      const out = item ? await patch(`/alert-channels/${item.id}`, { name: form.name, target: form.target }) : await post('/alert-channels', form);
+      notice(item ? 'The channel is saved.' : 'The channel is created.');
+      if (!item && out.secret) setSecret({ out, value: out.secret });
+      else onSaved(out);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  if (secret) {
+    return html`<div class="card" role="status"><p>The channel signs each message with this secret, shown once — give it to the receiver now:</p>
+      <p><code class="secret">${secret.value}</code></p><button type="button" class="primary" onClick=${() => onSaved(secret.out)}>Done</button></div>`;
+  }
+  return html`<form class="card" onSubmit=${submit} aria-label=${item ? 'Change the channel' : 'New channel'}>
+    <h2>${item ? 'Change the channel' : 'New channel'}</h2>
+    <${Problem} error=${error} />
+    <${Field} label="Name" name="name" required value=${form.name} onInput=${set('name')} error=${error} />
+    <${Field} label="Kind" name="kind" error=${error}>
+      <select id="f-kind" value=${form.kind} disabled=${!!item} onChange=${(e) => set('kind')(e.target.value)}>
+        <option value="email">E-mail</option><option value="webhook">Webhook (a signed POST)</option>
+      </select>
+    <//>
+    <${Field} label=${form.kind === 'email' ? 'E-mail address' : 'URL'} name="target" required value=${form.target} onInput=${set('target')} error=${error} />
+    <button type="submit" class="primary">${item ? 'Save' : 'Create channel'}</button>
+  </form>`;
+}
+
+/** Creates a transformation: its title, data type, language, output format and code. */
+export function TransformationForm({ item, onSaved }) {
+  const [form, setForm] = useState({
+    title: item ? item.title : '', description: item ? item.description : '', data_type: item ? item.data_type : 'sales_order',
+    language: item ? item.language : 'javascript', format: item ? item.format : 'json',
+    code: item ? item.code : 'function transform(record, ctx) {\n  return record;\n}\n',
+  });
+  const [error, setError] = useState(null);
+  const set = (k) => (v) => setForm({ ...form, [k]: v });
+  const submit = async (e) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      const out = item ? await patch(`/transformations/${item.id}`, form) : await post('/transformations', form);
+      notice(item ? 'The transformation is saved.' : 'The transformation is created.');
+      onSaved(out);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return html`<form class="card wide" onSubmit=${submit} aria-label=${item ? 'Change the transformation' : 'New transformation'}>
+    <h2>${item ? 'Change the transformation' : 'New transformation'}</h2>
+    <${Problem} error=${error} />
+    <${Field} label="Title" name="title" required value=${form.title} onInput=${set('title')} error=${error} />
+    <${Field} label="Description" name="description" value=${form.description} onInput=${set('description')} error=${error} />
+    <${Field} label="Data type" name="data_type" required value=${form.data_type} onInput=${set('data_type')} error=${error} />
+    <div class="two">
+      <${Field} label="Language" name="language" error=${error}>
+        <select id="f-language" value=${form.language} onChange=${(e) => set('language')(e.target.value)}>
+          <option value="javascript">JavaScript</option><option value="template">Template</option>
+        </select>
+      <//>
+      <${Field} label="Output format" name="format" error=${error}>
+        <select id="f-format" value=${form.format} onChange=${(e) => set('format')(e.target.value)}>
+          ${['json', 'csv', 'xml', 'text'].map((f) => html`<option value=${f}>${f}</option>`)}
+        </select>
+      <//>
+    </div>
+    <${Field} label="Code" name="code" error=${error}>
+      <textarea id="f-code" class="code editor" rows="16" spellcheck="false" onInput=${(e) => set('code')(e.target.value)}>${form.code}</textarea>
+    <//>
+    <button type="submit" class="primary">${item ? 'Save' : 'Create transformation'}</button>
+  </form>`;
+}

@@ -6,6 +6,7 @@ import { post } from '../api.js';
 import { navigate } from '../router.js';
 import { Screen, Time, Status, Action, notice, can, PagedTable, Filters, Ref, NameRef, useStreamOptions } from '../ui.js';
 import { ResourceList, ResourceDetail } from '../resource.js';
+import { RuleForm, ChannelForm } from '../forms.js';
 
 export function Alerts({ me, query }) {
   const streams = useStreamOptions();
@@ -33,17 +34,15 @@ export function Alerts({ me, query }) {
 const RULES = {
   title: 'Alert rules', one: 'rule', path: '/alert-rules', write: 'admin',
   intro: 'When to raise an alert: a job or event failure, an error rate, silence, or work stuck — sent to channels at once or as a digest.',
-  template: { name: 'Failures', kind: 'event_failed', stream_ids: [], channel_ids: [], digest: 'none' },
   columns: [{ label: 'Kind', cell: (r) => r.kind }, { label: 'Enabled', cell: (r) => html`<${Status} value=${r.enabled ? 'active' : 'inactive'} />` }],
-  editable: (r) => ({ name: r.name, enabled: r.enabled, digest: r.digest }),
+  form: RuleForm,
 };
 
 const CHANNELS = {
   title: 'Alert channels', one: 'channel', path: '/alert-channels', write: 'admin',
   intro: 'Where alert messages go: an e-mail address or a webhook (signed with the channel secret).',
-  template: { name: 'Operations mailbox', kind: 'email', target: 'ops@example.com' },
   columns: [{ label: 'Kind', cell: (c) => c.kind }, { label: 'Target', cell: (c) => c.target }],
-  editable: (c) => ({ name: c.name, target: c.target }),
+  form: ChannelForm,
 };
 
 export function AlertRules({ me, query, params }) {

@@ -7,7 +7,7 @@ import { api, post, downloadCsv } from '../api.js';
 import { navigate } from '../router.js';
 import { Screen, useApi, Loaded, Action, notice, can, Problem, parseJson, Json } from '../ui.js';
 import { ResourceList, ResourceDetail } from '../resource.js';
-import { LibraryForm } from '../forms.js';
+import { LibraryForm, TransformationForm } from '../forms.js';
 
 const KINDS = {
   keys: {
@@ -31,11 +31,10 @@ const KINDS = {
   transformations: {
     title: 'Transformations', one: 'transformation', path: '/transformations', write: 'admin',
     intro: 'How each record is reshaped between source and destination. Public ones ship with Wharf: copy one to change it.',
-    template: { title: 'My transformation', description: '', data_type: 'sales_order', language: 'javascript', format: 'json', code: 'function transform(record, ctx) {\n  return record;\n}\n' },
     columns: [{ label: 'Language', cell: (t) => t.language }, { label: 'Format', cell: (t) => t.format }, { label: 'Visibility', cell: (t) => t.visibility }],
     canWrite: (t) => t.visibility !== 'public',
     hide: ['code'],
-    editable: (t) => ({ title: t.title, description: t.description, data_type: t.data_type }),
+    form: TransformationForm,
   },
   'lookup-tables': {
     title: 'Lookup tables', one: 'lookup table', path: '/lookup-tables', write: 'admin',
