@@ -406,6 +406,18 @@ async function walk(store, databaseUrl) {
     const entries = await api('GET', `/lookup-tables/${carriers.id}/entries`);
     assert.equal(JSON.stringify(entries.items || entries).includes('royal-mail'), true);
 
+    // An API token for a script, expiring in 30 days: shown once.
+    await page.goto(`${base}/tokens`);
+    await page.getByLabel('Name').fill('Nightly export');
+    await page.getByLabel('Role', { exact: true }).selectOption('viewer');
+    await page.getByLabel('Expires').selectOption('30');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const shownToken = (await page.locator('code.secret').textContent()).trim();
+    const me = await (await fetch(`${base}/api/v1/users/me`, { headers: { authorization: `Bearer ${shownToken}` } })).json();
+    assert.equal(me.role, 'viewer');
+    const listedTokens = await api('GET', '/tokens');
+    assert.ok(listedTokens.items.find((t) => t.name === 'Nightly export').expires_at, 'the token expires');
+
     // Every screen, for the record and for axe; and the overview on a phone.
     for (const [path, name] of [['/streams', 'streams'], ['/jobs', 'jobs'], ['/entities', 'entities'], ['/event-log', 'event-log'],
       ['/alert-rules', 'alert-rules'], ['/alert-channels', 'alert-channels'], ['/notifications', 'notifications'], ['/systems', 'systems'],

@@ -135,9 +135,12 @@ export function PagedTable({ path, query, filters = [], columns, empty = 'Nothin
   for (const f of filters) params[f] = query.get(f);
   const cursor = query.get('cursor');
   const limit = query.get('limit') || '50';
-  const [page, error] = useApi(path + qs({ ...params, cursor, limit }), [reloadKey]);
+  const [page, error, refresh, loading] = useApi(path + qs({ ...params, cursor, limit }), [reloadKey]);
   return html`<div>
-    ${csv && html`<p class="toolbar"><${Action} label="Export CSV" busyLabel="Exporting…" action=${() => downloadCsv(path, params, csv)} /></p>`}
+    <p class="toolbar buttons">
+      <button type="button" onClick=${refresh} disabled=${loading} aria-busy=${loading ? 'true' : undefined}>Refresh</button>
+      ${csv && html`<${Action} label="Export CSV" busyLabel="Exporting…" action=${() => downloadCsv(path, params, csv)} />`}
+    </p>
     <${Loaded} data=${page} error=${error}>${(p) => html`
       <div class="table-wrap"><table>
         ${caption && html`<caption>${caption}</caption>`}

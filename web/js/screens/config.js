@@ -5,7 +5,7 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { api, post, downloadCsv } from '../api.js';
 import { navigate } from '../router.js';
-import { Screen, useApi, Loaded, Action, notice, can, Problem, parseJson, Json } from '../ui.js';
+import { Screen, useApi, Loaded, Action, notice, can, Problem, parseJson, Json, PagedTable } from '../ui.js';
 import { ResourceList, ResourceDetail } from '../resource.js';
 import { LibraryForm, TransformationForm } from '../forms.js';
 
@@ -130,16 +130,19 @@ function TransformationExtras({ me, t, reload }) {
   </section>`;
 }
 
-function LookupExtras({ me, t, reload }) {
+function LookupExtras({ me, t, reload, query }) {
   const [file, setFile] = useState(null);
+  const [replace, setReplace] = useState(true);
+  const [n, setN] = useState(0);
   const [error, setError] = useState(null);
   const upload = async (e) => {
     e.preventDefault();
     setError(null);
     if (!file) return;
     try {
-      await api('PUT', `/lookup-tables/${t.id}/csv`, await file.text(), { raw: true, contentType: 'text/csv' });
+      await api('PUT', `/lookup-tables/${t.id}/csv?replace=${replace}`, await file.text(), { raw: true, contentType: 'text/csv' });
       notice('The CSV is uploaded.');
+      setN(n + 1);
       reload();
     } catch (err) {
       setError(err);
@@ -151,19 +154,26 @@ function LookupExtras({ me, t, reload }) {
     ${can(me.role, 'admin') && html`<form onSubmit=${upload} aria-label="Upload a CSV">
       <div class="field"><label for="f-csv">CSV file (key,value with a header row)</label>
         <input id="f-csv" type="file" accept=".csv,text/csv" onChange=${(e) => setFile(e.target.files[0])} /></div>
+      <div class="field check"><input id="f-replace" type="checkbox" checked=${replace} onChange=${(e) => setReplace(e.target.checked)} />
+        <label for="f-replace">Replace the whole table (otherwise only add and change the rows in the file)</label></div>
       <${Problem} error=${error} />
       <button type="submit" disabled=${!file}>Upload</button>
     </form>`}
+    <h2>Entries</h2>
+    <${PagedTable} path=${`/lookup-tables/${t.id}/entries`} query=${query} reloadKey=${n} columns=${[
+      { label: 'Key', cell: (e) => html`<code>${e.key}</code>` },
+      { label: 'Value', cell: (e) => e.value },
+    ]} empty="No entries yet." />
   </section>`;
 }
 
-export function ConfigDetail({ me, path, params }) {
+export function ConfigDetail({ me, path, params, query }) {
   const base = `/${path.split('/')[1]}`;
   const kind = BY_PATH[base];
   const extras = {
     '/sources': (s, reload) => html`<${SourceExtras} me=${me} s=${s} reload=${reload} />`,
     '/transformations': (t, reload) => html`<${TransformationExtras} me=${me} t=${t} reload=${reload} />`,
-    '/lookup-tables': (t, reload) => html`<${LookupExtras} me=${me} t=${t} reload=${reload} />`,
+    '/lookup-tables': (t, reload) => html`<${LookupExtras} me=${me} t=${t} reload=${reload} query=${query} />`,
   }[base];
   return html`<${ResourceDetail} kind=${kind} me=${me} id=${params.id}>${extras}<//>`;
 }

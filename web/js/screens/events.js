@@ -122,11 +122,11 @@ export function EventDetail({ me, params }) {
   return html`<${Loaded} data=${event} error=${error}>${(e) => {
     const finished = ['OK', 'ERROR', 'FAILED', 'ABORTED'].includes(e.status);
     const explained = codes && e.error_code ? (codes.items || codes).find((c) => c.code === e.error_code) : null;
-    return html`<${Screen} title=${`Event ${short(e.id)}`} actions=${can(me.role, 'admin') && html`<span class="buttons">
+    return html`<${Screen} title=${`Event ${short(e.id)}`} actions=${html`<span class="buttons"><button type="button" onClick=${reload}>Refresh</button>${can(me.role, 'admin') && html`
         ${e.payload_in !== null && html`<${ReplicateEvent} event=${e} />`}
         ${finished && html`<${Action} label=${e.ignored ? 'Stop ignoring' : 'Ignore'} action=${() => patch(`/events/${e.id}`, { ignored: !e.ignored })} onDone=${() => { notice(e.ignored ? 'The event counts again.' : 'The event is ignored: it no longer counts as a failure.'); reload(); }} />`}
         ${!finished && html`<${Action} kind="danger" label="Abort" action=${() => post(`/events/${e.id}/abort`, {})} onDone=${() => { notice('The event is aborted.'); reload(); }} />`}
-      </span>`}>
+      `}</span>`}>
       <dl class="facts">
         <dt>Status</dt><dd><${Status} value=${e.status} />${e.ignored ? html` <${Status} value="ignored" />` : null}${e.is_running ? html` <span class="status tone-info">running now</span>` : null}</dd>
         <dt>Entity</dt><dd>${e.entity_id ? html`<a href=${`/entities${qs({ entity_id: e.entity_id })}`}>${e.entity_id}</a>` : '—'} <small class="muted">${e.data_type}</small></dd>

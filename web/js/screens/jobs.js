@@ -77,10 +77,10 @@ function ReplicateJob({ job }) {
 
 export function JobDetail({ me, params, query }) {
   const [job, error, reload] = useApi(`/jobs/${params.id}`);
-  return html`<${Loaded} data=${job} error=${error}>${(j) => html`<${Screen} title=${`Job ${short(j.id)}`} actions=${can(me.role, 'admin') && html`<span class="buttons">
+  return html`<${Loaded} data=${job} error=${error}>${(j) => html`<${Screen} title=${`Job ${short(j.id)}`} actions=${html`<span class="buttons"><button type="button" onClick=${reload}>Refresh</button>${can(me.role, 'admin') && html`
       <${ReplicateJob} job=${j} />
       ${['PENDING', 'PROCESSING'].includes(j.status) && html`<${Action} kind="danger" label="Abort" action=${() => post(`/jobs/${j.id}/abort`, {})} onDone=${() => { notice('The job is aborted.'); reload(); }} />`}
-    </span>`}>
+    `}</span>`}>
     <dl class="facts">
       <dt>Status</dt><dd><${Status} value=${j.status} /></dd>
       <dt>Stream</dt><dd><${NameRef} path='/streams' id=${j.stream_id} /></dd>

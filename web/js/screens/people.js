@@ -61,16 +61,20 @@ export function Users({ me, query }) {
 }
 
 export function Tokens({ me, query }) {
-  const [form, setForm] = useState({ name: '', role: 'viewer' });
+  const [form, setForm] = useState({ name: '', role: 'viewer', days: '', user_id: '' });
   const [error, setError] = useState(null);
   const [made, setMade] = useState(null);
+  const [people] = useApi(can(me.role, 'owner') ? '/users?limit=500' : null);
   const [n, setN] = useState(0);
   const writes = can(me.role, 'admin');
   const create = async (e) => {
     e.preventDefault();
     setError(null);
     try {
-      setMade(await post('/tokens', form));
+      const body = { name: form.name, role: form.role };
+      if (form.days) body.expires_at = new Date(Date.now() + Number(form.days) * 86400000).toISOString();
+      if (form.user_id) body.user_id = form.user_id;
+      setMade(await post('/tokens', body));
       setN(n + 1);
     } catch (err) {
       setError(err);
@@ -82,6 +86,16 @@ export function Tokens({ me, query }) {
       <${Problem} error=${error} />
       <${Field} label="Name" name="name" required value=${form.name} onInput=${(v) => setForm({ ...form, name: v })} error=${error} />
       <${Field} label="Role" name="role" error=${error}><${RoleSelect} id="f-role" value=${form.role} max=${me.role} onChange=${(v) => setForm({ ...form, role: v })} /><//>
+      <${Field} label="Expires" name="expires_at" error=${error}>
+        <select id="f-expires_at" value=${form.days} onChange=${(e) => setForm({ ...form, days: e.target.value })}>
+          <option value="">Never</option><option value="30">In 30 days</option><option value="90">In 90 days</option><option value="365">In a year</option>
+        </select>
+      <//>
+      ${people && html`<${Field} label="For a person (acts with the lower of the two roles)" name="user_id" error=${error}>
+        <select id="f-user_id" value=${form.user_id} onChange=${(e) => setForm({ ...form, user_id: e.target.value })}>
+          <option value="">Nobody in particular</option>${people.items.map((u) => html`<option value=${u.id}>${u.name} (${u.email})</option>`)}
+        </select>
+      <//>`}
       <button type="submit" class="primary">Create token</button>
     </form>`}
     ${made && html`<div class="card" role="status"><p>The token, shown once — copy it now:</p><p><code class="secret">${made.token}</code></p></div>`}
@@ -90,6 +104,7 @@ export function Tokens({ me, query }) {
       { label: 'Role', cell: (t) => t.role },
       { label: 'Token', cell: (t) => html`<code>${t.hint}</code>` },
       { label: 'Last used', cell: (t) => html`<${Time} at=${t.last_used_at} />` },
+      { label: 'Expires', cell: (t) => html`<${Time} at=${t.expires_at} />` },
       { label: 'Created', cell: (t) => html`<${Time} at=${t.created_at} />` },
       { label: 'Actions', cell: (t) => writes && html`<${Action} kind="danger" label="Revoke" action=${() => api('DELETE', `/tokens/${t.id}`)} onDone=${() => { notice('The token is revoked.'); setN(n + 1); }} />` },
     ]} />
