@@ -163,14 +163,22 @@ export function PagedTable({ path, query, filters = [], columns, empty = 'Nothin
  * (and starts from the first page).
  */
 export function Filters({ query, fields, onApply }) {
-  const [values, setValues] = useState(() => Object.fromEntries(fields.map((f) => [f.name, query.get(f.name) || ''])));
+  // Times are typed in the viewer's zone and kept in the URL as UTC instants.
+  const fromUrl = () => Object.fromEntries(fields.map((f) => {
+    const v = query.get(f.name) || '';
+    return [f.name, f.type === 'datetime' && v ? toLocalInput(v) : v];
+  }));
+  const [values, setValues] = useState(fromUrl);
   useEffect(() => {
-    setValues(Object.fromEntries(fields.map((f) => [f.name, query.get(f.name) || ''])));
+    setValues(fromUrl());
   }, [query.toString()]);
   const submit = (e) => {
     e.preventDefault();
     const changes = { cursor: null };
-    for (const f of fields) changes[f.name] = values[f.name];
+    for (const f of fields) {
+      const v = values[f.name];
+      changes[f.name] = f.type === 'datetime' && v ? new Date(v).toISOString() : v;
+    }
     onApply(withQuery(query, changes));
   };
   return html`<form class="filters" onSubmit=${submit} role="search" aria-label="Filters">
@@ -181,11 +189,19 @@ export function Filters({ query, fields, onApply }) {
             <option value="">Any</option>
             ${f.options.map((o) => (Array.isArray(o) ? html`<option value=${o[0]}>${o[1]}</option>` : html`<option value=${o}>${o}</option>`))}
           </select>`
-        : html`<input id=${`filter-${f.name}`} type=${f.type || 'text'} value=${values[f.name]} placeholder=${f.placeholder}
+        : html`<input id=${`filter-${f.name}`} type=${f.type === 'datetime' ? 'datetime-local' : f.type || 'text'} value=${values[f.name]} placeholder=${f.placeholder}
             onInput=${(e) => setValues({ ...values, [f.name]: e.target.value })} />`}
     </div>`)}
     <div class="field actions"><button type="submit">Apply filters</button></div>
   </form>`;
+}
+
+/** An instant as the value of a datetime-local input, in the viewer's zone. */
+function toLocalInput(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 /** A link to an object, by its id (shortened) or a name. */

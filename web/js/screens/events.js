@@ -52,8 +52,8 @@ export function Events({ me, query }) {
       { name: 'message', label: 'Message contains' },
       { name: 'payload', label: 'Payload contains' },
       { name: 'ignored', label: 'Ignored', options: [['false', 'Not ignored'], ['true', 'Ignored']] },
-      { name: 'created_after', label: 'Created after', placeholder: '2026-12-01T00:00:00Z' },
-      { name: 'created_before', label: 'Created before' },
+      { name: 'created_after', label: 'Created after', type: 'datetime' },
+      { name: 'created_before', label: 'Created before', type: 'datetime' },
       { name: 'order', label: 'Order', options: [['desc', 'Newest first'], ['asc', 'Oldest first']] },
     ]} />
     ${can(me.role, 'admin') && html`<${BulkReplicate} query=${query} />`}

@@ -22,7 +22,7 @@ export function Jobs({ query }) {
       { name: 'status', label: 'Status', options: JOB_STATUSES },
       { name: 'stream_id', label: 'Stream', options: streams },
       { name: 'trigger', label: 'Trigger', options: ['manual', 'scheduled', 'webhook', 'upload', 'replicate'] },
-      { name: 'created_after', label: 'Created after', placeholder: '2026-12-01T00:00:00Z' },
+      { name: 'created_after', label: 'Created after', type: 'datetime' },
       { name: 'order', label: 'Order', options: [['desc', 'Newest first'], ['asc', 'Oldest first']] },
     ]} />
     <${PagedTable} path="/jobs" query=${query} filters=${filters} csv="jobs.csv" columns=${[

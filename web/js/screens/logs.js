@@ -40,7 +40,7 @@ export function AuditLog({ query }) {
       { name: 'action', label: 'Action', placeholder: 'stream.update' },
       { name: 'object_type', label: 'Object type', placeholder: 'stream' },
       { name: 'actor_type', label: 'By', options: [['user', 'People'], ['token', 'API tokens']] },
-      { name: 'after', label: 'After', placeholder: '2026-12-01T00:00:00Z' },
+      { name: 'after', label: 'After', type: 'datetime' },
       { name: 'order', label: 'Order', options: [['desc', 'Newest first'], ['asc', 'Oldest first']] },
     ]} />
     <${PagedTable} path="/audit-log" query=${query} filters=${filters} csv="audit-log.csv" columns=${[

@@ -126,13 +126,13 @@ export function Retention({ me }) {
   return html`<${Screen} title="Retention and sign-in">
     <${Loaded} data=${orgs} error=${error}>${(page) => {
       const org = page.items.find((o) => o.id === me.organisation.id) || page.items[0];
-      const values = form || { ...org.retention, require_2fa: org.require_2fa };
+      const values = form || { ...org.retention, require_2fa: org.require_2fa, name: org.name };
       const save = async (e) => {
         e.preventDefault();
         setProblem(null);
         const retention = Object.fromEntries(KINDS.map(([k]) => [k, Number(values[k])]));
         try {
-          await patch(`/organisations/${org.id}`, { retention, require_2fa: values.require_2fa });
+          await patch(`/organisations/${org.id}`, { name: values.name, retention, require_2fa: values.require_2fa });
           notice('The settings are saved.');
           setForm(null);
           reload();
@@ -149,6 +149,7 @@ export function Retention({ me }) {
       return html`<form class="card" onSubmit=${save} aria-label="Retention policy">
         <p>${org.retention_is_default ? 'This organisation uses the default policy.' : 'This organisation has its own policy.'}</p>
         <${Problem} error=${problem} />
+        <${Field} label="Organisation name" name="name" required value=${values.name} disabled=${!owner} error=${problem} onInput=${(v) => setForm({ ...values, name: v })} />
         ${KINDS.map(([k, label, hint]) => html`<${Field} label=${label} name=${`retention.${k}`} type="number" min="1" max="3650" required
           value=${values[k]} disabled=${!owner} hint=${hint} error=${problem} onInput=${(v) => setForm({ ...values, [k]: v })} />`)}
         <div class="field check"><input id="f-2fa" type="checkbox" disabled=${!owner} checked=${values.require_2fa} onChange=${(e) => setForm({ ...values, require_2fa: e.target.checked })} />
