@@ -48,7 +48,7 @@ const ROUTES = [
   ['/destinations', Config, 'viewer'],
   ['/destinations/:id', ConfigDetail, 'viewer'],
   ['/users', Users, 'owner'],
-  ['/tokens', Tokens, 'viewer'],
+  ['/tokens', Tokens, 'admin'],
   ['/retention', Retention, 'viewer'],
   ['/account', Account, 'event_viewer'],
 ];
@@ -57,7 +57,7 @@ const NAV = [
   ['Monitor', [['/', 'Overview', 'viewer'], ['/streams', 'Streams', 'viewer'], ['/jobs', 'Jobs', 'viewer'], ['/events', 'Events', 'viewer'], ['/entities', 'Entities', 'viewer'], ['/event-log', 'Event log', 'event_viewer']]],
   ['Alerts', [['/alerts', 'Alerts', 'viewer'], ['/alert-rules', 'Rules', 'viewer'], ['/alert-channels', 'Channels', 'viewer'], ['/notifications', 'Notifications', 'viewer']]],
   ['Configure', [['/systems', 'Systems', 'viewer'], ['/keys', 'Keys', 'viewer'], ['/sources', 'Sources', 'viewer'], ['/transformations', 'Transformations', 'viewer'], ['/lookup-tables', 'Lookup tables', 'viewer'], ['/destinations', 'Destinations', 'viewer']]],
-  ['Organisation', [['/users', 'Users', 'owner'], ['/tokens', 'API tokens', 'viewer'], ['/audit-log', 'Audit log', 'admin'], ['/retention', 'Retention', 'viewer'], ['/account', 'My account', 'event_viewer']]],
+  ['Organisation', [['/users', 'Users', 'owner'], ['/tokens', 'API tokens', 'admin'], ['/audit-log', 'Audit log', 'admin'], ['/retention', 'Retention', 'viewer'], ['/account', 'My account', 'event_viewer']]],
 ];
 
 function Notice() {
@@ -114,7 +114,8 @@ function Shell({ me, onSignOut, children, path }) {
 }
 
 function App() {
-  const { path, query } = useLocation();
+  const { path: raw, query } = useLocation();
+  const path = raw.replace(/\/+$/, '') || '/';
   const [me, setMe] = useState(undefined);
   const [error, setError] = useState(null);
   const load = () =>
@@ -132,25 +133,35 @@ function App() {
     whenSignedOut(() => setMe(null));
     load();
   }, []);
-  // Move focus to the new screen's heading, so keyboard and screen-reader users follow.
+  // On a new screen, move focus to its content, so keyboard and screen-reader users follow.
+  const [first, setFirst] = useState(true);
   useEffect(() => {
-    const h = document.getElementById('screen-title');
-    if (h && document.activeElement === document.body) h.focus({ preventScroll: true });
+    if (first) {
+      setFirst(false);
+      return;
+    }
+    const main = document.getElementById('main');
+    if (main) main.focus({ preventScroll: true });
   }, [path]);
+  // Only an address of this site is followed after sign-in.
+  const next = (() => {
+    const n = query.get('next') || '/';
+    return n.startsWith('/') && !n.startsWith('//') ? n : '/';
+  })();
 
   if (path === '/set-password') return html`<${SetPassword} />`;
   if (error) return html`<main class="center"><${Problem} error=${error} /><button type="button" onClick=${load}>Try again</button></main>`;
   if (me === undefined) return html`<main class="center"><p aria-live="polite">Loading…</p></main>`;
   if (me === null || path === '/sign-in') {
     if (me && path === '/sign-in') {
-      navigate(query.get('next') || '/', { replace: true });
+      navigate(next, { replace: true });
       return null;
     }
     if (path !== '/sign-in') {
       navigate(`/sign-in?next=${encodeURIComponent(path + location.search)}`, { replace: true });
       return null;
     }
-    return html`<${SignIn} query=${query} onSignedIn=${(m) => { setMe(undefined); load().then(() => navigate(m.must_enrol_2fa ? '/account' : query.get('next') || '/', { replace: true })); }} />`;
+    return html`<${SignIn} query=${query} onSignedIn=${(m) => { setMe(undefined); load().then(() => navigate(m.must_enrol_2fa ? '/account' : next, { replace: true })); }} />`;
   }
   const found = match(ROUTES.map(([p, s]) => [p, s]), path);
   const needed = found && ROUTES.find(([p]) => p === found.pattern)[2];
@@ -170,7 +181,7 @@ function App() {
     body = html`<section class="screen"><h1 id="screen-title" tabindex="-1">Not for your role</h1><p>Your role (${me.role}) cannot see this screen.</p></section>`;
   } else {
     const Screen = found.screen;
-    body = html`<${Screen} me=${me} reloadMe=${load} params=${found.params} query=${query} path=${path} />`;
+    body = html`<${Screen} key=${path} me=${me} reloadMe=${load} params=${found.params} query=${query} path=${path} />`;
   }
   return html`<${Shell} me=${me} path=${path} onSignOut=${() => { setMe(null); navigate('/sign-in', { replace: true }); }}>${body}<//>`;
 }

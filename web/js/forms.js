@@ -78,13 +78,13 @@ export function TemplateFields({ fields, values, setValues, prefix, error, local
         ${(f.values || []).map((v) => html`<option value=${v}>${v}</option>`)}</select>`;
     } else if (f.type === 'object' || f.type === 'string_list') {
       input = html`<textarea id=${id} class="code" rows="4" spellcheck="false" aria-describedby=${described} aria-invalid=${message ? 'true' : undefined}
-        placeholder=${f.type === 'object' ? '{"name": "value"}' : 'one per line'} onInput=${(e) => set(e.target.value)}>${values[f.name]}</textarea>`;
+        placeholder=${f.type === 'object' ? '{"name": "value"}' : 'one per line'} onInput=${(e) => set(e.target.value)} value=${values[f.name]}></textarea>`;
     } else {
       input = html`<input id=${id} type=${f.secret ? 'password' : f.type === 'integer' ? 'number' : 'text'} value=${values[f.name]}
         autocomplete=${f.secret ? 'new-password' : 'off'} required=${f.required && !(f.secret && values[f.name] === MASK)}
         aria-describedby=${described} aria-invalid=${message ? 'true' : undefined} onInput=${(e) => set(e.target.value)} />`;
     }
-    return html`<div class=${`field${f.type === 'boolean' ? ' check' : ''}`}>
+    return html`<div key=${f.name} class=${`field${f.type === 'boolean' ? ' check' : ''}`}>
       ${f.type === 'boolean' ? html`${input}<label for=${id}>${label}</label>` : html`<label for=${id}>${label}${f.secret ? html` <span class="muted">(secret)</span>` : null}</label>${input}`}
       ${message ? html`<small id=${`${id}-error`} class="field-error">${message}</small>` : html`<small id=${`${id}-hint`} class="hint">${f.description}</small>`}
     </div>`;
@@ -118,7 +118,9 @@ function SystemPicker({ systems, value, onChange, disabled }) {
 /** Creates or changes a key: its system's credential fields. */
 function KeyForm({ systems, item, onSaved }) {
   const [system, setSystem] = useState(item ? item.system : systems[0].name);
-  const template = systems.find((s) => s.name === system).key_template;
+  // A key of a system no longer offered keeps its title editable; its credentials as stored.
+  const found = systems.find((s) => s.name === system);
+  const template = found ? found.key_template : [];
   const [title, setTitle] = useState(item ? item.title : '');
   const [values, setValues] = useState(() => startValues(template, item && item.credentials));
   const [local, setLocal] = useState({});
@@ -132,6 +134,14 @@ function KeyForm({ systems, item, onSaved }) {
     setError(null);
     const errors = {};
     const credentials = collect(template, values, errors);
+    // A field emptied that held a value is removed (a PATCH keeps what it does not name).
+    if (item) {
+      for (const f of template) {
+        if (at(credentials, f.name) === undefined && at(item.credentials || {}, f.name) !== undefined && f.type !== 'boolean') {
+          put(credentials, f.name, null);
+        }
+      }
+    }
     setLocal(errors);
     if (Object.keys(errors).length) return;
     try {
@@ -147,7 +157,7 @@ function KeyForm({ systems, item, onSaved }) {
   return html`<form class="card" onSubmit=${submit} aria-label=${item ? 'Change the key' : 'New key'}>
     <h2>${item ? 'Change the key' : 'New key'}</h2>
     <${Problem} error=${error} />
-    <${SystemPicker} systems=${systems} value=${system} onChange=${choose} disabled=${!!item} />
+    ${found ? html`<${SystemPicker} systems=${systems} value=${system} onChange=${choose} disabled=${!!item} />` : html`<p>System: ${system}</p>`}
     <${Field} label="Title" name="title" required value=${title} onInput=${setTitle} error=${error} />
     <fieldset><legend>Credentials</legend>
       <${TemplateFields} fields=${template} values=${values} setValues=${setValues} prefix="credentials" error=${error} local=${local} />
@@ -262,6 +272,7 @@ export function LibraryForm({ kind, item, onSaved }) {
   return html`<${Loaded} data=${systems} error=${error}>${(s) => {
     const list = s.items || s;
     if (kind === 'key') return html`<${KeyForm} systems=${list.filter((x) => x.key_template.length > 0)} item=${item} onSaved=${onSaved} />`;
+    if (item && !list.some((x) => x.name === item.system)) return html`<p class="problem">The system ${item.system} is no longer offered; this ${kind} can only be deleted.</p>`;
     return html`<${EndpointForm} systems=${list} item=${item} kind=${kind} onSaved=${onSaved} />`;
   }}<//>`;
 }
@@ -414,7 +425,7 @@ export function TransformationForm({ item, onSaved }) {
       <//>
     </div>
     <${Field} label="Code" name="code" error=${error}>
-      <textarea id="f-code" class="code editor" rows="16" spellcheck="false" onInput=${(e) => set('code')(e.target.value)}>${form.code}</textarea>
+      <textarea id="f-code" class="code editor" rows="16" spellcheck="false" onInput=${(e) => set('code')(e.target.value)} value=${form.code}></textarea>
     <//>
     <button type="submit" class="primary">${item ? 'Save' : 'Create transformation'}</button>
   </form>`;

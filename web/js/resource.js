@@ -30,7 +30,7 @@ export function JsonForm({ label, initial, submitLabel, onSubmit, onCancel, hint
     <${Problem} error=${error} />
     <div class="field"><label for=${id}>Body (JSON)</label>
       <textarea id=${id} class="code" rows="14" spellcheck="false" aria-invalid=${jsonError ? 'true' : undefined}
-        aria-describedby=${jsonError ? `${id}-error` : hint ? `${id}-hint` : undefined} onInput=${(e) => setText(e.target.value)}>${text}</textarea>
+        aria-describedby=${jsonError ? `${id}-error` : hint ? `${id}-hint` : undefined} onInput=${(e) => setText(e.target.value)} value=${text}></textarea>
       ${hint && !jsonError && html`<small id=${`${id}-hint`} class="hint">${hint}</small>`}
       ${jsonError && html`<small id=${`${id}-error`} class="field-error" role="alert">${jsonError}</small>`}</div>
     <button type="submit" class="primary">${submitLabel}</button>

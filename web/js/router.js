@@ -23,6 +23,8 @@ document.addEventListener('click', (e) => {
   if (!a || a.target || a.hasAttribute('download') || e.defaultPrevented) return;
   if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   const url = new URL(a.href, location.href);
+  // A link within this page (the skip link) does what browsers do.
+  if (url.pathname === location.pathname && url.search === location.search && url.hash) return;
   if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/docs')) return;
   e.preventDefault();
   navigate(url.pathname + url.search + url.hash);
@@ -49,7 +51,13 @@ export function match(routes, path) {
     const params = {};
     let ok = true;
     for (let i = 0; i < want.length; i++) {
-      if (want[i].startsWith(':')) params[want[i].slice(1)] = decodeURIComponent(got[i]);
+      if (want[i].startsWith(':')) {
+        try {
+          params[want[i].slice(1)] = decodeURIComponent(got[i]);
+        } catch (e) {
+          ok = false;
+        }
+      }
       else if (want[i] !== got[i]) ok = false;
     }
     if (ok) return { screen, params, pattern };

@@ -1,7 +1,7 @@
 // Shared pieces of every screen: statuses, times, problems, payloads, lists with the API's
 // cursors and filters kept in the URL, buttons that say when they are busy.
 
-import { html, useEffect, useState, useCallback } from '../vendor/htm-preact-standalone.module.js';
+import { html, useEffect, useState, useCallback, useRef } from '../vendor/htm-preact-standalone.module.js';
 import { api, qs, downloadCsv } from './api.js';
 import { withQuery } from './router.js';
 
@@ -32,6 +32,7 @@ const FORMAT = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeSty
 export function Time({ at }) {
   if (!at) return html`<span class="muted">—</span>`;
   const d = new Date(at);
+  if (Number.isNaN(d.getTime())) return String(at);
   return html`<time datetime=${at} title=${d.toISOString()}>${FORMAT.format(d)}</time>`;
 }
 
@@ -50,7 +51,19 @@ export function Problem({ error }) {
 export function Field({ label, name, error, hint, type = 'text', value, onInput, required, autocomplete, inputmode, children, ...rest }) {
   const id = `f-${name}`;
   const message = error && error.field ? error.field(name) : null;
-  return html`<div class="field">
+  // A control given as children is tied to the hint or the error here as well.
+  const box = useRef(null);
+  useEffect(() => {
+    if (!children || !box.current) return;
+    const control = box.current.querySelector('input, select, textarea');
+    if (!control) return;
+    const described = message ? `${id}-error` : hint ? `${id}-hint` : null;
+    if (described) control.setAttribute('aria-describedby', described);
+    else control.removeAttribute('aria-describedby');
+    if (message) control.setAttribute('aria-invalid', 'true');
+    else control.removeAttribute('aria-invalid');
+  });
+  return html`<div class="field" ref=${box}>
     <label for=${id}>${label}</label>
     ${children || html`<input id=${id} name=${name} type=${type} value=${value ?? ''} required=${required}
       autocomplete=${autocomplete} inputmode=${inputmode} aria-invalid=${message ? 'true' : undefined}
@@ -62,7 +75,7 @@ export function Field({ label, name, error, hint, type = 'text', value, onInput,
 }
 
 /** A button that runs `action`, says it is busy meanwhile, and shows what went wrong. */
-export function Action({ label, busyLabel, action, kind = '', disabled, onDone, onError }) {
+export function Action({ label, busyLabel, action, kind = '', disabled, onDone, onError, ariaLabel }) {
   const [busy, setBusy] = useState(false);
   const run = async () => {
     setBusy(true);
@@ -76,7 +89,7 @@ export function Action({ label, busyLabel, action, kind = '', disabled, onDone, 
     }
   };
   return html`<button type="button" class=${kind} disabled=${disabled || busy} aria-busy=${busy ? 'true' : undefined}
-    onClick=${run}>${busy ? busyLabel || `${label}…` : label}</button>`;
+    aria-label=${ariaLabel} onClick=${run}>${busy ? busyLabel || `${label}…` : label}</button>`;
 }
 
 let showNotice = () => {};
@@ -130,7 +143,7 @@ export function Loaded({ data, error, children }) {
  * A list screen's table: reads `path` with the query's filters and cursor, pages forward
  * with the API's cursor (kept in the URL), and exports CSV when `csv` names a file.
  */
-export function PagedTable({ path, query, filters = [], columns, empty = 'Nothing matches.', csv, caption, reloadKey }) {
+export function PagedTable({ path, query, filters = [], columns, empty = 'Nothing matches.', csv, caption, reloadKey, first = null, more = (p) => p.next_cursor }) {
   const params = {};
   for (const f of filters) params[f] = query.get(f);
   const cursor = query.get('cursor');
@@ -151,8 +164,8 @@ export function PagedTable({ path, query, filters = [], columns, empty = 'Nothin
         </tbody>
       </table></div>
       <nav class="pager" aria-label="Pages">
-        ${cursor && html`<a href=${withQuery(query, { cursor: null })}>First page</a>`}
-        ${p.next_cursor && html`<a href=${withQuery(query, { cursor: p.next_cursor })} rel="next">Next page</a>`}
+        ${cursor && cursor !== first && html`<a href=${withQuery(query, { cursor: first })}>First page</a>`}
+        ${more(p) && html`<a href=${withQuery(query, { cursor: p.next_cursor })} rel="next">Next page</a>`}
       </nav>`}
     <//>
   </div>`;
@@ -244,7 +257,7 @@ export function short(id) {
 
 /** A number that links to the list it counts. */
 export function CountLink({ n, to, label }) {
-  if (!n) return html`<span class="muted" aria-label=${`${label}: 0`}>0</span>`;
+  if (!n) return html`<span class="muted">0<span class="sr-only"> ${label}</span></span>`;
   return html`<a href=${to} aria-label=${`${label}: ${n}`}>${n}</a>`;
 }
 

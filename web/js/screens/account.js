@@ -62,7 +62,7 @@ function Sessions() {
         <td data-label="Last seen"><${Time} at=${s.last_seen_at} /></td>
         <td data-label="Address">${s.ip || '—'}</td>
         <td data-label="Browser">${s.user_agent || '—'}</td>
-        <td>${s.current ? html`<span class="muted">This browser</span>` : html`<${Action} label="Sign out there" action=${() => api('DELETE', `/users/me/sessions/${s.id}`)} onDone=${() => { notice('That session has ended.'); reload(); }} />`}</td>
+        <td>${s.current ? html`<span class="muted">This browser</span>` : html`<${Action} label="Sign out there" ariaLabel=${`Sign out the session from ${s.ip || 'an unknown address'}, signed in ${s.created_at}`} action=${() => api('DELETE', `/users/me/sessions/${s.id}`)} onDone=${() => { notice('That session has ended.'); reload(); }} />`}</td>
       </tr>`)}</tbody></table></div>`}<//>
   </section>`;
 }
@@ -97,7 +97,6 @@ export function Account({ me, reloadMe }) {
   return html`<${Screen} title="My account">
     <p>${me.user.name} · ${me.user.email} · ${me.role.replace('_', ' ')} of ${me.organisation.name}</p>
     <${TwoFactor} me=${me} reloadMe=${reloadMe} />
-    <${Sessions} />
-    <${Password} />
+    ${!(me.organisation.require_2fa && !me.user.totp_enabled) && html`<${Sessions} /><${Password} />`}
   <//>`;
 }

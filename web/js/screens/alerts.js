@@ -11,7 +11,7 @@ import { RuleForm, ChannelForm } from '../forms.js';
 export function Alerts({ me, query }) {
   const streams = useStreamOptions();
   const [n, setN] = useState(0);
-  const act = (a, verb, done) => html`<${Action} label=${verb} action=${() => post(`/alerts/${a.id}/${verb.toLowerCase()}`, {})} onDone=${() => { notice(done); setN(n + 1); }} />`;
+  const act = (a, verb, done) => html`<${Action} label=${verb} ariaLabel=${`${verb}: ${a.summary}`} action=${() => post(`/alerts/${a.id}/${verb.toLowerCase()}`, {})} onDone=${() => { notice(done); setN((x) => x + 1); }} />`;
   return html`<${Screen} title="Alerts">
     <${Filters} query=${query} onApply=${navigate} fields=${[
       { name: 'status', label: 'Status', options: ['open', 'acknowledged', 'resolved', 'ignored'] },
@@ -24,8 +24,8 @@ export function Alerts({ me, query }) {
       { label: 'Error', cell: (a) => (a.error_code ? html`<a href=${`/events?stream_id=${a.stream_id}&error_code=${a.error_code}`}><code>${a.error_code}</code></a>` : '') },
       { label: 'Count', cell: (a) => a.count },
       { label: 'Last seen', cell: (a) => html`<${Time} at=${a.last_seen_at} />` },
-      { label: 'Actions', cell: (a) => (can(me.role, 'admin') && a.status !== 'resolved' && a.status !== 'ignored'
-        ? html`<span class="buttons">${a.status === 'open' && act(a, 'Acknowledge', 'The alert is acknowledged.')}${act(a, 'Resolve', 'The alert is resolved.')}${act(a, 'Ignore', 'The alert is ignored.')}</span>`
+      { label: 'Actions', cell: (a) => (can(me.role, 'editor') && a.status !== 'resolved'
+        ? html`<span class="buttons">${a.status === 'open' && act(a, 'Acknowledge', 'The alert is acknowledged.')}${act(a, 'Resolve', 'The alert is resolved.')}${a.status !== 'ignored' && act(a, 'Ignore', 'The alert is ignored.')}</span>`
         : '') },
     ]} empty="No alert matches these filters." />
   <//>`;

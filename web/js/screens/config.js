@@ -109,19 +109,24 @@ function TransformationExtras({ me, t, reload }) {
     <h2 id="code-title">Code <small class="muted">${t.language}, ${t.format}</small></h2>
     ${!writable && t.visibility === 'public' && can(me.role, 'admin') && html`<p><${Action} label="Make a private copy" action=${() => post(`/transformations/${t.id}/copy`, {})} onDone=${(out) => navigate(`/transformations/${out.id}`)} /></p>`}
     <form onSubmit=${dryRun} aria-label="Code and dry run">
-      <div class="field"><label for="f-code">Code</label>
-        <textarea id="f-code" class="code editor" rows="18" spellcheck="false" readonly=${!writable} onInput=${(e) => setCode(e.target.value)}>${code}</textarea></div>
+      <div class="field"><label for="f-editor-code">Code</label>
+        <textarea id="f-editor-code" class="code editor" rows="18" spellcheck="false" readonly=${!writable} onInput=${(e) => setCode(e.target.value)} value=${code}></textarea></div>
       <div class="two">
         <div class="field"><label for="f-sample">Sample record (JSON)</label>
-          <textarea id="f-sample" class="code" rows="8" spellcheck="false" onInput=${(e) => setSample(e.target.value)}>${sample}</textarea></div>
+          <textarea id="f-sample" class="code" rows="8" spellcheck="false" onInput=${(e) => setSample(e.target.value)} value=${sample}></textarea></div>
         <div class="field"><label for="f-run-settings">Settings (JSON)</label>
-          <textarea id="f-run-settings" class="code" rows="8" spellcheck="false" onInput=${(e) => setSettings(e.target.value)}>${settings}</textarea></div>
+          <textarea id="f-run-settings" class="code" rows="8" spellcheck="false" onInput=${(e) => setSettings(e.target.value)} value=${settings}></textarea></div>
       </div>
       ${jsonError && html`<p class="field-error" role="alert">${jsonError}</p>`}
       <button type="submit" class="primary">${writable && code !== t.code ? 'Save and dry run' : 'Dry run'}</button>
     </form>
     <${Problem} error=${error} />
-    ${error && error.problem && error.problem.line && html`<p>At line ${error.problem.line}${error.problem.column ? `, column ${error.problem.column}` : ''}.</p>`}
+    ${error && (() => {
+      const p = error.problem || {};
+      const at = p.line ? p : (p.errors || []).find((x) => x.field === 'code' && x.line) || {};
+      return html`${at.line && html`<p>At line ${at.line}${at.column ? `, column ${at.column}` : ''}.</p>`}
+        ${(p.logs || []).length > 0 && html`<pre tabindex="0">${p.logs.join('\n')}</pre>`}`;
+    })()}
     ${result && html`<div role="status">
       <p>${result.skipped ? html`Skipped: ${result.skipped}` : html`${result.outputs} output${result.outputs === 1 ? '' : 's'} (${result.content_type})`} in ${result.duration_ms.toFixed(1)} ms.</p>
       ${typeof result.output === 'string' ? html`<pre tabindex="0">${result.output}</pre>` : html`<${Json} label="Output" value=${result.output} />`}
@@ -142,7 +147,7 @@ function LookupExtras({ me, t, reload, query }) {
     try {
       await api('PUT', `/lookup-tables/${t.id}/csv?replace=${replace}`, await file.text(), { raw: true, contentType: 'text/csv' });
       notice('The CSV is uploaded.');
-      setN(n + 1);
+      setN((x) => x + 1);
       reload();
     } catch (err) {
       setError(err);
@@ -172,7 +177,7 @@ export function ConfigDetail({ me, path, params, query }) {
   const kind = BY_PATH[base];
   const extras = {
     '/sources': (s, reload) => html`<${SourceExtras} me=${me} s=${s} reload=${reload} />`,
-    '/transformations': (t, reload) => html`<${TransformationExtras} me=${me} t=${t} reload=${reload} />`,
+    '/transformations': (t, reload) => html`<${TransformationExtras} key=${t.updated_at} me=${me} t=${t} reload=${reload} />`,
     '/lookup-tables': (t, reload) => html`<${LookupExtras} me=${me} t=${t} reload=${reload} query=${query} />`,
   }[base];
   return html`<${ResourceDetail} kind=${kind} me=${me} id=${params.id}>${extras}<//>`;

@@ -56,7 +56,7 @@ export function Events({ me, query }) {
       { name: 'created_before', label: 'Created before', type: 'datetime' },
       { name: 'order', label: 'Order', options: [['desc', 'Newest first'], ['asc', 'Oldest first']] },
     ]} />
-    ${can(me.role, 'admin') && html`<${BulkReplicate} query=${query} />`}
+    ${can(me.role, 'admin') && html`<${BulkReplicate} key=${query.toString()} query=${query} />`}
     <${PagedTable} path="/events" query=${query} filters=${FILTERS} csv="events.csv" columns=${[
       { label: 'Event', cell: (e) => html`<a href=${`/events/${e.id}`}>${short(e.id)}</a>` },
       { label: 'Status', cell: (e) => html`<${Status} value=${e.status} />${e.ignored ? html` <${Status} value="ignored" />` : null}` },
@@ -98,7 +98,7 @@ function ReplicateEvent({ event }) {
     <p>Edit the record if it needs fixing; it is transformed and delivered again as a new event.</p>
     <${Problem} error=${error} />
     <div class="field"><label for="f-payload">Payload (JSON)</label>
-      <textarea id="f-payload" class="code" rows="16" spellcheck="false" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-payload-error' : undefined} onInput=${(ev) => setText(ev.target.value)}>${text}</textarea>
+      <textarea id="f-payload" class="code" rows="16" spellcheck="false" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-payload-error' : undefined} onInput=${(ev) => setText(ev.target.value)} value=${text}></textarea>
       ${jsonError && html`<small id="f-payload-error" class="field-error" role="alert">${jsonError}</small>`}</div>
     <button type="submit" class="primary">Replicate</button> <button type="button" onClick=${() => setOpen(false)}>Cancel</button>
   </form>`;
@@ -111,7 +111,6 @@ function Attempts({ id }) {
     : html`<ol class="attempts">${p.items.map((a) => html`<li class="card">
         <p><${Status} value=${a.outcome} /> ${a.http_status ? html`<strong>HTTP ${a.http_status}</strong> ${a.http_status_name || ''}` : null}
           ${a.error_code ? html` <code>${a.error_code}</code>` : null} · <${Time} at=${a.started_at} />${a.duration_ms !== null && a.duration_ms !== undefined ? ` · ${a.duration_ms} ms` : ''}</p>
-        ${a.message && html`<p>${a.message}</p>`}
         ${a.response_excerpt ? html`<details><summary>Response</summary><pre tabindex="0">${a.response_excerpt}</pre></details>` : null}
       </li>`)}</ol>`)}<//>`;
 }
@@ -122,15 +121,13 @@ export function EventDetail({ me, params }) {
   return html`<${Loaded} data=${event} error=${error}>${(e) => {
     const finished = ['OK', 'ERROR', 'FAILED', 'ABORTED'].includes(e.status);
     const explained = codes && e.error_code ? (codes.items || codes).find((c) => c.code === e.error_code) : null;
-    return html`<${Screen} title=${`Event ${short(e.id)}`} actions=${html`<span class="buttons"><button type="button" onClick=${reload}>Refresh</button>${can(me.role, 'admin') && html`
-        ${e.payload_in !== null && html`<${ReplicateEvent} event=${e} />`}
+    return html`<${Screen} title=${`Event ${short(e.id)}`} actions=${html`<span class="buttons"><button type="button" onClick=${reload}>Refresh</button>${can(me.role, 'admin') && e.payload_in !== null && html`<${ReplicateEvent} event=${e} />`}${can(me.role, 'editor') && html`
         ${finished && html`<${Action} label=${e.ignored ? 'Stop ignoring' : 'Ignore'} action=${() => patch(`/events/${e.id}`, { ignored: !e.ignored })} onDone=${() => { notice(e.ignored ? 'The event counts again.' : 'The event is ignored: it no longer counts as a failure.'); reload(); }} />`}
-        ${!finished && html`<${Action} kind="danger" label="Abort" action=${() => post(`/events/${e.id}/abort`, {})} onDone=${() => { notice('The event is aborted.'); reload(); }} />`}
-      `}</span>`}>
+      `}${can(me.role, 'admin') && !finished && html`<${Action} kind="danger" label="Abort" action=${() => post(`/events/${e.id}/abort`, {})} onDone=${() => { notice('The event is aborted.'); reload(); }} />`}</span>`}>
       <dl class="facts">
         <dt>Status</dt><dd><${Status} value=${e.status} />${e.ignored ? html` <${Status} value="ignored" />` : null}${e.is_running ? html` <span class="status tone-info">running now</span>` : null}</dd>
         <dt>Entity</dt><dd>${e.entity_id ? html`<a href=${`/entities${qs({ entity_id: e.entity_id })}`}>${e.entity_id}</a>` : '—'} <small class="muted">${e.data_type}</small></dd>
-        ${e.error_code && html`<dt>Error</dt><dd><code>${e.error_code}</code>${explained ? html` — ${explained.title}. ${explained.action || explained.what_to_do || ''}` : null}</dd>`}
+        ${e.error_code && html`<dt>Error</dt><dd><code>${e.error_code}</code>${explained ? html` — ${explained.title}. ${explained.action}` : null}</dd>`}
         ${e.message && html`<dt>Message</dt><dd>${e.message}</dd>`}
         <dt>Stream</dt><dd><${NameRef} path='/streams' id=${e.stream_id} /></dd>
         <dt>Job</dt><dd><${Ref} to=${`/jobs/${e.job_id}`} id=${e.job_id} /></dd>

@@ -66,10 +66,10 @@ function ReplicateJob({ job }) {
     <p>A new job runs with the same records (or the records given here), and these settings.</p>
     <${Problem} error=${error} />
     <div class="field"><label for="f-job-settings">Settings (JSON)</label>
-      <textarea id="f-job-settings" class="code" rows="6" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-job-settings-error' : undefined} onInput=${(e) => setSettings(e.target.value)}>${settings}</textarea>
+      <textarea id="f-job-settings" class="code" rows="6" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-job-settings-error' : undefined} onInput=${(e) => setSettings(e.target.value)} value=${settings}></textarea>
       ${jsonError && html`<small id="f-job-settings-error" class="field-error">${jsonError}</small>`}</div>
     <div class="field"><label for="f-job-records">Records instead of the job's (JSON array, optional)</label>
-      <textarea id="f-job-records" class="code" rows="6" spellcheck="false" placeholder='[{"name": "#1001"}]' aria-invalid=${recordsError ? 'true' : undefined} aria-describedby=${recordsError ? 'f-job-records-error' : undefined} onInput=${(e) => setRecords(e.target.value)}>${records}</textarea>
+      <textarea id="f-job-records" class="code" rows="6" spellcheck="false" placeholder='[{"name": "#1001"}]' aria-invalid=${recordsError ? 'true' : undefined} aria-describedby=${recordsError ? 'f-job-records-error' : undefined} onInput=${(e) => setRecords(e.target.value)} value=${records}></textarea>
       ${recordsError && html`<small id="f-job-records-error" class="field-error">${recordsError}</small>`}</div>
     <button type="submit" class="primary">Replicate</button> <button type="button" onClick=${() => setOpen(false)}>Cancel</button>
   </form>`;

@@ -3,20 +3,21 @@
 
 import { html } from '../../vendor/htm-preact-standalone.module.js';
 import { navigate } from '../router.js';
-import { Screen, Time, Status, PagedTable, Filters, Ref } from '../ui.js';
+import { Screen, Time, Status, PagedTable, Filters, Ref, can, short } from '../ui.js';
 
-export function EventLog({ query }) {
+export function EventLog({ me, query }) {
   const q = new URLSearchParams(query);
   if (!q.get('cursor')) q.set('cursor', '0');
+  // Event viewers follow the log only: they see ids, not links to screens they cannot open.
+  const sees = can(me.role, 'viewer');
+  const ref = (path, id) => (sees ? html`<${Ref} to=${`${path}/${id}`} id=${id} />` : html`<code>${short(id)}</code>`);
   return html`<${Screen} title="Event log">
     <p>Every status change of jobs and events, oldest first. Scripts follow it with <code>GET /api/v1/event-log?cursor=</code>.</p>
-    <${PagedTable} path="/event-log" query=${q} filters=${[]} columns=${[
+    <${PagedTable} path="/event-log" query=${q} filters=${[]} first="0" more=${(p) => p.items.length > 0} columns=${[
       { label: 'Position', cell: (e) => e.id },
       { label: 'Type', cell: (e) => e.type },
       { label: 'Change', cell: (e) => html`${e.details.from ? html`<${Status} value=${e.details.from} /> → ` : null}<${Status} value=${e.details.to} />` },
-      { label: 'Object', cell: (e) => (e.details.event_id
-        ? html`<${Ref} to=${`/events/${e.details.event_id}`} id=${e.details.event_id} />`
-        : html`<${Ref} to=${`/jobs/${e.details.job_id}`} id=${e.details.job_id} />`) },
+      { label: 'Object', cell: (e) => (e.details.event_id ? ref('/events', e.details.event_id) : ref('/jobs', e.details.job_id)) },
       { label: 'At', cell: (e) => html`<${Time} at=${e.event_at} />` },
     ]} empty="Nothing newer yet." />
   <//>`;

@@ -30,12 +30,12 @@ export function Users({ me, query }) {
       const out = await post('/users', form);
       setLink({ ...out.invitation, what: `${out.email} is invited.` });
       setForm({ email: '', name: '', role: 'viewer' });
-      setN(n + 1);
+      setN((x) => x + 1);
     } catch (err) {
       setError(err);
     }
   };
-  const act = (label, f, done) => html`<${Action} label=${label} action=${f} onDone=${(out) => { done(out); setN(n + 1); }} />`;
+  const act = (label, f, done, who) => html`<${Action} label=${label} ariaLabel=${`${label}: ${who}`} action=${f} onDone=${(out) => { done(out); setN((x) => x + 1); }} />`;
   return html`<${Screen} title="Users">
     <form class="card" onSubmit=${invite} aria-labelledby="invite">
       <h2 id="invite">Invite someone</h2>
@@ -49,12 +49,12 @@ export function Users({ me, query }) {
     <${PagedTable} path="/users" query=${query} reloadKey=${n} columns=${[
       { label: 'Name', cell: (u) => html`${u.name}<br /><small class="muted">${u.email}</small>` },
       { label: 'Role', cell: (u) => (u.id === (me.user && me.user.id) ? u.role : html`<label class="sr-only" for=${`role-${u.id}`}>Role of ${u.name}</label><${RoleSelect} id=${`role-${u.id}`} value=${u.role}
-        onChange=${async (role) => { try { await patch(`/users/${u.id}`, { role }); notice(`${u.name} is now ${role}.`); } catch (e) { notice(e.message, 'bad'); } setN(n + 1); }} />`) },
+        onChange=${async (role) => { try { await patch(`/users/${u.id}`, { role }); notice(`${u.name} is now ${role}.`); } catch (e) { notice(e.message, 'bad'); } setN((x) => x + 1); }} />`) },
       { label: 'Added', cell: (u) => html`<${Time} at=${u.created_at} />` },
       { label: 'Actions', cell: (u) => (u.id === (me.user && me.user.id) ? html`<a href="/account">My account</a>` : html`<span class="buttons">
-        ${act('Password reset link', () => post(`/users/${u.id}/password-reset`, {}), (out) => setLink({ ...out, what: `A password reset link for ${u.name}.` }))}
-        ${act('Reset 2FA', () => post(`/users/${u.id}/totp/reset`, {}), () => notice(`${u.name}'s two-factor sign-in is off; they enrol again.`))}
-        ${act('Remove', async () => { if (window.confirm(`Remove ${u.name}?`)) await api('DELETE', `/users/${u.id}`); }, () => {})}
+        ${act('Password reset link', () => post(`/users/${u.id}/password-reset`, {}), (out) => setLink({ ...out, what: `A password reset link for ${u.name}.` }), u.name)}
+        ${act('Reset 2FA', () => post(`/users/${u.id}/totp/reset`, {}), () => notice(`${u.name}'s two-factor sign-in is off; they enrol again.`), u.name)}
+        ${act('Remove', async () => { if (window.confirm(`Remove ${u.name}?`)) await api('DELETE', `/users/${u.id}`); }, () => {}, u.name)}
       </span>`) },
     ]} />
   <//>`;
@@ -75,7 +75,7 @@ export function Tokens({ me, query }) {
       if (form.days) body.expires_at = new Date(Date.now() + Number(form.days) * 86400000).toISOString();
       if (form.user_id) body.user_id = form.user_id;
       setMade(await post('/tokens', body));
-      setN(n + 1);
+      setN((x) => x + 1);
     } catch (err) {
       setError(err);
     }
@@ -106,7 +106,7 @@ export function Tokens({ me, query }) {
       { label: 'Last used', cell: (t) => html`<${Time} at=${t.last_used_at} />` },
       { label: 'Expires', cell: (t) => html`<${Time} at=${t.expires_at} />` },
       { label: 'Created', cell: (t) => html`<${Time} at=${t.created_at} />` },
-      { label: 'Actions', cell: (t) => writes && html`<${Action} kind="danger" label="Revoke" action=${() => api('DELETE', `/tokens/${t.id}`)} onDone=${() => { notice('The token is revoked.'); setN(n + 1); }} />` },
+      { label: 'Actions', cell: (t) => writes && html`<${Action} kind="danger" label="Revoke" ariaLabel=${`Revoke ${t.name}`} action=${() => api('DELETE', `/tokens/${t.id}`)} onDone=${() => { notice('The token is revoked.'); setN((x) => x + 1); }} />` },
     ]} />
   <//>`;
 }
@@ -118,7 +118,7 @@ const KINDS = [
   ['audit_days', 'Audit log kept (days)', 'Audit-log entries are deleted after this.'],
 ];
 
-export function Retention({ me }) {
+export function Retention({ me, reloadMe }) {
   const [orgs, error, reload] = useApi('/organisations');
   const [form, setForm] = useState(null);
   const [problem, setProblem] = useState(null);
@@ -131,11 +131,17 @@ export function Retention({ me }) {
         e.preventDefault();
         setProblem(null);
         const retention = Object.fromEntries(KINDS.map(([k]) => [k, Number(values[k])]));
+        // The policy is sent only when a day count changed: otherwise the organisation keeps
+        // following the server's defaults.
+        const changed = KINDS.some(([k]) => retention[k] !== org.retention[k]);
+        const body = { name: values.name, require_2fa: values.require_2fa };
+        if (changed) body.retention = retention;
         try {
-          await patch(`/organisations/${org.id}`, { name: values.name, retention, require_2fa: values.require_2fa });
+          await patch(`/organisations/${org.id}`, body);
           notice('The settings are saved.');
           setForm(null);
           reload();
+          reloadMe();
         } catch (err) {
           setProblem(err);
         }

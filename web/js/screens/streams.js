@@ -30,7 +30,7 @@ export function Streams({ me, query }) {
       { label: 'Data type', cell: (s) => s.data_type },
       { label: 'State', cell: (s) => html`<${State} s=${s} />` },
       { label: 'Jobs', cell: (s) => html`<a href=${`/jobs?stream_id=${s.id}`}>Jobs</a> · <a href=${`/events?stream_id=${s.id}`}>Events</a>` },
-      { label: 'Actions', cell: (s) => html`<${Toggles} me=${me} s=${s} reload=${() => setN(n + 1)} />` },
+      { label: 'Actions', cell: (s) => html`<${Toggles} me=${me} s=${s} reload=${() => setN((x) => x + 1)} />` },
     ]} empty="No streams yet." />
   <//>`;
 }
@@ -80,7 +80,7 @@ function StreamForm({ s, onSaved }) {
     <div class="field check"><input id="f-active" type="checkbox" checked=${form.active} onChange=${(e) => setForm({ ...form, active: e.target.checked })} /><label for="f-active">Active</label></div>
     <div class="field check"><input id="f-test" type="checkbox" checked=${form.test_mode} onChange=${(e) => setForm({ ...form, test_mode: e.target.checked })} /><label for="f-test">Test mode (transform, do not deliver)</label></div>
     <${Field} label="Settings (JSON)" name="settings" error=${error}>
-      <textarea id="f-settings" rows="5" class="code" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-settings-json' : undefined} onInput=${(e) => set('settings')(e.target.value)}>${form.settings}</textarea>
+      <textarea id="f-settings" rows="5" class="code" aria-invalid=${jsonError ? 'true' : undefined} aria-describedby=${jsonError ? 'f-settings-json' : undefined} onInput=${(e) => set('settings')(e.target.value)} value=${form.settings}></textarea>
       ${jsonError && html`<small id="f-settings-json" class="field-error">${jsonError}</small>`}
     <//>
     <button type="submit" class="primary">${s ? 'Save' : 'Create stream'}</button>
@@ -107,7 +107,7 @@ function StreamView({ me, params, query }) {
       <dt>Created</dt><dd><${Time} at=${st.created_at} /></dd>
       <dt>Changed</dt><dd><${Time} at=${st.updated_at} /></dd>
     </dl>
-    <p><a href=${`/events?stream_id=${st.id}&status=FAILED`}>Failed events</a> · <a href=${`/events?stream_id=${st.id}`}>All events</a> · <a href=${`/entities?stream_id=${st.id}`}>Entities</a></p>
+    <p><a href=${`/events?stream_id=${st.id}&status=FAILED`}>Failed events</a> · <a href=${`/events?stream_id=${st.id}`}>All events</a> · <a href=${`/entities?data_type=${encodeURIComponent(st.data_type)}`}>Entities of this data type</a></p>
     ${can(me.role, 'editor') && (editing
       ? html`<${StreamForm} s=${st} onSaved=${() => { setEditing(false); reload(); }} />`
       : html`<p><button type="button" onClick=${() => setEditing(true)}>Edit</button>
