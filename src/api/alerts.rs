@@ -120,19 +120,30 @@ fn check_channel(c: &AlertChannel, secret: Option<&str>) -> Result<(), ApiError>
     errors.finish()
 }
 
+/// The columns of an alert channels export: never the signing secret, not even masked.
+const CHANNEL_COLUMNS: &[&str] = &["id", "name", "kind", "target", "created_at", "updated_at"];
+
 #[utoipa::path(get, path = "/alert-channels", tag = "alerts", params(PageParams),
-    responses((status = 200, body = Page<ChannelOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every alert channel (without its secret) as CSV",
+        content((Page<ChannelOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list_channels(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Page<ChannelOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
-    let result = state
-        .store
-        .list::<AlertChannel>(auth.org_id, &page.query(Vec::new())?)
-        .await?;
-    Ok(Json(Page::from_store(result, ChannelOut::from)))
+    let q = page.query(Vec::new())?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "alert-channels", CHANNEL_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<AlertChannel>(org, &q).await?;
+            Ok(Page::from_store(result, ChannelOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/alert-channels", tag = "alerts", request_body = ChannelIn,
@@ -417,19 +428,48 @@ async fn rule_of(
     })
 }
 
+/// The columns of an alert rules export.
+const RULE_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "kind",
+    "enabled",
+    "digest",
+    "stream_ids",
+    "channel_ids",
+    "threshold_pct",
+    "min_events",
+    "window_minutes",
+    "silence_minutes",
+    "stuck_minutes",
+    "check_window",
+    "flood",
+    "digest_sent_at",
+    "created_at",
+    "updated_at",
+];
+
 #[utoipa::path(get, path = "/alert-rules", tag = "alerts", params(PageParams),
-    responses((status = 200, body = Page<RuleOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every alert rule as CSV",
+        content((Page<RuleOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list_rules(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Page<RuleOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
-    let result = state
-        .store
-        .list::<AlertRule>(auth.org_id, &page.query(Vec::new())?)
-        .await?;
-    Ok(Json(Page::from_store(result, RuleOut::from)))
+    let q = page.query(Vec::new())?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "alert-rules", RULE_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<AlertRule>(org, &q).await?;
+            Ok(Page::from_store(result, RuleOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/alert-rules", tag = "alerts", request_body = RuleIn,
@@ -754,14 +794,34 @@ pub struct NotificationFilter {
     pub channel_id: Option<Uuid>,
 }
 
+/// The columns of a notifications export (the message itself, `body`, last).
+const NOTIFICATION_COLUMNS: &[&str] = &[
+    "id",
+    "channel_id",
+    "alert_id",
+    "rule_id",
+    "kind",
+    "subject",
+    "status",
+    "tries",
+    "next_try_at",
+    "sent_at",
+    "error",
+    "created_at",
+    "body",
+];
+
 #[utoipa::path(get, path = "/notifications", tag = "alerts", params(PageParams, NotificationFilter),
-    responses((status = 200, body = Page<NotificationOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page, newest first; with `Accept: text/csv`, every matching notification as CSV",
+        content((Page<NotificationOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list_notifications(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<NotificationFilter>,
-) -> Result<Json<Page<NotificationOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = filter.status {
@@ -775,6 +835,19 @@ async fn list_notifications(
     }
     let mut q = page.query(filters)?;
     q.desc = true;
-    let result = state.store.list::<Notification>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(result, NotificationOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(
+        &headers,
+        "notifications",
+        NOTIFICATION_COLUMNS,
+        q,
+        move |q| {
+            let store = store.clone();
+            async move {
+                let result = store.list::<Notification>(org, &q).await?;
+                Ok(Page::from_store(result, NotificationOut::from))
+            }
+        },
+    )
+    .await
 }

@@ -160,7 +160,9 @@ pub struct AuditFilter {
 
 /// The audit log, oldest first (or newest with `order=desc`); `Accept: text/csv` for CSV.
 #[utoipa::path(get, path = "/audit-log", tag = "audit-log", params(AuditFilter),
-    responses((status = 200, body = Page<AuditEntryOut>), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching entry as CSV",
+        content((Page<AuditEntryOut> = "application/json"), (String = "text/csv"))),
+        (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,

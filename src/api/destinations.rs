@@ -2,7 +2,8 @@
 //! schedule.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{double_option, ApiJson, ApiQuery, Errors, IdPath};
 use super::keys::in_use;
 use super::sources::{check_key, check_key_url};
@@ -170,14 +172,31 @@ async fn check(state: &AppState, org: Uuid, d: &Destination) -> Result<(), ApiEr
     errors.finish()
 }
 
+/// The columns of a destinations export.
+const DESTINATION_COLUMNS: &[&str] = &[
+    "id",
+    "title",
+    "system",
+    "function",
+    "key_id",
+    "mode",
+    "created_at",
+    "updated_at",
+    "params",
+    "retry",
+];
+
 #[utoipa::path(get, path = "/destinations", tag = "destinations", params(PageParams, DestinationFilter),
-    responses((status = 200, body = Page<DestinationOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching destination as CSV",
+        content((Page<DestinationOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<DestinationFilter>,
-) -> Result<Json<Page<DestinationOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = filter.system {
@@ -186,11 +205,16 @@ async fn list(
     if let Some(v) = filter.mode {
         filters.push(("mode", Val::from(v)));
     }
-    let result = state
-        .store
-        .list::<Destination>(auth.org_id, &page.query(filters)?)
-        .await?;
-    Ok(Json(Page::from_store(result, DestinationOut::from)))
+    let q = page.query(filters)?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "destinations", DESTINATION_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<Destination>(org, &q).await?;
+            Ok(Page::from_store(result, DestinationOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/destinations", tag = "destinations", request_body = DestinationIn,

@@ -2,7 +2,8 @@
 //! shown as `********`; sending `********` back keeps the stored secret.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::connectors::{self, System};
@@ -117,22 +119,35 @@ fn seal(
     Ok((shown, sealed))
 }
 
+/// The columns of a keys export: never the credentials, not even masked.
+const KEY_COLUMNS: &[&str] = &["id", "system", "title", "created_at", "updated_at"];
+
 #[utoipa::path(get, path = "/keys", tag = "keys", params(PageParams, KeyFilter),
-    responses((status = 200, body = Page<KeyOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching key as CSV (without its credentials)",
+        content((Page<KeyOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<KeyFilter>,
-) -> Result<Json<Page<KeyOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(s) = filter.system {
         filters.push(("system", Val::from(s)));
     }
     let q = page.query(filters)?;
-    let page = state.store.list::<Key>(auth.org_id, &q).await?;
-    Ok(Json(Page::from_store(page, KeyOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "keys", KEY_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let page = store.list::<Key>(org, &q).await?;
+            Ok(Page::from_store(page, KeyOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/keys", tag = "keys", request_body = KeyIn,

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::audit::set_fields;
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath, RawBody};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Timestamp};
@@ -138,26 +139,52 @@ fn restore(cell: &str) -> &str {
     }
 }
 
+/// The columns of a lookup tables export (the tables, not their entries: those download from
+/// `GET /lookup-tables/{id}/csv`).
+const LOOKUP_TABLE_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "default_value",
+    "entry_count",
+    "created_at",
+    "updated_at",
+];
+
 #[utoipa::path(get, path = "/lookup-tables", tag = "lookup-tables", params(PageParams),
-    responses((status = 200, body = Page<LookupTableOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every lookup table (not its entries) as CSV",
+        content((Page<LookupTableOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Page<LookupTableOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
-    let result = state
-        .store
-        .list::<LookupTable>(auth.org_id, &page.query(Vec::new())?)
-        .await?;
-    let mut items = Vec::with_capacity(result.items.len());
-    for t in result.items {
-        items.push(out(&state, t).await?);
-    }
-    Ok(Json(Page {
-        items,
-        next_cursor: result.next_cursor.map(|c| c.to_string()),
-    }))
+    let q = page.query(Vec::new())?;
+    let org = auth.org_id;
+    list_response(
+        &headers,
+        "lookup-tables",
+        LOOKUP_TABLE_COLUMNS,
+        q,
+        move |q| {
+            let state = state.clone();
+            async move {
+                let result = state.store.list::<LookupTable>(org, &q).await?;
+                let mut items = Vec::with_capacity(result.items.len());
+                for t in result.items {
+                    items.push(out(&state, t).await?);
+                }
+                Ok(Page {
+                    items,
+                    next_cursor: result.next_cursor.map(|c| c.to_string()),
+                })
+            }
+        },
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/lookup-tables", tag = "lookup-tables", request_body = LookupTableIn,

@@ -1,7 +1,8 @@
 //! `/sources`: a source function of a system, with its key, params and trigger.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{double_option, ApiJson, ApiQuery, Errors, IdPath};
 use super::keys::in_use;
 use super::{AppState, Auth, Page, PageParams};
@@ -311,14 +313,36 @@ pub async fn check_key_url(
     Ok(())
 }
 
+/// The columns of a sources export: not the webhook URL nor the installed webhooks (whoever
+/// knows the URL can push).
+const SOURCE_COLUMNS: &[&str] = &[
+    "id",
+    "title",
+    "system",
+    "function",
+    "key_id",
+    "trigger",
+    "schedule",
+    "timezone",
+    "active",
+    "next_run_at",
+    "rejected_count",
+    "created_at",
+    "updated_at",
+    "params",
+];
+
 #[utoipa::path(get, path = "/sources", tag = "sources", params(PageParams, SourceFilter),
-    responses((status = 200, body = Page<SourceOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching source as CSV",
+        content((Page<SourceOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<SourceFilter>,
-) -> Result<Json<Page<SourceOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = filter.system {
@@ -327,13 +351,16 @@ async fn list(
     if let Some(v) = filter.trigger {
         filters.push(("trigger", Val::from(v)));
     }
-    let result = state
-        .store
-        .list::<Source>(auth.org_id, &page.query(filters)?)
-        .await?;
-    Ok(Json(Page::from_store(result, |s| {
-        source_view(&state, &auth, s)
-    })))
+    let q = page.query(filters)?;
+    let org = auth.org_id;
+    list_response(&headers, "sources", SOURCE_COLUMNS, q, move |q| {
+        let (state, auth) = (state.clone(), auth.clone());
+        async move {
+            let result = state.store.list::<Source>(org, &q).await?;
+            Ok(Page::from_store(result, |s| source_view(&state, &auth, s)))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/sources", tag = "sources", request_body = SourceIn,

@@ -1,7 +1,8 @@
 //! `/streams`: source + transformation + destination, with a data type and settings.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::domain::{Permission, Timestamp};
@@ -160,14 +162,32 @@ async fn check(
     errors.finish()
 }
 
+/// The columns of a streams export.
+const STREAM_COLUMNS: &[&str] = &[
+    "id",
+    "title",
+    "data_type",
+    "source_id",
+    "transformation_id",
+    "destination_id",
+    "active",
+    "test_mode",
+    "created_at",
+    "updated_at",
+    "settings",
+];
+
 #[utoipa::path(get, path = "/streams", tag = "streams", params(PageParams, StreamFilter),
-    responses((status = 200, body = Page<StreamOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching stream as CSV",
+        content((Page<StreamOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<StreamFilter>,
-) -> Result<Json<Page<StreamOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = f.data_type {
@@ -185,11 +205,21 @@ async fn list(
     if let Some(v) = f.active {
         filters.push(("active", Val::from(v)));
     }
-    let result = state
-        .store
-        .list::<Stream>(auth.org_id, &page.query(filters)?)
-        .await?;
-    Ok(Json(Page::from_store(result, StreamOut::from)))
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(
+        &headers,
+        "streams",
+        STREAM_COLUMNS,
+        page.query(filters)?,
+        move |q| {
+            let store = store.clone();
+            async move {
+                let result = store.list::<Stream>(org, &q).await?;
+                Ok(Page::from_store(result, StreamOut::from))
+            }
+        },
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/streams", tag = "streams", request_body = StreamIn,

@@ -1,7 +1,8 @@
 //! `/tokens`: API tokens. The token itself is shown once, at creation; only its hash is kept.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::{AppState, Auth, Page, PageParams};
 use crate::crypto::{generate_token, hash_token, token_hint};
@@ -65,19 +67,39 @@ impl From<ApiToken> for TokenOut {
     }
 }
 
+/// The columns of a tokens export: the hint that tells tokens apart, never a token.
+const TOKEN_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "role",
+    "user_id",
+    "hint",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+];
+
 #[utoipa::path(get, path = "/tokens", tag = "tokens", params(PageParams),
-    responses((status = 200, body = Page<TokenOut>), (status = 403, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every token (its hint, never the token) as CSV",
+        content((Page<TokenOut> = "application/json"), (String = "text/csv"))),
+        (status = 403, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Page<TokenOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::ManageTokens)?;
-    let result = state
-        .store
-        .list::<ApiToken>(auth.org_id, &page.query(Vec::new())?)
-        .await?;
-    Ok(Json(Page::from_store(result, TokenOut::from)))
+    let q = page.query(Vec::new())?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "tokens", TOKEN_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<ApiToken>(org, &q).await?;
+            Ok(Page::from_store(result, TokenOut::from))
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenIn,

@@ -1,7 +1,8 @@
 //! `/transformations`: public ones (the library, read-only) and an organisation's private ones.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::keys::in_use;
 use super::{AppState, Auth, Page, PageParams};
@@ -160,14 +162,31 @@ fn editable(t: &Transformation) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The columns of a transformations export (without the code).
+const TRANSFORMATION_COLUMNS: &[&str] = &[
+    "id",
+    "visibility",
+    "title",
+    "description",
+    "data_type",
+    "language",
+    "format",
+    "copied_from",
+    "created_at",
+    "updated_at",
+];
+
 #[utoipa::path(get, path = "/transformations", tag = "transformations", params(PageParams, TransformationFilter),
-    responses((status = 200, body = Page<TransformationOut>), (status = 401, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every matching transformation as CSV (without its code)",
+        content((Page<TransformationOut> = "application/json"), (String = "text/csv"))),
+        (status = 401, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(f): ApiQuery<TransformationFilter>,
-) -> Result<Json<Page<TransformationOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::Read)?;
     let mut filters = Vec::new();
     if let Some(v) = f.visibility {
@@ -182,11 +201,22 @@ async fn list(
     if let Some(v) = f.language {
         filters.push(("language", Val::from(v)));
     }
-    let result = state
-        .store
-        .list::<Transformation>(auth.org_id, &page.query(filters)?)
-        .await?;
-    Ok(Json(Page::from_store(result, TransformationOut::from)))
+    let q = page.query(filters)?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(
+        &headers,
+        "transformations",
+        TRANSFORMATION_COLUMNS,
+        q,
+        move |q| {
+            let store = store.clone();
+            async move {
+                let result = store.list::<Transformation>(org, &q).await?;
+                Ok(Page::from_store(result, TransformationOut::from))
+            }
+        },
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/transformations", tag = "transformations", request_body = TransformationIn,

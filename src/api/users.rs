@@ -1,7 +1,8 @@
 //! `/users`: the people of an organisation and their roles (owners only).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::audit::changes;
+use super::csv::list_response;
 use super::extract::{ApiJson, ApiQuery, Errors, IdPath};
 use super::session::{new_link, LinkOut};
 use super::{AppState, Auth, Page, PageParams};
@@ -82,19 +84,30 @@ fn duplicate(e: StoreError) -> ApiError {
     }
 }
 
+/// The columns of a users export.
+const USER_COLUMNS: &[&str] = &["id", "email", "name", "role", "created_at", "updated_at"];
+
 #[utoipa::path(get, path = "/users", tag = "users", params(PageParams),
-    responses((status = 200, body = Page<UserOut>), (status = 403, body = Problem)))]
+    responses((status = 200, description = "A page; with `Accept: text/csv`, every user as CSV",
+        content((Page<UserOut> = "application/json"), (String = "text/csv"))),
+        (status = 403, body = Problem)))]
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Page<UserOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     auth.require(Permission::ManageUsers)?;
-    let result = state
-        .store
-        .list::<User>(auth.org_id, &page.query(Vec::new())?)
-        .await?;
-    Ok(Json(Page::from_store(result, UserOut::from)))
+    let q = page.query(Vec::new())?;
+    let (store, org) = (state.store.clone(), auth.org_id);
+    list_response(&headers, "users", USER_COLUMNS, q, move |q| {
+        let store = store.clone();
+        async move {
+            let result = store.list::<User>(org, &q).await?;
+            Ok(Page::from_store(result, UserOut::from))
+        }
+    })
+    .await
 }
 
 /// A new person and their invitation.

@@ -10,6 +10,7 @@ mod alerts;
 mod audit;
 mod binary;
 mod config_resources;
+mod csv_lists;
 mod email;
 mod engine;
 mod ftp;

@@ -247,6 +247,13 @@ async function walk(store, databaseUrl) {
     assert.equal(listed.searchParams.get('stream_id'), stream.id);
     await eventually('three rows', async () => (await page.locator('tbody tr').count()) === 3);
     await shot(page, 'events');
+    // The list as CSV: every row the filters select, with a header row.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
+    const csv = await (await download.createReadStream()).toArray();
+    const lines = Buffer.concat(csv).toString('utf8').trim().split('\n');
+    assert.equal(download.suggestedFilename(), 'events.csv');
+    assert.ok(lines[0].startsWith('id,stream_id,job_id,status'), lines[0]);
+    assert.equal(lines.length, 4, 'a header and three events');
     await page.locator('tbody tr').first().getByRole('link').first().click();
     await page.getByRole('heading', { name: /^Event / }).waitFor();
     await page.getByText('HTTP 500').first().waitFor();

@@ -71,7 +71,7 @@ export function ResourceList({ kind, me, query }) {
         notice(out && out.secret ? `The ${kind.one} is created. Its secret, shown once: ${out.secret}` : `The ${kind.one} is created.`);
         navigate(`${kind.link || kind.path}/${out.id}`);
       }} />`}
-    <${PagedTable} path=${kind.path} query=${query} filters=${kind.filters || []} columns=${[
+    <${PagedTable} path=${kind.path} query=${query} filters=${kind.filters || []} csv=${`${kind.path.slice(1)}.csv`} columns=${[
       { label: kind.nameLabel || 'Name', cell: (r) => html`<a href=${`${kind.link || kind.path}/${r.id}`}>${r.title || r.name || r.id}</a>` },
       ...kind.columns,
       { label: 'Changed', cell: (r) => html`<${Time} at=${r.updated_at || r.created_at} />` },

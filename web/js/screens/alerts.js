@@ -58,7 +58,7 @@ export function AlertChannels({ me, query, params }) {
 export function Notifications({ query }) {
   return html`<${Screen} title="Notifications">
     <${Filters} query=${query} onApply=${navigate} fields=${[{ name: 'status', label: 'Status', options: ['pending', 'sent', 'failed'] }]} />
-    <${PagedTable} path="/notifications" query=${query} filters=${['status', 'channel_id', 'alert_id']} columns=${[
+    <${PagedTable} path="/notifications" query=${query} filters=${['status', 'channel_id', 'alert_id']} csv="notifications.csv" columns=${[
       { label: 'Subject', cell: (x) => x.subject },
       { label: 'Status', cell: (x) => html`<${Status} value=${x.status} />` },
       { label: 'Channel', cell: (x) => html`<${Ref} to=${`/alert-channels/${x.channel_id}`} id=${x.channel_id} />` },

@@ -94,7 +94,7 @@ export function JobDetail({ me, params, query }) {
     </dl>
     <${Json} label="Settings" value=${j.settings} open=${false} />
     <h2>Events</h2>
-    <${PagedTable} path="/events" query=${new URLSearchParams({ job_id: j.id, ...(query.get('cursor') ? { cursor: query.get('cursor') } : {}) })} filters=${['job_id']} columns=${[
+    <${PagedTable} path="/events" query=${new URLSearchParams({ job_id: j.id, ...(query.get('cursor') ? { cursor: query.get('cursor') } : {}) })} filters=${['job_id']} csv="events.csv" columns=${[
       { label: 'Event', cell: (e) => html`<a href=${`/events/${e.id}`}>${short(e.id)}</a>` },
       { label: 'Status', cell: (e) => html`<${Status} value=${e.status} />` },
       { label: 'Entity', cell: (e) => e.entity_id || '—' },

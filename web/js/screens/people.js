@@ -46,7 +46,7 @@ export function Users({ me, query }) {
       <button type="submit" class="primary">Invite</button>
     </form>
     ${link && html`<${Link} link=${link} what=${link.what} />`}
-    <${PagedTable} path="/users" query=${query} reloadKey=${n} columns=${[
+    <${PagedTable} path="/users" query=${query} reloadKey=${n} csv="users.csv" columns=${[
       { label: 'Name', cell: (u) => html`${u.name}<br /><small class="muted">${u.email}</small>` },
       { label: 'Role', cell: (u) => (u.id === (me.user && me.user.id) ? u.role : html`<label class="sr-only" for=${`role-${u.id}`}>Role of ${u.name}</label><${RoleSelect} id=${`role-${u.id}`} value=${u.role}
         onChange=${async (role) => { try { await patch(`/users/${u.id}`, { role }); notice(`${u.name} is now ${role}.`); } catch (e) { notice(e.message, 'bad'); } setN((x) => x + 1); }} />`) },
@@ -99,7 +99,7 @@ export function Tokens({ me, query }) {
       <button type="submit" class="primary">Create token</button>
     </form>`}
     ${made && html`<div class="card" role="status"><p>The token, shown once — copy it now:</p><p><code class="secret">${made.token}</code></p></div>`}
-    <${PagedTable} path="/tokens" query=${query} reloadKey=${n} columns=${[
+    <${PagedTable} path="/tokens" query=${query} reloadKey=${n} csv="tokens.csv" columns=${[
       { label: 'Name', cell: (t) => t.name },
       { label: 'Role', cell: (t) => t.role },
       { label: 'Token', cell: (t) => html`<code>${t.hint}</code>` },

@@ -25,7 +25,7 @@ function State({ s }) {
 export function Streams({ me, query }) {
   const [n, setN] = useState(0);
   return html`<${Screen} title="Streams" actions=${can(me.role, 'editor') && html`<a class="button primary" href="/streams/new">New stream</a>`}>
-    <${PagedTable} path="/streams" query=${query} reloadKey=${n} columns=${[
+    <${PagedTable} path="/streams" query=${query} reloadKey=${n} csv="streams.csv" columns=${[
       { label: 'Stream', cell: (s) => html`<a href=${`/streams/${s.id}`}>${s.title}</a>` },
       { label: 'Data type', cell: (s) => s.data_type },
       { label: 'State', cell: (s) => html`<${State} s=${s} />` },
