@@ -8,6 +8,21 @@ import { Field, Problem, notice, useApi, Loaded, parseJson } from './ui.js';
 
 const MASK = '********';
 
+/**
+ * Creates (POST `path`) or, given `item`, changes (PATCH `path/id`) a resource; says so and
+ * hands the answer to `onSaved`, or the problem to `setError`.
+ */
+export async function save(path, item, body, one, onSaved, setError) {
+  setError(null);
+  try {
+    const out = item ? await patch(`${path}/${item.id}`, body) : await post(path, body);
+    notice(item ? `The ${one} is saved.` : `The ${one} is created.`);
+    onSaved(out);
+  } catch (err) {
+    setError(err);
+  }
+}
+
 /** The value at a dotted path of an object. */
 function at(obj, path) {
   return path.split('.').reduce((o, k) => (o && typeof o === 'object' ? o[k] : undefined), obj);
@@ -144,15 +159,7 @@ function KeyForm({ systems, item, onSaved }) {
     }
     setLocal(errors);
     if (Object.keys(errors).length) return;
-    try {
-      const out = item
-        ? await patch(`/keys/${item.id}`, { title, credentials })
-        : await post('/keys', { system, title, credentials });
-      notice(item ? 'The key is saved.' : 'The key is created.');
-      onSaved(out);
-    } catch (err) {
-      setError(err);
-    }
+    await save('/keys', item, item ? { title, credentials } : { system, title, credentials }, 'key', onSaved, setError);
   };
   return html`<form class="card" onSubmit=${submit} aria-label=${item ? 'Change the key' : 'New key'}>
     <h2>${item ? 'Change the key' : 'New key'}</h2>
@@ -221,13 +228,7 @@ function EndpointForm({ systems, item, kind, onSaved }) {
       body.mode = mode;
       if (retryValue) body.retry = retryValue;
     }
-    try {
-      const out = item ? await patch(`${path}/${item.id}`, body) : await post(path, body);
-      notice(item ? `The ${kind} is saved.` : `The ${kind} is created.`);
-      onSaved(out);
-    } catch (err) {
-      setError(err);
-    }
+    await save(path, item, body, kind, onSaved, setError);
   };
   return html`<form class="card" onSubmit=${submit} aria-label=${item ? `Change the ${kind}` : `New ${kind}`}>
     <h2>${item ? `Change the ${kind}` : `New ${kind}`}</h2>
@@ -318,13 +319,7 @@ export function RuleForm({ item, onSaved }) {
     if (form.kind === 'error_rate') Object.assign(body, { threshold_pct: Number(form.threshold_pct), min_events: Number(form.min_events), window_minutes: Number(form.window_minutes) });
     if (form.kind === 'silence') body.silence_minutes = Number(form.silence_minutes);
     if (form.kind === 'stuck') body.stuck_minutes = Number(form.stuck_minutes);
-    try {
-      const out = item ? await patch(`/alert-rules/${item.id}`, body) : await post('/alert-rules', body);
-      notice(item ? 'The rule is saved.' : 'The rule is created.');
-      onSaved(out);
-    } catch (err) {
-      setError(err);
-    }
+    await save('/alert-rules', item, body, 'rule', onSaved, setError);
   };
   return html`<form class="card" onSubmit=${submit} aria-label=${item ? 'Change the rule' : 'New rule'}>
     <h2>${item ? 'Change the rule' : 'New rule'}</h2>
@@ -397,14 +392,7 @@ export function TransformationForm({ item, onSaved }) {
   const set = (k) => (v) => setForm({ ...form, [k]: v });
   const submit = async (e) => {
     e.preventDefault();
-    setError(null);
-    try {
-      const out = item ? await patch(`/transformations/${item.id}`, form) : await post('/transformations', form);
-      notice(item ? 'The transformation is saved.' : 'The transformation is created.');
-      onSaved(out);
-    } catch (err) {
-      setError(err);
-    }
+    await save('/transformations', item, form, 'transformation', onSaved, setError);
   };
   return html`<form class="card wide" onSubmit=${submit} aria-label=${item ? 'Change the transformation' : 'New transformation'}>
     <h2>${item ? 'Change the transformation' : 'New transformation'}</h2>

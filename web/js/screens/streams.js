@@ -4,6 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact-standalone.module.js';
 import { post, patch, api, qs } from '../api.js';
 import { navigate } from '../router.js';
+import { save } from '../forms.js';
 import { Screen, Time, Status, useApi, Loaded, Action, notice, can, Problem, Field, parseJson, PagedTable, Ref, short, NameRef } from '../ui.js';
 
 function Toggles({ me, s, reload }) {
@@ -62,13 +63,7 @@ function StreamForm({ s, onSaved }) {
     setJsonError(settings.error || null);
     if (settings.error) return;
     const body = { ...form, settings: settings.value };
-    try {
-      const out = s ? await patch(`/streams/${s.id}`, body) : await post('/streams', body);
-      notice(s ? 'The stream is saved.' : 'The stream is created.');
-      onSaved(out);
-    } catch (err) {
-      setError(err);
-    }
+    await save('/streams', s, body, 'stream', onSaved, setError);
   };
   return html`<form class="card" onSubmit=${submit} aria-label=${s ? 'Edit the stream' : 'New stream'}>
     <${Problem} error=${error} />
