@@ -280,9 +280,13 @@ async function walk(store, databaseUrl) {
     });
     assert.ok(warehouse.received.some((r) => r.body.includes('fixed by hand')), 'the edited payload reached the warehouse');
     await page.getByText('Replica of').waitFor();
-    // The back button returns to the failed event.
+    // The back button returns to the failed event, which can be ignored and counted again.
     await page.goBack();
     await eventually('the failed event again', async () => page.url() === failedEventUrl);
+    await page.getByRole('button', { name: 'Ignore', exact: true }).click();
+    await page.getByText('The event is ignored').waitFor();
+    await page.getByRole('button', { name: 'Stop ignoring' }).click();
+    await page.getByText('The event counts again.').waitFor();
 
     // Bulk: replicate what the filter selects, after seeing how many.
     await page.goto(`${base}/events?stream_id=${stream.id}&status=FAILED`);
@@ -393,6 +397,19 @@ async function walk(store, databaseUrl) {
     await page.getByRole('button', { name: 'Create stream' }).click();
     await page.getByRole('heading', { name: 'Second stream' }).waitFor();
     await shot(page, 'stream');
+    // Off and on, into test mode and out, then run it.
+    await page.getByRole('button', { name: 'Deactivate' }).click();
+    await page.getByText('The stream is off.').waitFor();
+    await page.locator('.facts .status', { hasText: 'inactive' }).waitFor();
+    await page.getByRole('button', { name: 'Activate' }).click();
+    await page.getByText('The stream is on.').waitFor();
+    await page.getByRole('button', { name: 'Test mode' }).click();
+    await page.getByText('Test mode is on').waitFor();
+    await page.getByRole('button', { name: 'Leave test mode' }).click();
+    await page.getByText('Test mode is off.').waitFor();
+    const second = (await api('GET', '/streams')).items.find((x) => x.title === 'Second stream');
+    assert.equal(second.active, true);
+    assert.equal(second.test_mode, false);
     await page.getByRole('button', { name: 'Run now' }).click();
     await page.waitForURL(/\/jobs\//);
     await eventually('the new stream to deliver', async () => warehouse.received.filter((r) => r.url.startsWith('/second')).length === 3);
@@ -424,6 +441,19 @@ async function walk(store, databaseUrl) {
     assert.equal(me.role, 'viewer');
     const listedTokens = await api('GET', '/tokens');
     assert.ok(listedTokens.items.find((t) => t.name === 'Nightly export').expires_at, 'the token expires');
+
+    // The organisation's own retention policy, and back to the defaults.
+    await page.goto(`${base}/retention`);
+    await page.getByLabel('Payloads kept (days)').fill('14');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('The settings are saved.').waitFor();
+    let org = (await api('GET', '/organisations')).items[0];
+    assert.equal(org.retention.payload_days, 14);
+    assert.equal(org.retention_is_default, false);
+    await page.getByRole('button', { name: 'Back to the defaults' }).click();
+    await page.getByText('back to the defaults').waitFor();
+    org = (await api('GET', '/organisations')).items[0];
+    assert.equal(org.retention_is_default, true);
 
     // Every screen, for the record and for axe; and the overview on a phone.
     for (const [path, name] of [['/streams', 'streams'], ['/jobs', 'jobs'], ['/entities', 'entities'], ['/event-log', 'event-log'],
