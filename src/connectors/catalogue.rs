@@ -1,7 +1,7 @@
 //! The declarations of the built-in systems.
 
 use super::params::Params;
-use super::{dear, email, files, http, peoplevox, shopify};
+use super::{dear, email, files, http, peoplevox, shopify, woocommerce};
 use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
@@ -163,6 +163,53 @@ pub static SYSTEMS: &[System] = &[
         }],
         destinations: &[],
         webhook_verification: "The URL token alone: Peoplevox callbacks carry no signature.",
+    },
+    System {
+        name: "woocommerce",
+        title: "WooCommerce",
+        description: "WooCommerce stores through the REST API v3 (`/wp-json/wc/v3`) and webhooks.",
+        key_template: &[
+            host("base_url", K::String, true, H::Any, "The store's address, e.g. `https://shop.example.com`; the REST API is under `/wp-json/wc/v3`. Over https the key is sent with HTTP Basic; over plain http each request is signed with OAuth 1.0a instead, as WooCommerce requires."),
+            f("consumer_key", K::String, true, "The REST API key's consumer key (`ck_…`, WooCommerce → Settings → Advanced → REST API)."),
+            secret("consumer_secret", true, "The REST API key's consumer secret (`cs_…`)."),
+            secret("webhook_secret", false, "The secret of the store's webhooks, which signs each delivery (needed for webhook sources)."),
+        ],
+        key_required: true,
+        sources: &[
+            Function {
+                name: "woocommerce.orders",
+                description: "Read orders changed since the last run (`modified_after`), page by page.",
+                triggers: PULL,
+                params: <woocommerce::PullParams as Params>::FIELDS,
+            },
+            Function {
+                name: "woocommerce.products",
+                description: "Read products changed since the last run (`modified_after`), page by page.",
+                triggers: PULL,
+                params: <woocommerce::PullParams as Params>::FIELDS,
+            },
+            Function {
+                name: "woocommerce.webhook",
+                description: "Receive the store's webhooks (orders, products, customers, coupons).",
+                triggers: PUSH,
+                params: <woocommerce::WebhookParams as Params>::FIELDS,
+            },
+        ],
+        destinations: &[
+            Function {
+                name: "woocommerce.order_update",
+                description: "Set an order's status and add a note (e.g. its tracking number): the output names `id` and any of `status`, `note`, `customer_note`.",
+                triggers: &[],
+                params: <woocommerce::OrderUpdateParams as Params>::FIELDS,
+            },
+            Function {
+                name: "woocommerce.stock",
+                description: "Set stock quantities: the output (or each item of a list) names `sku` or `product_id`, and `quantity`.",
+                triggers: &[],
+                params: <woocommerce::StockParams as Params>::FIELDS,
+            },
+        ],
+        webhook_verification: "`X-WC-Webhook-Signature` = base64 HMAC-SHA256 of the raw body with the key's `webhook_secret`, compared in constant time.",
     },
     System {
         name: "ftp",

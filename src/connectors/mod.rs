@@ -19,6 +19,7 @@ pub mod sftp;
 pub mod shopify;
 pub mod signature;
 mod template;
+pub mod woocommerce;
 
 pub use catalogue::{system, SYSTEMS};
 pub use registry::{

@@ -170,6 +170,12 @@ pub trait WebhookVerifier: Send + Sync {
     /// Whether the push comes from the system (signature, credentials).
     fn verify(&self, push: Push<'_>) -> Result<(), Refused>;
 
+    /// Whether the push is the system's test delivery, which carries no record and is
+    /// answered 200 without being stored (or verified: such pings are not signed).
+    fn is_ping(&self, _push: Push<'_>) -> bool {
+        false
+    }
+
     /// The sender's id of this delivery, by which a redelivery is recognised.
     fn delivery_id(&self, push: Push<'_>) -> Option<String> {
         push.header("idempotency-key").map(str::to_string)
@@ -259,6 +265,22 @@ impl Default for Registry {
             .with_destination("ftp.upload", Arc::new(super::ftp::Upload))
             .with_source("sftp.files", Arc::new(super::sftp::Files))
             .with_destination("sftp.upload", Arc::new(super::sftp::Upload))
+            .with_source(
+                "woocommerce.orders",
+                Arc::new(super::woocommerce::Pull { resource: "orders" }),
+            )
+            .with_source(
+                "woocommerce.products",
+                Arc::new(super::woocommerce::Pull {
+                    resource: "products",
+                }),
+            )
+            .with_webhook("woocommerce.webhook", Arc::new(super::woocommerce::Webhook))
+            .with_destination(
+                "woocommerce.order_update",
+                Arc::new(super::woocommerce::OrderUpdate),
+            )
+            .with_destination("woocommerce.stock", Arc::new(super::woocommerce::Stock))
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -43,7 +44,7 @@ async fn receive(
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let source = state
         .store
         .source_by_webhook_token(&token)
@@ -69,6 +70,13 @@ async fn receive(
         headers: &headers,
         body: &body,
     };
+    // A system's test delivery (e.g. WooCommerce's ping when a webhook is made) is answered
+    // 200 and stores nothing: it carries no record.
+    if hook.is_ping(push) {
+        tracing::info!(source = %source.id, "ping from the system answered; nothing stored");
+        metrics.record_webhook(&source.system, "ping");
+        return Ok((StatusCode::OK, Json(json!({"ping": true, "stored": false}))).into_response());
+    }
     if let Err(why) = hook.verify(push) {
         tracing::warn!(source = %source.id, reason = %why, "push refused");
         metrics.record_webhook(&source.system, "rejected");
@@ -144,7 +152,8 @@ async fn receive(
                     job_ids: ids,
                     duplicate: false,
                 }),
-            ))
+            )
+                .into_response())
         }
         Ingested::Duplicate(job_id) => {
             metrics.record_webhook(&source.system, "duplicate");
@@ -155,7 +164,8 @@ async fn receive(
                     job_ids: vec![job_id],
                     duplicate: true,
                 }),
-            ))
+            )
+                .into_response())
         }
     }
 }

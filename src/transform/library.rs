@@ -23,6 +23,9 @@ pub const DEAR_SHOPIFY_FULFILLMENT_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0005);
 /// Shopify product and variants → stock CSV (template).
 pub const SHOPIFY_STOCK_CSV_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0006);
+/// WooCommerce order → CSV, one line per line item (template).
+pub const WOOCOMMERCE_ORDER_LINES_CSV_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007);
 
 struct Entry {
     id: Uuid,
@@ -34,7 +37,7 @@ struct Entry {
     code: &'static str,
 }
 
-const LIBRARY: [Entry; 6] = [
+const LIBRARY: [Entry; 7] = [
     Entry {
         id: PASSTHROUGH_ID,
         title: "Passthrough",
@@ -89,6 +92,15 @@ const LIBRARY: [Entry; 6] = [
         format: "csv",
         code: include_str!("library/shopify_product_stock.csv.j2"),
     },
+    Entry {
+        id: WOOCOMMERCE_ORDER_LINES_CSV_ID,
+        title: "WooCommerce order to CSV lines",
+        description: "A WooCommerce order as CSV, one line per line item, with a header: number, date (in the settings' timezone), e-mail, SKU, item, quantity, prices, shipping name, address and method. Settings: timezone.",
+        data_type: "sales_order",
+        language: "template",
+        format: "csv",
+        code: include_str!("library/woocommerce_order_lines.csv.j2"),
+    },
 ];
 
 /// Every public transformation.
@@ -128,6 +140,22 @@ mod tests {
     const ORDER: &str = include_str!("library/samples/shopify_order.json");
     const PRODUCT: &str = include_str!("library/samples/shopify_product.json");
     const SALE: &str = include_str!("library/samples/dear_sale.json");
+    const WOO_ORDER: &str = include_str!("library/samples/woocommerce_order.json");
+
+    #[test]
+    fn woocommerce_order_to_csv_lines() {
+        let (out, _) = run(
+            WOOCOMMERCE_ORDER_LINES_CSV_ID,
+            WOO_ORDER,
+            json!({"timezone": "America/Los_Angeles"}),
+        );
+        assert_eq!(
+            text(out),
+            "order_number,order_date,email,sku,title,quantity,unit_price,line_total,currency,ship_name,ship_address1,ship_city,ship_postcode,ship_country,shipping_method\n\
+             727,2017-03-22 12:28,john.doe@example.com,,Woo Single #1,2,3.00,6.00,USD,John Doe,969 Market,San Francisco,94103,US,Flat Rate\n\
+             727,2017-03-22 12:28,john.doe@example.com,SYI-BLK-M,\"Ship Your Idea - Color: Black, Size: M Test\",1,12.00,12.00,USD,John Doe,969 Market,San Francisco,94103,US,Flat Rate\n"
+        );
+    }
 
     fn run(id: Uuid, sample: &str, settings: Value) -> (Output, Vec<String>) {
         let t = public_transformations()

@@ -516,6 +516,7 @@ async fn systems_library(db: Db) {
             "shopify",
             "dear",
             "peoplevox",
+            "woocommerce",
             "ftp",
             "sftp",
             "email"
@@ -559,7 +560,7 @@ async fn systems_list_only_what_the_connectors_run(db: Db) {
         registry.functions(),
         "every runnable function is listed"
     );
-    for gone in ["woocommerce", "magento2"] {
+    for gone in ["magento2"] {
         let (status, _) = s.get(&format!("/systems/{gone}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
     }

@@ -33,3 +33,4 @@ mod security;
 mod sftp;
 mod transforms;
 mod walkthrough;
+mod woocommerce;

@@ -1,0 +1,361 @@
+//! `woocommerce.order_update` (an order's status and a note, e.g. its tracking number) and
+//! `woocommerce.stock` (stock quantities by SKU or product id).
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::connectors::net::{CallError, Outbound};
+use crate::connectors::params::Params;
+use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
+use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
+
+crate::params! {
+    /// The params of `woocommerce.order_update`.
+    pub struct OrderUpdateParams {
+        customer_note: bool = false, "Whether a note is shown to the customer (and e-mailed by the store).";
+    }
+}
+
+crate::params! {
+    /// The params of `woocommerce.stock`.
+    pub struct StockParams {
+        manage_stock: bool = true, "Turn on stock management for each product updated.";
+    }
+}
+
+/// One step that failed, or the last answer.
+struct Answer {
+    status: reqwest::StatusCode,
+    body: String,
+    retry_after: Option<Duration>,
+}
+
+/// Sends one request; the answer, or what kept it from arriving.
+async fn call_api(
+    net: &Outbound,
+    key: &Value,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(String, String)],
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<Answer, CallError> {
+    let mut req = super::request(net, method, key, path, query);
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap_or_default());
+    }
+    let res = net.send(req, Some(timeout)).await?;
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = net.read_excerpt(res).await;
+    Ok(Answer {
+        status,
+        body,
+        retry_after,
+    })
+}
+
+/// The result of a delivery from its last answer (or the failure to get one).
+fn result(started: Instant, what: &str, answer: Result<Answer, CallError>) -> SendResult {
+    match answer {
+        Ok(a) => {
+            let (verdict, error_code) = judge_status(a.status.as_u16());
+            // WooCommerce names the problem in its body: an unknown order is a 400 to a PUT
+            // but a 404 to a note, with codes ending in `_invalid_id` either way.
+            let code = serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            let error_code = if code.ends_with("_invalid_id") || a.status.as_u16() == 404 {
+                Some(ErrorCode::NotFound)
+            } else if a.status.as_u16() == 400 {
+                Some(ErrorCode::InvalidSchema)
+            } else {
+                error_code
+            };
+            SendResult {
+                message: (verdict != Verdict::Success).then(|| {
+                    format!(
+                        "WooCommerce answered {} to {what}: {}",
+                        a.status,
+                        super::problem(&a.body)
+                    )
+                }),
+                verdict,
+                error_code,
+                http_status: Some(a.status.as_u16()),
+                http_status_name: a.status.canonical_reason().map(str::to_string),
+                excerpt: (!a.body.is_empty()).then_some(a.body),
+                retry_after: matches!(a.status.as_u16(), 429 | 503)
+                    .then_some(a.retry_after)
+                    .flatten(),
+                duration: started.elapsed(),
+            }
+        }
+        Err(e) => SendResult {
+            verdict: match e {
+                CallError::Blocked(_) | CallError::Invalid(_) => Verdict::Final,
+                _ => Verdict::Retry,
+            },
+            error_code: Some(e.code()),
+            http_status: None,
+            http_status_name: None,
+            excerpt: None,
+            retry_after: None,
+            message: Some(format!("{what}: {e}")),
+            duration: started.elapsed(),
+        },
+    }
+}
+
+fn refused(started: Instant, code: ErrorCode, message: String) -> SendResult {
+    SendResult {
+        duration: started.elapsed(),
+        ..SendResult::refused(code, message)
+    }
+}
+
+/// The id a record names: a number, or digits in a string.
+fn id_of(record: &Value, fields: &[&str]) -> Option<u64> {
+    fields.iter().find_map(|f| match record.get(*f) {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
+        _ => None,
+    })
+}
+
+/// Sets an order's status and adds a note: the output names `id` (or `order_id`) and any of
+/// `status`, `note`, `customer_note`.
+pub struct OrderUpdate;
+
+#[async_trait]
+impl DestinationFunction for OrderUpdate {
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
+        let started = Instant::now();
+        let params = match OrderUpdateParams::parse(call.params) {
+            Ok(p) => p,
+            Err(e) => {
+                return refused(
+                    started,
+                    ErrorCode::Unknown,
+                    format!("the destination has {e}"),
+                )
+            }
+        };
+        let Some(key) = call.key else {
+            return refused(
+                started,
+                ErrorCode::Unauthorized,
+                "a WooCommerce destination needs a key".into(),
+            );
+        };
+        let updates: Vec<&Value> = match out.body {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        let mut last = None;
+        for update in updates {
+            let Some(id) = id_of(update, &["id", "order_id"]) else {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    "the output names no order: give `id` (or `order_id`), the WooCommerce order id".into(),
+                );
+            };
+            let status = update.get("status").and_then(Value::as_str);
+            let note = update
+                .get("note")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            if status.is_none() && note.is_none() {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    format!("the output for order {id} has neither `status` nor `note`: nothing to change"),
+                );
+            }
+            if let Some(status) = status {
+                let what = format!("setting order {id} to {status}");
+                let answer = call_api(
+                    call.net,
+                    key,
+                    reqwest::Method::PUT,
+                    &format!("/orders/{id}"),
+                    &[],
+                    Some(&json!({ "status": status })),
+                    out.timeout,
+                )
+                .await;
+                let r = result(started, &what, answer);
+                if r.verdict != Verdict::Success {
+                    return r;
+                }
+                last = Some(r);
+            }
+            if let Some(note) = note {
+                let customer = update
+                    .get("customer_note")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(params.customer_note);
+                let what = format!("adding a note to order {id}");
+                let answer = call_api(
+                    call.net,
+                    key,
+                    reqwest::Method::POST,
+                    &format!("/orders/{id}/notes"),
+                    &[],
+                    Some(&json!({ "note": note, "customer_note": customer })),
+                    out.timeout,
+                )
+                .await;
+                let r = result(started, &what, answer);
+                if r.verdict != Verdict::Success {
+                    return r;
+                }
+                last = Some(r);
+            }
+        }
+        last.unwrap_or_else(|| {
+            refused(
+                started,
+                ErrorCode::InvalidSchema,
+                "the output is an empty list".into(),
+            )
+        })
+    }
+}
+
+/// Sets stock quantities: the output (or each item of a list) names `sku` or `product_id`
+/// and `quantity`. A SKU is looked up first; a variation is updated under its product.
+pub struct Stock;
+
+#[async_trait]
+impl DestinationFunction for Stock {
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
+        let started = Instant::now();
+        let params = match StockParams::parse(call.params) {
+            Ok(p) => p,
+            Err(e) => {
+                return refused(
+                    started,
+                    ErrorCode::Unknown,
+                    format!("the destination has {e}"),
+                )
+            }
+        };
+        let Some(key) = call.key else {
+            return refused(
+                started,
+                ErrorCode::Unauthorized,
+                "a WooCommerce destination needs a key".into(),
+            );
+        };
+        let levels: Vec<&Value> = match out.body {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        let mut last = None;
+        for level in levels {
+            let Some(quantity) = level.get("quantity").and_then(Value::as_i64) else {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    "a stock level has no whole-number `quantity`".into(),
+                );
+            };
+            // Where the product is: by id, or by looking its SKU up.
+            let (product, parent) = if let Some(id) = id_of(level, &["product_id", "id"]) {
+                (id, id_of(level, &["parent_id"]).filter(|p| *p > 0))
+            } else if let Some(sku) = level.get("sku").and_then(Value::as_str) {
+                let what = format!("looking up SKU {sku}");
+                let query = vec![("sku".to_string(), sku.to_string())];
+                let answer = call_api(
+                    call.net,
+                    key,
+                    reqwest::Method::GET,
+                    "/products",
+                    &query,
+                    None,
+                    out.timeout,
+                )
+                .await;
+                let found = match answer {
+                    Ok(a) if a.status.is_success() => serde_json::from_str::<Value>(&a.body).ok(),
+                    other => return result(started, &what, other),
+                };
+                match found
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .and_then(|l| l.first())
+                {
+                    Some(p) => match id_of(p, &["id"]) {
+                        Some(id) => (id, id_of(p, &["parent_id"]).filter(|p| *p > 0)),
+                        None => {
+                            return refused(
+                                started,
+                                ErrorCode::InvalidApiResponse,
+                                format!("WooCommerce's product for SKU {sku} has no id"),
+                            )
+                        }
+                    },
+                    None => {
+                        return refused(
+                            started,
+                            ErrorCode::NotFound,
+                            format!("no WooCommerce product has the SKU {sku}"),
+                        )
+                    }
+                }
+            } else {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    "a stock level names neither `sku` nor `product_id`".into(),
+                );
+            };
+            let path = match parent {
+                Some(parent) => format!("/products/{parent}/variations/{product}"),
+                None => format!("/products/{product}"),
+            };
+            let mut body = json!({ "stock_quantity": quantity });
+            if params.manage_stock {
+                body["manage_stock"] = json!(true);
+            }
+            let what = format!("setting the stock of product {product} to {quantity}");
+            let r = result(
+                started,
+                &what,
+                call_api(
+                    call.net,
+                    key,
+                    reqwest::Method::PUT,
+                    &path,
+                    &[],
+                    Some(&body),
+                    out.timeout,
+                )
+                .await,
+            );
+            if r.verdict != Verdict::Success {
+                return r;
+            }
+            last = Some(r);
+        }
+        last.unwrap_or_else(|| {
+            refused(
+                started,
+                ErrorCode::InvalidSchema,
+                "the output is an empty list".into(),
+            )
+        })
+    }
+}
