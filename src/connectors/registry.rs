@@ -276,6 +276,7 @@ impl Default for Registry {
                 }),
             )
             .with_webhook("woocommerce.webhook", Arc::new(super::woocommerce::Webhook))
+            .with_installer("woocommerce.webhook", Arc::new(super::woocommerce::Webhook))
             .with_destination(
                 "woocommerce.order_update",
                 Arc::new(super::woocommerce::OrderUpdate),

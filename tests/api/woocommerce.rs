@@ -33,6 +33,7 @@ struct Shop {
     orders: BTreeMap<u64, Value>,
     products: BTreeMap<u64, Value>,
     notes: Vec<(u64, Value)>,
+    webhooks: BTreeMap<u64, Value>,
     /// Every request the store answered: method, path and query.
     calls: Vec<String>,
 }
@@ -197,6 +198,45 @@ async fn store_api(
         .collect();
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match (method.as_str(), parts.as_slice()) {
+        ("POST", ["webhooks"]) => {
+            let topics = ["order.created", "order.updated", "product.updated"];
+            if !json_body["topic"]
+                .as_str()
+                .is_some_and(|t| topics.contains(&t))
+            {
+                return problem(
+                    AxStatus::BAD_REQUEST,
+                    "woocommerce_rest_shop_webhook_invalid_topic",
+                    "Webhook topic is required and must be valid.",
+                );
+            }
+            let id = 40 + shop.webhooks.len() as u64;
+            let mut hook = json_body.clone();
+            hook["id"] = json!(id);
+            // Created webhooks are always active; the secret is never shown back.
+            hook["status"] = json!("active");
+            shop.webhooks.insert(id, hook.clone());
+            hook.as_object_mut().unwrap().remove("secret");
+            (AxStatus::CREATED, axum::Json(hook)).into_response()
+        }
+        ("DELETE", ["webhooks", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            if !query.iter().any(|(k, v)| k == "force" && v == "true") {
+                return problem(
+                    AxStatus::NOT_IMPLEMENTED,
+                    "woocommerce_rest_trash_not_supported",
+                    "Webhooks do not support trashing.",
+                );
+            }
+            match shop.webhooks.remove(&id) {
+                Some(h) => axum::Json(h).into_response(),
+                None => problem(
+                    AxStatus::NOT_FOUND,
+                    "woocommerce_rest_shop_webhook_invalid_id",
+                    "Invalid ID.",
+                ),
+            }
+        }
         ("GET", ["orders"]) => page_of(shop.orders.values().cloned().collect(), &query),
         ("GET", ["products"]) => page_of(shop.products.values().cloned().collect(), &query),
         ("PUT", ["orders", id]) => {
@@ -622,7 +662,64 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
         .any(|c| c == "PUT /wp-json/wc/v3/products/60/variations/61"));
 }
 
+async fn webhooks_install_at_the_store_and_come_off_again(db: Db) {
+    let env = crate::common::Env::new(db).await;
+    let mut config = env.config();
+    config.public_base_url = Some("https://wharf.example.com".into());
+    let s = Server::start(config).await;
+    let sink = Sink::ok().await;
+    let (base, shop) = shop().await;
+    let k = key(&s, &base, CS).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Woo hooks", "system": "woocommerce", "function": "woocommerce.webhook",
+                "key_id": k["id"], "trigger": "webhook",
+                "params": {"topics": ["order.created", "order.updated"]}}),
+        )
+        .await;
+    s.passthrough_stream("Woo hooks", "sales_order", &source, &sink.url())
+        .await;
+    let id = source["id"].as_str().unwrap();
+    let (status, out) = s
+        .post(&format!("/sources/{id}/webhooks/install"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["webhooks"]["installed"], true);
+    {
+        let sh = shop.lock().unwrap();
+        assert_eq!(sh.webhooks.len(), 2);
+        for hook in sh.webhooks.values() {
+            assert_eq!(hook["delivery_url"], source["webhook_url"]);
+            assert_eq!(hook["secret"], HOOK_SECRET, "signed with the key's secret");
+            assert_eq!(hook["name"], "Wharf: Woo hooks");
+        }
+    }
+    let (status, out) = s
+        .post(&format!("/sources/{id}/webhooks/uninstall"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert!(shop.lock().unwrap().webhooks.is_empty());
+    // A topic WooCommerce does not have: the store's refusal, quoted.
+    let (status, _) = s
+        .patch(
+            &format!("/sources/{id}"),
+            json!({"params": {"topics": ["order.exploded"]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = s
+        .post(&format!("/sources/{id}/webhooks/install"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{problem}");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("woocommerce_rest_shop_webhook_invalid_topic"));
+}
+
 both_stores!(
+    webhooks_install_at_the_store_and_come_off_again,
     orders_are_read_page_by_page_then_only_what_changed,
     webhooks_are_verified_and_pings_answered,
     order_updates_and_stock_reach_the_store,

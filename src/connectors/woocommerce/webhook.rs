@@ -1,17 +1,26 @@
 //! `woocommerce.webhook`: pushes from the store's webhooks, each signed in
 //! `X-WC-Webhook-Signature` (base64 HMAC-SHA256 of the raw body with the webhook's secret).
 
+use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use crate::connectors::registry::{Push, Refused, WebhookSource, WebhookVerifier};
+use crate::connectors::install::{self as calls, answer, remove};
+use crate::connectors::params::Params;
+use crate::connectors::registry::{
+    Call, InstallError, Installer, Push, Refused, WebhookSource, WebhookVerifier,
+};
 use crate::connectors::signature::check_hmac;
 
 crate::params! {
     /// The params of `woocommerce.webhook`.
     pub struct WebhookParams {
+        topics: Vec<String> = Vec::new(), "Topics to subscribe to when installing from Wharf, e.g. `order.created`, `order.updated`, `product.updated`.";
         entity_id_path: Option<String>, "Dotted path of each record's entity id; `number` (an order's) when unset.";
     }
 }
+
+/// The key field that says where the store is.
+const HOST_FIELD: &str = "credentials.base_url";
 
 /// Receives WooCommerce webhooks.
 pub struct Webhook;
@@ -71,10 +80,68 @@ impl WebhookVerifier for Webhook {
 
 impl WebhookSource for Webhook {
     fn entity_id_path(&self, params: &Value) -> Option<String> {
-        use crate::connectors::params::Params;
         let given = WebhookParams::parse(params)
             .ok()
             .and_then(|p| p.entity_id_path);
         Some(given.unwrap_or_else(|| "number".into()))
+    }
+}
+
+#[async_trait]
+impl Installer for Webhook {
+    /// One store webhook per topic, delivering to `address`, signed with the key's
+    /// `webhook_secret` (so its pushes verify).
+    async fn install(
+        &self,
+        call: Call<'_>,
+        address: &str,
+        title: &str,
+    ) -> Result<Vec<Value>, InstallError> {
+        let key = call
+            .key
+            .ok_or_else(|| InstallError::Upstream("the source has no key".into()))?;
+        let params = WebhookParams::parse(call.params).map_err(InstallError::Upstream)?;
+        let secret = key
+            .get("webhook_secret")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                InstallError::Upstream(
+                    "the key has no webhook_secret: the store's webhooks would be signed with a secret Wharf does not know".into(),
+                )
+            })?;
+        if params.topics.is_empty() {
+            return Err(InstallError::Upstream(
+                "the source names no `topics` to subscribe to (e.g. `order.created`)".into(),
+            ));
+        }
+        let mut subscriptions = Vec::new();
+        for topic in params.topics {
+            let body = json!({"name": format!("Wharf: {title}"), "topic": topic,
+                "delivery_url": address, "secret": secret, "status": "active"});
+            let req =
+                super::request(call.net, reqwest::Method::POST, key, "/webhooks", &[]).json(&body);
+            let what = format!("subscribing to {topic}");
+            let res = calls::call(call.net, req, &what, HOST_FIELD).await?;
+            let out = answer(call.net, res, &what).await?;
+            subscriptions.push(json!({"topic": topic, "id": out["id"]}));
+        }
+        Ok(subscriptions)
+    }
+
+    /// WooCommerce deletes a webhook only with `force=true` (it has no trash for them).
+    async fn uninstall(&self, call: Call<'_>, id: &str) -> Result<(), InstallError> {
+        let key = call
+            .key
+            .ok_or_else(|| InstallError::Upstream("the source has no key".into()))?;
+        let query = vec![("force".to_string(), "true".to_string())];
+        let req = super::request(
+            call.net,
+            reqwest::Method::DELETE,
+            key,
+            &format!("/webhooks/{id}"),
+            &query,
+        );
+        remove(call.net, req, &format!("removing webhook {id}"), HOST_FIELD).await
     }
 }
