@@ -1,7 +1,7 @@
 //! The declarations of the built-in systems.
 
 use super::params::Params;
-use super::{dear, email, files, http, peoplevox, shopify, woocommerce};
+use super::{dear, email, files, http, magento2, peoplevox, shopify, woocommerce};
 use super::{Field, FieldKind as K, Function, HostRule as H, System, Trigger as T};
 
 const fn f(name: &'static str, kind: K, required: bool, description: &'static str) -> Field {
@@ -210,6 +210,46 @@ pub static SYSTEMS: &[System] = &[
             },
         ],
         webhook_verification: "`X-WC-Webhook-Signature` = base64 HMAC-SHA256 of the raw body with the key's `webhook_secret`, compared in constant time.",
+    },
+    System {
+        name: "magento2",
+        title: "Magento 2 / Adobe Commerce",
+        description: "Magento 2 and Adobe Commerce stores through the REST API (`/rest/V1`).",
+        key_template: &[
+            host("base_url", K::String, true, H::Any, "The store's address, e.g. `https://shop.example.com`; the REST API is under `/rest/V1`."),
+            secret("access_token", true, "The integration's access token (System → Extensions → Integrations), sent as a bearer token; since 2.4.4 the store must allow integration tokens as bearer tokens (Stores → Configuration → Services → OAuth)."),
+            f("store_code", K::String, false, "A store view code: requests go to `/rest/<store_code>/V1`; the default store view when unset."),
+        ],
+        key_required: true,
+        sources: &[
+            Function {
+                name: "magento2.orders",
+                description: "Read orders updated since the last run (`updated_at`), page by page.",
+                triggers: PULL,
+                params: <magento2::PullParams as Params>::FIELDS,
+            },
+            Function {
+                name: "magento2.products",
+                description: "Read products updated since the last run (`updated_at`), page by page.",
+                triggers: PULL,
+                params: <magento2::PullParams as Params>::FIELDS,
+            },
+        ],
+        destinations: &[
+            Function {
+                name: "magento2.shipment",
+                description: "Ship an order with its tracking numbers: the output names `order_id` (the entity id) and any of `items`, `tracks`, `comment`, `notify`.",
+                triggers: &[],
+                params: <magento2::ShipmentParams as Params>::FIELDS,
+            },
+            Function {
+                name: "magento2.stock",
+                description: "Set stock per SKU and source (MSI source items): the output (or each item of a list) names `sku`, `quantity`, and may name `source_code` and `status`.",
+                triggers: &[],
+                params: <magento2::StockParams as Params>::FIELDS,
+            },
+        ],
+        webhook_verification: "None: Magento has no webhook source here (read orders on a schedule).",
     },
     System {
         name: "ftp",

@@ -5,11 +5,13 @@
 
 mod catalogue;
 pub mod dear;
+mod delivery;
 pub mod email;
 pub mod files;
 pub mod ftp;
 pub mod http;
 mod install;
+pub mod magento2;
 pub mod naming;
 pub mod net;
 pub mod params;

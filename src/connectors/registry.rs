@@ -282,6 +282,18 @@ impl Default for Registry {
                 Arc::new(super::woocommerce::OrderUpdate),
             )
             .with_destination("woocommerce.stock", Arc::new(super::woocommerce::Stock))
+            .with_source(
+                "magento2.orders",
+                Arc::new(super::magento2::Pull { resource: "orders" }),
+            )
+            .with_source(
+                "magento2.products",
+                Arc::new(super::magento2::Pull {
+                    resource: "products",
+                }),
+            )
+            .with_destination("magento2.shipment", Arc::new(super::magento2::Shipment))
+            .with_destination("magento2.stock", Arc::new(super::magento2::Stock))
     }
 }
 

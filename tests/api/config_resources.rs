@@ -517,6 +517,7 @@ async fn systems_library(db: Db) {
             "dear",
             "peoplevox",
             "woocommerce",
+            "magento2",
             "ftp",
             "sftp",
             "email"
@@ -560,7 +561,7 @@ async fn systems_list_only_what_the_connectors_run(db: Db) {
         registry.functions(),
         "every runnable function is listed"
     );
-    for gone in ["magento2"] {
+    for gone in ["magento1", "bigcommerce"] {
         let (status, _) = s.get(&format!("/systems/{gone}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
     }
@@ -594,7 +595,7 @@ async fn systems_list_only_what_the_connectors_run(db: Db) {
     let (status, out) = s
         .post(
             "/keys",
-            json!({"system": "magento2", "title": "f", "credentials": {"host": "m2.example.com",
+            json!({"system": "bigcommerce", "title": "f", "credentials": {"host": "bc.example.com",
                 "username": "u", "password": "p"}}),
         )
         .await;

@@ -19,6 +19,7 @@ mod ingest;
 mod input_limits;
 mod lifecycle;
 mod lookup_tables;
+mod magento;
 mod monitoring;
 mod outbound;
 mod panel;

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use crate::connectors::delivery::{self, refused, Answer};
 use crate::connectors::net::{CallError, Outbound};
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
+use crate::domain::retry::Verdict;
 
 crate::params! {
     /// The params of `woocommerce.order_update`.
@@ -26,14 +27,7 @@ crate::params! {
     }
 }
 
-/// One step that failed, or the last answer.
-struct Answer {
-    status: reqwest::StatusCode,
-    body: String,
-    retry_after: Option<Duration>,
-}
-
-/// Sends one request; the answer, or what kept it from arriving.
+/// Sends one request to the store's API.
 async fn call_api(
     net: &Outbound,
     key: &Value,
@@ -49,79 +43,34 @@ async fn call_api(
             .header("content-type", "application/json")
             .body(serde_json::to_vec(body).unwrap_or_default());
     }
-    let res = net.send(req, Some(timeout)).await?;
-    let status = res.status();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let body = net.read_excerpt(res).await;
-    Ok(Answer {
-        status,
-        body,
-        retry_after,
-    })
+    delivery::send(net, req, timeout).await
 }
 
-/// The result of a delivery from its last answer (or the failure to get one).
+/// WooCommerce names the problem in its body: an unknown order is a 400 to a PUT but a 404 to
+/// a note, with codes ending in `_invalid_id` either way.
+fn code_of(status: u16, body: &str) -> Option<ErrorCode> {
+    let code = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    if code.ends_with("_invalid_id") || status == 404 {
+        Some(ErrorCode::NotFound)
+    } else if status == 400 {
+        Some(ErrorCode::InvalidSchema)
+    } else {
+        None
+    }
+}
+
 fn result(started: Instant, what: &str, answer: Result<Answer, CallError>) -> SendResult {
-    match answer {
-        Ok(a) => {
-            let (verdict, error_code) = judge_status(a.status.as_u16());
-            // WooCommerce names the problem in its body: an unknown order is a 400 to a PUT
-            // but a 404 to a note, with codes ending in `_invalid_id` either way.
-            let code = serde_json::from_str::<Value>(&a.body)
-                .ok()
-                .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_default();
-            let error_code = if code.ends_with("_invalid_id") || a.status.as_u16() == 404 {
-                Some(ErrorCode::NotFound)
-            } else if a.status.as_u16() == 400 {
-                Some(ErrorCode::InvalidSchema)
-            } else {
-                error_code
-            };
-            SendResult {
-                message: (verdict != Verdict::Success).then(|| {
-                    format!(
-                        "WooCommerce answered {} to {what}: {}",
-                        a.status,
-                        super::problem(&a.body)
-                    )
-                }),
-                verdict,
-                error_code,
-                http_status: Some(a.status.as_u16()),
-                http_status_name: a.status.canonical_reason().map(str::to_string),
-                excerpt: (!a.body.is_empty()).then_some(a.body),
-                retry_after: matches!(a.status.as_u16(), 429 | 503)
-                    .then_some(a.retry_after)
-                    .flatten(),
-                duration: started.elapsed(),
-            }
-        }
-        Err(e) => SendResult {
-            verdict: match e {
-                CallError::Blocked(_) | CallError::Invalid(_) => Verdict::Final,
-                _ => Verdict::Retry,
-            },
-            error_code: Some(e.code()),
-            http_status: None,
-            http_status_name: None,
-            excerpt: None,
-            retry_after: None,
-            message: Some(format!("{what}: {e}")),
-            duration: started.elapsed(),
-        },
-    }
-}
-
-fn refused(started: Instant, code: ErrorCode, message: String) -> SendResult {
-    SendResult {
-        duration: started.elapsed(),
-        ..SendResult::refused(code, message)
-    }
+    delivery::result(
+        started,
+        "WooCommerce",
+        what,
+        answer,
+        super::problem,
+        code_of,
+    )
 }
 
 /// The id a record names: a number, or digits in a string.
