@@ -23,6 +23,9 @@ pub const DEAR_SHOPIFY_FULFILLMENT_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0005);
 /// Shopify product and variants → stock CSV (template).
 pub const SHOPIFY_STOCK_CSV_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0006);
+/// Magento 2 order → Peoplevox-style sales order XML (template).
+pub const MAGENTO_PEOPLEVOX_XML_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0008);
 /// WooCommerce order → CSV, one line per line item (template).
 pub const WOOCOMMERCE_ORDER_LINES_CSV_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007);
@@ -37,7 +40,7 @@ struct Entry {
     code: &'static str,
 }
 
-const LIBRARY: [Entry; 7] = [
+const LIBRARY: [Entry; 8] = [
     Entry {
         id: PASSTHROUGH_ID,
         title: "Passthrough",
@@ -101,6 +104,15 @@ const LIBRARY: [Entry; 7] = [
         format: "csv",
         code: include_str!("library/woocommerce_order_lines.csv.j2"),
     },
+    Entry {
+        id: MAGENTO_PEOPLEVOX_XML_ID,
+        title: "Magento order to Peoplevox sales order XML",
+        description: "A Magento 2 order as a Peoplevox-style sales order document: the shipping address of its shipping assignment, service type from the `shipping_methods` lookup table (by Magento's method code), one line per ordered product (child lines of configurable and bundle products left out). Settings: site_reference, timezone.",
+        data_type: "sales_order",
+        language: "template",
+        format: "xml",
+        code: include_str!("library/magento_order_to_peoplevox.xml.j2"),
+    },
 ];
 
 /// Every public transformation.
@@ -141,6 +153,57 @@ mod tests {
     const PRODUCT: &str = include_str!("library/samples/shopify_product.json");
     const SALE: &str = include_str!("library/samples/dear_sale.json");
     const WOO_ORDER: &str = include_str!("library/samples/woocommerce_order.json");
+    const MAGENTO_ORDER: &str = include_str!("library/samples/magento_order.json");
+
+    #[test]
+    fn magento_order_to_peoplevox_xml() {
+        let (out, _) = run(
+            MAGENTO_PEOPLEVOX_XML_ID,
+            MAGENTO_ORDER,
+            json!({"site_reference": "DETROIT", "timezone": "America/Detroit"}),
+        );
+        assert_eq!(
+            text(out),
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<SalesOrders>
+  <SalesOrder>
+    <SalesOrderNumber>000000003</SalesOrderNumber>
+    <CustomerPurchaseOrderReferenceNumber>3</CustomerPurchaseOrderReferenceNumber>
+    <SiteReference>DETROIT</SiteReference>
+    <RequestedDeliveryDate>2017-08-21</RequestedDeliveryDate>
+    <ShippingCost>10.00</ShippingCost>
+    <ServiceType>Best Way - Table Rate</ServiceType>
+    <Email>jdoe@example.com</Email>
+    <FirstName>Jane</FirstName>
+    <LastName>Doe</LastName>
+    <Company>Doe &amp; Daughters</Company>
+    <Phone>(555) 229-3326</Phone>
+    <ShippingAddressLine1>6146 Honey Bluff Parkway</ShippingAddressLine1>
+    <ShippingAddressLine2>Suite 2</ShippingAddressLine2>
+    <ShippingAddressCity>Calder</ShippingAddressCity>
+    <ShippingAddressRegion>MI</ShippingAddressRegion>
+    <ShippingAddressPostcode>49628-7978</ShippingAddressPostcode>
+    <ShippingAddressCountry>US</ShippingAddressCountry>
+    <Lines>
+      <SalesOrderLine>
+        <Line>1</Line>
+        <ItemCode>MS10-L-Blue</ItemCode>
+        <Description>Champ Tee Large</Description>
+        <Quantity>2</Quantity>
+        <SalePrice>24.00</SalePrice>
+      </SalesOrderLine>
+      <SalesOrderLine>
+        <Line>2</Line>
+        <ItemCode>24-WG080</ItemCode>
+        <Description>Sprite Yoga Companion Kit</Description>
+        <Quantity>1</Quantity>
+        <SalePrice>48.00</SalePrice>
+      </SalesOrderLine>
+    </Lines>
+  </SalesOrder>
+</SalesOrders>"#
+        );
+    }
 
     #[test]
     fn woocommerce_order_to_csv_lines() {
