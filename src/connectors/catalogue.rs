@@ -135,6 +135,12 @@ pub static SYSTEMS: &[System] = &[
         key_required: true,
         sources: &[
             Function {
+                name: "dear.sales",
+                description: "Read sales changed since the last run (`saleList` with `UpdatedSince`), page by page within DEAR's 60 calls a minute; each in full when `full`.",
+                triggers: PULL,
+                params: <dear::SalesParams as Params>::FIELDS,
+            },
+            Function {
                 name: "dear.webhook",
                 description: "Receive DEAR webhooks; thin payloads are completed from the API.",
                 triggers: PUSH,

@@ -257,6 +257,10 @@ impl Default for Registry {
             .with_destination("http.send", Arc::new(super::http::Send))
             .with_webhook("shopify.webhook", shopify.clone())
             .with_installer("shopify.webhook", shopify)
+            .with_source(
+                "dear.sales",
+                Arc::new(super::dear::Sales { dear: dear.clone() }),
+            )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))

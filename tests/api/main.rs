@@ -11,6 +11,7 @@ mod audit;
 mod binary;
 mod config_resources;
 mod csv_lists;
+mod dear;
 mod email;
 mod engine;
 mod ftp;

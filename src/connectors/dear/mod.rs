@@ -2,6 +2,7 @@
 //! record is read from the API, within its limit of 60 requests a minute per account.
 
 mod limiter;
+mod sales;
 mod webhook;
 
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use limiter::RateLimiter;
+pub use sales::{Sales, SalesParams};
 pub use webhook::WebhookParams;
 
 use super::net::Outbound;
