@@ -147,7 +147,12 @@ pub static SYSTEMS: &[System] = &[
                 params: <dear::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[],
+        destinations: &[Function {
+            name: "dear.sale",
+            description: "Create a sale (or update the one the output's `ID` names), then add its order when the output has `Order.Lines`.",
+            triggers: &[],
+            params: <dear::SaleParams as Params>::FIELDS,
+        }],
         webhook_verification: "Basic or Bearer credentials, or a custom header and value, as set in the key's `webhook_auth`.",
     },
     System {

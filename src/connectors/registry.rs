@@ -261,6 +261,10 @@ impl Default for Registry {
                 "dear.sales",
                 Arc::new(super::dear::Sales { dear: dear.clone() }),
             )
+            .with_destination(
+                "dear.sale",
+                Arc::new(super::dear::SaleWrite { dear: dear.clone() }),
+            )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))

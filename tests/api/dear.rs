@@ -21,6 +21,8 @@ use crate::peers::Sink;
 #[derive(Default)]
 struct Dear {
     sales: BTreeMap<String, Value>,
+    /// Sales made or changed through the API, and the orders added to them.
+    written: Vec<(String, Value)>,
     /// The list calls answered, with their query; `limited` says whether the next is a 429.
     calls: Vec<BTreeMap<String, String>>,
     limited: bool,
@@ -103,6 +105,65 @@ async fn dear() -> (String, DearState) {
                         .into_response(),
                     None => (AxStatus::BAD_REQUEST, axum::Json(json!([{"ErrorCode": 400, "Exception": "Sale not found"}]))).into_response(),
                 }
+            }),
+        )
+        .route(
+            "/ExternalApi/v2/sale",
+            axum::routing::post(|State(d): State<DearState>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                if !authed(&h) {
+                    return (AxStatus::FORBIDDEN, "Incorrect credentials!").into_response();
+                }
+                let bad = |e: &str| (AxStatus::BAD_REQUEST, axum::Json(json!([{"ErrorCode": 400, "Exception": e}]))).into_response();
+                if b.get("Customer").is_none() && b.get("CustomerID").is_none() {
+                    return bad("Customer is required.");
+                }
+                if b["Location"] != "Main Warehouse" {
+                    return bad(&format!("Location '{}' does not exist.", b["Location"].as_str().unwrap_or("")));
+                }
+                let mut d = d.lock().unwrap();
+                let id = format!("7c1e2f3a-0000-4000-8000-{:012}", d.written.len() + 1);
+                let mut sale = b.clone();
+                sale["ID"] = json!(id);
+                d.written.push(("POST sale".into(), sale.clone()));
+                d.sales.insert(id, sale.clone());
+                axum::Json(sale).into_response()
+            })
+            .put(|State(d): State<DearState>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                if !authed(&h) {
+                    return (AxStatus::FORBIDDEN, "Incorrect credentials!").into_response();
+                }
+                let mut d = d.lock().unwrap();
+                let id = b["ID"].as_str().unwrap_or_default().to_string();
+                let Some(sale) = d.sales.get_mut(&id) else {
+                    return (AxStatus::BAD_REQUEST, axum::Json(json!([{"ErrorCode": 400, "Exception": "Sale not found"}]))).into_response();
+                };
+                for (k, v) in b.as_object().unwrap() {
+                    sale[k] = v.clone();
+                }
+                let sale = sale.clone();
+                d.written.push(("PUT sale".into(), b));
+                axum::Json(sale).into_response()
+            }),
+        )
+        .route(
+            "/ExternalApi/v2/sale/order",
+            axum::routing::post(|State(d): State<DearState>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                if !authed(&h) {
+                    return (AxStatus::FORBIDDEN, "Incorrect credentials!").into_response();
+                }
+                let bad = |e: &str| (AxStatus::BAD_REQUEST, axum::Json(json!([{"ErrorCode": 400, "Exception": e}]))).into_response();
+                let mut d = d.lock().unwrap();
+                let Some(sale) = b["SaleID"].as_str().and_then(|id| d.sales.get(id)).cloned() else {
+                    return bad("Sale not found");
+                };
+                if !matches!(b["Status"].as_str(), Some("DRAFT") | Some("AUTHORISED")) {
+                    return bad("Status should be DRAFT or AUTHORISED.");
+                }
+                if sale["SkipQuote"] != true {
+                    return bad("Sale Quote should be authorised before creating Sale Order.");
+                }
+                d.written.push(("POST sale/order".into(), b.clone()));
+                axum::Json(b).into_response()
             }),
         )
         .with_state(state.clone());
@@ -244,4 +305,98 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     );
 }
 
-both_stores!(sales_are_read_by_updated_since_within_the_limit);
+async fn sales_are_created_updated_and_ordered(db: Db) {
+    let (_env, s) = start(db).await;
+    let (base, dear) = dear().await;
+    dear.lock().unwrap().limited = false;
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
+        )
+        .await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Orders", "system": "dear", "function": "dear.sales",
+                "key_id": key["id"], "trigger": "manual", "params": {}}),
+        )
+        .await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "DEAR sales", "system": "dear", "function": "dear.sale",
+                "key_id": key["id"], "params": {}, "retry": {"schedule_seconds": [0], "timeout_seconds": 10}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "To DEAR", "data_type": "sales_order", "source_id": source["id"],
+                "transformation_id": crate::common::PASSTHROUGH, "destination_id": destination["id"]}),
+        )
+        .await;
+    let existing = "5b4e5f8c-0000-4c1e-9a3e-000000000005";
+    let (_, events) = crate::engine::upload_and_wait(
+        &s,
+        stream["id"].as_str().unwrap(),
+        json!([
+            {"Customer": "Cash Customer", "Location": "Main Warehouse", "CustomerReference": "#1042",
+             "Order": {"Lines": [{"SKU": "A-1", "Name": "Bread", "Quantity": 2, "Price": 9.5, "Tax": 0, "TaxRule": "Tax Exempt"}]}},
+            {"ID": existing, "Note": "Gift wrap"},
+            {"ID": "00000000-0000-0000-0000-000000000000", "Note": "lost"},
+            {"Customer": "No Location"},
+            {"Customer": "Elsewhere", "Location": "Nowhere"}
+        ]),
+    )
+    .await;
+    let by = |needle: &str| {
+        events
+            .iter()
+            .find(|e| e["payload_in"].to_string().contains(needle))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("#1042")["status"], "OK", "{}", by("#1042"));
+    assert_eq!(by("Gift wrap")["status"], "OK");
+    assert_eq!(by("lost")["error_code"], "NOT_FOUND");
+    assert!(by("lost")["message"]
+        .as_str()
+        .unwrap()
+        .contains("Sale not found"));
+    assert_eq!(by("No Location")["error_code"], "INVALID_SCHEMA");
+    let elsewhere = by("Elsewhere");
+    assert_eq!(elsewhere["error_code"], "INVALID_SCHEMA");
+    assert!(elsewhere["message"]
+        .as_str()
+        .unwrap()
+        .contains("'Nowhere' does not exist"));
+    let d = dear.lock().unwrap();
+    let kinds: Vec<&str> = d.written.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "POST sale").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| **k == "PUT sale").count(), 1);
+    let (_, created) = d.written.iter().find(|(k, _)| k == "POST sale").unwrap();
+    assert_eq!(
+        created["SkipQuote"], true,
+        "so the order can be added at once"
+    );
+    assert!(
+        created.get("Order").is_none(),
+        "the order goes on its own call"
+    );
+    let (_, order) = d
+        .written
+        .iter()
+        .find(|(k, _)| k == "POST sale/order")
+        .unwrap();
+    assert_eq!(order["SaleID"], created["ID"]);
+    assert_eq!(order["Status"], "AUTHORISED");
+    assert_eq!(order["Lines"][0]["SKU"], "A-1");
+    assert_eq!(d.sales[existing]["Note"], "Gift wrap");
+}
+
+both_stores!(
+    sales_are_read_by_updated_since_within_the_limit,
+    sales_are_created_updated_and_ordered,
+);

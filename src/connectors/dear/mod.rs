@@ -2,6 +2,7 @@
 //! record is read from the API, within its limit of 60 requests a minute per account.
 
 mod limiter;
+mod sale;
 mod sales;
 mod webhook;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use limiter::RateLimiter;
+pub use sale::{SaleParams, SaleWrite};
 pub use sales::{Sales, SalesParams};
 pub use webhook::WebhookParams;
 

@@ -1,0 +1,161 @@
+//! `dear.sale`: creates a sale (`POST /sale`) or, when the output names its `ID`, updates it
+//! (`PUT /sale`); then, when the output has an `Order` with `Lines`, adds the order
+//! (`POST /sale/order`). Calls are paced within DEAR's limit like its reads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{request, Dear};
+use crate::connectors::delivery::{self, refused, Answer};
+use crate::connectors::net::CallError;
+use crate::connectors::params::Params;
+use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
+use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::Verdict;
+
+crate::params! {
+    /// The params of `dear.sale`.
+    pub struct SaleParams {
+        skip_quote: bool = true, "Create sales without a quote stage (`SkipQuote`), so their order can be added at once; the output's `SkipQuote` wins.";
+        order_status: String = "AUTHORISED".into(), "The status of the added order when the output's `Order` names none: `AUTHORISED` or `DRAFT`.";
+    }
+}
+
+/// `dear.sale`, sharing DEAR's pacing with the connector's reads.
+pub struct SaleWrite {
+    pub dear: Arc<Dear>,
+}
+
+/// DEAR's errors: `[{"ErrorCode": 400, "Exception": "…"}]` (or one such object), or text.
+fn explain(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let first = match &v {
+        Value::Array(list) => list.first(),
+        Value::Object(_) => Some(&v),
+        _ => None,
+    };
+    match first
+        .and_then(|e| e.get("Exception"))
+        .and_then(Value::as_str)
+    {
+        Some(e) => e.to_string(),
+        None => body.chars().take(300).collect(),
+    }
+}
+
+fn code_of(status: u16, body: &str) -> Option<ErrorCode> {
+    match status {
+        403 => Some(ErrorCode::Unauthorized),
+        400 if explain(body).to_lowercase().contains("not found") => Some(ErrorCode::NotFound),
+        400 => Some(ErrorCode::InvalidSchema),
+        _ => None,
+    }
+}
+
+fn result(started: Instant, what: &str, answer: Result<Answer, CallError>) -> SendResult {
+    delivery::result(started, "DEAR", what, answer, explain, code_of)
+}
+
+#[async_trait]
+impl DestinationFunction for SaleWrite {
+    async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
+        let started = Instant::now();
+        let params = match SaleParams::parse(call.params) {
+            Ok(p) => p,
+            Err(e) => {
+                return refused(
+                    started,
+                    ErrorCode::Unknown,
+                    format!("the destination has {e}"),
+                )
+            }
+        };
+        let Some(key) = call.key else {
+            return refused(
+                started,
+                ErrorCode::Unauthorized,
+                "a DEAR destination needs a key".into(),
+            );
+        };
+        let Some(sale) = out.body.as_object() else {
+            return refused(
+                started,
+                ErrorCode::InvalidSchema,
+                "the output is not a sale (an object)".into(),
+            );
+        };
+        let account = key
+            .get("account_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut header = sale.clone();
+        let order = header.remove("Order");
+        let update = header.get("ID").and_then(Value::as_str).map(str::to_string);
+        if update.is_none() {
+            if header.get("Customer").is_none() && header.get("CustomerID").is_none() {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    "a new sale names its `Customer` (or `CustomerID`)".into(),
+                );
+            }
+            if header.get("Location").is_none() {
+                return refused(
+                    started,
+                    ErrorCode::InvalidSchema,
+                    "a new sale names its `Location`".into(),
+                );
+            }
+            header
+                .entry("SkipQuote")
+                .or_insert(json!(params.skip_quote));
+        }
+        let (method, what) = match &update {
+            Some(id) => (reqwest::Method::PUT, format!("updating sale {id}")),
+            None => (reqwest::Method::POST, "creating a sale".to_string()),
+        };
+        self.dear.limiter.turn(&account).await;
+        let req = request(call.net, method, key, "/sale").json(&Value::Object(header));
+        let answer = delivery::send(call.net, req, out.timeout).await;
+        let sale_id = match &answer {
+            Ok(a) if a.status.is_success() => serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v.get("ID").and_then(Value::as_str).map(str::to_string))
+                .or(update.clone()),
+            _ => None,
+        };
+        let r = result(started, &what, answer);
+        if r.verdict != Verdict::Success {
+            return r;
+        }
+        let Some(mut order) = order.filter(|o| o.get("Lines").is_some_and(Value::is_array)) else {
+            return r;
+        };
+        let Some(sale_id) = sale_id else {
+            return refused(
+                started,
+                ErrorCode::InvalidApiResponse,
+                "DEAR's answer to the sale names no `ID`".into(),
+            );
+        };
+        order["SaleID"] = json!(sale_id);
+        if order.get("Status").is_none() {
+            order["Status"] = json!(params.order_status);
+        }
+        if order.get("Memo").is_none() {
+            order["Memo"] = json!("");
+        }
+        self.dear.limiter.turn(&account).await;
+        let req = request(call.net, reqwest::Method::POST, key, "/sale/order").json(&order);
+        let what = format!("adding the order of sale {sale_id}");
+        result(
+            started,
+            &what,
+            delivery::send(call.net, req, out.timeout).await,
+        )
+    }
+}
