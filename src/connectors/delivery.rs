@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::net::{CallError, Outbound};
-use super::registry::SendResult;
+use super::params::Params;
+use super::registry::{Call, SendResult};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
 
@@ -91,5 +94,73 @@ pub fn refused(started: Instant, code: ErrorCode, message: String) -> SendResult
     SendResult {
         duration: started.elapsed(),
         ..SendResult::refused(code, message)
+    }
+}
+
+/// What every commerce destination starts with: its params and its key, or the refusal.
+pub fn prepare<'a, P: Params>(
+    started: Instant,
+    call: &Call<'a>,
+    system: &str,
+) -> Result<(P, &'a Value), Box<SendResult>> {
+    let params = P::parse(call.params).map_err(|e| {
+        Box::new(refused(
+            started,
+            ErrorCode::Unknown,
+            format!("the destination has {e}"),
+        ))
+    })?;
+    let key = call.key.ok_or_else(|| {
+        Box::new(refused(
+            started,
+            ErrorCode::Unauthorized,
+            format!("a {system} destination needs a key"),
+        ))
+    })?;
+    Ok((params, key))
+}
+
+/// The items an output carries: each of a list, or the output itself.
+pub fn items(body: &Value) -> Vec<&Value> {
+    match body {
+        Value::Array(list) => list.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// A delivery made of calls: it stops at the first that does not succeed, and otherwise
+/// answers with the last.
+pub struct Steps {
+    started: Instant,
+    last: Option<SendResult>,
+}
+
+impl Steps {
+    pub fn new(started: Instant) -> Steps {
+        Steps {
+            started,
+            last: None,
+        }
+    }
+
+    /// Takes a call's result; the delivery's result when it stops here.
+    pub fn step(&mut self, r: SendResult) -> Option<SendResult> {
+        if r.verdict == Verdict::Success {
+            self.last = Some(r);
+            None
+        } else {
+            Some(r)
+        }
+    }
+
+    /// The last call's result; an output that made no call is refused.
+    pub fn finish(self) -> SendResult {
+        self.last.unwrap_or_else(|| {
+            refused(
+                self.started,
+                ErrorCode::InvalidSchema,
+                "the output is an empty list".into(),
+            )
+        })
     }
 }

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use super::{request, Dear};
 use crate::connectors::delivery::{self, refused, Answer};
 use crate::connectors::net::CallError;
-use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::Verdict;
@@ -63,22 +62,9 @@ fn result(started: Instant, what: &str, answer: Result<Answer, CallError>) -> Se
 impl DestinationFunction for SaleWrite {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match SaleParams::parse(call.params) {
-            Ok(p) => p,
-            Err(e) => {
-                return refused(
-                    started,
-                    ErrorCode::Unknown,
-                    format!("the destination has {e}"),
-                )
-            }
-        };
-        let Some(key) = call.key else {
-            return refused(
-                started,
-                ErrorCode::Unauthorized,
-                "a DEAR destination needs a key".into(),
-            );
+        let (params, key) = match delivery::prepare::<SaleParams>(started, &call, "DEAR") {
+            Ok(ready) => ready,
+            Err(refusal) => return *refusal,
         };
         let Some(sale) = out.body.as_object() else {
             return refused(

@@ -8,10 +8,8 @@ use serde_json::{json, Value};
 
 use crate::connectors::delivery::{self, refused, Answer};
 use crate::connectors::net::CallError;
-use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::Verdict;
 
 /// Most source items in one call: Magento's array limit when it limits input.
 const SOURCE_ITEMS_PER_CALL: usize = 20;
@@ -52,28 +50,12 @@ pub struct Shipment;
 impl DestinationFunction for Shipment {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match ShipmentParams::parse(call.params) {
-            Ok(p) => p,
-            Err(e) => {
-                return refused(
-                    started,
-                    ErrorCode::Unknown,
-                    format!("the destination has {e}"),
-                )
-            }
+        let (params, key) = match delivery::prepare::<ShipmentParams>(started, &call, "Magento") {
+            Ok(ready) => ready,
+            Err(refusal) => return *refusal,
         };
-        let Some(key) = call.key else {
-            return refused(
-                started,
-                ErrorCode::Unauthorized,
-                "a Magento destination needs a key".into(),
-            );
-        };
-        let shipments: Vec<&Value> = match out.body {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        let mut last = None;
+        let shipments = delivery::items(out.body);
+        let mut steps = delivery::Steps::new(started);
         for s in shipments {
             let order = match s.get("order_id") {
                 Some(Value::Number(n)) => n.as_u64(),
@@ -116,18 +98,11 @@ impl DestinationFunction for Shipment {
                 &what,
                 delivery::send(call.net, req, out.timeout).await,
             );
-            if r.verdict != Verdict::Success {
-                return r;
+            if let Some(stop) = steps.step(r) {
+                return stop;
             }
-            last = Some(r);
         }
-        last.unwrap_or_else(|| {
-            refused(
-                started,
-                ErrorCode::InvalidSchema,
-                "the output is an empty list".into(),
-            )
-        })
+        steps.finish()
     }
 }
 
@@ -140,27 +115,11 @@ pub struct Stock;
 impl DestinationFunction for Stock {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match StockParams::parse(call.params) {
-            Ok(p) => p,
-            Err(e) => {
-                return refused(
-                    started,
-                    ErrorCode::Unknown,
-                    format!("the destination has {e}"),
-                )
-            }
+        let (params, key) = match delivery::prepare::<StockParams>(started, &call, "Magento") {
+            Ok(ready) => ready,
+            Err(refusal) => return *refusal,
         };
-        let Some(key) = call.key else {
-            return refused(
-                started,
-                ErrorCode::Unauthorized,
-                "a Magento destination needs a key".into(),
-            );
-        };
-        let levels: Vec<&Value> = match out.body {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
+        let levels = delivery::items(out.body);
         let mut items = Vec::with_capacity(levels.len());
         for level in levels {
             let (Some(sku), Some(quantity)) = (
@@ -192,7 +151,7 @@ impl DestinationFunction for Stock {
                 "the output is an empty list".into(),
             );
         }
-        let mut last = None;
+        let mut steps = delivery::Steps::new(started);
         for chunk in items.chunks(SOURCE_ITEMS_PER_CALL) {
             let skus: Vec<&str> = chunk.iter().filter_map(|i| i["sku"].as_str()).collect();
             let req = super::request(
@@ -208,17 +167,10 @@ impl DestinationFunction for Stock {
                 &what,
                 delivery::send(call.net, req, out.timeout).await,
             );
-            if r.verdict != Verdict::Success {
-                return r;
+            if let Some(stop) = steps.step(r) {
+                return stop;
             }
-            last = Some(r);
         }
-        last.unwrap_or_else(|| {
-            refused(
-                started,
-                ErrorCode::InvalidSchema,
-                "the output is an empty list".into(),
-            )
-        })
+        steps.finish()
     }
 }

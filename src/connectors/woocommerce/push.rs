@@ -8,10 +8,8 @@ use serde_json::{json, Value};
 
 use crate::connectors::delivery::{self, refused, Answer};
 use crate::connectors::net::{CallError, Outbound};
-use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::Verdict;
 
 crate::params! {
     /// The params of `woocommerce.order_update`.
@@ -90,28 +88,13 @@ pub struct OrderUpdate;
 impl DestinationFunction for OrderUpdate {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match OrderUpdateParams::parse(call.params) {
-            Ok(p) => p,
-            Err(e) => {
-                return refused(
-                    started,
-                    ErrorCode::Unknown,
-                    format!("the destination has {e}"),
-                )
-            }
-        };
-        let Some(key) = call.key else {
-            return refused(
-                started,
-                ErrorCode::Unauthorized,
-                "a WooCommerce destination needs a key".into(),
-            );
-        };
-        let updates: Vec<&Value> = match out.body {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        let mut last = None;
+        let (params, key) =
+            match delivery::prepare::<OrderUpdateParams>(started, &call, "WooCommerce") {
+                Ok(ready) => ready,
+                Err(refusal) => return *refusal,
+            };
+        let updates = delivery::items(out.body);
+        let mut steps = delivery::Steps::new(started);
         for update in updates {
             let Some(id) = id_of(update, &["id", "order_id"]) else {
                 return refused(
@@ -145,10 +128,9 @@ impl DestinationFunction for OrderUpdate {
                 )
                 .await;
                 let r = result(started, &what, answer);
-                if r.verdict != Verdict::Success {
-                    return r;
+                if let Some(stop) = steps.step(r) {
+                    return stop;
                 }
-                last = Some(r);
             }
             if let Some(note) = note {
                 let customer = update
@@ -167,19 +149,12 @@ impl DestinationFunction for OrderUpdate {
                 )
                 .await;
                 let r = result(started, &what, answer);
-                if r.verdict != Verdict::Success {
-                    return r;
+                if let Some(stop) = steps.step(r) {
+                    return stop;
                 }
-                last = Some(r);
             }
         }
-        last.unwrap_or_else(|| {
-            refused(
-                started,
-                ErrorCode::InvalidSchema,
-                "the output is an empty list".into(),
-            )
-        })
+        steps.finish()
     }
 }
 
@@ -191,28 +166,12 @@ pub struct Stock;
 impl DestinationFunction for Stock {
     async fn send(&self, call: Call<'_>, out: Outgoing<'_>) -> SendResult {
         let started = Instant::now();
-        let params = match StockParams::parse(call.params) {
-            Ok(p) => p,
-            Err(e) => {
-                return refused(
-                    started,
-                    ErrorCode::Unknown,
-                    format!("the destination has {e}"),
-                )
-            }
+        let (params, key) = match delivery::prepare::<StockParams>(started, &call, "WooCommerce") {
+            Ok(ready) => ready,
+            Err(refusal) => return *refusal,
         };
-        let Some(key) = call.key else {
-            return refused(
-                started,
-                ErrorCode::Unauthorized,
-                "a WooCommerce destination needs a key".into(),
-            );
-        };
-        let levels: Vec<&Value> = match out.body {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        let mut last = None;
+        let levels = delivery::items(out.body);
+        let mut steps = delivery::Steps::new(started);
         for level in levels {
             let Some(quantity) = level.get("quantity").and_then(Value::as_i64) else {
                 return refused(
@@ -294,17 +253,10 @@ impl DestinationFunction for Stock {
                 )
                 .await,
             );
-            if r.verdict != Verdict::Success {
-                return r;
+            if let Some(stop) = steps.step(r) {
+                return stop;
             }
-            last = Some(r);
         }
-        last.unwrap_or_else(|| {
-            refused(
-                started,
-                ErrorCode::InvalidSchema,
-                "the output is an empty list".into(),
-            )
-        })
+        steps.finish()
     }
 }
