@@ -14,8 +14,11 @@ use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
 /// A system's answer to one call.
 pub struct Answer {
     pub status: reqwest::StatusCode,
+    /// The start of the body, as attempts keep it.
     pub body: String,
     pub retry_after: Option<Duration>,
+    /// The whole body as JSON, when it was asked for and is JSON.
+    pub json: Option<Value>,
 }
 
 /// Sends `req` within `timeout`; the answer (its start, as attempts keep), or what kept it
@@ -37,6 +40,35 @@ pub async fn send(
         status,
         body,
         retry_after,
+        json: None,
+    })
+}
+
+/// As [`send`], also reading the whole body (within `outbound.max_response_bytes`) as JSON,
+/// for a caller that needs what the answer says beyond its excerpt.
+pub async fn send_reading(
+    net: &Outbound,
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<Answer, CallError> {
+    let res = net.send(req, Some(timeout)).await?;
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let bytes = net.read_capped(res).await?;
+    let cut = bytes.len().min(net.excerpt_bytes);
+    let mut end = cut;
+    while end > 0 && std::str::from_utf8(&bytes[..end]).is_err() {
+        end -= 1;
+    }
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+        retry_after,
+        json: serde_json::from_slice(&bytes).ok(),
     })
 }
 
@@ -54,6 +86,14 @@ pub fn result(
     match answer {
         Ok(a) => {
             let (verdict, by_status) = judge_status(a.status.as_u16());
+            let error_code = code(a.status.as_u16(), &a.body).or(by_status);
+            // A system that says its rate limit was reached in another status is retried.
+            let verdict =
+                if verdict != Verdict::Success && error_code == Some(ErrorCode::RateLimited) {
+                    Verdict::Retry
+                } else {
+                    verdict
+                };
             SendResult {
                 message: (verdict != Verdict::Success).then(|| {
                     format!(
@@ -63,7 +103,7 @@ pub fn result(
                     )
                 }),
                 verdict,
-                error_code: code(a.status.as_u16(), &a.body).or(by_status),
+                error_code,
                 http_status: Some(a.status.as_u16()),
                 http_status_name: a.status.canonical_reason().map(str::to_string),
                 excerpt: (!a.body.is_empty()).then_some(a.body),

@@ -202,7 +202,11 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     assert_eq!(j["status"], "FINISHED", "{j}");
     let events = events_of(&s, &job).await;
     assert_eq!(events.len(), 230);
-    assert!(events.iter().any(|e| e["entity_id"] == "SO-00042"));
+    // Known by the sale id, as DEAR's webhooks know it (one history for both).
+    assert!(events
+        .iter()
+        .any(|e| e["entity_id"] == "5b4e5f8c-0000-4c1e-9a3e-000000000042"
+            && e["payload_in"]["OrderNumber"] == "SO-00042"));
     let newest = {
         let mut d = dear.lock().unwrap();
         assert_eq!(d.calls.len(), 3);
@@ -233,7 +237,7 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     let events = events_of(&s, &job).await;
     let mut numbers: Vec<&str> = events
         .iter()
-        .map(|e| e["entity_id"].as_str().unwrap())
+        .map(|e| e["payload_in"]["OrderNumber"].as_str().unwrap())
         .collect();
     numbers.sort();
     assert_eq!(numbers, ["SO-00007", "SO-00099"]);
@@ -276,7 +280,11 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
     let events = events_of(&s, &job).await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["entity_id"], "SO-00008");
+    assert_eq!(
+        events[0]["entity_id"],
+        "5b4e5f8c-0000-4c1e-9a3e-000000000008"
+    );
+    assert_eq!(events[0]["payload_in"]["OrderNumber"], "SO-00008");
     assert_eq!(events[0]["payload_in"]["Order"]["Lines"][0]["SKU"], "A-1");
 
     // Wrong credentials fail the run with DEAR's answer.

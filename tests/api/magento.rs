@@ -128,6 +128,17 @@ async fn rest(
                 .unwrap_or(1)
                 .max(1);
             store.calls.push(format!("GET orders page {page}"));
+            // Equal `updated_at` values need the unique column after them to page stably.
+            let sort = |k: &str| query.get(k).map(String::as_str);
+            assert_eq!(
+                (
+                    sort("searchCriteria[sortOrders][0][field]"),
+                    sort("searchCriteria[sortOrders][1][field]"),
+                    sort("searchCriteria[sortOrders][1][direction]"),
+                ),
+                (Some("updated_at"), Some("entity_id"), Some("ASC")),
+                "{query:?}"
+            );
             let filter = "searchCriteria[filter_groups][0][filters][0]";
             let after = (query.get(&format!("{filter}[field]")).map(String::as_str)
                 == Some("updated_at")

@@ -46,6 +46,9 @@ fn explain(body: &str) -> String {
 }
 
 fn code_of(status: u16, body: &str) -> Option<ErrorCode> {
+    if explain(body).contains("API limit") {
+        return Some(ErrorCode::RateLimited);
+    }
     match status {
         403 => Some(ErrorCode::Unauthorized),
         400 if explain(body).to_lowercase().contains("not found") => Some(ErrorCode::NotFound),
@@ -106,10 +109,12 @@ impl DestinationFunction for SaleWrite {
         };
         self.dear.limiter.turn(&account).await;
         let req = request(call.net, method, key, "/sale").json(&Value::Object(header));
-        let answer = delivery::send(call.net, req, out.timeout).await;
+        // The whole answer is read: a large sale's `ID` may lie past the excerpt.
+        let answer = delivery::send_reading(call.net, req, out.timeout).await;
         let sale_id = match &answer {
-            Ok(a) if a.status.is_success() => serde_json::from_str::<Value>(&a.body)
-                .ok()
+            Ok(a) if a.status.is_success() => a
+                .json
+                .as_ref()
                 .and_then(|v| v.get("ID").and_then(Value::as_str).map(str::to_string))
                 .or(update.clone()),
             _ => None,

@@ -24,7 +24,7 @@ crate::params! {
         limit: u64 = 100, "Sales per page (1 to 1000).";
         since: Option<String>, "The first run reads sales updated after this time (ISO 8601, UTC); later runs go on from the last sale read. All sales when unset.";
         full: bool = false, "Read each sale in full (`GET /sale`: lines, fulfilments, invoices), one call more per sale within DEAR's 60 a minute; the list's summary when false.";
-        entity_id_path: Option<String>, "Dotted path of each record's entity id; `OrderNumber` when unset.";
+        entity_id_path: Option<String>, "Dotted path of each record's entity id; `SaleID` when unset (the id `dear.webhook` knows a sale by, so both sources share its history).";
     }
 }
 
@@ -56,7 +56,7 @@ impl SourceFunction for Sales {
         let given = SalesParams::parse(params)
             .ok()
             .and_then(|p| p.entity_id_path);
-        Some(given.unwrap_or_else(|| "OrderNumber".into()))
+        Some(given.unwrap_or_else(|| "SaleID".into()))
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
@@ -139,7 +139,7 @@ impl SourceFunction for Sales {
                     ErrorCode::InvalidApiResponse.as_str()
                 )
             })?;
-            let total = doc.get("Total").and_then(Value::as_u64).unwrap_or(0);
+            let total = doc.get("Total").and_then(Value::as_u64);
             let items = match doc.get_mut("SaleList").map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => {
@@ -169,9 +169,11 @@ impl SourceFunction for Sales {
                     newest = newest.max(Some(t));
                 }
             }
-            let empty = items.is_empty();
+            let short = (items.len() as u64) < params.limit;
             sales.extend(items);
-            if empty || page * params.limit >= total || page >= MAX_PAGES {
+            // The count says when to stop; without one, a short page does.
+            let done = total.map_or(short, |t| page * params.limit >= t);
+            if done || short || page >= MAX_PAGES {
                 break;
             }
             page += 1;
@@ -183,12 +185,21 @@ impl SourceFunction for Sales {
                     .and_then(Value::as_str)
                     .map(str::to_string)
                 {
-                    let mut full = fetch_sale(call.net, &self.dear.limiter, key, &id).await?;
-                    // The list's order number stays where the entity id is read.
-                    if full.get("OrderNumber").is_none() {
-                        full["OrderNumber"] = sale["OrderNumber"].clone();
+                    let full = fetch_sale(call.net, &self.dear.limiter, key, &id).await?;
+                    let Value::Object(mut full) = full else {
+                        return Err(format!(
+                            "{}: DEAR's sale {id} is not a sale: {}",
+                            ErrorCode::InvalidApiResponse.as_str(),
+                            full.to_string().chars().take(300).collect::<String>()
+                        ));
+                    };
+                    // The list's sale id and order number stay beside the sale's own fields.
+                    for field in ["SaleID", "OrderNumber"] {
+                        if !full.contains_key(field) {
+                            full.insert(field.into(), sale[field].clone());
+                        }
                     }
-                    *sale = full;
+                    *sale = Value::Object(full);
                 }
             }
         }

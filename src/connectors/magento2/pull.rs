@@ -68,6 +68,15 @@ impl SourceFunction for Pull {
                     "searchCriteria[sortOrders][0][direction]".into(),
                     "ASC".into(),
                 ),
+                // Equal times need a unique column after them, or pages may overlap.
+                (
+                    "searchCriteria[sortOrders][1][field]".into(),
+                    "entity_id".into(),
+                ),
+                (
+                    "searchCriteria[sortOrders][1][direction]".into(),
+                    "ASC".into(),
+                ),
                 (
                     "searchCriteria[pageSize]".into(),
                     params.page_size.to_string(),
@@ -115,7 +124,7 @@ impl SourceFunction for Pull {
                     self.resource
                 )
             })?;
-            let total = doc.get("total_count").and_then(Value::as_u64).unwrap_or(0);
+            let total = doc.get("total_count").and_then(Value::as_u64);
             let items = match doc.get_mut("items").map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => {
@@ -145,11 +154,12 @@ impl SourceFunction for Pull {
                     }
                 }
             }
-            let empty = items.is_empty();
+            let short = (items.len() as u64) < params.page_size;
             records.extend(items);
             // Magento 2.4 answers a page past the end with no items (2.3 repeated the last
-            // page), so the count says when to stop.
-            if empty || page * params.page_size >= total || page >= MAX_PAGES {
+            // page), so the count says when to stop; without one, a short page does.
+            let done = total.map_or(short, |t| page * params.page_size >= t);
+            if done || short || page >= MAX_PAGES {
                 break;
             }
             page += 1;

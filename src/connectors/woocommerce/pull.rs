@@ -68,7 +68,8 @@ impl SourceFunction for Pull {
             let mut query = vec![
                 ("per_page".to_string(), params.per_page.to_string()),
                 ("page".to_string(), page.to_string()),
-                ("orderby".to_string(), "id".to_string()),
+                // By modification time (WooCommerce adds the id after it for a stable order).
+                ("orderby".to_string(), "modified".to_string()),
                 ("order".to_string(), "asc".to_string()),
             ];
             if let Some(after) = &after {
@@ -124,8 +125,7 @@ impl SourceFunction for Pull {
                 .headers()
                 .get("x-wp-totalpages")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(1);
+                .and_then(|v| v.trim().parse::<u64>().ok());
             let body = call.net.read_capped(res).await.map_err(failed)?;
             let items = match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Array(items)) => items,
@@ -163,9 +163,12 @@ impl SourceFunction for Pull {
                     }
                 }
             }
-            let empty = items.is_empty();
+            let short = (items.len() as u64) < params.per_page;
             records.extend(items);
-            if empty || page >= pages || page >= MAX_PAGES {
+            // `X-WP-TotalPages` says when to stop; without it (a proxy may drop it), a short
+            // page does.
+            let done = pages.map_or(short, |p| page >= p);
+            if done || short || page >= MAX_PAGES {
                 break;
             }
             page += 1;

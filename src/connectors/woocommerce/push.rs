@@ -41,7 +41,7 @@ async fn call_api(
             .header("content-type", "application/json")
             .body(serde_json::to_vec(body).unwrap_or_default());
     }
-    delivery::send(net, req, timeout).await
+    delivery::send_reading(net, req, timeout).await
 }
 
 /// WooCommerce names the problem in its body: an unknown order is a 400 to a PUT but a 404 to
@@ -197,14 +197,24 @@ impl DestinationFunction for Stock {
                 )
                 .await;
                 let found = match answer {
-                    Ok(a) if a.status.is_success() => serde_json::from_str::<Value>(&a.body).ok(),
+                    Ok(a) if a.status.is_success() => a.json,
                     other => return result(started, &what, other),
                 };
-                match found
+                // `sku=` matches a comma-separated list: only the product whose SKU is this
+                // one, exactly, is taken.
+                let exact: Vec<&Value> = found
                     .as_ref()
                     .and_then(Value::as_array)
-                    .and_then(|l| l.first())
-                {
+                    .map(|l| l.iter().filter(|p| p["sku"] == sku).collect())
+                    .unwrap_or_default();
+                if exact.len() > 1 {
+                    return refused(
+                        started,
+                        ErrorCode::InvalidSchema,
+                        format!("several WooCommerce products have the SKU {sku}"),
+                    );
+                }
+                match exact.first() {
                     Some(p) => match id_of(p, &["id"]) {
                         Some(id) => (id, id_of(p, &["parent_id"]).filter(|p| *p > 0)),
                         None => {

@@ -60,9 +60,19 @@ impl WebhookVerifier for Webhook {
                 .is_some_and(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()))
     }
 
+    /// WooCommerce makes a delivery id from the webhook id and the second it was sent, so
+    /// two deliveries of one webhook in one second share it: the body's hash is part of the
+    /// key, and only a redelivery of the same body is a duplicate.
     fn delivery_id(&self, push: Push<'_>) -> Option<String> {
-        push.header("x-wc-webhook-delivery-id")
-            .map(|d| format!("{}:{d}", push.header("x-wc-webhook-id").unwrap_or("-")))
+        use sha2::Digest;
+        push.header("x-wc-webhook-delivery-id").map(|d| {
+            let body = sha2::Sha256::digest(push.body);
+            let hex: String = body.iter().take(12).map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}:{d}:{hex}",
+                push.header("x-wc-webhook-id").unwrap_or("-")
+            )
+        })
     }
 
     fn metadata(&self, push: Push<'_>, meta: &mut Map<String, Value>) {
