@@ -132,9 +132,24 @@ impl Installer for Webhook {
             let req =
                 super::request(call.net, reqwest::Method::POST, key, "/webhooks", &[]).json(&body);
             let what = format!("subscribing to {topic}");
-            let res = calls::call(call.net, req, &what, HOST_FIELD).await?;
-            let out = answer(call.net, res, &what).await?;
-            subscriptions.push(json!({"topic": topic, "id": out["id"]}));
+            let made = match calls::call(call.net, req, &what, HOST_FIELD).await {
+                Ok(res) => answer(call.net, res, &what).await,
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(out) => subscriptions.push(json!({"topic": topic, "id": out["id"]})),
+                Err(e) => {
+                    // Nothing is recorded when an install fails: the store's webhooks made
+                    // before it would deliver unseen, so they are removed again.
+                    for made in &subscriptions {
+                        let id = made["id"].to_string().trim_matches('"').to_string();
+                        if let Err(undo) = self.uninstall(call, &id).await {
+                            tracing::warn!(error = %undo, webhook = %id, "removing a webhook after a failed install failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(subscriptions)
     }
