@@ -14,6 +14,7 @@ mod install;
 pub mod magento2;
 pub mod naming;
 pub mod net;
+mod pages;
 pub mod params;
 pub mod peoplevox;
 pub mod registry;

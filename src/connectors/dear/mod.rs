@@ -82,13 +82,7 @@ async fn fetch_sale(
         let status = res.status();
         if status.as_u16() == 429 && limited < MAX_RATE_LIMITED {
             limited += 1;
-            let wait = res
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(10)
-                .min(120);
+            let wait = super::pages::busy_wait(&res, 10).as_secs();
             tracing::info!(sale = sale_id, wait, "DEAR rate limit reached; backing off");
             tokio::time::sleep(Duration::from_secs(wait)).await;
             continue;

@@ -108,13 +108,7 @@ impl SourceFunction for Sales {
             // The limit is answered 429 or (in older accounts) 503, often without Retry-After.
             if matches!(status.as_u16(), 429 | 503) && limited < MAX_RATE_LIMITED {
                 limited += 1;
-                let wait = res
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(60)
-                    .min(120);
+                let wait = crate::connectors::pages::busy_wait(&res, 60).as_secs();
                 tracing::info!(wait, "DEAR rate limit reached; backing off");
                 tokio::time::sleep(Duration::from_secs(wait)).await;
                 continue;
@@ -149,17 +143,14 @@ impl SourceFunction for Sales {
                     ))
                 }
             };
-            call.decode
-                .check_records(body.len(), items.len())
-                .map_err(|e| format!("{}: {e}", ErrorCode::InvalidApiResponse.as_str()))?;
-            if sales.len() + items.len() > call.net.max_records_per_run {
-                return Err(format!(
-                    "{}: DEAR gave more than {} sales in one run \
-                     (outbound.max_records_per_run); set `since` or run more often",
-                    ErrorCode::InvalidApiResponse.as_str(),
-                    call.net.max_records_per_run
-                ));
-            }
+            crate::connectors::pages::check(
+                &call,
+                "DEAR",
+                "sales",
+                body.len(),
+                sales.len(),
+                items.len(),
+            )?;
             for item in &items {
                 if let Some(t) = item
                     .get("Updated")

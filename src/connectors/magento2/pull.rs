@@ -135,18 +135,14 @@ impl SourceFunction for Pull {
                     ))
                 }
             };
-            call.decode
-                .check_records(body.len(), items.len())
-                .map_err(|e| format!("{}: {e}", ErrorCode::InvalidApiResponse.as_str()))?;
-            if records.len() + items.len() > call.net.max_records_per_run {
-                return Err(format!(
-                    "{}: Magento gave more than {} {} in one run \
-                     (outbound.max_records_per_run); set `since` or run more often",
-                    ErrorCode::InvalidApiResponse.as_str(),
-                    call.net.max_records_per_run,
-                    self.resource
-                ));
-            }
+            crate::connectors::pages::check(
+                &call,
+                "Magento",
+                self.resource,
+                body.len(),
+                records.len(),
+                items.len(),
+            )?;
             for item in &items {
                 if let Some(t) = item.get("updated_at").and_then(Value::as_str) {
                     if newest.as_deref().is_none_or(|n| t > n) {

@@ -92,13 +92,7 @@ impl SourceFunction for Pull {
             let status = res.status();
             if matches!(status.as_u16(), 429 | 503) && busy < MAX_BUSY {
                 busy += 1;
-                let wait = res
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(5)
-                    .min(120);
+                let wait = crate::connectors::pages::busy_wait(&res, 5).as_secs();
                 tracing::info!(
                     resource = self.resource,
                     wait,
@@ -144,18 +138,14 @@ impl SourceFunction for Pull {
                     ))
                 }
             };
-            call.decode
-                .check_records(body.len(), items.len())
-                .map_err(|e| format!("{}: {e}", ErrorCode::InvalidApiResponse.as_str()))?;
-            if records.len() + items.len() > call.net.max_records_per_run {
-                return Err(format!(
-                    "{}: WooCommerce gave more than {} {} in one run \
-                     (outbound.max_records_per_run); set `since` or run more often",
-                    ErrorCode::InvalidApiResponse.as_str(),
-                    call.net.max_records_per_run,
-                    self.resource
-                ));
-            }
+            crate::connectors::pages::check(
+                &call,
+                "WooCommerce",
+                self.resource,
+                body.len(),
+                records.len(),
+                items.len(),
+            )?;
             for item in &items {
                 if let Some(t) = item.get("date_modified_gmt").and_then(Value::as_str) {
                     if newest.as_deref().is_none_or(|n| t > n) {
