@@ -108,13 +108,38 @@ pub static SYSTEMS: &[System] = &[
         key_required: true,
         sources: &[
             Function {
+                name: "shopify.orders",
+                description: "Read orders changed since the last run through the GraphQL Admin API (`updated_at` watermark, cursor pages, within the store's query budget); each order with all its line items.",
+                triggers: PULL,
+                params: <shopify::PullParams as Params>::FIELDS,
+            },
+            Function {
+                name: "shopify.products",
+                description: "Read products changed since the last run through the GraphQL Admin API; each product with all its variants and their inventory item ids.",
+                triggers: PULL,
+                params: <shopify::PullParams as Params>::FIELDS,
+            },
+            Function {
                 name: "shopify.webhook",
-                description: "Receive Shopify webhooks for the given topics.",
+                description: "Receive Shopify webhooks for the given topics (installed with `webhookSubscriptionCreate`).",
                 triggers: PUSH,
                 params: <shopify::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[],
+        destinations: &[
+            Function {
+                name: "shopify.fulfillment",
+                description: "Fulfil an order's open fulfillment orders with tracking: the output names `order_id` or `order_name`, and any of `tracking` ({number, company, url}), `notify_customer`, `line_items` ([{sku, quantity}]; all that remains when absent).",
+                triggers: &[],
+                params: <shopify::FulfillmentParams as Params>::FIELDS,
+            },
+            Function {
+                name: "shopify.inventory",
+                description: "Set available quantities at a location: the output (or each item of a list) names `sku` or `inventory_item_id`, `available`, and may name `location_id`.",
+                triggers: &[],
+                params: <shopify::InventoryParams as Params>::FIELDS,
+            },
+        ],
         webhook_verification: "`X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of the raw body with the key's `webhook_secret`, compared in constant time.",
     },
     System {

@@ -258,6 +258,20 @@ impl Default for Registry {
             .with_webhook("shopify.webhook", shopify.clone())
             .with_installer("shopify.webhook", shopify)
             .with_source(
+                "shopify.orders",
+                Arc::new(super::shopify::Pull {
+                    resource: super::shopify::Resource::Orders,
+                }),
+            )
+            .with_source(
+                "shopify.products",
+                Arc::new(super::shopify::Pull {
+                    resource: super::shopify::Resource::Products,
+                }),
+            )
+            .with_destination("shopify.fulfillment", Arc::new(super::shopify::Fulfillment))
+            .with_destination("shopify.inventory", Arc::new(super::shopify::Inventory))
+            .with_source(
                 "dear.sales",
                 Arc::new(super::dear::Sales { dear: dear.clone() }),
             )

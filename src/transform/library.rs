@@ -80,7 +80,7 @@ const LIBRARY: [Entry; 8] = [
     Entry {
         id: DEAR_SHOPIFY_FULFILLMENT_ID,
         title: "DEAR sale to Shopify fulfillment",
-        description: "A DEAR (Cin7 Core) sale as Shopify fulfillments, one per shipped fulfilment, with tracking number, URL and company (through the `carriers` lookup table) and the shipped lines by SKU. Sales with nothing shipped are skipped. Settings: notify_customer.",
+        description: "A DEAR (Cin7 Core) sale as Shopify fulfillments for `shopify.fulfillment`, one per shipped fulfilment, with tracking number, URL and company (through the `carriers` lookup table) and the shipped lines by SKU. Sales with nothing shipped are skipped. Settings: notify_customer.",
         data_type: "shipment",
         language: "javascript",
         format: "json",
@@ -356,15 +356,13 @@ mod tests {
             r,
             vec![
                 json!({"order_name": "#1042", "order_id": "5781543927000", "fulfilment_number": 1,
-                    "shipped_at": "2024-07-02T00:00:00Z",
-                    "fulfillment": {"notify_customer": false,
-                        "tracking_info": {"number": "RM123456785GB", "url": "https://www.royalmail.com/track-your-item#/tracking-results/RM123456785GB", "company": "Royal Mail"},
-                        "line_items": [{"sku": "TEE-BLU-M", "quantity": 2}]}}),
+                    "shipped_at": "2024-07-02T00:00:00Z", "notify_customer": false,
+                    "tracking": {"number": "RM123456785GB", "url": "https://www.royalmail.com/track-your-item#/tracking-results/RM123456785GB", "company": "Royal Mail"},
+                    "line_items": [{"sku": "TEE-BLU-M", "quantity": 2}]}),
                 json!({"order_name": "#1042", "order_id": "5781543927000", "fulfilment_number": 2,
-                    "shipped_at": "2024-07-03T00:00:00Z",
-                    "fulfillment": {"notify_customer": false,
-                        "tracking_info": {"number": "15501234567890", "url": null, "company": "DPD"},
-                        "line_items": [{"sku": "TOTE-HBR", "quantity": 1}]}}),
+                    "shipped_at": "2024-07-03T00:00:00Z", "notify_customer": false,
+                    "tracking": {"number": "15501234567890", "url": null, "company": "DPD"},
+                    "line_items": [{"sku": "TOTE-HBR", "quantity": 1}]}),
             ]
         );
         assert_eq!(logs.len(), 2);

@@ -605,7 +605,7 @@ async fn systems_list_only_what_the_connectors_run(db: Db) {
     let (status, out) = s
         .post(
             "/sources",
-            json!({"title": "x", "system": "shopify", "function": "shopify.orders",
+            json!({"title": "x", "system": "shopify", "function": "shopify.customers",
                    "key_id": key["id"], "trigger": "manual"}),
         )
         .await;
@@ -617,7 +617,7 @@ async fn systems_list_only_what_the_connectors_run(db: Db) {
     let (status, out) = s
         .post(
             "/destinations",
-            json!({"title": "x", "system": "shopify", "function": "shopify.fulfillment",
+            json!({"title": "x", "system": "shopify", "function": "shopify.refund",
                    "key_id": key["id"]}),
         )
         .await;

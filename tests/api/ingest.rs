@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode as AxStatus};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -541,31 +541,10 @@ async fn dear_pushes_are_verified_and_completed_from_the_api(db: Db) {
 }
 
 /// A Shopify Admin API on loopback: webhook subscriptions, behind the access token.
-pub(crate) async fn shopify_api() -> (String, Arc<Mutex<HashMap<u64, Value>>>) {
-    let subs: Arc<Mutex<HashMap<u64, Value>>> = Arc::default();
-    let app = Router::new()
-        .route("/admin/api/2025-01/webhooks.json", post(|State(s): State<Arc<Mutex<HashMap<u64, Value>>>>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
-            if h.get("x-shopify-access-token").is_none_or(|v| v != "shpat_admin") {
-                return (AxStatus::UNAUTHORIZED, axum::Json(json!({"errors": "[API] Invalid API key or access token"}))).into_response();
-            }
-            let id = 4759306 + s.lock().unwrap().len() as u64;
-            let mut w = b["webhook"].clone();
-            w["id"] = json!(id);
-            s.lock().unwrap().insert(id, w.clone());
-            (AxStatus::CREATED, axum::Json(json!({"webhook": w}))).into_response()
-        }))
-        .route("/admin/api/2025-01/webhooks/{file}", delete(|State(s): State<Arc<Mutex<HashMap<u64, Value>>>>, Path(file): Path<String>| async move {
-            let id: u64 = file.trim_end_matches(".json").parse().unwrap_or(0);
-            match s.lock().unwrap().remove(&id) {
-                Some(_) => (AxStatus::OK, axum::Json(json!({}))).into_response(),
-                None => (AxStatus::NOT_FOUND, axum::Json(json!({"errors": "Not Found"}))).into_response(),
-            }
-        }))
-        .with_state(subs.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), subs)
+/// A local store answering the GraphQL Admin API (see `shopify.rs`), whose token is
+/// `shpat_admin`… as every Shopify key of these tests gives.
+pub(crate) async fn shopify_api() -> (String, crate::shopify::Shop) {
+    crate::shopify::store_with_token("shpat_admin").await
 }
 
 async fn subscriptions_install_and_uninstall(db: Db) {
@@ -588,18 +567,18 @@ async fn subscriptions_install_and_uninstall(db: Db) {
         2
     );
     {
-        let subs = subs.lock().unwrap();
+        let subs = &subs.lock().unwrap().subscriptions;
         let topics: Vec<_> = subs
             .values()
             .map(|w| w["topic"].as_str().unwrap().to_string())
             .collect();
         assert!(
-            topics.contains(&"orders/create".to_string())
-                && topics.contains(&"orders/updated".to_string())
+            topics.contains(&"ORDERS_CREATE".to_string())
+                && topics.contains(&"ORDERS_UPDATED".to_string())
         );
         assert!(subs
             .values()
-            .all(|w| w["address"] == hook && w["format"] == "json"));
+            .all(|w| w["callbackUrl"] == hook && w["format"] == "JSON"));
     }
     let (status, out) = s
         .post(
@@ -609,7 +588,7 @@ async fn subscriptions_install_and_uninstall(db: Db) {
         .await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["webhooks"]["installed"], false);
-    assert!(subs.lock().unwrap().is_empty());
+    assert!(subs.lock().unwrap().subscriptions.is_empty());
 
     let (base, mock) = dear_api().await;
     let (hook, source) =

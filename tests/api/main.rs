@@ -33,6 +33,7 @@ mod retention;
 mod schedule;
 mod security;
 mod sftp;
+mod shopify;
 mod transforms;
 mod walkthrough;
 mod woocommerce;

@@ -1,8 +1,13 @@
-//! Shopify: webhooks signed with the app's secret, and the Admin API that subscribes to them.
+//! Shopify: webhooks signed with the app's secret, and the GraphQL Admin API that reads orders
+//! and products, fulfils orders, sets stock and subscribes to webhooks.
 
 mod admin;
+mod graphql;
+mod pull;
+mod push;
 
-pub use admin::request;
+pub use pull::{Pull, PullParams, Resource};
+pub use push::{Fulfillment, FulfillmentParams, Inventory, InventoryParams};
 
 use serde_json::{json, Map, Value};
 

@@ -1,7 +1,8 @@
 // DEAR (Cin7 Core) sale -> Shopify fulfillment(s): one output per shipped DEAR fulfilment.
 //
-// The output follows Shopify's fulfillment resource: tracking_info (number, url, company) and
-// notify_customer, with the order it belongs to and the shipped lines by SKU.
+// The output is what the shopify.fulfillment destination takes: the order (order_id from the
+// sale's ExternalID, else order_name), tracking (number, url, company; numbers when several
+// parcels), notify_customer, and the shipped lines by SKU.
 // Settings: notify_customer (default true).
 // Lookup table (optional): carriers, DEAR carrier name -> Shopify tracking company.
 function transform(sale, ctx) {
@@ -24,20 +25,23 @@ function transform(sale, ctx) {
       bySku[l.SKU] = (bySku[l.SKU] || 0) + Number(l.Quantity || 0);
     }
     ctx.log("fulfilment", f.FulfillmentNumber, "of", orderName, "tracking", first.TrackingNumber || "none");
+    const numbers = parcels.map((p) => p.TrackingNumber).filter(Boolean);
+    const tracking = {
+      number: numbers[0] || null,
+      url: first.TrackingURL || null,
+      company: first.Carrier ? ctx.lookup("carriers", first.Carrier, first.Carrier) : null,
+    };
+    if (numbers.length > 1) {
+      tracking.numbers = numbers;
+    }
     return {
       order_name: orderName,
       order_id: sale.ExternalID || null,
       fulfilment_number: f.FulfillmentNumber,
       shipped_at: first.ShipmentDate ? ctx.parseDate(first.ShipmentDate) : null,
-      fulfillment: {
-        notify_customer: notify,
-        tracking_info: {
-          number: parcels.map((p) => p.TrackingNumber).filter(Boolean).join(",") || null,
-          url: first.TrackingURL || null,
-          company: first.Carrier ? ctx.lookup("carriers", first.Carrier, first.Carrier) : null,
-        },
-        line_items: Object.keys(bySku).map((sku) => ({ sku: sku, quantity: bySku[sku] })),
-      },
+      notify_customer: notify,
+      tracking: tracking,
+      line_items: Object.keys(bySku).map((sku) => ({ sku: sku, quantity: bySku[sku] })),
     };
   });
 }
