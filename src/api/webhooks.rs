@@ -130,11 +130,28 @@ async fn install(
         base.trim_end_matches('/'),
         source.webhook_token.clone().unwrap_or_default()
     );
-    let subscriptions = prepared
+    let call = prepared.call(&state.outbound);
+    // Installing again replaces what was installed: the earlier subscriptions come off first
+    // (the system may refuse a second one for the same address), so none is left behind.
+    let earlier = installed(source);
+    if !earlier.is_empty() {
+        remove_all(&prepared, call, &earlier).await?;
+    }
+    let subscriptions = match prepared
         .installer
-        .install(prepared.call(&state.outbound), &address, &source.title)
+        .install(call, &address, &source.title)
         .await
-        .map_err(problem)?;
+    {
+        Ok(made) => made,
+        Err(e) => {
+            if !earlier.is_empty() {
+                let gone = json!({"installed": false, "subscriptions": [],
+                    "uninstalled_at": Timestamp::now()});
+                record(&state, &auth, source.id, gone).await.map(drop)?;
+            }
+            return Err(problem(e));
+        }
+    };
     let webhooks = json!({"installed": true, "address": address, "subscriptions": subscriptions,
         "installed_at": Timestamp::now()});
     record(&state, &auth, source.id, webhooks).await
@@ -150,14 +167,30 @@ async fn uninstall(
     let prepared = prepare(&state, &auth, id).await?;
     let source = &prepared.source;
     let call = prepared.call(&state.outbound);
-    let installed = source
+    remove_all(&prepared, call, &installed(source)).await?;
+    let webhooks =
+        json!({"installed": false, "subscriptions": [], "uninstalled_at": Timestamp::now()});
+    record(&state, &auth, source.id, webhooks).await
+}
+
+/// The subscriptions recorded as installed for a source.
+fn installed(source: &Source) -> Vec<Value> {
+    source
         .webhook_state
         .0
         .get("subscriptions")
         .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default();
-    for sub in &installed {
+        .unwrap_or_default()
+}
+
+/// Removes each subscription at the system (one already gone is not an error).
+async fn remove_all(
+    prepared: &Prepared<'_>,
+    call: Call<'_>,
+    subscriptions: &[Value],
+) -> Result<(), ApiError> {
+    for sub in subscriptions {
         let id = match &sub["id"] {
             Value::Number(n) => n.to_string(),
             Value::String(s) => s.clone(),
@@ -169,7 +202,5 @@ async fn uninstall(
             .await
             .map_err(problem)?;
     }
-    let webhooks =
-        json!({"installed": false, "subscriptions": [], "uninstalled_at": Timestamp::now()});
-    record(&state, &auth, source.id, webhooks).await
+    Ok(())
 }

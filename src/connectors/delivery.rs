@@ -84,6 +84,22 @@ pub fn result(
     code: impl Fn(u16, &str) -> Option<ErrorCode>,
 ) -> SendResult {
     match answer {
+        Ok(a) if a.status.is_success() && is_html(&a.body) => SendResult {
+            // A maintenance, login or error page served with 200 by something in front of
+            // the API: nothing says the call was carried out. Tried again later.
+            verdict: Verdict::Retry,
+            error_code: Some(ErrorCode::InvalidApiResponse),
+            http_status: Some(a.status.as_u16()),
+            http_status_name: a.status.canonical_reason().map(str::to_string),
+            message: Some(format!(
+                "{system} answered {} to {what} with a web page, not an API answer \
+                 (a maintenance or login page in front of the API?)",
+                a.status
+            )),
+            excerpt: Some(a.body),
+            retry_after: None,
+            duration: started.elapsed(),
+        },
         Ok(a) => {
             let (verdict, by_status) = judge_status(a.status.as_u16());
             let error_code = code(a.status.as_u16(), &a.body).or(by_status);
@@ -127,6 +143,17 @@ pub fn result(
             duration: started.elapsed(),
         },
     }
+}
+
+/// Whether a body is an HTML page (the APIs these destinations call answer JSON or XML).
+fn is_html(body: &str) -> bool {
+    let start: String = body
+        .trim_start()
+        .chars()
+        .take(14)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    start.starts_with("<!doctype html") || start.starts_with("<html")
 }
 
 /// A delivery refused before anything was sent: it would fail the same way again.
@@ -202,5 +229,54 @@ impl Steps {
                 "the output is an empty list".into(),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Result<Answer, CallError> {
+        Ok(Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            body: body.into(),
+            retry_after: None,
+            json: None,
+        })
+    }
+
+    #[test]
+    fn a_web_page_served_with_200_is_not_a_success() {
+        let page = "\n<!DOCTYPE html><html><body>Briefly unavailable for scheduled maintenance.</body></html>";
+        let r = result(
+            Instant::now(),
+            "WooCommerce",
+            "updating order 7",
+            answer(200, page),
+            |b| b.into(),
+            |_, _| None,
+        );
+        assert_eq!(r.verdict, Verdict::Retry);
+        assert_eq!(r.error_code, Some(ErrorCode::InvalidApiResponse));
+        assert!(r.message.unwrap().contains("with a web page"));
+        let r = result(
+            Instant::now(),
+            "WooCommerce",
+            "updating order 7",
+            answer(200, r#"{"id":7}"#),
+            |b| b.into(),
+            |_, _| None,
+        );
+        assert_eq!(r.verdict, Verdict::Success);
+        let soap = r#"<?xml version="1.0"?><soap:Envelope/>"#;
+        let r = result(
+            Instant::now(),
+            "Peoplevox",
+            "saving",
+            answer(200, soap),
+            |b| b.into(),
+            |_, _| None,
+        );
+        assert_eq!(r.verdict, Verdict::Success);
     }
 }

@@ -566,6 +566,16 @@ async fn subscriptions_install_and_uninstall(db: Db) {
         out["webhooks"]["subscriptions"].as_array().unwrap().len(),
         2
     );
+    // Installing again replaces the subscriptions: none is left behind at the store.
+    let (status, again) = s
+        .post(&format!("/sources/{source}/webhooks/install"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(subs.lock().unwrap().subscriptions.len(), 2);
+    assert_ne!(
+        again["webhooks"]["subscriptions"][0]["id"],
+        out["webhooks"]["subscriptions"][0]["id"]
+    );
     {
         let subs = &subs.lock().unwrap().subscriptions;
         let topics: Vec<_> = subs

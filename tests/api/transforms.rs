@@ -167,10 +167,7 @@ async fn dry_runs_return_output_logs_or_the_error(db: Db) {
     let (status, out) = dry_run(&s, DEAR_FULFILLMENT, sample(SALE), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["outputs"], 2);
-    assert_eq!(
-        out["output"][1]["fulfillment"]["tracking_info"]["company"],
-        "DPD"
-    );
+    assert_eq!(out["output"][1]["tracking"]["company"], "DPD");
 
     let (status, out) = dry_run(&s, STOCK_CSV, sample(PRODUCT), json!({"location": "LON1"})).await;
     assert_eq!(status, StatusCode::OK, "{out}");
