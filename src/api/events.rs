@@ -62,6 +62,9 @@ pub struct EventOut {
     /// Where the record came from, when its source says: the file (its path on the server) a
     /// file source read it from.
     pub origin: Option<String>,
+    /// The id the destination system gave what the delivery created or changed (a Shopify
+    /// fulfilment, a DEAR sale, a Magento shipment), when it says.
+    pub destination_ref: Option<String>,
     pub ignored: bool,
     /// What the transformation logged for this record (`ctx.log()` / `log()`).
     pub logs: Vec<String>,
@@ -90,6 +93,7 @@ impl From<Event> for EventOut {
             is_running: e.claim_token.is_some(),
             original_event_id: e.original_event_id,
             origin: e.origin,
+            destination_ref: e.destination_ref,
             ignored: e.ignored,
             logs: e
                 .transform_logs
@@ -196,6 +200,7 @@ const EVENT_COLUMNS: &[&str] = &[
     "is_running",
     "original_event_id",
     "origin",
+    "destination_ref",
     "ignored",
     "created_at",
     "updated_at",

@@ -98,6 +98,7 @@ pub fn result(
             )),
             excerpt: Some(a.body),
             retry_after: None,
+            reference: None,
             duration: started.elapsed(),
         },
         Ok(a) => {
@@ -126,6 +127,7 @@ pub fn result(
                 retry_after: matches!(a.status.as_u16(), 429 | 503)
                     .then_some(a.retry_after)
                     .flatten(),
+                reference: None,
                 duration: started.elapsed(),
             }
         }
@@ -140,6 +142,7 @@ pub fn result(
             excerpt: None,
             retry_after: None,
             message: Some(format!("{what}: {e}")),
+            reference: None,
             duration: started.elapsed(),
         },
     }

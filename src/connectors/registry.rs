@@ -108,9 +108,21 @@ pub struct SendResult {
     pub retry_after: Option<Duration>,
     pub message: Option<String>,
     pub duration: Duration,
+    /// The id the system gave what a successful delivery created or changed (a fulfilment, a
+    /// sale, a shipment), kept on the event as `destination_ref`.
+    pub reference: Option<String>,
 }
 
 impl SendResult {
+    /// The result naming `reference` as the id of what it created or changed, when it
+    /// succeeded.
+    pub fn referring(mut self, reference: impl FnOnce() -> Option<String>) -> SendResult {
+        if self.verdict == Verdict::Success {
+            self.reference = reference();
+        }
+        self
+    }
+
     /// A try that failed before anything was sent and will fail the same way again.
     pub fn refused(code: ErrorCode, message: String) -> SendResult {
         SendResult {
@@ -121,6 +133,7 @@ impl SendResult {
             excerpt: None,
             retry_after: None,
             message: Some(message),
+            reference: None,
             duration: Duration::ZERO,
         }
     }

@@ -281,6 +281,9 @@ async fn deliver(
     let transformed_now = ev.status == EventStatus::New;
     let fresh = fresh.unwrap_or_default();
     let change = EventChange {
+        destination_ref: result
+            .reference
+            .filter(|_| result.verdict == Verdict::Success),
         attempted: true,
         release: true,
         payload_out: transformed_now.then(|| body.clone()),

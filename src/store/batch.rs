@@ -197,6 +197,7 @@ impl Rows {
                         lease_expires_at: Some(claim.lease_end),
                         original_event_id: e.original_event_id,
                         origin: e.origin.clone(),
+                        destination_ref: None,
                         ignored: false,
                         transform_logs: None,
                         created_at: now,

@@ -378,6 +378,8 @@ pub struct Event {
     pub original_event_id: Option<Uuid>,
     /// Where the record came from, when its source says (the file it was read from).
     pub origin: Option<String>,
+    /// The id the destination system gave what the delivery created or changed.
+    pub destination_ref: Option<String>,
     pub ignored: bool,
     /// Lines the transformation logged for this record.
     pub transform_logs: Option<Json<Value>>,
@@ -409,6 +411,7 @@ record!(
         lease_expires_at,
         original_event_id,
         origin,
+        destination_ref,
         ignored,
         transform_logs,
         created_at,

@@ -373,6 +373,11 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
             .clone()
     };
     assert_eq!(of("1Z999")["status"], "OK", "{}", of("1Z999"));
+    assert_eq!(
+        of("1Z999")["destination_ref"],
+        "4",
+        "the shipment's id, as Magento answered it"
+    );
     let missing = of("999}");
     assert_eq!(missing["error_code"], "NOT_FOUND");
     assert!(missing["message"]

@@ -37,12 +37,21 @@ const TOPICS: [&str; 9] = [
     "INVENTORY_LEVELS_UPDATE",
     "APP_UNINSTALLED",
 ];
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 17] = [
     "correction",
     "cycle_count_available",
     "damaged",
+    "movement_canceled",
     "movement_created",
+    "movement_received",
+    "movement_updated",
+    "other",
+    "promotion",
+    "quality_control",
     "received",
+    "reservation_created",
+    "reservation_deleted",
+    "reservation_updated",
     "restock",
     "safety_stock",
     "shrinkage",
@@ -567,7 +576,8 @@ impl Store {
             let before = self.inventory.insert(key, to).unwrap_or(0);
             changes.push(json!({"name": "available", "delta": to - before}));
         }
-        json!({"inventoryAdjustmentGroup": {"reason": input["reason"], "changes": changes}, "userErrors": []})
+        let id = self.id("InventoryAdjustmentGroup");
+        json!({"inventoryAdjustmentGroup": {"id": id, "reason": input["reason"], "changes": changes}, "userErrors": []})
     }
 }
 
@@ -961,6 +971,8 @@ async fn orders_are_fulfilled_once_with_tracking(db: Db) {
     };
     let first = by(&|p| p["order_name"] == "#1001");
     assert_eq!(first["status"], "OK", "{first}");
+    let made = first["destination_ref"].as_str().unwrap().to_string();
+    assert!(made.starts_with("gid://shopify/Fulfillment/"), "{first}");
     let part = by(&|p| p["order_id"] == "gid://shopify/Order/1002");
     assert_eq!(part["status"], "OK", "{part}");
     let unknown = by(&|p| p["order_name"] == "#9999");
@@ -1019,6 +1031,11 @@ async fn orders_are_fulfilled_once_with_tracking(db: Db) {
     )
     .await;
     assert_eq!(events[0]["status"], "OK", "{events:?}");
+    assert_eq!(
+        events[0]["destination_ref"],
+        made.as_str(),
+        "the earlier fulfilment"
+    );
     assert_eq!(
         shop.lock().unwrap().orders[0]["fulfillments"]
             .as_array()
@@ -1112,6 +1129,10 @@ async fn stock_is_set_by_sku_at_a_location(db: Db) {
         "{events:?}"
     );
     assert_eq!(st(find(&|p| p["sku"] == "MUG")), "OK", "{events:?}");
+    assert!(events[find(&|p| p["sku"] == "MUG")]["destination_ref"]
+        .as_str()
+        .unwrap()
+        .starts_with("gid://shopify/InventoryAdjustmentGroup/"));
     let by_item = find(&|p| p.get("inventory_item_id").is_some());
     assert_eq!(st(by_item), "OK");
     assert_eq!(code(find(&|p| p["sku"] == "NO-SUCH")), "NOT_FOUND");

@@ -641,6 +641,8 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
             .clone()
     };
     assert_eq!(by_id(1001)["status"], "OK", "{}", by_id(1001));
+    assert_eq!(by_id(1001)["destination_ref"], "1001");
+    assert!(by_id(9999)["destination_ref"].is_null());
     assert_eq!(by_id(9999)["status"], "FAILED");
     assert_eq!(by_id(9999)["error_code"], "NOT_FOUND");
     assert!(by_id(9999)["message"]

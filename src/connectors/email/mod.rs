@@ -230,6 +230,7 @@ async fn transmit(
             excerpt: Some(reply),
             retry_after: None,
             message: None,
+            reference: None,
             duration: started.elapsed(),
         },
         Ok(Err(e)) => judged(server, e, started),
@@ -396,6 +397,7 @@ fn failure(
         excerpt,
         retry_after: None,
         message: Some(message),
+        reference: None,
         duration: started.elapsed(),
     }
 }

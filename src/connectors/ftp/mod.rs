@@ -361,6 +361,7 @@ impl DestinationFunction for Upload {
                 excerpt: Some(format!("{path}: {reply}")),
                 retry_after: None,
                 message: None,
+                reference: None,
                 duration: started.elapsed(),
             },
             Ok(Err(refusal)) => judged(&server, &path, refusal, started),
@@ -533,6 +534,7 @@ fn failure(
         excerpt,
         retry_after: None,
         message: Some(message),
+        reference: None,
         duration: started.elapsed(),
     }
 }

@@ -93,6 +93,7 @@ async fn send(
                 retry_after: matches!(status.as_u16(), 429 | 503)
                     .then_some(retry_after)
                     .flatten(),
+                reference: None,
                 duration: started.elapsed(),
             }
         }
@@ -114,6 +115,7 @@ async fn send(
                 excerpt: None,
                 retry_after: None,
                 message: Some(format!("sending to {url}: {e}")),
+                reference: None,
                 duration: started.elapsed(),
             }
         }

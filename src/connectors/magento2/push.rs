@@ -98,6 +98,13 @@ impl DestinationFunction for Shipment {
                 &what,
                 delivery::send(call.net, req, out.timeout).await,
             );
+            // Magento answers a shipment with its id, as a JSON string or number.
+            let shipment = r
+                .excerpt
+                .as_deref()
+                .map(|b| b.trim().trim_matches('"').to_string())
+                .filter(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()));
+            let r = r.referring(|| shipment);
             if let Some(stop) = steps.step(r) {
                 return stop;
             }

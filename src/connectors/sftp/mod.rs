@@ -307,6 +307,7 @@ impl DestinationFunction for Upload {
                     )),
                     retry_after: None,
                     message: None,
+                    reference: None,
                     duration: started.elapsed(),
                 }
             }
@@ -329,6 +330,7 @@ impl DestinationFunction for Upload {
             excerpt: None,
             retry_after: None,
             message: Some(message),
+            reference: None,
             duration: started.elapsed(),
         }
     }

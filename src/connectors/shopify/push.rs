@@ -60,12 +60,20 @@ fn failure(started: Instant, f: Failure, what: &str) -> SendResult {
         excerpt,
         retry_after,
         message: Some(f.describe(what)),
+        reference: None,
         duration: started.elapsed(),
     }
 }
 
-/// A mutation's payload: done (its excerpt kept on the attempt), or refused by `userErrors`.
-fn outcome(started: Instant, net_excerpt: usize, payload: &Value, what: &str) -> SendResult {
+/// A mutation's payload: done (its excerpt kept on the attempt, `reference` the id it names at
+/// that pointer), or refused by `userErrors`.
+fn outcome(
+    started: Instant,
+    net_excerpt: usize,
+    payload: &Value,
+    what: &str,
+    reference: &str,
+) -> SendResult {
     if let Some((code, message)) = user_errors(payload) {
         return SendResult {
             verdict: Verdict::Final,
@@ -75,13 +83,23 @@ fn outcome(started: Instant, net_excerpt: usize, payload: &Value, what: &str) ->
             excerpt: Some(cut(payload.to_string(), net_excerpt)),
             retry_after: None,
             message: Some(format!("Shopify refused {what}: {message}")),
+            reference: None,
             duration: started.elapsed(),
         };
     }
-    done(started, net_excerpt, payload)
+    let id = payload
+        .pointer(reference)
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    done(started, net_excerpt, payload, id)
 }
 
-fn done(started: Instant, net_excerpt: usize, payload: &Value) -> SendResult {
+fn done(
+    started: Instant,
+    net_excerpt: usize,
+    payload: &Value,
+    reference: Option<String>,
+) -> SendResult {
     SendResult {
         verdict: Verdict::Success,
         error_code: None,
@@ -90,6 +108,7 @@ fn done(started: Instant, net_excerpt: usize, payload: &Value) -> SendResult {
         excerpt: Some(cut(payload.to_string(), net_excerpt)),
         retry_after: None,
         message: None,
+        reference,
         duration: started.elapsed(),
     }
 }
@@ -254,6 +273,7 @@ async fn fulfil(
                 started,
                 excerpt,
                 &json!({"fulfillment": earlier, "already": true}),
+                earlier["id"].as_str().map(str::to_string),
             );
         }
     }
@@ -294,7 +314,13 @@ async fn fulfil(
         .run(FULFILL, json!({"fulfillment": fulfillment}))
         .await
     {
-        Ok(data) => outcome(started, excerpt, &data["fulfillmentCreate"], &what),
+        Ok(data) => outcome(
+            started,
+            excerpt,
+            &data["fulfillmentCreate"],
+            &what,
+            "/fulfillment/id",
+        ),
         Err(f) => failure(started, f, &what),
     }
 }
@@ -387,7 +413,7 @@ const VARIANTS_BY_SKU: &str = "query VariantsBySku($query: String!) {
 
 const SET_QUANTITIES: &str = "mutation SetQuantities($input: InventorySetQuantitiesInput!) {
   inventorySetQuantities(input: $input) {
-    inventoryAdjustmentGroup { reason changes { name delta } }
+    inventoryAdjustmentGroup { id reason changes { name delta } }
     userErrors { code field message }
   }
 }";
@@ -526,6 +552,7 @@ impl DestinationFunction for Inventory {
                     call.net.excerpt_bytes,
                     &data["inventorySetQuantities"],
                     &what,
+                    "/inventoryAdjustmentGroup/id",
                 ),
                 Err(f) => failure(started, f, &what),
             };

@@ -127,7 +127,7 @@ impl DestinationFunction for OrderUpdate {
                     out.timeout,
                 )
                 .await;
-                let r = result(started, &what, answer);
+                let r = result(started, &what, answer).referring(|| Some(id.to_string()));
                 if let Some(stop) = steps.step(r) {
                     return stop;
                 }
@@ -148,7 +148,7 @@ impl DestinationFunction for OrderUpdate {
                     out.timeout,
                 )
                 .await;
-                let r = result(started, &what, answer);
+                let r = result(started, &what, answer).referring(|| Some(id.to_string()));
                 if let Some(stop) = steps.step(r) {
                     return stop;
                 }
@@ -262,7 +262,8 @@ impl DestinationFunction for Stock {
                     out.timeout,
                 )
                 .await,
-            );
+            )
+            .referring(|| Some(product.to_string()));
             if let Some(stop) = steps.step(r) {
                 return stop;
             }

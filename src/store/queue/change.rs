@@ -60,6 +60,8 @@ pub struct EventChange {
     pub siblings_due: Option<Timestamp>,
     /// The siblings' delivery attempts to come.
     pub siblings_retries: Option<i64>,
+    /// The id the destination system gave what the delivery created or changed.
+    pub destination_ref: Option<String>,
 }
 
 impl Rows {
@@ -186,6 +188,14 @@ pub(in crate::store) fn plan_change(
     if let Some(lines) = &change.logs {
         let v = (!lines.is_empty()).then(|| json!(lines));
         put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
+    }
+    if let Some(v) = &change.destination_ref {
+        put(
+            &mut sets,
+            &mut vals,
+            "destination_ref",
+            Val::Text(Some(v.clone())),
+        );
     }
     if change.attempted {
         sets.push("attempt_count = attempt_count + 1".into());

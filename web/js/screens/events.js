@@ -133,6 +133,7 @@ export function EventDetail({ me, params }) {
         <dt>Job</dt><dd><${Ref} to=${`/jobs/${e.job_id}`} id=${e.job_id} /></dd>
         ${e.original_event_id && html`<dt>Replica of</dt><dd><${Ref} to=${`/events/${e.original_event_id}`} id=${e.original_event_id} /></dd>`}
         ${e.origin && html`<dt>From</dt><dd><code>${e.origin}</code></dd>`}
+        ${e.destination_ref && html`<dt>At the destination</dt><dd><code>${e.destination_ref}</code></dd>`}
         <dt>Attempts</dt><dd>${e.attempt_count}${e.retries_remaining ? ` · ${e.retries_remaining} retries to come` : ''}${e.next_attempt_at ? html` · next <${Time} at=${e.next_attempt_at} />` : null}</dd>
         <dt>Created</dt><dd><${Time} at=${e.created_at} /></dd>
         <dt>Updated</dt><dd><${Time} at=${e.updated_at} /></dd>
