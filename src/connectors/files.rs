@@ -46,13 +46,13 @@ pub struct Prepared {
 pub fn prepare(
     call: &super::registry::Call<'_>,
     out: &Outgoing<'_>,
-) -> Result<Prepared, super::registry::SendResult> {
+) -> Result<Prepared, Box<super::registry::SendResult>> {
     use super::registry::SendResult;
     use crate::domain::error_code::ErrorCode;
+    let refused = |code, message| Box::new(SendResult::refused(code, message));
     let params = UploadParams::parse(call.params)
-        .map_err(|e| SendResult::refused(ErrorCode::Unknown, format!("the destination has {e}")))?;
-    let (name, temp) =
-        names(&params, out).map_err(|e| SendResult::refused(ErrorCode::TemplateError, e.0))?;
+        .map_err(|e| refused(ErrorCode::Unknown, format!("the destination has {e}")))?;
+    let (name, temp) = names(&params, out).map_err(|e| refused(ErrorCode::TemplateError, e.0))?;
     Ok(Prepared {
         bytes: bytes(out),
         params,

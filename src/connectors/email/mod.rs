@@ -135,7 +135,7 @@ impl DestinationFunction for Send {
         };
         let message = match compose(&params, &server, &out) {
             Ok(m) => m,
-            Err(refusal) => return refusal,
+            Err(refusal) => return *refusal,
         };
         transmit(call.net, &server, message, out.timeout, started).await
     }
@@ -254,8 +254,8 @@ fn compose(
     params: &SendParams,
     server: &Server,
     out: &Outgoing<'_>,
-) -> Result<Message, SendResult> {
-    let invalid = |code: ErrorCode, message: String| SendResult::refused(code, message);
+) -> Result<Message, Box<SendResult>> {
+    let invalid = |code: ErrorCode, message: String| Box::new(SendResult::refused(code, message));
     let text = match out.body {
         Value::String(text) if out.content_type != "application/json" => text.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),

@@ -337,7 +337,7 @@ impl DestinationFunction for Upload {
             bytes,
         } = match files::prepare(&call, &out) {
             Ok(p) => p,
-            Err(refusal) => return refusal,
+            Err(refusal) => return *refusal,
         };
         let server = match Server::of(call.key) {
             Ok(s) => s,
