@@ -1,4 +1,7 @@
-//! Descartes Peoplevox: event callbacks (despatches, goods in, stock).
+//! Descartes Peoplevox: event callbacks (despatches, goods in, stock), and the
+//! IntegrationServiceV4 SOAP client ([`soap`]).
+
+pub mod soap;
 
 use serde_json::Value;
 
