@@ -133,6 +133,9 @@ pub struct Push<'a> {
     pub key: Option<&'a Value>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// The raw query string of a callback made with GET (see
+    /// [`WebhookVerifier::from_query`]); `None` for a push with a body.
+    pub query: Option<&'a str>,
 }
 
 impl Push<'_> {
@@ -173,6 +176,12 @@ pub trait WebhookVerifier: Send + Sync {
     /// Whether the push is the system's test delivery, which carries no record and is
     /// answered 200 without being stored (or verified: such pings are not signed).
     fn is_ping(&self, _push: Push<'_>) -> bool {
+        false
+    }
+
+    /// Whether the system calls back with GET, the record in the query string (one JSON
+    /// object of the decoded parameters). Only such sources answer GET at their webhook URL.
+    fn from_query(&self, _params: &Value) -> bool {
         false
     }
 

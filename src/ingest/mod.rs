@@ -1,4 +1,5 @@
-//! Webhook ingest: `POST /hooks/{source_token}`. The token picks a webhook source; the push is
+//! Webhook ingest: `POST /hooks/{source_token}` (and GET, for systems that call back with
+//! the record in the query string). The token picks a webhook source; the push is
 //! verified as the source's system requires, parsed by the source's format, deduplicated by
 //! the sender's delivery id, and stored (jobs and events, or the thin records for a worker to
 //! complete) before the answer: 202 means it is durably stored.
@@ -7,7 +8,7 @@ pub mod decode;
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -25,7 +26,7 @@ use crate::ops::new_events;
 use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/hooks/{token}", post(receive))
+    Router::new().route("/hooks/{token}", post(receive).get(receive_query))
 }
 
 /// The answer to an accepted push.
@@ -44,6 +45,60 @@ async fn receive(
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
     RawBody(body): RawBody,
+) -> Result<axum::response::Response, ApiError> {
+    accept(state, token, headers, gate, body, None).await
+}
+
+/// `GET /hooks/{source_token}?…`: a callback whose record is its query string, for the sources
+/// whose system calls back that way (Peoplevox). For every other token, known or not, GET is
+/// not allowed, as it was before such sources existed.
+async fn receive_query(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    let not_allowed = || {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "POST")],
+        )
+            .into_response()
+    };
+    let source = state
+        .store
+        .source_by_webhook_token(&token)
+        .await?
+        .filter(|s| s.active && s.trigger == "webhook");
+    let takes_query = source.as_ref().is_some_and(|s| {
+        state
+            .connectors
+            .webhook(&s.function)
+            .is_some_and(|h| h.from_query(&s.params.0))
+    });
+    if !takes_query {
+        return Ok(not_allowed());
+    }
+    accept(
+        state,
+        token,
+        headers,
+        gate,
+        axum::body::Bytes::new(),
+        Some(query.unwrap_or_default()),
+    )
+    .await
+}
+
+/// Verifies, decodes and stores one push (`query` is a GET callback's query string).
+async fn accept(
+    state: AppState,
+    token: String,
+    headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
+    body: axum::body::Bytes,
+    query: Option<String>,
 ) -> Result<axum::response::Response, ApiError> {
     let source = state
         .store
@@ -69,6 +124,7 @@ async fn receive(
         key: key.as_ref(),
         headers: &headers,
         body: &body,
+        query: query.as_deref(),
     };
     // A system's test delivery (e.g. WooCommerce's ping when a webhook is made) is answered
     // 200 and stores nothing: it carries no record.
@@ -84,7 +140,11 @@ async fn receive(
         return Err(ApiError::Unverified);
     }
     let limits = decode::DecodeLimits::from(&state.config.ingest);
-    let records = match parse_records(&hook.decoding(&source.params.0), &body, &limits) {
+    let parsed = match query.as_deref() {
+        Some(q) => query_record(q),
+        None => parse_records(&hook.decoding(&source.params.0), &body, &limits),
+    };
+    let records = match parsed {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -168,6 +228,24 @@ async fn receive(
                 .into_response())
         }
     }
+}
+
+/// The record of a GET callback: its query string's parameters, decoded, as one object (a
+/// name given twice keeps its last value).
+fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::BadRequest(format!("The callback's query string cannot be read: {e}"))
+    })?;
+    if pairs.is_empty() {
+        return Err(ApiError::BadRequest(
+            "The callback carries no parameters in its query string, so there is no record to store.".into(),
+        ));
+    }
+    let record: serde_json::Map<String, Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(vec![Value::Object(record)])
 }
 
 /// The records of a push, as the source's connector says its body is written.
