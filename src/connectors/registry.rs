@@ -260,6 +260,8 @@ impl Default for Registry {
     fn default() -> Registry {
         let dear = Arc::new(super::dear::Dear::default());
         let shopify = Arc::new(super::shopify::ShopifyWebhook);
+        let pvx = Arc::new(super::peoplevox::Peoplevox::default());
+        let pvx_hook = Arc::new(super::peoplevox::Webhook { pvx: pvx.clone() });
         Registry::new()
             .with_source("http.fetch", Arc::new(super::http::Fetch))
             .with_webhook("http.webhook", Arc::new(super::http::Webhook))
@@ -276,7 +278,16 @@ impl Default for Registry {
             )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
-            .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))
+            .with_source(
+                "peoplevox.data",
+                Arc::new(super::peoplevox::Data { pvx: pvx.clone() }),
+            )
+            .with_destination(
+                "peoplevox.import",
+                Arc::new(super::peoplevox::Import { pvx: pvx.clone() }),
+            )
+            .with_webhook("peoplevox.webhook", pvx_hook.clone())
+            .with_installer("peoplevox.webhook", pvx_hook)
             .with_destination("email.send", Arc::new(super::email::Send))
             .with_source("ftp.files", Arc::new(super::ftp::Files))
             .with_destination("ftp.upload", Arc::new(super::ftp::Upload))
