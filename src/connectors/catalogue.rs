@@ -183,7 +183,7 @@ pub static SYSTEMS: &[System] = &[
         ],
         destinations: &[Function {
             name: "peoplevox.import",
-            description: "Import through integration templates (`SaveData`): the output (or each item of a list, in order: sales orders before their items) is `{\"template\": \"Sales orders\", \"rows\": [{column: value}]}`, written as CSV with a header row, or `{\"template\", \"csv\"}` sent as it is. Peoplevox's refusals, partial imports included, are INVALID_SCHEMA with its words.",
+            description: "Import through integration templates (`SaveData`): the output is `{\"template\": \"Sales orders\", \"rows\": [{column: value}]}`, written as CSV with a header row, or `{\"template\", \"csv\"}` sent as it is; `{\"imports\": [...]}` sends several in order in one delivery (sales orders before their items). Peoplevox's refusals, partial imports included, are INVALID_SCHEMA with its words.",
             triggers: &[],
             params: <peoplevox::ImportParams as Params>::FIELDS,
         }],

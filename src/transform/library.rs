@@ -131,7 +131,7 @@ const LIBRARY: [Entry; 10] = [
     Entry {
         id: SHOPIFY_PEOPLEVOX_IMPORT_ID,
         title: "Shopify order to Peoplevox import",
-        description: "A Shopify order as a `peoplevox.import` output: one row for the \"Sales orders\" template (customer, shipping and invoice addresses, totals, service type from the `shipping_methods` lookup table), then its lines for \"Sales order items\" (item codes through `sku_map`). Cancelled orders are skipped. Settings: timezone, channel, payment_method, default_service.",
+        description: "A Shopify order as one `peoplevox.import` output (`{\"imports\": [...]}`, delivered in order): one row for the \"Sales orders\" template (customer, shipping and invoice addresses, totals, service type from the `shipping_methods` lookup table), then its lines for \"Sales order items\" (item codes through `sku_map`). Cancelled orders are skipped. Settings: timezone, channel, payment_method, default_service.",
         data_type: "sales_order",
         language: "javascript",
         format: "json",
@@ -210,7 +210,10 @@ mod tests {
                 "notify_customer": true
             })])
         );
-        assert_eq!(logs, vec!["despatch D000456 of order 1042 tracking JD0002212345678"]);
+        assert_eq!(
+            logs,
+            vec!["despatch D000456 of order 1042 tracking JD0002212345678"]
+        );
         // A number that has its prefix keeps it; a carrier the table lacks passes as it is.
         let mut other: Value = serde_json::from_str(PVX_DESPATCH).unwrap();
         other["SalesOrderNumber"] = json!("SO-77");
@@ -230,7 +233,11 @@ mod tests {
             })])
         );
         other["TrackingNumber"] = json!("");
-        let (out, _) = run(PEOPLEVOX_SHOPIFY_FULFILLMENT_ID, &other.to_string(), json!({}));
+        let (out, _) = run(
+            PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
+            &other.to_string(),
+            json!({}),
+        );
         assert_eq!(
             out,
             Output::Skip("despatch D000456 has no tracking number yet".into())
@@ -246,8 +253,8 @@ mod tests {
         );
         assert_eq!(
             out,
-            Output::Records(vec![
-                json!({"template": "Sales orders", "rows": [{
+            Output::Records(vec![json!({"imports": [
+                {"template": "Sales orders", "rows": [{
                     "SalesOrderNumber": "1042",
                     "Customer": "Jo Bloggs",
                     "CustomerPurchaseOrderReferenceNumber": "5781543927000",
@@ -273,19 +280,23 @@ mod tests {
                     "PaymentMethod": 1,
                     "ServiceType": "Royal Mail Tracked 24",
                     "ChannelName": "Shopify"
-                }]}),
-                json!({"template": "Sales order items", "rows": [
+                }]},
+                {"template": "Sales order items", "rows": [
                     {"SalesOrderNumber": "1042", "ItemCode": "TEE-BLU-M", "QuantityOrdered": 2,
                      "Line": "1", "Sequence": 1, "SalePrice": "20.00"},
                     {"SalesOrderNumber": "1042", "ItemCode": "TOTE-HBR", "QuantityOrdered": 1,
                      "Line": "2", "Sequence": 2, "SalePrice": "27.50"}
-                ]}),
-            ])
+                ]}
+            ]})])
         );
         assert_eq!(logs, vec!["order 1042 with 2 lines"]);
         let mut cancelled: Value = serde_json::from_str(ORDER).unwrap();
         cancelled["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
-        let (out, _) = run(SHOPIFY_PEOPLEVOX_IMPORT_ID, &cancelled.to_string(), json!({}));
+        let (out, _) = run(
+            SHOPIFY_PEOPLEVOX_IMPORT_ID,
+            &cancelled.to_string(),
+            json!({}),
+        );
         assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
     }
 

@@ -1,7 +1,8 @@
 //! `peoplevox.import`: imports an output through Peoplevox's integration templates
 //! (`SaveData`), one call per template in the order the output gives them, so sales orders go
 //! before their items. The output is `{"template", "rows": [{column: value}]}` (written as CSV
-//! with a header row) or `{"template", "csv"}` (sent as it is), or a list of them.
+//! with a header row) or `{"template", "csv"}` (sent as it is); several are sent in order from
+//! `{"imports": [...]}` (or a list, when the output is one).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,7 +90,15 @@ pub fn rows_csv(rows: &[Value]) -> Result<String, String> {
 
 /// The imports an output asks for, in order; the error says what is wrong with it.
 pub fn batches(body: &Value) -> Result<Vec<Batch>, String> {
-    let items = delivery::items(body);
+    // A transformation that returns a list splits its record into events delivered apart, in
+    // no set order; `{"imports": [...]}` keeps several templates in one delivery, in order.
+    let items = match body.get("imports") {
+        Some(Value::Array(list)) if body.get("template").is_none() => list.iter().collect(),
+        Some(_) if body.get("template").is_none() => {
+            return Err("the output's `imports` is not a list of template imports".into())
+        }
+        _ => delivery::items(body),
+    };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let at = if items.len() > 1 {
@@ -104,9 +113,10 @@ pub fn batches(body: &Value) -> Result<Vec<Batch>, String> {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| format!("{at} names no `template` (e.g. \"Sales orders\")"))?;
         let (csv, rows) = match (item.get("rows"), item.get("csv")) {
-            (Some(Value::Array(rows)), None) if !rows.is_empty() => {
-                (rows_csv(rows).map_err(|e| format!("{at}: {e}"))?, rows.len())
-            }
+            (Some(Value::Array(rows)), None) if !rows.is_empty() => (
+                rows_csv(rows).map_err(|e| format!("{at}: {e}"))?,
+                rows.len(),
+            ),
             (Some(Value::Array(_)), None) => {
                 return Err(format!("{at} has no rows to import"));
             }
@@ -220,16 +230,10 @@ impl DestinationFunction for Import {
             // A refused import is Peoplevox's judgement of the rows: the same rows would be
             // refused again. Rows it took before the failure are said, not hidden.
             let message = (!ok).then(|| {
-                let partial = if o.total_count > 0 {
-                    format!(
-                        "imported {} of {} rows, then refused the rest",
-                        o.total_count, batch.rows
-                    )
-                } else {
-                    format!("refused the {} rows", batch.rows)
-                };
                 format!(
-                    "Peoplevox {partial} of template {}: {}",
+                    "Peoplevox imported {} of {} rows of template {}: {}",
+                    o.total_count,
+                    batch.rows,
                     batch.template,
                     o.detail.trim()
                 )
@@ -278,6 +282,20 @@ mod tests {
     }
 
     #[test]
+    fn imports_keep_their_order_in_one_output() {
+        let out = batches(&json!({"imports": [
+            {"template": "Sales orders", "rows": [{"SalesOrderNumber": "1"}]},
+            {"template": "Sales order items", "rows": [{"SalesOrderNumber": "1", "ItemCode": "A"}]}
+        ]}))
+        .unwrap();
+        let names: Vec<&str> = out.iter().map(|b| b.template.as_str()).collect();
+        assert_eq!(names, ["Sales orders", "Sales order items"]);
+        assert!(batches(&json!({"imports": "x"}))
+            .unwrap_err()
+            .contains("not a list"));
+    }
+
+    #[test]
     fn outputs_name_their_templates_in_order() {
         let out = batches(&json!([
             {"template": "Sales orders", "rows": [{"SalesOrderNumber": "1"}]},
@@ -291,8 +309,14 @@ mod tests {
             (json!({"rows": [{"A": 1}]}), "names no `template`"),
             (json!({"template": "X", "rows": []}), "no rows"),
             (json!({"template": "X"}), "either `rows`"),
-            (json!({"template": "X", "csv": "A,B\n"}), "header and no rows"),
-            (json!([{"template": "X", "rows": [1]}]), "row 1 is not an object"),
+            (
+                json!({"template": "X", "csv": "A,B\n"}),
+                "header and no rows",
+            ),
+            (
+                json!([{"template": "X", "rows": [1]}]),
+                "row 1 is not an object",
+            ),
         ] {
             let e = batches(&bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

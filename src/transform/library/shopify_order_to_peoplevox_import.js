@@ -62,8 +62,12 @@ function transform(order, ctx) {
     SalePrice: ctx.money(li.price),
   }));
   ctx.log("order", number, "with", items.length, "lines");
-  return [
-    { template: "Sales orders", rows: [salesOrder] },
-    { template: "Sales order items", rows: items },
-  ];
+  // One output holding both imports: a list would split into events delivered apart, and
+  // the items must follow their order.
+  return {
+    imports: [
+      { template: "Sales orders", rows: [salesOrder] },
+      { template: "Sales order items", rows: items },
+    ],
+  };
 }
