@@ -134,7 +134,7 @@ pub struct Push<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
     /// The raw query string of a callback made with GET (see
-    /// [`WebhookVerifier::from_query`]); `None` for a push with a body.
+    /// [`WebhookVerifier::query_callbacks`]); `None` for a push with a body.
     pub query: Option<&'a str>,
 }
 
@@ -181,7 +181,7 @@ pub trait WebhookVerifier: Send + Sync {
 
     /// Whether the system calls back with GET, the record in the query string (one JSON
     /// object of the decoded parameters). Only such sources answer GET at their webhook URL.
-    fn from_query(&self, _params: &Value) -> bool {
+    fn query_callbacks(&self, _params: &Value) -> bool {
         false
     }
 

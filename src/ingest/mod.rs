@@ -75,7 +75,7 @@ async fn receive_query(
         state
             .connectors
             .webhook(&s.function)
-            .is_some_and(|h| h.from_query(&s.params.0))
+            .is_some_and(|h| h.query_callbacks(&s.params.0))
     });
     if !takes_query {
         return Ok(not_allowed());

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde_json::{json, Map, Value};
 
-use super::soap::{operation, Account};
+use super::soap::{operation, Account, SoapError};
 use super::Peoplevox;
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
@@ -18,7 +18,7 @@ use crate::domain::error_code::ErrorCode;
 
 /// Most pages in one run: a guard against a count that never ends.
 const MAX_PAGES: u64 = 10_000;
-/// How often a busy answer is waited out before the run fails.
+/// How often a busy or failed answer is waited out before the run fails.
 const MAX_BUSY: u32 = 5;
 
 crate::params! {
@@ -65,10 +65,7 @@ pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
 pub fn clause(own: Option<&str>, field: Option<&str>, after: Option<NaiveDateTime>) -> String {
     let own = own.map(str::trim).filter(|c| !c.is_empty());
     let bound = match (field, after) {
-        (Some(f), Some(t)) => Some(format!(
-            "{f} > DateTime({})",
-            t.format("%Y,%m,%d,%H,%M,%S")
-        )),
+        (Some(f), Some(t)) => Some(format!("{f} > DateTime({})", t.format("%Y,%m,%d,%H,%M,%S"))),
         _ => None,
     };
     match (own, bound) {
@@ -111,7 +108,9 @@ pub fn records(csv_text: &str) -> Result<Vec<Value>, String> {
 #[async_trait]
 impl SourceFunction for Data {
     fn entity_id_path(&self, params: &Value) -> Option<String> {
-        DataParams::parse(params).ok().and_then(|p| p.entity_id_path)
+        DataParams::parse(params)
+            .ok()
+            .and_then(|p| p.entity_id_path)
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
@@ -124,8 +123,15 @@ impl SourceFunction for Data {
             .ok_or_else(|| "a Peoplevox source needs a key".to_string())?;
         let account = Account::from_key(key)
             .map_err(|e| format!("{}: {e}", ErrorCode::Unauthorized.as_str()))?;
-        let field = params.since_field.as_deref().map(str::trim).filter(|f| !f.is_empty());
-        let after = match (field, state.and_then(|s| s.get("after")).and_then(Value::as_str)) {
+        let field = params
+            .since_field
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty());
+        let after = match (
+            field,
+            state.and_then(|s| s.get("after")).and_then(Value::as_str),
+        ) {
             (None, _) => None,
             (Some(_), Some(stored)) => parse_time(stored),
             (Some(_), None) => match params.since.as_deref() {
@@ -161,11 +167,18 @@ impl SourceFunction for Data {
                 .await
             {
                 Ok(r) => r,
-                Err(e) if e.code() == ErrorCode::RateLimited && busy < MAX_BUSY => {
+                // Busy answers and the server's own failures are waited out a few times
+                // within the run: the pages read so far are not lost to a passing fault.
+                Err(e @ SoapError::Answered { .. }) if e.retry() && busy < MAX_BUSY => {
                     busy += 1;
-                    let wait = e.retry_after().unwrap_or(Duration::from_secs(15));
+                    let default = if e.code() == ErrorCode::RateLimited {
+                        Duration::from_secs(15)
+                    } else {
+                        Duration::from_secs(2 * u64::from(busy))
+                    };
+                    let wait = e.retry_after().unwrap_or(default);
                     let wait = wait.min(Duration::from_secs(120));
-                    tracing::info!(wait = wait.as_secs(), "Peoplevox busy; backing off");
+                    tracing::info!(wait = wait.as_secs(), error = %e, "Peoplevox busy or failing; trying the page again");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -259,7 +272,10 @@ mod tests {
         );
         assert_eq!(clause(None, Some("LastUpdated"), None), "");
         assert_eq!(clause(Some(" "), None, Some(t)), "");
-        assert_eq!(parse_time("03/07/2017 06:03"), parse_time("2017-07-03 06:03:00"));
+        assert_eq!(
+            parse_time("03/07/2017 06:03"),
+            parse_time("2017-07-03 06:03:00")
+        );
         assert!(parse_time("yesterday").is_none());
     }
 }

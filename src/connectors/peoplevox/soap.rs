@@ -228,7 +228,11 @@ pub fn escape(text: &str) -> Result<String, String> {
 
 /// The body element of an operation: `<Op xmlns=…>` with its fields, inside a wrapper element
 /// when the operation takes one (`getRequest`, `saveRequest`).
-pub fn operation(op: &str, wrapper: Option<&str>, fields: &[(&str, &str)]) -> Result<String, String> {
+pub fn operation(
+    op: &str,
+    wrapper: Option<&str>,
+    fields: &[(&str, &str)],
+) -> Result<String, String> {
     let mut inner = String::new();
     for (name, value) in fields {
         inner.push_str(&format!("<{name}>{}</{name}>", escape(value)?));
@@ -288,7 +292,8 @@ pub fn parse(xml: &str, op: &str) -> Result<Parsed, String> {
         .descendants()
         .find(|n| n.is_element() && n.tag_name().name() == wanted)
         .ok_or_else(|| format!("the answer has no {wanted}"))?;
-    let id = child_text(result, "ResponseId").ok_or_else(|| format!("{wanted} has no ResponseId"))?;
+    let id =
+        child_text(result, "ResponseId").ok_or_else(|| format!("{wanted} has no ResponseId"))?;
     let response_id = id
         .trim()
         .parse()
@@ -331,7 +336,10 @@ impl Client {
                 let mut sent = self.sent.lock().await;
                 let times = sent.entry(key.clone()).or_default();
                 let now = Instant::now();
-                while times.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                {
                     times.pop_front();
                 }
                 if times.len() < PER_WINDOW {
@@ -365,7 +373,10 @@ impl Client {
             .header("content-type", "text/xml; charset=utf-8")
             .header("soapaction", format!("\"{NS}{op}\""))
             .body(xml);
-        let res = net.send(req, Some(timeout)).await.map_err(SoapError::Call)?;
+        let res = net
+            .send(req, Some(timeout))
+            .await
+            .map_err(SoapError::Call)?;
         let status = res.status().as_u16();
         let retry_after = res
             .headers()
@@ -386,7 +397,10 @@ impl Client {
             429 | 503 => {
                 return Err(answered(
                     ErrorCode::RateLimited,
-                    format!("Peoplevox answered {status} to {op}: busy or over its request limit; {}", short(&text)),
+                    format!(
+                        "Peoplevox answered {status} to {op}: busy or over its request limit; {}",
+                        short(&text)
+                    ),
                 ))
             }
             401 | 403 => {
@@ -433,7 +447,10 @@ impl Client {
                 } else {
                     status_code(status)
                 },
-                format!("Peoplevox answered {status} to {op}, and {why}: {}", short(&text)),
+                format!(
+                    "Peoplevox answered {status} to {op}, and {why}: {}",
+                    short(&text)
+                ),
             )),
         }
     }
@@ -508,7 +525,12 @@ impl Client {
         body: &str,
         timeout: Duration,
     ) -> Result<Reply, SoapError> {
-        let cached = self.sessions.lock().await.get(&account.cache_key()).cloned();
+        let cached = self
+            .sessions
+            .lock()
+            .await
+            .get(&account.cache_key())
+            .cloned();
         let session = match cached {
             Some(s) => s,
             None => self.authenticate(net, account, timeout).await?,
@@ -585,12 +607,16 @@ mod tests {
             e("https://ap.peoplevox.net/acme1234/Resources/IntegrationServicev4.asmx"),
             "https://ap.peoplevox.net/acme1234/Resources/IntegrationServicev4.asmx"
         );
-        let a = Account::from_key(&json!({"client_id": "acme1234", "username": "u", "password": "secret"}))
-            .unwrap();
+        let a = Account::from_key(
+            &json!({"client_id": "acme1234", "username": "u", "password": "secret"}),
+        )
+        .unwrap();
         assert_eq!(a.endpoint, full);
         assert_eq!(a.encoded_password, "c2VjcmV0");
-        let plain = Account::from_key(&json!({"client_id": "c", "username": "u", "password": "secret",
-            "password_encoding": "plain"}))
+        let plain = Account::from_key(
+            &json!({"client_id": "c", "username": "u", "password": "secret",
+            "password_encoding": "plain"}),
+        )
         .unwrap();
         assert_eq!(plain.encoded_password, "secret");
         let e = Account::from_key(&json!({"client_id": "c", "password": "p"})).unwrap_err();
@@ -607,7 +633,10 @@ mod tests {
         let body = operation(
             "GetData",
             Some("getRequest"),
-            &[("TemplateName", "Sales orders"), ("SearchClause", "A == \"x&y\"")],
+            &[
+                ("TemplateName", "Sales orders"),
+                ("SearchClause", "A == \"x&y\""),
+            ],
         )
         .unwrap();
         assert_eq!(
@@ -654,7 +683,9 @@ mod tests {
             }
         );
         assert!(parse("<html>", "GetData").is_err());
-        assert!(parse(ok, "SaveData").unwrap_err().contains("SaveDataResult"));
+        assert!(parse(ok, "SaveData")
+            .unwrap_err()
+            .contains("SaveDataResult"));
         assert!(invalid_session(&Outcome {
             response_id: -1,
             total_count: 0,

@@ -74,7 +74,10 @@ pub fn default_fields(event_type: &str) -> Option<&'static [(&'static str, &'sta
             ("GoodsInId", "GoodsInId"),
             ("Reference", "Reference"),
             ("ReconciledDateTime", "ReconciledDateTime"),
-            ("ItemCode", "Consignments.ConsignmentItemTypes.ItemType.ItemCode"),
+            (
+                "ItemCode",
+                "Consignments.ConsignmentItemTypes.ItemType.ItemCode",
+            ),
             ("Quantity", "Consignments.ConsignmentItemTypes.Quantity"),
         ],
         "IncrementalChanges" => &[
@@ -142,7 +145,7 @@ impl WebhookVerifier for Webhook {
     }
 
     /// Peoplevox calls back with GET, the values in the query string.
-    fn from_query(&self, _params: &Value) -> bool {
+    fn query_callbacks(&self, _params: &Value) -> bool {
         true
     }
 
@@ -220,7 +223,13 @@ impl Webhook {
         let reply = self
             .pvx
             .client
-            .call(call.net, account, "UnsubscribeEvent", &body, call.net.deadline)
+            .call(
+                call.net,
+                account,
+                "UnsubscribeEvent",
+                &body,
+                call.net.deadline,
+            )
             .await
             .map_err(|e| install_error(e, &what))?;
         let o = &reply.outcome;
@@ -230,7 +239,10 @@ impl Webhook {
         // Peoplevox has no list of subscriptions to check against; its refusal of an id it
         // does not know is taken as "already gone".
         let detail = o.detail.to_ascii_lowercase();
-        if detail.contains("not found") || detail.contains("does not exist") || detail.contains("no subscription") {
+        if detail.contains("not found")
+            || detail.contains("does not exist")
+            || detail.contains("no subscription")
+        {
             return Ok(());
         }
         Err(InstallError::Upstream(format!(
@@ -271,7 +283,13 @@ impl Installer for Webhook {
         let reply = self
             .pvx
             .client
-            .call(call.net, &account, "SubscribeEvent", &body, call.net.deadline)
+            .call(
+                call.net,
+                &account,
+                "SubscribeEvent",
+                &body,
+                call.net.deadline,
+            )
             .await
             .map_err(|e| install_error(e, &what))?;
         let o = &reply.outcome;
@@ -318,18 +336,27 @@ mod tests {
             &params(json!({"event_type": "AvailabilityChanges"})),
         )
         .unwrap();
-        assert_eq!(url, "https://w/hooks/t?ItemCode={ItemCode}&Available={Available}");
+        assert_eq!(
+            url,
+            "https://w/hooks/t?ItemCode={ItemCode}&Available={Available}"
+        );
         let url = callback_url(
             "https://w/hooks/t",
             &params(json!({"event_type": "Returns", "callback_fields": {"so": "SalesOrder.SalesOrderNumber"}})),
         )
         .unwrap();
         assert_eq!(url, "https://w/hooks/t?so={SalesOrder.SalesOrderNumber}");
-        let e = callback_url("https://w/hooks/t", &params(json!({"event_type": "Returns"})))
-            .unwrap_err();
+        let e = callback_url(
+            "https://w/hooks/t",
+            &params(json!({"event_type": "Returns"})),
+        )
+        .unwrap_err();
         assert!(e.contains("callback_fields"), "{e}");
-        let e = callback_url("https://w/hooks/t", &params(json!({"event_type": "Exploded"})))
-            .unwrap_err();
+        let e = callback_url(
+            "https://w/hooks/t",
+            &params(json!({"event_type": "Exploded"})),
+        )
+        .unwrap_err();
         assert!(e.contains("no event type `Exploded`"), "{e}");
         let e = callback_url(
             "https://w/hooks/t",
