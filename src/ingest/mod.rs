@@ -9,7 +9,7 @@ pub mod decode;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -55,6 +55,7 @@ async fn receive(
 async fn receive_query(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    method: Method,
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
     RawQuery(query): RawQuery,
@@ -66,6 +67,10 @@ async fn receive_query(
         )
             .into_response()
     };
+    // The router answers HEAD with the GET handler; a HEAD must store nothing.
+    if method != Method::GET {
+        return Ok(not_allowed());
+    }
     let source = state
         .store
         .source_by_webhook_token(&token)

@@ -1161,10 +1161,26 @@ async fn callbacks_are_subscribed_received_and_unsubscribed(db: Db) {
             "notify_customer": true})
     );
     assert_eq!(sink.received().len(), 1);
+    // A HEAD of the callback stores nothing.
+    let head = s
+        .client
+        .head(local(&format!(
+            "{hook}?SalesOrderNumber=1043&TrackingNumber=X1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::METHOD_NOT_ALLOWED);
     // The same callback again is the same delivery.
     let (status, again) = fire(&s, &pvx, "TrackingNumberReceived", &values).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["duplicate"], true);
+    let (_, jobs) = s.get("/jobs").await;
+    assert_eq!(
+        jobs["items"].as_array().unwrap().len(),
+        1,
+        "neither the HEAD nor the repeat made a job"
+    );
     // A callback with no parameters carries no record.
     let (status, _) = read(s.client.get(local(hook)).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
