@@ -133,8 +133,9 @@ pub struct Push<'a> {
     pub key: Option<&'a Value>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
-    /// The raw query string of a callback made with GET (see
-    /// [`WebhookVerifier::query_callbacks`]); `None` for a push with a body.
+    /// The raw parameters of a callback that carries its record in them (see
+    /// [`WebhookVerifier::query_callbacks`]): a GET's query string, or a POST's form body;
+    /// `None` for a push whose body is read as the source's format.
     pub query: Option<&'a str>,
 }
 
@@ -179,8 +180,9 @@ pub trait WebhookVerifier: Send + Sync {
         false
     }
 
-    /// Whether the system calls back with GET, the record in the query string (one JSON
-    /// object of the decoded parameters). Only such sources answer GET at their webhook URL.
+    /// Whether the system calls back with parameters: GET with the record in the query string
+    /// (one JSON object of the decoded parameters), or POST with them as a form. Only such
+    /// sources answer GET at their webhook URL.
     fn query_callbacks(&self, _params: &Value) -> bool {
         false
     }

@@ -44,9 +44,41 @@ async fn receive(
     Path(token): Path<String>,
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
+    RawQuery(url_query): RawQuery,
     RawBody(body): RawBody,
 ) -> Result<axum::response::Response, ApiError> {
-    accept(state, token, headers, gate, body, None).await
+    accept(state, token, headers, gate, body, Carried::Post(url_query)).await
+}
+
+/// How a push carries its record.
+enum Carried {
+    /// A GET callback: the query string.
+    Get(String),
+    /// A POST: the body, or for a system that calls back with parameters, a form body or
+    /// (with no body) the URL's query string.
+    Post(Option<String>),
+}
+
+/// The parameters a POST to a query-callback source carries: a form body, or the URL's query
+/// string when there is no body; `None` when the body is to be read as the source's format.
+fn posted_query(
+    headers: &HeaderMap,
+    body: &[u8],
+    url_query: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::BadRequest("The form body is not UTF-8 text.".into()))?;
+        return Ok(Some(text.to_string()));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(url_query.filter(|q| !q.is_empty()));
+    }
+    Ok(None)
 }
 
 /// `GET /hooks/{source_token}?…`: a callback whose record is its query string, for the sources
@@ -91,19 +123,19 @@ async fn receive_query(
         headers,
         gate,
         axum::body::Bytes::new(),
-        Some(query.unwrap_or_default()),
+        Carried::Get(query.unwrap_or_default()),
     )
     .await
 }
 
-/// Verifies, decodes and stores one push (`query` is a GET callback's query string).
+/// Verifies, decodes and stores one push.
 async fn accept(
     state: AppState,
     token: String,
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
     body: axum::body::Bytes,
-    query: Option<String>,
+    carried: Carried,
 ) -> Result<axum::response::Response, ApiError> {
     let source = state
         .store
@@ -117,6 +149,15 @@ async fn accept(
         .webhook(&source.function)
         .ok_or(ApiError::NotFound("webhook"))?;
     let metrics = state.metrics.clone();
+    // The record is in parameters (a query string or a form) for a system that calls back
+    // that way; otherwise in the body, as the source's format says.
+    let query = match carried {
+        Carried::Get(q) => Some(q),
+        Carried::Post(url_query) if hook.query_callbacks(&source.params.0) => {
+            posted_query(&headers, &body, url_query)?
+        }
+        Carried::Post(_) => None,
+    };
     let key = match source.key_id {
         Some(id) => {
             let key = state.store.get_cached::<Key>(source.org_id, id).await?;

@@ -1181,6 +1181,34 @@ async fn callbacks_are_subscribed_received_and_unsubscribed(db: Db) {
         1,
         "neither the HEAD nor the repeat made a job"
     );
+    // Subscribed with SubscribePostEvent, Peoplevox posts the values as a form; a POST with
+    // the values in its URL and no body is read the same way.
+    for (url, body, number) in [
+        (
+            local(hook),
+            "SalesOrderNumber=1043&TrackingNumber=JD9&Carrier=DPD",
+            "1043",
+        ),
+        (
+            local(&format!(
+                "{hook}?SalesOrderNumber=1044&TrackingNumber=JD10&Carrier=DPD"
+            )),
+            "",
+            "1044",
+        ),
+    ] {
+        let mut req = s.client.post(url).body(body);
+        if !body.is_empty() {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let (status, r) = read(req.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+        let job = r["job_id"].as_str().unwrap();
+        assert_eq!(wait_for_job(&s, job).await["status"], "FINISHED");
+        let events = events_of(&s, job).await;
+        assert_eq!(events[0]["entity_id"], number);
+        assert_eq!(events[0]["payload_out"]["tracking"]["company"], "DPD");
+    }
     // A callback with no parameters carries no record.
     let (status, _) = read(s.client.get(local(hook)).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -1250,6 +1278,13 @@ async fn callbacks_are_subscribed_received_and_unsubscribed(db: Db) {
             url.ends_with("?ItemCode={ItemCode}&Available={Available}"),
             "{url}"
         );
+    }
+    // A stock level called back again is news, not a repeat: each is stored.
+    for _ in 0..2 {
+        let values = json!({"ItemCode": "TEE-BLU-M", "Available": "5"});
+        let (status, r) = fire(&s, &pvx, "AvailabilityChanges", &values).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+        assert_eq!(r["duplicate"], false);
     }
     // A wrong password: Peoplevox's refusal, quoted.
     let bad = key(&s, &base, "wrong").await;

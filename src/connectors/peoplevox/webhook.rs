@@ -144,15 +144,20 @@ impl WebhookVerifier for Webhook {
         Ok(())
     }
 
-    /// Peoplevox calls back with GET, the values in the query string.
+    /// Peoplevox calls back with GET, the values in the query string (or, subscribed with
+    /// `SubscribePostEvent`, with POST and the values as a form).
     fn query_callbacks(&self, _params: &Value) -> bool {
         true
     }
 
     /// A callback has no delivery id of its own: the same values called again are the same
-    /// delivery.
+    /// delivery. Not for `AvailabilityChanges`, whose callbacks carry a stock level and no
+    /// time: a level seen before (5, then 4, then 5 again) is news, and a repeat of one is
+    /// harmless, where dropping it would leave the stock wrong.
     fn delivery_id(&self, push: Push<'_>) -> Option<String> {
+        let event = WebhookParams::parse(push.params).map(|p| p.event_type);
         match push.query {
+            Some(_) if event.as_deref() == Ok("AvailabilityChanges") => None,
             Some(q) => {
                 let hash = sha2::Sha256::digest(q.as_bytes());
                 let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -164,7 +169,12 @@ impl WebhookVerifier for Webhook {
 
     fn metadata(&self, push: Push<'_>, meta: &mut Map<String, Value>) {
         if push.query.is_some() {
-            meta.insert("method".into(), json!("GET"));
+            let how = if push.body.is_empty() {
+                "query"
+            } else {
+                "form"
+            };
+            meta.insert("parameters".into(), json!(how));
         }
         if let Ok(p) = WebhookParams::parse(push.params) {
             meta.insert("event_type".into(), json!(p.event_type));
@@ -322,6 +332,36 @@ mod tests {
 
     fn params(v: Value) -> WebhookParams {
         WebhookParams::parse(&v).unwrap()
+    }
+
+    #[test]
+    fn a_repeated_callback_is_one_delivery_but_stock_levels_are_never_dropped() {
+        let headers = reqwest::header::HeaderMap::new();
+        let hook = Webhook {
+            pvx: Arc::default(),
+        };
+        let id = |params: Value, query: Option<&str>| {
+            hook.delivery_id(Push {
+                params: &params,
+                key: None,
+                headers: &headers,
+                body: b"",
+                query,
+            })
+        };
+        let a = id(json!({}), Some("SalesOrderNumber=1&TrackingNumber=X"));
+        assert!(a.as_deref().is_some_and(|d| d.starts_with("query:")));
+        assert_eq!(
+            a,
+            id(json!({}), Some("SalesOrderNumber=1&TrackingNumber=X"))
+        );
+        assert_ne!(
+            a,
+            id(json!({}), Some("SalesOrderNumber=2&TrackingNumber=X"))
+        );
+        let stock = json!({"event_type": "AvailabilityChanges"});
+        assert_eq!(id(stock, Some("ItemCode=A&Available=5")), None);
+        assert_eq!(id(json!({}), None), None);
     }
 
     #[test]
