@@ -76,6 +76,8 @@ struct Pvx {
     limited: u32,
     /// The next this many calls (after a login) fail with a server fault.
     failing: u32,
+    /// The next this many calls (after a login) are read as malformed: a client fault.
+    unreadable: u32,
     /// Requests in the last 15 s, and how many went over the limit.
     recent: VecDeque<Instant>,
     over_limit: u32,
@@ -271,6 +273,14 @@ async fn service(
     if !valid {
         p.calls.push((op.clone(), "invalid session".into()));
         return result(&op, -1, 0, "System : Security - Invalid Session");
+    }
+    if p.unreadable > 0 {
+        p.unreadable -= 1;
+        p.calls.push((op.clone(), "client fault".into()));
+        return fault(
+            "Client",
+            "Server was unable to read request. ---> There is an error in XML document (1, 120).",
+        );
     }
     if p.failing > 0 {
         p.failing -= 1;
@@ -876,6 +886,25 @@ async fn import_refusals_are_final_and_failures_retried(db: Db) {
             .contains("Timeout expired"),
         "{tries:?}"
     );
+    // A request Peoplevox cannot read is a client fault: final, with its words.
+    pvx.lock().unwrap().unreadable = 1;
+    let (_, events) = upload_and_wait(
+        &s,
+        &stream,
+        json!([{"template": "Sales orders", "rows": [{"SalesOrderNumber": "SO-8", "Email": "h@example.com"}]}]),
+    )
+    .await;
+    let e = &events[0];
+    assert_eq!(e["status"], "FAILED", "{e}");
+    assert_eq!(e["error_code"], "INVALID_SCHEMA");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("There is an error in XML document (1, 120)"),
+        "{e}"
+    );
+    assert_eq!(attempts(&s, e).await.len(), 1);
     pvx.lock().unwrap().limited = 1;
     let (_, events) = upload_and_wait(
         &s,

@@ -328,9 +328,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// Waits until the login may send its next request.
-    async fn turn(&self, account: &Account) {
+    /// Waits until the login may send its next request, at most `limit`: a turn further off
+    /// than that is a busy answer of Wharf's own, so a delivery does not outlast its timeout
+    /// waiting.
+    async fn turn(&self, account: &Account, limit: Duration) -> Result<(), SoapError> {
         let key = account.cache_key();
+        let started = Instant::now();
         loop {
             let wait = {
                 let mut sent = self.sent.lock().await;
@@ -344,14 +347,27 @@ impl Client {
                 }
                 if times.len() < PER_WINDOW {
                     times.push_back(now);
-                    return;
+                    return Ok(());
                 }
                 times
                     .front()
                     .map(|t| (*t + WINDOW).saturating_duration_since(now))
                     .unwrap_or_default()
+                    .max(Duration::from_millis(10))
             };
-            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            if started.elapsed() + wait > limit {
+                return Err(SoapError::Answered {
+                    code: ErrorCode::RateLimited,
+                    status: None,
+                    excerpt: None,
+                    retry_after: Some(wait),
+                    message: format!(
+                        "Peoplevox allows {PER_WINDOW} requests in {} s per login, and this one's turn is further off than the call may wait; it is tried again later",
+                        WINDOW.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -367,7 +383,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Reply, SoapError> {
         let xml = envelope(session, body).map_err(SoapError::Input)?;
-        self.turn(account).await;
+        self.turn(account, timeout).await?;
         let req = net
             .request(reqwest::Method::POST, &account.endpoint)
             .header("content-type", "text/xml; charset=utf-8")
@@ -660,6 +676,28 @@ mod tests {
             .find(|n| n.has_tag_name((NS, "ClientId")))
             .unwrap();
         assert_eq!(client.text(), Some("c<1>"));
+    }
+
+    #[tokio::test]
+    async fn a_login_sends_at_most_fifteen_requests_in_fifteen_seconds() {
+        let client = Client::default();
+        let account =
+            Account::from_key(&json!({"client_id": "c", "username": "u", "password": "p"}))
+                .unwrap();
+        for _ in 0..PER_WINDOW {
+            client.turn(&account, Duration::ZERO).await.unwrap();
+        }
+        let e = client
+            .turn(&account, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        assert!(e.retry());
+        assert!(e.retry_after().is_some_and(|w| w <= WINDOW), "{e:?}");
+        // Another login has its own turns.
+        let other = Account::from_key(&json!({"client_id": "c", "username": "v", "password": "p"}))
+            .unwrap();
+        client.turn(&other, Duration::ZERO).await.unwrap();
     }
 
     #[test]
