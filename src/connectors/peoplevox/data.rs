@@ -163,7 +163,7 @@ impl SourceFunction for Data {
             let reply = match self
                 .pvx
                 .client
-                .call(call.net, &account, "GetData", &body, call.net.deadline)
+                .call(call.net, &account, "GetData", &body, None)
                 .await
             {
                 Ok(r) => r,

@@ -219,7 +219,7 @@ impl DestinationFunction for Import {
             let reply = match self
                 .pvx
                 .client
-                .call(call.net, &account, "SaveData", &body, out.timeout)
+                .call(call.net, &account, "SaveData", &body, Some(out.timeout))
                 .await
             {
                 Ok(r) => r,

@@ -380,19 +380,17 @@ impl Client {
         op: &str,
         session: Option<&Session>,
         body: &str,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Reply, SoapError> {
         let xml = envelope(session, body).map_err(SoapError::Input)?;
-        self.turn(account, timeout).await?;
+        // Without a timeout of its own, a call waits at most a window for its turn.
+        self.turn(account, timeout.unwrap_or(WINDOW)).await?;
         let req = net
             .request(reqwest::Method::POST, &account.endpoint)
             .header("content-type", "text/xml; charset=utf-8")
             .header("soapaction", format!("\"{NS}{op}\""))
             .body(xml);
-        let res = net
-            .send(req, Some(timeout))
-            .await
-            .map_err(SoapError::Call)?;
+        let res = net.send(req, timeout).await.map_err(SoapError::Call)?;
         let status = res.status().as_u16();
         let retry_after = res
             .headers()
@@ -476,7 +474,7 @@ impl Client {
         &self,
         net: &Outbound,
         account: &Account,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Session, SoapError> {
         let body = operation(
             "Authenticate",
@@ -530,16 +528,17 @@ impl Client {
         }
     }
 
-    /// Calls an operation in the login's session (opened, or reopened once when Peoplevox
-    /// says it is no longer valid). A result with `ResponseId` other than 0 is returned as it
-    /// is: what it means depends on the operation.
+    /// Calls an operation in the login's session (opened, or reopened once when Peoplevox says
+    /// it is no longer valid), each request within `timeout` (the outbound client's default
+    /// when `None`). A result with `ResponseId` other than 0 is returned as it is: what it
+    /// means depends on the operation.
     pub async fn call(
         &self,
         net: &Outbound,
         account: &Account,
         op: &str,
         body: &str,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Reply, SoapError> {
         let cached = self
             .sessions

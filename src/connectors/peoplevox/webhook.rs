@@ -233,13 +233,7 @@ impl Webhook {
         let reply = self
             .pvx
             .client
-            .call(
-                call.net,
-                account,
-                "UnsubscribeEvent",
-                &body,
-                call.net.deadline,
-            )
+            .call(call.net, account, "UnsubscribeEvent", &body, None)
             .await
             .map_err(|e| install_error(e, &what))?;
         let o = &reply.outcome;
@@ -293,13 +287,7 @@ impl Installer for Webhook {
         let reply = self
             .pvx
             .client
-            .call(
-                call.net,
-                &account,
-                "SubscribeEvent",
-                &body,
-                call.net.deadline,
-            )
+            .call(call.net, &account, "SubscribeEvent", &body, None)
             .await
             .map_err(|e| install_error(e, &what))?;
         let o = &reply.outcome;
