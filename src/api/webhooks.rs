@@ -61,7 +61,7 @@ async fn prepare<'s>(
     }
     let Some(installer) = state.connectors.installer(&source.function) else {
         return Err(ApiError::Conflict(format!(
-            "Wharf installs subscriptions at Shopify, DEAR and WooCommerce; set up `{}` to push to this source's webhook_url by hand.",
+            "Wharf installs subscriptions at Shopify, DEAR, WooCommerce and Peoplevox; set up `{}` to push to this source's webhook_url by hand.",
             source.system
         )));
     };

@@ -183,21 +183,35 @@ pub static SYSTEMS: &[System] = &[
     System {
         name: "peoplevox",
         title: "Descartes Peoplevox",
-        description: "Warehouse management: send orders, receive despatch and stock callbacks.",
+        description: "Warehouse management through the IntegrationServiceV4 SOAP API: import orders through integration templates, read templates, receive despatch and stock callbacks.",
         key_template: &[
-            f("client_id", K::String, true, "Peoplevox client id."),
-            f("username", K::String, true, "Integration user name."),
-            secret("password", true, "Integration user password."),
-            host("base_url", K::String, false, H::Vendor("peoplevox.net"), "Service URL of the client's Peoplevox instance (https, under `peoplevox.net` unless an admin sets it)."),
+            f("client_id", K::String, true, "Peoplevox client id: the first path segment of the instance's address (`https://wms.peoplevox.net/<client_id>/…`)."),
+            f("username", K::String, true, "The integration user's name (a Peoplevox user set up for the API)."),
+            secret("password", true, "The integration user's password; Wharf sends it base64-encoded, as `Authenticate` expects."),
+            f("password_encoding", K::Enum(&["base64", "plain"]), false, "How the password is sent to `Authenticate`: `base64` (the default) or `plain` (instances that want it in plain text, such as the US region)."),
+            host("base_url", K::String, false, H::Vendor("peoplevox.net"), "Service URL of the client's Peoplevox instance, e.g. `https://wms.peoplevox.net` (the default), `https://emea.peoplevox.net` or the full `…/<client_id>/resources/integrationservicev4.asmx`; https, under `peoplevox.net` unless an admin sets it."),
         ],
         key_required: true,
-        sources: &[Function {
-            name: "peoplevox.webhook",
-            description: "Receive Peoplevox event callbacks (despatches, goods in, stock).",
-            triggers: PUSH,
-            params: <peoplevox::WebhookParams as Params>::FIELDS,
+        sources: &[
+            Function {
+                name: "peoplevox.data",
+                description: "Read a template's rows (`GetData`) page by page, one record per CSV row keyed by column name; `search_clause` filters; with `since_field` only rows changed since the last run.",
+                triggers: PULL,
+                params: <peoplevox::DataParams as Params>::FIELDS,
+            },
+            Function {
+                name: "peoplevox.webhook",
+                description: "Receive Peoplevox event callbacks (despatches and tracking numbers, order status, stock, goods in): installing subscribes the event (`SubscribeEvent`) with a callback URL whose query string Peoplevox fills in; each callback is one record of its parameters.",
+                triggers: PUSH,
+                params: <peoplevox::WebhookParams as Params>::FIELDS,
+            },
+        ],
+        destinations: &[Function {
+            name: "peoplevox.import",
+            description: "Import through integration templates (`SaveData`): the output is `{\"template\": \"Sales orders\", \"rows\": [{column: value}]}`, written as CSV with a header row, or `{\"template\", \"csv\"}` sent as it is; `{\"imports\": [...]}` sends several in order in one delivery (sales orders before their items). Peoplevox's refusals, partial imports included, are INVALID_SCHEMA with its words.",
+            triggers: &[],
+            params: <peoplevox::ImportParams as Params>::FIELDS,
         }],
-        destinations: &[],
         webhook_verification: "The URL token alone: Peoplevox callbacks carry no signature.",
     },
     System {

@@ -146,6 +146,10 @@ pub struct Push<'a> {
     pub key: Option<&'a Value>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// The raw parameters of a callback that carries its record in them (see
+    /// [`WebhookVerifier::query_callbacks`]): a GET's query string, or a POST's form body;
+    /// `None` for a push whose body is read as the source's format.
+    pub query: Option<&'a str>,
 }
 
 impl Push<'_> {
@@ -186,6 +190,13 @@ pub trait WebhookVerifier: Send + Sync {
     /// Whether the push is the system's test delivery, which carries no record and is
     /// answered 200 without being stored (or verified: such pings are not signed).
     fn is_ping(&self, _push: Push<'_>) -> bool {
+        false
+    }
+
+    /// Whether the system calls back with parameters: GET with the record in the query string
+    /// (one JSON object of the decoded parameters), or POST with them as a form. Only such
+    /// sources answer GET at their webhook URL.
+    fn query_callbacks(&self, _params: &Value) -> bool {
         false
     }
 
@@ -264,6 +275,8 @@ impl Default for Registry {
     fn default() -> Registry {
         let dear = Arc::new(super::dear::Dear::default());
         let shopify = Arc::new(super::shopify::ShopifyWebhook);
+        let pvx = Arc::new(super::peoplevox::Peoplevox::default());
+        let pvx_hook = Arc::new(super::peoplevox::Webhook { pvx: pvx.clone() });
         Registry::new()
             .with_source("http.fetch", Arc::new(super::http::Fetch))
             .with_webhook("http.webhook", Arc::new(super::http::Webhook))
@@ -294,7 +307,16 @@ impl Default for Registry {
             )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
-            .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))
+            .with_source(
+                "peoplevox.data",
+                Arc::new(super::peoplevox::Data { pvx: pvx.clone() }),
+            )
+            .with_destination(
+                "peoplevox.import",
+                Arc::new(super::peoplevox::Import { pvx: pvx.clone() }),
+            )
+            .with_webhook("peoplevox.webhook", pvx_hook.clone())
+            .with_installer("peoplevox.webhook", pvx_hook)
             .with_destination("email.send", Arc::new(super::email::Send))
             .with_source("ftp.files", Arc::new(super::ftp::Files))
             .with_destination("ftp.upload", Arc::new(super::ftp::Upload))

@@ -1,4 +1,5 @@
-//! Webhook ingest: `POST /hooks/{source_token}`. The token picks a webhook source; the push is
+//! Webhook ingest: `POST /hooks/{source_token}` (and GET, for systems that call back with
+//! the record in the query string). The token picks a webhook source; the push is
 //! verified as the source's system requires, parsed by the source's format, deduplicated by
 //! the sender's delivery id, and stored (jobs and events, or the thin records for a worker to
 //! complete) before the answer: 202 means it is durably stored.
@@ -7,8 +8,8 @@ pub mod decode;
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -25,7 +26,7 @@ use crate::ops::new_events;
 use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/hooks/{token}", post(receive))
+    Router::new().route("/hooks/{token}", post(receive).get(receive_query))
 }
 
 /// The answer to an accepted push.
@@ -43,7 +44,98 @@ async fn receive(
     Path(token): Path<String>,
     headers: HeaderMap,
     gate: Option<Extension<Arc<CommitGate>>>,
+    RawQuery(url_query): RawQuery,
     RawBody(body): RawBody,
+) -> Result<axum::response::Response, ApiError> {
+    accept(state, token, headers, gate, body, Carried::Post(url_query)).await
+}
+
+/// How a push carries its record.
+enum Carried {
+    /// A GET callback: the query string.
+    Get(String),
+    /// A POST: the body, or for a system that calls back with parameters, a form body or
+    /// (with no body) the URL's query string.
+    Post(Option<String>),
+}
+
+/// The parameters a POST to a query-callback source carries: a form body, or the URL's query
+/// string when there is no body; `None` when the body is to be read as the source's format.
+fn posted_query(
+    headers: &HeaderMap,
+    body: &[u8],
+    url_query: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::BadRequest("The form body is not UTF-8 text.".into()))?;
+        return Ok(Some(text.to_string()));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(url_query.filter(|q| !q.is_empty()));
+    }
+    Ok(None)
+}
+
+/// `GET /hooks/{source_token}?…`: a callback whose record is its query string, for the sources
+/// whose system calls back that way (Peoplevox). For every other token, known or not, GET is
+/// not allowed, as it was before such sources existed.
+async fn receive_query(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    let not_allowed = || {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "POST")],
+        )
+            .into_response()
+    };
+    // The router answers HEAD with the GET handler; a HEAD must store nothing.
+    if method != Method::GET {
+        return Ok(not_allowed());
+    }
+    let source = state
+        .store
+        .source_by_webhook_token(&token)
+        .await?
+        .filter(|s| s.active && s.trigger == "webhook");
+    let takes_query = source.as_ref().is_some_and(|s| {
+        state
+            .connectors
+            .webhook(&s.function)
+            .is_some_and(|h| h.query_callbacks(&s.params.0))
+    });
+    if !takes_query {
+        return Ok(not_allowed());
+    }
+    accept(
+        state,
+        token,
+        headers,
+        gate,
+        axum::body::Bytes::new(),
+        Carried::Get(query.unwrap_or_default()),
+    )
+    .await
+}
+
+/// Verifies, decodes and stores one push.
+async fn accept(
+    state: AppState,
+    token: String,
+    headers: HeaderMap,
+    gate: Option<Extension<Arc<CommitGate>>>,
+    body: axum::body::Bytes,
+    carried: Carried,
 ) -> Result<axum::response::Response, ApiError> {
     let source = state
         .store
@@ -57,6 +149,15 @@ async fn receive(
         .webhook(&source.function)
         .ok_or(ApiError::NotFound("webhook"))?;
     let metrics = state.metrics.clone();
+    // The record is in parameters (a query string or a form) for a system that calls back
+    // that way; otherwise in the body, as the source's format says.
+    let query = match carried {
+        Carried::Get(q) => Some(q),
+        Carried::Post(url_query) if hook.query_callbacks(&source.params.0) => {
+            posted_query(&headers, &body, url_query)?
+        }
+        Carried::Post(_) => None,
+    };
     let key = match source.key_id {
         Some(id) => {
             let key = state.store.get_cached::<Key>(source.org_id, id).await?;
@@ -69,6 +170,7 @@ async fn receive(
         key: key.as_ref(),
         headers: &headers,
         body: &body,
+        query: query.as_deref(),
     };
     // A system's test delivery (e.g. WooCommerce's ping when a webhook is made) is answered
     // 200 and stores nothing: it carries no record.
@@ -84,7 +186,11 @@ async fn receive(
         return Err(ApiError::Unverified);
     }
     let limits = decode::DecodeLimits::from(&state.config.ingest);
-    let records = match parse_records(&hook.decoding(&source.params.0), &body, &limits) {
+    let parsed = match query.as_deref() {
+        Some(q) => query_record(q),
+        None => parse_records(&hook.decoding(&source.params.0), &body, &limits),
+    };
+    let records = match parsed {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -168,6 +274,24 @@ async fn receive(
                 .into_response())
         }
     }
+}
+
+/// The record of a GET callback: its query string's parameters, decoded, as one object (a
+/// name given twice keeps its last value).
+fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::BadRequest(format!("The callback's query string cannot be read: {e}"))
+    })?;
+    if pairs.is_empty() {
+        return Err(ApiError::BadRequest(
+            "The callback carries no parameters in its query string, so there is no record to store.".into(),
+        ));
+    }
+    let record: serde_json::Map<String, Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(vec![Value::Object(record)])
 }
 
 /// The records of a push, as the source's connector says its body is written.

@@ -29,6 +29,12 @@ pub const MAGENTO_PEOPLEVOX_XML_ID: Uuid =
 /// WooCommerce order → CSV, one line per line item (template).
 pub const WOOCOMMERCE_ORDER_LINES_CSV_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007);
+/// Peoplevox despatch callback → Shopify fulfillment (JavaScript).
+pub const PEOPLEVOX_SHOPIFY_FULFILLMENT_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000b);
+/// Shopify order → Peoplevox import through the sales order templates (JavaScript).
+pub const SHOPIFY_PEOPLEVOX_IMPORT_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000c);
 
 struct Entry {
     id: Uuid,
@@ -40,7 +46,7 @@ struct Entry {
     code: &'static str,
 }
 
-const LIBRARY: [Entry; 8] = [
+const LIBRARY: [Entry; 10] = [
     Entry {
         id: PASSTHROUGH_ID,
         title: "Passthrough",
@@ -113,6 +119,24 @@ const LIBRARY: [Entry; 8] = [
         format: "xml",
         code: include_str!("library/magento_order_to_peoplevox.xml.j2"),
     },
+    Entry {
+        id: PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
+        title: "Peoplevox despatch to Shopify fulfillment",
+        description: "A Peoplevox despatch or tracking callback (`peoplevox.webhook`) as the Shopify fulfillment of its order: order name (the sales order number with `order_prefix`, \"#\" by default), tracking number, and company and tracking URL through the `carriers` lookup table (`<carrier>` and `<carrier>.url`, `{number}` in the URL). Despatches without a tracking number are skipped. Settings: order_prefix, notify_customer.",
+        data_type: "shipment",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/peoplevox_despatch_to_shopify_fulfillment.js"),
+    },
+    Entry {
+        id: SHOPIFY_PEOPLEVOX_IMPORT_ID,
+        title: "Shopify order to Peoplevox import",
+        description: "A Shopify order as one `peoplevox.import` output (`{\"imports\": [...]}`, delivered in order): one row for the \"Sales orders\" template (customer, shipping and invoice addresses, totals, service type from the `shipping_methods` lookup table), then its lines for \"Sales order items\" (item codes through `sku_map`). Cancelled orders are skipped. Settings: timezone, channel, payment_method, default_service.",
+        data_type: "sales_order",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/shopify_order_to_peoplevox_import.js"),
+    },
 ];
 
 /// Every public transformation.
@@ -154,6 +178,127 @@ mod tests {
     const SALE: &str = include_str!("library/samples/dear_sale.json");
     const WOO_ORDER: &str = include_str!("library/samples/woocommerce_order.json");
     const MAGENTO_ORDER: &str = include_str!("library/samples/magento_order.json");
+    const PVX_DESPATCH: &str = include_str!("library/samples/peoplevox_despatch.json");
+
+    #[test]
+    fn peoplevox_despatch_to_shopify_fulfillment() {
+        let carriers = crate::transform::lookups::Table {
+            default: None,
+            entries: [
+                ("DPD", "DPD UK"),
+                ("DPD.url", "https://track.dpd.co.uk/parcels/{number}"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        let lookups = Arc::new(crate::transform::lookups::Lookups {
+            tables: [("carriers".to_string(), carriers)].into_iter().collect(),
+        });
+        let (out, logs) = run_with(
+            PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
+            PVX_DESPATCH,
+            json!({}),
+            lookups.clone(),
+        );
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({
+                "order_name": "#1042",
+                "tracking": {"number": "JD0002212345678", "company": "DPD UK",
+                    "url": "https://track.dpd.co.uk/parcels/JD0002212345678"},
+                "notify_customer": true
+            })])
+        );
+        assert_eq!(
+            logs,
+            vec!["despatch D000456 of order 1042 tracking JD0002212345678"]
+        );
+        // A number that has its prefix keeps it; a carrier the table lacks passes as it is.
+        let mut other: Value = serde_json::from_str(PVX_DESPATCH).unwrap();
+        other["SalesOrderNumber"] = json!("SO-77");
+        other["Carrier"] = json!("Royal Mail");
+        let (out, _) = run_with(
+            PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
+            &other.to_string(),
+            json!({"order_prefix": "SO-", "notify_customer": false}),
+            lookups,
+        );
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({
+                "order_name": "SO-77",
+                "tracking": {"number": "JD0002212345678", "company": "Royal Mail", "url": null},
+                "notify_customer": false
+            })])
+        );
+        other["TrackingNumber"] = json!("");
+        let (out, _) = run(
+            PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
+            &other.to_string(),
+            json!({}),
+        );
+        assert_eq!(
+            out,
+            Output::Skip("despatch D000456 has no tracking number yet".into())
+        );
+    }
+
+    #[test]
+    fn shopify_order_to_peoplevox_import() {
+        let (out, logs) = run(
+            SHOPIFY_PEOPLEVOX_IMPORT_ID,
+            ORDER,
+            json!({"timezone": "Europe/London"}),
+        );
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"imports": [
+                {"template": "Sales orders", "rows": [{
+                    "SalesOrderNumber": "1042",
+                    "Customer": "Jo Bloggs",
+                    "CustomerPurchaseOrderReferenceNumber": "5781543927000",
+                    "ShippingAddressLine1": "1 High Street",
+                    "ShippingAddressLine2": "Flat 2",
+                    "ShippingAddressCity": "London",
+                    "ShippingAddressRegion": "England",
+                    "ShippingAddressPostcode": "SW1A 1AA",
+                    "ShippingAddressCountry": "GB",
+                    "InvoiceAddressLine1": "1 High Street",
+                    "InvoiceAddressLine2": "Flat 2",
+                    "InvoiceAddressCity": "London",
+                    "InvoiceAddressRegion": "England",
+                    "InvoiceAddressPostcode": "SW1A 1AA",
+                    "InvoiceAddressCountry": "GB",
+                    "ShippingCost": "3.95",
+                    "Email": "jo.bloggs@example.com",
+                    "ContactName": "Jo Bloggs",
+                    "TotalSale": "66.44",
+                    "Discount": "5.00",
+                    "TaxPaid": "11.07",
+                    "CreatedDate": "2024-07-01 23:30:12",
+                    "PaymentMethod": 1,
+                    "ServiceType": "Royal Mail Tracked 24",
+                    "ChannelName": "Shopify"
+                }]},
+                {"template": "Sales order items", "rows": [
+                    {"SalesOrderNumber": "1042", "ItemCode": "TEE-BLU-M", "QuantityOrdered": 2,
+                     "Line": "1", "Sequence": 1, "SalePrice": "20.00"},
+                    {"SalesOrderNumber": "1042", "ItemCode": "TOTE-HBR", "QuantityOrdered": 1,
+                     "Line": "2", "Sequence": 2, "SalePrice": "27.50"}
+                ]}
+            ]})])
+        );
+        assert_eq!(logs, vec!["order 1042 with 2 lines"]);
+        let mut cancelled: Value = serde_json::from_str(ORDER).unwrap();
+        cancelled["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
+        let (out, _) = run(
+            SHOPIFY_PEOPLEVOX_IMPORT_ID,
+            &cancelled.to_string(),
+            json!({}),
+        );
+        assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
+    }
 
     #[test]
     fn magento_order_to_peoplevox_xml() {
@@ -221,6 +366,15 @@ mod tests {
     }
 
     fn run(id: Uuid, sample: &str, settings: Value) -> (Output, Vec<String>) {
+        run_with(id, sample, settings, Arc::default())
+    }
+
+    fn run_with(
+        id: Uuid,
+        sample: &str,
+        settings: Value,
+        lookups: Arc<crate::transform::lookups::Lookups>,
+    ) -> (Output, Vec<String>) {
         let t = public_transformations()
             .into_iter()
             .find(|t| t.id == id)
@@ -231,7 +385,7 @@ mod tests {
         let ctx = RunContext {
             settings,
             job: json!({"id": "j", "trigger": "webhook"}),
-            lookups: Arc::default(),
+            lookups,
         };
         let mut logs = LogSink::default();
         let record: Value = serde_json::from_str(sample).unwrap();

@@ -536,6 +536,18 @@ async fn systems_library(db: Db) {
         .unwrap()
         .iter()
         .any(|f| f["name"] == "shopify.webhook"));
+    let (status, pvx) = s.get("/systems/peoplevox").await;
+    assert_eq!(status, StatusCode::OK);
+    let names = |kind: &str| -> Vec<String> {
+        pvx[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("sources"), ["peoplevox.data", "peoplevox.webhook"]);
+    assert_eq!(names("destinations"), ["peoplevox.import"]);
     let (status, _) = s.get("/systems/magento9").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -27,6 +27,7 @@ mod panel;
 mod parts;
 mod peers;
 mod people;
+mod peoplevox;
 mod processes;
 mod replicate;
 mod retention;

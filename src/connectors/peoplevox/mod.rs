@@ -1,39 +1,19 @@
-//! Descartes Peoplevox: event callbacks (despatches, goods in, stock).
+//! Descartes Peoplevox: the IntegrationServiceV4 SOAP API. Imports through integration
+//! templates (`peoplevox.import`), template reads (`peoplevox.data`), and event callbacks with
+//! the subscriptions that make Peoplevox send them (`peoplevox.webhook`).
 
-use serde_json::Value;
+mod data;
+mod import;
+pub mod soap;
+mod webhook;
 
-use crate::connectors::http::Format;
-use crate::connectors::params::Params;
-use crate::connectors::registry::{Decoding, Push, Refused, WebhookSource, WebhookVerifier};
+pub use data::{Data, DataParams};
+pub use import::{Import, ImportParams};
+pub use webhook::{Webhook, WebhookParams, EVENT_TYPES};
 
-crate::params! {
-    /// The params of `peoplevox.webhook`.
-    pub struct WebhookParams {
-        event_type: Option<String>, "Event subscribed to, e.g. `AvailabilityChanges` or `SalesOrderStatusChanges`.";
-        format: Format = Format::Json, "Callback body format.";
-    }
-}
-
-/// `peoplevox.webhook`: callbacks as Peoplevox sends them.
-pub struct Webhook;
-
-impl WebhookVerifier for Webhook {
-    /// Peoplevox callbacks carry no signature: the URL token alone.
-    fn verify(&self, _push: Push<'_>) -> Result<(), Refused> {
-        Ok(())
-    }
-
-    fn decoding(&self, params: &Value) -> Decoding {
-        let format = WebhookParams::parse(params).map_or(Format::Json, |p| p.format);
-        Decoding {
-            format: format.body_format(),
-            records_path: String::new(),
-        }
-    }
-}
-
-impl WebhookSource for Webhook {
-    fn entity_id_path(&self, _params: &Value) -> Option<String> {
-        None
-    }
+/// The Peoplevox connector. It owns the sessions and the pacing of requests per login,
+/// shared by every Peoplevox function.
+#[derive(Default)]
+pub struct Peoplevox {
+    pub client: soap::Client,
 }
