@@ -147,12 +147,20 @@ pub static SYSTEMS: &[System] = &[
                 params: <dear::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[Function {
-            name: "dear.sale",
-            description: "Create a sale (or update the one the output's `ID` names), then add its order when the output has `Order.Lines`.",
-            triggers: &[],
-            params: <dear::SaleParams as Params>::FIELDS,
-        }],
+        destinations: &[
+            Function {
+                name: "dear.sale",
+                description: "Create a sale (or update the one the output's `ID` names), then add its order when the output has `Order.Lines`.",
+                triggers: &[],
+                params: <dear::SaleParams as Params>::FIELDS,
+            },
+            Function {
+                name: "dear.fulfilment",
+                description: "Fulfil a sale whose order is authorised: create its fulfilment task, pick, pack and ship. Output: `{\"SaleID\", \"TaskID\"?, \"pick\"?: \"auto\" | {\"Lines\": [{SKU, Quantity, Location, …}]}, \"pack\"?: {\"Lines\"?: […], \"Box\"?}, \"ship\"?: {\"Lines\": [{\"Carrier\", \"TrackingNumber\", \"TrackingURL\", \"ShipmentDate\"?, \"Box\"?}], \"RequireBy\"?, \"ShippingNotes\"?, \"ShippingAddress\"?}}` (or a list of them). Pick is DEAR's autopick unless lines are given; pack puts every picked line in one box (`box_name`) unless lines are given; a ship line without `Box` ships every packed box no other line names (`ShipmentDate` now when unset); without `ship` the task is picked and packed only. A retry goes on from the stage the sale's task reached: it reads the tasks first, skips stages already authorised, and knows a task shipped under the output's tracking numbers as done. DEAR's refusal is the attempt's message (`INVALID_SCHEMA`, or `NOT_FOUND` for an unknown sale or task).",
+                triggers: &[],
+                params: <dear::FulfilmentParams as Params>::FIELDS,
+            },
+        ],
         webhook_verification: "Basic or Bearer credentials, or a custom header and value, as set in the key's `webhook_auth`.",
     },
     System {

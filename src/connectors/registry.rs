@@ -265,6 +265,10 @@ impl Default for Registry {
                 "dear.sale",
                 Arc::new(super::dear::SaleWrite { dear: dear.clone() }),
             )
+            .with_destination(
+                "dear.fulfilment",
+                Arc::new(super::dear::FulfilmentWrite { dear: dear.clone() }),
+            )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)
             .with_webhook("peoplevox.webhook", Arc::new(super::peoplevox::Webhook))

@@ -1,6 +1,9 @@
 //! DEAR Systems / Cin7 Core: the External API v2. Pushes carry ids only (`SaleID`); the full
-//! record is read from the API, within its limit of 60 requests a minute per account.
+//! record is read from the API, within its limit of 60 requests a minute per account. Sales
+//! are pulled (`dear.sales`), made (`dear.sale`) and
+//! fulfilled (`dear.fulfilment`) through the same pacing.
 
+mod fulfilment;
 mod limiter;
 mod sale;
 mod sales;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use fulfilment::{FulfilmentParams, FulfilmentWrite};
 pub use limiter::RateLimiter;
 pub use sale::{SaleParams, SaleWrite};
 pub use sales::{Sales, SalesParams};
@@ -18,8 +22,8 @@ pub use webhook::WebhookParams;
 use super::net::Outbound;
 use crate::domain::error_code::ErrorCode;
 
-/// The DEAR connector. It owns the per-account pacing of API reads, shared by every source
-/// that reads from DEAR.
+/// The DEAR connector. It owns the per-account pacing of API calls, shared by every source
+/// and destination that calls DEAR.
 #[derive(Default)]
 pub struct Dear {
     limiter: RateLimiter,
@@ -64,6 +68,19 @@ fn first(v: &Value) -> Option<&Value> {
         Value::Object(_) => Some(v),
         _ => None,
     }
+}
+
+/// The `Exception` of DEAR's error model in an answer that is otherwise a success: some
+/// answers carry it with a 200.
+fn error_model(v: &Value) -> Option<String> {
+    let e = first(v)?;
+    e.get("ErrorCode")?;
+    Some(
+        e.get("Exception")
+            .and_then(Value::as_str)
+            .unwrap_or("(no message)")
+            .to_string(),
+    )
 }
 
 /// The error code DEAR's answer means where its status alone would mislead: its rate limit
