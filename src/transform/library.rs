@@ -30,6 +30,12 @@ pub const MAGENTO_PEOPLEVOX_XML_ID: Uuid =
 pub const WOOCOMMERCE_ORDER_LINES_CSV_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007);
 
+/// Shopify order → the DEAR sale and order `dear.sale` takes (JavaScript, JSON).
+pub const SHOPIFY_DEAR_SALE_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0009);
+/// DEAR stock row → the Shopify inventory level `shopify.inventory` takes (JavaScript, JSON).
+pub const DEAR_SHOPIFY_INVENTORY_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000a);
+
 struct Entry {
     id: Uuid,
     title: &'static str,
@@ -40,7 +46,7 @@ struct Entry {
     code: &'static str,
 }
 
-const LIBRARY: [Entry; 8] = [
+const LIBRARY: [Entry; 10] = [
     Entry {
         id: PASSTHROUGH_ID,
         title: "Passthrough",
@@ -113,6 +119,24 @@ const LIBRARY: [Entry; 8] = [
         format: "xml",
         code: include_str!("library/magento_order_to_peoplevox.xml.j2"),
     },
+    Entry {
+        id: SHOPIFY_DEAR_SALE_ID,
+        title: "Shopify order to DEAR sale",
+        description: "A Shopify order as the DEAR (Cin7 Core) sale `dear.sale` creates: customer, contact, addresses, the order's name as `CustomerReference`, `SkipQuote`, and its order (`AUTHORISED`) with lines by SKU (through `sku_map`; discount as DEAR's percentage, tax, total) and shipping as an additional charge. Cancelled orders are skipped. Settings: location (required), customer, tax_rule, price_tier, timezone, order_status.",
+        data_type: "sales_order",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/shopify_order_to_dear_sale.js"),
+    },
+    Entry {
+        id: DEAR_SHOPIFY_INVENTORY_ID,
+        title: "DEAR stock to Shopify inventory",
+        description: "A `dear.stock` row (or a SKU's rows summed with `sum_by_sku`) as the inventory level `shopify.inventory` sets: `{sku, available}`, DEAR's `Available` rounded down and never below 0 (SKUs through `sku_map`). Settings: location (a DEAR location name; rows of other locations give no output).",
+        data_type: "stock",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/dear_stock_to_shopify_inventory.js"),
+    },
 ];
 
 /// Every public transformation.
@@ -154,6 +178,7 @@ mod tests {
     const SALE: &str = include_str!("library/samples/dear_sale.json");
     const WOO_ORDER: &str = include_str!("library/samples/woocommerce_order.json");
     const MAGENTO_ORDER: &str = include_str!("library/samples/magento_order.json");
+    const STOCK: &str = include_str!("library/samples/dear_stock.json");
 
     #[test]
     fn magento_order_to_peoplevox_xml() {
@@ -378,6 +403,108 @@ mod tests {
         assert_eq!(
             out,
             Output::Skip("sale SO-00731 has no shipped fulfilment yet".into())
+        );
+    }
+
+    #[test]
+    fn shopify_order_to_dear_sale() {
+        let settings = json!({"location": "Main Warehouse", "tax_rule": "20% (VAT on Income)",
+            "timezone": "Europe/London"});
+        let (out, logs) = run(SHOPIFY_DEAR_SALE_ID, ORDER, settings.clone());
+        let Output::Records(r) = out else { panic!() };
+        let vat = "20% (VAT on Income)";
+        assert_eq!(
+            r,
+            vec![json!({
+                "Customer": "Jo Bloggs",
+                "Contact": "Jo Bloggs",
+                "Email": "jo.bloggs@example.com",
+                "Phone": "+447700900123",
+                "BillingAddress": {"Line1": "1 High Street", "Line2": "Flat 2", "City": "London",
+                    "State": "England", "Postcode": "SW1A 1AA", "Country": "United Kingdom"},
+                "ShippingAddress": {"Line1": "1 High Street", "Line2": "Flat 2", "City": "London",
+                    "State": "England", "Postcode": "SW1A 1AA", "Country": "United Kingdom",
+                    "Company": "Bloggs & Daughters, Ltd", "Contact": "Jo Bloggs", "ShipToOther": false},
+                "Location": "Main Warehouse",
+                "CustomerReference": "#1042",
+                "ExternalID": "5781543927000",
+                "SaleOrderDate": "2024-07-01",
+                "TaxInclusive": true,
+                "SkipQuote": true,
+                "Note": "Please leave with neighbour if out",
+                "TaxRule": vat,
+                "Order": {
+                    "Status": "AUTHORISED",
+                    "Memo": "Shopify order #1042",
+                    "Lines": [
+                        {"SKU": "TEE-BLU-M", "Name": "Organic Cotton Tee - Blue / M", "Quantity": 2,
+                         "Price": 19.995, "Discount": 6.2516, "Tax": 6.25, "Total": 37.49, "TaxRule": vat},
+                        {"SKU": "TOTE-HBR", "Name": "Canvas Tote \"Harbour\"", "Quantity": 1,
+                         "Price": 27.5, "Discount": 9.0909, "Tax": 4.16, "Total": 25, "TaxRule": vat}
+                    ],
+                    "AdditionalCharges": [
+                        {"Description": "Royal Mail Tracked 24", "Quantity": 1, "Price": 3.95,
+                         "Discount": 0, "Tax": 0.66, "Total": 3.95, "TaxRule": vat}
+                    ]
+                }
+            })]
+        );
+        assert_eq!(logs, vec!["order #1042 as a DEAR sale with 2 lines"]);
+
+        // A named DEAR customer and price tier; a carrier DEAR knows the shipping by.
+        let mut order: Value = serde_json::from_str(ORDER).unwrap();
+        order["customer"] = Value::Null;
+        let (out, _) = run(
+            SHOPIFY_DEAR_SALE_ID,
+            &order.to_string(),
+            json!({"location": "Shop", "customer": "Shopify Customer", "price_tier": "Retail"}),
+        );
+        let Output::Records(r) = out else { panic!() };
+        assert_eq!(r[0]["Customer"], "Shopify Customer");
+        assert_eq!(r[0]["Contact"], "Jo Bloggs", "from the billing address");
+        assert_eq!(r[0]["PriceTier"], "Retail");
+        assert_eq!(r[0]["Location"], "Shop");
+        assert!(
+            r[0].get("TaxRule").is_none() && r[0]["Order"]["Lines"][0].get("TaxRule").is_none()
+        );
+
+        order["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
+        let (out, _) = run(SHOPIFY_DEAR_SALE_ID, &order.to_string(), settings);
+        assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
+    }
+
+    #[test]
+    fn dear_stock_to_shopify_inventory() {
+        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, STOCK, json!({}));
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 17})])
+        );
+        let (out, _) = run(
+            DEAR_SHOPIFY_INVENTORY_ID,
+            STOCK,
+            json!({"location": "Main Warehouse"}),
+        );
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 17})])
+        );
+        let (out, _) = run(
+            DEAR_SHOPIFY_INVENTORY_ID,
+            STOCK,
+            json!({"location": "Shop"}),
+        );
+        assert_eq!(
+            out,
+            Output::Skip("stock of TEE-BLU-M at Main Warehouse, not Shop".into())
+        );
+        // More allocated than on hand: none to sell.
+        let mut row: Value = serde_json::from_str(STOCK).unwrap();
+        row["Available"] = json!(-2.5);
+        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, &row.to_string(), json!({}));
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 0})])
         );
     }
 
