@@ -141,6 +141,12 @@ pub static SYSTEMS: &[System] = &[
                 params: <dear::SalesParams as Params>::FIELDS,
             },
             Function {
+                name: "dear.stock",
+                description: "Read stock levels (`ref/productavailability`): one record per product, location, bin and batch row (`OnHand`, `Allocated`, `Available`, …), known by `SKU`; `location` and `sku` narrow it, `sum_by_sku` adds up a SKU's rows per location. Stock is a snapshot without a change filter, so every run reads all of it, page by page within DEAR's 60 calls a minute.",
+                triggers: PULL,
+                params: <dear::StockParams as Params>::FIELDS,
+            },
+            Function {
                 name: "dear.webhook",
                 description: "Receive DEAR webhooks; thin payloads are completed from the API.",
                 triggers: PUSH,

@@ -261,6 +261,10 @@ impl Default for Registry {
                 "dear.sales",
                 Arc::new(super::dear::Sales { dear: dear.clone() }),
             )
+            .with_source(
+                "dear.stock",
+                Arc::new(super::dear::Stock { dear: dear.clone() }),
+            )
             .with_destination(
                 "dear.sale",
                 Arc::new(super::dear::SaleWrite { dear: dear.clone() }),

@@ -1,11 +1,12 @@
-//! DEAR's sales read on a schedule, sales made and fulfilled, through a local
+//! DEAR's sales read on a schedule, sales made and fulfilled, and stock read, through a local
 //! DEAR answering as its External API v2 documents: the account headers (403 "Incorrect
 //! credentials!" otherwise), 60 calls in any 60 seconds per application key (429, or 503,
 //! with `Retry-After: N Seconds`), error arrays (`[{"ErrorCode": 400, "Exception": …}]`),
 //! `saleList` with `Page`/`Limit` (either case), `UpdatedSince` and `Status`,
 //! `{Total, Page, SaleList}`, `GET /sale?ID=` for a sale in full, the fulfilment task's
 //! state machine (the order authorised; pack after an authorised pick, ship after an
-//! authorised pack, every packed box shipped authorises the shipment).
+//! authorised pack, every packed box shipped authorises the shipment) and
+//! `ref/productavailability`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ struct Dear {
     fulfil_calls: Vec<(String, String)>,
     /// One-shot failures: (endpoint, sale id, status, whether the call is done before failing).
     fail: Vec<(String, String, u16, bool)>,
+    /// `ref/productavailability` rows, and the queries answered.
+    stock: Vec<Value>,
+    stock_calls: Vec<BTreeMap<String, String>>,
 }
 
 type DearState = Arc<Mutex<Dear>>;
@@ -467,6 +471,54 @@ async fn stage(
     axum::Json(answer).into_response()
 }
 
+/// `GET /ref/productavailability`: `Page` (from 1), `Limit` (1 to 1000), `Location` (a name)
+/// and `Sku` (exact); `{Total, Page, ProductAvailabilityList}`.
+async fn availability(
+    State(d): State<DearState>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> axum::response::Response {
+    let mut d = d.lock().unwrap();
+    if let Some(refused) = gate(&mut d, &h) {
+        return refused;
+    }
+    let q: BTreeMap<String, String> = q.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    d.stock_calls.push(q.clone());
+    let page: usize = match q.get("page").map(|p| p.parse()) {
+        None => 1,
+        Some(Ok(p)) if p >= 1 => p,
+        _ => return bad("Page should be greater than 0"),
+    };
+    let limit: usize = match q.get("limit").map(|p| p.parse()) {
+        None => 100,
+        Some(Ok(l)) if (1..=1000).contains(&l) => l,
+        _ => return bad("Limit should be between 1 and 1000"),
+    };
+    if q.get("sku").is_some_and(|s| s.chars().count() > 50) {
+        return bad("Sku should not be longer than 50 characters");
+    }
+    if let Some((status, _)) = failure(&mut d, "stock", &page.to_string()) {
+        return server_error(status);
+    }
+    let rows: Vec<&Value> = d
+        .stock
+        .iter()
+        .filter(|r| {
+            q.get("location")
+                .is_none_or(|l| r["Location"] == l.as_str())
+        })
+        .filter(|r| q.get("sku").is_none_or(|s| r["SKU"] == s.as_str()))
+        .collect();
+    let list: Vec<&Value> = rows
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .copied()
+        .collect();
+    axum::Json(json!({"Total": rows.len(), "Page": page, "ProductAvailabilityList": list}))
+        .into_response()
+}
+
 async fn dear() -> (String, DearState) {
     let state: DearState = Arc::default();
     {
@@ -607,6 +659,7 @@ async fn dear() -> (String, DearState) {
             axum::routing::post(|State(d): State<DearState>, h: HeaderMap, axum::Json(b): axum::Json<Value>| stage("ship", false, d, h, b))
                 .put(|State(d): State<DearState>, h: HeaderMap, axum::Json(b): axum::Json<Value>| stage("ship", true, d, h, b)),
         )
+        .route("/ExternalApi/v2/ref/productavailability", get(availability))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1181,9 +1234,189 @@ async fn dear_fulfilment_retries_go_on_from_the_stage_reached(db: Db) {
     );
 }
 
+/// A stock row as `ref/productavailability` lists it.
+fn row(sku: &str, location: &str, bin: Option<&str>, on_hand: f64, allocated: f64) -> Value {
+    json!({"ID": format!("p-{sku}"), "SKU": sku, "Name": format!("Product {sku}"), "Barcode": null,
+        "Location": location, "Bin": bin, "Batch": null, "ExpiryDate": null,
+        "OnHand": on_hand, "Allocated": allocated, "Available": on_hand - allocated,
+        "OnOrder": 0, "StockOnHand": on_hand, "InTransit": 0})
+}
+
+async fn dear_stock_is_read_whole_every_run(db: Db) {
+    let (_env, s) = start(db).await;
+    let (base, dear) = dear().await;
+    {
+        let mut d = dear.lock().unwrap();
+        d.limited = false;
+        d.stock = vec![
+            row("TEE-BLU-M", "Main Warehouse", Some("A-1"), 10.0, 2.0),
+            row("TEE-BLU-M", "Main Warehouse", Some("A-2"), 3.5, 0.0),
+            row("TEE-BLU-M", "Shop", None, 4.0, 0.0),
+            row("TOTE-HBR", "Main Warehouse", None, 1.0, 3.0),
+            row("CAP-RED", "Main Warehouse", None, 7.0, 0.0),
+        ];
+        // Page 2 fails once.
+        d.fail.push(("stock".into(), "2".into(), 500, false));
+    }
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
+        )
+        .await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "DEAR stock", "system": "dear", "function": "dear.stock",
+                "key_id": key["id"], "trigger": "manual", "params": {"page_size": 2}}),
+        )
+        .await;
+    // Through the library's "DEAR stock to Shopify inventory".
+    let sink = Sink::ok().await;
+    let dest = s
+        .create(
+            "/destinations",
+            json!({"title": "Sink", "system": "http", "function": "http.send",
+                "params": {"url": sink.url()}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Stock to Shopify", "data_type": "stock", "source_id": source["id"],
+                "transformation_id": "01900000-0000-7000-8000-00000000000a", "destination_id": dest["id"]}),
+        )
+        .await;
+    let stream = stream["id"].as_str().unwrap();
+
+    // Every row, in pages of two; page 2's server error is tried again.
+    let job = run(&s, stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    let events = events_of(&s, &job).await;
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0]["entity_id"], "TEE-BLU-M");
+    let outputs: Vec<&Value> = events.iter().map(|e| &e["payload_out"]).collect();
+    assert_eq!(*outputs[0], json!({"sku": "TEE-BLU-M", "available": 8}));
+    assert_eq!(
+        *outputs[1],
+        json!({"sku": "TEE-BLU-M", "available": 3}),
+        "floored"
+    );
+    assert_eq!(
+        *outputs[3],
+        json!({"sku": "TOTE-HBR", "available": 0}),
+        "not below 0"
+    );
+    {
+        let mut d = dear.lock().unwrap();
+        let pages: Vec<&str> = d.stock_calls.iter().map(|q| q["page"].as_str()).collect();
+        assert_eq!(pages, ["1", "2", "2", "3"]);
+        assert!(d
+            .stock_calls
+            .iter()
+            .all(|q| q["limit"] == "2" && !q.contains_key("location")));
+        d.stock_calls.clear();
+        // A snapshot: the next run reads it all again, within the limit DEAR says is
+        // used up (as it documents it, a 503), waiting the `1 Seconds` it asks.
+        d.limit_status = 503;
+        use_up_the_limit(&mut d);
+    }
+    let began = Instant::now();
+    let job = run(&s, stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "not the default minute"
+    );
+    assert_eq!(events_of(&s, &job).await.len(), 5);
+    assert_eq!(dear.lock().unwrap().stock_calls.len(), 3);
+
+    // One location, a SKU's bins summed.
+    s.patch(
+        &format!("/sources/{}", source["id"].as_str().unwrap()),
+        json!({"params": {"location": "Main Warehouse", "sum_by_sku": true}}),
+    )
+    .await;
+    let job = run(&s, stream).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
+    let events = events_of(&s, &job).await;
+    let summed: Vec<(&str, &Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["payload_in"]["SKU"].as_str().unwrap(),
+                &e["payload_in"]["Available"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        summed,
+        [
+            ("TEE-BLU-M", &json!(11.5)),
+            ("TOTE-HBR", &json!(-2)),
+            ("CAP-RED", &json!(7))
+        ]
+    );
+    assert_eq!(
+        events[0]["payload_out"],
+        json!({"sku": "TEE-BLU-M", "available": 11})
+    );
+    assert_eq!(
+        dear.lock().unwrap().stock_calls.last().unwrap()["location"],
+        "Main Warehouse"
+    );
+
+    // A SKU DEAR refuses: its message, and the run is not tried again.
+    s.patch(
+        &format!("/sources/{}", source["id"].as_str().unwrap()),
+        json!({"params": {"sku": "X".repeat(51)}}),
+    )
+    .await;
+    let before = dear.lock().unwrap().stock_calls.len();
+    let job = run(&s, stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FAILED");
+    let m = j["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("INVALID_SCHEMA") && m.contains("Sku should not be longer"),
+        "{j}"
+    );
+    assert_eq!(
+        dear.lock().unwrap().stock_calls.len(),
+        before + 1,
+        "not tried again"
+    );
+
+    // Wrong credentials.
+    let bad = s
+        .create(
+            "/keys",
+            json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "wrong", "base_url": base}}),
+        )
+        .await;
+    s.patch(
+        &format!("/sources/{}", source["id"].as_str().unwrap()),
+        json!({"key_id": bad["id"], "params": {}}),
+    )
+    .await;
+    let job = run(&s, stream).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FAILED");
+    let m = j["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("UNAUTHORIZED") && m.contains("Incorrect credentials!"),
+        "{j}"
+    );
+}
+
 both_stores!(
     sales_are_read_by_updated_since_within_the_limit,
     sales_are_created_updated_and_ordered,
     dear_fulfilment_picks_packs_and_ships,
     dear_fulfilment_retries_go_on_from_the_stage_reached,
+    dear_stock_is_read_whole_every_run,
 );

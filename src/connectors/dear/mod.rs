@@ -1,12 +1,13 @@
 //! DEAR Systems / Cin7 Core: the External API v2. Pushes carry ids only (`SaleID`); the full
 //! record is read from the API, within its limit of 60 requests a minute per account. Sales
-//! are pulled (`dear.sales`), made (`dear.sale`) and
+//! and stock are pulled (`dear.sales`, `dear.stock`); sales are made (`dear.sale`) and
 //! fulfilled (`dear.fulfilment`) through the same pacing.
 
 mod fulfilment;
 mod limiter;
 mod sale;
 mod sales;
+mod stock;
 mod webhook;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use fulfilment::{FulfilmentParams, FulfilmentWrite};
 pub use limiter::RateLimiter;
 pub use sale::{SaleParams, SaleWrite};
 pub use sales::{Sales, SalesParams};
+pub use stock::{Stock, StockParams};
 pub use webhook::WebhookParams;
 
 use super::net::Outbound;
