@@ -477,6 +477,8 @@ impl FulfilmentWrite {
         let mut packed = lines(task.get("Pack"));
         if status(&task, "Pack") != "AUTHORISED" {
             let mut body = stage_body(asked.pack, &task_id);
+            // `Box` names the default box; DEAR's pack has boxes on its lines only.
+            body.remove("Box");
             let given = asked
                 .pack
                 .and_then(|p| p.get("Lines"))
@@ -497,7 +499,6 @@ impl FulfilmentWrite {
                     .filter(|b| !b.is_empty())
                     .map(str::to_string)
                     .unwrap_or_else(|| params.box_name.clone());
-                body.remove("Box");
                 body.insert("Lines".into(), json!(packed_from(&picked, &box_name)));
             }
             let what = format!("packing task {task_id} of sale {sale_id}");
