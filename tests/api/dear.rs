@@ -138,7 +138,15 @@ fn add_order(d: &mut Dear, id: &str, status: &str, lines: &[(&str, u32)]) {
     );
 }
 
+/// A failure set with `fail`: a server error, or (given 200) DEAR's error model with a 200,
+/// as some of its answers come.
 fn server_error(status: u16) -> axum::response::Response {
+    if status == 200 {
+        return axum::Json(
+            json!([{"ErrorCode": 400, "Exception": "Sale is being edited by another user"}]),
+        )
+        .into_response();
+    }
     (
         AxStatus::from_u16(status).unwrap(),
         "An unexpected error occurred.",
@@ -975,6 +983,9 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
         );
         add_order(&mut d, S3, "DRAFT", &[("TEE-BLU-M", 1)]);
         add_order(&mut d, S4, "AUTHORISED", &[("TOTE-HBR", 1)]);
+        add_order(&mut d, S6, "AUTHORISED", &[("TOTE-HBR", 1)]);
+        d.fail
+            .push(("GET fulfilment".into(), S6.into(), 200, false));
     }
     let stream = fulfilment_stream(&s, &base, "app-key").await;
     let (_, events) = crate::engine::upload_and_wait(
@@ -997,6 +1008,8 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
             {"SaleID": S3, "ship": {"Lines": [{"Carrier": "DPD", "TrackingNumber": "1"}]}},
             {"SaleID": "00000000-0000-0000-0000-000000000000"},
             {"SaleID": S4, "pack": {"Box": "Carton 1"}, "ship": {"Lines": [{"Carrier": "DPD", "TrackingNumber": "2", "Box": "Carton 9"}]}},
+            // A refusal that comes with a 200.
+            {"SaleID": S6},
             // Refused before any call: not a fulfilment.
             {"SaleID": S5, "pick": "by hand"}
         ]),
@@ -1034,6 +1047,16 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
             .unwrap()
             .contains("Box 'Carton 9' is not packed"),
         "{unpacked}"
+    );
+    let refused_in_200 = event_of(&events, S6);
+    assert_eq!(refused_in_200["status"], "FAILED");
+    assert_eq!(refused_in_200["error_code"], "INVALID_SCHEMA");
+    assert!(
+        refused_in_200["message"]
+            .as_str()
+            .unwrap()
+            .contains("Sale is being edited by another user"),
+        "{refused_in_200}"
     );
     let by_hand = events
         .iter()
@@ -1111,6 +1134,7 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
     assert_eq!(task["Pack"]["Lines"][0]["Box"], "Carton 1");
     assert_eq!(task["Ship"]["Status"], "DRAFT");
     assert!(!d.tasks.contains_key(S3));
+    assert_eq!(calls_for(&d, S6), ["GET fulfilment"]);
 }
 
 async fn dear_fulfilment_retries_go_on_from_the_stage_reached(db: Db) {
