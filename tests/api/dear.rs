@@ -962,6 +962,7 @@ const S3: &str = "916ab4c0-6ccb-4c93-873d-000000000003";
 const S4: &str = "916ab4c0-6ccb-4c93-873d-000000000004";
 const S5: &str = "916ab4c0-6ccb-4c93-873d-000000000005";
 const S6: &str = "916ab4c0-6ccb-4c93-873d-000000000006";
+const S7: &str = "916ab4c0-6ccb-4c93-873d-000000000007";
 
 async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
     let (_env, s) = start(db).await;
@@ -1135,6 +1136,50 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
     assert_eq!(task["Ship"]["Status"], "DRAFT");
     assert!(!d.tasks.contains_key(S3));
     assert_eq!(calls_for(&d, S6), ["GET fulfilment"]);
+    drop(d);
+
+    // Picked and packed as a draft first; a later output ships it, and the draft pack is
+    // replaced (PUT), not added to: a POST would pack every line twice.
+    add_order(
+        &mut dear.lock().unwrap(),
+        S7,
+        "AUTHORISED",
+        &[("CAP-RED", 2)],
+    );
+    let (_, events) = crate::engine::upload_and_wait(
+        &s,
+        &stream,
+        json!([{"SaleID": S7, "pack": {"Status": "DRAFT"}}]),
+    )
+    .await;
+    assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+    assert_eq!(dear.lock().unwrap().tasks[S7][0]["Pack"]["Status"], "DRAFT");
+    let (_, events) = crate::engine::upload_and_wait(
+        &s,
+        &stream,
+        json!([{"SaleID": S7, "ship": {"Lines": [{"Carrier": "DPD", "TrackingNumber": "T-7"}]}}]),
+    )
+    .await;
+    assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+    let d = dear.lock().unwrap();
+    assert_eq!(
+        calls_for(&d, S7),
+        [
+            "GET fulfilment",
+            "POST fulfilment",
+            "POST pick",
+            "POST pack",
+            "GET fulfilment",
+            "PUT pack",
+            "POST ship"
+        ]
+    );
+    let task = &d.tasks[S7][0];
+    assert_eq!(
+        by_sku(task["Pack"]["Lines"].as_array().unwrap())["CAP-RED"],
+        2.0
+    );
+    assert_eq!(task["FulFilmentStatus"], "FULFILLED");
 }
 
 async fn dear_fulfilment_retries_go_on_from_the_stage_reached(db: Db) {
