@@ -122,7 +122,7 @@ const LIBRARY: [Entry; 10] = [
     Entry {
         id: SHOPIFY_DEAR_SALE_ID,
         title: "Shopify order to DEAR sale",
-        description: "A Shopify order as the DEAR (Cin7 Core) sale `dear.sale` creates: customer, contact, addresses, the order's name as `CustomerReference`, `SkipQuote`, and its order (`AUTHORISED`) with lines by SKU (through `sku_map`; discount as DEAR's percentage, tax, total) and shipping as an additional charge. Cancelled orders are skipped. Settings: location (required), customer, tax_rule, price_tier, timezone, order_status.",
+        description: "A Shopify order as the DEAR (Cin7 Core) sale `dear.sale` creates: customer, contact, addresses, the order's name as `CustomerReference`, `SkipQuote`, and its order (`AUTHORISED`) with lines by SKU (through `sku_map`; discount as DEAR's percentage, tax, the total DEAR checks, a tax rule each) and shipping as an additional charge. Cancelled orders are skipped. Settings: location and tax_rule (required), tax_free_rule, customer, price_tier, shipping_product, timezone, order_status. Lookups: sku_map, tax_rules (Shopify tax title to DEAR tax rule), carriers.",
         data_type: "sales_order",
         language: "javascript",
         format: "json",
@@ -246,6 +246,36 @@ mod tests {
     }
 
     fn run(id: Uuid, sample: &str, settings: Value) -> (Output, Vec<String>) {
+        run_with(id, sample, settings, Default::default())
+    }
+
+    fn run_with(
+        id: Uuid,
+        sample: &str,
+        settings: Value,
+        lookups: crate::transform::lookups::Lookups,
+    ) -> (Output, Vec<String>) {
+        let (out, logs) = attempt(id, sample, settings, lookups);
+        (out.unwrap(), logs)
+    }
+
+    /// The message of a run that fails.
+    fn failure(id: Uuid, sample: &str, settings: Value) -> String {
+        match attempt(id, sample, settings, Default::default()).0 {
+            Ok(out) => panic!("{out:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    fn attempt(
+        id: Uuid,
+        sample: &str,
+        settings: Value,
+        lookups: crate::transform::lookups::Lookups,
+    ) -> (
+        Result<Output, crate::transform::TransformError>,
+        Vec<String>,
+    ) {
         let t = public_transformations()
             .into_iter()
             .find(|t| t.id == id)
@@ -256,11 +286,11 @@ mod tests {
         let ctx = RunContext {
             settings,
             job: json!({"id": "j", "trigger": "webhook"}),
-            lookups: Arc::default(),
+            lookups: Arc::new(lookups),
         };
         let mut logs = LogSink::default();
         let record: Value = serde_json::from_str(sample).unwrap();
-        let out = unit.run(&record, &ctx, &limits, &mut logs).unwrap();
+        let out = unit.run(&record, &ctx, &limits, &mut logs);
         (out, logs.take())
     }
 
@@ -409,7 +439,7 @@ mod tests {
     #[test]
     fn shopify_order_to_dear_sale() {
         let settings = json!({"location": "Main Warehouse", "tax_rule": "20% (VAT on Income)",
-            "timezone": "Europe/London"});
+            "shipping_product": "Shipping", "timezone": "Europe/London"});
         let (out, logs) = run(SHOPIFY_DEAR_SALE_ID, ORDER, settings.clone());
         let Output::Records(r) = out else { panic!() };
         let vat = "20% (VAT on Income)";
@@ -437,40 +467,82 @@ mod tests {
                     "Status": "AUTHORISED",
                     "Memo": "Shopify order #1042",
                     "Lines": [
+                        // 2.50 off 39.99 is 6.2516%: DEAR takes two places, and the total
+                        // it checks follows from them.
                         {"SKU": "TEE-BLU-M", "Name": "Organic Cotton Tee - Blue / M", "Quantity": 2,
-                         "Price": 19.995, "Discount": 6.2516, "Tax": 6.25, "Total": 37.49, "TaxRule": vat},
+                         "Price": 19.995, "Discount": 6.25, "Tax": 6.25, "TaxRule": vat, "Total": 37.49},
                         {"SKU": "TOTE-HBR", "Name": "Canvas Tote \"Harbour\"", "Quantity": 1,
-                         "Price": 27.5, "Discount": 9.0909, "Tax": 4.16, "Total": 25, "TaxRule": vat}
+                         "Price": 27.5, "Discount": 9.09, "Tax": 4.16, "TaxRule": vat, "Total": 25}
                     ],
                     "AdditionalCharges": [
-                        {"Description": "Royal Mail Tracked 24", "Quantity": 1, "Price": 3.95,
-                         "Discount": 0, "Tax": 0.66, "Total": 3.95, "TaxRule": vat}
+                        {"Description": "Shipping", "Quantity": 1, "Price": 3.95, "Discount": 0,
+                         "Tax": 0.66, "TaxRule": vat, "Total": 3.95, "Comment": "Royal Mail Tracked 24"}
                     ]
                 }
             })]
         );
         assert_eq!(logs, vec!["order #1042 as a DEAR sale with 2 lines"]);
 
-        // A named DEAR customer and price tier; a carrier DEAR knows the shipping by.
+        // A named DEAR customer and price tier; tax rules by Shopify's tax title, and for
+        // untaxed lines; a carrier DEAR knows the shipping by.
         let mut order: Value = serde_json::from_str(ORDER).unwrap();
         order["customer"] = Value::Null;
-        let (out, _) = run(
+        order["line_items"][1]["tax_lines"] = json!([]);
+        let table = |k: &str, v: &str| crate::transform::lookups::Table {
+            default: None,
+            entries: [(k.to_string(), v.to_string())].into(),
+        };
+        let lookups = crate::transform::lookups::Lookups {
+            tables: [
+                ("tax_rules".to_string(), table("VAT", "VAT 20%")),
+                (
+                    "carriers".to_string(),
+                    table("Royal Mail Tracked 24", "Royal Mail"),
+                ),
+            ]
+            .into(),
+        };
+        let (out, _) = run_with(
             SHOPIFY_DEAR_SALE_ID,
             &order.to_string(),
-            json!({"location": "Shop", "customer": "Shopify Customer", "price_tier": "Retail"}),
+            json!({"location": "Shop", "customer": "Shopify Customer", "price_tier": "Retail",
+                "tax_free_rule": "Tax Exempt"}),
+            lookups,
         );
         let Output::Records(r) = out else { panic!() };
-        assert_eq!(r[0]["Customer"], "Shopify Customer");
-        assert_eq!(r[0]["Contact"], "Jo Bloggs", "from the billing address");
-        assert_eq!(r[0]["PriceTier"], "Retail");
-        assert_eq!(r[0]["Location"], "Shop");
-        assert!(
-            r[0].get("TaxRule").is_none() && r[0]["Order"]["Lines"][0].get("TaxRule").is_none()
+        let sale = &r[0];
+        assert_eq!(sale["Customer"], "Shopify Customer");
+        assert_eq!(sale["Contact"], "Jo Bloggs", "from the billing address");
+        assert_eq!(sale["PriceTier"], "Retail");
+        assert_eq!(sale["Location"], "Shop");
+        assert_eq!(sale["Carrier"], "Royal Mail");
+        assert!(sale.get("TaxRule").is_none());
+        let rules: Vec<&Value> = sale["Order"]["Lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["TaxRule"])
+            .collect();
+        assert_eq!(rules, [&json!("VAT 20%"), &json!("Tax Exempt")]);
+        assert_eq!(
+            sale["Order"]["AdditionalCharges"][0]["Description"],
+            "Royal Mail Tracked 24"
         );
 
         order["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
         let (out, _) = run(SHOPIFY_DEAR_SALE_ID, &order.to_string(), settings);
         assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
+    }
+
+    #[test]
+    fn shopify_order_to_dear_sale_says_which_settings_dear_needs() {
+        for (settings, needed) in [
+            (json!({"tax_rule": "Tax on Sales"}), "settings.location"),
+            (json!({"location": "Main Warehouse"}), "settings.tax_rule"),
+        ] {
+            let message = failure(SHOPIFY_DEAR_SALE_ID, ORDER, settings);
+            assert!(message.contains(needed), "{message}");
+        }
     }
 
     #[test]
