@@ -906,6 +906,68 @@ async fn sales_are_created_updated_and_ordered(db: Db) {
     assert_eq!(d.sales[existing]["Note"], "Gift wrap");
 }
 
+async fn dear_sale_from_a_shopify_order_through_the_library(db: Db) {
+    let (_env, s) = start(db).await;
+    let (base, dear) = dear().await;
+    dear.lock().unwrap().limited = false;
+    let key = s
+        .create(
+            "/keys",
+            json!({"system": "dear", "title": "DEAR", "credentials": {
+            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
+        )
+        .await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Shopify orders", "system": "dear", "function": "dear.sales",
+                "key_id": key["id"], "trigger": "manual", "params": {}}),
+        )
+        .await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "DEAR sales", "system": "dear", "function": "dear.sale",
+                "key_id": key["id"], "params": {}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Shopify to DEAR", "data_type": "sales_order", "source_id": source["id"],
+                "transformation_id": "01900000-0000-7000-8000-000000000009", "destination_id": destination["id"],
+                "settings": {"location": "Main Warehouse", "tax_rule": "20% (VAT on Income)"}}),
+        )
+        .await;
+    let order: Value = serde_json::from_str(include_str!(
+        "../../src/transform/library/samples/shopify_order.json"
+    ))
+    .unwrap();
+    let (_, events) =
+        crate::engine::upload_and_wait(&s, stream["id"].as_str().unwrap(), json!([order])).await;
+    assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+    let d = dear.lock().unwrap();
+    let (_, sale) = d.written.iter().find(|(k, _)| k == "POST sale").unwrap();
+    assert_eq!(sale["CustomerReference"], "#1042");
+    assert_eq!(sale["Location"], "Main Warehouse");
+    assert_eq!(sale["SkipQuote"], true);
+    let (_, placed) = d
+        .written
+        .iter()
+        .find(|(k, _)| k == "POST sale/order")
+        .unwrap();
+    assert_eq!(placed["SaleID"], sale["ID"]);
+    assert_eq!(placed["Status"], "AUTHORISED");
+    let skus: Vec<&str> = placed["Lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["SKU"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["TEE-BLU-M", "TOTE-HBR"]);
+    assert_eq!(placed["AdditionalCharges"][0]["Price"], 3.95);
+}
+
 /// A DEAR key, a `dear.fulfilment` destination with it (retried twice, at once unless DEAR
 /// asks to wait) and a stream to it that takes uploads: the stream's id.
 async fn fulfilment_stream(s: &crate::common::Server, base: &str, application_key: &str) -> String {
@@ -1485,6 +1547,7 @@ async fn dear_stock_is_read_whole_every_run(db: Db) {
 both_stores!(
     sales_are_read_by_updated_since_within_the_limit,
     sales_are_created_updated_and_ordered,
+    dear_sale_from_a_shopify_order_through_the_library,
     dear_fulfilment_picks_packs_and_ships,
     dear_fulfilment_retries_go_on_from_the_stage_reached,
     dear_stock_is_read_whole_every_run,
