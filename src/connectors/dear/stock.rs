@@ -37,7 +37,7 @@ crate::params! {
         location: Option<String>, "Only this location's stock, by DEAR's location name (e.g. `Main Warehouse`); every location when unset.";
         sku: Option<String>, "Only this SKU's rows; every product when unset.";
         page_size: u64 = 1000, "Rows per page (1 to 1000).";
-        sum_by_sku: bool = false, "Add up each SKU's rows per location (its bins and batches) into one record, its quantities summed and `Bin`, `Batch` and `ExpiryDate` null; one record per row when false.";
+        sum_by_sku: bool = false, "Add up each SKU's rows per location (its bins and batches) into one record, its quantities summed, `Bin`, `Batch` and `ExpiryDate` null and `Rows` the number of rows added; one record per row when false.";
         entity_id_path: Option<String>, "Dotted path of each record's entity id; `SKU` when unset.";
     }
 }
