@@ -166,18 +166,32 @@ pub static SYSTEMS: &[System] = &[
                 params: <dear::SalesParams as Params>::FIELDS,
             },
             Function {
+                name: "dear.stock",
+                description: "Read stock levels (`ref/productavailability`): one record per product, location, bin and batch row (`OnHand`, `Allocated`, `Available`, …), known by `SKU`; `location` and `sku` narrow it, `sum_by_sku` adds up a SKU's rows per location. Stock is a snapshot without a change filter, so every run reads all of it, page by page within DEAR's 60 calls a minute.",
+                triggers: PULL,
+                params: <dear::StockParams as Params>::FIELDS,
+            },
+            Function {
                 name: "dear.webhook",
                 description: "Receive DEAR webhooks; thin payloads are completed from the API.",
                 triggers: PUSH,
                 params: <dear::WebhookParams as Params>::FIELDS,
             },
         ],
-        destinations: &[Function {
-            name: "dear.sale",
-            description: "Create a sale (or update the one the output's `ID` names), then add its order when the output has `Order.Lines`.",
-            triggers: &[],
-            params: <dear::SaleParams as Params>::FIELDS,
-        }],
+        destinations: &[
+            Function {
+                name: "dear.sale",
+                description: "Create a sale (or update the one the output's `ID` names), then add its order when the output has `Order.Lines`.",
+                triggers: &[],
+                params: <dear::SaleParams as Params>::FIELDS,
+            },
+            Function {
+                name: "dear.fulfilment",
+                description: "Fulfil a sale whose order is authorised: create its fulfilment task, pick, pack and ship. Output: `{\"SaleID\", \"TaskID\"?, \"pick\"?: \"auto\" | {\"Lines\": [{SKU, Quantity, Location, …}]}, \"pack\"?: {\"Lines\"?: […], \"Box\"?}, \"ship\"?: {\"Lines\": [{\"Carrier\", \"TrackingNumber\", \"TrackingURL\", \"ShipmentDate\"?, \"Box\"?}], \"RequireBy\"?, \"ShippingNotes\"?, \"ShippingAddress\"?}}` (or a list of them). Pick is DEAR's autopick unless lines are given; pack puts every picked line in one box (`box_name`) unless lines are given; a ship line without `Box` ships every packed box no other line names (`ShipmentDate` now when unset); without `ship` the task is picked and packed only. A retry goes on from the stage the sale's task reached: it reads the tasks first, skips stages already authorised, and knows a task shipped under the output's tracking numbers as done. DEAR's refusal is the attempt's message (`INVALID_SCHEMA`, or `NOT_FOUND` for an unknown sale or task).",
+                triggers: &[],
+                params: <dear::FulfilmentParams as Params>::FIELDS,
+            },
+        ],
         webhook_verification: "Basic or Bearer credentials, or a custom header and value, as set in the key's `webhook_auth`.",
     },
     System {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::registry::Call;
 use crate::domain::error_code::ErrorCode;
+use crate::domain::retry::parse_retry_after;
 
 /// Longest wait a busy answer gets, whatever it asks.
 const MOST_WAIT_S: u64 = 120;
@@ -33,14 +34,15 @@ pub fn check(
     Ok(())
 }
 
-/// The wait a busy answer (429, 503) asks for in `Retry-After` (seconds), else `default`,
+/// The wait a busy answer (429, 503) asks for in `Retry-After` (its leading number of seconds:
+/// DEAR writes `60 Seconds`), else `default`,
 /// at most two minutes.
 pub fn busy_wait(res: &reqwest::Response, default: u64) -> Duration {
     let seconds = res
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(default);
+        .and_then(parse_retry_after)
+        .map_or(default, |d| d.as_secs());
     Duration::from_secs(seconds.min(MOST_WAIT_S))
 }

@@ -301,9 +301,17 @@ impl Default for Registry {
                 "dear.sales",
                 Arc::new(super::dear::Sales { dear: dear.clone() }),
             )
+            .with_source(
+                "dear.stock",
+                Arc::new(super::dear::Stock { dear: dear.clone() }),
+            )
             .with_destination(
                 "dear.sale",
                 Arc::new(super::dear::SaleWrite { dear: dear.clone() }),
+            )
+            .with_destination(
+                "dear.fulfilment",
+                Arc::new(super::dear::FulfilmentWrite { dear: dear.clone() }),
             )
             .with_webhook("dear.webhook", dear.clone())
             .with_installer("dear.webhook", dear)

@@ -57,9 +57,12 @@ pub fn next_delay(
     })
 }
 
-/// Parses `Retry-After` as seconds (HTTP dates are rare from APIs and read as absent).
+/// Parses `Retry-After` as seconds (HTTP dates are rare from APIs and read as absent). Only
+/// the leading number counts: DEAR writes `60 Seconds`.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let value = value.trim();
+    let digits = value.len() - value.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    value[..digits].parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -78,6 +81,17 @@ mod tests {
         for s in [408, 409, 429, 500, 502, 503] {
             assert_eq!(judge_status(s).0, Verdict::Retry, "{s}");
         }
+    }
+
+    #[test]
+    fn retry_after_is_read_by_its_leading_number() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("60 Seconds"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after(""), None);
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub const PEOPLEVOX_SHOPIFY_FULFILLMENT_ID: Uuid =
 pub const SHOPIFY_PEOPLEVOX_IMPORT_ID: Uuid =
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000c);
 
+/// Shopify order → the DEAR sale and order `dear.sale` takes (JavaScript, JSON).
+pub const SHOPIFY_DEAR_SALE_ID: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0009);
+/// DEAR stock row → the Shopify inventory level `shopify.inventory` takes (JavaScript, JSON).
+pub const DEAR_SHOPIFY_INVENTORY_ID: Uuid =
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_000a);
+
 struct Entry {
     id: Uuid,
     title: &'static str,
@@ -46,7 +52,7 @@ struct Entry {
     code: &'static str,
 }
 
-const LIBRARY: [Entry; 10] = [
+const LIBRARY: [Entry; 12] = [
     Entry {
         id: PASSTHROUGH_ID,
         title: "Passthrough",
@@ -137,6 +143,24 @@ const LIBRARY: [Entry; 10] = [
         format: "json",
         code: include_str!("library/shopify_order_to_peoplevox_import.js"),
     },
+    Entry {
+        id: SHOPIFY_DEAR_SALE_ID,
+        title: "Shopify order to DEAR sale",
+        description: "A Shopify order as the DEAR (Cin7 Core) sale `dear.sale` creates: customer, contact, addresses, the order's name as `CustomerReference`, `SkipQuote`, and its order (`AUTHORISED`) with lines by SKU (through `sku_map`; discount as DEAR's percentage, tax, the total DEAR checks, a tax rule each) and shipping as an additional charge. Cancelled orders are skipped. Settings: location and tax_rule (required), tax_free_rule, customer, price_tier, shipping_product, timezone, order_status. Lookups: sku_map, tax_rules (Shopify tax title to DEAR tax rule), carriers.",
+        data_type: "sales_order",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/shopify_order_to_dear_sale.js"),
+    },
+    Entry {
+        id: DEAR_SHOPIFY_INVENTORY_ID,
+        title: "DEAR stock to Shopify inventory",
+        description: "A `dear.stock` row (or a SKU's rows summed with `sum_by_sku`) as the inventory level `shopify.inventory` sets: `{sku, available}`, DEAR's `Available` rounded down and never below 0 (SKUs through `sku_map`). Settings: location (a DEAR location name; rows of other locations give no output).",
+        data_type: "stock",
+        language: "javascript",
+        format: "json",
+        code: include_str!("library/dear_stock_to_shopify_inventory.js"),
+    },
 ];
 
 /// Every public transformation.
@@ -192,9 +216,9 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         };
-        let lookups = Arc::new(crate::transform::lookups::Lookups {
+        let lookups = crate::transform::lookups::Lookups {
             tables: [("carriers".to_string(), carriers)].into_iter().collect(),
-        });
+        };
         let (out, logs) = run_with(
             PEOPLEVOX_SHOPIFY_FULFILLMENT_ID,
             PVX_DESPATCH,
@@ -299,6 +323,7 @@ mod tests {
         );
         assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
     }
+    const STOCK: &str = include_str!("library/samples/dear_stock.json");
 
     #[test]
     fn magento_order_to_peoplevox_xml() {
@@ -366,15 +391,36 @@ mod tests {
     }
 
     fn run(id: Uuid, sample: &str, settings: Value) -> (Output, Vec<String>) {
-        run_with(id, sample, settings, Arc::default())
+        run_with(id, sample, settings, Default::default())
     }
 
     fn run_with(
         id: Uuid,
         sample: &str,
         settings: Value,
-        lookups: Arc<crate::transform::lookups::Lookups>,
+        lookups: crate::transform::lookups::Lookups,
     ) -> (Output, Vec<String>) {
+        let (out, logs) = attempt(id, sample, settings, lookups);
+        (out.unwrap(), logs)
+    }
+
+    /// The message of a run that fails.
+    fn failure(id: Uuid, sample: &str, settings: Value) -> String {
+        match attempt(id, sample, settings, Default::default()).0 {
+            Ok(out) => panic!("{out:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    fn attempt(
+        id: Uuid,
+        sample: &str,
+        settings: Value,
+        lookups: crate::transform::lookups::Lookups,
+    ) -> (
+        Result<Output, crate::transform::TransformError>,
+        Vec<String>,
+    ) {
         let t = public_transformations()
             .into_iter()
             .find(|t| t.id == id)
@@ -385,11 +431,11 @@ mod tests {
         let ctx = RunContext {
             settings,
             job: json!({"id": "j", "trigger": "webhook"}),
-            lookups,
+            lookups: Arc::new(lookups),
         };
         let mut logs = LogSink::default();
         let record: Value = serde_json::from_str(sample).unwrap();
-        let out = unit.run(&record, &ctx, &limits, &mut logs).unwrap();
+        let out = unit.run(&record, &ctx, &limits, &mut logs);
         (out, logs.take())
     }
 
@@ -530,6 +576,150 @@ mod tests {
         assert_eq!(
             out,
             Output::Skip("sale SO-00731 has no shipped fulfilment yet".into())
+        );
+    }
+
+    #[test]
+    fn shopify_order_to_dear_sale() {
+        let settings = json!({"location": "Main Warehouse", "tax_rule": "20% (VAT on Income)",
+            "shipping_product": "Shipping", "timezone": "Europe/London"});
+        let (out, logs) = run(SHOPIFY_DEAR_SALE_ID, ORDER, settings.clone());
+        let Output::Records(r) = out else { panic!() };
+        let vat = "20% (VAT on Income)";
+        assert_eq!(
+            r,
+            vec![json!({
+                "Customer": "Jo Bloggs",
+                "Contact": "Jo Bloggs",
+                "Email": "jo.bloggs@example.com",
+                "Phone": "+447700900123",
+                "BillingAddress": {"Line1": "1 High Street", "Line2": "Flat 2", "City": "London",
+                    "State": "England", "Postcode": "SW1A 1AA", "Country": "United Kingdom"},
+                "ShippingAddress": {"Line1": "1 High Street", "Line2": "Flat 2", "City": "London",
+                    "State": "England", "Postcode": "SW1A 1AA", "Country": "United Kingdom",
+                    "Company": "Bloggs & Daughters, Ltd", "Contact": "Jo Bloggs", "ShipToOther": false},
+                "Location": "Main Warehouse",
+                "CustomerReference": "#1042",
+                "ExternalID": "5781543927000",
+                "SaleOrderDate": "2024-07-01",
+                "TaxInclusive": true,
+                "SkipQuote": true,
+                "Note": "Please leave with neighbour if out",
+                "TaxRule": vat,
+                "Order": {
+                    "Status": "AUTHORISED",
+                    "Memo": "Shopify order #1042",
+                    "Lines": [
+                        // 2.50 off 39.99 is 6.2516%: DEAR takes two places, and the total
+                        // it checks follows from them.
+                        {"SKU": "TEE-BLU-M", "Name": "Organic Cotton Tee - Blue / M", "Quantity": 2,
+                         "Price": 19.995, "Discount": 6.25, "Tax": 6.25, "TaxRule": vat, "Total": 37.49},
+                        {"SKU": "TOTE-HBR", "Name": "Canvas Tote \"Harbour\"", "Quantity": 1,
+                         "Price": 27.5, "Discount": 9.09, "Tax": 4.16, "TaxRule": vat, "Total": 25}
+                    ],
+                    "AdditionalCharges": [
+                        {"Description": "Shipping", "Quantity": 1, "Price": 3.95, "Discount": 0,
+                         "Tax": 0.66, "TaxRule": vat, "Total": 3.95, "Comment": "Royal Mail Tracked 24"}
+                    ]
+                }
+            })]
+        );
+        assert_eq!(logs, vec!["order #1042 as a DEAR sale with 2 lines"]);
+
+        // A named DEAR customer and price tier; tax rules by Shopify's tax title, and for
+        // untaxed lines; a carrier DEAR knows the shipping by.
+        let mut order: Value = serde_json::from_str(ORDER).unwrap();
+        order["customer"] = Value::Null;
+        order["line_items"][1]["tax_lines"] = json!([]);
+        let table = |k: &str, v: &str| crate::transform::lookups::Table {
+            default: None,
+            entries: [(k.to_string(), v.to_string())].into(),
+        };
+        let lookups = crate::transform::lookups::Lookups {
+            tables: [
+                ("tax_rules".to_string(), table("VAT", "VAT 20%")),
+                (
+                    "carriers".to_string(),
+                    table("Royal Mail Tracked 24", "Royal Mail"),
+                ),
+            ]
+            .into(),
+        };
+        let (out, _) = run_with(
+            SHOPIFY_DEAR_SALE_ID,
+            &order.to_string(),
+            json!({"location": "Shop", "customer": "Shopify Customer", "price_tier": "Retail",
+                "tax_free_rule": "Tax Exempt"}),
+            lookups,
+        );
+        let Output::Records(r) = out else { panic!() };
+        let sale = &r[0];
+        assert_eq!(sale["Customer"], "Shopify Customer");
+        assert_eq!(sale["Contact"], "Jo Bloggs", "from the billing address");
+        assert_eq!(sale["PriceTier"], "Retail");
+        assert_eq!(sale["Location"], "Shop");
+        assert_eq!(sale["Carrier"], "Royal Mail");
+        assert!(sale.get("TaxRule").is_none());
+        let rules: Vec<&Value> = sale["Order"]["Lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["TaxRule"])
+            .collect();
+        assert_eq!(rules, [&json!("VAT 20%"), &json!("Tax Exempt")]);
+        assert_eq!(
+            sale["Order"]["AdditionalCharges"][0]["Description"],
+            "Royal Mail Tracked 24"
+        );
+
+        order["cancelled_at"] = json!("2024-07-02T08:00:00+01:00");
+        let (out, _) = run(SHOPIFY_DEAR_SALE_ID, &order.to_string(), settings);
+        assert_eq!(out, Output::Skip("order #1042 is cancelled".into()));
+    }
+
+    #[test]
+    fn shopify_order_to_dear_sale_says_which_settings_dear_needs() {
+        for (settings, needed) in [
+            (json!({"tax_rule": "Tax on Sales"}), "settings.location"),
+            (json!({"location": "Main Warehouse"}), "settings.tax_rule"),
+        ] {
+            let message = failure(SHOPIFY_DEAR_SALE_ID, ORDER, settings);
+            assert!(message.contains(needed), "{message}");
+        }
+    }
+
+    #[test]
+    fn dear_stock_to_shopify_inventory() {
+        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, STOCK, json!({}));
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 17})])
+        );
+        let (out, _) = run(
+            DEAR_SHOPIFY_INVENTORY_ID,
+            STOCK,
+            json!({"location": "Main Warehouse"}),
+        );
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 17})])
+        );
+        let (out, _) = run(
+            DEAR_SHOPIFY_INVENTORY_ID,
+            STOCK,
+            json!({"location": "Shop"}),
+        );
+        assert_eq!(
+            out,
+            Output::Skip("stock of TEE-BLU-M at Main Warehouse, not Shop".into())
+        );
+        // More allocated than on hand: none to sell.
+        let mut row: Value = serde_json::from_str(STOCK).unwrap();
+        row["Available"] = json!(-2.5);
+        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, &row.to_string(), json!({}));
+        assert_eq!(
+            out,
+            Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 0})])
         );
     }
 

@@ -548,6 +548,21 @@ async fn systems_library(db: Db) {
     };
     assert_eq!(names("sources"), ["peoplevox.data", "peoplevox.webhook"]);
     assert_eq!(names("destinations"), ["peoplevox.import"]);
+    // DEAR's functions as the system library lists them (the stock pull feeds Shopify).
+    let (_, dear) = s.get("/systems/dear").await;
+    let names = |kind: &str| -> Vec<String> {
+        dear[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("sources"),
+        ["dear.sales", "dear.stock", "dear.webhook"]
+    );
+    assert_eq!(names("destinations"), ["dear.sale", "dear.fulfilment"]);
     let (status, _) = s.get("/systems/magento9").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

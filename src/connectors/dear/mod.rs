@@ -1,24 +1,31 @@
 //! DEAR Systems / Cin7 Core: the External API v2. Pushes carry ids only (`SaleID`); the full
-//! record is read from the API, within its limit of 60 requests a minute per account.
+//! record is read from the API, within its limit of 60 requests a minute per account. Sales
+//! and stock are pulled (`dear.sales`, `dear.stock`); sales are made (`dear.sale`) and
+//! fulfilled (`dear.fulfilment`) through the same pacing.
 
+mod fulfilment;
 mod limiter;
 mod sale;
 mod sales;
+mod stock;
 mod webhook;
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+pub use fulfilment::{FulfilmentParams, FulfilmentWrite};
 pub use limiter::RateLimiter;
 pub use sale::{SaleParams, SaleWrite};
 pub use sales::{Sales, SalesParams};
+pub use stock::{Stock, StockParams};
 pub use webhook::WebhookParams;
 
 use super::net::Outbound;
+use crate::domain::error_code::ErrorCode;
 
-/// The DEAR connector. It owns the per-account pacing of API reads, shared by every source
-/// that reads from DEAR.
+/// The DEAR connector. It owns the per-account pacing of API calls, shared by every source
+/// and destination that calls DEAR.
 #[derive(Default)]
 pub struct Dear {
     limiter: RateLimiter,
@@ -35,6 +42,62 @@ fn base(key: &Value) -> String {
         .unwrap_or(DEFAULT_BASE)
         .trim_end_matches('/')
         .to_string()
+}
+
+/// The account a key is for: DEAR's limit, and so its pacing, is per account.
+fn account(key: &Value) -> String {
+    key.get("account_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// DEAR's errors: `[{"ErrorCode": 400, "Exception": "…"}]` (or one such object), or text.
+fn explain(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match first(&v)
+        .and_then(|e| e.get("Exception"))
+        .and_then(Value::as_str)
+    {
+        Some(e) => e.to_string(),
+        None => body.chars().take(300).collect(),
+    }
+}
+
+fn first(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Array(list) => list.first(),
+        Value::Object(_) => Some(v),
+        _ => None,
+    }
+}
+
+/// The `Exception` of DEAR's error model in an answer that is otherwise a success: some
+/// answers carry it with a 200.
+fn error_model(v: &Value) -> Option<String> {
+    let e = first(v)?;
+    e.get("ErrorCode")?;
+    Some(
+        e.get("Exception")
+            .and_then(Value::as_str)
+            .unwrap_or("(no message)")
+            .to_string(),
+    )
+}
+
+/// The error code DEAR's answer means where its status alone would mislead: its rate limit
+/// is also answered 503 or 400, and an unknown id is a 400.
+fn code_of(status: u16, body: &str) -> Option<ErrorCode> {
+    let text = explain(body);
+    if text.contains("API limit") {
+        return Some(ErrorCode::RateLimited);
+    }
+    match status {
+        403 => Some(ErrorCode::Unauthorized),
+        400 if text.to_lowercase().contains("not found") => Some(ErrorCode::NotFound),
+        400 => Some(ErrorCode::InvalidSchema),
+        _ => None,
+    }
 }
 
 /// A request with the key's account headers; send it with [`Outbound::send`].
@@ -63,11 +126,7 @@ async fn fetch_sale(
     key: &Value,
     sale_id: &str,
 ) -> Result<Value, String> {
-    let account = key
-        .get("account_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let account = account(key);
     let mut limited = 0;
     loop {
         limiter.turn(&account).await;

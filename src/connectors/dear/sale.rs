@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{request, Dear};
+use super::{code_of, explain, request, Dear};
 use crate::connectors::delivery::{self, refused, Answer};
 use crate::connectors::net::CallError;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
@@ -26,35 +26,6 @@ crate::params! {
 /// `dear.sale`, sharing DEAR's pacing with the connector's reads.
 pub struct SaleWrite {
     pub dear: Arc<Dear>,
-}
-
-/// DEAR's errors: `[{"ErrorCode": 400, "Exception": "…"}]` (or one such object), or text.
-fn explain(body: &str) -> String {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let first = match &v {
-        Value::Array(list) => list.first(),
-        Value::Object(_) => Some(&v),
-        _ => None,
-    };
-    match first
-        .and_then(|e| e.get("Exception"))
-        .and_then(Value::as_str)
-    {
-        Some(e) => e.to_string(),
-        None => body.chars().take(300).collect(),
-    }
-}
-
-fn code_of(status: u16, body: &str) -> Option<ErrorCode> {
-    if explain(body).contains("API limit") {
-        return Some(ErrorCode::RateLimited);
-    }
-    match status {
-        403 => Some(ErrorCode::Unauthorized),
-        400 if explain(body).to_lowercase().contains("not found") => Some(ErrorCode::NotFound),
-        400 => Some(ErrorCode::InvalidSchema),
-        _ => None,
-    }
 }
 
 fn result(started: Instant, what: &str, answer: Result<Answer, CallError>) -> SendResult {
@@ -76,11 +47,7 @@ impl DestinationFunction for SaleWrite {
                 "the output is not a sale (an object)".into(),
             );
         };
-        let account = key
-            .get("account_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let account = super::account(key);
         let mut header = sale.clone();
         let order = header.remove("Order");
         let update = header.get("ID").and_then(Value::as_str).map(str::to_string);

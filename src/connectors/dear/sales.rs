@@ -67,11 +67,7 @@ impl SourceFunction for Sales {
         let key = call
             .key
             .ok_or_else(|| "a DEAR source needs a key".to_string())?;
-        let account = key
-            .get("account_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let account = super::account(key);
         let after =
             match state
                 .and_then(|s| s.get("updated_since"))

@@ -166,6 +166,7 @@ fn failed(started: Instant, e: SoapError) -> SendResult {
         retry_after: e.retry_after(),
         message: Some(e.to_string()),
         duration: started.elapsed(),
+        reference: None,
     }
 }
 
@@ -249,6 +250,8 @@ impl DestinationFunction for Import {
                 retry_after: None,
                 message,
                 duration: started.elapsed(),
+                // SaveData names no record it made: the rows carry their own numbers.
+                reference: None,
             };
             if let Some(stop) = steps.step(r) {
                 return stop;
