@@ -19,7 +19,7 @@ use crate::common::{read, send, Db, Env, Server};
 use crate::engine::{events_of, start, wait_for_job};
 use crate::peers::Sink;
 
-const SECRET: &str = "shpss_webhook_secret";
+pub(crate) const SECRET: &str = "shpss_webhook_secret";
 
 fn sign(body: &[u8], secret: &str) -> String {
     wharf_testkit::sign::hmac_sha256_base64(secret.as_bytes(), body)
@@ -55,7 +55,7 @@ async fn shopify_stream(s: &Server, sink: &Sink, base_url: Option<String>) -> (S
     )
 }
 
-async fn push(
+pub(crate) async fn push(
     s: &Server,
     path: &str,
     body: &[u8],
@@ -68,7 +68,11 @@ async fn push(
     read(req.send().await.unwrap()).await
 }
 
-fn shopify_headers(body: &[u8], secret: &str, webhook_id: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn shopify_headers(
+    body: &[u8],
+    secret: &str,
+    webhook_id: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("content-type", "application/json".into()),
         ("x-shopify-hmac-sha256", sign(body, secret)),

@@ -14,6 +14,7 @@ mod csv_lists;
 mod dear;
 mod email;
 mod engine;
+mod flows;
 mod ftp;
 mod hygiene;
 mod ingest;

@@ -91,7 +91,7 @@ impl DestinationFunction for SaleWrite {
             return r;
         }
         let Some(mut order) = order.filter(|o| o.get("Lines").is_some_and(Value::is_array)) else {
-            return r;
+            return r.referring(|| sale_id);
         };
         let Some(sale_id) = sale_id else {
             return refused(
@@ -115,5 +115,6 @@ impl DestinationFunction for SaleWrite {
             &what,
             delivery::send(call.net, req, out.timeout).await,
         )
+        .referring(|| Some(sale_id))
     }
 }

@@ -3,7 +3,7 @@
 //! (`dear.fulfilment`, its retries and DEAR's refusals and limit), and stock read
 //! (`dear.stock`) into the library's Shopify inventory levels.
 
-mod server;
+pub(crate) mod server;
 
 use std::time::{Duration, Instant};
 
@@ -708,7 +708,13 @@ async fn dear_fulfilment_retries_go_on_from_the_stage_reached(db: Db) {
 }
 
 /// A stock row as `ref/productavailability` lists it.
-fn row(sku: &str, location: &str, bin: Option<&str>, on_hand: f64, allocated: f64) -> Value {
+pub(crate) fn row(
+    sku: &str,
+    location: &str,
+    bin: Option<&str>,
+    on_hand: f64,
+    allocated: f64,
+) -> Value {
     json!({"ID": format!("p-{sku}"), "SKU": sku, "Name": format!("Product {sku}"), "Barcode": null,
         "Location": location, "Bin": bin, "Batch": null, "ExpiryDate": null,
         "OnHand": on_hand, "Allocated": allocated, "Available": on_hand - allocated,

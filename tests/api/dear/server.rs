@@ -16,33 +16,33 @@ use axum::Router;
 use serde_json::{json, Value};
 
 #[derive(Default)]
-pub(super) struct Dear {
-    pub(super) sales: BTreeMap<String, Value>,
+pub(crate) struct Dear {
+    pub(crate) sales: BTreeMap<String, Value>,
     /// Sales made or changed through the API, and the orders added to them.
-    pub(super) written: Vec<(String, Value)>,
+    pub(crate) written: Vec<(String, Value)>,
     /// The list calls answered, with their query; `limited` says whether the next is a 429.
-    pub(super) calls: Vec<BTreeMap<String, String>>,
-    pub(super) limited: bool,
+    pub(crate) calls: Vec<BTreeMap<String, String>>,
+    pub(crate) limited: bool,
     /// Every call's time per application key, for the limit of 60 calls in any 60 seconds.
-    pub(super) window: HashMap<String, VecDeque<Instant>>,
+    pub(crate) window: HashMap<String, VecDeque<Instant>>,
     /// How the limit is answered: 429 (as DEAR answers now) or 503 (as it documents).
-    pub(super) limit_status: u16,
+    pub(crate) limit_status: u16,
     /// Whether the next call finds the limit used up (see `use_up_the_limit`).
-    pub(super) used_up: bool,
+    pub(crate) used_up: bool,
     /// Sales to fulfil, by id: `{"Order": {"Status", "Lines"}, "ShippingAddress"}`.
-    pub(super) orders: BTreeMap<String, Value>,
+    pub(crate) orders: BTreeMap<String, Value>,
     /// Fulfilment tasks by sale id.
-    pub(super) tasks: BTreeMap<String, Vec<Value>>,
+    pub(crate) tasks: BTreeMap<String, Vec<Value>>,
     /// Fulfilment calls answered: (endpoint, sale id).
-    pub(super) fulfil_calls: Vec<(String, String)>,
+    pub(crate) fulfil_calls: Vec<(String, String)>,
     /// One-shot failures: (endpoint, sale id, status, whether the call is done before failing).
-    pub(super) fail: Vec<(String, String, u16, bool)>,
+    pub(crate) fail: Vec<(String, String, u16, bool)>,
     /// `ref/productavailability` rows, and the queries answered.
-    pub(super) stock: Vec<Value>,
-    pub(super) stock_calls: Vec<BTreeMap<String, String>>,
+    pub(crate) stock: Vec<Value>,
+    pub(crate) stock_calls: Vec<BTreeMap<String, String>>,
 }
 
-pub(super) type DearState = Arc<Mutex<Dear>>;
+pub(crate) type DearState = Arc<Mutex<Dear>>;
 
 fn authed(h: &HeaderMap) -> bool {
     h.get("api-auth-accountid").is_some_and(|v| v == "acct-1")
@@ -99,7 +99,7 @@ fn gate(d: &mut Dear, h: &HeaderMap) -> Option<axum::response::Response> {
 
 /// As if another application on the key had made 60 calls 59 seconds before the next call
 /// (whenever the client's pacing sends it): that call is refused for a second.
-pub(super) fn use_up_the_limit(d: &mut Dear) {
+pub(crate) fn use_up_the_limit(d: &mut Dear) {
     d.used_up = true;
 }
 
@@ -118,11 +118,11 @@ fn updated(day: u32, ms: u32) -> String {
 }
 
 /// The location every line of the local DEAR is picked from.
-pub(super) const MAIN: &str = "Main Warehouse";
+pub(crate) const MAIN: &str = "Main Warehouse";
 const MAIN_ID: &str = "19aeca31-bd49-4fbe-8abd-37a6169cc2cb";
 
 /// A sale to fulfil whose order has this status and these `(SKU, quantity)` lines.
-pub(super) fn add_order(d: &mut Dear, id: &str, status: &str, lines: &[(&str, u32)]) {
+pub(crate) fn add_order(d: &mut Dear, id: &str, status: &str, lines: &[(&str, u32)]) {
     let lines: Vec<Value> = lines
         .iter()
         .map(|(sku, q)| json!({"ProductID": format!("p-{sku}"), "SKU": sku, "Name": format!("Product {sku}"), "Quantity": q}))
@@ -261,7 +261,7 @@ fn line_problem(l: &Value, pack: bool) -> Option<String> {
 }
 
 /// Quantities by SKU of a stage's lines.
-pub(super) fn by_sku(lines: &[Value]) -> BTreeMap<String, f64> {
+pub(crate) fn by_sku(lines: &[Value]) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for l in lines {
         *out.entry(l["SKU"].as_str().unwrap_or_default().to_string())
@@ -523,7 +523,7 @@ async fn availability(
         .into_response()
 }
 
-pub(super) async fn dear() -> (String, DearState) {
+pub(crate) async fn dear() -> (String, DearState) {
     let state: DearState = Arc::default();
     {
         let mut d = state.lock().unwrap();

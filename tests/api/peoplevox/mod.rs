@@ -7,7 +7,7 @@
 //! templates' columns with per-line errors, event subscriptions whose callbacks it fires with
 //! GET, and its limit of 15 requests in 15 s (and a 429 on demand).
 
-mod service;
+pub(crate) mod service;
 
 use std::collections::BTreeMap;
 
@@ -20,12 +20,12 @@ use crate::common::{read, Db, Env, Server};
 use crate::engine::{attempts, events_of, run, upload_and_wait, wait_for_job};
 use crate::peers::Sink;
 
-const PUBLIC: &str = "https://wharf.example.com";
+pub(crate) const PUBLIC: &str = "https://wharf.example.com";
 const PASSTHROUGH: &str = "01900000-0000-7000-8000-000000000001";
 const DESPATCH_TO_FULFILLMENT: &str = "01900000-0000-7000-8000-00000000000b";
 const SHOPIFY_TO_IMPORT: &str = "01900000-0000-7000-8000-00000000000c";
 
-async fn key(s: &Server, base: &str, password: &str) -> Value {
+pub(crate) async fn key(s: &Server, base: &str, password: &str) -> Value {
     s.create(
         "/keys",
         json!({"system": "peoplevox", "title": "Peoplevox", "credentials": {
@@ -36,7 +36,12 @@ async fn key(s: &Server, base: &str, password: &str) -> Value {
 
 /// Calls a subscription's callback as Peoplevox does: its placeholders filled (URL-encoded,
 /// as `encodeParameterData` asks) and a GET, at the test server instead of the public address.
-async fn fire(s: &Server, p: &PvxState, event: &str, values: &Value) -> (StatusCode, Value) {
+pub(crate) async fn fire(
+    s: &Server,
+    p: &PvxState,
+    event: &str,
+    values: &Value,
+) -> (StatusCode, Value) {
     let url = {
         let p = p.lock().unwrap();
         let (_, _, url, encode) = p
