@@ -3,12 +3,50 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
+use super::params::Params;
 use super::registry::Call;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::retry::parse_retry_after;
 
 /// Longest wait a busy answer gets, whatever it asks.
 const MOST_WAIT_S: u64 = 120;
+/// Busy answers (429, 503) one run waits out before it fails.
+const MOST_BUSY: u32 = 5;
+/// Server errors (500, 502, 504) one run tries again after before it fails.
+const MOST_FAILED: u32 = 3;
+
+/// When a pull tries a page again: a busy answer (429, 503) is waited out as it asks, a few
+/// times a run; a server error (500, 502, 504) is tried again after 1, 2, 3 s. Anything else
+/// stands.
+#[derive(Default)]
+pub struct Again {
+    busy: u32,
+    failed: u32,
+}
+
+impl Again {
+    /// How long to wait before asking for the page again, or `None` when the answer stands.
+    pub fn wait(&mut self, res: &reqwest::Response) -> Option<Duration> {
+        match res.status().as_u16() {
+            429 | 503 if self.busy < MOST_BUSY => {
+                self.busy += 1;
+                Some(busy_wait(res, 5))
+            }
+            500 | 502 | 504 if self.failed < MOST_FAILED => {
+                self.failed += 1;
+                Some(Duration::from_secs(self.failed.into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// How many answers were waited out in all.
+    pub fn count(&self) -> u32 {
+        self.busy + self.failed
+    }
+}
 
 /// Checks a page of `count` records (`bytes` long) against the run's bounds: the decoded size
 /// a body may take, and `outbound.max_records_per_run` with `have` records read already.
@@ -45,4 +83,25 @@ pub fn busy_wait(res: &reqwest::Response, default: u64) -> Duration {
         .and_then(parse_retry_after)
         .map_or(default, |d| d.as_secs());
     Duration::from_secs(seconds.min(MOST_WAIT_S))
+}
+
+/// What every paged pull starts with: its params, its page size (`field`, read by `size`)
+/// checked to be from 1 to `most` (the system's largest page), and its key.
+pub fn prepare<'a, P: Params>(
+    call: &Call<'a>,
+    system: &str,
+    field: &str,
+    most: u64,
+    size: impl Fn(&P) -> u64,
+) -> Result<(P, &'a Value), String> {
+    let params = P::parse(call.params)?;
+    if !(1..=most).contains(&size(&params)) {
+        return Err(format!(
+            "invalid params: `params.{field}` must be between 1 and {most}"
+        ));
+    }
+    let key = call
+        .key
+        .ok_or_else(|| format!("a {system} source needs a key"))?;
+    Ok((params, key))
 }

@@ -29,6 +29,9 @@ struct Store {
     source_items: Vec<Value>,
     /// Every call answered: method, path and the page asked for.
     calls: Vec<String>,
+    /// Statuses to answer the next authorised requests with (429 and 503 with
+    /// `Retry-After: 1`).
+    fail_next: std::collections::VecDeque<u16>,
 }
 
 type StoreState = Arc<Mutex<Store>>;
@@ -115,6 +118,21 @@ async fn rest(
         );
     }
     let mut store = store.lock().unwrap();
+    if let Some(status) = store.fail_next.pop_front() {
+        let status = AxStatus::from_u16(status).unwrap();
+        if matches!(status.as_u16(), 429 | 503) {
+            return (
+                status,
+                [("retry-after", "1")],
+                axum::Json(json!({"message": "Too many requests."})),
+            )
+                .into_response();
+        }
+        return message(
+            status,
+            json!({"message": "Internal Error. Details are available in Magento log file. Report ID: webapi-6548a9e6"}),
+        );
+    }
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match parts.as_slice() {
         ["orders"] => {
@@ -275,9 +293,12 @@ async fn orders_are_read_by_updated_at_page_by_page(db: Db) {
         .passthrough_stream("Magento orders", "sales_order", &source, &sink.url())
         .await;
     let stream = stream["id"].as_str().unwrap();
+    // Busy, then failing: the first page is asked for again after each, and the run goes on.
+    store.lock().unwrap().fail_next.extend([503, 500]);
     let job = run(&s, stream).await;
     let j = wait_for_job(&s, &job).await;
     assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(j["settings"]["source"]["waited_out"], 2, "{j}");
     let events = events_of(&s, &job).await;
     assert_eq!(events.len(), 230);
     assert!(events.iter().any(|e| e["entity_id"] == "000000042"));
@@ -338,7 +359,7 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
                     "/destinations",
                     json!({"title": function, "system": "magento2", "function": function,
                         "key_id": k["id"], "mode": mode, "params": {},
-                        "retry": {"schedule_seconds": [0], "timeout_seconds": 10}}),
+                        "retry": {"schedule_seconds": [0, 1], "timeout_seconds": 10}}),
                 )
                 .await;
             let stream = s
@@ -401,6 +422,18 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
         assert_eq!(body["appendComment"], true);
         assert_eq!(body["comment"]["comment"], "Left the warehouse");
     }
+
+    // A server error and then the rate limit: each attempt is on record, and the shipment is
+    // made in the end.
+    for (order, status, code) in [(9, 500, "SERVER_ERROR"), (10, 429, "RATE_LIMITED")] {
+        store.lock().unwrap().fail_next.push_back(status);
+        let (_, events) = upload_and_wait(&s, &ship, json!([{"order_id": order}])).await;
+        assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+        let attempts = crate::engine::attempts(&s, &events[0]).await;
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert_eq!(attempts[0]["error_code"], code, "{attempts:?}");
+    }
+    assert_eq!(store.lock().unwrap().shipments.len(), 3);
 
     // Stock for a whole job at once: 25 levels go as source items, twenty a call.
     let stock = stream_to("magento2.stock", "aggregate").await;

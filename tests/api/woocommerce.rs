@@ -36,6 +36,9 @@ struct Shop {
     webhooks: BTreeMap<u64, Value>,
     /// Every request the store answered: method, path and query.
     calls: Vec<String>,
+    /// Statuses to answer the next requests with: 429 and 503 with `Retry-After: 1`, as a
+    /// host in front of WordPress does; 500 as WordPress's own critical error.
+    fail_next: std::collections::VecDeque<u16>,
 }
 
 type ShopState = Arc<Mutex<Shop>>;
@@ -200,6 +203,17 @@ async fn store_api(
         return answer;
     }
     let mut shop = shop.lock().unwrap();
+    if let Some(status) = shop.fail_next.pop_front() {
+        let status = AxStatus::from_u16(status).unwrap();
+        if status.as_u16() == 500 {
+            return problem(
+                status,
+                "internal_server_error",
+                "There has been a critical error on this website.",
+            );
+        }
+        return (status, [("retry-after", "1")], "Too Many Requests").into_response();
+    }
     shop.calls.push(format!("{method} {path}"));
     let parts: Vec<&str> = path
         .trim_start_matches("/wp-json/wc/v3/")
@@ -394,10 +408,13 @@ async fn orders_are_read_page_by_page_then_only_what_changed(db: Db) {
         .await;
     let stream = stream["id"].as_str().unwrap();
 
-    // The first run reads all 250, in three pages of 100.
+    // The first run reads all 250, in three pages of 100; a busy answer and a critical
+    // error on the way are waited out and the page asked for again.
+    shop.lock().unwrap().fail_next.extend([503, 500]);
     let job = run(&s, stream).await;
     let j = wait_for_job(&s, &job).await;
     assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(j["settings"]["source"]["waited_out"], 2, "{j}");
     let events = events_of(&s, &job).await;
     assert_eq!(events.len(), 250);
     assert!(
@@ -591,7 +608,7 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
     let (_env, s) = start(db).await;
     let (base, shop) = shop().await;
     let k = key(&s, &base, CS).await;
-    let retry = json!({"schedule_seconds": [0], "timeout_seconds": 10});
+    let retry = json!({"schedule_seconds": [0, 1], "timeout_seconds": 10});
     let source = s
         .create(
             "/sources",
@@ -662,6 +679,19 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
         assert_eq!(sh.notes.len(), 1);
         assert_eq!(sh.notes[0].0, 1001);
         assert_eq!(sh.notes[0].1["customer_note"], true);
+    }
+
+    // A critical error and then the rate limit: each attempt is on record, and the order is
+    // updated in the end.
+    for (order, status, code) in [(1004, 500, "SERVER_ERROR"), (1005, 429, "RATE_LIMITED")] {
+        shop.lock().unwrap().fail_next.push_back(status);
+        let (_, events) =
+            upload_and_wait(&s, &orders, json!([{"id": order, "status": "completed"}])).await;
+        assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+        let attempts = crate::engine::attempts(&s, &events[0]).await;
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert_eq!(attempts[0]["error_code"], code, "{attempts:?}");
+        assert_eq!(shop.lock().unwrap().orders[&order]["status"], "completed");
     }
 
     // Stock: by SKU (a variation, updated under its product), by product id; an unknown SKU fails.

@@ -60,13 +60,10 @@ impl SourceFunction for Sales {
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
-        let params = SalesParams::parse(call.params)?;
-        if !(1..=1000).contains(&params.limit) {
-            return Err("invalid params: `params.limit` must be between 1 and 1000".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a DEAR source needs a key".to_string())?;
+        let (params, key) =
+            crate::connectors::pages::prepare::<SalesParams>(&call, "DEAR", "limit", 1000, |p| {
+                p.limit
+            })?;
         let account = super::account(key);
         let after =
             match state

@@ -111,13 +111,13 @@ impl SourceFunction for Stock {
     }
 
     async fn read(&self, call: Call<'_>, _state: Option<&Value>) -> Result<Reading, String> {
-        let params = StockParams::parse(call.params)?;
-        if !(1..=1000).contains(&params.page_size) {
-            return Err("invalid params: `params.page_size` must be between 1 and 1000".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a DEAR source needs a key".to_string())?;
+        let (params, key) = crate::connectors::pages::prepare::<StockParams>(
+            &call,
+            "DEAR",
+            "page_size",
+            1000,
+            |p| p.page_size,
+        )?;
         let account = super::account(key);
         let mut rows: Vec<Value> = Vec::new();
         let mut page = 1u64;

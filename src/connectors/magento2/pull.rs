@@ -43,13 +43,13 @@ impl SourceFunction for Pull {
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
-        let params = PullParams::parse(call.params)?;
-        if !(1..=300).contains(&params.page_size) {
-            return Err("invalid params: `params.page_size` must be between 1 and 300".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a Magento source needs a key".to_string())?;
+        let (params, key) = crate::connectors::pages::prepare::<PullParams>(
+            &call,
+            "Magento",
+            "page_size",
+            300,
+            |p| p.page_size,
+        )?;
         let after = state
             .and_then(|s| s.get("updated_after"))
             .and_then(Value::as_str)
@@ -58,6 +58,7 @@ impl SourceFunction for Pull {
         let mut records: Vec<Value> = Vec::new();
         let mut newest: Option<String> = None;
         let mut page = 1u64;
+        let mut again = crate::connectors::pages::Again::default();
         loop {
             let mut query: Vec<(String, String)> = vec![
                 (
@@ -100,6 +101,16 @@ impl SourceFunction for Pull {
             };
             let res = call.net.send(req, None).await.map_err(failed)?;
             let status = res.status();
+            if let Some(wait) = again.wait(&res) {
+                tracing::info!(
+                    resource = self.resource,
+                    %status,
+                    wait_ms = wait.as_millis() as u64,
+                    "Magento asks to try again; waiting"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             if !status.is_success() {
                 let body = call.net.read_excerpt(res).await;
                 let code = match status.as_u16() {
@@ -165,7 +176,8 @@ impl SourceFunction for Pull {
             records,
             state: newest.map(|t| json!({ "updated_after": t })),
             summary: Some(
-                json!({ "resource": self.resource, "updated_after": after, "read": count }),
+                json!({ "resource": self.resource, "updated_after": after, "read": count,
+                    "waited_out": again.count() }),
             ),
             ..Reading::default()
         })

@@ -114,13 +114,13 @@ impl SourceFunction for Data {
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
-        let params = DataParams::parse(call.params)?;
-        if !(1..=1000).contains(&params.page_size) {
-            return Err("invalid params: `params.page_size` must be between 1 and 1000".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a Peoplevox source needs a key".to_string())?;
+        let (params, key) = crate::connectors::pages::prepare::<DataParams>(
+            &call,
+            "Peoplevox",
+            "page_size",
+            1000,
+            |p| p.page_size,
+        )?;
         let account = Account::from_key(key)
             .map_err(|e| format!("{}: {e}", ErrorCode::Unauthorized.as_str()))?;
         let field = params

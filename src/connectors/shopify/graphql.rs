@@ -28,6 +28,8 @@ pub enum Failure {
     Errors { code: ErrorCode, message: String },
     /// Still throttled when the allowance for waiting ran out; `wait` is what the bucket needs.
     Throttled { wait: Duration },
+    /// The query asks for more than one query may cost (`MAX_COST_EXCEEDED`): ask for less.
+    TooCostly { message: String },
 }
 
 impl Failure {
@@ -38,6 +40,7 @@ impl Failure {
             Failure::Status { status, .. } => status_code(status.as_u16()),
             Failure::Errors { code, .. } => *code,
             Failure::Throttled { .. } => ErrorCode::RateLimited,
+            Failure::TooCostly { .. } => ErrorCode::InvalidApiResponse,
         }
     }
 
@@ -52,6 +55,7 @@ impl Failure {
                 matches!(code, ErrorCode::ServerError | ErrorCode::RateLimited)
             }
             Failure::Throttled { .. } => true,
+            Failure::TooCostly { .. } => false,
         }
     }
 
@@ -62,7 +66,9 @@ impl Failure {
             Failure::Status { status, body, .. } => {
                 format!("Shopify answered {status} to {what}: {}", explain(body))
             }
-            Failure::Errors { message, .. } => format!("Shopify refused {what}: {message}"),
+            Failure::Errors { message, .. } | Failure::TooCostly { message } => {
+                format!("Shopify refused {what}: {message}")
+            }
             Failure::Throttled { wait } => format!(
                 "Shopify's query budget stayed too low for {what} (it needs about {} s more)",
                 wait.as_secs().max(1)
@@ -162,11 +168,13 @@ pub fn user_errors(payload: &Value) -> Option<(ErrorCode, String)> {
         .collect::<Vec<_>>()
         .join("; ");
     let not_found = list.iter().any(|e| {
-        e.get("code").and_then(Value::as_str) == Some("NOT_FOUND")
-            || e.get("message").and_then(Value::as_str).is_some_and(|m| {
-                m.to_lowercase().contains("not found")
-                    || m.to_lowercase().contains("does not exist")
-            })
+        matches!(
+            e.get("code").and_then(Value::as_str),
+            Some("NOT_FOUND" | "INVALID_INVENTORY_ITEM" | "INVALID_LOCATION")
+        ) || e.get("message").and_then(Value::as_str).is_some_and(|m| {
+            let m = m.to_lowercase();
+            m.contains("not found") || m.contains("does not exist")
+        })
     });
     let code = if not_found {
         ErrorCode::NotFound
@@ -204,6 +212,9 @@ pub struct Graph<'a> {
     pub waited: Duration,
     /// The size of the last answer's body, for a pull's budget checks.
     pub last_bytes: usize,
+    /// Server errors (500, 502, 504) still to be tried again after, with a short wait; none
+    /// for a delivery, whose tries are the destination's retry schedule.
+    server_retries: u32,
 }
 
 impl<'a> Graph<'a> {
@@ -222,7 +233,14 @@ impl<'a> Graph<'a> {
             waits: 0,
             waited: Duration::ZERO,
             last_bytes: 0,
+            server_retries: 0,
         }
+    }
+
+    /// Tries a query again after up to `n` server errors (for pulls).
+    pub fn retrying_server_errors(mut self, n: u32) -> Graph<'a> {
+        self.server_retries = n;
+        self
     }
 
     /// Waits `d` (within the allowance), counting it; false when the allowance would run out.
@@ -268,6 +286,12 @@ impl<'a> Graph<'a> {
                 }
                 return Err(Failure::Throttled { wait: d });
             }
+            if matches!(status.as_u16(), 500 | 502 | 504) && self.server_retries > 0 {
+                self.server_retries -= 1;
+                if self.wait(Duration::from_secs(1)).await {
+                    continue;
+                }
+            }
             if status != reqwest::StatusCode::OK {
                 let retry_after = res
                     .headers()
@@ -298,6 +322,15 @@ impl<'a> Graph<'a> {
                 let throttled = errors.iter().any(|e| {
                     e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED")
                 });
+                let costly = errors.iter().any(|e| {
+                    e.pointer("/extensions/code").and_then(Value::as_str)
+                        == Some("MAX_COST_EXCEEDED")
+                });
+                if costly {
+                    return Err(Failure::TooCostly {
+                        message: messages(&errors),
+                    });
+                }
                 if throttled {
                     let d = need.unwrap_or(Duration::from_secs(1));
                     if tries < MOST_TRIES && self.wait(d).await {

@@ -16,7 +16,10 @@ use crate::connectors::registry::{Call, Reading, SourceFunction};
 
 /// Most pages in one run: a guard against a cursor that never ends.
 const MAX_PAGES: u64 = 10_000;
-/// Nested records (an order's lines, a product's variants) per request.
+/// Nested records (an order's lines, a product's variants) read with each record: each
+/// multiplies the page's cost, so few; the rest are read record by record.
+const NESTED_FIRST: u64 = 10;
+/// Nested records per request when reading the rest of one record's.
 const NESTED_PAGE: u64 = 50;
 /// Most nested records one record may have (Shopify's own limit on an order's lines is far
 /// below it).
@@ -27,7 +30,7 @@ const PULL_WAIT: Duration = Duration::from_secs(120);
 crate::params! {
     /// The params of `shopify.orders` and `shopify.products`.
     pub struct PullParams {
-        page_size: u64 = 10, "Records per page (1 to 250). Each costs its lines or variants in Shopify's query budget: keep it small for orders with many lines.";
+        page_size: u64 = 5, "Records per page (1 to 250). Each record costs its fields and first lines or variants in Shopify's query budget (at most 1,000 a query): a page too costly is halved until it fits.";
         since: Option<String>, "The first run reads records updated at or after this time (ISO 8601, e.g. `2025-01-01T00:00:00Z`); later runs go on from the last record read. All records when unset.";
         query: Option<String>, "More of Shopify's search syntax, joined with AND, e.g. `financial_status:paid` or `status:active`.";
         entity_id_path: Option<String>, "Dotted path of each record's entity id; `name` (`#1001`) for orders and `handle` for products when unset.";
@@ -105,7 +108,7 @@ impl Resource {
 
     fn list_query(self) -> String {
         format!(
-            "query Pull($first: Int!, $after: String, $query: String) {{\n  {root}(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{\n    pageInfo {{ hasNextPage endCursor }}\n    nodes {{ {fields} {nested}(first: {NESTED_PAGE}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {nested_fields} }} }} }}\n  }}\n}}",
+            "query Pull($first: Int!, $after: String, $query: String) {{\n  {root}(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{\n    pageInfo {{ hasNextPage endCursor }}\n    nodes {{ {fields} {nested}(first: {NESTED_FIRST}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {nested_fields} }} }} }}\n  }}\n}}",
             root = self.plural(),
             fields = self.fields(),
             nested = self.nested(),
@@ -185,13 +188,13 @@ impl SourceFunction for Pull {
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
-        let params = PullParams::parse(call.params)?;
-        if !(1..=250).contains(&params.page_size) {
-            return Err("invalid params: `params.page_size` must be between 1 and 250".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a Shopify source needs a key".to_string())?;
+        let (params, key) = crate::connectors::pages::prepare::<PullParams>(
+            &call,
+            "Shopify",
+            "page_size",
+            250,
+            |p| p.page_size,
+        )?;
         let mark = state
             .and_then(|s| s.get("updated_at_min"))
             .and_then(Value::as_str)
@@ -209,20 +212,40 @@ impl SourceFunction for Pull {
         let after = mark.clone().or(params.since.clone());
         let filter = search(after.as_deref(), params.query.as_deref());
         let resource = self.resource.plural();
-        let mut graph = Graph::new(call.net, key, None, PULL_WAIT);
+        let mut graph = Graph::new(call.net, key, None, PULL_WAIT).retrying_server_errors(3);
         let mut records: Vec<Value> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0u64;
+        let mut first = params.page_size;
+        // Why the run stopped before the end, when it did: the rest is read by the next run,
+        // from the watermark of what this one read (records come oldest first).
+        let mut cut_short: Option<String> = None;
         loop {
             pages += 1;
             let what = format!("reading {resource} (page {pages})");
-            let vars = json!({"first": params.page_size, "after": cursor, "query": filter});
-            let mut data = graph
-                .run(&self.resource.list_query(), vars)
-                .await
-                .map_err(|f| failed(&f, &what))?;
+            let vars = json!({"first": first, "after": cursor, "query": filter});
+            let mut data = match graph.run(&self.resource.list_query(), vars).await {
+                Ok(data) => data,
+                Err(Failure::TooCostly { .. }) if first > 1 => {
+                    first = first.div_ceil(2);
+                    pages -= 1;
+                    continue;
+                }
+                Err(f @ Failure::Throttled { .. }) if !records.is_empty() => {
+                    cut_short = Some(f.describe(&what));
+                    break;
+                }
+                Err(f) => return Err(failed(&f, &what)),
+            };
             let (nodes, next) = connection(&mut data, &format!("/{resource}"), &what)?;
+            if !records.is_empty() && records.len() + nodes.len() > call.net.max_records_per_run {
+                cut_short = Some(format!(
+                    "more than {} {resource} changed (outbound.max_records_per_run)",
+                    call.net.max_records_per_run
+                ));
+                break;
+            }
             crate::connectors::pages::check(
                 &call,
                 "Shopify",
@@ -286,6 +309,8 @@ impl SourceFunction for Pull {
                 "updated_at_min": after,
                 "read": count,
                 "pages": pages,
+                "page_size": first,
+                "more": cut_short,
                 "throttled": graph.waits,
                 "throttled_ms": graph.waited.as_millis() as u64,
             })),
@@ -359,7 +384,7 @@ mod tests {
         assert!(
             q.contains("orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT)")
         );
-        assert!(q.contains("lineItems(first: 50) { pageInfo { hasNextPage endCursor }"));
+        assert!(q.contains("lineItems(first: 10) { pageInfo { hasNextPage endCursor }"));
         let q = Resource::Products.more_query();
         assert!(q.contains("product(id: $id)"));
         assert!(q.contains("variants(first: $first, after: $after)"));

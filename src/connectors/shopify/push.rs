@@ -140,13 +140,28 @@ const ORDER_BY_NAME: &str = "query OrderByName($query: String!) {
   orders(first: 5, query: $query) { nodes { id name } }
 }";
 
-const FULFILLMENT_ORDERS: &str = "query FulfillmentOrders($id: ID!) {
+/// An order's fulfilments and fulfillment orders, five of them at a time with their first
+/// fifty lines: within what one query may cost (1,000).
+const FULFILLMENT_ORDERS: &str = "query FulfillmentOrders($id: ID!, $after: String) {
   order(id: $id) {
     id name
     fulfillments(first: 50) { id status trackingInfo { number company url } }
-    fulfillmentOrders(first: 20) {
-      nodes { id status lineItems(first: 100) { nodes { id remainingQuantity lineItem { sku } } } }
+    fulfillmentOrders(first: 5, after: $after) {
+      pageInfo { hasNextPage endCursor }
+      nodes {
+        id status
+        assignedLocation { location { id } }
+        supportedActions { action }
+        lineItems(first: 50) { pageInfo { hasNextPage endCursor } nodes { id remainingQuantity lineItem { sku } } }
+      }
     }
+  }
+}";
+
+/// The rest of a fulfillment order's lines.
+const FULFILLMENT_ORDER_LINES: &str = "query FulfillmentOrderLines($id: ID!, $after: String) {
+  fulfillmentOrder(id: $id) {
+    lineItems(first: 50, after: $after) { pageInfo { hasNextPage endCursor } nodes { id remainingQuantity lineItem { sku } } }
   }
 }";
 
@@ -244,85 +259,246 @@ async fn fulfil(
         .get("number")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty());
+    let numbers: Vec<&str> = number
+        .into_iter()
+        .chain(
+            tracking
+                .get("numbers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        )
+        .filter(|n| !n.is_empty())
+        .collect();
     // What is left to fulfil.
     let what = format!("reading the fulfillment orders of {order_id}");
-    let data = match graph.run(FULFILLMENT_ORDERS, json!({"id": order_id})).await {
-        Ok(d) => d,
+    let order = match fulfillment_orders(graph, &order_id).await {
+        Ok(Some(order)) => order,
+        Ok(None) => {
+            return refused(
+                started,
+                ErrorCode::NotFound,
+                format!("Shopify has no order {order_id}"),
+            )
+        }
         Err(f) => return failure(started, f, &what),
     };
-    let Some(order) = data.get("order").filter(|o| o.is_object()) else {
-        return refused(
-            started,
-            ErrorCode::NotFound,
-            format!("Shopify has no order {order_id}"),
-        );
-    };
     let name = order["name"].as_str().unwrap_or(&order_id).to_string();
-    if let Some(number) = number {
-        let earlier = order["fulfillments"].as_array().and_then(|list| {
-            list.iter().find(|f| {
-                f["status"].as_str() != Some("CANCELLED")
-                    && f.pointer("/trackingInfo")
-                        .and_then(Value::as_array)
-                        .is_some_and(|t| t.iter().any(|t| t["number"].as_str() == Some(number)))
-            })
-        });
-        if let Some(earlier) = earlier {
-            // Delivered before (a retry after a lost answer, or the same despatch twice).
-            return done(
-                started,
-                excerpt,
-                &json!({"fulfillment": earlier, "already": true}),
-                earlier["id"].as_str().map(str::to_string),
-            );
-        }
-    }
-    let open: Vec<&Value> = order
-        .pointer("/fulfillmentOrders/nodes")
-        .and_then(Value::as_array)
+    let made: Vec<&Value> = order["fulfillments"]
+        .as_array()
         .map(|l| {
             l.iter()
-                .filter(|fo| matches!(fo["status"].as_str(), Some("OPEN" | "IN_PROGRESS")))
+                .filter(|f| f["status"].as_str() != Some("CANCELLED"))
                 .collect()
         })
         .unwrap_or_default();
+    let earlier = made.iter().find(|f| {
+        f.pointer("/trackingInfo")
+            .and_then(Value::as_array)
+            .is_some_and(|t| {
+                t.iter()
+                    .any(|t| numbers.contains(&t["number"].as_str().unwrap_or_default()))
+            })
+    });
+    if let Some(earlier) = earlier {
+        // Delivered before (a retry after a lost answer, or the same despatch twice).
+        return done(
+            started,
+            excerpt,
+            &json!({"fulfillment": earlier, "already": true}),
+            earlier["id"].as_str().map(str::to_string),
+        );
+    }
+    let all_fos: Vec<&Value> = order["fulfillmentOrders"]
+        .as_array()
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    let open: Vec<&Value> = all_fos
+        .iter()
+        .copied()
+        .filter(|fo| {
+            matches!(fo["status"].as_str(), Some("OPEN" | "IN_PROGRESS"))
+                && fo["supportedActions"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|a| a["action"].as_str() == Some("CREATE_FULFILLMENT"))
+                })
+        })
+        .collect();
+    let everything = item.get("line_items").is_none_or(Value::is_null);
     if open.is_empty() {
+        if everything && numbers.is_empty() {
+            if let Some(last) = made.last() {
+                // All of it was fulfilled, by this delivery's lost answer or before it.
+                return done(
+                    started,
+                    excerpt,
+                    &json!({"fulfillment": last, "already": true}),
+                    last["id"].as_str().map(str::to_string),
+                );
+            }
+        }
+        let mut statuses: Vec<String> = all_fos
+            .iter()
+            .map(|fo| fo["status"].as_str().unwrap_or("unknown").to_lowercase())
+            .collect();
+        statuses.sort();
+        statuses.dedup();
+        let why = if statuses.is_empty() {
+            "it has no fulfillment order".to_string()
+        } else {
+            format!(
+                "its fulfillment orders are {} (only open ones this app may fulfil can be)",
+                statuses.join(", ")
+            )
+        };
         return invalid(
             started,
-            format!("order {name} has nothing left to fulfil (no open fulfillment order)"),
+            format!("order {name} has nothing left to fulfil: {why}"),
         );
     }
     let by_order = match allocate(&open, item.get("line_items")) {
         Ok(list) => list,
         Err(message) => return invalid(started, format!("order {name}: {message}")),
     };
-    let mut fulfillment = json!({
-        "lineItemsByFulfillmentOrder": by_order,
-        "notifyCustomer": item.get("notify_customer").and_then(Value::as_bool).unwrap_or(params.notify_customer),
-    });
+    // One fulfilment per location: Shopify fulfils fulfillment orders of one location at once.
+    let location_of = |fo_id: &str| {
+        open.iter()
+            .find(|fo| fo["id"].as_str() == Some(fo_id))
+            .and_then(|fo| fo.pointer("/assignedLocation/location/id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut by_location: Vec<(String, Vec<Value>)> = Vec::new();
+    for group in by_order {
+        let at = location_of(group["fulfillmentOrderId"].as_str().unwrap_or_default());
+        match by_location.iter_mut().find(|(l, _)| *l == at) {
+            Some((_, groups)) => groups.push(group),
+            None => by_location.push((at, vec![group])),
+        }
+    }
+    let mut info = serde_json::Map::new();
     if let Some(t) = tracking.as_object() {
-        let mut info = serde_json::Map::new();
         for field in ["number", "company", "url", "numbers", "urls"] {
             if let Some(v) = t.get(field).filter(|v| v.is_string() || v.is_array()) {
                 info.insert(field.into(), v.clone());
             }
         }
-        fulfillment["trackingInfo"] = Value::Object(info);
     }
+    let notify = item
+        .get("notify_customer")
+        .and_then(Value::as_bool)
+        .unwrap_or(params.notify_customer);
     let what = format!("fulfilling order {name}");
-    match graph
-        .run(FULFILL, json!({"fulfillment": fulfillment}))
-        .await
-    {
-        Ok(data) => outcome(
-            started,
-            excerpt,
-            &data["fulfillmentCreate"],
-            &what,
-            "/fulfillment/id",
-        ),
-        Err(f) => failure(started, f, &what),
+    let mut made_now: Vec<String> = Vec::new();
+    let mut last = None;
+    for (_, groups) in by_location {
+        let mut fulfillment =
+            json!({"lineItemsByFulfillmentOrder": groups, "notifyCustomer": notify});
+        if !info.is_empty() {
+            fulfillment["trackingInfo"] = Value::Object(info.clone());
+        }
+        let r = match graph
+            .run(FULFILL, json!({"fulfillment": fulfillment}))
+            .await
+        {
+            Ok(data) => {
+                let payload = &data["fulfillmentCreate"];
+                let r = outcome(started, excerpt, payload, &what, "/fulfillment/id");
+                if r.verdict == Verdict::Success && r.reference.is_none() {
+                    // Nothing says a fulfilment was made: ask again (the tracking number
+                    // finds it if it was).
+                    SendResult {
+                        verdict: Verdict::Retry,
+                        error_code: Some(ErrorCode::InvalidApiResponse),
+                        message: Some(format!("Shopify's answer to {what} names no fulfilment")),
+                        ..r
+                    }
+                } else {
+                    r
+                }
+            }
+            Err(f) => failure(started, f, &what),
+        };
+        if r.verdict != Verdict::Success {
+            return r;
+        }
+        made_now.extend(r.reference.clone());
+        last = Some(r);
     }
+    match last {
+        Some(r) => SendResult {
+            reference: Some(made_now.join(",")),
+            ..r
+        },
+        None => invalid(started, format!("order {name}: nothing left to fulfil")),
+    }
+}
+
+/// The order with its fulfilments and every fulfillment order (`fulfillmentOrders` as a list,
+/// each with all its lines); `None` when Shopify has no such order.
+async fn fulfillment_orders(
+    graph: &mut Graph<'_>,
+    order_id: &str,
+) -> Result<Option<Value>, Failure> {
+    let mut order: Option<Value> = None;
+    let mut fos: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut data = graph
+            .run(FULFILLMENT_ORDERS, json!({"id": order_id, "after": after}))
+            .await?;
+        let Some(found) = data
+            .get_mut("order")
+            .filter(|o| o.is_object())
+            .map(Value::take)
+        else {
+            return Ok(None);
+        };
+        let next = next_cursor(&found["fulfillmentOrders"]);
+        for mut fo in found["fulfillmentOrders"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let mut lines = fo["lineItems"]["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut more = next_cursor(&fo["lineItems"]);
+            while let Some(cursor) = more {
+                let page = graph
+                    .run(
+                        FULFILLMENT_ORDER_LINES,
+                        json!({"id": fo["id"], "after": cursor}),
+                    )
+                    .await?;
+                let conn = &page["fulfillmentOrder"]["lineItems"];
+                lines.extend(conn["nodes"].as_array().cloned().unwrap_or_default());
+                more = next_cursor(conn);
+            }
+            fo["lineItems"] = json!({ "nodes": lines });
+            fos.push(fo);
+        }
+        order.get_or_insert(found);
+        match next {
+            Some(c) if fos.len() < 1_000 => after = Some(c),
+            _ => break,
+        }
+    }
+    Ok(order.map(|mut o| {
+        o["fulfillmentOrders"] = Value::Array(fos);
+        o
+    }))
+}
+
+/// The cursor of a connection's next page, when it has one.
+fn next_cursor(conn: &Value) -> Option<String> {
+    (conn.pointer("/pageInfo/hasNextPage") == Some(&Value::Bool(true)))
+        .then(|| conn.pointer("/pageInfo/endCursor").and_then(Value::as_str))
+        .flatten()
+        .map(str::to_string)
 }
 
 /// The lines to fulfil, by fulfillment order: every remaining line, or the quantities of the
@@ -407,8 +583,11 @@ fn allocate(open: &[&Value], wanted: Option<&Value>) -> Result<Vec<Value>, Strin
         .collect())
 }
 
-const VARIANTS_BY_SKU: &str = "query VariantsBySku($query: String!) {
-  productVariants(first: 250, query: $query) { nodes { sku inventoryItem { id } } }
+const VARIANTS_BY_SKU: &str = "query VariantsBySku($query: String!, $after: String) {
+  productVariants(first: 250, after: $after, query: $query) {
+    pageInfo { hasNextPage endCursor }
+    nodes { sku inventoryItem { id } }
+  }
 }";
 
 const SET_QUANTITIES: &str = "mutation SetQuantities($input: InventorySetQuantitiesInput!) {
@@ -493,26 +672,33 @@ impl DestinationFunction for Inventory {
                 .collect::<Vec<_>>()
                 .join(" OR ");
             let what = "finding variants by SKU";
-            let data = match graph.run(VARIANTS_BY_SKU, json!({"query": query})).await {
-                Ok(d) => d,
-                Err(f) => return failure(started, f, what),
-            };
-            for v in data
-                .pointer("/productVariants/nodes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let (Some(sku), Some(item)) = (
-                    v["sku"].as_str(),
-                    v.pointer("/inventoryItem/id").and_then(Value::as_str),
-                ) {
-                    if chunk.iter().any(|s| s == sku) {
-                        items_of
-                            .entry(sku.to_string())
-                            .or_default()
-                            .push(item.to_string());
+            // Shopify's search also finds near matches: page through all it finds.
+            let mut after: Option<String> = None;
+            loop {
+                let data = match graph
+                    .run(VARIANTS_BY_SKU, json!({"query": query, "after": after}))
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(f) => return failure(started, f, what),
+                };
+                let conn = &data["productVariants"];
+                for v in conn["nodes"].as_array().into_iter().flatten() {
+                    if let (Some(sku), Some(item)) = (
+                        v["sku"].as_str(),
+                        v.pointer("/inventoryItem/id").and_then(Value::as_str),
+                    ) {
+                        if chunk.iter().any(|s| s == sku) {
+                            items_of
+                                .entry(sku.to_string())
+                                .or_default()
+                                .push(item.to_string());
+                        }
                     }
+                }
+                match next_cursor(conn) {
+                    Some(c) => after = Some(c),
+                    None => break,
                 }
             }
         }
@@ -532,6 +718,11 @@ impl DestinationFunction for Inventory {
                 },
             };
             for id in ids {
+                // One quantity per item and location (Shopify refuses a pair twice): the last
+                // given wins.
+                quantities.retain(|q| {
+                    !(q["inventoryItemId"] == id.as_str() && q["locationId"] == location.as_str())
+                });
                 quantities.push(
                     json!({"inventoryItemId": id, "locationId": location, "quantity": quantity}),
                 );

@@ -2,8 +2,6 @@
 //! (the `modified_after` watermark kept in the source's state), page by page as
 //! `X-WP-TotalPages` says.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
@@ -11,8 +9,6 @@ use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
 use crate::domain::error_code::ErrorCode;
 
-/// How often a 429 or 503 is waited out before the run fails.
-const MAX_BUSY: u32 = 5;
 /// Most pages in one run: a guard against a store that never says it is done.
 const MAX_PAGES: u64 = 10_000;
 
@@ -48,13 +44,13 @@ impl SourceFunction for Pull {
     }
 
     async fn read(&self, call: Call<'_>, state: Option<&Value>) -> Result<Reading, String> {
-        let params = PullParams::parse(call.params)?;
-        if !(1..=100).contains(&params.per_page) {
-            return Err("invalid params: `params.per_page` must be between 1 and 100".into());
-        }
-        let key = call
-            .key
-            .ok_or_else(|| "a WooCommerce source needs a key".to_string())?;
+        let (params, key) = crate::connectors::pages::prepare::<PullParams>(
+            &call,
+            "WooCommerce",
+            "per_page",
+            100,
+            |p| p.per_page,
+        )?;
         let after = state
             .and_then(|s| s.get("modified_after"))
             .and_then(Value::as_str)
@@ -63,7 +59,7 @@ impl SourceFunction for Pull {
         let mut records: Vec<Value> = Vec::new();
         let mut newest: Option<String> = None;
         let mut page = 1u64;
-        let mut busy = 0;
+        let mut again = crate::connectors::pages::Again::default();
         loop {
             let mut query = vec![
                 ("per_page".to_string(), params.per_page.to_string()),
@@ -90,15 +86,14 @@ impl SourceFunction for Pull {
             };
             let res = call.net.send(req, None).await.map_err(failed)?;
             let status = res.status();
-            if matches!(status.as_u16(), 429 | 503) && busy < MAX_BUSY {
-                busy += 1;
-                let wait = crate::connectors::pages::busy_wait(&res, 5).as_secs();
+            if let Some(wait) = again.wait(&res) {
                 tracing::info!(
                     resource = self.resource,
-                    wait,
-                    "WooCommerce is busy; waiting"
+                    %status,
+                    wait_ms = wait.as_millis() as u64,
+                    "WooCommerce asks to try again; waiting"
                 );
-                tokio::time::sleep(Duration::from_secs(wait)).await;
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if !status.is_success() {
@@ -168,7 +163,8 @@ impl SourceFunction for Pull {
             records,
             state: newest.map(|t| json!({ "modified_after": t })),
             summary: Some(
-                json!({ "resource": self.resource, "modified_after": after, "read": count }),
+                json!({ "resource": self.resource, "modified_after": after, "read": count,
+                    "waited_out": again.count() }),
             ),
             ..Reading::default()
         })
