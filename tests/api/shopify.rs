@@ -1387,6 +1387,45 @@ async fn stock_is_set_by_sku_at_a_location(db: Db) {
     );
     assert_eq!(at("600"), Some(3));
 
+    // A whole job in one call (aggregate): a SKU named twice is set once, to the last level.
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Counts", "system": "http", "function": "http.webhook",
+                "trigger": "webhook", "params": {}}),
+        )
+        .await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Counts", "system": "shopify", "function": "shopify.inventory",
+                "key_id": k["id"], "mode": "aggregate", "params": {"location_id": "71"}}),
+        )
+        .await;
+    let counts = s
+        .create(
+            "/streams",
+            json!({"title": "Counts", "data_type": "stock", "source_id": source["id"],
+                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
+        )
+        .await;
+    let (job, _) = upload_and_wait(
+        &s,
+        counts["id"].as_str().unwrap(),
+        json!([{"sku": "MUG", "available": 1}, {"sku": "MUG", "available": 9}]),
+    )
+    .await;
+    let j = wait_for_job(&s, job["id"].as_str().unwrap()).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(j["counts"]["OK"], 2, "{j}");
+    assert_eq!(
+        shop.lock().unwrap().inventory[&(
+            "gid://shopify/InventoryItem/600".to_string(),
+            LOCATION.to_string()
+        )],
+        9
+    );
+
     // A reason Shopify does not know is refused with its words, final.
     let stream = push_stream(
         &s,
