@@ -528,11 +528,12 @@ impl FulfilmentWrite {
         }
 
         // Ship.
+        let task_ref = || Some(task_id.clone());
         let Some(ship) = asked.ship else {
-            return last;
+            return last.referring(task_ref);
         };
         if shipped(status(&task, "Ship")) {
-            return last;
+            return last.referring(task_ref);
         }
         let existing = lines(task.get("Ship"));
         let mut body = stage_body(Some(ship), &task_id);
@@ -556,7 +557,7 @@ impl FulfilmentWrite {
             )
             .await
         {
-            Ok((_, r)) => r,
+            Ok((_, r)) => r.referring(task_ref),
             Err(r) => r,
         }
     }

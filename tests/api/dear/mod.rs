@@ -211,6 +211,18 @@ async fn sales_are_created_updated_and_ordered(db: Db) {
     };
     assert_eq!(by("#1042")["status"], "OK", "{}", by("#1042"));
     assert_eq!(by("Gift wrap")["status"], "OK");
+    assert_eq!(
+        by("Gift wrap")["destination_ref"],
+        existing,
+        "the sale it changed"
+    );
+    assert!(
+        by("#1042")["destination_ref"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty() && id != existing),
+        "the sale it made: {}",
+        by("#1042")
+    );
     assert_eq!(by("lost")["error_code"], "NOT_FOUND");
     assert!(by("lost")["message"]
         .as_str()
@@ -422,6 +434,11 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
     let one = event_of(&events, S1);
     assert_eq!(one["status"], "OK", "{one}");
     assert_eq!(one["attempt_count"], 1);
+    assert_eq!(
+        one["destination_ref"],
+        dear.lock().unwrap().tasks[S1][0]["TaskID"],
+        "the fulfilment task"
+    );
     let two = event_of(&events, S2);
     assert_eq!(two["status"], "OK", "{two}");
     let draft = event_of(&events, S3);
