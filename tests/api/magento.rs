@@ -25,6 +25,8 @@ const TOKEN: &str = "magento-integration-token-0123456789";
 #[derive(Default)]
 struct Store {
     orders: BTreeMap<u64, Value>,
+    /// Products by id (`id`, not `entity_id`, in Magento's product JSON).
+    products: BTreeMap<u64, Value>,
     shipments: Vec<(u64, Value)>,
     source_items: Vec<Value>,
     /// Every call answered: method, path and the page asked for.
@@ -97,6 +99,7 @@ async fn rest(
     let parts: Vec<&str> = rest.split('/').collect();
     let resource = match (method.as_str(), parts.as_slice()) {
         ("GET", ["orders"]) => "Magento_Sales::actions_view",
+        ("GET", ["products"]) => "Magento_Catalog::products",
         ("POST", ["order", _, "ship"]) => "Magento_Sales::ship",
         ("POST", ["inventory", "source-items"]) => "Magento_InventoryApi::stock_source_item_assign",
         _ => {
@@ -135,7 +138,8 @@ async fn rest(
     }
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match parts.as_slice() {
-        ["orders"] => {
+        [resource @ ("orders" | "products")] => {
+            let resource = *resource;
             let size: usize = query
                 .get("searchCriteria[pageSize]")
                 .and_then(|v| v.parse().ok())
@@ -145,7 +149,7 @@ async fn rest(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1)
                 .max(1);
-            store.calls.push(format!("GET orders page {page}"));
+            store.calls.push(format!("GET {resource} page {page}"));
             // Equal `updated_at` values need the unique column after them to page stably.
             let sort = |k: &str| query.get(k).map(String::as_str);
             assert_eq!(
@@ -166,8 +170,12 @@ async fn rest(
                     == Some("gt"))
             .then(|| query.get(&format!("{filter}[value]")).cloned())
             .flatten();
-            let mut matching: Vec<Value> = store
-                .orders
+            let records = if resource == "orders" {
+                &store.orders
+            } else {
+                &store.products
+            };
+            let mut matching: Vec<Value> = records
                 .values()
                 .filter(|o| {
                     after
@@ -176,9 +184,9 @@ async fn rest(
                 })
                 .cloned()
                 .collect();
+            let id = |v: &Value| v["entity_id"].as_u64().or(v["id"].as_u64());
             matching.sort_by(|a, b| {
-                (a["updated_at"].as_str(), a["entity_id"].as_u64())
-                    .cmp(&(b["updated_at"].as_str(), b["entity_id"].as_u64()))
+                (a["updated_at"].as_str(), id(a)).cmp(&(b["updated_at"].as_str(), id(b)))
             });
             let total = matching.len();
             // 2.4: a page past the end has no items; the count stays.
@@ -258,6 +266,13 @@ async fn magento() -> (String, StoreState) {
                 json!({"entity_id": i, "increment_id": format!("{:09}", i), "state": "processing",
                     "status": "processing", "updated_at": format!("2026-11-{:02} 10:00:00", 1 + i % 25),
                     "items": [{"item_id": 100 + i, "sku": "MH01-XS-Black", "qty_ordered": 1}]}),
+            );
+        }
+        for (id, sku) in [(1, "MH01-XS-Black"), (2, "MH01-S-Black"), (3, "24-MB01")] {
+            s.products.insert(
+                id,
+                json!({"id": id, "sku": sku, "name": format!("Product {id}"), "price": 52,
+                    "status": 1, "type_id": "simple", "updated_at": "2026-11-20 09:00:00"}),
             );
         }
     }
@@ -468,7 +483,49 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
         .contains("Could not save Source Item"));
 }
 
+async fn products_are_read_then_only_what_changed(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let (base, store) = magento().await;
+    let k = key(&s, &base, TOKEN).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Magento products", "system": "magento2", "function": "magento2.products",
+                "key_id": k["id"], "trigger": "manual", "params": {"page_size": 2}}),
+        )
+        .await;
+    let stream = s
+        .passthrough_stream("Magento products", "product", &source, &sink.url())
+        .await;
+    let stream = stream["id"].as_str().unwrap();
+    let job = run(&s, stream).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
+    let events = events_of(&s, &job).await;
+    let skus: Vec<&str> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skus,
+        ["MH01-XS-Black", "MH01-S-Black", "24-MB01"],
+        "known by SKU"
+    );
+    assert_eq!(
+        store.lock().unwrap().calls,
+        ["GET products page 1", "GET products page 2"]
+    );
+    store.lock().unwrap().products.get_mut(&3).unwrap()["updated_at"] =
+        json!("2026-11-30 12:00:00");
+    let job = run(&s, stream).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
+    let events = events_of(&s, &job).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["entity_id"], "24-MB01");
+}
+
 both_stores!(
+    products_are_read_then_only_what_changed,
     orders_are_read_by_updated_at_page_by_page,
     shipments_and_stock_reach_the_store,
 );

@@ -1426,6 +1426,14 @@ async fn stock_is_set_by_sku_at_a_location(db: Db) {
         9
     );
 
+    // A bad gateway: retried on the destination's schedule, then delivered.
+    shop.lock().unwrap().fail_next.push_back(502);
+    let (_, events) = upload_and_wait(&s, &stream, json!([{"sku": "MUG", "available": 5}])).await;
+    assert_eq!(events[0]["status"], "OK", "{events:?}");
+    let attempts = crate::engine::attempts(&s, &events[0]).await;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["error_code"], "SERVER_ERROR");
+
     // A reason Shopify does not know is refused with its words, final.
     let stream = push_stream(
         &s,
