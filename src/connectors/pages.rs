@@ -20,19 +20,35 @@ const MOST_FAILED: u32 = 3;
 /// When a pull tries a page again: a busy answer (429, 503) is waited out as it asks, a few
 /// times a run; a server error (500, 502, 504) is tried again after 1, 2, 3 s. Anything else
 /// stands.
-#[derive(Default)]
 pub struct Again {
     busy: u32,
     failed: u32,
+    /// The wait of a busy answer that does not say how long (seconds).
+    busy_default: u64,
+}
+
+impl Default for Again {
+    fn default() -> Again {
+        Again::waiting(5)
+    }
 }
 
 impl Again {
+    /// Waiting `busy_default` seconds for a busy answer that does not say how long.
+    pub fn waiting(busy_default: u64) -> Again {
+        Again {
+            busy: 0,
+            failed: 0,
+            busy_default,
+        }
+    }
+
     /// How long to wait before asking for the page again, or `None` when the answer stands.
     pub fn wait(&mut self, res: &reqwest::Response) -> Option<Duration> {
         match res.status().as_u16() {
             429 | 503 if self.busy < MOST_BUSY => {
                 self.busy += 1;
-                Some(busy_wait(res, 5))
+                Some(busy_wait(res, self.busy_default))
             }
             500 | 502 | 504 if self.failed < MOST_FAILED => {
                 self.failed += 1;

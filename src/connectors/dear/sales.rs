@@ -3,13 +3,12 @@
 //! each sale in full (`GET /sale`) when asked.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{fetch_sale, request, Dear, MAX_RATE_LIMITED};
+use super::{fetch_sale, request, Dear};
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
 use crate::domain::error_code::ErrorCode;
@@ -79,7 +78,9 @@ impl SourceFunction for Sales {
         let mut sales: Vec<Value> = Vec::new();
         let mut newest: Option<DateTime<Utc>> = None;
         let mut page = 1u64;
-        let mut limited = 0;
+        // The limit is answered 429 or (in older accounts) 503, often without Retry-After; a
+        // server error is tried again after a pause (the pages read stay good).
+        let mut again = crate::connectors::pages::Again::waiting(60);
         loop {
             self.dear.limiter.turn(&account).await;
             let mut query = vec![
@@ -98,12 +99,9 @@ impl SourceFunction for Sales {
             };
             let res = call.net.send(req, None).await.map_err(failed)?;
             let status = res.status();
-            // The limit is answered 429 or (in older accounts) 503, often without Retry-After.
-            if matches!(status.as_u16(), 429 | 503) && limited < MAX_RATE_LIMITED {
-                limited += 1;
-                let wait = crate::connectors::pages::busy_wait(&res, 60).as_secs();
-                tracing::info!(wait, "DEAR rate limit reached; backing off");
-                tokio::time::sleep(Duration::from_secs(wait)).await;
+            if let Some(wait) = again.wait(&res) {
+                tracing::info!(%status, page, wait_s = wait.as_secs(), "DEAR asks to try the sale list again; waiting");
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if !status.is_success() {

@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{code_of, explain, request, Dear, MAX_RATE_LIMITED};
+use super::{code_of, explain, request, Dear};
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, Reading, SourceFunction};
 use crate::domain::error_code::ErrorCode;
@@ -17,9 +16,6 @@ use crate::domain::retry::judge_status;
 
 /// Most pages in one run: a guard against a count that never ends.
 const MAX_PAGES: u64 = 10_000;
-
-/// How often a server error (500, 502, 504) is tried again in one run.
-const MAX_SERVER_ERRORS: u32 = 2;
 
 /// The quantities of a row, added up when rows are summed.
 const QUANTITIES: [&str; 6] = [
@@ -121,8 +117,9 @@ impl SourceFunction for Stock {
         let account = super::account(key);
         let mut rows: Vec<Value> = Vec::new();
         let mut page = 1u64;
-        let mut limited = 0;
-        let mut failed_pages = 0u32;
+        // The limit is answered 429 or (in older accounts) 503, with `Retry-After: 60 Seconds`
+        // or none; a server error is tried again after a pause (the pages read stay good).
+        let mut again = crate::connectors::pages::Again::waiting(60);
         loop {
             self.dear.limiter.turn(&account).await;
             let mut query = vec![
@@ -147,19 +144,9 @@ impl SourceFunction for Stock {
             };
             let res = call.net.send(req, None).await.map_err(failed)?;
             let status = res.status();
-            // The limit is answered 429 or (in older accounts) 503; `Retry-After: 60 Seconds`.
-            if matches!(status.as_u16(), 429 | 503) && limited < MAX_RATE_LIMITED {
-                limited += 1;
-                let wait = crate::connectors::pages::busy_wait(&res, 60).as_secs();
-                tracing::info!(wait, "DEAR rate limit reached; backing off");
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-                continue;
-            }
-            // A server error is tried again after a pause: the pages read so far stay good.
-            if status.is_server_error() && failed_pages < MAX_SERVER_ERRORS {
-                failed_pages += 1;
-                tracing::info!(%status, page, "DEAR failed a stock page; trying it again");
-                tokio::time::sleep(Duration::from_secs(u64::from(failed_pages))).await;
+            if let Some(wait) = again.wait(&res) {
+                tracing::info!(%status, page, wait_s = wait.as_secs(), "DEAR asks to try the stock page again; waiting");
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if !status.is_success() {
