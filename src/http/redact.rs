@@ -1,15 +1,17 @@
 //! What request logs may say about a URI: the token of a webhook URL authorises pushes by
-//! itself, so it never reaches a log line or a trace.
+//! itself, so it never reaches a log line or a trace; and a hook's query string may be the
+//! record itself (systems that call back with their values in the URL), so it is not logged.
 
 use axum::http::Uri;
 
 /// Characters of a hook token kept in logs, enough to tell sources apart when reading them.
 const KEPT: usize = 4;
 
-/// The request target as logs show it: `/hooks/<token>` becomes `/hooks/abcd…`, the query
-/// string is kept.
+/// The request target as logs show it: `/hooks/<token>` becomes `/hooks/abcd…` and its query
+/// string `?…`; other query strings are kept.
 pub fn loggable_uri(uri: &Uri) -> String {
     let path = uri.path();
+    let hook = path.strip_prefix("/hooks/").is_some_and(|t| !t.is_empty());
     let shown = match path.strip_prefix("/hooks/") {
         Some(token) if !token.is_empty() => {
             let (token, rest) = token.split_once('/').map_or((token, ""), |(t, r)| (t, r));
@@ -23,6 +25,7 @@ pub fn loggable_uri(uri: &Uri) -> String {
         _ => path.to_string(),
     };
     match uri.query() {
+        Some(_) if hook => format!("{shown}?…"),
         Some(q) => format!("{shown}?{q}"),
         None => shown,
     }
@@ -42,7 +45,13 @@ mod tests {
         let line = shown(&format!("/hooks/{token}"));
         assert_eq!(line, "/hooks/Zx81…");
         assert!(!line.contains(token));
-        assert_eq!(shown(&format!("/hooks/{token}?a=1")), "/hooks/Zx81…?a=1");
+        // A callback's values (an order number, a customer's e-mail) stay out of logs too.
+        assert_eq!(
+            shown(&format!(
+                "/hooks/{token}?SalesOrderNumber=1042&Email=jo%40example.com"
+            )),
+            "/hooks/Zx81…?…"
+        );
         assert_eq!(shown(&format!("/hooks/{token}/x")), "/hooks/Zx81…/x");
         assert_eq!(shown("/hooks/ab"), "/hooks/ab…");
     }

@@ -276,8 +276,9 @@ async fn accept(
     }
 }
 
-/// The record of a GET callback: its query string's parameters, decoded, as one object (a
-/// name given twice keeps its last value).
+/// The record of a GET callback: its query string's parameters, decoded, as one object. A
+/// name given twice is refused: the callback URL names each once, so a second one means a
+/// value carried an unencoded `&` (an e-mail address can) and no value can be trusted.
 fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
         ApiError::BadRequest(format!("The callback's query string cannot be read: {e}"))
@@ -287,10 +288,15 @@ fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
             "The callback carries no parameters in its query string, so there is no record to store.".into(),
         ));
     }
-    let record: serde_json::Map<String, Value> = pairs
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
+    let mut record = serde_json::Map::new();
+    for (k, v) in pairs {
+        if record.contains_key(&k) {
+            return Err(ApiError::BadRequest(format!(
+                "The callback names `{k}` twice: a value holds an unencoded `&`, so no value can be trusted. Ask the system to encode its values (Peoplevox: encodeParameterData)."
+            )));
+        }
+        record.insert(k, Value::String(v));
+    }
     Ok(vec![Value::Object(record)])
 }
 

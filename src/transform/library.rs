@@ -690,14 +690,22 @@ mod tests {
 
     #[test]
     fn dear_stock_to_shopify_inventory() {
-        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, STOCK, json!({}));
+        // One bin's row is a part of the location's stock: refused, saying what to set.
+        let message = failure(DEAR_SHOPIFY_INVENTORY_ID, STOCK, json!({}));
+        assert!(message.contains("set `sum_by_sku`"), "{message}");
+        // Summed (`sum_by_sku`), the location's whole quantity.
+        let mut summed: Value = serde_json::from_str(STOCK).unwrap();
+        summed["Bin"] = Value::Null;
+        summed["Rows"] = json!(2);
+        let summed = summed.to_string();
+        let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, &summed, json!({}));
         assert_eq!(
             out,
             Output::Records(vec![json!({"sku": "TEE-BLU-M", "available": 17})])
         );
         let (out, _) = run(
             DEAR_SHOPIFY_INVENTORY_ID,
-            STOCK,
+            &summed,
             json!({"location": "Main Warehouse"}),
         );
         assert_eq!(
@@ -706,7 +714,7 @@ mod tests {
         );
         let (out, _) = run(
             DEAR_SHOPIFY_INVENTORY_ID,
-            STOCK,
+            &summed,
             json!({"location": "Shop"}),
         );
         assert_eq!(
@@ -714,7 +722,7 @@ mod tests {
             Output::Skip("stock of TEE-BLU-M at Main Warehouse, not Shop".into())
         );
         // More allocated than on hand: none to sell.
-        let mut row: Value = serde_json::from_str(STOCK).unwrap();
+        let mut row: Value = serde_json::from_str(&summed).unwrap();
         row["Available"] = json!(-2.5);
         let (out, _) = run(DEAR_SHOPIFY_INVENTORY_ID, &row.to_string(), json!({}));
         assert_eq!(

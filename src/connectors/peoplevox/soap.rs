@@ -515,15 +515,15 @@ impl Client {
                     .insert(account.cache_key(), session.clone());
                 Ok(session)
             }
+            // The answer is not quoted: a successful login's `Detail` may be a bare session id.
             _ => Err(SoapError::Answered {
                 code: ErrorCode::InvalidApiResponse,
                 status: Some(reply.status),
-                excerpt: Some(reply.excerpt.clone()),
+                excerpt: None,
                 retry_after: None,
-                message: format!(
-                    "Peoplevox's login answer names no session (`clientId,sessionId`): {}",
-                    short(detail)
-                ),
+                message:
+                    "Peoplevox's login answer names no session in the form `clientId,sessionId`"
+                        .into(),
             }),
         }
     }

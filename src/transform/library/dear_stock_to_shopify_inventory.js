@@ -3,7 +3,8 @@
 //
 // The input is one `dear.stock` record: a `ref/productavailability` row (one product at one
 // location, bin and batch), or a SKU's rows at one location added up (`sum_by_sku`, which a
-// SKU kept in several bins or batches needs: Shopify takes one quantity per location).
+// SKU kept in several bins or batches needs: Shopify takes one quantity per location). A row of
+// one bin or batch that was not summed is refused, so a part never stands for the whole.
 // `available` is DEAR's `Available` (on hand less allocated), rounded down to whole units and
 // never below 0.
 // Settings (stream settings, optional):
@@ -18,6 +19,12 @@ function transform(row, ctx) {
   }
   if (!row.SKU) {
     return ctx.skip("a stock row without a SKU (product " + row.ID + ")");
+  }
+  // One bin's or batch's row is part of the location's quantity: set as the whole, the last
+  // row read would win. Summed rows (`Rows`) and rows of a location without bins are whole.
+  if (row.Rows === undefined && (row.Bin || row.Batch)) {
+    throw new Error("stock of " + row.SKU + " at " + row.Location + " is one bin or batch (" +
+      (row.Bin || row.Batch) + "), not the location's whole quantity: set `sum_by_sku` on the dear.stock source");
   }
   const available = Math.floor(Number(row.Available || 0) + 1e-9);
   return {

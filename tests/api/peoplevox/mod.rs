@@ -591,6 +591,25 @@ async fn callbacks_are_subscribed_received_and_unsubscribed(db: Db) {
         .await
         .unwrap();
     assert_eq!(head.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A name given twice (a value with an unencoded `&`) is refused: no value can be trusted.
+    let (status, problem) = read(
+        s.client
+            .get(local(&format!(
+                "{hook}?SalesOrderNumber=1043&Email=a&SalesOrderNumber=9&TrackingNumber=X2"
+            )))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`SalesOrderNumber` twice"),
+        "{problem}"
+    );
     // The same callback again is the same delivery.
     let (status, again) = fire(&s, &pvx, "TrackingNumberReceived", &values).await;
     assert_eq!(status, StatusCode::OK, "{again}");
