@@ -167,6 +167,22 @@ pub fn refused(started: Instant, code: ErrorCode, message: String) -> SendResult
     }
 }
 
+/// A delivery stopped before a call that may succeed later (no turn in a rate limit within the
+/// try's time, the time run out): retried on the destination's schedule.
+pub fn later(started: Instant, code: ErrorCode, message: String) -> SendResult {
+    SendResult {
+        verdict: Verdict::Retry,
+        error_code: Some(code),
+        http_status: None,
+        http_status_name: None,
+        excerpt: None,
+        retry_after: None,
+        message: Some(message),
+        duration: started.elapsed(),
+        reference: None,
+    }
+}
+
 /// What every commerce destination starts with: its params and its key, or the refusal.
 pub fn prepare<'a, P: Params>(
     started: Instant,

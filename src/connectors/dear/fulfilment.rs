@@ -66,7 +66,12 @@ impl Api<'_> {
         body: Option<&Value>,
         what: &str,
     ) -> Result<(Value, SendResult), SendResult> {
-        self.dear.limiter.turn(&self.account).await;
+        // The try's calls share its time (held below the claim's lease): each gets what is
+        // left, its turn in DEAR's limit included.
+        let left = self
+            .dear
+            .turn_within(&self.account, self.started, self.timeout)
+            .await?;
         let mut req = request(self.net, method, self.key, path);
         if !query.is_empty() {
             req = req.query(query);
@@ -74,7 +79,7 @@ impl Api<'_> {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let mut answer = delivery::send_reading(self.net, req, self.timeout).await;
+        let mut answer = delivery::send_reading(self.net, req, left).await;
         let json = answer
             .as_mut()
             .ok()
@@ -230,13 +235,19 @@ fn tracking(asked: &Asked<'_>) -> HashSet<String> {
 /// The task an output goes on with: the one it names; else one already shipped under its
 /// tracking numbers (a retry of a delivery that went through); else the newest unfinished
 /// one. `None` when a task is to be created.
-fn chosen<'a>(tasks: &'a [Value], asked: &Asked<'_>) -> Result<Option<&'a Value>, String> {
+fn chosen<'a>(
+    tasks: &'a [Value],
+    asked: &Asked<'_>,
+) -> Result<Option<&'a Value>, (ErrorCode, String)> {
     if let Some(id) = asked.task_id {
         return match tasks.iter().find(|t| text(t, "TaskID") == id) {
             Some(t) => Ok(Some(t)),
-            None => Err(format!(
-                "sale {} has no fulfilment task {id} (not found)",
-                asked.sale_id
+            None => Err((
+                ErrorCode::NotFound,
+                format!(
+                    "sale {} has no fulfilment task {id} (not found)",
+                    asked.sale_id
+                ),
             )),
         };
     }
@@ -256,9 +267,27 @@ fn chosen<'a>(tasks: &'a [Value], asked: &Asked<'_>) -> Result<Option<&'a Value>
             return Ok(shipped);
         }
     }
-    Ok(live()
+    let unfinished = live()
         .filter(|t| !shipped(status(t, "Ship")))
-        .max_by_key(|t| t.get("FulfillmentNumber").and_then(Value::as_i64)))
+        .max_by_key(|t| t.get("FulfillmentNumber").and_then(Value::as_i64));
+    if unfinished.is_none()
+        && numbers.is_empty()
+        && asked.ship.is_some()
+        && live().any(|t| shipped(status(t, "Ship")))
+    {
+        // A shipment without a tracking number cannot be told from one this delivery made
+        // before its answer was lost: a new task would pick and ship the rest of the sale.
+        return Err((
+            ErrorCode::InvalidSchema,
+            format!(
+            "sale {} already has a shipped fulfilment and this output names neither a `TaskID` \
+             nor a tracking number, so a retry cannot tell whether it was shipped: name the task \
+             to go on with (`TaskID`) or the parcel's `TrackingNumber`",
+            asked.sale_id
+        ),
+        ));
+    }
+    Ok(unfinished)
 }
 
 /// A ship stage that takes no more lines through `POST`.
@@ -381,7 +410,7 @@ impl FulfilmentWrite {
         let tasks = lines_of(&before, "Fulfilments");
         let task = match chosen(&tasks, &asked) {
             Ok(t) => t.cloned(),
-            Err(e) => return refused(api.started, ErrorCode::NotFound, e),
+            Err((code, e)) => return refused(api.started, code, e),
         };
         let task = match task {
             Some(t) => t,

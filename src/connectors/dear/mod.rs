@@ -31,6 +31,39 @@ pub struct Dear {
     limiter: RateLimiter,
 }
 
+impl Dear {
+    /// Waits for the account's turn within a delivery's try (`timeout` from `started`): the
+    /// time left for the call, or the result that retries the delivery later.
+    pub(super) async fn turn_within(
+        &self,
+        account: &str,
+        started: std::time::Instant,
+        timeout: std::time::Duration,
+    ) -> Result<std::time::Duration, crate::connectors::registry::SendResult> {
+        use crate::connectors::delivery::later;
+        let left = timeout.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.limiter.turn(account))
+            .await
+            .is_err()
+        {
+            return Err(later(
+                started,
+                ErrorCode::RateLimited,
+                "DEAR's limit of 60 calls a minute left no turn within the try's time".into(),
+            ));
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(later(
+                started,
+                ErrorCode::Timeout,
+                "the try's time ran out waiting for DEAR's limit".into(),
+            ));
+        }
+        Ok(left)
+    }
+}
+
 /// The API's base when the key names none.
 pub const DEFAULT_BASE: &str = "https://inventory.dearsystems.com/ExternalApi/v2";
 /// How often a 429 is waited out before the read fails.

@@ -74,10 +74,13 @@ impl DestinationFunction for SaleWrite {
             Some(id) => (reqwest::Method::PUT, format!("updating sale {id}")),
             None => (reqwest::Method::POST, "creating a sale".to_string()),
         };
-        self.dear.limiter.turn(&account).await;
+        let left = match self.dear.turn_within(&account, started, out.timeout).await {
+            Ok(left) => left,
+            Err(stop) => return stop,
+        };
         let req = request(call.net, method, key, "/sale").json(&Value::Object(header));
         // The whole answer is read: a large sale's `ID` may lie past the excerpt.
-        let answer = delivery::send_reading(call.net, req, out.timeout).await;
+        let answer = delivery::send_reading(call.net, req, left).await;
         let sale_id = match &answer {
             Ok(a) if a.status.is_success() => a
                 .json
@@ -107,14 +110,13 @@ impl DestinationFunction for SaleWrite {
         if order.get("Memo").is_none() {
             order["Memo"] = json!("");
         }
-        self.dear.limiter.turn(&account).await;
+        let left = match self.dear.turn_within(&account, started, out.timeout).await {
+            Ok(left) => left,
+            Err(stop) => return stop,
+        };
         let req = request(call.net, reqwest::Method::POST, key, "/sale/order").json(&order);
         let what = format!("adding the order of sale {sale_id}");
-        result(
-            started,
-            &what,
-            delivery::send(call.net, req, out.timeout).await,
-        )
-        .referring(|| Some(sale_id))
+        result(started, &what, delivery::send(call.net, req, left).await)
+            .referring(|| Some(sale_id))
     }
 }

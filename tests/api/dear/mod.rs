@@ -342,7 +342,9 @@ async fn fulfilment_stream(s: &crate::common::Server, base: &str, application_ke
         .create(
             "/destinations",
             json!({"title": "DEAR fulfilment", "system": "dear", "function": "dear.fulfilment",
-                "key_id": key["id"], "params": {}, "retry": {"schedule_seconds": [0, 0], "timeout_seconds": 10}}),
+                // A try may take most of a minute: the sales' calls share one account's 60
+                // calls a minute, and a try waits for its turns within its own time.
+                "key_id": key["id"], "params": {}, "retry": {"schedule_seconds": [0, 0], "timeout_seconds": 60}}),
         )
         .await;
     let stream = s
@@ -469,6 +471,25 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
             .contains("Box 'Carton 9' is not packed"),
         "{unpacked}"
     );
+    // Shipping again without a task or a tracking number, after a shipment: a retry could not
+    // tell it from its own, so it is refused rather than picking and shipping the rest.
+    let (_, again) = crate::engine::upload_and_wait(
+        &s,
+        &stream,
+        json!([{"SaleID": S1, "ship": {"Lines": [{"Carrier": "DPD"}]}}]),
+    )
+    .await;
+    assert_eq!(again[0]["status"], "FAILED", "{}", again[0]);
+    assert_eq!(again[0]["error_code"], "INVALID_SCHEMA");
+    assert!(
+        again[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names neither a `TaskID`"),
+        "{}",
+        again[0]
+    );
+    assert_eq!(dear.lock().unwrap().tasks[S1].len(), 1, "no second task");
     let refused_in_200 = event_of(&events, S6);
     assert_eq!(refused_in_200["status"], "FAILED");
     assert_eq!(refused_in_200["error_code"], "INVALID_SCHEMA");
@@ -495,7 +516,9 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
                 "POST fulfilment",
                 "POST pick",
                 "POST pack",
-                "POST ship"
+                "POST ship",
+                // The refused second shipment read the tasks and went no further.
+                "GET fulfilment"
             ]
         );
         let task = &d.tasks[S1][0];
@@ -789,7 +812,10 @@ async fn dear_stock_is_read_whole_every_run(db: Db) {
     // Every row, in pages of two; page 2's server error is tried again.
     let job = run(&s, stream).await;
     let j = wait_for_job(&s, &job).await;
-    assert_eq!(j["status"], "FINISHED_WITH_ISSUES", "two bins' rows refused: {j}");
+    assert_eq!(
+        j["status"], "FINISHED_WITH_ISSUES",
+        "two bins' rows refused: {j}"
+    );
     let events = events_of(&s, &job).await;
     assert_eq!(events.len(), 5);
     assert_eq!(events[0]["entity_id"], "TEE-BLU-M");
