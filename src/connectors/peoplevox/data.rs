@@ -61,11 +61,23 @@ pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
     None
 }
 
+/// A row's fingerprint: the SHA-256 of its JSON (its columns in the template's order).
+fn fingerprint(row: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(row.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The search clause of a run: the source's own, and the date bound when there is one.
 pub fn clause(own: Option<&str>, field: Option<&str>, after: Option<NaiveDateTime>) -> String {
     let own = own.map(str::trim).filter(|c| !c.is_empty());
     let bound = match (field, after) {
-        (Some(f), Some(t)) => Some(format!("{f} > DateTime({})", t.format("%Y,%m,%d,%H,%M,%S"))),
+        // Inclusive: a row saved in the same second (or minute) as the last one read is read;
+        // the rows read before at that instant are known by their fingerprints.
+        (Some(f), Some(t)) => Some(format!(
+            "{f} >= DateTime({})",
+            t.format("%Y,%m,%d,%H,%M,%S")
+        )),
         _ => None,
     };
     match (own, bound) {
@@ -142,6 +154,18 @@ impl SourceFunction for Data {
             },
         };
         let search = clause(params.search_clause.as_deref(), field, after);
+        // Rows read by the last run at its newest instant, by fingerprint: read again by the
+        // inclusive bound, they are left out unless they changed.
+        let seen: std::collections::HashSet<String> = state
+            .and_then(|s| s.get("seen"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         let size = params.page_size.to_string();
         let mut rows: Vec<Value> = Vec::new();
         let mut newest = after;
@@ -228,11 +252,32 @@ impl SourceFunction for Data {
             }
             page += 1;
         }
+        let time_of = |row: &Value| {
+            field
+                .and_then(|f| row.get(f))
+                .and_then(Value::as_str)
+                .and_then(parse_time)
+        };
+        if let Some(at) = after {
+            rows.retain(|r| !(time_of(r) == Some(at) && seen.contains(&fingerprint(r))));
+        }
+        let mut newest_seen: Vec<String> = rows
+            .iter()
+            .filter(|r| newest.is_some() && time_of(r) == newest)
+            .map(fingerprint)
+            .collect();
+        if newest == after {
+            newest_seen.extend(seen.iter().cloned());
+        }
+        newest_seen.sort();
+        newest_seen.dedup();
         let count = rows.len();
         let write = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
         Ok(Reading {
             records: rows,
-            state: field.and(newest).map(|t| json!({ "after": write(t) })),
+            state: field
+                .and(newest)
+                .map(|t| json!({ "after": write(t), "seen": newest_seen })),
             summary: Some(json!({
                 "template": params.template,
                 "search_clause": search,
@@ -268,7 +313,7 @@ mod tests {
         let t = parse_time("2026-11-30 08:05:09").unwrap();
         assert_eq!(
             clause(Some("Status == \"Open\""), Some("LastUpdated"), Some(t)),
-            "(Status == \"Open\") AND LastUpdated > DateTime(2026,11,30,08,05,09)"
+            "(Status == \"Open\") AND LastUpdated >= DateTime(2026,11,30,08,05,09)"
         );
         assert_eq!(clause(None, Some("LastUpdated"), None), "");
         assert_eq!(clause(Some(" "), None, Some(t)), "");

@@ -91,9 +91,18 @@ impl Account {
         })
     }
 
-    /// What the session cache and the pacing know this login by: the service, the client,
-    /// the user and the password (hashed), so a key with another password never rides on a
-    /// session someone else's key opened.
+    /// What the pacing knows this login by: the service, the client and the user — whatever
+    /// password a key gives, Peoplevox counts the user's requests together.
+    fn pace_key(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}",
+            self.endpoint, self.client_id, self.username
+        )
+    }
+
+    /// What the session cache knows this login by: the service, the client, the user and the
+    /// password (hashed), so a key with another password never rides on a session someone
+    /// else's key opened.
     fn cache_key(&self) -> String {
         let mut h = sha2::Sha256::new();
         for part in [
@@ -332,7 +341,7 @@ impl Client {
     /// than that is a busy answer of Wharf's own, so a delivery does not outlast its timeout
     /// waiting.
     async fn turn(&self, account: &Account, limit: Duration) -> Result<(), SoapError> {
-        let key = account.cache_key();
+        let key = account.pace_key();
         let started = Instant::now();
         loop {
             let wait = {
@@ -693,6 +702,10 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::RateLimited);
         assert!(e.retry());
         assert!(e.retry_after().is_some_and(|w| w <= WINDOW), "{e:?}");
+        // The same user with another password (a wrong key) shares the user's turns.
+        let wrong = Account::from_key(&json!({"client_id": "c", "username": "u", "password": "x"}))
+            .unwrap();
+        assert!(client.turn(&wrong, Duration::ZERO).await.is_err());
         // Another login has its own turns.
         let other = Account::from_key(&json!({"client_id": "c", "username": "v", "password": "p"}))
             .unwrap();

@@ -429,10 +429,26 @@ async fn template_rows_are_read_page_by_page_then_only_what_changed(db: Db) {
         let p = pvx.lock().unwrap();
         assert_eq!(p.ops(), ["GetData", "Authenticate", "GetData"]);
         assert_eq!(
-            p.calls[2].1, "Sales orders|1|100|LastUpdated > DateTime(2026,11,20,08,59,00)",
+            p.calls[2].1, "Sales orders|1|100|LastUpdated >= DateTime(2026,11,20,08,59,00)",
             "the newest row before the change: day 20"
         );
     }
+    // Another order saved in the same second as the newest read: the next run reads it, and
+    // not the two it read at that second already.
+    pvx.lock()
+        .unwrap()
+        .orders
+        .get_mut("SO-0010")
+        .unwrap()
+        .insert("LastUpdated".into(), "2026-11-30 09:00:00".into());
+    let job = run(&s, stream).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
+    let events = events_of(&s, &job).await;
+    let numbers: Vec<&str> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["SO-0010"]);
     // A search clause of the source's own, a server fault waited out, small pages.
     let despatched = s
         .create(
