@@ -562,6 +562,29 @@ impl FulfilmentWrite {
             return last.referring(task_ref);
         };
         if shipped(status(&task, "Ship")) {
+            // Shipped already: done if every parcel the output names is on the task (a retry,
+            // a replay); DEAR takes no more lines on a shipped task, so new parcels are refused
+            // rather than answered as shipped.
+            let on_task: HashSet<String> = lines(task.get("Ship"))
+                .iter()
+                .map(|l| text(l, "TrackingNumber").trim().to_string())
+                .collect();
+            let missing: Vec<String> = tracking(&asked)
+                .into_iter()
+                .filter(|n| !on_task.contains(n))
+                .collect();
+            if !missing.is_empty() {
+                return refused(
+                    api.started,
+                    ErrorCode::InvalidSchema,
+                    format!(
+                        "task {task_id} of sale {sale_id} is shipped already ({}) and does not \
+                         take more parcels ({}): ship them as a new fulfilment (leave out `TaskID`)",
+                        status(&task, "Ship"),
+                        missing.join(", ")
+                    ),
+                );
+            }
             return last.referring(task_ref);
         }
         let existing = lines(task.get("Ship"));

@@ -490,6 +490,32 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
         again[0]
     );
     assert_eq!(dear.lock().unwrap().tasks[S1].len(), 1, "no second task");
+    // New parcels for a task shipped already are refused, not answered as shipped.
+    let task = dear.lock().unwrap().tasks[S1][0]["TaskID"].clone();
+    let (_, again) = crate::engine::upload_and_wait(
+        &s,
+        &stream,
+        json!([{"SaleID": S1, "TaskID": task, "ship": {"Lines": [{"Carrier": "DPD", "TrackingNumber": "NEW-1"}]}}]),
+    )
+    .await;
+    assert_eq!(again[0]["error_code"], "INVALID_SCHEMA", "{}", again[0]);
+    assert!(
+        again[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not take more parcels (NEW-1)"),
+        "{}",
+        again[0]
+    );
+    // The same parcel again (a replay) is done.
+    let (_, again) = crate::engine::upload_and_wait(
+        &s,
+        &stream,
+        json!([{"SaleID": S1, "ship": {"Lines": [{"Carrier": "Royal Mail", "TrackingNumber": "RM123456785GB"}]}}]),
+    )
+    .await;
+    assert_eq!(again[0]["status"], "OK", "{}", again[0]);
+    assert_eq!(again[0]["destination_ref"], task);
     let refused_in_200 = event_of(&events, S6);
     assert_eq!(refused_in_200["status"], "FAILED");
     assert_eq!(refused_in_200["error_code"], "INVALID_SCHEMA");
@@ -517,7 +543,10 @@ async fn dear_fulfilment_picks_packs_and_ships(db: Db) {
                 "POST pick",
                 "POST pack",
                 "POST ship",
-                // The refused second shipment read the tasks and went no further.
+                // The refused second shipment, the refused parcel and the replay each read the
+                // tasks and went no further.
+                "GET fulfilment",
+                "GET fulfilment",
                 "GET fulfilment"
             ]
         );
