@@ -31,6 +31,9 @@ const SERVICE_PATH: &str = "resources/integrationservicev4.asmx";
 /// Requests a login may send per window, as Peoplevox allows.
 const PER_WINDOW: usize = 15;
 const WINDOW: Duration = Duration::from_secs(15);
+/// Kept spare past the window: a request's turn is taken before it reaches Peoplevox, which
+/// counts from its arrival.
+const SPARE: Duration = Duration::from_secs(1);
 
 /// How a key's login reaches Peoplevox.
 #[derive(Debug, Clone)]
@@ -329,14 +332,43 @@ fn invalid_session(o: &Outcome) -> bool {
     o.response_id != 0 && o.detail.to_ascii_lowercase().contains("invalid session")
 }
 
-/// The client's shared state: open sessions and the pacing of each login's requests.
+/// The client's shared state: open sessions, one sign-in at a time per login, and the pacing
+/// of each login's requests.
 #[derive(Default)]
 pub struct Client {
     sessions: Mutex<HashMap<String, Session>>,
+    signing_in: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     sent: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Client {
+    /// The login's session: the cached one unless it is `stale`, else a new one. Calls that
+    /// need one at once wait for a single sign-in (each sign-in may end the others' sessions,
+    /// and all spend the login's requests).
+    async fn session(
+        &self,
+        net: &Outbound,
+        account: &Account,
+        stale: Option<&Session>,
+        timeout: Option<Duration>,
+    ) -> Result<Session, SoapError> {
+        let key = account.cache_key();
+        let gate = self
+            .signing_in
+            .lock()
+            .await
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(current) = self.sessions.lock().await.get(&key) {
+            if Some(current) != stale {
+                return Ok(current.clone());
+            }
+        }
+        self.authenticate(net, account, timeout).await
+    }
+
     /// Waits until the login may send its next request, at most `limit`: a turn further off
     /// than that is a busy answer of Wharf's own, so a delivery does not outlast its timeout
     /// waiting.
@@ -350,7 +382,7 @@ impl Client {
                 let now = Instant::now();
                 while times
                     .front()
-                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW + SPARE)
                 {
                     times.pop_front();
                 }
@@ -360,7 +392,7 @@ impl Client {
                 }
                 times
                     .front()
-                    .map(|t| (*t + WINDOW).saturating_duration_since(now))
+                    .map(|t| (*t + WINDOW + SPARE).saturating_duration_since(now))
                     .unwrap_or_default()
                     .max(Duration::from_millis(10))
             };
@@ -549,16 +581,7 @@ impl Client {
         body: &str,
         timeout: Option<Duration>,
     ) -> Result<Reply, SoapError> {
-        let cached = self
-            .sessions
-            .lock()
-            .await
-            .get(&account.cache_key())
-            .cloned();
-        let session = match cached {
-            Some(s) => s,
-            None => self.authenticate(net, account, timeout).await?,
-        };
+        let session = self.session(net, account, None, timeout).await?;
         let reply = self
             .post(net, account, op, Some(&session), body, timeout)
             .await?;
@@ -566,19 +589,15 @@ impl Client {
             return Ok(reply);
         }
         tracing::info!(op, "Peoplevox session no longer valid; signing in again");
-        {
-            let mut sessions = self.sessions.lock().await;
-            if sessions.get(&account.cache_key()) == Some(&session) {
-                sessions.remove(&account.cache_key());
-            }
-        }
-        let session = self.authenticate(net, account, timeout).await?;
+        let session = self.session(net, account, Some(&session), timeout).await?;
         let reply = self
             .post(net, account, op, Some(&session), body, timeout)
             .await?;
         if invalid_session(&reply.outcome) {
+            // Signed in a moment ago with the same login: another sign-in (another node, a
+            // person) ended the session meanwhile. Tried again later.
             return Err(SoapError::Answered {
-                code: ErrorCode::Unauthorized,
+                code: ErrorCode::ServerError,
                 status: Some(reply.status),
                 excerpt: Some(reply.excerpt),
                 retry_after: None,
@@ -701,7 +720,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::RateLimited);
         assert!(e.retry());
-        assert!(e.retry_after().is_some_and(|w| w <= WINDOW), "{e:?}");
+        assert!(
+            e.retry_after().is_some_and(|w| w <= WINDOW + SPARE),
+            "{e:?}"
+        );
         // The same user with another password (a wrong key) shares the user's turns.
         let wrong = Account::from_key(&json!({"client_id": "c", "username": "u", "password": "x"}))
             .unwrap();
