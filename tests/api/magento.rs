@@ -481,6 +481,45 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
         .as_str()
         .unwrap()
         .contains("Could not save Source Item"));
+    // The rate limit is waited out, then the stock saved.
+    store.lock().unwrap().fail_next.push_back(429);
+    let (job, _) = upload_and_wait(&s, &stock, json!([{"sku": "MH01-3", "quantity": 2}])).await;
+    let j = wait_for_job(&s, job["id"].as_str().unwrap()).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert!(store
+        .lock()
+        .unwrap()
+        .source_items
+        .iter()
+        .any(|i| i["sku"] == "MH01-3" && i["quantity"].as_f64() == Some(2.0)));
+    // A refused token: UNAUTHORIZED, final, with Magento's words.
+    let bad = key(&s, &base, "wrong-token").await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Bad", "system": "magento2", "function": "magento2.shipment",
+                "key_id": bad["id"], "params": {}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Bad", "data_type": "update", "source_id": source["id"],
+                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
+        )
+        .await;
+    let (_, events) = upload_and_wait(
+        &s,
+        stream["id"].as_str().unwrap(),
+        json!([{"order_id": 11}]),
+    )
+    .await;
+    assert_eq!(events[0]["status"], "FAILED", "{}", events[0]);
+    assert_eq!(events[0]["error_code"], "UNAUTHORIZED");
+    assert!(events[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("isn't authorized"));
 }
 
 async fn products_are_read_then_only_what_changed(db: Db) {

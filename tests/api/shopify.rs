@@ -1434,6 +1434,18 @@ async fn stock_is_set_by_sku_at_a_location(db: Db) {
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0]["error_code"], "SERVER_ERROR");
 
+    // A wrong token: UNAUTHORIZED, final, with Shopify's words.
+    let bad = key(&s, &base, "shpat_wrong").await;
+    let refused = push_stream(&s, &bad, "shopify.inventory", json!({"location_id": "71"})).await;
+    let (_, events) = upload_and_wait(&s, &refused, json!([{"sku": "MUG", "available": 1}])).await;
+    assert_eq!(events[0]["status"], "FAILED", "{events:?}");
+    assert_eq!(events[0]["error_code"], "UNAUTHORIZED");
+    assert_eq!(events[0]["attempt_count"], 1, "not retried");
+    assert!(events[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid API key"));
+
     // A reason Shopify does not know is refused with its words, final.
     let stream = push_stream(
         &s,

@@ -723,6 +723,43 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
         .calls
         .iter()
         .any(|c| c == "PUT /wp-json/wc/v3/products/60/variations/61"));
+    drop(sh);
+    // The rate limit is waited out, then the level set.
+    shop.lock().unwrap().fail_next.push_back(429);
+    let (_, events) = upload_and_wait(&s, &stock, json!([{"product_id": 50, "quantity": 4}])).await;
+    assert_eq!(events[0]["status"], "OK", "{}", events[0]);
+    let attempts = crate::engine::attempts(&s, &events[0]).await;
+    assert_eq!(attempts[0]["error_code"], "RATE_LIMITED", "{attempts:?}");
+    assert_eq!(shop.lock().unwrap().products[&50]["stock_quantity"], 4);
+    // A wrong secret: UNAUTHORIZED, final, with WooCommerce's words.
+    let bad = key(&s, &base, "cs_wrong").await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Bad", "system": "woocommerce", "function": "woocommerce.stock",
+                "key_id": bad["id"], "params": {}, "retry": retry}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "Bad", "data_type": "update", "source_id": source["id"],
+                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
+        )
+        .await;
+    let (_, events) = upload_and_wait(
+        &s,
+        stream["id"].as_str().unwrap(),
+        json!([{"product_id": 50, "quantity": 5}]),
+    )
+    .await;
+    assert_eq!(events[0]["status"], "FAILED", "{}", events[0]);
+    assert_eq!(events[0]["error_code"], "UNAUTHORIZED");
+    assert_eq!(events[0]["attempt_count"], 1, "not retried");
+    assert!(events[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Consumer secret is invalid"));
 }
 
 async fn webhooks_install_at_the_store_and_come_off_again(db: Db) {
