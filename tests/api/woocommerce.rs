@@ -715,15 +715,16 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
         .find(|e| e["payload_in"]["sku"] == "NO-SUCH")
         .unwrap();
     assert_eq!(missing["error_code"], "NOT_FOUND");
-    let sh = shop.lock().unwrap();
-    assert_eq!(sh.products[&61]["stock_quantity"], 7);
-    assert_eq!(sh.products[&50]["stock_quantity"], 3);
-    assert_eq!(sh.products[&50]["manage_stock"], true);
-    assert!(sh
-        .calls
-        .iter()
-        .any(|c| c == "PUT /wp-json/wc/v3/products/60/variations/61"));
-    drop(sh);
+    {
+        let sh = shop.lock().unwrap();
+        assert_eq!(sh.products[&61]["stock_quantity"], 7);
+        assert_eq!(sh.products[&50]["stock_quantity"], 3);
+        assert_eq!(sh.products[&50]["manage_stock"], true);
+        assert!(sh
+            .calls
+            .iter()
+            .any(|c| c == "PUT /wp-json/wc/v3/products/60/variations/61"));
+    }
     // The rate limit is waited out, then the level set.
     shop.lock().unwrap().fail_next.push_back(429);
     let (_, events) = upload_and_wait(&s, &stock, json!([{"product_id": 50, "quantity": 4}])).await;
