@@ -969,10 +969,19 @@ async fn orders_are_read_by_cursor_then_only_what_changed(db: Db) {
         .collect();
     names.sort();
     assert_eq!(names, ["#1001", "#1004"]);
-    // Nothing changed since: an empty run.
+    // Nothing changed since: an empty run, which keeps the watermark.
     let job = run(&s, &stream).await;
     assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
     assert!(events_of(&s, &job).await.is_empty());
+    shop.lock().unwrap().orders[2]["updatedAt"] = json!("2026-11-26T09:00:00Z");
+    let job = run(&s, &stream).await;
+    assert_eq!(wait_for_job(&s, &job).await["status"], "FINISHED");
+    let events = events_of(&s, &job).await;
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["#1003"], "after an empty run, only what changed");
 
     // Products come with every variant and its inventory item.
     let (products, _) = pull_stream(&s, &k, "shopify.products", json!({}), &sink).await;
@@ -1179,6 +1188,14 @@ async fn orders_are_fulfilled_once_with_tracking(db: Db) {
             "JD014600006281230000"
         );
         assert_eq!(o1["fulfillments"][0]["notifyCustomer"], false);
+        assert_eq!(
+            o1["fulfillments"][0]["trackingInfo"][0]["company"],
+            "Royal Mail"
+        );
+        assert_eq!(
+            o1["fulfillments"][0]["trackingInfo"][0]["url"],
+            "https://track.example/JD014600006281230000"
+        );
         let o2 = &st.orders[1];
         assert_eq!(
             o2["fulfillmentOrders"][0]["status"], "IN_PROGRESS",
