@@ -266,6 +266,21 @@ impl Server {
         .await
     }
 
+    /// A destination made from `destination` (the body of `POST /destinations`) and a stream
+    /// from `source` to it through the passthrough transformation; the stream's id.
+    pub async fn stream_to(&self, source: &Value, destination: Value) -> String {
+        let title = destination["title"].clone();
+        let dest = self.create("/destinations", destination).await;
+        let stream = self
+            .create(
+                "/streams",
+                serde_json::json!({"title": title, "data_type": "update", "source_id": source["id"],
+                    "transformation_id": PASSTHROUGH, "destination_id": dest["id"]}),
+            )
+            .await;
+        stream["id"].as_str().unwrap().to_string()
+    }
+
     /// A token of the given role in this server's organisation.
     pub async fn token_with_role(&self, role: &str) -> String {
         let out = self

@@ -16,7 +16,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{Db, Server, PASSTHROUGH};
+use crate::common::{Db, Server};
 use crate::engine::{events_of, run, start, upload_and_wait, wait_for_job};
 use crate::peers::Sink;
 
@@ -367,25 +367,12 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
         )
         .await;
     let stream_to = |function: &'static str, mode: &'static str| {
-        let (s, k, source) = (&s, &k, &source);
-        async move {
-            let destination = s
-                .create(
-                    "/destinations",
-                    json!({"title": function, "system": "magento2", "function": function,
-                        "key_id": k["id"], "mode": mode, "params": {},
-                        "retry": {"schedule_seconds": [0, 1], "timeout_seconds": 10}}),
-                )
-                .await;
-            let stream = s
-                .create(
-                    "/streams",
-                    json!({"title": function, "data_type": "update", "source_id": source["id"],
-                        "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-                )
-                .await;
-            stream["id"].as_str().unwrap().to_string()
-        }
+        s.stream_to(
+            &source,
+            json!({"title": function, "system": "magento2", "function": function,
+                "key_id": k["id"], "mode": mode, "params": {},
+                "retry": {"schedule_seconds": [0, 1], "timeout_seconds": 10}}),
+        )
     };
 
     let ship = stream_to("magento2.shipment", "realtime").await;
@@ -494,26 +481,14 @@ async fn shipments_and_stock_reach_the_store(db: Db) {
         .any(|i| i["sku"] == "MH01-3" && i["quantity"].as_f64() == Some(2.0)));
     // A refused token: UNAUTHORIZED, final, with Magento's words.
     let bad = key(&s, &base, "wrong-token").await;
-    let destination = s
-        .create(
-            "/destinations",
+    let stream = s
+        .stream_to(
+            &source,
             json!({"title": "Bad", "system": "magento2", "function": "magento2.shipment",
                 "key_id": bad["id"], "params": {}}),
         )
         .await;
-    let stream = s
-        .create(
-            "/streams",
-            json!({"title": "Bad", "data_type": "update", "source_id": source["id"],
-                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-        )
-        .await;
-    let (_, events) = upload_and_wait(
-        &s,
-        stream["id"].as_str().unwrap(),
-        json!([{"order_id": 11}]),
-    )
-    .await;
+    let (_, events) = upload_and_wait(&s, &stream, json!([{"order_id": 11}])).await;
     assert_eq!(events[0]["status"], "FAILED", "{}", events[0]);
     assert_eq!(events[0]["error_code"], "UNAUTHORIZED");
     assert!(events[0]["message"]

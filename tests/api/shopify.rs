@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{Db, Server, PASSTHROUGH};
+use crate::common::{Db, Server};
 use crate::engine::{events_of, run, start, upload_and_wait, wait_for_job};
 use crate::peers::Sink;
 
@@ -890,22 +890,13 @@ async fn push_stream(s: &Server, k: &Value, function: &str, params: Value) -> St
                 "trigger": "webhook", "params": {}}),
         )
         .await;
-    let destination = s
-        .create(
-            "/destinations",
-            json!({"title": function, "system": "shopify", "function": function,
-                "key_id": k["id"], "params": params,
-                "retry": {"schedule_seconds": [0, 1], "timeout_seconds": 10}}),
-        )
-        .await;
-    let stream = s
-        .create(
-            "/streams",
-            json!({"title": function, "data_type": "update", "source_id": source["id"],
-                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-        )
-        .await;
-    stream["id"].as_str().unwrap().to_string()
+    s.stream_to(
+        &source,
+        json!({"title": function, "system": "shopify", "function": function,
+            "key_id": k["id"], "params": params,
+            "retry": {"schedule_seconds": [0, 1], "timeout_seconds": 10}}),
+    )
+    .await
 }
 
 async fn orders_are_read_by_cursor_then_only_what_changed(db: Db) {
@@ -1412,23 +1403,16 @@ async fn stock_is_set_by_sku_at_a_location(db: Db) {
                 "trigger": "webhook", "params": {}}),
         )
         .await;
-    let destination = s
-        .create(
-            "/destinations",
+    let counts = s
+        .stream_to(
+            &source,
             json!({"title": "Counts", "system": "shopify", "function": "shopify.inventory",
                 "key_id": k["id"], "mode": "aggregate", "params": {"location_id": "71"}}),
         )
         .await;
-    let counts = s
-        .create(
-            "/streams",
-            json!({"title": "Counts", "data_type": "stock", "source_id": source["id"],
-                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-        )
-        .await;
     let (job, _) = upload_and_wait(
         &s,
-        counts["id"].as_str().unwrap(),
+        &counts,
         json!([{"sku": "MUG", "available": 1}, {"sku": "MUG", "available": 9}]),
     )
     .await;

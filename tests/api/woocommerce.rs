@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{read, Db, Server, PASSTHROUGH};
+use crate::common::{read, Db, Server};
 use crate::engine::{events_of, run, start, upload_and_wait, wait_for_job};
 use crate::peers::Sink;
 
@@ -619,24 +619,11 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
         )
         .await;
     let stream_to = |function: &'static str| {
-        let (s, k, source, retry) = (&s, &k, &source, &retry);
-        async move {
-            let destination = s
-                .create(
-                    "/destinations",
-                    json!({"title": function, "system": "woocommerce", "function": function,
-                        "key_id": k["id"], "params": {}, "retry": retry}),
-                )
-                .await;
-            let stream = s
-                .create(
-                    "/streams",
-                    json!({"title": function, "data_type": "update", "source_id": source["id"],
-                        "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-                )
-                .await;
-            stream["id"].as_str().unwrap().to_string()
-        }
+        s.stream_to(
+            &source,
+            json!({"title": function, "system": "woocommerce", "function": function,
+                "key_id": k["id"], "params": {}, "retry": retry}),
+        )
     };
 
     // Orders: a status and a tracking note; an unknown order and a status WooCommerce lacks fail.
@@ -734,26 +721,15 @@ async fn order_updates_and_stock_reach_the_store(db: Db) {
     assert_eq!(shop.lock().unwrap().products[&50]["stock_quantity"], 4);
     // A wrong secret: UNAUTHORIZED, final, with WooCommerce's words.
     let bad = key(&s, &base, "cs_wrong").await;
-    let destination = s
-        .create(
-            "/destinations",
+    let stream = s
+        .stream_to(
+            &source,
             json!({"title": "Bad", "system": "woocommerce", "function": "woocommerce.stock",
                 "key_id": bad["id"], "params": {}, "retry": retry}),
         )
         .await;
-    let stream = s
-        .create(
-            "/streams",
-            json!({"title": "Bad", "data_type": "update", "source_id": source["id"],
-                "transformation_id": PASSTHROUGH, "destination_id": destination["id"]}),
-        )
-        .await;
-    let (_, events) = upload_and_wait(
-        &s,
-        stream["id"].as_str().unwrap(),
-        json!([{"product_id": 50, "quantity": 5}]),
-    )
-    .await;
+    let (_, events) =
+        upload_and_wait(&s, &stream, json!([{"product_id": 50, "quantity": 5}])).await;
     assert_eq!(events[0]["status"], "FAILED", "{}", events[0]);
     assert_eq!(events[0]["error_code"], "UNAUTHORIZED");
     assert_eq!(events[0]["attempt_count"], 1, "not retried");
