@@ -237,13 +237,7 @@ async fn dear_stock_on_a_schedule_sets_shopify_inventory(db: Db) {
         st.products
             .push(crate::shopify::product(6, "2026-11-20T10:00:00Z", &["MUG"]));
     }
-    let erp = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-                "account_id": "acct-1", "application_key": "app-key", "base_url": dear_base}}),
-        )
-        .await;
+    let erp = crate::dear::dear_key(&s, &dear_base, "app-key").await;
     let source = s
         .create(
             "/sources",

@@ -20,13 +20,7 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     let (_env, s) = start(db).await;
     let sink = Sink::ok().await;
     let (base, dear) = dear().await;
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
-        )
-        .await;
+    let key = dear_key(&s, &base, "app-key").await;
     let source = s
         .create(
             "/sources",
@@ -131,13 +125,7 @@ async fn sales_are_read_by_updated_since_within_the_limit(db: Db) {
     assert_eq!(events[0]["payload_in"]["Order"]["Lines"][0]["SKU"], "A-1");
 
     // Wrong credentials fail the run with DEAR's answer.
-    let bad = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "wrong", "base_url": base}}),
-        )
-        .await;
+    let bad = dear_key(&s, &base, "wrong").await;
     s.patch(
         &format!("/sources/{}", source["id"].as_str().unwrap()),
         json!({"key_id": bad["id"]}),
@@ -160,13 +148,7 @@ async fn sales_are_created_updated_and_ordered(db: Db) {
     let (_env, s) = start(db).await;
     let (base, dear) = dear().await;
     dear.lock().unwrap().limited = false;
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
-        )
-        .await;
+    let key = dear_key(&s, &base, "app-key").await;
     let source = s
         .create(
             "/sources",
@@ -263,13 +245,7 @@ async fn dear_sale_from_a_shopify_order_through_the_library(db: Db) {
     let (_env, s) = start(db).await;
     let (base, dear) = dear().await;
     dear.lock().unwrap().limited = false;
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
-        )
-        .await;
+    let key = dear_key(&s, &base, "app-key").await;
     let source = s
         .create(
             "/sources",
@@ -324,13 +300,7 @@ async fn dear_sale_from_a_shopify_order_through_the_library(db: Db) {
 /// A DEAR key, a `dear.fulfilment` destination with it (retried twice, at once unless DEAR
 /// asks to wait) and a stream to it that takes uploads: the stream's id.
 async fn fulfilment_stream(s: &crate::common::Server, base: &str, application_key: &str) -> String {
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": application_key, "base_url": base}}),
-        )
-        .await;
+    let key = dear_key(s, base, application_key).await;
     let source = s
         .create(
             "/sources",
@@ -777,6 +747,20 @@ async fn dear_fulfilment_retries_go_on_from_the_stage_reached(db: Db) {
 }
 
 /// A stock row as `ref/productavailability` lists it.
+/// A DEAR key for the local DEAR at `base`, account `acct-1`.
+pub(crate) async fn dear_key(
+    s: &crate::common::Server,
+    base: &str,
+    application_key: &str,
+) -> Value {
+    s.create(
+        "/keys",
+        json!({"system": "dear", "title": "DEAR", "credentials": {
+        "account_id": "acct-1", "application_key": application_key, "base_url": base}}),
+    )
+    .await
+}
+
 pub(crate) fn row(
     sku: &str,
     location: &str,
@@ -806,13 +790,7 @@ async fn dear_stock_is_read_whole_every_run(db: Db) {
         // Page 2 fails once.
         d.fail.push(("stock".into(), "2".into(), 500, false));
     }
-    let key = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "app-key", "base_url": base}}),
-        )
-        .await;
+    let key = dear_key(&s, &base, "app-key").await;
     let source = s
         .create(
             "/sources",
@@ -949,13 +927,7 @@ async fn dear_stock_is_read_whole_every_run(db: Db) {
     );
 
     // Wrong credentials.
-    let bad = s
-        .create(
-            "/keys",
-            json!({"system": "dear", "title": "DEAR", "credentials": {
-            "account_id": "acct-1", "application_key": "wrong", "base_url": base}}),
-        )
-        .await;
+    let bad = dear_key(&s, &base, "wrong").await;
     s.patch(
         &format!("/sources/{}", source["id"].as_str().unwrap()),
         json!({"key_id": bad["id"], "params": {}}),
