@@ -9,7 +9,7 @@ use super::net::{CallError, Outbound};
 use super::params::Params;
 use super::registry::{Call, SendResult};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
+use crate::domain::retry::{judge_status, Verdict};
 
 /// A system's answer to one call.
 pub struct Answer {
@@ -30,11 +30,7 @@ pub async fn send(
 ) -> Result<Answer, CallError> {
     let res = net.send(req, Some(timeout)).await?;
     let status = res.status();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after = super::pages::retry_after(&res);
     let body = net.read_excerpt(res).await;
     Ok(Answer {
         status,
@@ -53,11 +49,7 @@ pub async fn send_reading(
 ) -> Result<Answer, CallError> {
     let res = net.send(req, Some(timeout)).await?;
     let status = res.status();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after = super::pages::retry_after(&res);
     let bytes = net.read_capped(res).await?;
     let cut = bytes.len().min(net.excerpt_bytes);
     let mut end = cut;

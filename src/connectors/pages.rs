@@ -17,6 +17,15 @@ const MOST_BUSY: u32 = 5;
 /// Server errors (500, 502, 504) one run tries again after before it fails.
 const MOST_FAILED: u32 = 3;
 
+/// The wait an answer's `Retry-After` asks for (its leading seconds; DEAR writes
+/// `60 Seconds`).
+pub fn retry_after(res: &reqwest::Response) -> Option<Duration> {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
 /// When a pull tries a page again: a busy answer (429, 503) is waited out as it asks, a few
 /// times a run; a server error (500, 502, 504) is tried again after 1, 2, 3 s. Anything else
 /// stands.
@@ -92,12 +101,7 @@ pub fn check(
 /// DEAR writes `60 Seconds`), else `default`,
 /// at most two minutes.
 pub fn busy_wait(res: &reqwest::Response, default: u64) -> Duration {
-    let seconds = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after)
-        .map_or(default, |d| d.as_secs());
+    let seconds = retry_after(res).map_or(default, |d| d.as_secs());
     Duration::from_secs(seconds.min(MOST_WAIT_S))
 }
 

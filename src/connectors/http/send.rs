@@ -11,7 +11,7 @@ use crate::connectors::net::{CallError, Outbound};
 use crate::connectors::params::Params;
 use crate::connectors::registry::{Call, DestinationFunction, Outgoing, SendResult};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::{judge_status, parse_retry_after, Verdict};
+use crate::domain::retry::{judge_status, Verdict};
 
 crate::param_enum! {
     /// The HTTP method `http.send` uses.
@@ -76,11 +76,7 @@ async fn send(
     match net.send(req, Some(timeout)).await {
         Ok(res) => {
             let status = res.status();
-            let retry_after = res
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = crate::connectors::pages::retry_after(&res);
             let text = net.read_excerpt(res).await;
             let (verdict, error_code) = judge_status(status.as_u16());
             SendResult {

@@ -19,7 +19,6 @@ use tokio::sync::Mutex;
 
 use crate::connectors::net::{CallError, Outbound};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::retry::parse_retry_after;
 
 /// The namespace of every operation and of the session header.
 pub const NS: &str = "http://www.peoplevox.net/";
@@ -433,11 +432,7 @@ impl Client {
             .body(xml);
         let res = net.send(req, timeout).await.map_err(SoapError::Call)?;
         let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = crate::connectors::pages::retry_after(&res);
         let bytes = net.read_capped(res).await.map_err(SoapError::Call)?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let excerpt = excerpt(&text, net.excerpt_bytes);

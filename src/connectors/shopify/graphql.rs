@@ -293,11 +293,7 @@ impl<'a> Graph<'a> {
                 }
             }
             if status != reqwest::StatusCode::OK {
-                let retry_after = res
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(crate::domain::retry::parse_retry_after);
+                let retry_after = crate::connectors::pages::retry_after(&res);
                 let body = self.net.read_excerpt(res).await;
                 return Err(Failure::Status {
                     status,
