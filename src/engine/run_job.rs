@@ -186,6 +186,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
             payload_in: record,
             original_event_id: None,
             origin: origins.next(),
+            received: None,
         })
         .collect();
     let cursor = reading.state.map(|state| SourceCursor {

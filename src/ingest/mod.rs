@@ -23,7 +23,7 @@ use crate::domain::Timestamp;
 use crate::error::ApiError;
 use crate::http::body::{parse_json, RawBody};
 use crate::ops::new_events;
-use crate::store::{CommitGate, IngestJob, Ingested, Key, NewJob};
+use crate::store::{CommitGate, IngestJob, Ingested, JsonText, Key, NewJob};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive).get(receive_query))
@@ -187,10 +187,10 @@ async fn accept(
     }
     let limits = decode::DecodeLimits::from(&state.config.ingest);
     let parsed = match query.as_deref() {
-        Some(q) => query_record(q),
+        Some(q) => query_record(q).map(|records| (records, None)),
         None => parse_records(&hook.decoding(&source.params.0), &body, &limits),
     };
-    let records = match parsed {
+    let (records, received) = match parsed {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -222,7 +222,11 @@ async fn accept(
         let (payload, events) = if hook.thin() {
             (Some(Value::Array(mine)), None)
         } else {
-            (None, Some(new_events(mine, path.as_deref(), None)))
+            let mut events = new_events(mine, path.as_deref(), None);
+            if let [one] = events.as_mut_slice() {
+                one.received = received.clone();
+            }
+            (None, Some(events))
         };
         jobs.push(IngestJob {
             new: NewJob {
@@ -300,27 +304,32 @@ fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
     Ok(vec![Value::Object(record)])
 }
 
-/// The records of a push, as the source's connector says its body is written.
+/// The records of a push, as the source's connector says its body is written, and the body's
+/// text when it is the one record (stored as received: see [`JsonText::received`]).
 fn parse_records(
     decoding: &Decoding,
     body: &[u8],
     limits: &decode::DecodeLimits,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<(Vec<Value>, Option<JsonText>), ApiError> {
     match decoding.format {
-        BodyFormat::Csv => decode::csv_records(body, limits),
+        BodyFormat::Csv => Ok((decode::csv_records(body, limits)?, None)),
         BodyFormat::Text => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
-            Ok(vec![Value::String(text.to_string())])
+            Ok((vec![Value::String(text.to_string())], None))
         }
         BodyFormat::Json => {
             let mut doc: Value = parse_json(body)?;
             let path = decoding.records_path.as_str();
             // The records are taken out of the document, not copied (a push's body is its
             // largest allocation).
+            let mut whole = None;
             let records = match connectors::take_at_path(&mut doc, path) {
                 Some(Value::Array(items)) => items,
-                Some(one) if path.is_empty() => vec![one],
+                Some(one) if path.is_empty() => {
+                    whole = std::str::from_utf8(body).ok().map(JsonText::received);
+                    vec![one]
+                }
                 _ => {
                     return Err(ApiError::BadRequest(format!(
                         "The body has no list at `{path}` (the source's records_path)."
@@ -328,7 +337,7 @@ fn parse_records(
                 }
             };
             limits.check_records(body.len(), records.len())?;
-            Ok(records)
+            Ok((records, whole))
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn new_events(
             payload_in: p,
             original_event_id: originals.as_mut().and_then(|o| o.next()),
             origin: None,
+            received: None,
         })
         .collect()
 }

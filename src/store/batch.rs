@@ -174,7 +174,7 @@ impl Rows {
                 to: EventStatus::New.as_str(),
                 details: json!({}),
             });
-            let payload_in = Some(JsonText::of(&e.payload_in));
+            let payload_in = Some(e.received.unwrap_or_else(|| JsonText::of(&e.payload_in)));
             if let Some((claim, job)) = hand {
                 self.handed.push(Handed {
                     event: Event {

@@ -4,13 +4,16 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{on_pool, Event, Store, StoreResult};
+use super::{on_pool, Event, JsonText, Store, StoreResult};
 use crate::domain::Timestamp;
 
 /// An event a job's source produced.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub payload_in: Value,
+    /// `payload_in` as the sender wrote it, when the record is a whole body received (stored
+    /// as it came, not written again from the value).
+    pub received: Option<JsonText>,
     pub entity_id: Option<String>,
     pub original_event_id: Option<Uuid>,
     /// Where the record came from, when its source says (the file it was read from).

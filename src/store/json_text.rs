@@ -11,13 +11,21 @@ use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
 use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo};
 use sqlx::{Encode, Postgres, Sqlite, Type};
 
-/// Serialised JSON (always valid: only made from a value).
+/// Serialised JSON (always valid: made from a value, or from text that parsed as one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonText(Arc<str>);
 
 impl JsonText {
     pub fn of(value: &serde_json::Value) -> JsonText {
         JsonText(value.to_string().into())
+    }
+
+    /// JSON text as received, already parsed (so valid): stored as it came instead of being
+    /// written again from its value (a webhook's body is an order's largest part). What is
+    /// stored then is the sender's text to the digit, where the parsed value may have rounded a
+    /// number past f64's precision.
+    pub fn received(text: &str) -> JsonText {
+        JsonText(text.into())
     }
 }
 

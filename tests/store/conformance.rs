@@ -8,7 +8,7 @@ use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
     AbortScope, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff, IngestJob,
-    Ingested, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, SourceCursor,
+    Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, SourceCursor,
     SourceRead, Store, Stream, Transformation,
 };
 
@@ -129,6 +129,7 @@ impl Fixture {
                 entity_id: Some(format!("e{i}")),
                 original_event_id: None,
                 origin: None,
+                received: None,
             })
             .collect();
         let (job, ids) = self
@@ -220,6 +221,7 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
             entity_id: Some("A-1".into()),
             original_event_id: None,
             origin: None,
+            received: None,
         }]
     };
     // Both runs started from the source as stored (version 0).
@@ -297,6 +299,8 @@ async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer
         entity_id: None,
         original_event_id: None,
         origin: None,
+        // Stored as the sender wrote it, read back as the value it holds.
+        received: Some(JsonText::received("{ \"a\" :  1 }")),
     }];
     let other = Uuid::now_v7();
     assert!(!f
@@ -714,6 +718,7 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
         entity_id: None,
         original_event_id: None,
         origin: None,
+        received: None,
     }];
     assert!(!f
         .store
@@ -829,6 +834,7 @@ async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) 
                 entity_id: Some("1".into()),
                 original_event_id: None,
                 origin: None,
+                received: None,
             }]),
         }]
     };
@@ -983,6 +989,7 @@ async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db)
                         entity_id: None,
                         original_event_id: None,
                         origin: None,
+                        received: None,
                     })
                     .collect();
                 let (job, _) = f
@@ -1105,6 +1112,7 @@ fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
                     entity_id: Some(i.to_string()),
                     original_event_id: None,
                     origin: None,
+                    received: None,
                 })
                 .collect(),
         ),
