@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use wharf_testkit::sink::Sink;
 
 use load::{drain, drive, percentile};
-use server::{rss_mb, setup, start_wharf};
+use server::{cpu_ms_per_order, cpu_reading, rss_mb, setup, start_wharf};
 
 use pgstats::{counters, per_order, Autovacuum};
 
@@ -150,11 +150,15 @@ async fn fresh_store(args: &Args) -> anyhow::Result<Option<(String, String)>> {
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await?;
-    let (base, _) = args
-        .postgres_url
+    // The URL's options (e.g. `?sslmode=disable`) stay; only the database's name changes.
+    let (url, options) = match args.postgres_url.split_once('?') {
+        Some((url, options)) => (url, format!("?{options}")),
+        None => (args.postgres_url.as_str(), String::new()),
+    };
+    let (base, _) = url
         .rsplit_once('/')
-        .expect("URL with a database");
-    Ok(Some((format!("{base}/{name}"), name)))
+        .ok_or_else(|| anyhow::anyhow!("--postgres-url must name a database: postgres://…/test"))?;
+    Ok(Some((format!("{base}/{name}{options}"), name)))
 }
 
 async fn drop_store(args: &Args, store: Option<(String, String)>) {
@@ -170,7 +174,17 @@ async fn drop_store(args: &Args, store: Option<(String, String)>) {
 
 /// Ingest alone: a server with its workers off takes webhooks at `--ingest-only-rate`; its
 /// throughput and latency (requests per second, p99 ms).
-async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<(f64, f64, u64)> {
+/// What ingest alone measured: requests a second, p99 ms, errors, and CPU milliseconds per
+/// request of the server and of Postgres.
+struct IngestOnly {
+    rps: f64,
+    p99_ms: f64,
+    errors: u64,
+    server_cpu_ms: f64,
+    postgres_cpu_ms: f64,
+}
+
+async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<IngestOnly> {
     let store = fresh_store(args).await?;
     let sink = Sink::builder().keep_bodies(false).start().await;
     let server = start_wharf(
@@ -185,6 +199,8 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<(f
         "ingest only: {n} webhooks at {}/s, workers off",
         args.ingest_only_rate
     );
+    let pid = server.child.id();
+    let cpu_before = cpu_reading(pid);
     let sent = drive(
         client,
         &url,
@@ -194,12 +210,19 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<(f
         args.concurrency,
     )
     .await;
+    let (server_cpu_ms, postgres_cpu_ms) =
+        cpu_ms_per_order(&cpu_before, &cpu_reading(pid), sent.latencies.len() as u64);
     drop(server);
     drop_store(args, store).await;
     let mut lat = sent.latencies.clone();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let rps = sent.latencies.len() as f64 / sent.elapsed.as_secs_f64();
-    Ok((rps, percentile(&lat, 99.0), sent.errors))
+    Ok(IngestOnly {
+        rps: sent.latencies.len() as f64 / sent.elapsed.as_secs_f64(),
+        p99_ms: percentile(&lat, 99.0),
+        errors: sent.errors,
+        server_cpu_ms,
+        postgres_cpu_ms,
+    })
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
@@ -254,9 +277,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
     });
     let started = Instant::now();
+    let cpu_before = cpu_reading(pid);
     let ingest = drive(&client, &url, 1, n, args.rate, args.concurrency).await;
     let (last, backlog_series) =
         drain(&sink, &ingest.sent_at, started, Duration::from_secs(600)).await;
+    let (server_cpu, postgres_cpu) =
+        cpu_ms_per_order(&cpu_before, &cpu_reading(pid), ingest.sent_at.len() as u64);
     let _ = stop_tx.send(true);
     let _ = sampler.await;
     let rss_load = *sampling.lock().unwrap();
@@ -352,11 +378,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let errors = ingest.errors + low.errors + backlog.errors;
     drop(server);
     drop_store(args, store).await;
-    let (ingest_only_rps, ingest_only_p99, ingest_only_errors) = if args.ingest_only_duration > 0 {
-        ingest_only(args, &client).await?
+    let alone = if args.ingest_only_duration > 0 {
+        Some(ingest_only(args, &client).await?)
     } else {
-        (0.0, 0.0, 0)
+        None
     };
+    let postgres = args.store == "postgres";
 
     let report = json!({
         "store": args.store,
@@ -367,9 +394,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "ingest_p999_ms": percentile(&lat, 99.9),
         "ingest_errors": errors,
         "e2e_events_per_s": (e2e * 10.0).round() / 10.0,
-        "ingest_only_rps": (ingest_only_rps * 10.0).round() / 10.0,
-        "ingest_only_p99_ms": ingest_only_p99,
-        "ingest_only_errors": ingest_only_errors,
+        "ingest_only_rps": alone.as_ref().map(|a| (a.rps * 10.0).round() / 10.0),
+        "ingest_only_p99_ms": alone.as_ref().map(|a| a.p99_ms),
+        "ingest_only_errors": alone.as_ref().map(|a| a.errors),
+        // CPU time per order, from /proc: far steadier than throughput on a shared machine.
+        // (SQLite works inside the server, so its share is in the server's figure.)
+        "server_cpu_ms_per_order": server_cpu,
+        "postgres_cpu_ms_per_order": postgres.then_some(postgres_cpu),
+        "ingest_only_server_cpu_ms": alone.as_ref().map(|a| a.server_cpu_ms),
+        "ingest_only_postgres_cpu_ms": alone.as_ref().filter(|_| postgres).map(|a| a.postgres_cpu_ms),
         "prefill_orders": args.prefill,
         "autovacuum": autovacuum,
         "database_per_order": db_cost,
@@ -399,6 +432,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "e2e_events_per_s",
         "ingest_only_rps",
         "ingest_only_p99_ms",
+        "server_cpu_ms_per_order",
+        "postgres_cpu_ms_per_order",
+        "ingest_only_server_cpu_ms",
+        "ingest_only_postgres_cpu_ms",
         "lowload_p50_ms",
         "lowload_p99_ms",
         "lowload_max_ms",
@@ -411,7 +448,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let v = &report[k];
         let text = v
             .as_f64()
-            .map(|f| format!("{f:.1}"))
+            .map(|f| match k.contains("cpu") {
+                true => format!("{f:.3}"),
+                false => format!("{f:.1}"),
+            })
             .unwrap_or_else(|| v.to_string());
         println!("{k:<24} {text:>12}");
     }

@@ -24,6 +24,57 @@ pub fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds (user and system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields follow the last `)`.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every architecture it runs on.
+    Some((name, ticks / 100.0))
+}
+
+/// CPU seconds used so far by the server (`pid`) and by every Postgres process on this machine
+/// (the bench's database is local). A process that exits between two readings takes its time
+/// with it (an autovacuum worker may); the server's pooled connections stay.
+#[derive(Debug, Clone, Default)]
+pub struct CpuReading {
+    pub server: f64,
+    postgres: std::collections::HashMap<String, f64>,
+}
+
+pub fn cpu_reading(pid: u32) -> CpuReading {
+    let server = cpu_seconds(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    let mut postgres = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.bytes().all(|b| b.is_ascii_digit()) {
+                if let Some((_, s)) = cpu_seconds(&name).filter(|(c, _)| c == "postgres") {
+                    postgres.insert(name, s);
+                }
+            }
+        }
+    }
+    CpuReading { server, postgres }
+}
+
+/// Milliseconds of CPU per order between two readings: the server's, and Postgres's (a
+/// process started in between counts from its start).
+pub fn cpu_ms_per_order(before: &CpuReading, after: &CpuReading, orders: u64) -> (f64, f64) {
+    let n = orders.max(1) as f64;
+    let pg: f64 = after
+        .postgres
+        .iter()
+        .map(|(pid, s)| s - before.postgres.get(pid).copied().unwrap_or(0.0))
+        .sum();
+    let round = |v: f64| (v * 1000.0 / n * 1000.0).round() / 1000.0;
+    (round(after.server - before.server), round(pg))
+}
+
 /// A running `wharf serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
