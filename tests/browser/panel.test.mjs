@@ -451,7 +451,7 @@ async function walk(store, databaseUrl) {
     assert.equal(org.retention.payload_days, 14);
     assert.equal(org.retention_is_default, false);
     await page.getByRole('button', { name: 'Back to the defaults' }).click();
-    await page.getByText('back to the defaults').waitFor();
+    await page.getByText('The retention policy is back to the defaults.').waitFor();
     org = (await api('GET', '/organisations')).items[0];
     assert.equal(org.retention_is_default, true);
 
