@@ -127,6 +127,7 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
         parts.push(tokio::spawn(engine::maintenance::run(
             state.store.clone(),
             config.ingest.dedup_retention_hours,
+            state.metrics.clone(),
             stop.clone(),
         )));
         parts.push(tokio::spawn(crate::retention::run(

@@ -16,6 +16,8 @@ pub struct Metrics {
     notifications: Mutex<BTreeMap<&'static str, u64>>,
     /// Rows cleared or deleted by retention, by kind.
     retention: Mutex<BTreeMap<String, u64>>,
+    /// Claims taken back after their lease ran out, by kind (`events`, `jobs`).
+    rescues: Mutex<BTreeMap<&'static str, u64>>,
     /// Delivery attempts by outcome and error code (empty for none).
     attempts: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// The store's figures as last rendered, and when: read at most every [`STORE_EVERY`].
@@ -49,6 +51,12 @@ impl Metrics {
     pub fn record_retention(&self, what: &str, n: u64) {
         let mut map = self.retention.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(what.to_string()).or_default() += n;
+    }
+
+    /// Counts claims taken back from a worker whose lease ran out.
+    pub fn record_rescue(&self, kind: &'static str, n: u64) {
+        let mut map = self.rescues.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(kind).or_default() += n;
     }
 
     /// Counts one delivery attempt.
@@ -143,6 +151,14 @@ impl Metrics {
             out.push_str("# TYPE wharf_retention_removed_total counter\n");
             for (what, n) in removed.iter() {
                 let _ = writeln!(out, "wharf_retention_removed_total{{what=\"{what}\"}} {n}");
+            }
+        }
+        {
+            let rescues = self.rescues.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str("# HELP wharf_claims_rescued_total Claims taken back after their worker's lease ran out, by kind.\n");
+            out.push_str("# TYPE wharf_claims_rescued_total counter\n");
+            for (kind, n) in rescues.iter() {
+                let _ = writeln!(out, "wharf_claims_rescued_total{{kind=\"{kind}\"}} {n}");
             }
         }
         {

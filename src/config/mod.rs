@@ -341,11 +341,17 @@ impl Config {
         if self
             .outbound
             .job_deadline_seconds
-            .is_some_and(|d| d == 0 || d >= self.workers.lease_seconds)
+            .is_some_and(|d| !(1..=86_400).contains(&d))
         {
             return bad(
                 "outbound.job_deadline_seconds",
-                "must be at least 1 and below workers.lease_seconds",
+                "must be between 1 and 86400 (a day)",
+            );
+        }
+        if !(1..=86_400).contains(&self.workers.keep_outcome_seconds) {
+            return bad(
+                "workers.keep_outcome_seconds",
+                "must be between 1 and 86400 (a day)",
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -355,13 +361,9 @@ impl Config {
     }
 
     /// How long a job's source run or a delivery may take: `outbound.job_deadline_seconds`, or
-    /// four fifths of the lease so the work ends before another worker may claim it.
+    /// 240 s. Its worker renews its lease meanwhile (see `workers.lease_seconds`).
     pub fn job_deadline(&self) -> std::time::Duration {
-        let seconds = self
-            .outbound
-            .job_deadline_seconds
-            .unwrap_or(self.workers.lease_seconds * 4 / 5)
-            .max(1);
+        let seconds = self.outbound.job_deadline_seconds.unwrap_or(240).max(1);
         std::time::Duration::from_secs(seconds)
     }
 
@@ -419,18 +421,25 @@ mod tests {
     }
 
     #[test]
-    fn a_job_run_ends_before_its_lease() {
+    fn a_job_run_may_outlast_the_lease_its_worker_renews() {
         let mut c = Config::default();
         assert_eq!(c.job_deadline().as_secs(), 240);
+        assert_eq!(c.workers.lease_seconds, 20);
         c.workers.lease_seconds = 5;
-        assert_eq!(c.job_deadline().as_secs(), 4);
+        assert_eq!(c.job_deadline().as_secs(), 240);
         c.validate().unwrap();
-        c.outbound.job_deadline_seconds = Some(5);
+        c.outbound.job_deadline_seconds = Some(0);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("outbound.job_deadline_seconds"), "{e}");
+        c.outbound.job_deadline_seconds = Some(86_401);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("outbound.job_deadline_seconds"), "{e}");
         c.outbound.job_deadline_seconds = Some(2);
         c.validate().unwrap();
         assert_eq!(c.job_deadline().as_secs(), 2);
+        c.workers.keep_outcome_seconds = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("workers.keep_outcome_seconds"), "{e}");
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub struct OutboundConfig {
     /// Most bytes of a delivery's answer kept as the attempt's excerpt; the rest is not read.
     pub excerpt_bytes: usize,
     /// Most time one job's source run (every page and record it reads) or one delivery may
-    /// take, in seconds; past it the job fails with TIMEOUT. Below `workers.lease_seconds`, so
-    /// no second worker takes the work over while it still runs. Unset: four fifths of the lease.
+    /// take, in seconds; past it the job fails with TIMEOUT. The worker renews its lease while
+    /// the work runs, so it may be longer than `workers.lease_seconds`. Unset: 240.
     pub job_deadline_seconds: Option<u64>,
     /// Most records one source run (every page of an `http.fetch`) may read; past it the job
     /// fails, asking for a narrower query. A run's records are held until they are stored
@@ -211,7 +211,9 @@ pub struct WorkersConfig {
     /// How often idle workers look for due work, in milliseconds (jittered ±20%); new work
     /// wakes them at once.
     pub poll_interval_ms: u64,
-    /// How long a claim holds; work whose worker died is taken over after this.
+    /// How long a claim holds unless renewed: workers renew the leases of the work in their
+    /// hands every quarter of it, so work of any length stays held while its worker lives,
+    /// and work of a worker that died or was cut off from storage is taken over after this.
     pub lease_seconds: u64,
     /// On shutdown, how long work in flight may take to finish before it is released.
     pub shutdown_grace_seconds: u64,
@@ -219,6 +221,9 @@ pub struct WorkersConfig {
     /// claim query and no second write of each event); beyond it, and with 0, events are
     /// stored for any node's workers to claim.
     pub handoff: usize,
+    /// How long a delivery's outcome whose commit failed (storage down) is kept and stored
+    /// again, in seconds, so that a delivery that happened is on record and not repeated.
+    pub keep_outcome_seconds: u64,
 }
 
 impl Default for WorkersConfig {
@@ -227,9 +232,10 @@ impl Default for WorkersConfig {
             enabled: true,
             count: 32,
             poll_interval_ms: 500,
-            lease_seconds: 300,
+            lease_seconds: 20,
             shutdown_grace_seconds: 30,
             handoff: 512,
+            keep_outcome_seconds: 900,
         }
     }
 }

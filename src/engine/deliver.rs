@@ -245,7 +245,6 @@ async fn deliver(
     content_type: &str,
     fresh: Option<Fresh>,
 ) -> StoreResult<bool> {
-    let store = &engine.store;
     let started = Timestamp::now();
     let body = ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0);
     let key = credentials(engine, ev.org_id, destination.key_id).await?;
@@ -268,6 +267,7 @@ async fn deliver(
     engine.metrics.record_attempt(outcome, code.as_deref());
     let terminal = change.to.is_some();
     let attempt = NewAttempt {
+        id: Uuid::now_v7(),
         destination_id: destination.id,
         started_at: started,
         finished_at: Timestamp::now(),
@@ -294,8 +294,52 @@ async fn deliver(
         siblings: fresh.siblings,
         ..change
     };
-    let changed = store.change_event(ev, token, change, Some(attempt)).await?;
+    let changed = store_outcome(engine, ev, token, change, attempt).await?;
     Ok(changed && terminal)
+}
+
+/// Stores a delivery's outcome. The delivery happened, so its outcome is not given up when
+/// storage fails: it is kept and stored again, with growing pauses, for up to
+/// `workers.keep_outcome_seconds` (storage restarting, connections dropped). Stored late, it
+/// still applies if no other worker has claimed the event since (see
+/// `EventChange::or_unclaimed`), so what was delivered is not delivered again; and the attempt
+/// is recorded once, whatever became of the event.
+async fn store_outcome(
+    engine: &Engine,
+    ev: &Event,
+    token: Uuid,
+    mut change: EventChange,
+    attempt: NewAttempt,
+) -> StoreResult<bool> {
+    let keep = std::time::Duration::from_secs(engine.workers.keep_outcome_seconds);
+    let since = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        match engine
+            .store
+            .change_event(ev, token, change.clone(), Some(attempt.clone()))
+            .await
+        {
+            Ok(changed) => {
+                if change.or_unclaimed {
+                    tracing::info!(event = %ev.id, outcome = attempt.outcome, changed, "a delivery's outcome is stored after storage came back");
+                }
+                return Ok(changed);
+            }
+            Err(e) if since.elapsed() + pause <= keep => {
+                if !change.or_unclaimed {
+                    tracing::warn!(event = %ev.id, error = %e, "storing a delivery's outcome failed; it is kept and stored again when storage answers");
+                }
+                change.or_unclaimed = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(event = %ev.id, outcome = attempt.outcome, error = %e, "a delivery's outcome could not be stored; the event will be delivered again once its lease runs out");
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// What an attempt's result means for the event(s): the change and the attempt's outcome.
@@ -407,6 +451,7 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
         .metrics
         .record_attempt(outcome, result.error_code.map(|c| c.as_str()));
     let attempt = NewAttempt {
+        id: Uuid::now_v7(),
         destination_id: destination.id,
         started_at: started,
         finished_at: Timestamp::now(),

@@ -2,23 +2,36 @@
 //! worker left unfinished, forgets old webhook receipts. Every sweep is safe to run on several
 //! nodes at once, so each node may run it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::domain::Timestamp;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Every second: rescues expired claims, publishes the event log, forgets webhook receipts
 /// older than `dedup_retention_hours`. Every 30 s: finishes stragglers (a sweep over running
 /// jobs, too costly to run each second). Runs until `shutdown` turns true.
-pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    dedup_retention_hours: u64,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick: u64 = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        maintain(&store, dedup_retention_hours, tick.is_multiple_of(30)).await;
+        maintain(
+            &store,
+            dedup_retention_hours,
+            &metrics,
+            tick.is_multiple_of(30),
+        )
+        .await;
         tick += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -27,9 +40,18 @@ pub async fn run(store: Store, dedup_retention_hours: u64, mut shutdown: watch::
     }
 }
 
-async fn maintain(store: &Store, dedup_retention_hours: u64, sweep: bool) {
-    if let Err(e) = store.rescue_events().await {
-        tracing::warn!(error = %e, "rescuing expired claims failed");
+async fn maintain(store: &Store, dedup_retention_hours: u64, metrics: &Metrics, sweep: bool) {
+    match store.rescue_events().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(
+                events = n,
+                "took back events whose worker's lease ran out (the worker died, stalled or lost \
+                 storage); any worker may now claim them"
+            );
+            metrics.record_rescue("events", n);
+        }
+        Err(e) => tracing::warn!(error = %e, "rescuing expired claims failed"),
     }
     if let Err(e) = store.sequence_event_log(false).await {
         tracing::warn!(error = %e, "publishing the event log failed");

@@ -70,6 +70,11 @@ pub struct Engine {
     backlog: std::sync::atomic::AtomicBool,
     /// Claim tokens with work in flight (and how much), released on shutdown.
     held: Mutex<HashMap<Uuid, usize>>,
+    /// The rows this process's workers have in hand, with the token each is held under and
+    /// whether it is a job (a source run or combined delivery) rather than an event: the
+    /// heartbeat renews their leases, so a short lease covers work of any length while its
+    /// worker lives (see [`Engine::heartbeat`]).
+    live: Mutex<HashMap<Uuid, (Uuid, bool)>>,
     worker_id: String,
     /// Events this process received, stored already claimed for these workers.
     handoff: Arc<Handoff>,
@@ -96,6 +101,7 @@ impl Engine {
             connectors: deps.connectors,
             backlog: Default::default(),
             held: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             handoff,
             store_first: Default::default(),
@@ -131,6 +137,59 @@ impl Engine {
         chrono::Duration::seconds(self.workers.lease_seconds as i64)
     }
 
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Uuid, bool)>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `id` is in a worker's hands under `token` until [`Engine::done_with`].
+    fn in_hand(&self, id: Uuid, token: Uuid, job: bool) {
+        self.live().insert(id, (token, job));
+    }
+
+    fn done_with(&self, id: Uuid) {
+        self.live().remove(&id);
+    }
+
+    /// Every quarter of the lease, renews the leases of the work this process has in hand (in
+    /// flight, and received events waiting in the handoff) that would end within half a lease.
+    /// The lease can then be short — work of a process that died or was cut off from storage
+    /// is taken over soon after it ends — while a long source run or a slow delivery stays
+    /// held as long as its worker lives. Only what is in hand is renewed: a row left claimed
+    /// by a worker that gave up on it (its commit failed) runs out and is rescued.
+    async fn heartbeat(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let every =
+            (Duration::from_secs(self.workers.lease_seconds) / 4).max(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut held: Vec<(Uuid, Uuid, bool)> = self
+                .live()
+                .iter()
+                .map(|(id, (t, j))| (*id, *t, *j))
+                .collect();
+            let token = self.handoff.token();
+            held.extend(
+                self.handoff
+                    .waiting_ids()
+                    .into_iter()
+                    .map(|id| (id, token, false)),
+            );
+            if held.is_empty() {
+                continue;
+            }
+            match self.store.renew_leases(&held, self.lease()).await {
+                Ok(n) if n > 0 => tracing::debug!(renewed = n, "leases renewed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "renewing leases failed; work in hand may be taken over when they run out"
+                ),
+            }
+        }
+    }
+
     /// Runs until `shutdown` turns true: claims as much work as there are free workers,
     /// then waits for a wake-up or the next poll.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -140,6 +199,13 @@ impl Engine {
         if self.store.backend() == crate::store::Backend::Postgres {
             tokio::spawn(listen_for_work(self.clone(), shutdown.clone()));
         }
+        tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        // Held for as long as these workers run (see `take_over_sqlite`).
+        let _sqlite_lock = if self.store.backend() == crate::store::Backend::Sqlite {
+            self.take_over_sqlite().await
+        } else {
+            None
+        };
         if cfg.handoff > 0 {
             self.store.set_handoff(Some(self.handoff.clone()));
         }
@@ -192,6 +258,48 @@ impl Engine {
         tracing::info!(released = held.len(), waiting, "workers stopped");
     }
 
+    /// SQLite is used by one process at a time: whatever is claimed when its workers start was
+    /// held by a process that is gone (killed, or its machine restarted), so it is freed at
+    /// once instead of when its leases run out. A lock file beside the database makes sure:
+    /// while another process's workers hold it, nothing is freed. Returns the lock, held
+    /// until the workers stop.
+    async fn take_over_sqlite(&self) -> Option<std::fs::File> {
+        let path = sqlite_path(&self.database_url)?;
+        let lock_path = format!("{path}.workers-lock");
+        let file = match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(path = %lock_path, error = %e, "cannot open the workers' lock file; claims of a previous process are freed when their leases run out");
+                return None;
+            }
+        };
+        if file.try_lock().is_err() {
+            tracing::warn!(path = %lock_path, "another process runs workers on this SQLite database; its claims are left alone");
+            return None;
+        }
+        match self.store.release_all_claims().await {
+            Ok((0, 0)) => {}
+            Ok((events, jobs)) => {
+                tracing::warn!(
+                    events,
+                    jobs,
+                    "took back the work a previous process held when it stopped"
+                );
+                self.metrics.record_rescue("events", events);
+                self.metrics.record_rescue("jobs", jobs);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "freeing a previous process's claims failed; their leases will run out")
+            }
+        }
+        Some(file)
+    }
+
     /// Claims jobs, then events, up to the free slots; returns how many were claimed.
     async fn claim_and_spawn(
         self: &Arc<Self>,
@@ -212,12 +320,23 @@ impl Engine {
         {
             Ok(jobs) => {
                 self.hold(token, jobs.len());
+                let rescued = jobs.iter().filter(|j| j.attempt > 1).count();
+                if rescued > 0 {
+                    tracing::warn!(
+                        jobs = rescued,
+                        "took over source runs whose worker's lease ran out; they run again"
+                    );
+                    self.metrics.record_rescue("jobs", rescued as u64);
+                }
                 for job in jobs {
                     claimed += 1;
                     let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                     let engine = self.clone();
+                    engine.in_hand(job.id, token, true);
                     tasks.spawn(async move {
+                        let id = job.id;
                         run_job::run(&engine, job, token).await;
+                        engine.done_with(id);
                         engine.settle(token);
                         drop(permit);
                     });
@@ -238,8 +357,11 @@ impl Engine {
                     for job in jobs {
                         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                         let engine = self.clone();
+                        engine.in_hand(job.id, token, true);
                         tasks.spawn(async move {
+                            let id = job.id;
                             deliver::aggregate(&engine, job, token).await;
+                            engine.done_with(id);
                             engine.settle(token);
                             drop(permit);
                         });
@@ -297,8 +419,11 @@ impl Engine {
         for (ev, job) in events {
             let permit = slots.clone().acquire_owned().await.expect("semaphore open");
             let engine = self.clone();
+            engine.in_hand(ev.id, token, false);
             tasks.spawn(async move {
+                let id = ev.id;
                 deliver::process(&engine, ev, job, token).await;
+                engine.done_with(id);
                 engine.settle(token);
                 drop(permit);
             });
@@ -307,10 +432,8 @@ impl Engine {
 
     /// What of `handed` may still be delivered. Events taken soon after their receipt are, as
     /// any claimed work is. Those that waited (a slow destination keeps the workers busy) are
-    /// checked in one query first: an abort, or a rescue after the lease ran out, may have
-    /// taken them. And those whose lease, which began at receipt, is now shorter than a
-    /// delivery may take (`outbound.job_deadline_seconds`) are given back to the store, to be
-    /// claimed with a fresh lease, so that a delivery never outlives its claim.
+    /// checked in one query first: an abort, or a rescue after the lease ran out (the
+    /// heartbeat renews waiting events' leases, but it may have failed), may have taken them.
     async fn checked(&self, handed: Vec<Handed>) -> Vec<Handed> {
         let now = Timestamp::now();
         let waited = |h: &Handed| now.0 - h.event.created_at.0 > HANDOFF_FRESH;
@@ -329,20 +452,7 @@ impl Engine {
                 return ready;
             }
         };
-        let deadline = chrono::Duration::from_std(self.net.deadline).unwrap_or_default();
-        let mut short = Vec::new();
-        for h in old.into_iter().filter(|h| held.contains(&h.event.id)) {
-            match h.event.lease_expires_at {
-                Some(end) if end.0 - now.0 > deadline => ready.push(h),
-                _ => short.push(h.event.id),
-            }
-        }
-        if !short.is_empty() {
-            tracing::debug!(events = short.len(), "waited too long; back to the store");
-            if let Err(e) = self.store.release_events(token, &short).await {
-                tracing::warn!(error = %e, "giving back waiting events failed");
-            }
-        }
+        ready.extend(old.into_iter().filter(|h| held.contains(&h.event.id)));
         ready
     }
 
@@ -435,8 +545,38 @@ async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool
     }
 }
 
+/// The file of a SQLite database URL (`sqlite://path?options`, `sqlite:path`); `None` for an
+/// in-memory database.
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_string())
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "wharf".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn the_sqlite_file_is_read_from_its_url() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/wharf/wharf.db?mode=rwc").as_deref(),
+            Some("/var/lib/wharf/wharf.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite://data/wharf.db").as_deref(),
+            Some("data/wharf.db")
+        );
+        assert_eq!(sqlite_path("sqlite:wharf.db").as_deref(), Some("wharf.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://localhost/wharf"), None);
+    }
 }

@@ -119,6 +119,11 @@ impl Handoff {
         s.queue.drain(..n).collect()
     }
 
+    /// The ids of the events waiting for a worker (their leases are renewed while they wait).
+    pub fn waiting_ids(&self) -> Vec<Uuid> {
+        self.state().queue.iter().map(|h| h.event.id).collect()
+    }
+
     /// Events waiting for a worker.
     pub fn waiting(&self) -> usize {
         self.state().queue.len()

@@ -129,8 +129,8 @@ fn an_invalid_option_stops_start_up_naming_it() {
         ),
         (
             "WHARF_OUTBOUND__JOB_DEADLINE_SECONDS",
-            "300",
-            "below workers.lease_seconds",
+            "0",
+            "between 1 and 86400",
         ),
     ] {
         let out = wharf()

@@ -407,7 +407,8 @@ both_stores!(
     deactivating_a_stream_aborts_its_open_events,
     shutdown_releases_work_in_flight,
     shutdown_releases_received_events_still_waiting_for_a_worker,
-    received_events_that_waited_past_a_delivery_s_time_are_claimed_afresh,
+    received_events_that_wait_for_a_worker_past_their_lease_are_delivered_once,
+    a_delivery_longer_than_the_lease_is_made_once,
     waiting_received_events_of_an_aborted_job_are_not_delivered,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
@@ -709,10 +710,11 @@ async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Ser
     (env, s, job)
 }
 
-async fn received_events_that_waited_past_a_delivery_s_time_are_claimed_afresh(db: Db) {
-    // A 5 s lease leaves 4 s for a delivery; one worker answering in 1.5 s each gets to the
-    // last of four events 4.5 s after their receipt, when the lease taken at receipt would
-    // end during its delivery and another claim would send it again.
+async fn received_events_that_wait_for_a_worker_past_their_lease_are_delivered_once(db: Db) {
+    // One worker answering in 1.5 s each gets to the last of four events 4.5 s after their
+    // receipt, and delivers it until 6 s: past the 5 s lease taken at receipt, which the
+    // heartbeat renews while the events wait and while they are delivered, so no other claim
+    // sends them again.
     let sink = Sink::slow(Duration::from_millis(1500)).await;
     let (_env, s, job) = one_worker_push(db, 5, &sink, 4).await;
     wait_for_job(&s, &job).await;
@@ -727,6 +729,24 @@ async fn received_events_that_waited_past_a_delivery_s_time_are_claimed_afresh(d
     for e in events {
         assert_eq!(e["attempt_count"], 1, "{e}");
     }
+}
+
+async fn a_delivery_longer_than_the_lease_is_made_once(db: Db) {
+    // The destination answers in 8 s, past the 5 s lease: the worker's heartbeat renews it,
+    // so the maintenance rescue does not free the event for a second delivery meanwhile.
+    let sink = Sink::slow(Duration::from_secs(8)).await;
+    let (_env, s, job) = one_worker_push(db, 5, &sink, 1).await;
+    wait_for_job(&s, &job).await;
+    let events = events_of(&s, &job).await;
+    assert_eq!(events[0]["status"], "OK", "{events:?}");
+    assert_eq!(events[0]["attempt_count"], 1, "{events:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.counts_by_id().get("r0"), Some(&1));
+    let metrics = s.metrics().await;
+    assert!(
+        !metrics.contains("wharf_claims_rescued_total{kind=\"events\"}"),
+        "nothing was taken over: {metrics}"
+    );
 }
 
 async fn waiting_received_events_of_an_aborted_job_are_not_delivered(db: Db) {

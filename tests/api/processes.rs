@@ -16,13 +16,18 @@ const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// A `wharf serve` process of `env`, with short leases so a dead process's work returns fast.
 fn spawn(env: &Env) -> (Child, String) {
+    spawn_with_lease(env, 5)
+}
+
+/// A `wharf serve` process of `env` whose workers' leases last `lease` seconds.
+fn spawn_with_lease(env: &Env, lease: u64) -> (Child, String) {
     let mut cmd = wharf();
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(env.data_path())
         .env("WHARF_BOOTSTRAP_TOKEN", OWNER_TOKEN)
         .env("WHARF_MASTER_KEY", MASTER_KEY)
-        .env("WHARF_WORKERS__LEASE_SECONDS", "5")
+        .env("WHARF_WORKERS__LEASE_SECONDS", lease.to_string())
         .env("WHARF_WORKERS__POLL_INTERVAL_MS", "50")
         .env("WHARF_LOG__LEVEL", "warn,wharf=info")
         // The sink listens on loopback, which the outbound guard refuses unless allowed.
@@ -184,6 +189,55 @@ async fn killed_mid_run_loses_nothing(db: Db) {
     let repeats: usize = counts.values().map(|n| n - 1).sum();
     let workers = wharf::config::WorkersConfig::default().count;
     assert!(repeats <= workers, "{repeats} repeats");
+    stop(&mut second);
+}
+
+/// SQLite is served by one process: a restarted process takes back the work its killed
+/// predecessor held at once, not when the (here two-minute) leases run out, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_sqlite_process_takes_back_its_predecessor_s_work_at_once() {
+    let env = Env::new(Db::Sqlite).await;
+    let source = paginated_source(200, 100).await;
+    let sink = Sink::slow(Duration::from_millis(25)).await;
+    let (mut first, base) = spawn_with_lease(&env, 120);
+    let api = Api::new(base);
+    let stream = api
+        .stream(&format!("http://{source}/orders"), &sink.url())
+        .await;
+    let job = api.post(&format!("/streams/{stream}/run"), json!({})).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink.received().len() < 20 {
+        assert!(Instant::now() < deadline, "deliveries never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_hard(&mut first);
+    assert!(sink.received().len() < 200, "killed mid-run");
+
+    let (mut second, base) = spawn_with_lease(&env, 120);
+    let api = Api::new(base.clone());
+    let j = api.wait_for_job(&job, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    let events = api.events(&job).await;
+    assert_eq!(events.len(), 200);
+    assert!(events.iter().all(|e| e["status"] == "OK"), "{events:?}");
+    assert_eq!(
+        sink.counts_by_id().len(),
+        200,
+        "every order reached the sink"
+    );
+    let metrics = reqwest::get(base.replace("/api/v1", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wharf_claims_rescued_total{kind=\"events\"}"),
+        "the take-over is counted: {metrics}"
+    );
     stop(&mut second);
 }
 

@@ -7,9 +7,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
-    AbortScope, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff, IngestJob,
-    Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source, SourceCursor,
-    SourceRead, Store, Stream, Transformation,
+    AbortScope, Attempt, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff,
+    IngestJob, Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source,
+    SourceCursor, SourceRead, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -188,6 +188,7 @@ both_stores!(
     jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer,
     events_are_claimed_once_and_changed_only_under_their_token,
     lost_leases_are_rescued_and_released_claims_are_claimable,
+    work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once,
     every_allowed_event_step_changes_its_event_and_is_logged_in_order,
     a_step_the_domain_does_not_allow_changes_no_event,
     a_step_from_a_status_the_event_has_left_changes_nothing,
@@ -417,6 +418,144 @@ async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
     assert_eq!(again[0].attempt, 2);
 }
 
+/// The heartbeat renews the leases of what a worker has in hand, and only those; a restarted
+/// single-process store frees every claim; a delivery's outcome stored late (its first commit
+/// failed) applies to an event no one holds, never to one another worker claimed since, and
+/// its attempt is recorded once however often it is stored.
+async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
+    let f = fixture(db).await;
+    f.job_with_events(3).await;
+    let expired = chrono::Duration::seconds(-1);
+    let token = Uuid::now_v7();
+    let held = f.store.claim_events(token, 10, expired).await.unwrap();
+    assert_eq!(held.len(), 3);
+    let ids: Vec<Uuid> = held.iter().map(|e| e.id).collect();
+    assert!(
+        f.store.still_held(token, &ids).await.unwrap().is_empty(),
+        "a lease that ran out is not held, even before the rescue"
+    );
+    // Renewed: the two in hand under their token; not one named with another token, nor
+    // the one not named.
+    let in_hand = [
+        (ids[0], token, false),
+        (ids[1], token, false),
+        (ids[2], Uuid::now_v7(), false),
+    ];
+    assert_eq!(f.store.renew_leases(&in_hand, lease()).await.unwrap(), 2);
+    let renewed = f.event(ids[0]).await.lease_expires_at.unwrap();
+    assert!(renewed.0 > Timestamp::now().0 + chrono::Duration::seconds(50));
+    assert_eq!(
+        f.store.renew_leases(&in_hand, lease()).await.unwrap(),
+        0,
+        "a lease far from its end is not written again"
+    );
+    let still: std::collections::HashSet<Uuid> = ids[..2].iter().copied().collect();
+    assert_eq!(f.store.still_held(token, &ids).await.unwrap(), still);
+    assert_eq!(f.store.rescue_events().await.unwrap(), 1, "only the third");
+
+    // The third's worker stored its delivery late: its claim was rescued and no one holds
+    // the event, so the outcome applies and the attempt is recorded, once.
+    let third = f.event(ids[2]).await;
+    let attempt = NewAttempt {
+        id: Uuid::now_v7(),
+        destination_id: f.stream.destination_id,
+        started_at: Timestamp::now(),
+        finished_at: Timestamp::now(),
+        outcome: "SUCCESS",
+        error_code: None,
+        http_status: Some(200),
+        http_status_name: Some("OK".into()),
+        response_excerpt: None,
+        duration_ms: 1,
+    };
+    let delivered = EventChange {
+        attempted: true,
+        release: true,
+        ..step(Some(EventStatus::Ok), true)
+    };
+    assert!(
+        !f.store
+            .change_event(&third, token, delivered.clone(), None)
+            .await
+            .unwrap(),
+        "an outcome under a lost claim changes nothing"
+    );
+    let late = EventChange {
+        or_unclaimed: true,
+        ..delivered
+    };
+    assert!(f
+        .store
+        .change_event(&third, token, late.clone(), Some(attempt.clone()))
+        .await
+        .unwrap());
+    assert_eq!(f.event(ids[2]).await.status, EventStatus::Ok);
+    assert!(!f
+        .store
+        .change_event(&third, token, late.clone(), Some(attempt.clone()))
+        .await
+        .unwrap());
+    let recorded = f.store.get::<Attempt>(f.org, attempt.id).await.unwrap();
+    assert_eq!(recorded.event_id, ids[2]);
+    assert_eq!(f.event(ids[2]).await.attempt_count, 1, "recorded once");
+
+    // An event another worker claimed since is left to it.
+    f.store.release_claims(&[token]).await.unwrap();
+    let other = Uuid::now_v7();
+    assert_eq!(
+        f.store
+            .claim_events(other, 10, lease())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let first = f.event(ids[0]).await;
+    assert!(!f
+        .store
+        .change_event(&first, token, late, None)
+        .await
+        .unwrap());
+    assert_eq!(f.event(ids[0]).await.status, EventStatus::New);
+    assert!(f
+        .store
+        .still_held(other, &ids)
+        .await
+        .unwrap()
+        .contains(&ids[0]));
+
+    // A job's run in hand is renewed too; once freed, another worker claims it.
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    let runner = Uuid::now_v7();
+    let job = f.store.claim_jobs("w1", runner, 10, expired).await.unwrap();
+    assert_eq!(job.len(), 1);
+    assert_eq!(
+        f.store
+            .renew_leases(&[(job[0].id, runner, true)], lease())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        f.store
+            .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed run is not taken over"
+    );
+    // Everything claimed is freed at once (a restarted process of a one-process store).
+    assert_eq!(f.store.release_all_claims().await.unwrap(), (2, 1));
+    assert_eq!(claim_now(&f).await, 2);
+    let again = f
+        .store
+        .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+}
+
 async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: Db) {
     let f = fixture(db).await;
     let (job, _) = f.job_with_events(6).await;
@@ -456,6 +595,7 @@ async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: D
         .unwrap());
     assert_eq!(f.event(held[0].id).await.status, EventStatus::Transformed);
     let attempt = NewAttempt {
+        id: Uuid::now_v7(),
         destination_id: f.stream.destination_id,
         started_at: Timestamp::now(),
         finished_at: Timestamp::now(),
@@ -882,6 +1022,7 @@ async fn an_aggregate_delivery_ends_every_member(db: Db) {
     let members = f.store.aggregate_members(job).await.unwrap();
     assert_eq!(members.len(), 3);
     let attempt = NewAttempt {
+        id: Uuid::now_v7(),
         destination_id: f.stream.destination_id,
         started_at: Timestamp::now(),
         finished_at: Timestamp::now(),

@@ -13,6 +13,9 @@ use crate::store::{on_pool, BeginWrite, Bind, Event, JsonText, Store, StoreResul
 /// A delivery attempt to record.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
+    /// Chosen by the worker, so that storing the same attempt again (its first commit failed,
+    /// or its answer was lost) records it once.
+    pub id: Uuid,
     pub destination_id: Uuid,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
@@ -62,6 +65,11 @@ pub struct EventChange {
     pub siblings_retries: Option<i64>,
     /// The id the destination system gave what the delivery created or changed.
     pub destination_ref: Option<String>,
+    /// Apply also when the event is held by no one: the outcome of a delivery whose first
+    /// commit failed, stored again once storage answers, after the lease may have run out and
+    /// the rescue freed the event. What happened is recorded rather than done again; an event
+    /// another worker has claimed since is left to it (the attempt is recorded all the same).
+    pub or_unclaimed: bool,
 }
 
 impl Rows {
@@ -206,8 +214,13 @@ pub(in crate::store) fn plan_change(
         sets.push("lease_expires_at = NULL".into());
     }
     let sql = format!(
-        "UPDATE events SET {} WHERE id = $1 AND claim_token = $2 AND status IN ({})",
+        "UPDATE events SET {} WHERE id = $1 AND {} AND status IN ({})",
         sets.join(", "),
+        if change.or_unclaimed {
+            "(claim_token = $2 OR claim_token IS NULL)"
+        } else {
+            "claim_token = $2"
+        },
         sql_in(from)
     );
     let mut rows = Rows::default();
@@ -246,7 +259,7 @@ pub(in crate::store) fn plan_change(
     }
     let attempt = attempt.map(|a| {
         vec![
-            Val::from(Uuid::now_v7()),
+            Val::from(a.id),
             Val::from(ev.org_id),
             Val::from(ev.id),
             Val::from(ev.job_id),
@@ -301,6 +314,8 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             for chunk in attempts.chunks(CHUNK) {
                 let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
+                // An attempt stored again (see `NewAttempt::id`) is recorded once.
+                let sql = format!("{sql} ON CONFLICT (id) DO NOTHING");
                 sqlx::query::<Db>(&sql)
                     .bind_all(&vals)
                     .persistent(keep_prepared(&vals))

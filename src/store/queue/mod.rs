@@ -276,23 +276,28 @@ impl Store {
         Ok(rows)
     }
 
-    /// Which of `ids` are still held under `token` and open: an abort, or a rescue after the
-    /// lease ran out, takes an event from its holder.
+    /// Which of `ids` are still held under `token`, open and within their lease: an abort, or
+    /// a rescue after the lease ran out, takes an event from its holder.
     pub async fn still_held(
         &self,
         token: Uuid,
         ids: &[Uuid],
     ) -> StoreResult<std::collections::HashSet<Uuid>> {
         let mut held = std::collections::HashSet::new();
+        let now = Timestamp::now();
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT id FROM events WHERE claim_token = $1 AND status IN ({}) AND id IN ({})",
+                "SELECT id FROM events WHERE claim_token = $1 AND lease_expires_at > $2 \
+                 AND status IN ({}) AND id IN ({})",
                 sql_in(OPEN_EVENTS),
                 marks.join(", ")
             );
             let found = on_pool!(self, pool, Db => {
-                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).bind(token).persistent(false);
+                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql)
+                    .bind(token)
+                    .bind(now)
+                    .persistent(false);
                 for id in chunk {
                     q = q.bind(*id);
                 }
@@ -321,6 +326,78 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Renews the leases of work a worker still has in hand: `held` names each row (an event
+    /// when `.2` is false, a job's source run or combined delivery when true) with the token
+    /// it is held under. Only leases ending within half of `lease` are written, so work that
+    /// finishes quickly is never renewed; a row no longer held under its token is left alone.
+    /// Returns how many leases were renewed.
+    pub async fn renew_leases(
+        &self,
+        held: &[(Uuid, Uuid, bool)],
+        lease: chrono::Duration,
+    ) -> StoreResult<u64> {
+        let now = Timestamp::now();
+        let until = Timestamp::from_datetime(now.0 + lease);
+        let soon = Timestamp::from_datetime(now.0 + lease / 2);
+        let mut by_token: std::collections::BTreeMap<(Uuid, bool), Vec<Uuid>> = Default::default();
+        for (id, token, job) in held {
+            by_token.entry((*token, *job)).or_default().push(*id);
+        }
+        let mut renewed = 0;
+        for ((token, job), ids) in by_token {
+            let table = if job { "jobs" } else { "events" };
+            for chunk in ids.chunks(CHUNK) {
+                let marks: Vec<String> = (4..=chunk.len() + 3).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "UPDATE {table} SET lease_expires_at = $1 \
+                     WHERE claim_token = $2 AND lease_expires_at < $3 AND id IN ({})",
+                    marks.join(", ")
+                );
+                renewed += on_pool!(self, pool, Db => {
+                    let mut q = sqlx::query::<Db>(&sql)
+                        .bind(until)
+                        .bind(token)
+                        .bind(soon)
+                        .persistent(false);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    q.execute(pool).await?.rows_affected()
+                });
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// Frees every claim at once: for a store only one process uses (SQLite), whatever is
+    /// claimed when that process starts was held by its predecessor, which is gone. Events
+    /// become claimable, and jobs whose source run or combined delivery was under way are
+    /// claimable again. Returns how many events and jobs were freed.
+    pub async fn release_all_claims(&self) -> StoreResult<(u64, u64)> {
+        let now = Timestamp::now();
+        let freed = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin_write().await?;
+            let events = sqlx::query::<Db>(
+                "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
+                 WHERE claim_token IS NOT NULL",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let jobs = sqlx::query::<Db>(
+                "UPDATE jobs SET lease_expires_at = $1 \
+                 WHERE claim_token IS NOT NULL AND lease_expires_at > $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            (events, jobs)
+        });
+        Ok(freed)
     }
 
     /// Gives up claims whose lease ran out (their worker died): the events become claimable.
