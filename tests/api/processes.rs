@@ -198,7 +198,8 @@ async fn killed_mid_run_loses_nothing(db: Db) {
 async fn a_restarted_sqlite_process_takes_back_its_predecessor_s_work_at_once() {
     let env = Env::new(Db::Sqlite).await;
     let source = paginated_source(200, 100).await;
-    let sink = Sink::slow(Duration::from_millis(25)).await;
+    // Slow enough that every worker holds an event at the kill.
+    let sink = Sink::slow(Duration::from_millis(400)).await;
     let (mut first, base) = spawn_with_lease(&env, 120);
     let api = Api::new(base);
     let stream = api
