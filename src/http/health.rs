@@ -10,6 +10,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::error::ApiError;
 
+/// How long `/readyz` waits for storage to answer.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -22,13 +25,13 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Storage answers; otherwise 503.
+/// Storage answers within a second; otherwise 503 (a load balancer's probe must not hang on a
+/// connection wait while storage is down).
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        _ => return Err(ApiError::Unavailable),
+    }
     Ok((StatusCode::OK, Json(json!({"status": "ready"}))))
 }
 

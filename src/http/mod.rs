@@ -50,6 +50,10 @@ pub fn app(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long a request waits before it asks whether storage is failing; if it is, the
+/// request is answered 503 (within about a further second: see `Store::reachable`).
+const STORAGE_WAIT: Duration = Duration::from_millis(1000);
+
 /// Counts every request by route and status, and bounds how long a handler may take.
 ///
 /// A request that times out is answered 503 only if nothing it wrote can still commit: a
@@ -70,8 +74,31 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     req.extensions_mut().insert(gate.clone());
     let handler = next.run(req);
     tokio::pin!(handler);
+    let store = state.store.clone();
+    // While storage is failing, a request still waiting on it after `STORAGE_WAIT` gives up
+    // (if nothing of it can commit any more) instead of waiting out a connection wait: a
+    // webhook sender is told 503 within its own deadline and sends again later.
+    let storage_down = async {
+        tokio::time::sleep(STORAGE_WAIT.min(limit)).await;
+        loop {
+            // A request that waited this long asks whether the database can be reached at
+            // all (one probe a second for all of them): the first requests of an outage are
+            // answered as soon as those that follow.
+            if !store.reachable().await && gate.abandon() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let res = tokio::select! {
         res = &mut handler => res,
+        _ = storage_down => ApiError::Busy {
+            detail: "Storage is unavailable, so the request was stopped and nothing of it was \
+                     stored. Send it again after the time in Retry-After."
+                .into(),
+            retry_after_seconds: 5,
+        }
+        .into_response(),
         _ = tokio::time::sleep(limit) => {
             if gate.abandon() {
                 ApiError::Busy {

@@ -96,6 +96,11 @@ struct Shared {
     cache: cache::Cache,
     /// Where received events go when this process runs workers.
     handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
+    /// Whether storage failed the last write, ping or probe that reached it (logged when it
+    /// turns): shared with the writers' own handles.
+    pub(in crate::store) failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The last reachability probe: when, and whether the database answered.
+    probed: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// What went wrong in the store, in terms the API can answer with.
@@ -128,6 +133,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            // The connection broke mid-conversation (a proxy in between closed it, the server
+            // went away while answering): what came back was not the protocol.
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) => {
                 use sqlx::error::ErrorKind;
@@ -337,6 +345,9 @@ macro_rules! impl_bind {
 impl_bind!(Postgres);
 impl_bind!(Sqlite);
 
+/// How long [`Store::reachable`] waits for a fresh connection.
+const PROBE_WITHIN: Duration = Duration::from_millis(800);
+
 impl Store {
     /// Connects to the configured database (creating the SQLite file and data directory if
     /// needed) and applies migrations.
@@ -420,10 +431,59 @@ impl Store {
 
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> StoreResult<()> {
-        on_pool!(self, pool, Db => {
-            sqlx::query::<Db>("SELECT 1").execute(pool).await?;
-        });
-        Ok(())
+        let answered: StoreResult<()> = async {
+            on_pool!(self, pool, Db => {
+                sqlx::query::<Db>("SELECT 1").execute(pool).await?;
+            });
+            Ok(())
+        }
+        .await;
+        self.note_storage(answered.is_ok());
+        answered
+    }
+
+    /// Whether the database can be reached now: on Postgres, a fresh connection outside the
+    /// pool, made within [`PROBE_WITHIN`] (a pool's connection wait retries a refused
+    /// connection until its timeout; this does not), its answer shared by every caller for a
+    /// second so a crowd of waiting requests makes one probe. A database that cannot be reached
+    /// marks storage failing. SQLite is a file: always reachable.
+    pub async fn reachable(&self) -> bool {
+        let Pool::Pg(pool) = &self.pool else {
+            return true;
+        };
+        let mut probed = self.shared.probed.lock().await;
+        if let Some((at, ok)) = *probed {
+            if at.elapsed() < Duration::from_secs(1) {
+                return ok;
+            }
+        }
+        use sqlx::Connection;
+        let options = pool.connect_options();
+        let ok =
+            match tokio::time::timeout(PROBE_WITHIN, sqlx::PgConnection::connect_with(&options))
+                .await
+            {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    true
+                }
+                _ => false,
+            };
+        *probed = Some((std::time::Instant::now(), ok));
+        self.note_storage(ok);
+        ok
+    }
+
+    pub(in crate::store) fn note_storage(&self, ok: bool) {
+        let was = self
+            .shared
+            .failing
+            .swap(!ok, std::sync::atomic::Ordering::Relaxed);
+        if was && ok {
+            tracing::info!("storage answers again");
+        } else if !was && !ok {
+            tracing::warn!("storage is failing; requests waiting on it are answered 503");
+        }
     }
 
     pub async fn close(&self) {

@@ -156,7 +156,10 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         // ones would keep the channel open for ever.
         let store = Store {
             pool: store.pool.clone(),
-            shared: Arc::default(),
+            shared: Arc::new(super::Shared {
+                failing: store.shared.failing.clone(),
+                ..Default::default()
+            }),
             audit: None,
         };
         let receiver = receiver.clone();
@@ -226,7 +229,13 @@ async fn commit<B: Batch>(
     items: &[B],
     gates: &[Option<Arc<CommitGate>>],
 ) -> Vec<Result<StoreResult<B::Answer>, Retry>> {
-    match B::commit(store, items, gates).await {
+    let committed = B::commit(store, items, gates).await;
+    match &committed {
+        Ok(_) => store.note_storage(true),
+        Err(StoreError::Unavailable(why)) if why != GAVE_UP => store.note_storage(false),
+        Err(_) => {}
+    }
+    match committed {
         Ok(answers) => answers.into_iter().map(|a| Ok(Ok(a))).collect(),
         Err(StoreError::Unavailable(why)) if why == GAVE_UP => gates
             .iter()

@@ -4,6 +4,7 @@
 //! and mail connectors (FTP/FTPS, SMTP), each on a free loopback port.
 
 pub mod ftp;
+pub mod proxy;
 pub mod sign;
 pub mod sink;
 pub mod smtp;

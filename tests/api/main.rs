@@ -36,6 +36,7 @@ mod schedule;
 mod security;
 mod sftp;
 mod shopify;
+mod storage_faults;
 mod transforms;
 mod walkthrough;
 mod woocommerce;
