@@ -13,6 +13,7 @@
 // The bench is Wharf's client, not one of its connectors: its requests need no outbound guard.
 #![allow(clippy::disallowed_methods)]
 
+mod faults;
 mod history;
 mod load;
 mod pgstats;
@@ -95,6 +96,13 @@ pub struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench-report.json")]
     pub out: PathBuf,
+    /// Instead of the server bench: the fault suite (`--scenarios` to choose, `--store both`
+    /// for Postgres then SQLite, `--smoke` for the short version CI runs).
+    #[arg(long)]
+    pub faults: bool,
+    /// The fault scenarios to run, comma-separated (default: all).
+    #[arg(long)]
+    pub scenarios: Option<String>,
     /// Instead of the server bench: one typical Shopify order through the library's
     /// JavaScript transformation and CSV template, in this process (report to --out).
     #[arg(long)]
@@ -106,6 +114,9 @@ async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.transforms {
         return transforms::run(&args).await;
+    }
+    if args.faults {
+        return faults::run(&args).await;
     }
     if args.smoke {
         args.rate = args.rate.min(200);

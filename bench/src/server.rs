@@ -79,7 +79,7 @@ pub fn cpu_ms_per_order(before: &CpuReading, after: &CpuReading, orders: u64) ->
 pub struct Server {
     pub child: Child,
     pub base: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -95,11 +95,24 @@ pub fn start_wharf(
     database_url: Option<&str>,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let mut server = start_wharf_in(args, dir.path(), database_url, env)?;
+    server._dir = Some(dir);
+    Ok(server)
+}
+
+/// Starts `wharf serve` on loopback with the data dir `dir`, which outlives it (a process
+/// restarted on the same SQLite store).
+pub fn start_wharf_in(
+    args: &Args,
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let exe = match &args.wharf {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("wharf"),
     };
-    let dir = tempfile::tempdir()?;
     let mut cmd = Command::new(&exe);
     // The benchmark decides every option itself: whatever WHARF_* variables the caller's shell
     // carries (CI exports WHARF_TEST_DATABASE_URL for the test suite) must not reach the server.
@@ -109,7 +122,7 @@ pub fn start_wharf(
         }
     }
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .env("WHARF_BOOTSTRAP_TOKEN", TOKEN)
         .env("WHARF_LOG__LEVEL", "warn,wharf=info")
         .env("WHARF_WORKERS__COUNT", args.workers.to_string())
@@ -151,7 +164,7 @@ pub fn start_wharf(
                 return Ok(Server {
                     child,
                     base: format!("http://{addr}"),
-                    _dir: dir,
+                    _dir: None,
                 });
             }
         }
@@ -189,6 +202,17 @@ pub async fn setup(
     base: &str,
     sink: SocketAddr,
 ) -> anyhow::Result<Setup> {
+    setup_with_retry(client, base, sink, None).await
+}
+
+/// Creates the Shopify webhook stream, its destination with `retry` (its schedule and
+/// timeout) when given.
+pub async fn setup_with_retry(
+    client: &reqwest::Client,
+    base: &str,
+    sink: SocketAddr,
+    retry: Option<Value>,
+) -> anyhow::Result<Setup> {
     let key = api(client, base, "/keys", json!({"system": "shopify", "title": "Bench shop", "credentials": {
         "shop_domain": "bench.myshopify.com", "access_token": "shpat_bench", "webhook_secret": SECRET}})).await?;
     let source = api(
@@ -200,13 +224,14 @@ pub async fn setup(
         "params": {"topics": ["orders/create"]}}),
     )
     .await?;
-    let dest = api(
-        client,
-        base,
-        "/destinations",
-        json!({"title": "Sink", "system": "http",
-        "function": "http.send", "params": {"url": format!("http://{sink}/in")}}),
-    )
+    let dest = api(client, base, "/destinations", {
+        let mut d = json!({"title": "Sink", "system": "http",
+                "function": "http.send", "params": {"url": format!("http://{sink}/in")}});
+        if let Some(retry) = retry {
+            d["retry"] = retry;
+        }
+        d
+    })
     .await?;
     let stream = api(
         client,

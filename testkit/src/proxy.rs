@@ -2,20 +2,22 @@
 //! fault suite take storage (or any peer) away from a process and give it back, without
 //! touching the server behind it, which other tests share.
 //!
-//! While cut, every open connection is closed and new ones are accepted and closed at once, as
-//! a database that went down looks to its clients; restored, it passes connections on again.
+//! Cut, it is what a stopped server is to its clients: every open connection is closed and new
+//! ones are refused (nothing listens on the port); restored, it listens on the same port again.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A running proxy to one upstream address.
 pub struct Proxy {
     addr: SocketAddr,
-    cut: Arc<AtomicBool>,
+    upstream: SocketAddr,
+    /// The accept loop while listening; `None` while cut.
+    accepting: Mutex<Option<JoinHandle<()>>>,
     /// Turned up on every cut: each connection's copy ends when it changes.
     epoch: watch::Sender<u64>,
     passed: Arc<Mutex<u64>>,
@@ -30,21 +32,23 @@ impl Proxy {
         let addr = listener
             .local_addr()
             .expect("bound listener has an address");
-        let cut = Arc::new(AtomicBool::new(false));
-        let (epoch, _) = watch::channel(0u64);
-        let passed = Arc::new(Mutex::new(0));
-        let (c, e, p) = (cut.clone(), epoch.clone(), passed.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                *p.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                let mut ended = e.subscribe();
+        let proxy = Proxy {
+            addr,
+            upstream,
+            accepting: Mutex::new(None),
+            epoch: watch::channel(0u64).0,
+            passed: Arc::default(),
+        };
+        proxy.accept_on(listener);
+        proxy
+    }
+
+    fn accept_on(&self, listener: TcpListener) {
+        let (epoch, passed, upstream) = (self.epoch.clone(), self.passed.clone(), self.upstream);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                *passed.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                let mut ended = epoch.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -57,12 +61,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy {
-            addr,
-            cut,
-            epoch,
-            passed,
-        }
+        *self.accepting.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }
 
     /// Where clients connect.
@@ -70,20 +69,53 @@ impl Proxy {
         self.addr
     }
 
-    /// Closes every open connection and refuses new ones until [`Proxy::restore`].
+    /// Closes every open connection and stops listening until [`Proxy::restore`]: new
+    /// connections are refused.
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
+        if let Some(task) = self
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.epoch.send_modify(|n| *n += 1);
     }
 
-    /// Passes connections on again.
-    pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+    /// Listens on the same port again and passes connections on.
+    pub async fn restore(&self) {
+        if self
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        // The aborted loop lets go of its listener at its next turn: try for a moment.
+        for _ in 0..100 {
+            if let Ok(listener) = TcpListener::bind(self.addr).await {
+                self.accept_on(listener);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the proxy's port {} could not be listened on again",
+            self.addr
+        );
     }
 
     /// How many connections were passed on so far.
     pub fn connections(&self) -> u64 {
         *self.passed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
     }
 }
 
@@ -93,7 +125,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn a_cut_closes_connections_and_a_restore_passes_them_again() {
+    async fn a_cut_closes_connections_and_refuses_new_ones_until_restored() {
         // An echo server behind the proxy.
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = echo.local_addr().unwrap();
@@ -119,13 +151,11 @@ mod tests {
         let mut rest = Vec::new();
         let n = c.read_to_end(&mut rest).await.unwrap_or(0);
         assert_eq!(n, 0, "the open connection was closed");
-        let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
-        assert_eq!(
-            refused.read(&mut buf).await.unwrap_or(0),
-            0,
-            "closed at once"
-        );
-        proxy.restore();
+        // The accept loop ends at once; give it a moment to let go of the port.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let refused = TcpStream::connect(proxy.addr()).await;
+        assert!(refused.is_err(), "nothing listens while cut");
+        proxy.restore().await;
         let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
         again.write_all(b"pong").await.unwrap();
         again.read_exact(&mut buf).await.unwrap();

@@ -124,7 +124,7 @@ async fn pushes_are_refused_soon_while_postgres_is_out_of_reach_and_the_node_rec
         started.elapsed()
     );
 
-    proxy.restore();
+    proxy.restore().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _, _) = push("after".into()).await;
