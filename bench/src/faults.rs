@@ -42,16 +42,23 @@ pub const SCENARIOS: &[&str] = &[
     "destination-down",
     "sigterm",
     "overload",
+    "disk-full",
 ];
 
 /// Whether a scenario applies to a store: two nodes, and what is done to Postgres, need
 /// Postgres.
 fn applies(scenario: &str, postgres: bool) -> bool {
-    postgres
-        || matches!(
-            scenario,
-            "kill" | "destination-down" | "sigterm" | "overload"
-        )
+    match scenario {
+        // A full disk under SQLite's data directory (Postgres's disk is the database server's).
+        "disk-full" => !postgres,
+        _ => {
+            postgres
+                || matches!(
+                    scenario,
+                    "kill" | "destination-down" | "sigterm" | "overload"
+                )
+        }
+    }
 }
 
 /// Retries of the scenarios' destination: soon and often, so that recovery is measured in
@@ -139,6 +146,8 @@ struct Seen {
     /// 503s without `Retry-After`, and answers other than 202 and 503.
     refused_no_retry_after: u64,
     other_status: u64,
+    /// The first answers other than 202 and 503: status and body.
+    other_examples: Vec<String>,
     /// No answer (connection refused or dropped, or the client's 10 s timeout): the sender
     /// cannot know, so such an order may or may not be stored.
     unanswered: u64,
@@ -225,6 +234,9 @@ impl Load {
                                 seen.refused_no_retry_after += 1;
                             } else if status != 503 {
                                 seen.other_status += 1;
+                                if seen.other_examples.len() < 3 {
+                                    seen.other_examples.push(status.to_string());
+                                }
                             }
                             seen.refused.insert(n);
                             seen.answers.push((at, status, took));
@@ -560,10 +572,17 @@ async fn scenario_on(
         env.push(("WHARF_WORKERS__LEASE_SECONDS".into(), "5".into()));
     }
     let two = matches!(scenario, "kill-repeat" | "stall");
+    let dir = tempfile::tempdir()?;
+    // The data directory on a small disk of its own, to fill.
+    let _small_disk = if scenario == "disk-full" {
+        Some(SmallDisk::mount(dir.path(), 256)?)
+    } else {
+        None
+    };
     let mut nodes = Nodes {
         args: args.clone(),
         db_url: wharf_db,
-        dir: tempfile::tempdir()?,
+        dir,
         env,
         servers: Vec::new(),
         hook_path: String::new(),
@@ -799,6 +818,37 @@ async fn scenario_on(
                 format!("memory grew to {peak_rss:.0} MB under overload"),
             );
         }
+        "disk-full" => {
+            let filler = nodes.dir.path().join("filler");
+            let filled_at = load.since_start();
+            let filled = fill_disk(&filler);
+            out.notes.push(format!(
+                "{} MB written to fill the disk",
+                filled / (1 << 20)
+            ));
+            tokio::time::sleep(t.fault).await;
+            let freed_at = load.since_start();
+            let _ = std::fs::remove_file(&filler);
+            out.check(nodes.alive(0), "the node exited when the disk was full");
+            let seen = load.seen.lock().unwrap();
+            let during: Vec<&(f64, u16, f64)> = seen
+                .answers
+                .iter()
+                .filter(|(at, _, _)| *at > filled_at + 0.5 && *at < freed_at)
+                .collect();
+            let accepted = during.iter().filter(|(_, s, _)| *s == 202).count();
+            let slowest = during.iter().map(|(_, _, ms)| *ms).fold(0.0, f64::max);
+            // SQLite may still commit into space its write-ahead log already holds: a 202 then
+            // means the data is stored, and the reconciliation below holds it to that.
+            out.notes.push(format!(
+                "while full: {} pushes answered, {accepted} with 202, slowest {slowest:.0} ms",
+                during.len()
+            ));
+            out.check(
+                slowest <= 2500.0,
+                format!("a push waited {slowest:.0} ms while the disk was full"),
+            );
+        }
         other => anyhow::bail!("no such scenario: {other}"),
     }
     // Recovered: every push acknowledged more than a second ago has been delivered (the load
@@ -872,7 +922,11 @@ async fn scenario_on(
     );
     out.check(
         seen.other_status == 0,
-        format!("{} answers other than 202 and 503", seen.other_status),
+        format!(
+            "{} answers other than 202 and 503 (e.g. {})",
+            seen.other_status,
+            seen.other_examples.join(", ")
+        ),
     );
     out.check(
         out.duplicated <= out.duplicate_bound,
@@ -942,6 +996,51 @@ async fn scenario_on(
         }
     }
     Ok(out)
+}
+
+/// A tmpfs of `megabytes` mounted on a directory for the scenario's life (needs root, as CI
+/// runs).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, megabytes: u64) -> anyhow::Result<SmallDisk> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "mounting a {megabytes} MB tmpfs on {} failed: the disk-full scenario needs root",
+            dir.display()
+        );
+        Ok(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the disk is full; how many bytes were written.
+fn fill_disk(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let Ok(mut file) = std::fs::File::create(path) else {
+        return 0;
+    };
+    let mut written = 0u64;
+    for size in [1 << 20, 4096, 1] {
+        let block = vec![0u8; size];
+        while let Ok(n) = file.write(&block) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+    }
+    let _ = file.flush();
+    written
 }
 
 /// Pushes acknowledged over a second ago that the sink has not accepted yet.
@@ -1040,6 +1139,10 @@ mod tests {
         assert!(applies("overload", false));
         assert!(!applies("stall", false));
         assert!(!applies("storage-cut", false));
-        assert!(SCENARIOS.iter().all(|s| applies(s, true)));
+        assert!(applies("disk-full", false));
+        assert!(!applies("disk-full", true));
+        assert!(SCENARIOS
+            .iter()
+            .all(|s| applies(s, true) || *s == "disk-full"));
     }
 }

@@ -159,8 +159,17 @@ pub fn start_wharf_in(
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                // Keep draining the server's output so it never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
+                // Keep draining the server's output so it never blocks on a full pipe; its
+                // errors are shown (they explain a failed run).
+                std::thread::spawn(move || {
+                    let mut shown = 0;
+                    while let Ok(line) = rx.recv() {
+                        if line.contains("ERROR") && !line.contains("on_failure") && shown < 20 {
+                            shown += 1;
+                            eprintln!("wharf: {line}");
+                        }
+                    }
+                });
                 return Ok(Server {
                     child,
                     base: format!("http://{addr}"),

@@ -160,16 +160,26 @@ impl From<sqlx::Error> for StoreError {
                     }
                     // Postgres: connection failures, the server shutting down, too many
                     // connections, or the database gone.
+                    // Class 53 is insufficient resources: a full disk (53100), memory,
+                    // too many connections (53300).
                     _ if db.code().is_some_and(|c| {
                         c.starts_with("08")
                             || c.starts_with("57P")
-                            || matches!(c.as_ref(), "53300" | "3D000")
+                            || c.starts_with("53")
+                            || c.as_ref() == "3D000"
                     }) =>
                     {
                         StoreError::Unavailable(e.to_string())
                     }
-                    // SQLite: the database stayed locked past the busy timeout.
-                    _ if matches!(db.code().as_deref(), Some("5" | "6")) => {
+                    // SQLite: the database stayed locked past the busy timeout (5, 6), the
+                    // disk is full (13), or reading or writing the file failed (10 and its
+                    // extended codes): nothing was stored, and it may work later.
+                    _ if db
+                        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                        .and_then(sqlx::error::DatabaseError::code)
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13)) =>
+                    {
                         StoreError::Unavailable(e.to_string())
                     }
                     _ => StoreError::Other(e.into()),
@@ -359,6 +369,10 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(config.database.max_connections)
                 .acquire_timeout(acquire)
+                // As for SQLite below: never reuse a connection left inside a transaction.
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts)
                 .await?;
             Store {
@@ -383,6 +397,13 @@ impl Store {
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.database.max_connections)
                 .acquire_timeout(acquire)
+                // A connection whose COMMIT failed (the disk full) can stay counted as in a
+                // transaction SQLite already rolled back, and would refuse every later BEGIN:
+                // it is closed instead of being used again. (Checked on acquire, not on
+                // release: a dropped transaction's ROLLBACK is flushed after release.)
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts)
                 .await?;
             Store {
