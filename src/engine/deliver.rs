@@ -326,7 +326,11 @@ async fn store_outcome(
                 }
                 return Ok(changed);
             }
-            Err(e) if since.elapsed() + pause <= keep => {
+            // Only storage that is away is waited for; an error in the data (which no retry
+            // mends) ends it as before: the lease runs out and the event is delivered again.
+            Err(e @ crate::store::StoreError::Unavailable(_))
+                if since.elapsed() + pause <= keep =>
+            {
                 if !change.or_unclaimed {
                     tracing::warn!(event = %ev.id, error = %e, "storing a delivery's outcome failed; it is kept and stored again when storage answers");
                 }

@@ -141,17 +141,19 @@ impl Engine {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `id` is in a worker's hands under `token` until [`Engine::done_with`].
-    fn in_hand(&self, id: Uuid, token: Uuid, job: bool) {
+    /// `id` is in a worker's hands under `token` until the returned guard is dropped (when
+    /// the work ends, however it ends: a panicking task drops it too).
+    fn in_hand(self: &Arc<Self>, id: Uuid, token: Uuid, job: bool) -> InHand {
         self.live().insert(id, (token, job));
-    }
-
-    fn done_with(&self, id: Uuid) {
-        self.live().remove(&id);
+        InHand {
+            engine: self.clone(),
+            id,
+            token,
+        }
     }
 
     /// Every quarter of the lease, renews the leases of the work this process has in hand (in
-    /// flight, and received events waiting in the handoff) that would end within half a lease.
+    /// flight, and received events waiting in the handoff) that would end within three quarters of one.
     /// The lease can then be short — work of a process that died or was cut off from storage
     /// is taken over soon after it ends — while a long source run or a slow delivery stays
     /// held as long as its worker lives. Only what is in hand is renewed: a row left claimed
@@ -199,7 +201,10 @@ impl Engine {
         if self.store.backend() == crate::store::Backend::Postgres {
             tokio::spawn(listen_for_work(self.clone(), shutdown.clone()));
         }
-        tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        // The heartbeat runs until the work in flight has drained and been released, past the
+        // stop signal: the grace period may be longer than a lease.
+        let (heartbeat_stop, heartbeat_stopped) = watch::channel(false);
+        tokio::spawn(self.clone().heartbeat(heartbeat_stopped));
         // Held for as long as these workers run (see `take_over_sqlite`).
         let _sqlite_lock = if self.store.backend() == crate::store::Backend::Sqlite {
             self.take_over_sqlite().await
@@ -255,6 +260,7 @@ impl Engine {
                 tracing::warn!(error = %e, "could not release claims; their leases will run out");
             }
         }
+        let _ = heartbeat_stop.send(true);
         tracing::info!(released = held.len(), waiting, "workers stopped");
     }
 
@@ -290,8 +296,8 @@ impl Engine {
                     jobs,
                     "took back the work a previous process held when it stopped"
                 );
+                // The jobs are counted when they are claimed again.
                 self.metrics.record_rescue("events", events);
-                self.metrics.record_rescue("jobs", jobs);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "freeing a previous process's claims failed; their leases will run out")
@@ -324,7 +330,7 @@ impl Engine {
                 if rescued > 0 {
                     tracing::warn!(
                         jobs = rescued,
-                        "took over source runs whose worker's lease ran out; they run again"
+                        "took over source runs whose worker stopped or whose lease ran out; they run again"
                     );
                     self.metrics.record_rescue("jobs", rescued as u64);
                 }
@@ -332,11 +338,10 @@ impl Engine {
                     claimed += 1;
                     let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                     let engine = self.clone();
-                    engine.in_hand(job.id, token, true);
+                    let hand = engine.in_hand(job.id, token, true);
                     tasks.spawn(async move {
-                        let id = job.id;
                         run_job::run(&engine, job, token).await;
-                        engine.done_with(id);
+                        drop(hand);
                         engine.settle(token);
                         drop(permit);
                     });
@@ -357,11 +362,10 @@ impl Engine {
                     for job in jobs {
                         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                         let engine = self.clone();
-                        engine.in_hand(job.id, token, true);
+                        let hand = engine.in_hand(job.id, token, true);
                         tasks.spawn(async move {
-                            let id = job.id;
                             deliver::aggregate(&engine, job, token).await;
-                            engine.done_with(id);
+                            drop(hand);
                             engine.settle(token);
                             drop(permit);
                         });
@@ -419,11 +423,10 @@ impl Engine {
         for (ev, job) in events {
             let permit = slots.clone().acquire_owned().await.expect("semaphore open");
             let engine = self.clone();
-            engine.in_hand(ev.id, token, false);
+            let hand = engine.in_hand(ev.id, token, false);
             tasks.spawn(async move {
-                let id = ev.id;
                 deliver::process(&engine, ev, job, token).await;
-                engine.done_with(id);
+                drop(hand);
                 engine.settle(token);
                 drop(permit);
             });
@@ -504,6 +507,24 @@ impl Engine {
             }
         }
         claimed
+    }
+}
+
+/// A row in a worker's hands (see [`Engine::in_hand`]): dropped, the heartbeat stops renewing
+/// it.
+struct InHand {
+    engine: Arc<Engine>,
+    id: Uuid,
+    token: Uuid,
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        let mut live = self.engine.live();
+        // Only this claim's entry: the row may be in hand again under a newer claim.
+        if live.get(&self.id).is_some_and(|(t, _)| *t == self.token) {
+            live.remove(&self.id);
+        }
     }
 }
 

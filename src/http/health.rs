@@ -28,9 +28,17 @@ async fn healthz() -> impl IntoResponse {
 /// Storage answers within a second; otherwise 503 (a load balancer's probe must not hang on a
 /// connection wait while storage is down).
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
-        Ok(Ok(())) => {}
-        _ => return Err(ApiError::Unavailable),
+    // Postgres: a connection of its own (not a wait for the pool's, which a busy but healthy
+    // node may keep for a while); SQLite: a query.
+    let ready = match state.store.backend() {
+        crate::store::Backend::Postgres => state.store.reachable().await,
+        crate::store::Backend::Sqlite => matches!(
+            tokio::time::timeout(READY_WITHIN, state.store.ping()).await,
+            Ok(Ok(()))
+        ),
+    };
+    if !ready {
+        return Err(ApiError::Unavailable);
     }
     Ok((StatusCode::OK, Json(json!({"status": "ready"}))))
 }

@@ -75,10 +75,14 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let handler = next.run(req);
     tokio::pin!(handler);
     let store = state.store.clone();
-    // While storage is failing, a request still waiting on it after `STORAGE_WAIT` gives up
-    // (if nothing of it can commit any more) instead of waiting out a connection wait: a
-    // webhook sender is told 503 within its own deadline and sends again later.
+    // A webhook push still waiting after `STORAGE_WAIT` while the database cannot be reached
+    // gives up (if nothing of it can commit any more) instead of waiting out a connection
+    // wait: the sender is told 503 within its own deadline and sends again later.
+    let push = route.starts_with("/hooks/");
     let storage_down = async {
+        if !push {
+            return std::future::pending().await;
+        }
         tokio::time::sleep(STORAGE_WAIT.min(limit)).await;
         loop {
             // A request that waited this long asks whether the database can be reached at
@@ -93,8 +97,8 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let res = tokio::select! {
         res = &mut handler => res,
         _ = storage_down => ApiError::Busy {
-            detail: "Storage is unavailable, so the request was stopped and nothing of it was \
-                     stored. Send it again after the time in Retry-After."
+            detail: "The database cannot be reached, so the push was stopped and nothing of it \
+                     was stored. Send it again after the time in Retry-After."
                 .into(),
             retry_after_seconds: 5,
         }

@@ -96,8 +96,7 @@ struct Shared {
     cache: cache::Cache,
     /// Where received events go when this process runs workers.
     handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
-    /// Whether storage failed the last write, ping or probe that reached it (logged when it
-    /// turns): shared with the writers' own handles.
+    /// Whether the last reachability probe failed (logged when it turns).
     pub(in crate::store) failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The last reachability probe: when, and whether the database answered.
     probed: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -452,22 +451,17 @@ impl Store {
 
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> StoreResult<()> {
-        let answered: StoreResult<()> = async {
-            on_pool!(self, pool, Db => {
-                sqlx::query::<Db>("SELECT 1").execute(pool).await?;
-            });
-            Ok(())
-        }
-        .await;
-        self.note_storage(answered.is_ok());
-        answered
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
     }
 
     /// Whether the database can be reached now: on Postgres, a fresh connection outside the
     /// pool, made within [`PROBE_WITHIN`] (a pool's connection wait retries a refused
     /// connection until its timeout; this does not), its answer shared by every caller for a
-    /// second so a crowd of waiting requests makes one probe. A database that cannot be reached
-    /// marks storage failing. SQLite is a file: always reachable.
+    /// second so a crowd of waiting requests makes one probe. SQLite is a file: always
+    /// reachable.
     pub async fn reachable(&self) -> bool {
         let Pool::Pg(pool) = &self.pool else {
             return true;
@@ -488,6 +482,10 @@ impl Store {
                     let _ = conn.close().await;
                     true
                 }
+                // The server answered, if only to refuse (too many connections, a login it
+                // does not allow): it is there, and the pool's own connections may serve.
+                Ok(Err(sqlx::Error::Database(_))) => true,
+                // Refused, dropped, or no answer in time.
                 _ => false,
             };
         *probed = Some((std::time::Instant::now(), ok));
@@ -501,9 +499,9 @@ impl Store {
             .failing
             .swap(!ok, std::sync::atomic::Ordering::Relaxed);
         if was && ok {
-            tracing::info!("storage answers again");
+            tracing::info!("the database can be reached again");
         } else if !was && !ok {
-            tracing::warn!("storage is failing; requests waiting on it are answered 503");
+            tracing::warn!("the database cannot be reached; pushes waiting on it are answered 503");
         }
     }
 

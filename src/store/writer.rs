@@ -156,10 +156,7 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         // ones would keep the channel open for ever.
         let store = Store {
             pool: store.pool.clone(),
-            shared: Arc::new(super::Shared {
-                failing: store.shared.failing.clone(),
-                ..Default::default()
-            }),
+            shared: Arc::default(),
             audit: None,
         };
         let receiver = receiver.clone();
@@ -229,13 +226,7 @@ async fn commit<B: Batch>(
     items: &[B],
     gates: &[Option<Arc<CommitGate>>],
 ) -> Vec<Result<StoreResult<B::Answer>, Retry>> {
-    let committed = B::commit(store, items, gates).await;
-    match &committed {
-        Ok(_) => store.note_storage(true),
-        Err(StoreError::Unavailable(why)) if why != GAVE_UP => store.note_storage(false),
-        Err(_) => {}
-    }
-    match committed {
+    match B::commit(store, items, gates).await {
         Ok(answers) => answers.into_iter().map(|a| Ok(Ok(a))).collect(),
         Err(StoreError::Unavailable(why)) if why == GAVE_UP => gates
             .iter()

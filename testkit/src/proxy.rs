@@ -46,9 +46,14 @@ impl Proxy {
     fn accept_on(&self, listener: TcpListener) {
         let (epoch, passed, upstream) = (self.epoch.clone(), self.passed.clone(), self.upstream);
         let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                *passed.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            loop {
+                // Subscribed before the accept: a cut while a connection is being accepted
+                // still ends it.
                 let mut ended = epoch.subscribe();
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                *passed.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;

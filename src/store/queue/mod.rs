@@ -330,8 +330,9 @@ impl Store {
 
     /// Renews the leases of work a worker still has in hand: `held` names each row (an event
     /// when `.2` is false, a job's source run or combined delivery when true) with the token
-    /// it is held under. Only leases ending within half of `lease` are written, so work that
-    /// finishes quickly is never renewed; a row no longer held under its token is left alone.
+    /// it is held under. Only leases ending within three quarters of `lease` are written, so
+    /// work that finishes quickly is never renewed (and a missed heartbeat still leaves half a
+    /// lease); a row no longer held under its token is left alone.
     /// Returns how many leases were renewed.
     pub async fn renew_leases(
         &self,
@@ -340,7 +341,7 @@ impl Store {
     ) -> StoreResult<u64> {
         let now = Timestamp::now();
         let until = Timestamp::from_datetime(now.0 + lease);
-        let soon = Timestamp::from_datetime(now.0 + lease / 2);
+        let soon = Timestamp::from_datetime(now.0 + lease * 3 / 4);
         let mut by_token: std::collections::BTreeMap<(Uuid, bool), Vec<Uuid>> = Default::default();
         for (id, token, job) in held {
             by_token.entry((*token, *job)).or_default().push(*id);
