@@ -618,6 +618,10 @@ async fn scenario_on(
     let fault_start = load.since_start();
     let mut faults = 1usize;
     let mut peak_rss = 0f64;
+    // When the fault ended, if before the scenario's fault phase did (a kill is an instant),
+    // and when everything acknowledged had been delivered since.
+    let mut fault_ended: Option<Instant> = None;
+    let mut recovered: Option<Instant> = None;
     // When storage was away (storage-cut): judged once every push has been answered.
     let mut cut_window: Option<(f64, f64)> = None;
     match scenario {
@@ -625,7 +629,9 @@ async fn scenario_on(
             nodes.kill(0);
             nodes.start(0)?;
             load.set_urls(nodes.hook_urls());
-            tokio::time::sleep(t.fault).await;
+            // The fault is the kill: recovery counts from the restart.
+            fault_ended = Some(Instant::now());
+            watch_recovery(&load, &sink, t.fault, &mut recovered).await;
         }
         "kill-repeat" => {
             let every = if args.smoke {
@@ -779,7 +785,8 @@ async fn scenario_on(
             nodes.servers[0] = None;
             nodes.start(0)?;
             load.set_urls(nodes.hook_urls());
-            tokio::time::sleep(t.fault).await;
+            fault_ended = Some(Instant::now());
+            watch_recovery(&load, &sink, t.fault, &mut recovered).await;
         }
         "overload" => {
             let high = if args.smoke { 1500 } else { 6000 };
@@ -835,14 +842,8 @@ async fn scenario_on(
     }
     // Recovered: every push acknowledged more than a second ago has been delivered (the load
     // goes on meanwhile, for `t.after`, then stops and what is left drains).
-    let fault_end = Instant::now();
-    let mut recovered: Option<Instant> = None;
-    while fault_end.elapsed() < t.after {
-        if recovered.is_none() && backlog(&load, &sink) == 0 {
-            recovered = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let fault_end = fault_ended.unwrap_or_else(Instant::now);
+    watch_recovery(&load, &sink, t.after, &mut recovered).await;
     let seen = load.stop().await;
     if let Some((cut_at, restored_at)) = cut_window {
         // Pushes sent a moment after the cut and before the restore, however long their
@@ -1057,6 +1058,23 @@ fn fill_disk(path: &std::path::Path) -> u64 {
     }
     let _ = file.flush();
     written
+}
+
+/// Waits `time`, noting in `recovered` (if not yet noted) the first moment every push
+/// acknowledged over a second ago had been delivered.
+async fn watch_recovery(
+    load: &Load,
+    sink: &FaultSink,
+    time: Duration,
+    recovered: &mut Option<Instant>,
+) {
+    let until = Instant::now() + time;
+    while Instant::now() < until {
+        if recovered.is_none() && backlog(load, sink) == 0 {
+            *recovered = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Pushes acknowledged over a second ago that the sink has not accepted yet.
