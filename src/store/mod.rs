@@ -482,10 +482,11 @@ impl Store {
                     let _ = conn.close().await;
                     true
                 }
-                // The server answered, if only to refuse (too many connections, a login it
-                // does not allow): it is there, and the pool's own connections may serve.
-                Ok(Err(sqlx::Error::Database(_))) => true,
-                // Refused, dropped, or no answer in time.
+                // The server answered but has no slot free: it is there, and the pool's own
+                // connections may serve.
+                Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("53300") => true,
+                // Refused, dropped, no answer in time, or an answer that says the database
+                // cannot be used (it is gone, the login is refused).
                 _ => false,
             };
         *probed = Some((std::time::Instant::now(), ok));
