@@ -198,8 +198,7 @@ async fn killed_mid_run_loses_nothing(db: Db) {
 async fn a_restarted_sqlite_process_takes_back_its_predecessor_s_work_at_once() {
     let env = Env::new(Db::Sqlite).await;
     let source = paginated_source(200, 100).await;
-    // Slow enough that every worker holds an event at the kill.
-    let sink = Sink::slow(Duration::from_millis(400)).await;
+    let sink = Sink::slow(Duration::from_millis(100)).await;
     let (mut first, base) = spawn_with_lease(&env, 120);
     let api = Api::new(base);
     let stream = api
@@ -214,7 +213,12 @@ async fn a_restarted_sqlite_process_takes_back_its_predecessor_s_work_at_once() 
         assert!(Instant::now() < deadline, "deliveries never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The destination stops answering, so the workers' next deliveries hang with their events
+    // claimed (workers deliver in waves: between two, nothing may be held): then the kill.
+    sink.pause(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
     kill_hard(&mut first);
+    sink.pause(false);
     assert!(sink.received().len() < 200, "killed mid-run");
 
     let (mut second, base) = spawn_with_lease(&env, 120);
