@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use wharf_testkit::proxy::Proxy;
 
-use crate::load::{order, order_id};
+use crate::load::{order_id, push_order};
 use crate::server::{rss_mb, setup_with_retry, start_wharf_in, Server};
-use crate::{drop_store, fresh_store, Args, SECRET, TOKEN};
+use crate::{drop_store, fresh_store, Args, TOKEN};
 
 /// Every scenario, in the order they run.
 pub const SCENARIOS: &[&str] = &[
@@ -79,7 +79,6 @@ struct SinkState {
     mode: AtomicU8,
     /// Accepted deliveries by order id.
     accepted: Mutex<HashMap<String, u32>>,
-    tries: AtomicU64,
     /// How long each delivery takes to answer, in milliseconds.
     delay_ms: AtomicU64,
     /// Woken when the mode changes (held deliveries look again).
@@ -87,7 +86,6 @@ struct SinkState {
 }
 
 async fn sink_in(State(s): State<Arc<SinkState>>, body: axum::body::Bytes) -> StatusCode {
-    s.tries.fetch_add(1, Ordering::Relaxed);
     let delay = s.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -205,21 +203,8 @@ impl Load {
                 let n = id;
                 id += 1;
                 tokio::spawn(async move {
-                    let body = serde_json::to_vec(&order(n)).expect("plain JSON");
                     let sent = Instant::now();
-                    let res = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header(
-                            "x-shopify-hmac-sha256",
-                            wharf_testkit::sign::hmac_sha256_base64(SECRET.as_bytes(), &body),
-                        )
-                        .header("x-shopify-topic", "orders/create")
-                        .header("x-shopify-shop-domain", "bench.myshopify.com")
-                        .header("x-shopify-webhook-id", format!("fault-{n}"))
-                        .body(body)
-                        .send()
-                        .await;
+                    let res = push_order(&client, &url, n, &format!("fault-{n}")).await;
                     let took = sent.elapsed().as_secs_f64() * 1000.0;
                     let at = sent.duration_since(start).as_secs_f64();
                     let mut seen = seen.lock().unwrap();

@@ -66,6 +66,30 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
+/// Pushes order `id` to `url` as Shopify does (signed `orders/create`), with `webhook_id` as
+/// its delivery id.
+pub async fn push_order(
+    client: &reqwest::Client,
+    url: &str,
+    id: u64,
+    webhook_id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let body = serde_json::to_vec(&order(id)).expect("plain JSON");
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "x-shopify-hmac-sha256",
+            wharf_testkit::sign::hmac_sha256_base64(SECRET.as_bytes(), &body),
+        )
+        .header("x-shopify-topic", "orders/create")
+        .header("x-shopify-shop-domain", "bench.myshopify.com")
+        .header("x-shopify-webhook-id", webhook_id)
+        .body(body)
+        .send()
+        .await
+}
+
 /// Sends orders `first..first+n` at `rate` a second (0: as fast as `concurrency` allows).
 pub async fn drive(
     client: &reqwest::Client,
@@ -94,21 +118,8 @@ pub async fn drive(
         let (client, url, results) = (client.clone(), url.to_string(), results.clone());
         let id = first + i;
         tasks.spawn(async move {
-            let body = serde_json::to_vec(&order(id)).expect("plain JSON");
             let sent = Instant::now();
-            let res = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header(
-                    "x-shopify-hmac-sha256",
-                    wharf_testkit::sign::hmac_sha256_base64(SECRET.as_bytes(), &body),
-                )
-                .header("x-shopify-topic", "orders/create")
-                .header("x-shopify-shop-domain", "bench.myshopify.com")
-                .header("x-shopify-webhook-id", format!("bench-{id}"))
-                .body(body)
-                .send()
-                .await;
+            let res = push_order(&client, &url, id, &format!("bench-{id}")).await;
             let ok = matches!(&res, Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED);
             let mut r = results.lock().unwrap();
             if ok {
