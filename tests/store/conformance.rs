@@ -174,6 +174,23 @@ fn lease() -> chrono::Duration {
     chrono::Duration::seconds(60)
 }
 
+/// A successful delivery attempt to the fixture's destination, answered 200 (`name`: the
+/// status's name, if the answer gave one).
+fn success(f: &Fixture, name: Option<&str>) -> NewAttempt {
+    NewAttempt {
+        id: Uuid::now_v7(),
+        destination_id: f.stream.destination_id,
+        started_at: Timestamp::now(),
+        finished_at: Timestamp::now(),
+        outcome: "SUCCESS",
+        error_code: None,
+        http_status: Some(200),
+        http_status_name: name.map(str::to_string),
+        response_excerpt: None,
+        duration_ms: 1,
+    }
+}
+
 /// A change that keeps the claim, so the event stays held under the token afterwards.
 fn step(to: Option<EventStatus>, output: bool) -> EventChange {
     EventChange {
@@ -456,18 +473,7 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
     // The third's worker stored its delivery late: its claim was rescued and no one holds
     // the event, so the outcome applies and the attempt is recorded, once.
     let third = f.event(ids[2]).await;
-    let attempt = NewAttempt {
-        id: Uuid::now_v7(),
-        destination_id: f.stream.destination_id,
-        started_at: Timestamp::now(),
-        finished_at: Timestamp::now(),
-        outcome: "SUCCESS",
-        error_code: None,
-        http_status: Some(200),
-        http_status_name: Some("OK".into()),
-        response_excerpt: None,
-        duration_ms: 1,
-    };
+    let attempt = success(&f, Some("OK"));
     let delivered = EventChange {
         attempted: true,
         release: true,
@@ -594,18 +600,7 @@ async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: D
         .await
         .unwrap());
     assert_eq!(f.event(held[0].id).await.status, EventStatus::Transformed);
-    let attempt = NewAttempt {
-        id: Uuid::now_v7(),
-        destination_id: f.stream.destination_id,
-        started_at: Timestamp::now(),
-        finished_at: Timestamp::now(),
-        outcome: "SUCCESS",
-        error_code: None,
-        http_status: Some(200),
-        http_status_name: Some("OK".into()),
-        response_excerpt: None,
-        duration_ms: 1,
-    };
+    let attempt = success(&f, Some("OK"));
     let deliver = step(Some(EventStatus::Ok), false);
     assert!(f
         .store
@@ -1021,18 +1016,7 @@ async fn an_aggregate_delivery_ends_every_member(db: Db) {
     assert_eq!(claimed.len(), 1);
     let members = f.store.aggregate_members(job).await.unwrap();
     assert_eq!(members.len(), 3);
-    let attempt = NewAttempt {
-        id: Uuid::now_v7(),
-        destination_id: f.stream.destination_id,
-        started_at: Timestamp::now(),
-        finished_at: Timestamp::now(),
-        outcome: "SUCCESS",
-        error_code: None,
-        http_status: Some(200),
-        http_status_name: None,
-        response_excerpt: None,
-        duration_ms: 1,
-    };
+    let attempt = success(&f, None);
     // A change no step allows from TRANSFORMED ends none of them; the delivery is due again.
     let refused = EventChange {
         to: Some(EventStatus::Error),
