@@ -96,8 +96,6 @@ struct Shared {
     cache: cache::Cache,
     /// Where received events go when this process runs workers.
     handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
-    /// Whether the last reachability probe failed (logged when it turns).
-    pub(in crate::store) failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The last reachability probe: when, and whether the database answered.
     probed: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -489,21 +487,14 @@ impl Store {
                 // cannot be used (it is gone, the login is refused).
                 _ => false,
             };
-        *probed = Some((std::time::Instant::now(), ok));
-        self.note_storage(ok);
-        ok
-    }
-
-    pub(in crate::store) fn note_storage(&self, ok: bool) {
-        let was = self
-            .shared
-            .failing
-            .swap(!ok, std::sync::atomic::Ordering::Relaxed);
-        if was && ok {
+        let was = probed.is_none_or(|(_, was)| was);
+        if ok && !was {
             tracing::info!("the database can be reached again");
-        } else if !was && !ok {
+        } else if !ok && was {
             tracing::warn!("the database cannot be reached; pushes waiting on it are answered 503");
         }
+        *probed = Some((std::time::Instant::now(), ok));
+        ok
     }
 
     pub async fn close(&self) {
