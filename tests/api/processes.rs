@@ -129,6 +129,29 @@ impl Api {
     }
 }
 
+/// Runs a stream from `source` (a paginated orders server) to `sink` and waits until the sink
+/// has answered `n` deliveries; the run's job.
+async fn run_until_delivered(
+    api: &Api,
+    source: std::net::SocketAddr,
+    sink: &Sink,
+    n: usize,
+) -> String {
+    let stream = api
+        .stream(&format!("http://{source}/orders"), &sink.url())
+        .await;
+    let job = api.post(&format!("/streams/{stream}/run"), json!({})).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink.received().len() < n {
+        assert!(Instant::now() < deadline, "deliveries never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job
+}
+
 fn kill_hard(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -152,19 +175,7 @@ async fn killed_mid_run_loses_nothing(db: Db) {
     let sink = Sink::slow(Duration::from_millis(25)).await;
     let (mut first, base) = spawn(&env);
     let api = Api::new(base);
-    let stream = api
-        .stream(&format!("http://{source}/orders"), &sink.url())
-        .await;
-    let job = api.post(&format!("/streams/{stream}/run"), json!({})).await["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sink.received().len() < 40 {
-        assert!(Instant::now() < deadline, "deliveries never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = run_until_delivered(&api, source, &sink, 40).await;
     kill_hard(&mut first);
     let delivered_before = sink.received().len();
     assert!(
@@ -201,18 +212,7 @@ async fn a_restarted_sqlite_process_takes_back_its_predecessor_s_work_at_once() 
     let sink = Sink::slow(Duration::from_millis(100)).await;
     let (mut first, base) = spawn_with_lease(&env, 120);
     let api = Api::new(base);
-    let stream = api
-        .stream(&format!("http://{source}/orders"), &sink.url())
-        .await;
-    let job = api.post(&format!("/streams/{stream}/run"), json!({})).await["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sink.received().len() < 20 {
-        assert!(Instant::now() < deadline, "deliveries never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = run_until_delivered(&api, source, &sink, 20).await;
     // The destination stops answering, so the workers' next deliveries hang with their events
     // claimed (workers deliver in waves: between two, nothing may be held): then the kill.
     sink.pause(true);
