@@ -348,6 +348,12 @@ impl Config {
                 "must be between 1 and 86400 (a day)",
             );
         }
+        if self.workers.per_destination == 0 {
+            return bad(
+                "workers.per_destination",
+                "must be at least 1 (a number above workers.count sets no limit)",
+            );
+        }
         if !(1..=86_400).contains(&self.workers.keep_outcome_seconds) {
             return bad(
                 "workers.keep_outcome_seconds",
@@ -440,6 +446,10 @@ mod tests {
         c.workers.keep_outcome_seconds = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("workers.keep_outcome_seconds"), "{e}");
+        c.workers.keep_outcome_seconds = 900;
+        c.workers.per_destination = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("workers.per_destination"), "{e}");
     }
 
     #[test]

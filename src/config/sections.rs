@@ -208,6 +208,10 @@ pub struct WorkersConfig {
     pub enabled: bool,
     /// Jobs and deliveries in flight at once.
     pub count: usize,
+    /// Events of a slow destination (its deliveries have been taking over a second) in flight
+    /// at once in this process, so that the other destinations' work goes on beside it. Any
+    /// destination may hold at most three quarters of the workers.
+    pub per_destination: usize,
     /// How often idle workers look for due work, in milliseconds (jittered ±20%); new work
     /// wakes them at once.
     pub poll_interval_ms: u64,
@@ -231,6 +235,7 @@ impl Default for WorkersConfig {
         WorkersConfig {
             enabled: true,
             count: 32,
+            per_destination: 16,
             poll_interval_ms: 500,
             lease_seconds: 20,
             shutdown_grace_seconds: 30,

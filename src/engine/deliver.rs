@@ -258,6 +258,7 @@ async fn deliver(
         data_type: &ev.data_type,
     };
     let result = send_to(engine, destination, key.as_ref(), out).await;
+    engine.lanes.observe(destination.id, result.duration);
     let (change, outcome) = judge(
         &result,
         &retry.schedule_seconds,

@@ -5,6 +5,7 @@
 //! never holds a database transaction across a call to another system.
 
 mod deliver;
+mod lanes;
 pub mod maintenance;
 mod run_job;
 pub mod scheduler;
@@ -25,9 +26,10 @@ use crate::crypto::MasterKey;
 use crate::domain::Timestamp;
 use crate::ingest::decode::DecodeLimits;
 use crate::metrics::Metrics;
-use crate::store::{Handed, Handoff, Store};
+use crate::store::{Event, Handed, Handoff, Job, Store};
 use crate::transform::lookups::LookupCache;
 use crate::transform::Transformer;
+use lanes::{Lane, Lanes};
 
 /// What the workers use, handed over by the composition root.
 pub struct Deps {
@@ -81,12 +83,18 @@ pub struct Engine {
     /// Alternates which of the handoff and the store fills free slots first, so that neither
     /// starves the other under load.
     store_first: std::sync::atomic::AtomicBool,
+    /// Each destination's share of the workers (see [`lanes`]).
+    lanes: Arc<Lanes>,
+    /// Events taken or claimed whose destination had its share in flight: they wait here,
+    /// held (their leases renewed), and start before anything new is taken.
+    parked: Mutex<std::collections::VecDeque<Parked>>,
 }
 
 impl Engine {
     pub fn new(deps: Deps) -> Arc<Engine> {
         let lease = chrono::Duration::seconds(deps.workers.lease_seconds as i64);
         let handoff = Handoff::new(deps.workers.handoff, lease);
+        let lanes = Lanes::new(deps.workers.count, deps.workers.per_destination);
         Arc::new(Engine {
             store: deps.store,
             master_key: deps.master_key,
@@ -105,6 +113,8 @@ impl Engine {
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             handoff,
             store_first: Default::default(),
+            lanes,
+            parked: Default::default(),
         })
     }
 
@@ -245,6 +255,11 @@ impl Engine {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        // Parked events are released with their tokens below.
+        self.parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut held: Vec<Uuid> = self
             .held
             .lock()
@@ -377,6 +392,7 @@ impl Engine {
         // Events: those this process received and holds, and those waiting in the store
         // (retries, events other nodes received, events received while the handoff was
         // full), each taking the free slots first every other time.
+        claimed += self.unpark(slots, tasks).await;
         let store_first = !self
             .store_first
             .fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
@@ -390,19 +406,22 @@ impl Engine {
         claimed
     }
 
-    /// Spawns the received events waiting in the handoff, up to the free slots.
+    /// Spawns the received events waiting in the handoff, up to the free slots, passing over
+    /// those whose destination has its share of the workers.
     async fn take_handed(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> usize {
         let token = self.handoff.token();
-        let handed = self
-            .checked(self.handoff.take(slots.available_permits()))
-            .await;
-        let n = handed.len();
-        let events = handed.into_iter().map(|h| (h.event, Some(h.job)));
-        self.spawn_events(slots, tasks, token, n, events).await;
+        let free = slots.available_permits();
+        if free == 0 {
+            return 0;
+        }
+        let skip = self.lanes.full_streams();
+        let handed = self.checked(self.handoff.take_except(free, &skip)).await;
+        let events = handed.into_iter().map(|h| (h.event, Some(h.job))).collect();
+        let n = self.start_events(slots, tasks, token, events).await;
         if self.handoff.waiting() > 0 {
             self.backlog
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -410,27 +429,174 @@ impl Engine {
         n
     }
 
-    /// Spawns the processing of `n` events held under `token`, each in a slot of its own.
-    async fn spawn_events(
+    /// Starts the events just taken under `token`, each in a slot of its own and in its
+    /// destination's share; those over their destination's share are parked (see
+    /// [`Engine::unpark`]). Returns how many started.
+    async fn start_events(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
         token: Uuid,
-        n: usize,
-        events: impl Iterator<Item = (crate::store::Event, Option<Arc<crate::store::Job>>)>,
-    ) {
-        self.hold(token, n);
+        events: Vec<(Event, Option<Arc<Job>>)>,
+    ) -> usize {
+        self.hold(token, events.len());
+        let mut started = 0;
+        let mut parked = Vec::new();
         for (ev, job) in events {
-            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-            let engine = self.clone();
-            let hand = engine.in_hand(ev.id, token, false);
-            tasks.spawn(async move {
-                deliver::process(&engine, ev, job, token).await;
-                drop(hand);
-                engine.settle(token);
-                drop(permit);
-            });
+            let hand = self.in_hand(ev.id, token, false);
+            // An unreadable stream is the event's own step to report; it takes no share.
+            let destination = match self
+                .store
+                .get_cached::<crate::store::Stream>(ev.org_id, ev.stream_id)
+                .await
+            {
+                Ok(stream) => Some(stream.destination_id),
+                Err(_) => None,
+            };
+            let lane = match destination {
+                Some(d) => match self.lanes.enter(ev.stream_id, d) {
+                    Some(lane) => Some(lane),
+                    None => {
+                        parked.push(Parked {
+                            since: Timestamp::now(),
+                            ev,
+                            job,
+                            token,
+                            destination: d,
+                            hand,
+                        });
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            self.spawn_event(slots, tasks, token, ev, job, lane, hand)
+                .await;
+            started += 1;
         }
+        self.park(parked).await;
+        started
+    }
+
+    /// Processes one held event in a slot of its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_event(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        token: Uuid,
+        ev: Event,
+        job: Option<Arc<Job>>,
+        lane: Option<Lane>,
+        hand: InHand,
+    ) {
+        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+        let engine = self.clone();
+        tasks.spawn(async move {
+            deliver::process(&engine, ev, job, token).await;
+            drop(lane);
+            drop(hand);
+            engine.settle(token);
+            drop(permit);
+        });
+    }
+
+    fn any_parked(&self) -> bool {
+        !self
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Keeps events whose destination had its share in flight until it has room. At most
+    /// `workers.count` wait so; beyond that their claims are given back to the store.
+    async fn park(&self, events: Vec<Parked>) {
+        if events.is_empty() {
+            return;
+        }
+        // A finishing delivery wakes the claim loop, which starts them when there is room.
+        self.backlog
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let over = {
+            let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            parked.extend(events);
+            let keep = self.workers.count.max(1);
+            if parked.len() > keep {
+                parked.split_off(keep)
+            } else {
+                Default::default()
+            }
+        };
+        let mut by_token: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for p in &over {
+            by_token.entry(p.token).or_default().push(p.ev.id);
+        }
+        for (token, ids) in by_token {
+            // Left claimed if this fails: the lease runs out and the rescue frees them.
+            if let Err(e) = self.store.release_events(token, &ids).await {
+                tracing::warn!(error = %e, "giving back events over their destination's share failed");
+            }
+        }
+        for p in over {
+            self.settle(p.token);
+        }
+    }
+
+    /// Starts parked events whose destination has room now, up to the free slots, oldest
+    /// first. Those parked a while are checked first, as waiting received events are (see
+    /// [`Engine::checked`]): an abort or a rescue may have taken them meanwhile.
+    async fn unpark(self: &Arc<Self>, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()>) -> usize {
+        let ready: Vec<(Parked, Lane)> = {
+            let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let mut free = slots.available_permits();
+            let mut ready = Vec::new();
+            let mut left = std::collections::VecDeque::with_capacity(parked.len());
+            while let Some(p) = parked.pop_front() {
+                if free > 0 {
+                    if let Some(lane) = self.lanes.enter(p.ev.stream_id, p.destination) {
+                        free -= 1;
+                        ready.push((p, lane));
+                        continue;
+                    }
+                }
+                left.push_back(p);
+            }
+            *parked = left;
+            ready
+        };
+        if ready.is_empty() {
+            return 0;
+        }
+        let now = Timestamp::now();
+        let mut waited: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (p, _) in &ready {
+            if now.0 - p.since.0 > HANDOFF_FRESH {
+                waited.entry(p.token).or_default().push(p.ev.id);
+            }
+        }
+        let mut gone = std::collections::HashSet::new();
+        for (token, ids) in waited {
+            match self.store.still_held(token, &ids).await {
+                Ok(held) => gone.extend(ids.into_iter().filter(|id| !held.contains(id))),
+                Err(e) => {
+                    // Left claimed: the lease runs out and the rescue frees them.
+                    tracing::warn!(error = %e, "checking parked events failed");
+                    gone.extend(ids);
+                }
+            }
+        }
+        let mut started = 0;
+        for (p, lane) in ready {
+            if gone.contains(&p.ev.id) {
+                self.settle(p.token);
+                continue;
+            }
+            self.spawn_event(slots, tasks, p.token, p.ev, p.job, Some(lane), p.hand)
+                .await;
+            started += 1;
+        }
+        started
     }
 
     /// What of `handed` may still be delivered. Events taken soon after their receipt are, as
@@ -459,55 +625,70 @@ impl Engine {
         ready
     }
 
-    /// Claims due events from the store, up to the free slots.
+    /// Claims due events from the store, up to the free slots, but none of the streams whose
+    /// destination has its share of the workers.
     async fn claim_stored_events(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> usize {
         let store = &self.store;
-        let mut claimed = 0;
         let free = slots.available_permits() as u32;
-        if free > 0 {
-            let token = Uuid::now_v7();
-            match store.claim_events(token, free, self.lease()).await {
-                Ok(events) => {
-                    // The jobs of NEW events (their transformation reads the run's settings
-                    // and trigger), read in one query for the whole claim.
-                    let mut jobs: HashMap<Uuid, Arc<crate::store::Job>> = HashMap::new();
-                    let wanted: Vec<Uuid> = events
-                        .iter()
-                        .filter(|e| e.status == crate::domain::EventStatus::New)
-                        .map(|e| e.job_id)
-                        .collect();
-                    if !wanted.is_empty() {
-                        match store.jobs_by_id(&wanted).await {
-                            Ok(found) => {
-                                jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect()
-                            }
-                            // Each event reads its own job instead.
-                            Err(e) => {
-                                tracing::debug!(error = %e, "reading claimed events' jobs failed")
-                            }
-                        }
-                    }
-                    self.backlog.store(
-                        events.len() as u32 == free || self.handoff.waiting() > 0,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    claimed += events.len();
-                    let n = events.len();
-                    let events = events.into_iter().map(|ev| {
-                        let job = jobs.get(&ev.job_id).cloned();
-                        (ev, job)
-                    });
-                    self.spawn_events(slots, tasks, token, n, events).await;
+        if free == 0 {
+            return 0;
+        }
+        let token = Uuid::now_v7();
+        let skip: Vec<Uuid> = self.lanes.full_streams().into_iter().collect();
+        let events = match store
+            .claim_events_except(token, free, self.lease(), &skip)
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming events failed");
+                return 0;
+            }
+        };
+        // The jobs of NEW events (their transformation reads the run's settings and
+        // trigger), read in one query for the whole claim.
+        let mut jobs: HashMap<Uuid, Arc<Job>> = HashMap::new();
+        let wanted: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.status == crate::domain::EventStatus::New)
+            .map(|e| e.job_id)
+            .collect();
+        if !wanted.is_empty() {
+            match store.jobs_by_id(&wanted).await {
+                Ok(found) => jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect(),
+                // Each event reads its own job instead.
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading claimed events' jobs failed")
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming events failed"),
             }
         }
-        claimed
+        self.backlog.store(
+            events.len() as u32 == free || self.handoff.waiting() > 0 || self.any_parked(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let events = events
+            .into_iter()
+            .map(|ev| {
+                let job = jobs.get(&ev.job_id).cloned();
+                (ev, job)
+            })
+            .collect();
+        self.start_events(slots, tasks, token, events).await
     }
+}
+
+/// An event held while its destination has its share of the workers in flight.
+struct Parked {
+    since: Timestamp,
+    ev: Event,
+    job: Option<Arc<Job>>,
+    token: Uuid,
+    destination: Uuid,
+    hand: InHand,
 }
 
 /// A row in a worker's hands (see [`Engine::in_hand`]): dropped, the heartbeat stops renewing

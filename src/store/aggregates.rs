@@ -59,7 +59,7 @@ impl Store {
             sql_lit(JobStatus::Processing),
             self.skip_locked()
         );
-        self.claim_rows(&sql, token, limit, lease).await
+        self.claim_rows(&sql, token, limit, lease, &[]).await
     }
 
     /// The events a job's combined delivery carries: transformed, waiting for it.

@@ -12,7 +12,7 @@
 //! The queue is bounded: when it holds `capacity` events, pushes insert their events
 //! unclaimed, for workers to claim from the store as before (other nodes included).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,9 +114,30 @@ impl Handoff {
 
     /// Up to `max` waiting events, oldest first.
     pub fn take(&self, max: usize) -> Vec<Handed> {
+        self.take_except(max, &HashSet::new())
+    }
+
+    /// Up to `max` waiting events, oldest first, passing over those of the streams in `skip`
+    /// (they keep their places).
+    pub fn take_except(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Handed> {
         let mut s = self.state();
-        let n = max.min(s.queue.len());
-        s.queue.drain(..n).collect()
+        if skip.is_empty() {
+            let n = max.min(s.queue.len());
+            return s.queue.drain(..n).collect();
+        }
+        let mut taken = Vec::new();
+        let mut passed = VecDeque::new();
+        while taken.len() < max {
+            let Some(h) = s.queue.pop_front() else { break };
+            if skip.contains(&h.event.stream_id) {
+                passed.push_back(h);
+            } else {
+                taken.push(h);
+            }
+        }
+        passed.append(&mut s.queue);
+        s.queue = passed;
+        taken
     }
 
     /// The ids of the events waiting for a worker (their leases are renewed while they wait).

@@ -54,6 +54,8 @@ struct Shared {
     key: Key,
     keep_bodies: bool,
     paused: watch::Sender<bool>,
+    /// Requests being answered now, and the most there have been at once.
+    in_flight: Mutex<(usize, usize)>,
 }
 
 /// Settings of a sink before it starts.
@@ -100,6 +102,7 @@ impl SinkBuilder {
             key: self.key,
             keep_bodies: self.keep_bodies,
             paused: watch::Sender::new(false),
+            in_flight: Mutex::default(),
         });
         let app = Router::new()
             .route("/in", post(receive))
@@ -158,6 +161,12 @@ impl Sink {
         self.with_arrivals(|a| a.iter().map(|(k, v)| (k.clone(), v.len())).collect())
     }
 
+    /// The most requests the sink has had in hand at once (held, waiting out its delay, or
+    /// being answered).
+    pub fn most_at_once(&self) -> usize {
+        self.shared.in_flight.lock().unwrap().1
+    }
+
     /// Reads the answer times by key without copying them.
     pub fn with_arrivals<R>(&self, read: impl FnOnce(&HashMap<String, Vec<Instant>>) -> R) -> R {
         read(&self.shared.arrivals.lock().unwrap())
@@ -165,6 +174,7 @@ impl Sink {
 }
 
 async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let _counted = InFlight::enter(&s);
     let mut paused = s.paused.subscribe();
     let _ = paused.wait_for(|p| !*p).await;
     if !s.delay.is_zero() {
@@ -194,4 +204,22 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, bytes: Bytes)
             .insert(k, v.parse().expect("scripted header values are valid"));
     }
     res
+}
+
+/// One request in the sink's hands, counted until dropped (also when the client gives up).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(s: &'a Shared) -> InFlight<'a> {
+        let mut n = s.in_flight.lock().unwrap();
+        n.0 += 1;
+        n.1 = n.1.max(n.0);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().0 -= 1;
+    }
 }

@@ -409,6 +409,10 @@ both_stores!(
     shutdown_releases_received_events_still_waiting_for_a_worker,
     received_events_that_wait_for_a_worker_past_their_lease_are_delivered_once,
     a_delivery_longer_than_the_lease_is_made_once,
+    a_destination_that_does_not_answer_leaves_workers_for_the_others,
+    a_destination_that_does_not_answer_leaves_workers_for_the_others_claimed_from_the_store,
+    a_slow_destination_holds_no_more_workers_than_its_share,
+    a_slow_destination_holds_no_more_workers_than_its_share_claimed_from_the_store,
     waiting_received_events_of_an_aborted_job_are_not_delivered,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
@@ -746,6 +750,116 @@ async fn a_delivery_longer_than_the_lease_is_made_once(db: Db) {
     assert!(
         !metrics.contains("wharf_claims_rescued_total{kind=\"events\"}"),
         "nothing was taken over: {metrics}"
+    );
+}
+
+async fn a_destination_that_does_not_answer_leaves_workers_for_the_others(db: Db) {
+    slow_destination_beside_a_fast_one(db, 512, false).await;
+}
+
+async fn a_destination_that_does_not_answer_leaves_workers_for_the_others_claimed_from_the_store(
+    db: Db,
+) {
+    // No handoff: every event is claimed from the store, and the claim leaves out the streams
+    // of a destination at its share.
+    slow_destination_beside_a_fast_one(db, 0, false).await;
+}
+
+async fn a_slow_destination_holds_no_more_workers_than_its_share(db: Db) {
+    slow_destination_beside_a_fast_one(db, 512, true).await;
+}
+
+async fn a_slow_destination_holds_no_more_workers_than_its_share_claimed_from_the_store(db: Db) {
+    slow_destination_beside_a_fast_one(db, 0, true).await;
+}
+
+/// Eight workers, two for a slow destination: ten records to a destination that holds every
+/// request unanswered, then four to one that answers at once. The four are delivered while
+/// the ten still wait (without the shares, the ten would take every worker); once the slow
+/// destination answers, each of the ten arrives once. A destination not yet known to be slow
+/// holds at most six of the eight workers (three quarters); `known_slow` first lets it answer
+/// one delivery in 1.2 s, after which it holds two at most.
+async fn slow_destination_beside_a_fast_one(db: Db, handoff: usize, known_slow: bool) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 8;
+    config.workers.per_destination = 2;
+    config.workers.poll_interval_ms = 50;
+    config.workers.handoff = handoff;
+    let s = Server::start(config).await;
+    let slow = Sink::slow(Duration::from_millis(1200)).await;
+    let fast = Sink::ok().await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
+            "trigger": "webhook", "params": {"entity_id_path": "id"}}),
+        )
+        .await;
+    s.passthrough_stream("Slow", "stock", &source, &slow.url())
+        .await;
+    let hook = source["webhook_url"].as_str().unwrap().to_string();
+    let push = |records: Value| {
+        let req = s.client.post(s.url(&hook)).json(&records);
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+            res.json::<Value>().await.unwrap()["job_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    if known_slow {
+        let job = push(json!([{"id": "warm"}])).await;
+        wait_for_job(&s, &job).await;
+    }
+    slow.pause(true);
+    let slow_job = push((0..10).map(|i| json!({"id": format!("s{i}")})).collect()).await;
+    let fast_records = (0..4).map(|i| json!({"id": format!("f{i}")})).collect();
+    let fast_job = push_through(&s, fast.url(), "id", fast_records).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, j) = s.get(&format!("/jobs/{fast_job}")).await;
+        if j["status"] == "FINISHED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fast destination's job waited behind the slow one: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = fast.counts_by_id();
+    for i in 0..4 {
+        assert_eq!(counts.get(&format!("f{i}")), Some(&1), "{counts:?}");
+    }
+    let answered = usize::from(known_slow);
+    assert_eq!(
+        slow.counts_by_id().len(),
+        answered,
+        "the slow one has answered nothing more yet"
+    );
+    let (_, j) = s.get(&format!("/jobs/{slow_job}")).await;
+    assert_eq!(j["status"], "PROCESSING", "{j}");
+    // Let every worker the destination may have reach it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    slow.pause(false);
+    let j = wait_for_job(&s, &slow_job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = slow.counts_by_id();
+    for i in 0..10 {
+        assert_eq!(counts.get(&format!("s{i}")), Some(&1), "{counts:?}");
+    }
+    for e in events_of(&s, &slow_job).await {
+        assert_eq!(e["status"], "OK", "{e}");
+        assert_eq!(e["attempt_count"], 1, "{e}");
+    }
+    assert_eq!(
+        slow.most_at_once(),
+        if known_slow { 2 } else { 6 },
+        "the deliveries the slow destination had at once"
     );
 }
 

@@ -204,6 +204,7 @@ fn step(to: Option<EventStatus>, output: bool) -> EventChange {
 both_stores!(
     jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer,
     events_are_claimed_once_and_changed_only_under_their_token,
+    a_claim_leaves_out_the_streams_it_is_told_to,
     lost_leases_are_rescued_and_released_claims_are_claimable,
     work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once,
     every_allowed_event_step_changes_its_event_and_is_logged_in_order,
@@ -339,6 +340,46 @@ async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer
         f.store.job_counts(job.id).await.unwrap(),
         vec![(EventStatus::New, 1)]
     );
+}
+
+async fn a_claim_leaves_out_the_streams_it_is_told_to(db: Db) {
+    // Workers leave out the streams whose destination has its share of them in flight.
+    let f = fixture(db).await;
+    let (_, ids) = f.job_with_events(3).await;
+    let skip: Vec<Uuid> = vec![Uuid::now_v7(), f.stream.id];
+    assert!(f
+        .store
+        .claim_events_except(Uuid::now_v7(), 10, lease(), &skip)
+        .await
+        .unwrap()
+        .is_empty());
+    let token = Uuid::now_v7();
+    let claimed = f
+        .store
+        .claim_events_except(token, 2, lease(), &[Uuid::now_v7()])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|e| ids.contains(&e.id)));
+    // What a worker claimed and could not start yet, it gives back.
+    f.store
+        .release_events(token, &[claimed[0].id])
+        .await
+        .unwrap();
+    let again = f
+        .store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap();
+    let mut got: Vec<Uuid> = again.iter().map(|e| e.id).collect();
+    got.sort();
+    let mut want = vec![claimed[0].id];
+    want.extend(
+        ids.iter()
+            .filter(|id| !claimed.iter().any(|c| c.id == **id)),
+    );
+    want.sort();
+    assert_eq!(got, want);
 }
 
 async fn events_are_claimed_once_and_changed_only_under_their_token(db: Db) {
@@ -1264,6 +1305,10 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
         .await
         .unwrap()
         .is_empty());
+    // Passed over while their stream is left out, they keep their places.
+    let skip = std::collections::HashSet::from([f.stream.id]);
+    assert!(handoff.take_except(10, &skip).is_empty());
+    assert_eq!(handoff.waiting(), 2);
     let handed = handoff.take(10);
     assert_eq!(handed.len(), 2);
     for h in &handed {

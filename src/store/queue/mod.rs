@@ -243,35 +243,60 @@ impl Store {
         limit: u32,
         lease: chrono::Duration,
     ) -> StoreResult<Vec<Event>> {
+        self.claim_events_except(token, limit, lease, &[]).await
+    }
+
+    /// Claims up to `limit` due events of any stream but those in `skip` (streams whose
+    /// destination has as many deliveries in flight as it may have).
+    pub async fn claim_events_except(
+        &self,
+        token: Uuid,
+        limit: u32,
+        lease: chrono::Duration,
+        skip: &[Uuid],
+    ) -> StoreResult<Vec<Event>> {
+        // Beyond a few hundred streams left out, the rest are claimed and given back.
+        let skip = &skip[..skip.len().min(CHUNK)];
+        let except = if skip.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (5..skip.len() + 5).map(|i| format!("${i}")).collect();
+            format!("AND stream_id NOT IN ({})", marks.join(", "))
+        };
         let sql = format!(
             "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM events WHERE status IN ({}) \
-               AND next_attempt_at <= $3 AND claim_token IS NULL \
+               AND next_attempt_at <= $3 AND claim_token IS NULL {except} \
                ORDER BY next_attempt_at LIMIT $4 {}) RETURNING *",
             sql_in(OPEN_EVENTS),
             self.skip_locked()
         );
-        self.claim_rows(&sql, token, limit, lease).await
+        self.claim_rows(&sql, token, limit, lease, skip).await
     }
 
     /// Runs a claim `sql` that binds the claim token (`$1`), the lease's end (`$2`), now
-    /// (`$3`) and the limit (`$4`), and returns the rows it claimed.
+    /// (`$3`), the limit (`$4`) and then each of `ids`, and returns the rows it claimed.
     pub(in crate::store) async fn claim_rows<R: Record>(
         &self,
         sql: &str,
         token: Uuid,
         limit: u32,
         lease: chrono::Duration,
+        ids: &[Uuid],
     ) -> StoreResult<Vec<R>> {
         let now = Timestamp::now();
         let rows = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, R>(sql)
+            let mut q = sqlx::query_as::<Db, R>(sql)
                 .bind(token)
                 .bind(Timestamp::from_datetime(now.0 + lease))
                 .bind(now)
                 .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
+                // A statement per length of the list would crowd the statement cache.
+                .persistent(ids.is_empty());
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(pool).await?
         });
         Ok(rows)
     }
