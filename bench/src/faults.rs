@@ -40,6 +40,7 @@ pub const SCENARIOS: &[&str] = &[
     "idle-transaction",
     "stall",
     "destination-down",
+    "slow-destination",
     "sigterm",
     "overload",
     "disk-full",
@@ -55,7 +56,7 @@ fn applies(scenario: &str, postgres: bool) -> bool {
             postgres
                 || matches!(
                     scenario,
-                    "kill" | "destination-down" | "sigterm" | "overload"
+                    "kill" | "destination-down" | "slow-destination" | "sigterm" | "overload"
                 )
         }
     }
@@ -164,7 +165,8 @@ struct Load {
 }
 
 impl Load {
-    fn start(urls: Vec<String>, rate: u64) -> Load {
+    /// Pushes orders numbered from `first`.
+    fn start(urls: Vec<String>, rate: u64, first: u64) -> Load {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let urls = Arc::new(Mutex::new(urls));
         let rate = Arc::new(AtomicU64::new(rate));
@@ -179,7 +181,7 @@ impl Load {
         let task = tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(512));
             let mut next = Instant::now();
-            let mut id = 1u64;
+            let mut id = first;
             loop {
                 if *stopped.borrow() {
                     break;
@@ -597,7 +599,7 @@ async fn scenario_on(
     }
     let workers = args.workers;
     let mut out = Outcome::default();
-    let load = Load::start(nodes.hook_urls(), t.rate);
+    let load = Load::start(nodes.hook_urls(), t.rate, 1);
     tokio::time::sleep(t.warm).await;
     let warm_acked = load.acked();
     let fault_start = load.since_start();
@@ -609,6 +611,8 @@ async fn scenario_on(
     let mut recovered: Option<Instant> = None;
     // When storage was away (storage-cut): judged once every push has been answered.
     let mut cut_window: Option<(f64, f64)> = None;
+    // The slow destination's pushes and sink (slow-destination), reconciled once drained.
+    let mut slow: Option<(Seen, FaultSink)> = None;
     match scenario {
         "kill" => {
             nodes.kill(0);
@@ -745,6 +749,41 @@ async fn scenario_on(
                 refused == 0,
                 "pushes were refused while only the destination was down",
             );
+        }
+        "slow-destination" => {
+            // A second stream whose destination answers every delivery in 10 s, pushed to
+            // faster than all the workers together could deliver it: the first stream's
+            // deliveries must keep pace meanwhile.
+            let slow_sink = FaultSink::start().await;
+            slow_sink.state.delay_ms.store(10_000, Ordering::Relaxed);
+            let retry =
+                json!({"schedule_seconds": [0, 1, 2, 4, 8, 15, 30, 30, 30], "timeout_seconds": 30});
+            let slow_setup = setup_with_retry(&client, &base, slow_sink.addr, Some(retry)).await?;
+            // Deliveries wanted in flight: a quarter more than there are workers.
+            let slow_rate = (workers as u64 * 5).div_ceil(40);
+            let slow_load = Load::start(vec![slow_setup.webhook_url], slow_rate, 1_000_000);
+            let started = Instant::now();
+            let before = sink.accepted().len();
+            let mut worst = 0;
+            while started.elapsed() < t.fault {
+                worst = worst.max(backlog(&load, &sink));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let delivered = sink.accepted().len().saturating_sub(before);
+            let secs = started.elapsed().as_secs_f64();
+            let seen = slow_load.stop().await;
+            out.notes.push(format!(
+                "beside a destination answering in 10 s ({} pushes to it at {slow_rate}/s, {} deliveries wanted in flight, {workers} workers): the other delivered {delivered} in {secs:.0} s ({:.0}/s, {}/s offered), at worst {worst} pushes over a second behind",
+                seen.acked.len(),
+                slow_rate * 10,
+                delivered as f64 / secs,
+                t.rate
+            ));
+            out.check(
+                worst <= t.rate as usize,
+                format!("the other destination fell {worst} pushes behind beside a slow one"),
+            );
+            slow = Some((seen, slow_sink));
         }
         "sigterm" => {
             let stopped = Instant::now();
@@ -931,6 +970,52 @@ async fn scenario_on(
         format!("{} duplicates, more than the bound", out.duplicated),
     );
     out.check(warm_acked > 0, "nothing was acknowledged before the fault");
+
+    if let Some((seen, slow_sink)) = &slow {
+        let acked: HashSet<String> = seen.acked.keys().map(|n| n.to_string()).collect();
+        // Its share of the workers (16) delivers 1.6 a second.
+        let since = Instant::now();
+        let until = since + t.drain.max(Duration::from_secs(seen.acked.len() as u64));
+        while Instant::now() < until {
+            let accepted = slow_sink.accepted();
+            if acked.iter().all(|id| accepted.contains_key(id)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let accepted = slow_sink.accepted();
+        let lost = acked
+            .iter()
+            .filter(|id| !accepted.contains_key(*id))
+            .count();
+        let duplicated: usize = accepted
+            .values()
+            .map(|n| (*n as usize).saturating_sub(1))
+            .sum();
+        let stored = seen
+            .refused
+            .iter()
+            .filter(|n| accepted.contains_key(&n.to_string()))
+            .count();
+        out.notes.push(format!(
+            "the slow destination: {} acknowledged, {lost} lost, {duplicated} duplicated, {} refused, the last delivered {:.0} s after the other's drain",
+            acked.len(),
+            seen.refused.len(),
+            since.elapsed().as_secs_f64()
+        ));
+        out.check(
+            lost == 0,
+            format!("{lost} pushes to the slow destination never arrived"),
+        );
+        out.check(
+            duplicated == 0,
+            format!("{duplicated} deliveries to the slow destination were made twice"),
+        );
+        out.check(
+            stored == 0,
+            format!("{stored} refused pushes to the slow destination were stored"),
+        );
+    }
 
     // Nothing left open, claimed or running (jobs a worker left are finished by the 30 s
     // sweep).

@@ -75,6 +75,10 @@ pub struct Args {
     /// Workers of the server (`workers.count`).
     #[arg(long, default_value_t = 64)]
     pub workers: usize,
+    /// Each destination's share of the workers (`workers.per_destination`); Wharf's default
+    /// when not given.
+    #[arg(long)]
+    pub per_destination: Option<usize>,
     /// Seconds, small numbers: checks that nothing is lost or duplicated, never a speed.
     #[arg(long)]
     pub smoke: bool,
@@ -429,7 +433,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "duplicated": duplicated,
         "backlog_series": backlog_series.iter().map(|(t, b)| json!([(t * 10.0).round() / 10.0, b])).collect::<Vec<_>>(),
         "settings": {"rate": args.rate, "duration_s": args.duration, "concurrency": args.concurrency,
-                     "workers": args.workers, "lowload_rate": args.lowload_rate,
+                     "workers": args.workers, "per_destination": args.per_destination, "lowload_rate": args.lowload_rate,
                      "ingest_only_rate": args.ingest_only_rate},
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;

@@ -128,6 +128,10 @@ pub fn start_wharf_in(
         .env("WHARF_WORKERS__COUNT", args.workers.to_string())
         // The bench's sink listens on loopback, which the outbound guard refuses by default.
         .env("WHARF_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1/128"]"#)
+        .envs(
+            args.per_destination
+                .map(|n| ("WHARF_WORKERS__PER_DESTINATION", n.to_string())),
+        )
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
