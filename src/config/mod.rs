@@ -351,7 +351,7 @@ impl Config {
         if self.workers.per_destination == 0 {
             return bad(
                 "workers.per_destination",
-                "must be at least 1 (a number above workers.count sets no limit)",
+                "must be at least 1 (any destination holds at most three quarters of workers.count)",
             );
         }
         if !(1..=86_400).contains(&self.workers.keep_outcome_seconds) {

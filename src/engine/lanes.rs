@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -20,6 +20,14 @@ const SLOW: Duration = Duration::from_secs(1);
 
 /// How much each delivery moves the average of its destination's (the rest is the past's).
 const WEIGHT: f64 = 0.2;
+
+/// How long a stream's destination, as read, is trusted for leaving its events out of claims.
+const FRESH: Duration = Duration::from_secs(10);
+
+/// Streams and destinations not seen for this long are forgotten, once there are more than
+/// [`PRUNE_AT`] streams known.
+const FORGET: Duration = Duration::from_secs(600);
+const PRUNE_AT: usize = 10_000;
 
 pub(super) struct Lanes {
     /// What a slow destination may hold.
@@ -33,16 +41,17 @@ pub(super) struct Lanes {
 struct State {
     /// Events in flight by destination.
     busy: HashMap<Uuid, usize>,
-    /// Each stream's destination, as last read.
-    streams: HashMap<Uuid, Uuid>,
-    /// Each destination's recent time per delivery, in seconds (a moving average).
-    pace: HashMap<Uuid, f64>,
+    /// Each stream's destination, as last read, and when.
+    streams: HashMap<Uuid, (Uuid, Instant)>,
+    /// Each destination's recent time per delivery, in seconds (a moving average), and when
+    /// it last delivered.
+    pace: HashMap<Uuid, (f64, Instant)>,
 }
 
 impl State {
     fn limit(&self, lanes: &Lanes, destination: &Uuid) -> usize {
         match self.pace.get(destination) {
-            Some(p) if *p > SLOW.as_secs_f64() => lanes.share.min(lanes.ceiling),
+            Some((p, _)) if *p > SLOW.as_secs_f64() => lanes.share.min(lanes.ceiling),
             _ => lanes.ceiling,
         }
     }
@@ -55,7 +64,8 @@ impl State {
 }
 
 impl Lanes {
-    /// Shares of `workers`: `share` for a slow destination.
+    /// Shares of `workers`: three quarters (rounded up) for any destination, `share` for a
+    /// slow one.
     pub(super) fn new(workers: usize, share: usize) -> Arc<Lanes> {
         Arc::new(Lanes {
             share: share.max(1),
@@ -75,9 +85,11 @@ impl Lanes {
         if full.is_empty() {
             return full;
         }
+        // A stream not seen for a while may deliver elsewhere now: it is claimed again, and
+        // its destination read afresh.
         s.streams
             .iter()
-            .filter(|(_, d)| full.contains(*d))
+            .filter(|(_, (d, seen))| full.contains(d) && seen.elapsed() < FRESH)
             .map(|(stream, _)| *stream)
             .collect()
     }
@@ -86,8 +98,15 @@ impl Lanes {
     /// lane is dropped; `None` when the destination has its share in flight.
     pub(super) fn enter(self: &Arc<Self>, stream: Uuid, destination: Uuid) -> Option<Lane> {
         let mut s = self.state();
-        if s.streams.get(&stream) != Some(&destination) {
-            s.streams.insert(stream, destination);
+        let now = Instant::now();
+        s.streams.insert(stream, (destination, now));
+        if s.streams.len() > PRUNE_AT {
+            s.streams
+                .retain(|_, (_, seen)| now.duration_since(*seen) < FORGET);
+            let busy = std::mem::take(&mut s.busy);
+            s.pace
+                .retain(|d, (_, at)| busy.contains_key(d) || now.duration_since(*at) < FORGET);
+            s.busy = busy;
         }
         if s.full(self, &destination) {
             return None;
@@ -103,8 +122,10 @@ impl Lanes {
     pub(super) fn observe(&self, destination: Uuid, took: Duration) {
         let took = took.as_secs_f64();
         let mut s = self.state();
-        let pace = s.pace.entry(destination).or_insert(took);
+        let now = Instant::now();
+        let (pace, at) = s.pace.entry(destination).or_insert((took, now));
         *pace += WEIGHT * (took - *pace);
+        *at = now;
     }
 }
 

@@ -86,7 +86,7 @@ pub struct Engine {
     /// Each destination's share of the workers (see [`lanes`]).
     lanes: Arc<Lanes>,
     /// Events taken or claimed whose destination had its share in flight: they wait here,
-    /// held (their leases renewed), and start before anything new is taken.
+    /// held (their leases renewed), and start before any other event is taken.
     parked: Mutex<std::collections::VecDeque<Parked>>,
 }
 
@@ -458,7 +458,13 @@ impl Engine {
                     Some(lane) => Some(lane),
                     None => {
                         parked.push(Parked {
-                            since: Timestamp::now(),
+                            // A received event counts its wait from its receipt (see
+                            // `checked`); one claimed from the store from now.
+                            since: if token == self.handoff.token() {
+                                ev.created_at
+                            } else {
+                                Timestamp::now()
+                            },
                             ev,
                             job,
                             token,
@@ -496,8 +502,9 @@ impl Engine {
             deliver::process(&engine, ev, job, token).await;
             drop(lane);
             drop(hand);
-            engine.settle(token);
+            // The slot is free before the claim loop is woken to fill it.
             drop(permit);
+            engine.settle(token);
         });
     }
 
@@ -666,8 +673,13 @@ impl Engine {
                 }
             }
         }
+        // With streams left out, their events wait in the store: a finishing delivery may
+        // have made room for them.
         self.backlog.store(
-            events.len() as u32 == free || self.handoff.waiting() > 0 || self.any_parked(),
+            events.len() as u32 == free
+                || self.handoff.waiting() > 0
+                || self.any_parked()
+                || !skip.is_empty(),
             std::sync::atomic::Ordering::Relaxed,
         );
         let events = events

@@ -48,6 +48,10 @@ pub enum Completion {
     Stale,
 }
 
+/// How many of the oldest due events a claim that leaves some streams out looks at (see
+/// [`Store::claim_events_except`]).
+pub const SKIP_WINDOW: usize = 1000;
+
 impl Store {
     pub(in crate::store) fn skip_locked(&self) -> &'static str {
         self.backend().skip_locked()
@@ -247,7 +251,10 @@ impl Store {
     }
 
     /// Claims up to `limit` due events of any stream but those in `skip` (streams whose
-    /// destination has as many deliveries in flight as it may have).
+    /// destination has as many deliveries in flight as it may have). The events left out are
+    /// the oldest (a slow destination's backlog), so the claim looks at no more than the
+    /// [`SKIP_WINDOW`] oldest due events: its cost does not grow with that backlog. Events
+    /// of other streams queued behind more than that wait until it shrinks.
     pub async fn claim_events_except(
         &self,
         token: Uuid,
@@ -257,20 +264,30 @@ impl Store {
     ) -> StoreResult<Vec<Event>> {
         // Beyond a few hundred streams left out, the rest are claimed and given back.
         let skip = &skip[..skip.len().min(CHUNK)];
-        let except = if skip.is_empty() {
-            String::new()
+        let open = sql_in(OPEN_EVENTS);
+        let sql = if skip.is_empty() {
+            format!(
+                "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
+                 WHERE id IN (SELECT id FROM events WHERE status IN ({open}) \
+                   AND next_attempt_at <= $3 AND claim_token IS NULL \
+                   ORDER BY next_attempt_at LIMIT $4 {}) RETURNING *",
+                self.skip_locked()
+            )
         } else {
+            // Rows are not locked while the window is read (that would write each one): the
+            // update checks again that each is open and unclaimed, and on Postgres waits for
+            // a concurrent claim of the same row to commit, then passes over it.
             let marks: Vec<String> = (5..skip.len() + 5).map(|i| format!("${i}")).collect();
-            format!("AND stream_id NOT IN ({})", marks.join(", "))
+            format!(
+                "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
+                 WHERE claim_token IS NULL AND status IN ({open}) AND id IN ( \
+                   SELECT id FROM (SELECT id, stream_id, next_attempt_at FROM events \
+                     WHERE status IN ({open}) AND next_attempt_at <= $3 AND claim_token IS NULL \
+                     ORDER BY next_attempt_at LIMIT {SKIP_WINDOW}) AS due \
+                   WHERE stream_id NOT IN ({}) ORDER BY next_attempt_at LIMIT $4) RETURNING *",
+                marks.join(", ")
+            )
         };
-        let sql = format!(
-            "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
-             WHERE id IN (SELECT id FROM events WHERE status IN ({}) \
-               AND next_attempt_at <= $3 AND claim_token IS NULL {except} \
-               ORDER BY next_attempt_at LIMIT $4 {}) RETURNING *",
-            sql_in(OPEN_EVENTS),
-            self.skip_locked()
-        );
         self.claim_rows(&sql, token, limit, lease, skip).await
     }
 
