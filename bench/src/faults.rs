@@ -10,7 +10,8 @@
 //!
 //! Storage is taken away through a loopback proxy in front of Postgres (the testkit's), which
 //! to Wharf is what a stopped database is — open connections dropped, new ones refused — and
-//! leaves the server, which other databases share, untouched.
+//! leaves the server, which other databases share, untouched; and, when `--postgres-ctl` says
+//! how, by stopping the server itself (`postgres-restart`).
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -35,6 +36,7 @@ pub const SCENARIOS: &[&str] = &[
     "kill",
     "kill-repeat",
     "storage-cut",
+    "postgres-restart",
     "terminate-backends",
     "pool-exhaustion",
     "idle-transaction",
@@ -427,6 +429,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             if !applies(scenario, postgres) {
                 continue;
             }
+            if *scenario == "postgres-restart" && args.postgres_ctl.is_none() {
+                eprintln!("faults: postgres-restart skipped: it needs --postgres-ctl (it restarts the whole Postgres server)");
+                continue;
+            }
             let store = if postgres { "postgres" } else { "sqlite" };
             eprintln!("faults: {scenario} on {store}");
             let mut args = args.clone();
@@ -593,7 +599,13 @@ async fn scenario_on(
     // strikes (a fast sink leaves nothing claimed at the instant of a kill).
     if matches!(
         scenario,
-        "kill" | "kill-repeat" | "stall" | "sigterm" | "terminate-backends" | "storage-cut"
+        "kill"
+            | "kill-repeat"
+            | "stall"
+            | "sigterm"
+            | "terminate-backends"
+            | "storage-cut"
+            | "postgres-restart"
     ) {
         sink.state.delay_ms.store(300, Ordering::Relaxed);
     }
@@ -609,8 +621,9 @@ async fn scenario_on(
     // and when everything acknowledged had been delivered since.
     let mut fault_ended: Option<Instant> = None;
     let mut recovered: Option<Instant> = None;
-    // When storage was away (storage-cut): judged once every push has been answered.
-    let mut cut_window: Option<(f64, f64)> = None;
+    // When storage was away (storage-cut, postgres-restart): judged once every push has been
+    // answered.
+    let mut away: Vec<(f64, f64)> = Vec::new();
     // The slow destination's pushes and sink (slow-destination), reconciled once drained.
     let mut slow: Option<(Seen, FaultSink)> = None;
     match scenario {
@@ -660,7 +673,45 @@ async fn scenario_on(
             let restored_at = load.since_start();
             proxy.restore().await;
             out.check(nodes.alive(0), "the node exited while storage was away");
-            cut_window = Some((cut_at, restored_at));
+            away.push((cut_at, restored_at));
+        }
+        "postgres-restart" => {
+            // The server itself stopped, fast then immediate (a crash to Postgres: recovery on
+            // start), each for half the fault phase, with a while of load between.
+            let ctl = args.postgres_ctl.clone().unwrap_or_default();
+            faults = 0;
+            for mode in ["fast", "immediate"] {
+                let stopped_at = load.since_start();
+                postgres_ctl(&ctl, &format!("stop -m {mode}"))?;
+                faults += 1;
+                tokio::time::sleep(t.fault / 2).await;
+                let started_at = load.since_start();
+                postgres_ctl(&ctl, "start")?;
+                away.push((stopped_at, started_at));
+                let up = Instant::now();
+                while !postgres_answers(&args.postgres_url).await {
+                    anyhow::ensure!(
+                        up.elapsed() < Duration::from_secs(60),
+                        "Postgres did not come back within 60 s of `{ctl} start`"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                out.notes.push(format!(
+                    "stopped ({mode}) for {:.1} s, answering again {:.1} s after the start",
+                    started_at - stopped_at,
+                    up.elapsed().as_secs_f64()
+                ));
+                out.check(
+                    nodes.alive(0),
+                    format!("the node exited when Postgres stopped ({mode})"),
+                );
+                if mode == "fast" {
+                    tokio::time::sleep(t.after).await;
+                } else {
+                    // Recovery counts from Postgres answering again.
+                    fault_ended = Some(Instant::now());
+                }
+            }
         }
         "terminate-backends" => {
             let url = db_url.clone().unwrap_or_default();
@@ -869,7 +920,7 @@ async fn scenario_on(
     let fault_end = fault_ended.unwrap_or_else(Instant::now);
     watch_recovery(&load, &sink, t.after, &mut recovered).await;
     let seen = load.stop().await;
-    if let Some((cut_at, restored_at)) = cut_window {
+    for (cut_at, restored_at) in away {
         // Pushes sent a moment after the cut and before the restore, however long their
         // answer took (one that hung until the restore counts as slow).
         let during: Vec<&(f64, u16, f64)> = seen
@@ -1193,6 +1244,28 @@ async fn rescued(client: &reqwest::Client, base: &str) -> f64 {
         .filter(|l| l.starts_with("wharf_claims_rescued_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Runs the Postgres control command `ctl` with `action` (`stop -m fast`, `start`).
+fn postgres_ctl(ctl: &str, action: &str) -> anyhow::Result<()> {
+    let line = format!("{ctl} {action}");
+    let status = Command::new("sh").args(["-c", &line]).status()?;
+    anyhow::ensure!(status.success(), "`{line}` failed ({status})");
+    Ok(())
+}
+
+/// Whether the Postgres server answers a query.
+async fn postgres_answers(url: &str) -> bool {
+    use sqlx::Connection;
+    let attempt = async {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        Ok::<_, sqlx::Error>(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Terminates every connection Wharf holds to the database `name`; how many.

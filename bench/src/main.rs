@@ -107,6 +107,12 @@ pub struct Args {
     /// The fault scenarios to run, comma-separated (default: all).
     #[arg(long)]
     pub scenarios: Option<String>,
+    /// How to stop and start the Postgres server for the `postgres-restart` fault, as a
+    /// command the suite ends with `stop -m fast`, `stop -m immediate` or `start` (e.g.
+    /// `pg_ctlcluster 15 main`). It restarts the whole server, every database on it: without
+    /// it that scenario is skipped.
+    #[arg(long)]
+    pub postgres_ctl: Option<String>,
     /// Instead of the server bench: one typical Shopify order through the library's
     /// JavaScript transformation and CSV template, in this process (report to --out).
     #[arg(long)]
