@@ -88,6 +88,9 @@ pub struct Engine {
     /// Events taken or claimed whose destination had its share in flight: they wait here,
     /// held (their leases renewed), and start before any other event is taken.
     parked: Mutex<std::collections::VecDeque<Parked>>,
+    /// When the store was last asked for events while some streams were left out: such a
+    /// claim reads past their backlog, so it runs once a poll interval, not on every wake.
+    skipping_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -115,6 +118,7 @@ impl Engine {
             store_first: Default::default(),
             lanes,
             parked: Default::default(),
+            skipping_since: Default::default(),
         })
     }
 
@@ -646,6 +650,17 @@ impl Engine {
         }
         let token = Uuid::now_v7();
         let skip: Vec<Uuid> = self.lanes.full_streams().into_iter().collect();
+        if !skip.is_empty() {
+            let mut last = self
+                .skipping_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let every = Duration::from_millis(self.workers.poll_interval_ms);
+            if last.is_some_and(|at| at.elapsed() < every) {
+                return 0;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let events = match store
             .claim_events_except(token, free, self.lease(), &skip)
             .await

@@ -278,14 +278,22 @@ impl Store {
             // update checks again that each is open and unclaimed, and on Postgres waits for
             // a concurrent claim of the same row to commit, then passes over it.
             let marks: Vec<String> = (5..skip.len() + 5).map(|i| format!("${i}")).collect();
+            let chosen = format!(
+                "SELECT id FROM (SELECT id, stream_id, next_attempt_at FROM events \
+                   WHERE status IN ({open}) AND next_attempt_at <= $3 AND claim_token IS NULL \
+                   ORDER BY next_attempt_at LIMIT {SKIP_WINDOW}) AS due \
+                 WHERE stream_id NOT IN ({}) ORDER BY next_attempt_at LIMIT $4",
+                marks.join(", ")
+            );
+            // On Postgres the ids are gathered once, into an array (`id IN (…)` with a LIMIT
+            // inside is run again for each row the update looks at).
+            let which = match self.backend() {
+                super::Backend::Postgres => format!("id = ANY(ARRAY({chosen}))"),
+                super::Backend::Sqlite => format!("id IN ({chosen})"),
+            };
             format!(
                 "UPDATE events SET claim_token = $1, lease_expires_at = $2 \
-                 WHERE claim_token IS NULL AND status IN ({open}) AND id IN ( \
-                   SELECT id FROM (SELECT id, stream_id, next_attempt_at FROM events \
-                     WHERE status IN ({open}) AND next_attempt_at <= $3 AND claim_token IS NULL \
-                     ORDER BY next_attempt_at LIMIT {SKIP_WINDOW}) AS due \
-                   WHERE stream_id NOT IN ({}) ORDER BY next_attempt_at LIMIT $4) RETURNING *",
-                marks.join(", ")
+                 WHERE {which} AND claim_token IS NULL AND status IN ({open}) RETURNING *"
             )
         };
         self.claim_rows(&sql, token, limit, lease, skip).await
