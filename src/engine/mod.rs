@@ -462,13 +462,10 @@ impl Engine {
                     Some(lane) => Some(lane),
                     None => {
                         parked.push(Parked {
-                            // A received event counts its wait from its receipt (see
-                            // `checked`); one claimed from the store from now.
-                            since: if token == self.handoff.token() {
-                                ev.created_at
-                            } else {
-                                Timestamp::now()
-                            },
+                            // Its wait counts from now (a received event that waited before
+                            // was checked when it was taken): checking every parked event
+                            // against its receipt cost a query per event under load.
+                            since: Timestamp::now(),
                             ev,
                             job,
                             token,
@@ -506,9 +503,10 @@ impl Engine {
             deliver::process(&engine, ev, job, token).await;
             drop(lane);
             drop(hand);
-            // The slot is free before the claim loop is woken to fill it.
-            drop(permit);
+            // Woken while this slot is still taken, the claim loop often finds none free and
+            // waits for more to finish: claims then come in batches, not one per event.
             engine.settle(token);
+            drop(permit);
         });
     }
 
