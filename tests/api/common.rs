@@ -242,6 +242,20 @@ impl Server {
         out
     }
 
+    /// An `http.webhook` source (records identified by their `entity_id_path`) and a
+    /// passthrough stream from it to `url`; returns the source's webhook path.
+    pub async fn webhook_stream(&self, title: &str, entity_id_path: &str, url: &str) -> String {
+        let source = self
+            .create(
+                "/sources",
+                serde_json::json!({"title": title, "system": "http", "function": "http.webhook",
+                    "trigger": "webhook", "params": {"entity_id_path": entity_id_path}}),
+            )
+            .await;
+        self.passthrough_stream(title, "stock", &source, url).await;
+        source["webhook_url"].as_str().unwrap().to_string()
+    }
+
     /// A stream from `source` through the public passthrough transformation to an `http.send`
     /// destination at `url`; returns the stream.
     pub async fn passthrough_stream(

@@ -676,19 +676,10 @@ async fn push_through(
     entity_id_path: &str,
     records: Vec<Value>,
 ) -> String {
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
-            "trigger": "webhook", "params": {"entity_id_path": entity_id_path}}),
-        )
-        .await;
-    s.passthrough_stream("Pushes", "stock", &source, &sink_url)
-        .await;
-    let hook = source["webhook_url"].as_str().unwrap();
+    let hook = s.webhook_stream("Pushes", entity_id_path, &sink_url).await;
     let res = s
         .client
-        .post(s.url(hook))
+        .post(s.url(&hook))
         .json(&records)
         .send()
         .await
@@ -789,16 +780,7 @@ async fn slow_destination_beside_a_fast_one(db: Db, handoff: usize, known_slow: 
     let s = Server::start(config).await;
     let slow = Sink::slow(Duration::from_millis(1200)).await;
     let fast = Sink::ok().await;
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
-            "trigger": "webhook", "params": {"entity_id_path": "id"}}),
-        )
-        .await;
-    s.passthrough_stream("Slow", "stock", &source, &slow.url())
-        .await;
-    let hook = source["webhook_url"].as_str().unwrap().to_string();
+    let hook = s.webhook_stream("Slow", "id", &slow.url()).await;
     let push = |records: Value| {
         let req = s.client.post(s.url(&hook)).json(&records);
         async move {

@@ -62,16 +62,7 @@ async fn pushes_are_refused_soon_while_postgres_is_out_of_reach_and_the_node_rec
     config.workers.poll_interval_ms = 50;
     let sink = Sink::ok().await;
     let s = Server::start(config).await;
-    let source = s
-        .create(
-            "/sources",
-            json!({"title": "Pushes", "system": "http", "function": "http.webhook",
-                   "trigger": "webhook", "params": {"entity_id_path": "id"}}),
-        )
-        .await;
-    s.passthrough_stream("Pushes", "stock", &source, &sink.url())
-        .await;
-    let hook = s.url(source["webhook_url"].as_str().unwrap());
+    let hook = s.url(&s.webhook_stream("Pushes", "id", &sink.url()).await);
     let push = |id: String| {
         let client = s.client.clone();
         let hook = hook.clone();
