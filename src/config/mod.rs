@@ -219,6 +219,9 @@ impl Config {
         if self.workers.handoff > 100_000 {
             return bad("workers.handoff", "must be between 0 and 100000");
         }
+        if self.workers.handoff_spill > 1_000_000 {
+            return bad("workers.handoff_spill", "must be between 0 and 1000000");
+        }
         if self.ingest.dedup_retention_hours == 0 {
             return bad("ingest.dedup_retention_hours", "must be at least 1");
         }

@@ -225,6 +225,11 @@ pub struct WorkersConfig {
     /// claim query and no second write of each event); beyond it, and with 0, events are
     /// stored for any node's workers to claim.
     pub handoff: usize,
+    /// Received events beyond `handoff` this process still keeps for its own workers, as ids
+    /// only, each read back when its turn comes (no claim query, no second write); their
+    /// leases cover the wait this process expects. Other nodes' workers cannot take them,
+    /// so keep it to what one node works through in a few tens of seconds; 0: none.
+    pub handoff_spill: usize,
     /// How long a delivery's outcome whose commit failed (storage down) is kept and stored
     /// again, in seconds, so that a delivery that happened is on record and not repeated.
     pub keep_outcome_seconds: u64,
@@ -240,6 +245,7 @@ impl Default for WorkersConfig {
             lease_seconds: 20,
             shutdown_grace_seconds: 30,
             handoff: 512,
+            handoff_spill: 10_000,
             keep_outcome_seconds: 900,
         }
     }

@@ -96,7 +96,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(deps: Deps) -> Arc<Engine> {
         let lease = chrono::Duration::seconds(deps.workers.lease_seconds as i64);
-        let handoff = Handoff::new(deps.workers.handoff, lease);
+        let handoff = Handoff::new(deps.workers.handoff, deps.workers.handoff_spill, lease);
         let lanes = Lanes::new(deps.workers.count, deps.workers.per_destination);
         Arc::new(Engine {
             store: deps.store,
@@ -192,16 +192,20 @@ impl Engine {
                     .into_iter()
                     .map(|id| (id, token, false)),
             );
-            if held.is_empty() {
-                continue;
-            }
-            match self.store.renew_leases(&held, self.lease()).await {
-                Ok(n) if n > 0 => tracing::debug!(renewed = n, "leases renewed"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "renewing leases failed; work in hand may be taken over when they run out"
-                ),
+            let (spilled, spill_lease) = self.handoff.spill_renewals();
+            let spilled: Vec<_> = spilled.into_iter().map(|id| (id, token, false)).collect();
+            for (held, lease) in [(held, self.lease()), (spilled, spill_lease)] {
+                if held.is_empty() {
+                    continue;
+                }
+                match self.store.renew_leases(&held, lease).await {
+                    Ok(n) if n > 0 => tracing::debug!(renewed = n, "leases renewed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "renewing leases failed; work in hand may be taken over when they run out"
+                    ),
+                }
             }
         }
     }
@@ -424,7 +428,19 @@ impl Engine {
         }
         let skip = self.lanes.full_streams();
         let handed = self.checked(self.handoff.take_except(free, &skip)).await;
-        let events = handed.into_iter().map(|h| (h.event, Some(h.job))).collect();
+        let mut events: Vec<(Event, Option<Arc<Job>>)> =
+            handed.into_iter().map(|h| (h.event, Some(h.job))).collect();
+        // Then spilled events, read back by id: those no longer held (an abort, or a rescue
+        // after their lease ran out) are not read.
+        let left = free.saturating_sub(events.len());
+        let ids = self.handoff.take_spilled(left, &skip);
+        if !ids.is_empty() {
+            match self.store.held_events(token, &ids).await {
+                Ok(read) => events.extend(self.with_jobs(read).await),
+                // Left claimed: the lease runs out and the rescue frees them.
+                Err(e) => tracing::warn!(error = %e, "reading spilled events failed"),
+            }
+        }
         let n = self.start_events(slots, tasks, token, events).await;
         if self.handoff.waiting() > 0 {
             self.backlog
@@ -669,23 +685,6 @@ impl Engine {
                 return 0;
             }
         };
-        // The jobs of NEW events (their transformation reads the run's settings and
-        // trigger), read in one query for the whole claim.
-        let mut jobs: HashMap<Uuid, Arc<Job>> = HashMap::new();
-        let wanted: Vec<Uuid> = events
-            .iter()
-            .filter(|e| e.status == crate::domain::EventStatus::New)
-            .map(|e| e.job_id)
-            .collect();
-        if !wanted.is_empty() {
-            match store.jobs_by_id(&wanted).await {
-                Ok(found) => jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect(),
-                // Each event reads its own job instead.
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading claimed events' jobs failed")
-                }
-            }
-        }
         // With streams left out, their events wait in the store: a finishing delivery may
         // have made room for them.
         self.backlog.store(
@@ -695,14 +694,35 @@ impl Engine {
                 || !skip.is_empty(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let events = events
+        let events = self.with_jobs(events).await;
+        self.start_events(slots, tasks, token, events).await
+    }
+
+    /// `events` with the jobs of the NEW ones (their transformation reads the run's settings
+    /// and trigger), read in one query for all of them.
+    async fn with_jobs(&self, events: Vec<Event>) -> Vec<(Event, Option<Arc<Job>>)> {
+        let mut jobs: HashMap<Uuid, Arc<Job>> = HashMap::new();
+        let wanted: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.status == crate::domain::EventStatus::New)
+            .map(|e| e.job_id)
+            .collect();
+        if !wanted.is_empty() {
+            match self.store.jobs_by_id(&wanted).await {
+                Ok(found) => jobs = found.into_iter().map(|j| (j.id, Arc::new(j))).collect(),
+                // Each event reads its own job instead.
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading claimed events' jobs failed")
+                }
+            }
+        }
+        events
             .into_iter()
             .map(|ev| {
                 let job = jobs.get(&ev.job_id).cloned();
                 (ev, job)
             })
-            .collect();
-        self.start_events(slots, tasks, token, events).await
+            .collect()
     }
 }
 

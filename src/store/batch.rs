@@ -7,7 +7,7 @@ use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::handoff::{Claim, Handed};
+use super::handoff::{Claim, Handed, Spilled};
 
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
 use super::{
@@ -146,6 +146,8 @@ pub(in crate::store) struct Rows {
     pub(in crate::store) entities: Vec<EntityRow>,
     /// Events inserted claimed, for this process's workers once committed.
     pub(in crate::store) handed: Vec<Handed>,
+    /// Events inserted claimed whose ids alone wait for this process's workers.
+    pub(in crate::store) spilled: Vec<Spilled>,
 }
 
 impl Rows {
@@ -175,7 +177,13 @@ impl Rows {
                 details: json!({}),
             });
             let payload_in = Some(e.received.unwrap_or_else(|| JsonText::of(&e.payload_in)));
-            if let Some((claim, job)) = hand {
+            if let Some((claim, _)) = hand.filter(|(c, _)| c.spilled) {
+                self.spilled.push(Spilled {
+                    id,
+                    stream_id: job.stream_id,
+                    lease_end: claim.lease_end,
+                });
+            } else if let Some((claim, job)) = hand {
                 self.handed.push(Handed {
                     event: Event {
                         id,

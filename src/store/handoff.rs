@@ -9,8 +9,14 @@
 //! node), a completion names the token (a worker whose lease ran out and whose work was taken
 //! over changes nothing), and on shutdown the token's claims are released.
 //!
-//! The queue is bounded: when it holds `capacity` events, pushes insert their events
-//! unclaimed, for workers to claim from the store as before (other nodes included).
+//! The queue is bounded: when it holds `capacity` events, further events are still inserted
+//! claimed, but only their ids wait here (the spill, up to `spill` of them), and a worker
+//! reads each one back by id when its turn comes — a read, not the claim's second write of
+//! the wide row. A spilled event's lease is written long enough to cover its expected wait
+//! (the events ahead of it at the rate workers have been taking them) and renewed only if
+//! that turns out too short, so that the node holds no more than it expects to reach. When
+//! the spill too is full, and with `spill` 0, pushes insert their events unclaimed, for
+//! workers to claim from the store as before (other nodes included).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,7 +33,28 @@ use crate::domain::Timestamp;
 pub(in crate::store) struct Claim {
     pub(in crate::store) token: Uuid,
     pub(in crate::store) lease_end: Timestamp,
+    /// Only the events' ids wait in memory (see the module's comment).
+    pub(in crate::store) spilled: bool,
 }
+
+/// A spilled event waiting for a worker: read back by id when taken.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) struct Spilled {
+    pub(in crate::store) id: Uuid,
+    pub(in crate::store) stream_id: Uuid,
+    /// The end of the lease written in its row (or renewed to since).
+    pub(in crate::store) lease_end: Timestamp,
+}
+
+/// Longest a spilled event's first lease reaches beyond the usual one: past it, the heartbeat
+/// renews it like any other.
+const MAX_EXPECTED_WAIT: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The rate assumed before workers have been seen taking events (events a second).
+const FIRST_RATE: f64 = 100.0;
+
+/// The lowest rate assumed (events a second): workers that took nothing for a while.
+const MIN_RATE: f64 = 0.1;
 
 /// An event waiting for a worker, with the job its transformation reads.
 #[derive(Debug)]
@@ -36,12 +63,65 @@ pub struct Handed {
     pub job: Arc<Job>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     queue: VecDeque<Handed>,
     /// Places promised to pushes that have not committed yet.
     reserved: usize,
+    spill: VecDeque<Spilled>,
+    /// Places in the spill promised to pushes that have not committed yet.
+    reserved_spill: usize,
     closed: bool,
+    /// Events taken since `window_start` while events were waiting, and the rate (events a
+    /// second) workers took them at in the last windows.
+    taken: usize,
+    window_start: std::time::Instant,
+    rate: f64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            queue: VecDeque::new(),
+            reserved: 0,
+            spill: VecDeque::new(),
+            reserved_spill: 0,
+            closed: false,
+            taken: 0,
+            window_start: std::time::Instant::now(),
+            rate: FIRST_RATE,
+        }
+    }
+}
+
+impl State {
+    fn waiting(&self) -> usize {
+        self.queue.len() + self.spill.len()
+    }
+
+    /// Counts `n` events taken; every second of waiting events, the rate is measured again
+    /// (each second in which events waited and none was taken halves it).
+    fn count_taken(&mut self, n: usize) {
+        self.taken += n;
+        let elapsed = self.window_start.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            if self.waiting() > 0 && self.taken > 0 {
+                let now = self.taken as f64 / elapsed;
+                self.rate = (self.rate + now) / 2.0;
+            } else if self.waiting() > 0 {
+                self.rate = (self.rate * 0.5f64.powf(elapsed)).max(MIN_RATE);
+            }
+            self.taken = 0;
+            self.window_start = std::time::Instant::now();
+        }
+    }
+
+    /// How long the events ahead of `ahead` more are expected to wait, at the rate workers
+    /// have been taking them (at most [`MAX_EXPECTED_WAIT`]).
+    fn expected_wait(&self, ahead: usize) -> chrono::Duration {
+        chrono::Duration::milliseconds((ahead as f64 / self.rate * 1000.0) as i64)
+            .min(MAX_EXPECTED_WAIT)
+    }
 }
 
 /// This process's queue of received events held for its workers (see the module's comment).
@@ -49,6 +129,7 @@ struct State {
 pub struct Handoff {
     token: Uuid,
     capacity: usize,
+    spill: usize,
     lease: chrono::Duration,
     state: Mutex<State>,
     /// Woken when the last reservation is settled (for [`Handoff::close`]).
@@ -56,11 +137,13 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// A queue of at most `capacity` events, claimed for `lease` from their receipt.
-    pub fn new(capacity: usize, lease: chrono::Duration) -> Arc<Handoff> {
+    /// A queue of at most `capacity` events and `spill` ids beyond them, claimed for `lease`
+    /// from their receipt (spilled ones for longer, see the module's comment).
+    pub fn new(capacity: usize, spill: usize, lease: chrono::Duration) -> Arc<Handoff> {
         Arc::new(Handoff {
             token: Uuid::now_v7(),
             capacity,
+            spill,
             lease,
             state: Mutex::default(),
             settled: Notify::new(),
@@ -76,38 +159,59 @@ impl Handoff {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Promises places for `n` events about to be stored; `None` when the queue is full or
-    /// closed (the events are then stored unclaimed).
+    /// Promises places for `n` events about to be stored: in the queue while it has room and
+    /// nothing is spilled (the events keep their order), else in the spill. `None` when both
+    /// are full, or closed (the events are then stored unclaimed).
     pub(in crate::store) fn reserve(&self, n: usize) -> Option<Claim> {
         let mut s = self.state();
-        if n == 0 || s.closed || s.queue.len() + s.reserved + n > self.capacity {
+        if n == 0 || s.closed {
             return None;
         }
-        s.reserved += n;
+        let now = Timestamp::now().0;
+        let spilling = !s.spill.is_empty() || s.reserved_spill > 0;
+        if !spilling && s.queue.len() + s.reserved + n <= self.capacity {
+            s.reserved += n;
+            return Some(Claim {
+                token: self.token,
+                lease_end: Timestamp::from_datetime(now + self.lease),
+                spilled: false,
+            });
+        }
+        let spilled = s.spill.len() + s.reserved_spill;
+        if spilled + n > self.spill {
+            return None;
+        }
+        let wait = s.expected_wait(s.queue.len() + s.reserved + spilled + n);
+        s.reserved_spill += n;
         Some(Claim {
             token: self.token,
-            lease_end: Timestamp::from_datetime(Timestamp::now().0 + self.lease),
+            lease_end: Timestamp::from_datetime(now + self.lease + wait),
+            spilled: true,
         })
     }
 
-    /// The push holding `n` reserved places committed: its events wait for a worker.
-    fn fill(&self, n: usize, events: Vec<Handed>) {
+    /// The push holding `n` reserved places in the queue and `m` in the spill committed: its
+    /// events wait for a worker.
+    fn fill(&self, (n, m): (usize, usize), events: Vec<Handed>, spilled: Vec<Spilled>) {
         let mut s = self.state();
         s.reserved -= n;
+        s.reserved_spill -= m;
         // Closed: the workers stopped; the events' claims are released with the token.
         if !s.closed {
             s.queue.extend(events);
+            s.spill.extend(spilled);
         }
-        if s.reserved == 0 {
+        if s.reserved + s.reserved_spill == 0 {
             self.settled.notify_waiters();
         }
     }
 
-    /// The push holding `n` reserved places stored nothing.
-    fn cancel(&self, n: usize) {
+    /// The push holding `n` reserved places in the queue and `m` in the spill stored nothing.
+    fn cancel(&self, (n, m): (usize, usize)) {
         let mut s = self.state();
         s.reserved -= n;
-        if s.reserved == 0 {
+        s.reserved_spill -= m;
+        if s.reserved + s.reserved_spill == 0 {
             self.settled.notify_waiters();
         }
     }
@@ -121,33 +225,53 @@ impl Handoff {
     /// (they keep their places).
     pub fn take_except(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Handed> {
         let mut s = self.state();
-        if skip.is_empty() {
-            let n = max.min(s.queue.len());
-            return s.queue.drain(..n).collect();
-        }
-        let mut taken = Vec::new();
-        let mut passed = VecDeque::new();
-        while taken.len() < max {
-            let Some(h) = s.queue.pop_front() else { break };
-            if skip.contains(&h.event.stream_id) {
-                passed.push_back(h);
-            } else {
-                taken.push(h);
-            }
-        }
-        passed.append(&mut s.queue);
-        s.queue = passed;
+        let taken = take_from(&mut s.queue, max, |h| skip.contains(&h.event.stream_id));
+        s.count_taken(taken.len());
         taken
     }
 
-    /// The ids of the events waiting for a worker (their leases are renewed while they wait).
+    /// Up to `max` ids of spilled events, oldest first, passing over those of the streams in
+    /// `skip`: the taker reads each back, if its row is still held under [`Handoff::token`].
+    pub fn take_spilled(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Uuid> {
+        let mut s = self.state();
+        let taken = take_from(&mut s.spill, max, |h| skip.contains(&h.stream_id));
+        s.count_taken(taken.len());
+        taken.into_iter().map(|h| h.id).collect()
+    }
+
+    /// The ids of the events waiting in the queue, whose leases are renewed while they wait
+    /// (the store writes only those ending within three quarters of a lease).
     pub fn waiting_ids(&self) -> Vec<Uuid> {
         self.state().queue.iter().map(|h| h.event.id).collect()
     }
 
-    /// Events waiting for a worker.
+    /// The spilled events whose leases end within three quarters of a lease, and the lease
+    /// to renew them for: long enough for the whole spill to be reached at the rate workers
+    /// have been taking events (a stalled destination stops them: the rate falls, the lease
+    /// grows to its bound), so that waiting events are not written again and again.
+    pub fn spill_renewals(&self) -> (Vec<Uuid>, chrono::Duration) {
+        let mut s = self.state();
+        s.count_taken(0);
+        let lease = self.lease + s.expected_wait(s.waiting());
+        let now = Timestamp::now().0;
+        let soon = now + self.lease * 3 / 4;
+        let renewed = Timestamp::from_datetime(now + lease);
+        let mut ids = Vec::new();
+        for h in s.spill.iter_mut().filter(|h| h.lease_end.0 < soon) {
+            ids.push(h.id);
+            h.lease_end = renewed;
+        }
+        (ids, lease)
+    }
+
+    /// Events waiting for a worker, in the queue and spilled.
     pub fn waiting(&self) -> usize {
-        self.state().queue.len()
+        self.state().waiting()
+    }
+
+    /// Spilled events waiting for a worker.
+    pub fn spilled(&self) -> usize {
+        self.state().spill.len()
     }
 
     /// Takes no more events and forgets the waiting ones, once the pushes that reserved a
@@ -160,7 +284,11 @@ impl Handoff {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.state().reserved == 0 {
+            let reserved = {
+                let s = self.state();
+                s.reserved + s.reserved_spill
+            };
+            if reserved == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, settled).await.is_err() {
@@ -169,10 +297,29 @@ impl Handoff {
             }
         }
         let mut s = self.state();
-        let n = s.queue.len();
+        let n = s.waiting();
         s.queue.clear();
+        s.spill.clear();
         n
     }
+}
+
+/// Takes up to `max` of `queue` from its front, passing over (and keeping in order) those
+/// `skip` says.
+fn take_from<T>(queue: &mut VecDeque<T>, max: usize, skip: impl Fn(&T) -> bool) -> Vec<T> {
+    let mut taken = Vec::new();
+    let mut passed = VecDeque::new();
+    while taken.len() < max {
+        let Some(h) = queue.pop_front() else { break };
+        if skip(&h) {
+            passed.push_back(h);
+        } else {
+            taken.push(h);
+        }
+    }
+    passed.append(queue);
+    *queue = passed;
+    taken
 }
 
 /// Places a push holds in the handoff, with the events to hand over once it commits; a push
@@ -181,32 +328,36 @@ impl Handoff {
 #[derive(Debug)]
 pub(in crate::store) struct Reservation {
     handoff: Arc<Handoff>,
-    n: usize,
-    events: Mutex<Option<Vec<Handed>>>,
+    /// The events for the queue and the ids for the spill, one per place reserved.
+    events: Mutex<Option<(Vec<Handed>, Vec<Spilled>)>>,
 }
 
 impl Reservation {
-    pub(in crate::store) fn new(handoff: Arc<Handoff>, n: usize, events: Vec<Handed>) -> Self {
+    pub(in crate::store) fn new(
+        handoff: Arc<Handoff>,
+        events: Vec<Handed>,
+        spilled: Vec<Spilled>,
+    ) -> Self {
         Reservation {
             handoff,
-            n,
-            events: Mutex::new(Some(events)),
+            events: Mutex::new(Some((events, spilled))),
         }
     }
 
     /// The push committed: its events go to the workers.
     pub(in crate::store) fn fill(&self) {
         let taken = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(events) = taken {
-            self.handoff.fill(self.n, events);
+        if let Some((events, spilled)) = taken {
+            self.handoff
+                .fill((events.len(), spilled.len()), events, spilled);
         }
     }
 
     /// The push stored nothing (a repeated delivery): its places are free again.
     pub(in crate::store) fn cancel(&self) {
         let left = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if left.is_some() {
-            self.handoff.cancel(self.n);
+        if let Some((events, spilled)) = left {
+            self.handoff.cancel((events.len(), spilled.len()));
         }
     }
 }

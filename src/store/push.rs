@@ -86,9 +86,12 @@ impl Store {
             };
             ids.push(id);
         }
-        let handed = handoff
-            .filter(|_| reserved > 0)
-            .map(|h| Reservation::new(h, reserved, std::mem::take(&mut rows.handed)));
+        let handed = handoff.filter(|_| reserved > 0).map(|h| {
+            let events = std::mem::take(&mut rows.handed);
+            let spilled = std::mem::take(&mut rows.spilled);
+            debug_assert_eq!(events.len() + spilled.len(), reserved);
+            Reservation::new(h, events, spilled)
+        });
         if ids.is_empty() {
             return Ok(Ingested::Created(ids));
         }

@@ -408,12 +408,15 @@ both_stores!(
     shutdown_releases_work_in_flight,
     shutdown_releases_received_events_still_waiting_for_a_worker,
     received_events_that_wait_for_a_worker_past_their_lease_are_delivered_once,
+    spilled_events_that_wait_for_a_worker_past_their_lease_are_delivered_once,
     a_delivery_longer_than_the_lease_is_made_once,
     a_destination_that_does_not_answer_leaves_workers_for_the_others,
     a_destination_that_does_not_answer_leaves_workers_for_the_others_claimed_from_the_store,
     a_slow_destination_holds_no_more_workers_than_its_share,
     a_slow_destination_holds_no_more_workers_than_its_share_claimed_from_the_store,
     waiting_received_events_of_an_aborted_job_are_not_delivered,
+    spilled_events_of_an_aborted_job_are_not_delivered,
+    shutdown_releases_spilled_events,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
     a_failing_source_fails_the_job,
@@ -628,8 +631,19 @@ async fn shutdown_releases_work_in_flight(db: Db) {
 }
 
 async fn shutdown_releases_received_events_still_waiting_for_a_worker(db: Db) {
+    shutdown_releases_waiting_events(db, 512).await;
+}
+
+async fn shutdown_releases_spilled_events(db: Db) {
+    // The push's six events do not fit in memory (one place): they are spilled, and only
+    // their ids wait.
+    shutdown_releases_waiting_events(db, 1).await;
+}
+
+async fn shutdown_releases_waiting_events(db: Db, handoff: usize) {
     let env = Env::new(db).await;
     let mut config = env.config();
+    config.workers.handoff = handoff;
     config.workers.count = 2;
     config.workers.shutdown_grace_seconds = 1;
     let s = Server::start(config.clone()).await;
@@ -694,8 +708,20 @@ async fn push_through(
 /// A server with one worker and `lease` seconds of lease, a webhook stream to `sink`, and a push
 /// of `n` records (`id` r0, r1, …); the server and the push's job.
 async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Server, String) {
+    one_worker_push_kept(db, lease, sink, n, 512).await
+}
+
+/// [`one_worker_push`], keeping `handoff` received events in memory (the rest spilled).
+async fn one_worker_push_kept(
+    db: Db,
+    lease: u64,
+    sink: &Sink,
+    n: usize,
+    handoff: usize,
+) -> (Env, Server, String) {
     let env = Env::new(db).await;
     let mut config = env.config();
+    config.workers.handoff = handoff;
     config.workers.count = 1;
     config.workers.poll_interval_ms = 50;
     config.workers.lease_seconds = lease;
@@ -706,12 +732,22 @@ async fn one_worker_push(db: Db, lease: u64, sink: &Sink, n: usize) -> (Env, Ser
 }
 
 async fn received_events_that_wait_for_a_worker_past_their_lease_are_delivered_once(db: Db) {
+    events_that_wait_past_their_lease_are_delivered_once(db, 512).await;
+}
+
+async fn spilled_events_that_wait_for_a_worker_past_their_lease_are_delivered_once(db: Db) {
+    // The push's four events do not fit in memory (one place): they are spilled, each read
+    // back by id when its turn comes, their leases renewed while they wait.
+    events_that_wait_past_their_lease_are_delivered_once(db, 1).await;
+}
+
+async fn events_that_wait_past_their_lease_are_delivered_once(db: Db, handoff: usize) {
     // One worker answering in 1.5 s each gets to the last of four events 4.5 s after their
     // receipt, and delivers it until 6 s: past the 5 s lease taken at receipt, which the
     // heartbeat renews while the events wait and while they are delivered, so no other claim
     // sends them again.
     let sink = Sink::slow(Duration::from_millis(1500)).await;
-    let (_env, s, job) = one_worker_push(db, 5, &sink, 4).await;
+    let (_env, s, job) = one_worker_push_kept(db, 5, &sink, 4, handoff).await;
     wait_for_job(&s, &job).await;
     let events = events_of(&s, &job).await;
     assert!(events.iter().all(|e| e["status"] == "OK"), "{events:?}");
@@ -846,8 +882,17 @@ async fn slow_destination_beside_a_fast_one(db: Db, handoff: usize, known_slow: 
 }
 
 async fn waiting_received_events_of_an_aborted_job_are_not_delivered(db: Db) {
+    waiting_events_of_an_aborted_job_are_not_delivered(db, 512).await;
+}
+
+async fn spilled_events_of_an_aborted_job_are_not_delivered(db: Db) {
+    // Spilled: an aborted event is not read back.
+    waiting_events_of_an_aborted_job_are_not_delivered(db, 1).await;
+}
+
+async fn waiting_events_of_an_aborted_job_are_not_delivered(db: Db, handoff: usize) {
     let sink = Sink::slow(Duration::from_secs(2)).await;
-    let (_env, s, job) = one_worker_push(db, 300, &sink, 3).await;
+    let (_env, s, job) = one_worker_push_kept(db, 300, &sink, 3, handoff).await;
     // One event is being delivered, two wait for the worker; the job is aborted meanwhile.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !events_of(&s, &job)

@@ -220,6 +220,7 @@ both_stores!(
     a_follower_sees_each_entry_of_many_writers_once_in_commit_order,
     pushed_events_are_handed_over_claimed_up_to_the_capacity,
     handed_events_are_freed_by_their_lease_or_their_token,
+    events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id,
     an_entity_takes_the_outcome_of_its_newest_finished_event,
     a_source_s_read_state_is_stored_with_its_events_by_one_run_only,
 );
@@ -1287,7 +1288,7 @@ fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
 
 async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
     let f = fixture(db).await;
-    let handoff = Handoff::new(3, lease());
+    let handoff = Handoff::new(3, 0, lease());
     f.store.set_handoff(Some(handoff.clone()));
     let Ingested::Created(jobs) = f
         .store
@@ -1373,7 +1374,7 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
 async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     let f = fixture(db).await;
     // The handing process died: the lease runs out and the rescue frees the events.
-    let dead = Handoff::new(10, chrono::Duration::seconds(-1));
+    let dead = Handoff::new(10, 0, chrono::Duration::seconds(-1));
     f.store.set_handoff(Some(dead.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 2), None)
@@ -1382,7 +1383,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     assert_eq!(f.store.rescue_events().await.unwrap(), 2);
     assert_eq!(claim_now(&f).await, 2);
     // Shutdown: the handoff closes, forgets what waits, and the token's claims are released.
-    let handoff = Handoff::new(10, lease());
+    let handoff = Handoff::new(10, 0, lease());
     f.store.set_handoff(Some(handoff.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 3), None)
@@ -1404,7 +1405,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     assert_eq!(claim_now(&f).await, 1);
 
     // A worker checks events that waited, and gives back those it will not deliver.
-    let open = Handoff::new(10, lease());
+    let open = Handoff::new(10, 0, lease());
     f.store.set_handoff(Some(open.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 2), None)
@@ -1452,6 +1453,103 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: Db) {
+    let f = fixture(db).await;
+    let handoff = Handoff::new(2, 3, lease());
+    f.store.set_handoff(Some(handoff.clone()));
+    let before = Timestamp::now();
+    // Two in memory, then two spilled: stored claimed all the same, so no claim finds them.
+    for _ in 0..2 {
+        f.store
+            .ingest(f.source.id, None, push_of(&f, 1), None)
+            .await
+            .unwrap();
+    }
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 4);
+    assert_eq!(handoff.spilled(), 2);
+    assert!(f
+        .store
+        .claim_events(Uuid::now_v7(), 10, lease())
+        .await
+        .unwrap()
+        .is_empty());
+    // The spill is full for a push of two (one place left): stored unclaimed, for any worker.
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.spilled(), 2);
+    assert_eq!(claim_now(&f).await, 2);
+    // In order: the queue's events first, then the spilled ids, read back whole.
+    let handed = handoff.take(10);
+    assert_eq!(handed.len(), 2);
+    // While anything is spilled, new events queue behind it, in the spill.
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.spilled(), 3);
+    assert!(handoff.take(10).is_empty());
+    let skip = std::collections::HashSet::from([f.stream.id]);
+    assert!(handoff.take_spilled(10, &skip).is_empty());
+    let ids = handoff.take_spilled(10, &Default::default());
+    assert_eq!(ids.len(), 3);
+    assert!(handed.iter().all(|h| h.event.id < ids[0]));
+    // Abort one: it is no longer held, and not read back.
+    f.store
+        .abort(f.org, AbortScope::Event(ids[2]), "stop")
+        .await
+        .unwrap();
+    let read = f.store.held_events(handoff.token(), &ids).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[..2].to_vec()
+    );
+    for ev in &read {
+        assert_eq!(format!("{ev:?}"), format!("{:?}", f.event(ev.id).await));
+        assert_eq!(ev.claim_token, Some(handoff.token()));
+        // Held for the usual lease at least: a spilled event's lease covers its wait.
+        let lease_end = ev.lease_expires_at.unwrap();
+        assert!(lease_end.0 >= before.0 + lease(), "{lease_end:?}");
+    }
+    assert!(f
+        .store
+        .held_events(Uuid::now_v7(), &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    // Now the queue takes pushes again.
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert_eq!((handoff.waiting(), handoff.spilled()), (1, 0));
+
+    // A spilled event whose lease ends soon is among those the heartbeat renews; a process
+    // that died leaves it to the rescue.
+    let dead = Handoff::new(0, 10, chrono::Duration::seconds(-5));
+    f.store.set_handoff(Some(dead.clone()));
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(dead.spilled(), 2);
+    assert_eq!(dead.spill_renewals().0.len(), 2);
+    assert!(dead.waiting_ids().is_empty());
+    assert_eq!(f.store.rescue_events().await.unwrap(), 2);
+    assert!(f
+        .store
+        .held_events(dead.token(), &dead.take_spilled(10, &Default::default()))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(claim_now(&f).await, 2);
 }
 
 async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {

@@ -358,6 +358,34 @@ impl Store {
         Ok(held)
     }
 
+    /// The events of `ids` still held under `token`, open and within their lease, read back
+    /// whole (spilled events, see [`super::Handoff`]), oldest first.
+    pub async fn held_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Event>> {
+        let mut events = Vec::with_capacity(ids.len());
+        let now = Timestamp::now();
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT * FROM events WHERE claim_token = $1 AND lease_expires_at > $2 \
+                 AND status IN ({}) AND id IN ({}) ORDER BY id",
+                sql_in(OPEN_EVENTS),
+                marks.join(", ")
+            );
+            let found = on_pool!(self, pool, Db => {
+                let mut q = sqlx::query_as::<Db, Event>(&sql)
+                    .bind(token)
+                    .bind(now)
+                    .persistent(false);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            events.extend(found);
+        }
+        Ok(events)
+    }
+
     /// Gives up the claims on `ids` held under `token`: the events become claimable.
     pub async fn release_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<()> {
         for chunk in ids.chunks(CHUNK) {
