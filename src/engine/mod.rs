@@ -91,6 +91,10 @@ pub struct Engine {
     /// When the store was last asked for events while some streams were left out: such a
     /// claim reads past their backlog, so it runs once a poll interval, not on every wake.
     skipping_since: Mutex<Option<std::time::Instant>>,
+    /// When jobs (source runs and combined deliveries) were last claimed: while events keep
+    /// the workers busy, jobs are looked for once a poll interval, not on every wake (see
+    /// [`Engine::claim_and_spawn`]).
+    jobs_claimed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -119,6 +123,7 @@ impl Engine {
             lanes,
             parked: Default::default(),
             skipping_since: Default::default(),
+            jobs_claimed_at: Default::default(),
         })
     }
 
@@ -335,12 +340,57 @@ impl Engine {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> usize {
+        let mut claimed = 0;
+        if slots.available_permits() == 0 {
+            return 0;
+        }
+        if self.jobs_due() {
+            claimed += self.claim_jobs(slots, tasks).await;
+        }
+        // Events: those this process received and holds, and those waiting in the store
+        // (retries, events other nodes received, events received while the handoff was
+        // full), each taking the free slots first every other time.
+        claimed += self.unpark(slots, tasks).await;
+        let store_first = !self
+            .store_first
+            .fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
+        if store_first {
+            claimed += self.claim_stored_events(slots, tasks).await;
+            claimed += self.take_handed(slots, tasks).await;
+        } else {
+            claimed += self.take_handed(slots, tasks).await;
+            claimed += self.claim_stored_events(slots, tasks).await;
+        }
+        claimed
+    }
+
+    /// Whether to look for jobs in this round. A wake comes with each finished delivery
+    /// while events are waiting, and asking for jobs every time cost two queries per round
+    /// for nothing: while events keep the workers busy, a queued job (a run, a combined
+    /// delivery) is found within a poll interval instead.
+    fn jobs_due(&self) -> bool {
+        let mut last = self
+            .jobs_claimed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let every = Duration::from_millis(self.workers.poll_interval_ms);
+        let busy = self.backlog.load(std::sync::atomic::Ordering::Relaxed);
+        if busy && last.is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Claims due source runs and combined deliveries, up to half the free slots each.
+    async fn claim_jobs(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> usize {
         let store = &self.store;
         let mut claimed = 0;
         let free = slots.available_permits() as u32;
-        if free == 0 {
-            return 0;
-        }
         // Source runs are long; leave most slots to deliveries.
         let token = Uuid::now_v7();
         match store
@@ -396,20 +446,6 @@ impl Engine {
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming combined deliveries failed"),
             }
-        }
-        // Events: those this process received and holds, and those waiting in the store
-        // (retries, events other nodes received, events received while the handoff was
-        // full), each taking the free slots first every other time.
-        claimed += self.unpark(slots, tasks).await;
-        let store_first = !self
-            .store_first
-            .fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
-        if store_first {
-            claimed += self.claim_stored_events(slots, tasks).await;
-            claimed += self.take_handed(slots, tasks).await;
-        } else {
-            claimed += self.take_handed(slots, tasks).await;
-            claimed += self.claim_stored_events(slots, tasks).await;
         }
         claimed
     }
