@@ -217,18 +217,22 @@ pub struct WorkersConfig {
     pub poll_interval_ms: u64,
     /// How long a claim holds unless renewed: workers renew the leases of the work in their
     /// hands every quarter of it, so work of any length stays held while its worker lives,
-    /// and work of a worker that died or was cut off from storage is taken over after this.
+    /// and work of a worker that died or was cut off from storage is taken over after this
+    /// (a spilled event's, see `handoff_spill`, after its longer lease).
     pub lease_seconds: u64,
     /// On shutdown, how long work in flight may take to finish before it is released.
     pub shutdown_grace_seconds: u64,
     /// Received events this process keeps for its own workers, stored already claimed (no
-    /// claim query and no second write of each event); beyond it, and with 0, events are
-    /// stored for any node's workers to claim.
+    /// claim query and no second write of each event); beyond it, see `handoff_spill`; with
+    /// 0, neither: every event is stored for any node's workers to claim.
     pub handoff: usize,
     /// Received events beyond `handoff` this process still keeps for its own workers, as ids
-    /// only, each read back when its turn comes (no claim query, no second write); their
-    /// leases cover the wait this process expects. Other nodes' workers cannot take them,
-    /// so keep it to what one node works through in a few tens of seconds; 0: none.
+    /// only, each read back when its turn comes (no claim query, no second write). An event
+    /// is spilled only when this process expects to reach it within a minute (at the rate
+    /// its workers have been taking events), and its lease covers that wait; beyond, events
+    /// are stored for any node. Other nodes' workers cannot take spilled events while this
+    /// process lives (their leases are renewed), nor until their leases end if it dies;
+    /// 0: none.
     pub handoff_spill: usize,
     /// How long a delivery's outcome whose commit failed (storage down) is kept and stored
     /// again, in seconds, so that a delivery that happened is on record and not repeated.

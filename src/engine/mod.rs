@@ -198,14 +198,25 @@ impl Engine {
                     .map(|id| (id, token, false)),
             );
             let (spilled, spill_lease) = self.handoff.spill_renewals();
+            let spilled_at = Timestamp::now();
             let spilled: Vec<_> = spilled.into_iter().map(|id| (id, token, false)).collect();
-            for (held, lease) in [(held, self.lease()), (spilled, spill_lease)] {
+            for (held, lease, spill) in [(held, self.lease(), false), (spilled, spill_lease, true)]
+            {
                 if held.is_empty() {
                     continue;
                 }
                 match self.store.renew_leases(&held, lease).await {
-                    Ok(n) if n > 0 => tracing::debug!(renewed = n, "leases renewed"),
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::debug!(renewed = n, "leases renewed");
+                        }
+                        // Only once the store has them: a failed renewal is tried again.
+                        if spill {
+                            let ids: Vec<Uuid> = held.iter().map(|(id, _, _)| *id).collect();
+                            let until = Timestamp::from_datetime(spilled_at.0 + lease);
+                            self.handoff.spill_renewed(&ids, until);
+                        }
+                    }
                     Err(e) => tracing::warn!(
                         error = %e,
                         "renewing leases failed; work in hand may be taken over when they run out"
@@ -367,7 +378,9 @@ impl Engine {
     /// Whether to look for jobs in this round. A wake comes with each finished delivery
     /// while events are waiting, and asking for jobs every time cost two queries per round
     /// for nothing: while events keep the workers busy, a queued job (a run, a combined
-    /// delivery) is found within a poll interval instead.
+    /// delivery) is found at the first round a poll interval after the last look (within
+    /// about two intervals), and while a look finds as many as it asked for, the next round
+    /// looks again.
     fn jobs_due(&self) -> bool {
         let mut last = self
             .jobs_claimed_at
@@ -390,6 +403,8 @@ impl Engine {
     ) -> usize {
         let store = &self.store;
         let mut claimed = 0;
+        // A claim that got all it asked for leaves more due: look again next round.
+        let mut more = false;
         let free = slots.available_permits() as u32;
         // Source runs are long; leave most slots to deliveries.
         let token = Uuid::now_v7();
@@ -398,6 +413,7 @@ impl Engine {
             .await
         {
             Ok(jobs) => {
+                more |= jobs.len() as u32 == free.div_ceil(2);
                 self.hold(token, jobs.len());
                 let rescued = jobs.iter().filter(|j| j.attempt > 1).count();
                 if rescued > 0 {
@@ -430,6 +446,7 @@ impl Engine {
                 .await
             {
                 Ok(jobs) => {
+                    more |= jobs.len() as u32 == free.div_ceil(2);
                     claimed += jobs.len();
                     self.hold(token, jobs.len());
                     for job in jobs {
@@ -446,6 +463,15 @@ impl Engine {
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming combined deliveries failed"),
             }
+        } else {
+            // No slot was left to ask for combined deliveries with.
+            more = true;
+        }
+        if more {
+            *self
+                .jobs_claimed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
         }
         claimed
     }
@@ -469,12 +495,16 @@ impl Engine {
         // Then spilled events, read back by id: those no longer held (an abort, or a rescue
         // after their lease ran out) are not read.
         let left = free.saturating_sub(events.len());
-        let ids = self.handoff.take_spilled(left, &skip);
-        if !ids.is_empty() {
-            match self.store.held_events(token, &ids).await {
+        let spilled = self.handoff.take_spilled(left, &skip);
+        if !spilled.is_empty() {
+            let ids: Vec<Uuid> = spilled.iter().map(|h| h.id).collect();
+            match self.store.held_events(token, &ids, self.lease() / 2).await {
                 Ok(read) => events.extend(self.with_jobs(read).await),
-                // Left claimed: the lease runs out and the rescue frees them.
-                Err(e) => tracing::warn!(error = %e, "reading spilled events failed"),
+                Err(e) => {
+                    // They wait again, their leases renewed, for storage to answer.
+                    tracing::warn!(error = %e, "reading spilled events failed");
+                    self.handoff.restore_spilled(spilled);
+                }
             }
         }
         let n = self.start_events(slots, tasks, token, events).await;

@@ -12,11 +12,12 @@
 //! The queue is bounded: when it holds `capacity` events, further events are still inserted
 //! claimed, but only their ids wait here (the spill, up to `spill` of them), and a worker
 //! reads each one back by id when its turn comes — a read, not the claim's second write of
-//! the wide row. A spilled event's lease is written long enough to cover its expected wait
-//! (the events ahead of it at the rate workers have been taking them) and renewed only if
-//! that turns out too short, so that the node holds no more than it expects to reach. When
-//! the spill too is full, and with `spill` 0, pushes insert their events unclaimed, for
-//! workers to claim from the store as before (other nodes included).
+//! the wide row. An event is spilled only when it is expected to be reached within
+//! [`MAX_SPILL_WAIT`] (the events ahead of it at the rate workers have been taking them), so
+//! that the node holds no more than it expects to reach soon; its lease is written to cover
+//! that wait and renewed only if that turns out too short. When the spill too is full (or the
+//! wait too long), and with `spill` 0, pushes insert their events unclaimed, for workers to
+//! claim from the store as before (other nodes included).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,16 +40,24 @@ pub(in crate::store) struct Claim {
 
 /// A spilled event waiting for a worker: read back by id when taken.
 #[derive(Debug, Clone, Copy)]
-pub(in crate::store) struct Spilled {
-    pub(in crate::store) id: Uuid,
-    pub(in crate::store) stream_id: Uuid,
+pub struct Spilled {
+    pub id: Uuid,
+    pub stream_id: Uuid,
     /// The end of the lease written in its row (or renewed to since).
-    pub(in crate::store) lease_end: Timestamp,
+    pub lease_end: Timestamp,
 }
 
-/// Longest a spilled event's first lease reaches beyond the usual one: past it, the heartbeat
-/// renews it like any other.
+/// Longest an event is spilled for: one expected to wait longer (slow workers, a long
+/// spill) is stored unclaimed instead, for any node's workers.
+const MAX_SPILL_WAIT: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Longest a renewal of spilled events' leases reaches beyond the usual lease (workers that
+/// stopped taking events, a stalled destination).
 const MAX_EXPECTED_WAIT: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Most waiting entries one take looks at while passing over streams at their share: the
+/// rest wait (the store's claim looks no further either).
+const TAKE_WINDOW: usize = 1000;
 
 /// The rate assumed before workers have been seen taking events (events a second).
 const FIRST_RATE: f64 = 100.0;
@@ -182,6 +191,9 @@ impl Handoff {
             return None;
         }
         let wait = s.expected_wait(s.queue.len() + s.reserved + spilled + n);
+        if wait > MAX_SPILL_WAIT {
+            return None;
+        }
         s.reserved_spill += n;
         Some(Claim {
             token: self.token,
@@ -232,11 +244,22 @@ impl Handoff {
 
     /// Up to `max` ids of spilled events, oldest first, passing over those of the streams in
     /// `skip`: the taker reads each back, if its row is still held under [`Handoff::token`].
-    pub fn take_spilled(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Uuid> {
+    pub fn take_spilled(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Spilled> {
         let mut s = self.state();
         let taken = take_from(&mut s.spill, max, |h| skip.contains(&h.stream_id));
         s.count_taken(taken.len());
-        taken.into_iter().map(|h| h.id).collect()
+        taken
+    }
+
+    /// Spilled events taken but not read back (storage failed): they wait again, first.
+    pub fn restore_spilled(&self, taken: Vec<Spilled>) {
+        let mut s = self.state();
+        if s.closed {
+            return;
+        }
+        for h in taken.into_iter().rev() {
+            s.spill.push_front(h);
+        }
     }
 
     /// The ids of the events waiting in the queue, whose leases are renewed while they wait
@@ -248,20 +271,29 @@ impl Handoff {
     /// The spilled events whose leases end within three quarters of a lease, and the lease
     /// to renew them for: long enough for the whole spill to be reached at the rate workers
     /// have been taking events (a stalled destination stops them: the rate falls, the lease
-    /// grows to its bound), so that waiting events are not written again and again.
+    /// grows to its bound), so that waiting events are not written again and again. Once
+    /// the store has renewed them, [`Handoff::spill_renewed`] says so.
     pub fn spill_renewals(&self) -> (Vec<Uuid>, chrono::Duration) {
         let mut s = self.state();
         s.count_taken(0);
         let lease = self.lease + s.expected_wait(s.waiting());
-        let now = Timestamp::now().0;
-        let soon = now + self.lease * 3 / 4;
-        let renewed = Timestamp::from_datetime(now + lease);
-        let mut ids = Vec::new();
-        for h in s.spill.iter_mut().filter(|h| h.lease_end.0 < soon) {
-            ids.push(h.id);
-            h.lease_end = renewed;
-        }
+        let soon = Timestamp::now().0 + self.lease * 3 / 4;
+        let ids = s
+            .spill
+            .iter()
+            .filter(|h| h.lease_end.0 < soon)
+            .map(|h| h.id)
+            .collect();
         (ids, lease)
+    }
+
+    /// The leases of the spilled events `ids` were renewed to at least `until`.
+    pub fn spill_renewed(&self, ids: &[Uuid], until: Timestamp) {
+        let ids: HashSet<&Uuid> = ids.iter().collect();
+        let mut s = self.state();
+        for h in s.spill.iter_mut().filter(|h| ids.contains(&h.id)) {
+            h.lease_end = until;
+        }
     }
 
     /// Events waiting for a worker, in the queue and spilled.
@@ -305,20 +337,21 @@ impl Handoff {
 }
 
 /// Takes up to `max` of `queue` from its front, passing over (and keeping in order) those
-/// `skip` says.
+/// `skip` says; looks at no more than [`TAKE_WINDOW`] entries.
 fn take_from<T>(queue: &mut VecDeque<T>, max: usize, skip: impl Fn(&T) -> bool) -> Vec<T> {
     let mut taken = Vec::new();
-    let mut passed = VecDeque::new();
-    while taken.len() < max {
+    let mut passed = Vec::new();
+    while taken.len() < max && taken.len() + passed.len() < TAKE_WINDOW {
         let Some(h) = queue.pop_front() else { break };
         if skip(&h) {
-            passed.push_back(h);
+            passed.push(h);
         } else {
             taken.push(h);
         }
     }
-    passed.append(queue);
-    *queue = passed;
+    for h in passed.into_iter().rev() {
+        queue.push_front(h);
+    }
     taken
 }
 
@@ -365,5 +398,43 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_expected_to_wait_past_the_bound_is_stored_unclaimed() {
+        let lease = chrono::Duration::seconds(20);
+        let h = Handoff::new(0, 100_000, lease);
+        // At the first rate assumed (100 a second), 6,000 events ahead is a minute's wait.
+        let first = h.reserve(5_000).expect("spilled");
+        assert!(first.spilled);
+        assert!(h.reserve(1_500).is_none(), "past a minute's wait");
+        let last = h.reserve(900).expect("spilled");
+        assert!(last.spilled);
+        // Its lease covers its wait: 5,900 ahead at 100 a second.
+        let wait = last.lease_end.0 - Timestamp::now().0 - lease;
+        assert!(wait > chrono::Duration::seconds(58), "{wait:?}");
+        assert!(wait <= MAX_SPILL_WAIT, "{wait:?}");
+    }
+
+    #[test]
+    fn a_take_passes_over_skipped_entries_within_its_window_and_keeps_their_order() {
+        let mut queue: VecDeque<usize> = (0..TAKE_WINDOW + 500).collect();
+        // Everything within the window is passed over: nothing is taken, nothing moves.
+        let taken = take_from(&mut queue, 10, |i| *i < TAKE_WINDOW + 100);
+        assert!(taken.is_empty());
+        assert!(queue.iter().copied().eq(0..TAKE_WINDOW + 500));
+        // Odd entries passed over, even ones taken, in order.
+        let taken = take_from(&mut queue, 3, |i| i % 2 == 1);
+        assert_eq!(taken, vec![0, 2, 4]);
+        assert_eq!(
+            queue.iter().take(4).copied().collect::<Vec<_>>(),
+            [1, 3, 5, 6]
+        );
+        assert_eq!(queue.len(), TAKE_WINDOW + 497);
     }
 }

@@ -49,7 +49,7 @@ pub(crate) use audit::audit_in;
 pub use audit::{AuditEntry, AuditSlot};
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
-pub use handoff::{Handed, Handoff};
+pub use handoff::{Handed, Handoff, Spilled};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::{message_contains, payload_contains};

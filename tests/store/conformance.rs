@@ -1498,15 +1498,29 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
     assert!(handoff.take(10).is_empty());
     let skip = std::collections::HashSet::from([f.stream.id]);
     assert!(handoff.take_spilled(10, &skip).is_empty());
-    let ids = handoff.take_spilled(10, &Default::default());
+    let taken = handoff.take_spilled(10, &Default::default());
+    let ids: Vec<Uuid> = taken.iter().map(|h| h.id).collect();
     assert_eq!(ids.len(), 3);
+    // Taken but not read back (storage failed): they wait again, first, in order.
+    handoff.restore_spilled(taken);
+    assert_eq!(handoff.spilled(), 3);
+    let again: Vec<Uuid> = handoff
+        .take_spilled(10, &Default::default())
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(again, ids);
     assert!(handed.iter().all(|h| h.event.id < ids[0]));
     // Abort one: it is no longer held, and not read back.
     f.store
         .abort(f.org, AbortScope::Event(ids[2]), "stop")
         .await
         .unwrap();
-    let read = f.store.held_events(handoff.token(), &ids).await.unwrap();
+    let read = f
+        .store
+        .held_events(handoff.token(), &ids, lease() / 2)
+        .await
+        .unwrap();
     assert_eq!(
         read.iter().map(|e| e.id).collect::<Vec<_>>(),
         ids[..2].to_vec()
@@ -1520,7 +1534,7 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
     }
     assert!(f
         .store
-        .held_events(Uuid::now_v7(), &ids)
+        .held_events(Uuid::now_v7(), &ids, chrono::Duration::zero())
         .await
         .unwrap()
         .is_empty());
@@ -1540,12 +1554,29 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
         .await
         .unwrap();
     assert_eq!(dead.spilled(), 2);
-    assert_eq!(dead.spill_renewals().0.len(), 2);
+    let (renew, spill_lease) = dead.spill_renewals();
+    assert_eq!(renew.len(), 2);
     assert!(dead.waiting_ids().is_empty());
+    // Until the store has renewed them, they are asked for again; then no longer.
+    assert_eq!(dead.spill_renewals().0.len(), 2);
+    dead.spill_renewed(
+        &renew,
+        Timestamp::from_datetime(Timestamp::now().0 + lease()),
+    );
+    assert!(dead.spill_renewals().0.is_empty());
+    assert!(spill_lease < chrono::Duration::zero());
     assert_eq!(f.store.rescue_events().await.unwrap(), 2);
     assert!(f
         .store
-        .held_events(dead.token(), &dead.take_spilled(10, &Default::default()))
+        .held_events(
+            dead.token(),
+            &dead
+                .take_spilled(10, &Default::default())
+                .iter()
+                .map(|h| h.id)
+                .collect::<Vec<_>>(),
+            chrono::Duration::zero(),
+        )
         .await
         .unwrap()
         .is_empty());

@@ -358,11 +358,18 @@ impl Store {
         Ok(held)
     }
 
-    /// The events of `ids` still held under `token`, open and within their lease, read back
-    /// whole (spilled events, see [`super::Handoff`]), oldest first.
-    pub async fn held_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Event>> {
+    /// The events of `ids` still held under `token`, open and with at least `margin` of their
+    /// lease left, read back whole (spilled events, see [`super::Handoff`]), oldest first. An
+    /// event whose lease is about to run out is left to the rescue, which would otherwise free
+    /// it for another worker before the heartbeat renewed it.
+    pub async fn held_events(
+        &self,
+        token: Uuid,
+        ids: &[Uuid],
+        margin: chrono::Duration,
+    ) -> StoreResult<Vec<Event>> {
         let mut events = Vec::with_capacity(ids.len());
-        let now = Timestamp::now();
+        let now = Timestamp::from_datetime(Timestamp::now().0 + margin);
         for chunk in ids.chunks(CHUNK) {
             let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
