@@ -382,13 +382,22 @@ impl Engine {
     /// about two intervals), and while a look finds as many as it asked for, the next round
     /// looks again.
     fn jobs_due(&self) -> bool {
-        let mut last = self
+        if self.backlog.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.poll_due(&self.jobs_claimed_at);
+        }
+        *self
             .jobs_claimed_at
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Whether a poll interval has passed since `last` (or it was never set); if so, `last`
+    /// becomes now. For the lookups that run once a poll interval under load.
+    fn poll_due(&self, last: &Mutex<Option<std::time::Instant>>) -> bool {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         let every = Duration::from_millis(self.workers.poll_interval_ms);
-        let busy = self.backlog.load(std::sync::atomic::Ordering::Relaxed);
-        if busy && last.is_some_and(|at| at.elapsed() < every) {
+        if last.is_some_and(|at| at.elapsed() < every) {
             return false;
         }
         *last = Some(std::time::Instant::now());
@@ -730,16 +739,8 @@ impl Engine {
         }
         let token = Uuid::now_v7();
         let skip: Vec<Uuid> = self.lanes.full_streams().into_iter().collect();
-        if !skip.is_empty() {
-            let mut last = self
-                .skipping_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let every = Duration::from_millis(self.workers.poll_interval_ms);
-            if last.is_some_and(|at| at.elapsed() < every) {
-                return 0;
-            }
-            *last = Some(std::time::Instant::now());
+        if !skip.is_empty() && !self.poll_due(&self.skipping_since) {
+            return 0;
         }
         let events = match store
             .claim_events_except(token, free, self.lease(), &skip)
