@@ -312,7 +312,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let db_cost = match (&db_url, before) {
         (Some(db), Some(before)) => {
             tokio::time::sleep(Duration::from_secs(11)).await;
-            per_order(before, counters(db).await?, ingest.sent_at.len() as u64)
+            per_order(&before, &counters(db).await?, ingest.sent_at.len() as u64)
         }
         _ => json!(null),
     };
