@@ -23,7 +23,9 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::config::AlertsConfig;
 use crate::domain::Timestamp;
-use crate::store::{Alert, AlertRule, AlertWrites, LogEntry, Notification, Store, StreamBrief};
+use crate::store::{
+    Alert, AlertRule, AlertWrites, LogEntry, LogPosition, Notification, Store, StreamBrief,
+};
 use rule::{follows_changes, Definition};
 
 pub use send::{sign, SIGNATURE_HEADER};
@@ -123,7 +125,7 @@ impl Alerting {
     async fn evaluate_batches(
         &self,
         report: &mut Tick,
-        mut from: i64,
+        mut from: LogPosition,
         now: Timestamp,
         judge: bool,
     ) -> anyhow::Result<()> {
@@ -159,11 +161,11 @@ impl Alerting {
     /// batch. Answers the writes, the position read to, and whether the batch was full.
     async fn evaluate(
         &self,
-        from: i64,
+        from: LogPosition,
         now: Timestamp,
         judge: bool,
         last: bool,
-    ) -> anyhow::Result<(AlertWrites, i64, bool)> {
+    ) -> anyhow::Result<(AlertWrites, LogPosition, bool)> {
         let rules: Vec<(AlertRule, Definition)> = self
             .store
             .enabled_alert_rules()

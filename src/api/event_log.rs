@@ -74,8 +74,6 @@ async fn list(
         Some(n @ 1..=1000) => n,
         Some(_) => return Err(ApiError::invalid("limit", "must be between 1 and 1000")),
     };
-    // Publish what has committed so far, unless another reader or node is doing it now.
-    state.store.sequence_event_log(false).await?;
     let rows = state.store.event_log(auth.org_id, after, limit).await?;
     let next = rows.last().map(|r| r.position).unwrap_or(after);
     let items = rows

@@ -184,8 +184,8 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Maintenance: taking over work whose worker died, publishing the event log, finishing jobs
-/// left unfinished, forgetting old webhook receipts.
+/// Maintenance: taking over work whose worker died, finishing jobs left unfinished, forgetting
+/// old webhook receipts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaintenanceConfig {

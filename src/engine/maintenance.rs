@@ -1,6 +1,6 @@
-//! Maintenance: returns work whose worker died, publishes the event log, finishes jobs a
-//! worker left unfinished, forgets old webhook receipts. Every sweep is safe to run on several
-//! nodes at once, so each node may run it.
+//! Maintenance: returns work whose worker died, finishes jobs a worker left unfinished, forgets
+//! old webhook receipts. Every sweep is safe to run on several nodes at once, so each node may
+//! run it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use crate::domain::Timestamp;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Every second: rescues expired claims, publishes the event log, forgets webhook receipts
-/// older than `dedup_retention_hours`. Every 30 s: finishes stragglers (a sweep over running
+/// Every second: rescues expired claims, forgets webhook receipts older than
+/// `dedup_retention_hours`. Every 30 s: finishes stragglers (a sweep over running
 /// jobs, too costly to run each second). Runs until `shutdown` turns true.
 pub async fn run(
     store: Store,
@@ -52,9 +52,6 @@ async fn maintain(store: &Store, dedup_retention_hours: u64, metrics: &Metrics, 
             metrics.record_rescue("events", n);
         }
         Err(e) => tracing::warn!(error = %e, "rescuing expired claims failed"),
-    }
-    if let Err(e) = store.sequence_event_log(false).await {
-        tracing::warn!(error = %e, "publishing the event log failed");
     }
     if sweep {
         if let Err(e) = store.finish_stragglers().await {

@@ -4,7 +4,9 @@
 use uuid::Uuid;
 
 use super::resources::{insert_statement, update_statement};
-use super::{on_pool, Alert, AlertRule, BeginWrite, Bind, Notification, Store, StoreResult, Val};
+use super::{
+    on_pool, Alert, AlertRule, BeginWrite, Bind, LogPosition, Notification, Store, StoreResult, Val,
+};
 use crate::domain::Timestamp;
 
 /// What one evaluation writes, all or nothing.
@@ -56,12 +58,12 @@ impl Store {
         holder: &str,
         now: Timestamp,
         until: Timestamp,
-    ) -> StoreResult<Option<i64>> {
+    ) -> StoreResult<Option<LogPosition>> {
         let sql = "UPDATE alert_cursor SET holder = $1, lease_until = $2 \
                    WHERE name = $3 AND (holder IS NULL OR holder = $1 OR lease_until < $4) \
-                   RETURNING position";
+                   RETURNING horizon, position";
         let position = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, i64>(sql)
+            sqlx::query_as::<Db, (i64, i64)>(sql)
                 .bind(holder)
                 .bind(until)
                 .bind(LEASE)
@@ -69,7 +71,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        Ok(position)
+        Ok(position.map(|(horizon, id)| LogPosition::row(horizon, id)))
     }
 
     /// Every enabled rule of every organisation.
@@ -176,8 +178,8 @@ impl Store {
     pub async fn save_alert_evaluation(
         &self,
         holder: &str,
-        from: i64,
-        to: i64,
+        from: LogPosition,
+        to: LogPosition,
         writes: &AlertWrites,
     ) -> StoreResult<bool> {
         // Each statement with whether it must change exactly one row.
@@ -203,13 +205,15 @@ impl Store {
         let written = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             let moved = sqlx::query::<Db>(
-                "UPDATE alert_cursor SET position = $1 \
-                 WHERE name = $2 AND holder = $3 AND position = $4",
+                "UPDATE alert_cursor SET horizon = $1, position = $2 \
+                 WHERE name = $3 AND holder = $4 AND horizon = $5 AND position = $6",
             )
-            .bind(to)
+            .bind(to.horizon)
+            .bind(to.id)
             .bind(LEASE)
             .bind(holder)
-            .bind(from)
+            .bind(from.horizon)
+            .bind(from.id)
             .execute(&mut *tx)
             .await?
             .rows_affected();

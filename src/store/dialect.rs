@@ -52,20 +52,14 @@ impl Backend {
         }
     }
 
-    /// Whether event-log entries need the sequencer to get positions in commit order.
-    /// Postgres: concurrent transactions take row ids in one order and commit in another, so a
-    /// reader following ids could skip an entry that commits late. SQLite commits one writer
-    /// at a time, so its row ids already are commit order.
-    pub(in crate::store) fn sequenced_log(self) -> bool {
-        self == Backend::Postgres
-    }
-
-    /// The event-log column readers follow (see [`Backend::sequenced_log`]).
-    pub(in crate::store) fn log_position(self) -> &'static str {
-        if self.sequenced_log() {
-            "seq"
-        } else {
-            "id"
+    /// The condition on an event-log row that a reader may read it now (see
+    /// `migrations/postgres/0012_log_horizon.sql`). Postgres: its horizon is at most the oldest
+    /// transaction still running, so no row can commit behind it later. SQLite commits one
+    /// writer at a time, so every row it can see is readable.
+    pub(in crate::store) fn log_readable(self) -> &'static str {
+        match self {
+            Backend::Postgres => "horizon <= pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            Backend::Sqlite => "1 = 1",
         }
     }
 

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{rows_insert, Statement};
-use super::{on_pool, BeginWrite, LogEntry, LogPosition, Store, StoreResult, Val};
+use super::{on_pool, LogEntry, LogPosition, Store, StoreResult, Val};
 use crate::domain::{JobStatus, Timestamp};
 
 /// An event-log entry and entity change to write with a status change.
@@ -80,8 +80,8 @@ pub(in crate::store) fn log_rows<'a>(
         .collect()
 }
 
-/// The insert of `rows` (see [`log_rows`]), without positions: the sequencer gives them (see
-/// [`Store::sequence_event_log`]).
+/// The insert of `rows` (see [`log_rows`]). Their positions come with the insert: the
+/// `horizon` column's default and the id (see `migrations/postgres/0012_log_horizon.sql`).
 pub(in crate::store) fn log_insert(rows: Vec<(Uuid, Value)>, now: Timestamp) -> Statement {
     rows_insert(
         "INSERT INTO event_log (org_id, entries, created_at)",
@@ -141,7 +141,8 @@ impl StoredEntry {
 
 #[derive(sqlx::FromRow)]
 struct LogRow {
-    position: i64,
+    horizon: i64,
+    id: i64,
     entries: Json<Vec<StoredEntry>>,
     created_at: Timestamp,
 }
@@ -219,46 +220,43 @@ pub(in crate::store) fn finish_entry(
     )
 }
 
+/// Longest a reader of the event log waits for the transactions begun before its read to end
+/// (see [`Store::event_log`]). A transaction open longer holds back only the entries after it,
+/// which come with a later read.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Store {
-    /// Publishes event-log rows in commit order (Postgres). Writers insert rows without a
-    /// position; this single sequencer (one at a time across nodes, by advisory lock) gives
-    /// every unpublished row the next positions in one commit. A row that commits late simply
-    /// gets a later position, so readers following `seq` never see a gap filled in behind
-    /// them. A row holds a transaction's entries, so this is one write per commit of many
-    /// status changes. `wait` takes the lock even if another node holds it for now.
-    pub async fn sequence_event_log(&self, wait: bool) -> StoreResult<u64> {
-        if !self.backend().sequenced_log() {
-            return Ok(0);
-        }
-        let n = on_pool!(self, pool, Db => {
-            let mut tx = pool.begin_write().await?;
-            let locked: bool = if wait {
-                sqlx::query::<Db>("SELECT pg_advisory_xact_lock(7270001)").execute(&mut *tx).await?;
-                true
-            } else {
-                sqlx::query_scalar::<Db, bool>("SELECT pg_try_advisory_xact_lock(7270001)")
-                    .fetch_one(&mut *tx)
-                    .await?
-            };
-            if !locked {
-                return Ok(0);
+    /// Waits until every transaction that had begun writing when called has ended (Postgres,
+    /// at most [`CATCH_UP`]), so that a read of the log after it holds every change committed
+    /// before the call: a row is readable once the transactions before it have ended (see
+    /// `Backend::log_readable`). Their transactions last milliseconds.
+    async fn log_caught_up(&self) -> StoreResult<()> {
+        let super::Pool::Pg(pool) = &self.pool else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        // Every transaction that committed before now has an id below `target`.
+        let target: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+                .fetch_one(pool)
+                .await?;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let oldest: i64 =
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(pool)
+                    .await?;
+            if oldest >= target || started.elapsed() >= CATCH_UP {
+                return Ok(());
             }
-            let n = sqlx::query::<Db>(
-                "WITH next AS (SELECT id, ROW_NUMBER() OVER (ORDER BY id) + \
-                   (SELECT COALESCE(MAX(seq), 0) FROM event_log) AS n \
-                   FROM event_log WHERE seq IS NULL ORDER BY id LIMIT 10000) \
-                 UPDATE event_log SET seq = next.n FROM next WHERE event_log.id = next.id",
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            n
-        });
-        Ok(n)
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
     }
 
-    /// Up to `limit` event-log entries of `org` after position `after`, oldest first.
+    /// Up to `limit` event-log entries of `org` after position `after`, oldest first: every
+    /// entry committed before the call among them (unless a transaction begun before it stays
+    /// open for more than [`CATCH_UP`]).
     pub async fn event_log(
         &self,
         org: Uuid,
@@ -268,27 +266,31 @@ impl Store {
         // Rows from the one holding `after` on; a few at a time, as a row holds many entries.
         const ROWS: i64 = 16;
         let sql = format!(
-            "SELECT {position} AS position, entries, created_at FROM event_log \
-             WHERE org_id = $1 AND {position} >= $2 ORDER BY {position} LIMIT {ROWS}",
-            position = self.backend().log_position()
+            "SELECT horizon, id, entries, created_at FROM event_log \
+             WHERE org_id = $1 AND (horizon, id) >= ($2, $3) AND {readable} \
+             ORDER BY horizon, id LIMIT {ROWS}",
+            readable = self.backend().log_readable()
         );
         let limit = limit as usize;
+        self.log_caught_up().await?;
         let mut out = Vec::new();
-        let mut from = after.id;
+        let mut from = (after.horizon, after.id);
         loop {
             let rows: Vec<LogRow> = on_pool!(self, pool, Db => {
                 sqlx::query_as::<Db, LogRow>(&sql)
                     .bind(org)
-                    .bind(from)
+                    .bind(from.0)
+                    .bind(from.1)
                     .fetch_all(pool)
                     .await?
             });
             let full = rows.len() as i64 == ROWS;
             for row in rows {
-                from = row.position + 1;
+                from = (row.horizon, row.id + 1);
                 for (k, e) in row.entries.0.into_iter().enumerate() {
                     let position = LogPosition {
-                        id: row.position,
+                        horizon: row.horizon,
+                        id: row.id,
                         k: k as i64,
                     };
                     if position <= after {
@@ -308,37 +310,45 @@ impl Store {
 }
 
 impl Store {
-    /// Up to `rows` event-log rows of every organisation after position `after` (a row
-    /// position, as [`LogPosition::id`]), oldest first: the entries with their organisation,
-    /// the position to read on from, and how many rows were read.
+    /// Up to `rows` event-log rows of every organisation after the row at `after` (a row's
+    /// place: [`LogPosition::k`] is not looked at), oldest first: the entries with their
+    /// organisation, the place of the last row read (to read on from), and how many rows were
+    /// read.
     pub async fn event_log_rows_after(
         &self,
-        after: i64,
+        after: LogPosition,
         rows: i64,
-    ) -> StoreResult<(Vec<(Uuid, LogEntry)>, i64, usize)> {
+    ) -> StoreResult<(Vec<(Uuid, LogEntry)>, LogPosition, usize)> {
         #[derive(sqlx::FromRow)]
         struct OrgRow {
             org_id: Uuid,
-            position: i64,
+            horizon: i64,
+            id: i64,
             entries: Json<Vec<StoredEntry>>,
             created_at: Timestamp,
         }
         let sql = format!(
-            "SELECT org_id, {position} AS position, entries, created_at FROM event_log \
-             WHERE {position} > $1 ORDER BY {position} LIMIT $2",
-            position = self.backend().log_position()
+            "SELECT org_id, horizon, id, entries, created_at FROM event_log \
+             WHERE (horizon, id) > ($1, $2) AND {} ORDER BY horizon, id LIMIT $3",
+            self.backend().log_readable()
         );
         let found: Vec<OrgRow> = on_pool!(self, pool, Db => {
-            sqlx::query_as::<Db, OrgRow>(&sql).bind(after).bind(rows).fetch_all(pool).await?
+            sqlx::query_as::<Db, OrgRow>(&sql)
+                .bind(after.horizon)
+                .bind(after.id)
+                .bind(rows)
+                .fetch_all(pool)
+                .await?
         });
-        let mut last = after;
+        let mut last = LogPosition::row(after.horizon, after.id);
         let mut out = Vec::new();
         let read = found.len();
         for row in found {
-            last = row.position;
+            last = LogPosition::row(row.horizon, row.id);
             for (k, e) in row.entries.0.into_iter().enumerate() {
                 let position = LogPosition {
-                    id: row.position,
+                    horizon: row.horizon,
+                    id: row.id,
                     k: k as i64,
                 };
                 out.push((row.org_id, e.at(position, row.created_at)));
@@ -347,15 +357,16 @@ impl Store {
         Ok((out, last, read))
     }
 
-    /// The position of the newest published event-log row (0 for none).
-    pub async fn event_log_head(&self) -> StoreResult<i64> {
+    /// The place of the newest event-log row readers may read now (see
+    /// [`Store::event_log_rows_after`]; the start for none).
+    pub async fn event_log_head(&self) -> StoreResult<LogPosition> {
         let sql = format!(
-            "SELECT COALESCE(MAX({}), 0) FROM event_log",
-            self.backend().log_position()
+            "SELECT horizon, id FROM event_log WHERE {} ORDER BY horizon DESC, id DESC LIMIT 1",
+            self.backend().log_readable()
         );
         let head = on_pool!(self, pool, Db => {
-            sqlx::query_scalar::<Db, i64>(&sql).fetch_one(pool).await?
+            sqlx::query_as::<Db, (i64, i64)>(&sql).fetch_optional(pool).await?
         });
-        Ok(head)
+        Ok(head.map_or_else(LogPosition::default, |(h, id)| LogPosition::row(h, id)))
     }
 }

@@ -459,19 +459,31 @@ record!(
     ]
 );
 
-/// A place in the event log: the row's published position, then the entry within the row (see
-/// `migrations/postgres/0004_log_rows.sql`). Entries are read in this order.
+/// A place in the event log: the row's place (its `horizon`, then its `id`), then the entry
+/// within the row (see `migrations/postgres/0012_log_horizon.sql`). Entries are read in this
+/// order. SQLite rows, and rows from before horizons, have horizon 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogPosition {
+    pub horizon: i64,
     pub id: i64,
     pub k: i64,
 }
 
+impl LogPosition {
+    /// The first entry of the row at (`horizon`, `id`).
+    pub fn row(horizon: i64, id: i64) -> LogPosition {
+        LogPosition { horizon, id, k: 0 }
+    }
+}
+
 impl std::fmt::Display for LogPosition {
-    /// `id` for a row's first entry (and so for every entry from before rows held several: a
-    /// cursor given out then still reads on), `id.k` for the others.
+    /// `horizon.id.k` for a row with a horizon; else `id` for a row's first entry (and so for
+    /// every entry from before rows held several: a cursor given out then still reads on),
+    /// `id.k` for the others.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.k == 0 {
+        if self.horizon != 0 {
+            write!(f, "{}.{}.{}", self.horizon, self.id, self.k)
+        } else if self.k == 0 {
             write!(f, "{}", self.id)
         } else {
             write!(f, "{}.{}", self.id, self.k)
@@ -483,15 +495,20 @@ impl std::str::FromStr for LogPosition {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         let number = |t: &str| t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(());
-        match s.split_once('.') {
-            None => Ok(LogPosition {
-                id: number(s)?,
-                k: 0,
-            }),
-            Some((id, k)) => Ok(LogPosition {
+        let parts: Vec<&str> = s.split('.').collect();
+        match parts[..] {
+            [id] => Ok(LogPosition::row(0, number(id)?)),
+            [id, k] => Ok(LogPosition {
+                horizon: 0,
                 id: number(id)?,
                 k: number(k)?,
             }),
+            [horizon, id, k] => Ok(LogPosition {
+                horizon: number(horizon)?,
+                id: number(id)?,
+                k: number(k)?,
+            }),
+            _ => Err(()),
         }
     }
 }
@@ -710,16 +727,45 @@ mod tests {
     use super::LogPosition;
 
     #[test]
-    fn log_cursors_read_both_forms_and_old_ones_read_on() {
+    fn log_cursors_read_every_form_and_old_ones_read_on() {
         // A cursor from before rows held several entries is a plain row number.
-        let first = LogPosition { id: 12, k: 0 };
+        let first = LogPosition::row(0, 12);
         assert_eq!("12".parse::<LogPosition>(), Ok(first));
         assert_eq!(first.to_string(), "12");
-        let later = LogPosition { id: 7, k: 3 };
+        let later = LogPosition {
+            horizon: 0,
+            id: 7,
+            k: 3,
+        };
         assert_eq!("7.3".parse::<LogPosition>(), Ok(later));
         assert_eq!(later.to_string(), "7.3");
-        assert!(first > later && later > LogPosition { id: 7, k: 2 });
-        for bad in ["", "-1", "1.", ".1", "a", "1.2.3", "1.-2", "1.x"] {
+        assert!(
+            first > later
+                && later
+                    > LogPosition {
+                        horizon: 0,
+                        id: 7,
+                        k: 2
+                    }
+        );
+        // Rows with a horizon come after every row from before horizons, whatever their id.
+        let newer = LogPosition {
+            horizon: 900,
+            id: 3,
+            k: 0,
+        };
+        assert_eq!("900.3.0".parse::<LogPosition>(), Ok(newer));
+        assert_eq!(newer.to_string(), "900.3.0");
+        let next = LogPosition {
+            horizon: 900,
+            id: 3,
+            k: 4,
+        };
+        assert_eq!(next.to_string().parse::<LogPosition>(), Ok(next));
+        assert!(newer > first && next > newer && LogPosition::row(901, 1) > next);
+        for bad in [
+            "", "-1", "1.", ".1", "a", "1.-2", "1.x", "1.2.", "1.2.3.4", "-1.2.3", "1..3",
+        ] {
             assert!(bad.parse::<LogPosition>().is_err(), "{bad}");
         }
     }

@@ -88,18 +88,12 @@ impl Store {
 
     /// The steps that delete the event log's old rows and sent (or failed) notifications.
     pub fn log_steps(&self) -> Vec<Step> {
-        let position = self.backend().log_position();
         vec![
             Step {
                 what: "event_log",
-                sql: format!(
-                    "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
-                     WHERE org_id = $1 AND {position} IS NOT NULL AND created_at < $2 \
-                     AND {position} < (SELECT MAX({position}) FROM event_log) \
-                     ORDER BY {position} LIMIT $3)"
-                ),
-                // The newest published row stays, whatever its age: the sequencer numbers new
-                // rows after the highest position, which must never go back.
+                sql: "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
+                      WHERE org_id = $1 AND created_at < $2 ORDER BY horizon, id LIMIT $3)"
+                    .into(),
                 by_time: true,
                 resumes: false,
             },

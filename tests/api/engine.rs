@@ -121,11 +121,15 @@ pub async fn attempts(s: &Server, event: &Value) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-/// An event-log position as (row, entry): `id.k`, or `id` for a row's first entry.
-fn position(id: &str) -> (i64, i64) {
-    match id.split_once('.') {
-        None => (id.parse().unwrap(), 0),
-        Some((row, k)) => (row.parse().unwrap(), k.parse().unwrap()),
+/// An event-log position as (horizon, row, entry): `horizon.id.k`, or for rows without a
+/// horizon (SQLite) `id.k`, or `id` for a row's first entry.
+fn position(id: &str) -> (i64, i64, i64) {
+    let n: Vec<i64> = id.split('.').map(|p| p.parse().unwrap()).collect();
+    match n[..] {
+        [id] => (0, id, 0),
+        [id, k] => (0, id, k),
+        [horizon, id, k] => (horizon, id, k),
+        _ => panic!("not a position: {id}"),
     }
 }
 
@@ -203,7 +207,7 @@ async fn paginated_source_is_delivered_once_each(db: Db) {
     let log = whole_log(&s).await;
     let mut per_event: HashMap<String, Vec<String>> = HashMap::new();
     let mut job_changes = Vec::new();
-    let mut last = (0i64, 0i64);
+    let mut last = (0i64, 0i64, 0i64);
     for entry in &log {
         let pos = position(entry["id"].as_str().unwrap());
         assert!(pos > last, "positions only grow");

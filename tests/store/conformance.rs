@@ -663,7 +663,6 @@ async fn every_allowed_event_step_changes_its_event_and_is_logged_in_order(db: D
     assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
 
     // The log holds every hop, composite steps through TRANSFORMED, in commit order.
-    f.store.sequence_event_log(true).await.unwrap();
     let log = f
         .store
         .event_log(f.org, LogPosition::default(), 1000)
@@ -1176,8 +1175,6 @@ async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db)
             let mut cursor = LogPosition::default();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             while seen.len() < expected {
-                // As the API does before each read: publish what has committed.
-                f.store.sequence_event_log(false).await.unwrap();
                 let page = f.store.event_log(f.org, cursor, 7).await.unwrap();
                 if let Some(last) = page.last() {
                     cursor = last.position;
@@ -1227,10 +1224,28 @@ async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db)
     }
 }
 
-/// A row that commits late is published after what a follower has already read, never
-/// behind it: the writer that began first and commits last is read last.
+/// The event log as a follower reads it from the start once every transaction in flight has
+/// ended: waits (the cluster's other databases write too) until it holds `n` entries.
+async fn log_of(f: &Fixture, n: usize) -> Vec<wharf::store::LogEntry> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = f
+            .store
+            .event_log(f.org, LogPosition::default(), 100)
+            .await
+            .unwrap();
+        if log.len() >= n || std::time::Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A row that commits late is never behind what a follower has already read: while a writer
+/// that began first is open, rows committed after it wait; once it commits, its entry comes
+/// first and the follower reads on without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_an_entry_committed_late_is_published_after_what_was_read() {
+async fn postgres_an_entry_committed_late_is_never_behind_what_was_read() {
     use sqlx::Connection;
     let f = fixture(Db::Postgres).await;
     let url = f._env.pg.as_ref().unwrap().url.clone();
@@ -1245,26 +1260,60 @@ async fn postgres_an_entry_committed_late_is_published_after_what_was_read() {
     .execute(&mut *tx)
     .await
     .unwrap();
-    // A later writer commits meanwhile, and a follower reads it.
+    // A later writer commits meanwhile: a follower does not read it yet.
     let job = f.store.create_job(f.new_job("upload")).await.unwrap();
-    f.store.sequence_event_log(true).await.unwrap();
     let start = LogPosition::default();
     let first = f.store.event_log(f.org, start, 100).await.unwrap();
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].job_id, Some(job.id));
-    // The slow writer commits: its entry comes after the follower's cursor.
+    assert!(first.is_empty(), "waits for the open writer: {first:?}");
+    // The slow writer commits: its entry comes first, then the later one.
     tx.commit().await.unwrap();
-    f.store.sequence_event_log(true).await.unwrap();
-    let next = f
+    let all = log_of(&f, 2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].job_id, None);
+    assert_eq!(all[1].job_id, Some(job.id));
+    assert!(all[1].position > all[0].position);
+    let next = f.store.event_log(f.org, all[0].position, 100).await.unwrap();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].job_id, Some(job.id));
+    assert!(f
         .store
-        .event_log(f.org, first[0].position, 100)
+        .event_log(f.org, all[1].position, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A change written after another transaction committed comes after that transaction's
+/// entries, even when its own transaction began first (took its id before the other did):
+/// the log keeps cause before effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_entry_written_after_a_commit_comes_after_it() {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    let mut early = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = early.begin().await.unwrap();
+    let _: (String,) = sqlx::query_as("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(next.len(), 1, "{next:?}");
-    assert_eq!(next[0].job_id, None);
-    assert!(next[0].position > first[0].position);
-    let all = f.store.event_log(f.org, start, 100).await.unwrap();
-    assert_eq!(all.len(), 2);
+    // Another transaction, begun later, writes and commits ...
+    let job = f.store.create_job(f.new_job("upload")).await.unwrap();
+    // ... and then the early one writes its entry, as a change that read that commit would.
+    sqlx::query(
+        "INSERT INTO event_log (org_id, entries, created_at) VALUES ($1, \
+         '[{\"type\": \"JOB_STATUS_CHANGE\", \"to\": \"FAILED\"}]', now())",
+    )
+    .bind(f.org)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let all = log_of(&f, 2).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].job_id, Some(job.id));
+    assert_eq!(all[1].to_status, "FAILED");
+    assert!(all[1].position > all[0].position);
 }
 
 /// A push of `n` records (one job, the fixture's stream) under `delivery`.
