@@ -223,7 +223,106 @@ both_stores!(
     events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id,
     an_entity_takes_the_outcome_of_its_newest_finished_event,
     a_source_s_read_state_is_stored_with_its_events_by_one_run_only,
+    changes_committed_together_each_answer_for_their_own_event,
 );
+
+/// Many workers' changes at once commit together (on Postgres, the changes of one shape in one
+/// statement): each answers for its own event. Deliveries of held events succeed and are
+/// logged; a change under a claim the worker does not hold changes nothing, nor a change the
+/// event has already made; the job finishes with its last event.
+async fn changes_committed_together_each_answer_for_their_own_event(db: Db) {
+    let f = std::sync::Arc::new(fixture(db).await);
+    let (job, _) = f.job_with_events(12).await;
+    let token = Uuid::now_v7();
+    let held = f.store.claim_events(token, 20, lease()).await.unwrap();
+    assert_eq!(held.len(), 12);
+    let deliver = || EventChange {
+        to: Some(EventStatus::Ok),
+        payload_out: Some(json!({"out": true})),
+        attempted: true,
+        release: true,
+        ..Default::default()
+    };
+    let mut calls = Vec::new();
+    for (i, ev) in held.iter().enumerate() {
+        let (f, ev) = (f.clone(), ev.clone());
+        let change = deliver();
+        calls.push(tokio::spawn(async move {
+            match i {
+                // Under a claim this worker does not hold.
+                0 => {
+                    let other = Uuid::now_v7();
+                    f.store.change_event(&ev, other, change, None).await
+                }
+                // Transformed only, keeping the claim; then failed below.
+                1 => {
+                    f.store
+                        .change_event(&ev, token, step(Some(EventStatus::Transformed), true), None)
+                        .await
+                }
+                _ => {
+                    let attempt = success(&f, None);
+                    f.store
+                        .change_event(&ev, token, change, Some(attempt))
+                        .await
+                }
+            }
+        }));
+    }
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.unwrap().unwrap());
+    }
+    assert!(!answers[0], "not held under that token");
+    assert!(answers[1..].iter().all(|a| *a), "{answers:?}");
+    // The same change again, now that the events are OK: nothing to change.
+    let again = f
+        .store
+        .change_event(&held[2], token, deliver(), None)
+        .await
+        .unwrap();
+    assert!(!again);
+    for ev in &held[2..] {
+        let now = f.event(ev.id).await;
+        assert_eq!(now.status, EventStatus::Ok);
+        assert_eq!(now.attempt_count, 1);
+        assert!(now.payload_out.is_some());
+    }
+    assert_eq!(f.event(held[0].id).await.status, EventStatus::New);
+    let transformed = f.event(held[1].id).await;
+    assert_eq!(transformed.status, EventStatus::Transformed);
+    // The first event's claim and the second's: both end, the job with them.
+    let (first, second) = (f.event(held[0].id).await, transformed);
+    let end = |to| EventChange {
+        to: Some(to),
+        release: true,
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        f.store
+            .change_event(&first, token, end(EventStatus::Error), None),
+        f.store
+            .change_event(&second, token, end(EventStatus::Failed), None)
+    );
+    assert!(a.unwrap() && b.unwrap());
+    assert_eq!(f.job_status(job).await, JobStatus::FinishedWithIssues);
+    let log = f
+        .store
+        .event_log(f.org, LogPosition::default(), 1000)
+        .await
+        .unwrap();
+    let to = |id: Uuid| -> Vec<String> {
+        log.iter()
+            .filter(|e| e.event_id == Some(id))
+            .map(|e| e.to_status.clone())
+            .collect()
+    };
+    for ev in &held[2..] {
+        assert_eq!(to(ev.id), ["NEW", "TRANSFORMED", "OK"], "{:?}", ev.id);
+    }
+    assert_eq!(to(held[1].id), ["NEW", "TRANSFORMED", "FAILED"]);
+    assert_eq!(to(held[0].id), ["NEW", "ERROR"]);
+}
 
 /// Two runs of one file source read the same files: only the first to store its events
 /// stores them, with the source's new state; the other stores nothing.
@@ -1272,7 +1371,11 @@ async fn postgres_an_entry_committed_late_is_never_behind_what_was_read() {
     assert_eq!(all[0].job_id, None);
     assert_eq!(all[1].job_id, Some(job.id));
     assert!(all[1].position > all[0].position);
-    let next = f.store.event_log(f.org, all[0].position, 100).await.unwrap();
+    let next = f
+        .store
+        .event_log(f.org, all[0].position, 100)
+        .await
+        .unwrap();
     assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(next[0].job_id, Some(job.id));
     assert!(f

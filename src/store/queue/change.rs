@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
-use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK};
+use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, CHUNK};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
-use crate::store::{on_pool, BeginWrite, Bind, Event, JsonText, Store, StoreResult, Val};
+use crate::store::{on_pool, Backend, BeginWrite, Bind, Event, JsonText, Store, StoreResult, Val};
 
 /// A delivery attempt to record.
 #[derive(Debug, Clone)]
@@ -121,13 +121,74 @@ pub(in crate::store) const ATTEMPT_INSERT: &str =
     destination_id, started_at, finished_at, outcome, error_code, http_status, http_status_name, \
     response_excerpt, duration_ms)";
 
+/// An update of one event: `UPDATE events SET {sets} WHERE {filter}`, the placeholders `$n`
+/// numbering `vals` (`$1` the event's id). Updates with the same `sets` and `filter` have the
+/// same shape: the same columns, from the same statuses, values of the same types.
+pub(in crate::store) struct EventUpdate {
+    sets: String,
+    filter: String,
+    vals: Vec<Val>,
+}
+
+impl EventUpdate {
+    fn sql(&self) -> String {
+        format!("UPDATE events SET {} WHERE {}", self.sets, self.filter)
+    }
+
+    fn same_shape(&self, other: &EventUpdate) -> bool {
+        self.sets == other.sets && self.filter == other.filter
+    }
+}
+
+/// One statement for several updates of one shape (see [`EventUpdate`]) to different events
+/// (Postgres): their values as rows of `VALUES`, each placeholder `$n` of the shape read from
+/// the row's column `cn`. It answers the ids of the events it changed. Bind the updates' values
+/// in order.
+fn updates_together(updates: &[&EventUpdate]) -> String {
+    let width = updates[0].vals.len();
+    let mut rows = Vec::with_capacity(updates.len());
+    for i in 0..updates.len() {
+        let row: Vec<String> = (1..=width).map(|k| format!("${}", i * width + k)).collect();
+        rows.push(format!("({})", row.join(", ")));
+    }
+    let names: Vec<String> = (1..=width).map(|k| format!("c{k}")).collect();
+    let column = |sql: &str| placeholders(sql, |n| format!("v.c{n}"));
+    format!(
+        "UPDATE events SET {} FROM (VALUES {}) AS v({}) WHERE {} RETURNING events.id",
+        column(&updates[0].sets),
+        rows.join(", "),
+        names.join(", "),
+        column(&updates[0].filter)
+    )
+}
+
+/// `sql` with each placeholder `$n` replaced by `to(n)`.
+fn placeholders(sql: &str, to: impl Fn(usize) -> String) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push(c);
+            continue;
+        }
+        let mut n = 0usize;
+        while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+            n = n * 10 + d as usize;
+            chars.next();
+        }
+        out.push_str(&to(n));
+    }
+    out
+}
+
 /// An event change ready to commit, alone or with others.
 pub(in crate::store) struct Planned {
     pub(in crate::store) job_id: Uuid,
+    pub(in crate::store) event_id: Uuid,
     /// The delivery attempt's row, written whatever the update does.
     pub(in crate::store) attempt: Option<Vec<Val>>,
     /// Changes the event if it is still held and in a status the move starts from.
-    pub(in crate::store) update: Statement,
+    pub(in crate::store) update: EventUpdate,
     /// Written only if the update changed the event: log entries, the entity, split-off
     /// events.
     pub(in crate::store) rows: Rows,
@@ -213,9 +274,8 @@ pub(in crate::store) fn plan_change(
         sets.push("claim_token = NULL".into());
         sets.push("lease_expires_at = NULL".into());
     }
-    let sql = format!(
-        "UPDATE events SET {} WHERE id = $1 AND {} AND status IN ({})",
-        sets.join(", "),
+    let filter = format!(
+        "id = $1 AND {} AND status IN ({})",
         if change.or_unclaimed {
             "(claim_token = $2 OR claim_token IS NULL)"
         } else {
@@ -276,11 +336,44 @@ pub(in crate::store) fn plan_change(
     });
     Planned {
         job_id: ev.job_id,
+        event_id: ev.id,
         attempt,
-        update: (sql, vals),
+        update: EventUpdate {
+            sets: sets.join(", "),
+            filter,
+            vals,
+        },
         rows,
         terminal: path.last().is_some_and(|s| s.is_terminal()),
     }
+}
+
+/// The order in which to apply the updates of `plans`, as groups of indices: one statement a
+/// group. With `together`, updates of one shape to different events form a group (up to
+/// [`CHUNK`]), in the order their first appears; an event's second update comes after, alone,
+/// as one statement cannot change a row twice. Otherwise each update alone, in order.
+fn update_groups(plans: &[Planned], together: bool) -> Vec<Vec<usize>> {
+    if !together {
+        return (0..plans.len()).map(|i| vec![i]).collect();
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut again = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in plans.iter().enumerate() {
+        if !seen.insert(p.event_id) {
+            again.push(vec![i]);
+            continue;
+        }
+        let open = groups
+            .iter_mut()
+            .find(|g| g.len() < CHUNK && plans[g[0]].update.same_shape(&p.update));
+        match open {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups.extend(again);
+    groups
 }
 
 impl Store {
@@ -322,13 +415,27 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (i, p) in plans.iter().enumerate() {
-                let n = sqlx::query::<Db>(&p.update.0)
-                    .bind_all(&p.update.1)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                changed[i] = n == 1;
+            for group in update_groups(plans, self.backend() == Backend::Postgres) {
+                if let [i] = group[..] {
+                    let p = &plans[i];
+                    let n = sqlx::query::<Db>(&p.update.sql())
+                        .bind_all(&p.update.vals)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    changed[i] = n == 1;
+                    continue;
+                }
+                let updates: Vec<&EventUpdate> = group.iter().map(|i| &plans[*i].update).collect();
+                let sql = updates_together(&updates);
+                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).persistent(false);
+                for u in &updates {
+                    q = q.bind_all(&u.vals);
+                }
+                let ids = q.fetch_all(&mut *tx).await?;
+                for i in group {
+                    changed[i] = ids.contains(&plans[i].event_id);
+                }
             }
             let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
             for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
@@ -359,5 +466,85 @@ impl Store {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{placeholders, update_groups, updates_together, EventUpdate, Planned};
+    use crate::store::batch::Rows;
+    use crate::store::Val;
+    use uuid::Uuid;
+
+    fn plan(event: Uuid, status: &str) -> Planned {
+        Planned {
+            job_id: Uuid::nil(),
+            event_id: event,
+            attempt: None,
+            update: EventUpdate {
+                sets: "updated_at = $3".into(),
+                filter: format!("id = $1 AND claim_token = $2 AND status IN ('{status}')"),
+                vals: vec![Val::from(event), Val::from(Uuid::nil()), Val::Int(Some(1))],
+            },
+            rows: Rows::default(),
+            terminal: false,
+        }
+    }
+
+    #[test]
+    fn updates_group_by_shape_and_an_event_s_second_update_comes_after_alone() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let plans = [
+            plan(a, "NEW"),
+            plan(b, "TRANSFORMED"),
+            plan(c, "NEW"),
+            plan(a, "TRANSFORMED"),
+            plan(b, "NEW"),
+        ];
+        assert_eq!(
+            update_groups(&plans, true),
+            vec![vec![0, 2], vec![1], vec![3], vec![4]]
+        );
+        // One at a time, in order, where updates do not share statements (SQLite).
+        assert_eq!(
+            update_groups(&plans, false),
+            vec![vec![0], vec![1], vec![2], vec![3], vec![4]]
+        );
+    }
+
+    #[test]
+    fn placeholders_are_renamed_whole() {
+        let sql = "a = $1, b = $12, c = $2 WHERE d = $10 AND e = 'x$' AND f = $";
+        assert_eq!(
+            placeholders(sql, |n| format!("v.c{n}")),
+            "a = v.c1, b = v.c12, c = v.c2 WHERE d = v.c10 AND e = 'x$' AND f = $"
+        );
+    }
+
+    #[test]
+    fn updates_of_one_shape_share_a_statement_reading_each_row_s_values() {
+        let update = || EventUpdate {
+            sets: "updated_at = $3, status = $4, attempt_count = attempt_count + 1".into(),
+            filter: "id = $1 AND claim_token = $2 AND status IN ('NEW')".into(),
+            vals: vec![
+                Val::from(Uuid::nil()),
+                Val::from(Uuid::nil()),
+                Val::Int(Some(1)),
+                Val::from("OK"),
+            ],
+        };
+        let (a, b) = (update(), update());
+        assert!(a.same_shape(&b));
+        assert_eq!(
+            updates_together(&[&a, &b]),
+            "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
+             + 1 FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) AS v(c1, c2, c3, c4) \
+             WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('NEW') RETURNING events.id"
+        );
+        let other = EventUpdate {
+            filter: "id = $1 AND claim_token = $2 AND status IN ('TRANSFORMED')".into(),
+            ..update()
+        };
+        assert!(!a.same_shape(&other));
     }
 }
