@@ -15,6 +15,10 @@
 -- Existing rows keep their published positions: they become horizon 0 with id = the old `seq`
 -- (unpublished ones follow the last published), so a follower's old cursor (`seq` or
 -- `seq.k`) reads on without a gap or a repeat. New rows have horizons above 0.
+--
+-- Nodes still running the previous version write and number rows until they stop: the table is
+-- locked first, so that none of their rows is copied twice, missed or dropped with the old table.
+LOCK TABLE event_log IN ACCESS EXCLUSIVE MODE;
 CREATE TABLE event_log_next (
     id          bigserial PRIMARY KEY,
     horizon     bigint NOT NULL DEFAULT GREATEST(

@@ -235,23 +235,24 @@ impl Store {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        // Every transaction that committed before now has an id below `target`.
-        let target: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-                .fetch_one(pool)
-                .await?;
+        // Every transaction that committed before now has an id below `target`; none is open
+        // when the oldest still running is at or past it (with none running, they are equal).
+        let (target, mut oldest): (i64, i64) = sqlx::query_as(
+            "SELECT pg_snapshot_xmax(s)::text::bigint, pg_snapshot_xmin(s)::text::bigint \
+             FROM pg_current_snapshot() s",
+        )
+        .fetch_one(pool)
+        .await?;
         let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            let oldest: i64 =
+        while oldest < target && started.elapsed() < CATCH_UP {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            oldest =
                 sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
                     .fetch_one(pool)
                     .await?;
-            if oldest >= target || started.elapsed() >= CATCH_UP {
-                return Ok(());
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Up to `limit` event-log entries of `org` after position `after`, oldest first: every

@@ -91,9 +91,13 @@ impl Store {
         vec![
             Step {
                 what: "event_log",
-                sql: "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
-                      WHERE org_id = $1 AND created_at < $2 ORDER BY horizon, id LIMIT $3)"
-                    .into(),
+                // Only rows readers can read: a row held back behind a transaction still open
+                // is kept until a follower could have read it.
+                sql: format!(
+                    "DELETE FROM event_log WHERE id IN (SELECT id FROM event_log \
+                     WHERE org_id = $1 AND created_at < $2 AND {} ORDER BY horizon, id LIMIT $3)",
+                    self.backend().log_readable()
+                ),
                 by_time: true,
                 resumes: false,
             },
