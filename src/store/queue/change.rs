@@ -525,7 +525,7 @@ mod tests {
     fn updates_of_one_shape_share_a_statement_reading_each_row_s_values() {
         let update = || EventUpdate {
             sets: "updated_at = $3, status = $4, attempt_count = attempt_count + 1".into(),
-            filter: "id = $1 AND claim_token = $2 AND status IN ('NEW')".into(),
+            filter: "id = $1 AND claim_token = $2 AND status IN ('S1')".into(),
             vals: vec![
                 Val::from(Uuid::nil()),
                 Val::from(Uuid::nil()),
@@ -539,10 +539,10 @@ mod tests {
             updates_together(&[&a, &b]),
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) AS v(c1, c2, c3, c4) \
-             WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('NEW') RETURNING events.id"
+             WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('S1') RETURNING events.id"
         );
         let other = EventUpdate {
-            filter: "id = $1 AND claim_token = $2 AND status IN ('TRANSFORMED')".into(),
+            filter: "id = $1 AND claim_token = $2 AND status IN ('S2')".into(),
             ..update()
         };
         assert!(!a.same_shape(&other));
