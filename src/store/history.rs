@@ -139,6 +139,19 @@ impl StoredEntry {
     }
 }
 
+/// The entries of the row at (`horizon`, `id`), written at `at`, at their positions.
+fn row_entries(
+    horizon: i64,
+    id: i64,
+    entries: Vec<StoredEntry>,
+    at: Timestamp,
+) -> impl Iterator<Item = LogEntry> {
+    entries.into_iter().enumerate().map(move |(k, e)| {
+        let k = k as i64;
+        e.at(LogPosition { horizon, id, k }, at)
+    })
+}
+
 #[derive(sqlx::FromRow)]
 struct LogRow {
     horizon: i64,
@@ -288,16 +301,11 @@ impl Store {
             let full = rows.len() as i64 == ROWS;
             for row in rows {
                 from = (row.horizon, row.id + 1);
-                for (k, e) in row.entries.0.into_iter().enumerate() {
-                    let position = LogPosition {
-                        horizon: row.horizon,
-                        id: row.id,
-                        k: k as i64,
-                    };
-                    if position <= after {
+                for e in row_entries(row.horizon, row.id, row.entries.0, row.created_at) {
+                    if e.position <= after {
                         continue;
                     }
-                    out.push(e.at(position, row.created_at));
+                    out.push(e);
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -346,14 +354,10 @@ impl Store {
         let read = found.len();
         for row in found {
             last = LogPosition::row(row.horizon, row.id);
-            for (k, e) in row.entries.0.into_iter().enumerate() {
-                let position = LogPosition {
-                    horizon: row.horizon,
-                    id: row.id,
-                    k: k as i64,
-                };
-                out.push((row.org_id, e.at(position, row.created_at)));
-            }
+            let org = row.org_id;
+            out.extend(
+                row_entries(row.horizon, row.id, row.entries.0, row.created_at).map(|e| (org, e)),
+            );
         }
         Ok((out, last, read))
     }

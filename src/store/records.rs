@@ -728,39 +728,20 @@ mod tests {
 
     #[test]
     fn log_cursors_read_every_form_and_old_ones_read_on() {
+        let at = |horizon, id, k| LogPosition { horizon, id, k };
         // A cursor from before rows held several entries is a plain row number.
         let first = LogPosition::row(0, 12);
         assert_eq!("12".parse::<LogPosition>(), Ok(first));
         assert_eq!(first.to_string(), "12");
-        let later = LogPosition {
-            horizon: 0,
-            id: 7,
-            k: 3,
-        };
+        let later = at(0, 7, 3);
         assert_eq!("7.3".parse::<LogPosition>(), Ok(later));
         assert_eq!(later.to_string(), "7.3");
-        assert!(
-            first > later
-                && later
-                    > LogPosition {
-                        horizon: 0,
-                        id: 7,
-                        k: 2
-                    }
-        );
+        assert!(first > later && later > at(0, 7, 2));
         // Rows with a horizon come after every row from before horizons, whatever their id.
-        let newer = LogPosition {
-            horizon: 900,
-            id: 3,
-            k: 0,
-        };
+        let newer = at(900, 3, 0);
         assert_eq!("900.3.0".parse::<LogPosition>(), Ok(newer));
         assert_eq!(newer.to_string(), "900.3.0");
-        let next = LogPosition {
-            horizon: 900,
-            id: 3,
-            k: 4,
-        };
+        let next = at(900, 3, 4);
         assert_eq!(next.to_string().parse::<LogPosition>(), Ok(next));
         assert!(newer > first && next > newer && LogPosition::row(901, 1) > next);
         for bad in [

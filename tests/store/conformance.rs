@@ -1340,6 +1340,17 @@ async fn log_of(f: &Fixture, n: usize) -> Vec<wharf::store::LogEntry> {
     }
 }
 
+/// Writes an event-log row of one job change to `to`, as a writer of the store would, in `tx`.
+async fn insert_log_entry(tx: &mut sqlx::PgConnection, org: Uuid, to: &str) {
+    let entries = json!([{"type": "JOB_STATUS_CHANGE", "to": to}]);
+    sqlx::query("INSERT INTO event_log (org_id, entries, created_at) VALUES ($1, $2, now())")
+        .bind(org)
+        .bind(Json(entries))
+        .execute(tx)
+        .await
+        .unwrap();
+}
+
 /// A row that commits late is never behind what a follower has already read: while a writer
 /// that began first is open, rows committed after it wait; once it commits, its entry comes
 /// first and the follower reads on without a gap.
@@ -1351,14 +1362,7 @@ async fn postgres_an_entry_committed_late_is_never_behind_what_was_read() {
     let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
     // A writer that inserted its row first and has not committed yet.
     let mut tx = slow.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO event_log (org_id, entries, created_at) VALUES ($1, \
-         '[{\"type\": \"JOB_STATUS_CHANGE\", \"to\": \"PENDING\"}]', now())",
-    )
-    .bind(f.org)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    insert_log_entry(&mut tx, f.org, "PENDING").await;
     // A later writer commits meanwhile: a follower does not read it yet.
     let job = f.store.create_job(f.new_job("upload")).await.unwrap();
     let start = LogPosition::default();
@@ -1403,14 +1407,7 @@ async fn postgres_an_entry_written_after_a_commit_comes_after_it() {
     // Another transaction, begun later, writes and commits ...
     let job = f.store.create_job(f.new_job("upload")).await.unwrap();
     // ... and then the early one writes its entry, as a change that read that commit would.
-    sqlx::query(
-        "INSERT INTO event_log (org_id, entries, created_at) VALUES ($1, \
-         '[{\"type\": \"JOB_STATUS_CHANGE\", \"to\": \"FAILED\"}]', now())",
-    )
-    .bind(f.org)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    insert_log_entry(&mut tx, f.org, "FAILED").await;
     tx.commit().await.unwrap();
     let all = log_of(&f, 2).await;
     assert_eq!(all.len(), 2, "{all:?}");
