@@ -79,6 +79,10 @@ pub struct Args {
     /// when not given.
     #[arg(long)]
     pub per_destination: Option<usize>,
+    /// A setting for the server, as `WHARF_…=value` (repeatable): the server sees no other
+    /// `WHARF_` variable of the bench's environment, so that a run's settings are its own.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    pub server_env: Vec<String>,
     /// Seconds, small numbers: checks that nothing is lost or duplicated, never a speed.
     #[arg(long)]
     pub smoke: bool,
@@ -122,6 +126,13 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    if let Some(bad) = args
+        .server_env
+        .iter()
+        .find(|kv| !kv.starts_with("WHARF_") || !kv.contains('='))
+    {
+        anyhow::bail!("--server-env {bad:?}: give a setting as WHARF_NAME=value");
+    }
     if args.transforms {
         return transforms::run(&args).await;
     }

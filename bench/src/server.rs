@@ -132,6 +132,7 @@ pub fn start_wharf_in(
             args.per_destination
                 .map(|n| ("WHARF_WORKERS__PER_DESTINATION", n.to_string())),
         )
+        .envs(args.server_env.iter().filter_map(|kv| kv.split_once('=')))
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
