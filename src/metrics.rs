@@ -24,6 +24,28 @@ pub struct Metrics {
     store: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
+/// Where this process's received events went: `queued` and `spilled` events were stored
+/// claimed for its own workers (no claim query, no second write of the event's row),
+/// `stored` ones unclaimed, for any node's workers to claim.
+pub fn handoff_text(placed: crate::store::Placed) -> String {
+    let mut out = String::from(
+        "# HELP wharf_received_events_total Events of received pushes, by where they were \
+         placed: held for this process's workers (queued, spilled) or stored for any worker to \
+         claim.\n# TYPE wharf_received_events_total counter\n",
+    );
+    for (placed, n) in [
+        ("queued", placed.queued),
+        ("spilled", placed.spilled),
+        ("stored", placed.stored),
+    ] {
+        let _ = writeln!(
+            out,
+            "wharf_received_events_total{{placed=\"{placed}\"}} {n}"
+        );
+    }
+    out
+}
+
 /// How long the store's figures are reused between scrapes.
 const STORE_EVERY: Duration = Duration::from_secs(10);
 

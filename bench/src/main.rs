@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use wharf_testkit::sink::Sink;
 
 use load::{drain, drive, percentile};
-use server::{cpu_ms_per_order, cpu_reading, rss_mb, setup, start_wharf};
+use server::{cpu_ms_per_order, cpu_reading, received_placement, rss_mb, setup, start_wharf};
 
 use pgstats::{counters, per_order, Autovacuum};
 
@@ -327,6 +327,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         _ => json!(null),
     };
+    let placement = received_placement(&client, &server.base).await;
     let autovacuum = match &db_url {
         Some(db) => json!(pgstats::autovacuum(db).await?),
         None => json!(null),
@@ -438,6 +439,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "prefill_orders": args.prefill,
         "autovacuum": autovacuum,
         "database_per_order": db_cost,
+        // Where the ingest phase's events went: those `stored` unclaimed cost a claim each.
+        "received_placement": placement,
         "lowload_p50_ms": percentile(&delivery, 50.0),
         "lowload_p99_ms": percentile(&delivery, 99.0),
         "lowload_max_ms": delivery.last().copied().unwrap_or(0.0),
@@ -487,6 +490,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| v.to_string());
         println!("{k:<24} {text:>12}");
     }
+    println!(
+        "{:<24} {:>12}",
+        "received_placement", report["received_placement"]
+    );
     if let Some(costs) = report["database_per_order"].as_object() {
         for (k, v) in costs {
             println!("{k:<24} {:>12}", v.to_string());

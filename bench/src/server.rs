@@ -267,3 +267,25 @@ pub async fn setup_with_retry(
             .ok_or_else(|| anyhow::anyhow!("the stream has no id: {stream}"))?,
     })
 }
+
+/// Where the server placed the events it received so far, from its `/metrics`: held for its
+/// own workers (`queued`, `spilled`: stored claimed) or `stored` unclaimed, each of which a
+/// worker must claim with a second write of its row.
+pub async fn received_placement(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return serde_json::Value::Null,
+    };
+    let mut placed = serde_json::Map::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("wharf_received_events_total{placed=\"") else {
+            continue;
+        };
+        if let Some((name, n)) = rest.split_once("\"} ") {
+            if let Ok(n) = n.trim().parse::<u64>() {
+                placed.insert(name.to_string(), n.into());
+            }
+        }
+    }
+    serde_json::Value::Object(placed)
+}

@@ -45,6 +45,9 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
+    if let Some(placed) = state.store.handoff_placed() {
+        text.push_str(&crate::metrics::handoff_text(placed));
+    }
     text.push_str(&state.metrics.render_store(&state.store).await);
     (
         [(

@@ -86,6 +86,18 @@ struct State {
     taken: usize,
     window_start: std::time::Instant,
     rate: f64,
+    /// Events of committed pushes since start, by where they went.
+    placed: Placed,
+}
+
+/// Received events of committed pushes, by where they went: held in memory for this
+/// process's workers, spilled (ids held), or stored unclaimed for any node's workers to claim
+/// (the queue and the spill were full, or the wait too long).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub queued: u64,
+    pub spilled: u64,
+    pub stored: u64,
 }
 
 impl Default for State {
@@ -99,6 +111,7 @@ impl Default for State {
             taken: 0,
             window_start: std::time::Instant::now(),
             rate: FIRST_RATE,
+            placed: Placed::default(),
         }
     }
 }
@@ -203,11 +216,21 @@ impl Handoff {
     }
 
     /// The push holding `n` reserved places in the queue and `m` in the spill committed: its
-    /// events wait for a worker.
-    fn fill(&self, (n, m): (usize, usize), events: Vec<Handed>, spilled: Vec<Spilled>) {
+    /// events wait for a worker (and `unclaimed` more of its events were stored for any
+    /// node's workers).
+    fn fill(
+        &self,
+        (n, m): (usize, usize),
+        events: Vec<Handed>,
+        spilled: Vec<Spilled>,
+        unclaimed: usize,
+    ) {
         let mut s = self.state();
         s.reserved -= n;
         s.reserved_spill -= m;
+        s.placed.queued += n as u64;
+        s.placed.spilled += m as u64;
+        s.placed.stored += unclaimed as u64;
         // Closed: the workers stopped; the events' claims are released with the token.
         if !s.closed {
             s.queue.extend(events);
@@ -306,6 +329,11 @@ impl Handoff {
         self.state().spill.len()
     }
 
+    /// Where the events of committed pushes went, since this process started.
+    pub fn placed(&self) -> Placed {
+        self.state().placed
+    }
+
     /// Takes no more events and forgets the waiting ones, once the pushes that reserved a
     /// place have committed or failed (for at most `wait`): after this, releasing the token's
     /// claims in the store frees every event handed over. Returns how many were waiting.
@@ -355,14 +383,15 @@ fn take_from<T>(queue: &mut VecDeque<T>, max: usize, skip: impl Fn(&T) -> bool) 
     taken
 }
 
-/// Places a push holds in the handoff, with the events to hand over once it commits; a push
-/// that stores nothing (a duplicate, a failed or abandoned commit) gives them back when
-/// dropped.
+/// Places a push holds in the handoff, with the events to hand over once it commits (and the
+/// count of its events stored unclaimed, for [`Handoff::placed`]); a push that stores nothing
+/// (a duplicate, a failed or abandoned commit) gives them back when dropped.
 #[derive(Debug)]
 pub(in crate::store) struct Reservation {
     handoff: Arc<Handoff>,
     /// The events for the queue and the ids for the spill, one per place reserved.
     events: Mutex<Option<(Vec<Handed>, Vec<Spilled>)>>,
+    unclaimed: usize,
 }
 
 impl Reservation {
@@ -370,10 +399,12 @@ impl Reservation {
         handoff: Arc<Handoff>,
         events: Vec<Handed>,
         spilled: Vec<Spilled>,
+        unclaimed: usize,
     ) -> Self {
         Reservation {
             handoff,
             events: Mutex::new(Some((events, spilled))),
+            unclaimed,
         }
     }
 
@@ -381,8 +412,12 @@ impl Reservation {
     pub(in crate::store) fn fill(&self) {
         let taken = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((events, spilled)) = taken {
-            self.handoff
-                .fill((events.len(), spilled.len()), events, spilled);
+            self.handoff.fill(
+                (events.len(), spilled.len()),
+                events,
+                spilled,
+                self.unclaimed,
+            );
         }
     }
 
@@ -419,6 +454,37 @@ mod tests {
         let wait = last.lease_end.0 - Timestamp::now().0 - lease;
         assert!(wait > chrono::Duration::seconds(58), "{wait:?}");
         assert!(wait <= MAX_SPILL_WAIT, "{wait:?}");
+    }
+
+    #[test]
+    fn committed_pushes_count_where_their_events_went() {
+        let lease = chrono::Duration::seconds(20);
+        let h = Handoff::new(2, 3, lease);
+        // Two events fit the queue, three the spill; a third push's event is stored unclaimed.
+        let queued = h.reserve(2).expect("queued");
+        assert!(!queued.spilled);
+        let spilled = h.reserve(3).expect("spilled");
+        assert!(spilled.spilled);
+        assert!(h.reserve(1).is_none(), "queue and spill full");
+        let spill = |n: u128| Spilled {
+            id: Uuid::from_u128(n),
+            stream_id: Uuid::nil(),
+            lease_end: spilled.lease_end,
+        };
+        // The queue's push stored nothing (a repeated delivery): its places are not counted.
+        Reservation::new(h.clone(), vec![], vec![], 0).cancel();
+        h.cancel((2, 0));
+        Reservation::new(h.clone(), vec![], vec![spill(1), spill(2), spill(3)], 1).fill();
+        h.fill((0, 0), vec![], vec![], 0);
+        assert_eq!(
+            h.placed(),
+            Placed {
+                queued: 0,
+                spilled: 3,
+                stored: 1
+            }
+        );
+        assert_eq!(h.spilled(), 3);
     }
 
     #[test]

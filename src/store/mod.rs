@@ -49,7 +49,7 @@ pub(crate) use audit::audit_in;
 pub use audit::{AuditEntry, AuditSlot};
 pub(crate) use dialect::BeginWrite;
 pub use events::{AbortScope, NewEvent};
-pub use handoff::{Handed, Handoff, Spilled};
+pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::{message_contains, payload_contains};
@@ -421,6 +421,12 @@ impl Store {
             .handoff
             .write()
             .unwrap_or_else(|e| e.into_inner()) = handoff;
+    }
+
+    /// Where this process's received events went (see [`Placed`]), while its
+    /// workers take events handed over.
+    pub fn handoff_placed(&self) -> Option<Placed> {
+        self.handoff().map(|h| h.placed())
     }
 
     fn handoff(&self) -> Option<std::sync::Arc<Handoff>> {

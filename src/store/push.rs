@@ -71,13 +71,15 @@ impl Store {
         let mut rows = Rows::default();
         let mut ids = Vec::new();
         let handoff = self.handoff();
-        let mut reserved = 0;
+        let (mut reserved, mut unclaimed) = (0, 0);
         for j in jobs {
             let id = match j.events {
                 Some(events) => {
                     let claim = handoff.as_ref().and_then(|h| h.reserve(events.len()));
                     if claim.is_some() {
                         reserved += events.len();
+                    } else {
+                        unclaimed += events.len();
                     }
                     rows.job_with_events(j.new, &j.data_type, events, now, claim)
                         .0
@@ -86,11 +88,11 @@ impl Store {
             };
             ids.push(id);
         }
-        let handed = handoff.filter(|_| reserved > 0).map(|h| {
+        let handed = handoff.filter(|_| reserved + unclaimed > 0).map(|h| {
             let events = std::mem::take(&mut rows.handed);
             let spilled = std::mem::take(&mut rows.spilled);
             debug_assert_eq!(events.len() + spilled.len(), reserved);
-            Reservation::new(h, events, spilled)
+            Reservation::new(h, events, spilled, unclaimed)
         });
         if ids.is_empty() {
             return Ok(Ingested::Created(ids));

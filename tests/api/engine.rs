@@ -421,6 +421,7 @@ both_stores!(
     waiting_received_events_of_an_aborted_job_are_not_delivered,
     spilled_events_of_an_aborted_job_are_not_delivered,
     shutdown_releases_spilled_events,
+    received_events_are_counted_by_where_they_wait,
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
     a_failing_source_fails_the_job,
@@ -642,6 +643,40 @@ async fn shutdown_releases_spilled_events(db: Db) {
     // The push's six events do not fit in memory (one place): they are spilled, and only
     // their ids wait.
     shutdown_releases_waiting_events(db, 1).await;
+}
+
+async fn received_events_are_counted_by_where_they_wait(db: Db) {
+    // One worker, held by a slow destination, two places in memory and three ids spilled:
+    // the first push's two events wait in memory, the second's three are spilled, and the
+    // third's five are stored unclaimed, for any worker to claim.
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 1;
+    config.workers.handoff = 2;
+    config.workers.handoff_spill = 3;
+    config.workers.shutdown_grace_seconds = 1;
+    let s = Server::start(config).await;
+    let sink = Sink::slow(Duration::from_secs(5)).await;
+    let hook = s.webhook_stream("Pushes", "id", &sink.url()).await;
+    for (first, n) in [(0, 2), (2, 3), (5, 5)] {
+        let records: Vec<Value> = (first..first + n)
+            .map(|i| json!({"id": format!("r{i}")}))
+            .collect();
+        let res = s
+            .client
+            .post(s.url(&hook))
+            .json(&records)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    let metrics = s.metrics().await;
+    for (placed, n) in [("queued", 2), ("spilled", 3), ("stored", 5)] {
+        let line = format!("wharf_received_events_total{{placed=\"{placed}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    s.stop().await;
 }
 
 async fn shutdown_releases_waiting_events(db: Db, handoff: usize) {
