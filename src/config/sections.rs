@@ -249,7 +249,7 @@ impl Default for WorkersConfig {
             lease_seconds: 20,
             shutdown_grace_seconds: 30,
             handoff: 512,
-            handoff_spill: 10_000,
+            handoff_spill: 50_000,
             keep_outcome_seconds: 900,
         }
     }
