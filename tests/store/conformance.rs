@@ -1351,6 +1351,28 @@ async fn insert_log_entry(tx: &mut sqlx::PgConnection, org: Uuid, to: &str) {
         .unwrap();
 }
 
+/// The store reaches a Postgres server on this host without TLS when its URL does not ask for
+/// it (the test server offers TLS: psql's and sqlx's default, `prefer`, would take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_server_on_this_host_is_reached_without_tls() {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    assert!(!url.contains("sslmode"), "{url}");
+    f.store.create_job(f.new_job("upload")).await.unwrap();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (store, over_tls): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'wharf' AND a.datname = current_database()",
+    )
+    .fetch_one(&mut look)
+    .await
+    .unwrap();
+    assert!(store > 0, "the store's connections are listed");
+    assert_eq!(over_tls, 0, "{over_tls} of {store} over TLS");
+}
+
 /// A row that commits late is never behind what a follower has already read: while a writer
 /// that began first is open, rows committed after it wait; once it commits, its entry comes
 /// first and the follower reads on without a gap.
