@@ -129,9 +129,26 @@ async fn main() -> anyhow::Result<()> {
     if let Some(bad) = args
         .server_env
         .iter()
-        .find(|kv| !kv.starts_with("WHARF_") || !kv.contains('='))
+        .find(|kv| !kv.starts_with("WHARF_") || !kv.contains('=') || kv.starts_with("WHARF_="))
     {
         anyhow::bail!("--server-env {bad:?}: give a setting as WHARF_NAME=value");
+    }
+    // What the bench sets itself has its own option, or must stay as the bench sets it.
+    if let Some(own) = args.server_env.iter().find(|kv| {
+        [
+            "WHARF_BOOTSTRAP_TOKEN=",
+            "WHARF_WORKERS__COUNT=",
+            "WHARF_WORKERS__PER_DESTINATION=",
+            "WHARF_WORKERS__ENABLED=",
+            "WHARF_OUTBOUND__ALLOW=",
+        ]
+        .iter()
+        .any(|k| kv.starts_with(k))
+    }) {
+        anyhow::bail!(
+            "--server-env {own:?}: the bench sets this itself (see --workers and \
+             --per-destination)"
+        );
     }
     if args.transforms {
         return transforms::run(&args).await;
@@ -454,7 +471,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "backlog_series": backlog_series.iter().map(|(t, b)| json!([(t * 10.0).round() / 10.0, b])).collect::<Vec<_>>(),
         "settings": {"rate": args.rate, "duration_s": args.duration, "concurrency": args.concurrency,
                      "workers": args.workers, "per_destination": args.per_destination, "lowload_rate": args.lowload_rate,
-                     "ingest_only_rate": args.ingest_only_rate},
+                     "ingest_only_rate": args.ingest_only_rate, "server_env": args.server_env},
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("{:<24} {:>12}", "store", args.store);

@@ -273,8 +273,8 @@ pub async fn setup_with_retry(
 /// worker must claim with a second write of its row.
 pub async fn received_placement(client: &reqwest::Client, base: &str) -> serde_json::Value {
     let text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return serde_json::Value::Null,
+        Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+        _ => return serde_json::Value::Null,
     };
     let mut placed = serde_json::Map::new();
     for line in text.lines() {
@@ -287,5 +287,9 @@ pub async fn received_placement(client: &reqwest::Client, base: &str) -> serde_j
             }
         }
     }
-    serde_json::Value::Object(placed)
+    // No such metric: the server kept nothing for its workers (`workers.handoff` 0).
+    match placed.is_empty() {
+        true => serde_json::Value::Null,
+        false => serde_json::Value::Object(placed),
+    }
 }

@@ -827,10 +827,12 @@ const HANDOFF_FRESH: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Wakes this process's workers when another node queues work (Postgres LISTEN).
 async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let url = engine.database_url.clone();
     loop {
         let listener = async {
-            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+            let Some(l) = engine.store.listener().await else {
+                return Err(sqlx::Error::Configuration("not Postgres".into()));
+            };
+            let mut l = l?;
             l.listen("wharf_work").await?;
             Ok::<_, sqlx::Error>(l)
         };

@@ -471,11 +471,12 @@ mod tests {
             stream_id: Uuid::nil(),
             lease_end: spilled.lease_end,
         };
-        // The queue's push stored nothing (a repeated delivery): its places are not counted.
-        Reservation::new(h.clone(), vec![], vec![], 0).cancel();
+        // A push that stored nothing (a repeated delivery) counts none of its events, those
+        // it would have stored unclaimed included.
         h.cancel((2, 0));
+        Reservation::new(h.clone(), vec![], vec![], 4).cancel();
+        assert_eq!(h.placed(), Placed::default());
         Reservation::new(h.clone(), vec![], vec![spill(1), spill(2), spill(3)], 1).fill();
-        h.fill((0, 0), vec![], vec![], 0);
         assert_eq!(
             h.placed(),
             Placed {

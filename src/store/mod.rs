@@ -352,24 +352,29 @@ macro_rules! impl_bind {
 impl_bind!(Postgres);
 impl_bind!(Sqlite);
 
-/// Whether to reach the Postgres server of `url` (on `host`) over TLS as the URL or the
-/// environment say (`sslmode`, `PGSSLMODE`: sqlx's default is `prefer`, TLS when the server
-/// offers it), or without: a server on this host, reached over loopback or a Unix socket, is
-/// reached without TLS unless the URL or the environment ask for it — encrypting every query
-/// there protects nothing and cost about 4 % of the server's CPU and 5 % of Postgres's in the
-/// bench.
-fn tls_wanted(url: &str, host: &str, env_says: bool) -> bool {
+/// Whether to reach the Postgres server of `url` (on `host`, or over a Unix `socket`) with
+/// TLS as sqlx decides (its default, `prefer`: TLS when the server offers it), or without. A
+/// server on this host, reached over loopback or a Unix socket, is reached without TLS unless
+/// the URL or the environment say anything about TLS (`sslmode`, a certificate or key: any
+/// `ssl…` option in the URL, or a non-empty `PGSSL…` variable in `env`) — encrypting every
+/// query there protects nothing and cost about 4 % of the server's CPU and 5 % of Postgres's
+/// in the bench.
+fn tls_wanted(url: &str, host: &str, socket: bool, env: &[(String, String)]) -> bool {
     let url_says = url.split_once('?').is_some_and(|(_, query)| {
         query
             .split('&')
-            .any(|kv| kv.starts_with("sslmode=") || kv.starts_with("ssl-mode="))
+            .any(|kv| kv.get(..3).is_some_and(|k| k.eq_ignore_ascii_case("ssl")))
     });
-    let local = host.starts_with('/')
+    let env_says = env
+        .iter()
+        .any(|(k, v)| k.starts_with("PGSSL") && !v.trim().is_empty());
+    let local = socket
+        || host.starts_with('/')
         || host.eq_ignore_ascii_case("localhost")
         || host
             .trim_matches(|c| c == '[' || c == ']')
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
     url_says || env_says || !local
 }
 
@@ -384,11 +389,12 @@ impl Store {
         let acquire = Duration::from_secs(config.database.acquire_timeout_seconds);
         let store = if url.starts_with("postgres") {
             let mut opts = PgConnectOptions::from_str(&url)?.application_name("wharf");
-            if !tls_wanted(
-                &url,
-                opts.get_host(),
-                std::env::var_os("PGSSLMODE").is_some(),
-            ) {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            if !tls_wanted(&url, opts.get_host(), opts.get_socket().is_some(), &env) {
+                tracing::info!(
+                    "Postgres on this host: connecting without TLS (an sslmode in the URL \
+                     changes that)"
+                );
                 opts = opts.ssl_mode(sqlx::postgres::PgSslMode::Disable);
             }
             let pool = PgPoolOptions::new()
@@ -449,6 +455,18 @@ impl Store {
             .handoff
             .write()
             .unwrap_or_else(|e| e.into_inner()) = handoff;
+    }
+
+    /// A connection of its own for `LISTEN` (not one of the pool's), made with the pool's
+    /// options (Postgres only).
+    pub async fn listener(&self) -> Option<Result<sqlx::postgres::PgListener, sqlx::Error>> {
+        let Pool::Pg(pool) = &self.pool else {
+            return None;
+        };
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        Some(sqlx::postgres::PgListener::connect_with(&own).await)
     }
 
     /// Where this process's received events went (see [`Placed`]), while its
@@ -544,31 +562,58 @@ mod tests {
     fn a_server_on_this_host_is_reached_without_tls_unless_asked() {
         use super::tls_wanted;
         let local = "postgres://wharf@127.0.0.1:5432/wharf";
+        let none: &[(String, String)] = &[];
         for host in [
             "127.0.0.1",
             "127.8.0.2",
             "::1",
             "[::1]",
+            "::ffff:127.0.0.1",
             "localhost",
             "/run/postgresql",
         ] {
-            assert!(!tls_wanted(local, host, false), "{host}");
+            assert!(!tls_wanted(local, host, false, none), "{host}");
         }
+        // A Unix socket named in the query, whatever the URL's host.
+        let socket = "postgres://wharf@db.example.com/wharf?host=/run/postgresql";
+        assert!(!tls_wanted(socket, "db.example.com", true, none));
         for host in ["db.example.com", "10.0.0.5", "192.168.1.2", "fd00::1"] {
             assert!(
-                tls_wanted("postgres://wharf@db/wharf", host, false),
+                tls_wanted("postgres://wharf@db/wharf", host, false, none),
                 "{host}"
             );
         }
-        // Asked for in the URL or the environment: as asked, on loopback too.
+        // Anything said about TLS in the URL or the environment: as said, on loopback too.
         for url in [
             "postgres://wharf@127.0.0.1/wharf?sslmode=require",
             "postgres://wharf@127.0.0.1/wharf?application_name=x&sslmode=prefer",
             "postgres://wharf@127.0.0.1/wharf?ssl-mode=verify-full",
+            "postgres://wharf@127.0.0.1/wharf?SSLMODE=require",
+            "postgres://wharf@127.0.0.1/wharf?sslcert=/c.pem&sslkey=/k.pem",
         ] {
-            assert!(tls_wanted(url, "127.0.0.1", false), "{url}");
+            assert!(tls_wanted(url, "127.0.0.1", false, none), "{url}");
         }
-        assert!(tls_wanted(local, "127.0.0.1", true));
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(tls_wanted(
+            local,
+            "127.0.0.1",
+            false,
+            &env("PGSSLMODE", "require")
+        ));
+        assert!(tls_wanted(
+            local,
+            "127.0.0.1",
+            false,
+            &env("PGSSLROOTCERT", "/ca.pem")
+        ));
+        // Set but empty, as libpq reads it: not said.
+        assert!(!tls_wanted(
+            local,
+            "127.0.0.1",
+            false,
+            &env("PGSSLMODE", "")
+        ));
+        assert!(!tls_wanted(local, "127.0.0.1", false, &env("PGHOST", "x")));
     }
 
     /// Statuses reach SQL only through the domain's tables (`batch::sql_in`), never spelled

@@ -15,7 +15,8 @@ pub(in crate::store) struct Push {
     pub delivery_id: Option<String>,
     pub ids: Vec<Uuid>,
     pub(in crate::store) rows: Rows,
-    /// The events inserted claimed, handed to this process's workers once committed.
+    /// The events inserted claimed, handed to this process's workers once committed (and the
+    /// count of those inserted unclaimed, for the handoff's figures).
     pub(in crate::store) handed: Option<Reservation>,
 }
 

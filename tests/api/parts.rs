@@ -254,3 +254,68 @@ fn the_api_pattern_is_told_from_its_neighbours() {
     assert!(!names_the_api("utoipa::openapi::ObjectBuilder::new()"));
     assert!(!names_the_api("let rapi::x = 1;"));
 }
+
+/// Several nodes share a database only on Postgres.
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_stored_by_one_node_wakes_another_nodes_workers() {
+        super::work_stored_by_one_node_wakes_another_nodes_workers().await
+    }
+}
+
+/// A push stored by a node without workers wakes another node's idle workers at once (they
+/// `LISTEN` for work), long before their own poll would find it; the listening connection is
+/// made like the store's (named `wharf`, no TLS to a server on this host).
+async fn work_stored_by_one_node_wakes_another_nodes_workers() {
+    use sqlx::Connection;
+    let env = Env::new(Db::Postgres).await;
+    let sink = Sink::ok().await;
+    let mut workers = env.config();
+    workers.workers.poll_interval_ms = 60_000;
+    let w = Server::start(workers).await;
+    let hook = webhook_stream(&w, &sink).await;
+    let url = env.pg.as_ref().unwrap().url.clone();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listening = loop {
+        let rows: Vec<(Option<String>, Option<bool>)> = sqlx::query_as(
+            "SELECT a.application_name, s.ssl FROM pg_stat_activity a \
+             LEFT JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = current_database() AND a.query ILIKE 'LISTEN%'",
+        )
+        .fetch_all(&mut look)
+        .await
+        .unwrap();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers' node never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        listening,
+        vec![(Some("wharf".to_string()), Some(false))],
+        "one listener, named wharf, without TLS"
+    );
+
+    let mut ingest = env.config();
+    ingest.workers.enabled = false;
+    let i = Server::start(ingest).await;
+    let (status, r) = push(&i, &hook, json!([{"sku": "L-1"}]), "wake-1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    // Well within the minute the workers' poll would take.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.received().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the other node's workers were not woken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.received().len(), 1);
+    i.stop().await;
+    w.stop().await;
+}

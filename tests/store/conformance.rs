@@ -1361,6 +1361,17 @@ async fn postgres_a_server_on_this_host_is_reached_without_tls() {
     assert!(!url.contains("sslmode"), "{url}");
     f.store.create_job(f.new_job("upload")).await.unwrap();
     let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    // The test server offers TLS (else this test could not tell): a connection with sqlx's
+    // default takes it.
+    let offered: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut look)
+            .await
+            .unwrap();
+    assert!(
+        offered,
+        "the test's Postgres server must offer TLS (ssl = on)"
+    );
     let (store, over_tls): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
          JOIN pg_stat_ssl s USING (pid) \
