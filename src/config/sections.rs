@@ -227,11 +227,10 @@ pub struct WorkersConfig {
     /// 0, neither: every event is stored for any node's workers to claim.
     pub handoff: usize,
     /// Received events beyond `handoff` this process still keeps for its own workers, as ids
-    /// only, each read back when its turn comes (no claim query, no second write). On
-    /// Postgres an event is spilled only when this process expects to reach it within a
-    /// minute (at the rate its workers have been taking events); beyond, events are stored
-    /// for any node (on SQLite, which one process serves, the spill's size alone bounds it).
-    /// A spilled event's lease covers its expected wait. Other nodes' workers cannot take spilled events while this
+    /// only, each read back when its turn comes (no claim query, no second write). An event
+    /// is spilled only when this process expects to reach it within a minute (at the rate
+    /// its workers have been taking events), and its lease covers that wait; beyond, events
+    /// are stored for any node. Other nodes' workers cannot take spilled events while this
     /// process lives (their leases are renewed), nor until their leases end if it dies;
     /// 0: none.
     pub handoff_spill: usize,

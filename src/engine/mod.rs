@@ -100,12 +100,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(deps: Deps) -> Arc<Engine> {
         let lease = chrono::Duration::seconds(deps.workers.lease_seconds as i64);
-        let handoff = Handoff::new(
-            deps.workers.handoff,
-            deps.workers.handoff_spill,
-            lease,
-            deps.store.backend() == crate::store::Backend::Postgres,
-        );
+        let handoff = Handoff::new(deps.workers.handoff, deps.workers.handoff_spill, lease);
         let lanes = Lanes::new(deps.workers.count, deps.workers.per_destination);
         Arc::new(Engine {
             store: deps.store,

@@ -12,12 +12,10 @@
 //! The queue is bounded: when it holds `capacity` events, further events are still inserted
 //! claimed, but only their ids wait here (the spill, up to `spill` of them), and a worker
 //! reads each one back by id when its turn comes — a read, not the claim's second write of
-//! the wide row. Where other processes' workers claim from the same database (Postgres), an
-//! event is spilled only when it is expected to be reached within [`MAX_SPILL_WAIT`] (the
-//! events ahead of it at the rate workers have been taking them), so that the node holds no
-//! more than it expects to reach soon; on SQLite, which one process serves, no other worker
-//! could take it, and the spill is bounded by its size alone. A spilled event's lease is
-//! written to cover its expected wait and renewed only if that turns out too short. When the spill too is full (or the
+//! the wide row. An event is spilled only when it is expected to be reached within
+//! [`MAX_SPILL_WAIT`] (the events ahead of it at the rate workers have been taking them), so
+//! that the node holds no more than it expects to reach soon; its lease is written to cover
+//! that wait and renewed only if that turns out too short. When the spill too is full (or the
 //! wait too long), and with `spill` 0, pushes insert their events unclaimed, for workers to
 //! claim from the store as before (other nodes included).
 
@@ -49,9 +47,8 @@ pub struct Spilled {
     pub lease_end: Timestamp,
 }
 
-/// Longest an event is spilled for where other nodes' workers could take it: one expected to
-/// wait longer (slow workers, a long spill) is stored unclaimed instead, for any node's
-/// workers.
+/// Longest an event is spilled for: one expected to wait longer (slow workers, a long
+/// spill) is stored unclaimed instead, for any node's workers.
 const MAX_SPILL_WAIT: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Longest a renewal of spilled events' leases reaches beyond the usual lease (workers that
@@ -156,9 +153,6 @@ pub struct Handoff {
     capacity: usize,
     spill: usize,
     lease: chrono::Duration,
-    /// Whether other processes' workers claim from the same database (see the module's
-    /// comment).
-    shared: bool,
     state: Mutex<State>,
     /// Woken when the last reservation is settled (for [`Handoff::close`]).
     settled: Notify,
@@ -166,20 +160,13 @@ pub struct Handoff {
 
 impl Handoff {
     /// A queue of at most `capacity` events and `spill` ids beyond them, claimed for `lease`
-    /// from their receipt (spilled ones for longer, see the module's comment); `shared` when
-    /// other processes' workers claim from the same database.
-    pub fn new(
-        capacity: usize,
-        spill: usize,
-        lease: chrono::Duration,
-        shared: bool,
-    ) -> Arc<Handoff> {
+    /// from their receipt (spilled ones for longer, see the module's comment).
+    pub fn new(capacity: usize, spill: usize, lease: chrono::Duration) -> Arc<Handoff> {
         Arc::new(Handoff {
             token: Uuid::now_v7(),
             capacity,
             spill,
             lease,
-            shared,
             state: Mutex::default(),
             settled: Notify::new(),
         })
@@ -217,7 +204,7 @@ impl Handoff {
             return None;
         }
         let wait = s.expected_wait(s.queue.len() + s.reserved + spilled + n);
-        if self.shared && wait > MAX_SPILL_WAIT {
+        if wait > MAX_SPILL_WAIT {
             return None;
         }
         s.reserved_spill += n;
@@ -456,7 +443,7 @@ mod tests {
     #[test]
     fn an_event_expected_to_wait_past_the_bound_is_stored_unclaimed() {
         let lease = chrono::Duration::seconds(20);
-        let h = Handoff::new(0, 100_000, lease, true);
+        let h = Handoff::new(0, 100_000, lease);
         // At the first rate assumed (100 a second), 6,000 events ahead is a minute's wait.
         let first = h.reserve(5_000).expect("spilled");
         assert!(first.spilled);
@@ -470,25 +457,9 @@ mod tests {
     }
 
     #[test]
-    fn alone_on_its_database_a_process_spills_up_to_the_spills_size() {
-        let lease = chrono::Duration::seconds(20);
-        let h = Handoff::new(0, 50_000, lease, false);
-        // 40,000 ahead at the first rate assumed (100 a second) is 400 s: past the minute a
-        // shared database allows, kept here, its lease covering the wait (at most 5 minutes).
-        assert!(h.reserve(20_000).expect("spilled").spilled);
-        let last = h.reserve(20_000).expect("spilled");
-        let wait = last.lease_end.0 - Timestamp::now().0 - lease;
-        assert!(wait > chrono::Duration::seconds(298), "{wait:?}");
-        assert!(wait <= MAX_EXPECTED_WAIT, "{wait:?}");
-        // The spill's size still bounds it.
-        assert!(h.reserve(10_001).is_none());
-        assert!(h.reserve(10_000).is_some());
-    }
-
-    #[test]
     fn committed_pushes_count_where_their_events_went() {
         let lease = chrono::Duration::seconds(20);
-        let h = Handoff::new(2, 3, lease, true);
+        let h = Handoff::new(2, 3, lease);
         // Two events fit the queue, three the spill; a third push's event is stored unclaimed.
         let queued = h.reserve(2).expect("queued");
         assert!(!queued.spilled);

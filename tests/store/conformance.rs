@@ -1470,7 +1470,7 @@ fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
 
 async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
     let f = fixture(db).await;
-    let handoff = Handoff::new(3, 0, lease(), true);
+    let handoff = Handoff::new(3, 0, lease());
     f.store.set_handoff(Some(handoff.clone()));
     let Ingested::Created(jobs) = f
         .store
@@ -1556,7 +1556,7 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
 async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     let f = fixture(db).await;
     // The handing process died: the lease runs out and the rescue frees the events.
-    let dead = Handoff::new(10, 0, chrono::Duration::seconds(-1), true);
+    let dead = Handoff::new(10, 0, chrono::Duration::seconds(-1));
     f.store.set_handoff(Some(dead.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 2), None)
@@ -1565,7 +1565,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     assert_eq!(f.store.rescue_events().await.unwrap(), 2);
     assert_eq!(claim_now(&f).await, 2);
     // Shutdown: the handoff closes, forgets what waits, and the token's claims are released.
-    let handoff = Handoff::new(10, 0, lease(), true);
+    let handoff = Handoff::new(10, 0, lease());
     f.store.set_handoff(Some(handoff.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 3), None)
@@ -1587,7 +1587,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
     assert_eq!(claim_now(&f).await, 1);
 
     // A worker checks events that waited, and gives back those it will not deliver.
-    let open = Handoff::new(10, 0, lease(), true);
+    let open = Handoff::new(10, 0, lease());
     f.store.set_handoff(Some(open.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 2), None)
@@ -1639,7 +1639,7 @@ async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {
 
 async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: Db) {
     let f = fixture(db).await;
-    let handoff = Handoff::new(2, 3, lease(), true);
+    let handoff = Handoff::new(2, 3, lease());
     f.store.set_handoff(Some(handoff.clone()));
     let before = Timestamp::now();
     // Two in memory, then two spilled: stored claimed all the same, so no claim finds them.
@@ -1729,7 +1729,7 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
 
     // A spilled event whose lease ends soon is among those the heartbeat renews; a process
     // that died leaves it to the rescue.
-    let dead = Handoff::new(0, 10, chrono::Duration::seconds(-5), true);
+    let dead = Handoff::new(0, 10, chrono::Duration::seconds(-5));
     f.store.set_handoff(Some(dead.clone()));
     f.store
         .ingest(f.source.id, None, push_of(&f, 2), None)
