@@ -662,14 +662,7 @@ async fn received_events_are_counted_by_where_they_wait(db: Db) {
         let records: Vec<Value> = (first..first + n)
             .map(|i| json!({"id": format!("r{i}")}))
             .collect();
-        let res = s
-            .client
-            .post(s.url(&hook))
-            .json(&records)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        push_records(&s, &hook, &records).await;
     }
     let metrics = s.metrics().await;
     for (placed, n) in [("queued", 2), ("spilled", 3), ("stored", 5)] {
@@ -730,10 +723,15 @@ async fn push_through(
     records: Vec<Value>,
 ) -> String {
     let hook = s.webhook_stream("Pushes", entity_id_path, &sink_url).await;
+    push_records(s, &hook, &records).await
+}
+
+/// Pushes `records` to the webhook `hook`, which accepts them; the push's job.
+async fn push_records(s: &Server, hook: &str, records: &[Value]) -> String {
     let res = s
         .client
-        .post(s.url(&hook))
-        .json(&records)
+        .post(s.url(hook))
+        .json(records)
         .send()
         .await
         .unwrap();
