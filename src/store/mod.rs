@@ -389,7 +389,11 @@ impl Store {
         let acquire = Duration::from_secs(config.database.acquire_timeout_seconds);
         let store = if url.starts_with("postgres") {
             let mut opts = PgConnectOptions::from_str(&url)?.application_name("wharf");
-            let env: Vec<(String, String)> = std::env::vars().collect();
+            // (`vars()` would panic on a variable that is not Unicode: only PGSSL… ones count.)
+            let env: Vec<(String, String)> = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into())))
+                .filter(|(k, _)| k.starts_with("PGSSL"))
+                .collect();
             if !tls_wanted(&url, opts.get_host(), opts.get_socket().is_some(), &env) {
                 tracing::info!(
                     "Postgres on this host: connecting without TLS (an sslmode in the URL \
