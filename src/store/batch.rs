@@ -11,7 +11,8 @@ use super::handoff::{Claim, Handed, Spilled};
 
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
 use super::{
-    on_pool, BeginWrite, Bind, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val,
+    on_pool, BeginWrite, Bind, Event, Job, JsonText, NewEvent, NewJob, StatementText, Store,
+    StoreResult, Val,
 };
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
@@ -397,7 +398,7 @@ impl Store {
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for (sql, vals) in &statements {
-                sqlx::query::<Db>(sql)
+                sqlx::query::<Db>(&Db::text(sql))
                     .bind_all(vals)
                     .persistent(keep_prepared(vals))
                     .execute(&mut *tx)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::aggregates::aggregate_ready_sql;
 use super::batch::{sql_in, sql_lit, Rows, CHUNK};
 use super::history::{finish_entry, write_log};
-use super::{on_pool, BeginWrite, Bind, Job, NewEvent, Store, StoreResult};
+use super::{on_pool, BeginWrite, Bind, Job, NewEvent, StatementText, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
 use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
 
@@ -217,6 +217,7 @@ impl Store {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("SELECT * FROM jobs WHERE id IN ({})", marks.join(", "));
             let found = on_pool!(self, pool, Db => {
+                let sql = Db::text(&sql);
                 let mut q = sqlx::query_as::<Db, Job>(&sql).persistent(chunk.len() <= 8);
                 for id in chunk {
                     q = q.bind(*id);

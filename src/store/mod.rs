@@ -48,6 +48,7 @@ pub use alerts::{AlertWrites, StreamBrief, StreamOutcome, StreamStuck};
 pub(crate) use audit::audit_in;
 pub use audit::{AuditEntry, AuditSlot};
 pub(crate) use dialect::BeginWrite;
+pub(in crate::store) use dialect::StatementText;
 pub use events::{AbortScope, NewEvent};
 pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::batch::{keep_prepared, notify_work, rows_insert, Rows, CHUNK};
 use super::handoff::Reservation;
 use super::history::write_log;
-use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, Store, StoreResult, Val};
+use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, StatementText, Store, StoreResult, Val};
 use crate::domain::Timestamp;
 
 /// A push ready to commit: its jobs' rows and the job ids to answer with.
@@ -143,7 +143,7 @@ impl Store {
                     chunk.iter().map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
                 );
                 sql.push_str(" ON CONFLICT (source_id, delivery_id) DO NOTHING RETURNING source_id, delivery_id");
-                let taken = sqlx::query_as::<Db, (Uuid, String)>(&sql)
+                let taken = sqlx::query_as::<Db, (Uuid, String)>(&Db::text(&sql))
                     .bind_all(&vals)
                     .persistent(keep_prepared(&vals))
                     .fetch_all(&mut *tx)
@@ -175,7 +175,7 @@ impl Store {
             }
             if !stored.is_empty() {
                 for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
-                    sqlx::query::<Db>(&sql)
+                    sqlx::query::<Db>(&Db::text(&sql))
                         .bind_all(&vals)
                         .persistent(keep_prepared(&vals))
                         .execute(&mut *tx)

@@ -8,7 +8,9 @@ use crate::domain::{EventStatus, EventStep, Timestamp};
 use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, CHUNK};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
-use crate::store::{on_pool, Backend, BeginWrite, Bind, Event, JsonText, Store, StoreResult, Val};
+use crate::store::{
+    on_pool, Backend, BeginWrite, Bind, Event, JsonText, StatementText, Store, StoreResult, Val,
+};
 
 /// A delivery attempt to record.
 #[derive(Debug, Clone)]
@@ -409,7 +411,7 @@ impl Store {
                 let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
                 // An attempt stored again (see `NewAttempt::id`) is recorded once.
                 let sql = format!("{sql} ON CONFLICT (id) DO NOTHING");
-                sqlx::query::<Db>(&sql)
+                sqlx::query::<Db>(&Db::text(&sql))
                     .bind_all(&vals)
                     .persistent(keep_prepared(&vals))
                     .execute(&mut *tx)
@@ -428,6 +430,7 @@ impl Store {
                 }
                 let updates: Vec<&EventUpdate> = group.iter().map(|i| &plans[*i].update).collect();
                 let sql = updates_together(&updates);
+                let sql = Db::text(&sql);
                 let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).persistent(false);
                 for u in &updates {
                     q = q.bind_all(&u.vals);
@@ -439,7 +442,7 @@ impl Store {
             }
             let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
             for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
-                sqlx::query::<Db>(&sql)
+                sqlx::query::<Db>(&Db::text(&sql))
                     .bind_all(&vals)
                     .persistent(keep_prepared(&vals))
                     .execute(&mut *tx)

@@ -18,7 +18,9 @@ pub use change::{Delivery, EventChange, NewAttempt};
 
 use super::batch::{notify_work, sql_in, sql_lit, Rows, CHUNK};
 use super::history::{write_log, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, Store, StoreResult};
+use super::{
+    on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, StatementText, Store, StoreResult,
+};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
@@ -189,7 +191,7 @@ impl Store {
                 }
             }
             for (sql, vals) in &statements {
-                sqlx::query::<Db>(sql).bind_all(vals).execute(&mut *tx).await?;
+                sqlx::query::<Db>(&Db::text(sql)).bind_all(vals).execute(&mut *tx).await?;
             }
             if !empty {
                 notify_work!(self, Db, tx);
@@ -344,6 +346,7 @@ impl Store {
                 marks.join(", ")
             );
             let found = on_pool!(self, pool, Db => {
+                let sql = Db::text(&sql);
                 let mut q = sqlx::query_scalar::<Db, Uuid>(&sql)
                     .bind(token)
                     .bind(now)
@@ -379,6 +382,7 @@ impl Store {
                 marks.join(", ")
             );
             let found = on_pool!(self, pool, Db => {
+                let sql = Db::text(&sql);
                 let mut q = sqlx::query_as::<Db, Event>(&sql)
                     .bind(token)
                     .bind(now)
@@ -403,6 +407,7 @@ impl Store {
                 marks.join(", ")
             );
             on_pool!(self, pool, Db => {
+                let sql = Db::text(&sql);
                 let mut q = sqlx::query::<Db>(&sql).bind(token).persistent(false);
                 for id in chunk {
                     q = q.bind(*id);
@@ -442,6 +447,7 @@ impl Store {
                     marks.join(", ")
                 );
                 renewed += on_pool!(self, pool, Db => {
+                    let sql = Db::text(&sql);
                     let mut q = sqlx::query::<Db>(&sql)
                         .bind(until)
                         .bind(token)
