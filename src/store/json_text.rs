@@ -20,6 +20,16 @@ impl JsonText {
         JsonText(value.to_string().into())
     }
 
+    /// Text serialised from a value by the caller.
+    pub(crate) fn serialised(text: String) -> JsonText {
+        JsonText(text.into())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// JSON text as received, already parsed (so valid): stored as it came instead of being
     /// written again from its value (a webhook's body is an order's largest part). What is
     /// stored then is the sender's text to the digit, where the parsed value may have rounded a
