@@ -167,15 +167,23 @@ pub struct MetricFigures {
 
 impl Store {
     /// The figures `/metrics` shows, across organisations. Waiting events are few and served
-    /// by the claim index; finished ones are read for the last day only, by id range.
+    /// by the claim and lease indexes; finished ones are read for the last day only, by id range.
     pub async fn metric_figures(&self) -> StoreResult<MetricFigures> {
         let now = Timestamp::now();
         let day_ago = id_floor(Timestamp::from_datetime(now.0 - chrono::Duration::days(1)));
         let (waiting, finished, alerts, pending) = on_pool!(self, pool, Db => {
+            // Waiting events are read in two parts, each through its partial index: the
+            // unclaimed ones through the claim index, the claimed ones through the lease index.
+            // As one condition on `status` no index serves it, and both stores read the whole
+            // table (66 ms for 40,000 orders on SQLite, against 0.1 ms in two parts).
             let waiting = sqlx::query_as::<Db, (Uuid, String, i64, Timestamp)>(
-                "SELECT stream_id, status, COUNT(*), MIN(created_at) FROM events \
-                 WHERE status IN ('NEW','TRANSFORMED') GROUP BY stream_id, status \
-                 ORDER BY stream_id, status",
+                "SELECT stream_id, status, COUNT(*), MIN(created_at) FROM ( \
+                   SELECT stream_id, status, created_at FROM events \
+                   WHERE status IN ('NEW', 'TRANSFORMED') AND claim_token IS NULL \
+                   UNION ALL \
+                   SELECT stream_id, status, created_at FROM events \
+                   WHERE claim_token IS NOT NULL AND status IN ('NEW', 'TRANSFORMED') \
+                 ) AS waiting GROUP BY stream_id, status ORDER BY stream_id, status",
             )
             .fetch_all(pool)
             .await?;

@@ -196,8 +196,25 @@ async fn metrics_show_waiting_work_recent_outcomes_attempts_and_alerts(db: Db) {
         false,
     )
     .await;
+    // Its events wait unclaimed, due in an hour (the stalled stream's are claimed, in flight):
+    // the figures count both.
+    let later = fetch_stream(
+        &s,
+        "http://127.0.0.1:9/orders",
+        &stalled.url(),
+        json!({"schedule_seconds": [3600], "timeout_seconds": 30}),
+        false,
+    )
+    .await;
     let records =
         json!([{"id": "1", "name": "#1"}, {"id": "2", "name": "#2"}, {"id": "3", "name": "#3"}]);
+    let (status, _) = crate::common::send(
+        s.req(reqwest::Method::POST, &format!("/streams/{later}/uploads"))
+            .header("content-type", "application/json")
+            .body(json!([{"id": "4", "name": "#4"}, {"id": "5", "name": "#5"}]).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     upload_and_wait(&s, &bad, records.clone()).await;
     let (status, _) = crate::common::send(
         s.req(reqwest::Method::POST, &format!("/streams/{slow}/uploads"))
@@ -226,6 +243,12 @@ async fn metrics_show_waiting_work_recent_outcomes_attempts_and_alerts(db: Db) {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(waiting, 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "wharf_events{{stream_id=\"{later}\",status=\"TRANSFORMED\"}} 2"
+        )),
+        "{text}"
+    );
     let age_line = text
         .lines()
         .find(|l| {
