@@ -440,6 +440,13 @@ impl Store {
                 .before_acquire(|conn, _| {
                     Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
                 })
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        let mut handle = conn.lock_handle().await?;
+                        dialect::short_busy_waits(handle.as_raw_handle(), acquire);
+                        Ok(())
+                    })
+                })
                 .connect_with(opts)
                 .await?;
             Store {

@@ -1384,6 +1384,56 @@ async fn postgres_a_server_on_this_host_is_reached_without_tls() {
     assert_eq!(over_tls, 0, "{over_tls} of {store} over TLS");
 }
 
+/// SQLite: a write that finds another connection holding the write lock waits (the store's
+/// busy handler tries again in short steps) and goes through once the lock is given back;
+/// with the lock held past the store's acquire timeout (3 s in the tests), it fails instead of
+/// waiting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_write_waits_for_the_write_lock_and_gives_up_after_the_timeout() {
+    use sqlx::Connection;
+    use std::time::{Duration, Instant};
+    let f = fixture(Db::Sqlite).await;
+    let path = f._env.data.path().join("wharf.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let store = f.store.clone();
+    let job = f.new_job("upload");
+    let write = tokio::spawn(async move { store.create_job(job).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "the write waits while the lock is held"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let job = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the write goes through once the lock is free")
+        .unwrap()
+        .expect("the write is stored");
+    assert_eq!(f.job_status(job.id).await, JobStatus::Pending);
+
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let failed = f.store.create_job(f.new_job("upload")).await;
+    let waited = started.elapsed();
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        waited >= Duration::from_millis(2_900),
+        "gave up after {waited:?}"
+    );
+    // The lock given back, writes go through again.
+    f.store.create_job(f.new_job("upload")).await.unwrap();
+}
+
 /// A row that commits late is never behind what a follower has already read: while a writer
 /// that began first is open, rows committed after it wait; once it commits, its entry comes
 /// first and the follower reads on without a gap.
