@@ -107,9 +107,13 @@ const BUSY_STEP: Duration = Duration::from_micros(250);
 const BUSY_STEP_LATER: Duration = Duration::from_millis(1);
 const BUSY_LATER_AFTER: Duration = Duration::from_millis(100);
 
+/// A call of the busy handler this long after its last belongs to a new wait.
+const BUSY_NEW_WAIT: Duration = Duration::from_millis(500);
+
 thread_local! {
-    /// When the current wait for the write lock began, on the connection's own thread.
-    static BUSY_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    /// When the current wait for the write lock began and when the handler was last called, on
+    /// the connection's own thread (sqlx runs each SQLite connection on a thread of its own).
+    static BUSY_WAIT: std::cell::Cell<Option<(Instant, Instant)>> = const { std::cell::Cell::new(None) };
 }
 
 /// Makes a SQLite connection wait for another's write lock in short steps, up to `timeout`.
@@ -136,12 +140,15 @@ pub(in crate::store) fn short_busy_waits(
 /// try again, 0 to give up (the statement then fails with SQLITE_BUSY).
 extern "C" fn busy(timeout_micros: *mut c_void, count: c_int) -> c_int {
     let now = Instant::now();
-    let since = BUSY_SINCE.with(|s| {
-        let since = match (count, s.get()) {
-            (0, _) | (_, None) => now,
-            (_, Some(t)) => t,
+    let since = BUSY_WAIT.with(|w| {
+        // A new wait: SQLite counts from 0 for each statement it runs, but a statement being
+        // prepared may start at the count a previous wait left, so a long pause since the last
+        // call also starts one.
+        let since = match w.get() {
+            Some((since, last)) if count > 0 && now.duration_since(last) < BUSY_NEW_WAIT => since,
+            _ => now,
         };
-        s.set(Some(since));
+        w.set(Some((since, now)));
         since
     });
     let waited = now.duration_since(since);
@@ -182,8 +189,8 @@ impl StatementText for Sqlite {
 }
 
 /// `sql` with `$1`, `$2`, … written as `?`, when those are its placeholders in that order,
-/// each once, and it has no `?` of its own; `None` otherwise. Quoted text (`'…'`, `"…"`) is
-/// left alone.
+/// each once, and it has no `?`, comment or `$` within a name of its own; `None` otherwise.
+/// Quoted text (`'…'`, `"…"`) is left alone.
 fn anonymous(sql: &str) -> Option<String> {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
@@ -198,6 +205,13 @@ fn anonymous(sql: &str) -> Option<String> {
                 i += 1;
             }
             b'?' => return None,
+            // A comment could hide a quote or a placeholder: such text is given as written.
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
+            // `a$1` is a name, not a placeholder.
+            b'$' if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_') => {
+                return None
+            }
             b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let end = (i + 1..bytes.len())
                     .find(|&j| !bytes[j].is_ascii_digit())
@@ -251,6 +265,9 @@ mod tests {
             "UPDATE t SET a = $1 WHERE b = $1",
             "SELECT $1, ?",
             "SELECT $1, $3",
+            "SELECT $1 -- it's $2",
+            "SELECT $1 /* $2 */",
+            "SELECT a$1 FROM t WHERE b = $1",
         ] {
             assert!(
                 matches!(Sqlite::text(sql), Cow::Borrowed(s) if s == sql),
