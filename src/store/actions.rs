@@ -8,15 +8,12 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::{sql_in, sql_lit};
+use super::batch::{execute, sql_in, sql_lit};
 use super::events::AbortScope;
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::jobs::finish_jobs_in;
 use super::resources::update_statement;
-use super::{
-    audit_in, on_pool, BeginWrite, Bind, Event, StatementText, Store, StoreError, StoreResult,
-    Stream, Val,
-};
+use super::{audit_in, on_pool, BeginWrite, Event, Store, StoreError, StoreResult, Stream, Val};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::{EventStatus, EventStep, JobStatus, JobStep, Timestamp};
 
@@ -172,14 +169,14 @@ impl Store {
                         }],
                         now,
                     );
-                    sqlx::query::<Db>(&Db::text(&s)).bind_all(&v).execute(&mut *tx).await?;
+                    execute!(Db, tx, &s, &v);
                 }
             }
             // The jobs whose last open events these were finish now, in the same commit.
             let touched: Vec<Uuid> = touched.into_iter().collect();
             let finished = finish_jobs_in!(Db, tx, touched, now, logs);
             if let Some((sql, vals)) = &then {
-                let n = sqlx::query::<Db>(&Db::text(sql)).bind_all(vals).execute(&mut *tx).await?.rows_affected();
+                let n = execute!(Db, tx, sql, vals).rows_affected();
                 if n == 0 {
                     return Err(StoreError::NotFound("stream"));
                 }

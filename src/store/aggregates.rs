@@ -4,10 +4,10 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::{sql_in, sql_lit, CHUNK};
+use super::batch::{execute, sql_in, sql_lit, CHUNK};
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt};
-use super::{on_pool, BeginWrite, Bind, Event, Job, StatementText, Store, StoreResult, Val};
+use super::{on_pool, BeginWrite, Event, Job, Store, StoreResult, Val};
 use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 
 /// Makes due (at `$1`) the combined delivery of those of the jobs `$2…$(n+1)` whose events
@@ -179,7 +179,7 @@ impl Store {
         let held = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for (sql, vals) in &attempt_stmts {
-                sqlx::query::<Db>(&Db::text(sql)).bind_all(vals).execute(&mut *tx).await?;
+                execute!(Db, tx, sql, vals);
             }
             let held = sqlx::query::<Db>(
                 "UPDATE jobs SET claim_token = NULL, lease_expires_at = NULL, \
@@ -205,7 +205,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 for (sql, vals) in &follow {
-                    sqlx::query::<Db>(&Db::text(sql)).bind_all(vals).execute(&mut *tx).await?;
+                    execute!(Db, tx, sql, vals);
                 }
                 write_log!(Db, tx, &logs, now);
             }

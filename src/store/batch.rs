@@ -10,10 +10,7 @@ use uuid::Uuid;
 use super::handoff::{Claim, Handed, Spilled};
 
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
-use super::{
-    on_pool, BeginWrite, Bind, Event, Job, JsonText, NewEvent, NewJob, StatementText, Store,
-    StoreResult, Val,
-};
+use super::{on_pool, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
@@ -25,6 +22,23 @@ macro_rules! notify_work {
     };
 }
 pub(crate) use notify_work;
+
+/// Runs a [`Statement`] (`$sql`, `$vals`) in the open transaction `$tx` of backend `$db`, as
+/// that backend is best given it (see [`super::StatementText`]), kept prepared only when small
+/// (see [`keep_prepared`]); answers its result.
+macro_rules! execute {
+    ($db:ident, $tx:ident, $sql:expr, $vals:expr) => {{
+        let vals: &[$crate::store::Val] = $vals;
+        $crate::store::Bind::bind_all(
+            sqlx::query::<$db>(&<$db as $crate::store::StatementText>::text($sql)),
+            vals,
+        )
+        .persistent($crate::store::batch::keep_prepared(vals))
+        .execute(&mut *$tx)
+        .await?
+    }};
+}
+pub(in crate::store) use execute;
 
 /// A statement and its values, to run in a transaction with others.
 pub(in crate::store) type Statement = (String, Vec<Val>);
@@ -398,11 +412,7 @@ impl Store {
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for (sql, vals) in &statements {
-                sqlx::query::<Db>(&Db::text(sql))
-                    .bind_all(vals)
-                    .persistent(keep_prepared(vals))
-                    .execute(&mut *tx)
-                    .await?;
+                execute!(Db, tx, sql, vals);
             }
             if notify {
                 notify_work!(self, Db, tx);

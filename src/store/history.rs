@@ -121,11 +121,7 @@ macro_rules! write_log {
         let rows = $crate::store::history::log_rows($entries)?;
         if !rows.is_empty() {
             let (sql, vals) = $crate::store::history::log_insert(rows, $now);
-            sqlx::query::<$db>(&<$db as $crate::store::StatementText>::text(&sql))
-                .bind_all(&vals)
-                .persistent($crate::store::batch::keep_prepared(&vals))
-                .execute(&mut *$tx)
-                .await?;
+            $crate::store::batch::execute!($db, $tx, &sql, &vals);
         }
     }};
 }

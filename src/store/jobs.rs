@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::aggregates::aggregate_ready_sql;
 use super::batch::{sql_in, sql_lit, Rows, CHUNK};
 use super::history::{finish_entry, write_log};
-use super::{on_pool, BeginWrite, Bind, Job, NewEvent, StatementText, Store, StoreResult};
+use super::{on_pool, BeginWrite, Job, NewEvent, StatementText, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
 use crate::domain::{EventStatus, JobStatus, JobStep, Timestamp};
 

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::batch::{keep_prepared, notify_work, rows_insert, Rows, CHUNK};
+use super::batch::{execute, keep_prepared, notify_work, rows_insert, Rows, CHUNK};
 use super::handoff::Reservation;
 use super::history::write_log;
 use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, StatementText, Store, StoreResult, Val};
@@ -175,11 +175,7 @@ impl Store {
             }
             if !stored.is_empty() {
                 for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
-                    sqlx::query::<Db>(&Db::text(&sql))
-                        .bind_all(&vals)
-                        .persistent(keep_prepared(&vals))
-                        .execute(&mut *tx)
-                        .await?;
+                    execute!(Db, tx, &sql, &vals);
                 }
                 // Other nodes' workers are told only of work this process did not keep.
                 if stored.iter().any(|r| r.for_any_worker()) {

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::batch::notify_work;
 use super::history::{write_log, LogWrite};
-use super::{on_pool, BeginWrite, Bind, Store, StoreResult};
+use super::{on_pool, BeginWrite, Store, StoreResult};
 use crate::domain::{JobStatus, Timestamp};
 
 impl Store {

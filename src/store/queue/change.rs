@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
-use crate::store::batch::{keep_prepared, rows_insert, sql_in, EventRow, Rows, CHUNK};
+use crate::store::batch::{execute, rows_insert, sql_in, EventRow, Rows, CHUNK};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
 use crate::store::{
@@ -411,11 +411,7 @@ impl Store {
                 let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
                 // An attempt stored again (see `NewAttempt::id`) is recorded once.
                 let sql = format!("{sql} ON CONFLICT (id) DO NOTHING");
-                sqlx::query::<Db>(&Db::text(&sql))
-                    .bind_all(&vals)
-                    .persistent(keep_prepared(&vals))
-                    .execute(&mut *tx)
-                    .await?;
+                execute!(Db, tx, &sql, &vals);
             }
             for group in update_groups(plans, self.backend() == Backend::Postgres) {
                 if let [i] = group[..] {
@@ -442,11 +438,7 @@ impl Store {
             }
             let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
             for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
-                sqlx::query::<Db>(&Db::text(&sql))
-                    .bind_all(&vals)
-                    .persistent(keep_prepared(&vals))
-                    .execute(&mut *tx)
-                    .await?;
+                execute!(Db, tx, &sql, &vals);
             }
             let logs = held.clone().flat_map(|p| p.rows.logs.iter());
             finishing.extend(held.filter(|p| p.terminal).map(|p| p.job_id));

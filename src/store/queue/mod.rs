@@ -16,11 +16,9 @@ use uuid::Uuid;
 pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
 
-use super::batch::{notify_work, sql_in, sql_lit, Rows, CHUNK};
+use super::batch::{execute, notify_work, sql_in, sql_lit, Rows, CHUNK};
 use super::history::{write_log, LogWrite};
-use super::{
-    on_pool, BeginWrite, Bind, Event, Job, NewEvent, Record, StatementText, Store, StoreResult,
-};
+use super::{on_pool, BeginWrite, Event, Job, NewEvent, Record, StatementText, Store, StoreResult};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
@@ -191,7 +189,7 @@ impl Store {
                 }
             }
             for (sql, vals) in &statements {
-                sqlx::query::<Db>(&Db::text(sql)).bind_all(vals).execute(&mut *tx).await?;
+                execute!(Db, tx, sql, vals);
             }
             if !empty {
                 notify_work!(self, Db, tx);
