@@ -65,6 +65,17 @@ pub(in crate::store) fn sql_in<S: std::fmt::Display>(list: &[S]) -> String {
         .join(", ")
 }
 
+/// A condition that a column holds one of `list`: `= 'A'` for one status, `IN ('A', 'B')` for
+/// more. SQLite takes a partial index (`WHERE status = 'PENDING'`) only for a condition it
+/// can match to the index's own: `status IN ('PENDING')` is not matched, and the job claim
+/// read the whole jobs table (24 ms a claim after 40,000 orders, holding the write lock).
+pub(in crate::store) fn sql_among<S: std::fmt::Display>(list: &[S]) -> String {
+    match list {
+        [one] => format!("= {}", sql_lit(one)),
+        _ => format!("IN ({})", sql_in(list)),
+    }
+}
+
 /// One status as an SQL literal (see [`sql_in`]).
 pub(in crate::store) fn sql_lit<S: std::fmt::Display>(s: S) -> String {
     format!("'{s}'")

@@ -16,9 +16,11 @@ use uuid::Uuid;
 pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
 
-use super::batch::{execute, notify_work, sql_in, sql_lit, Rows, CHUNK};
+use super::batch::{execute, notify_work, sql_among, sql_in, sql_lit, Rows, CHUNK};
 use super::history::{write_log, LogWrite};
-use super::{on_pool, BeginWrite, Event, Job, NewEvent, Record, StatementText, Store, StoreResult};
+use super::{
+    on_pool, Backend, BeginWrite, Event, Job, NewEvent, Record, StatementText, Store, StoreResult,
+};
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
@@ -52,6 +54,24 @@ pub enum Completion {
 /// [`Store::claim_events_except`]).
 pub const SKIP_WINDOW: usize = 1000;
 
+/// The job claim: due jobs, and jobs whose source run lost its lease, oldest first.
+fn claim_jobs_sql(backend: Backend) -> String {
+    format!(
+        "UPDATE jobs SET status = {to}, claim_token = $1, claimed_by = $2, \
+         lease_expires_at = $3, attempt = attempt + 1, started_at = COALESCE(started_at, $4), \
+         updated_at = $4 \
+         WHERE id IN (SELECT id FROM jobs WHERE (status {from} AND run_at <= $4) \
+           OR (status = {to} AND source_done_at IS NULL AND claim_token IS NOT NULL \
+           AND lease_expires_at < $4) \
+           ORDER BY run_at LIMIT $5 {lock}) RETURNING *",
+        to = sql_lit(JobStep::Claim.to()),
+        // Each side of the OR is read through its partial index (`jobs_claimable`,
+        // `jobs_leased`) on both stores, however many jobs the history holds.
+        from = sql_among(JobStep::Claim.from()),
+        lock = backend.skip_locked()
+    )
+}
+
 impl Store {
     pub(in crate::store) fn skip_locked(&self) -> &'static str {
         self.backend().skip_locked()
@@ -66,18 +86,7 @@ impl Store {
         lease: chrono::Duration,
     ) -> StoreResult<Vec<Job>> {
         let now = Timestamp::now();
-        let sql = format!(
-            "UPDATE jobs SET status = {to}, claim_token = $1, claimed_by = $2, \
-             lease_expires_at = $3, attempt = attempt + 1, started_at = COALESCE(started_at, $4), \
-             updated_at = $4 \
-             WHERE id IN (SELECT id FROM jobs WHERE (status IN ({from}) AND run_at <= $4) \
-               OR (status = {to} AND source_done_at IS NULL AND claim_token IS NOT NULL \
-               AND lease_expires_at < $4) \
-               ORDER BY run_at LIMIT $5 {lock}) RETURNING *",
-            to = sql_lit(JobStep::Claim.to()),
-            from = sql_in(JobStep::Claim.from()),
-            lock = self.skip_locked()
-        );
+        let sql = claim_jobs_sql(self.backend());
         let lease_end = Timestamp::from_datetime(now.0 + lease);
         let jobs: Vec<Job> = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
@@ -532,5 +541,45 @@ impl Store {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite's planner says it reads for `sql` in a database of the store's schema.
+    async fn sqlite_plan(sql: &str) -> Vec<String> {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        crate::store::SQLITE_MIGRATOR.run(&pool).await.unwrap();
+        sqlx::query_as::<_, (i64, i64, i64, String)>(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect()
+    }
+
+    /// The job claim runs every poll interval while the write lock is held: it must read the
+    /// claimable and leased jobs through their partial indexes, never the whole jobs table
+    /// (it did, for `status IN ('PENDING')`, and took 24 ms a claim after 40,000 orders).
+    #[tokio::test]
+    async fn the_job_claim_reads_through_its_indexes_on_sqlite() {
+        let plan = sqlite_plan(&claim_jobs_sql(Backend::Sqlite)).await;
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN jobs")),
+            "the claim reads the whole jobs table: {plan:?}"
+        );
+        for index in ["jobs_claimable", "jobs_leased"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "the claim does not use {index}: {plan:?}"
+            );
+        }
     }
 }
