@@ -19,7 +19,7 @@
 //! wait too long), and with `spill` 0, pushes insert their events unclaimed, for workers to
 //! claim from the store as before (other nodes included).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,12 +72,105 @@ pub struct Handed {
     pub job: Arc<Job>,
 }
 
+/// An entry waiting in the handoff, of one stream.
+trait OfStream {
+    fn stream_id(&self) -> Uuid;
+}
+
+impl OfStream for Handed {
+    fn stream_id(&self) -> Uuid {
+        self.event.stream_id
+    }
+}
+
+impl OfStream for Spilled {
+    fn stream_id(&self) -> Uuid {
+        self.stream_id
+    }
+}
+
+/// Entries waiting for a worker, oldest first, and how many of them each stream has: a take
+/// that would pass over every one of them (each of their streams at its share, as under a
+/// backlog for one destination) is answered at once, instead of looking through the window.
+#[derive(Debug)]
+struct Waiting<T> {
+    entries: VecDeque<T>,
+    per_stream: HashMap<Uuid, usize>,
+}
+
+impl<T> Default for Waiting<T> {
+    fn default() -> Self {
+        Waiting {
+            entries: VecDeque::new(),
+            per_stream: HashMap::new(),
+        }
+    }
+}
+
+impl<T: OfStream> Waiting<T> {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut()
+    }
+
+    fn counted(&mut self, h: &T) {
+        *self.per_stream.entry(h.stream_id()).or_default() += 1;
+    }
+
+    fn extend(&mut self, entries: impl IntoIterator<Item = T>) {
+        for h in entries {
+            self.counted(&h);
+            self.entries.push_back(h);
+        }
+    }
+
+    fn push_front(&mut self, h: T) {
+        self.counted(&h);
+        self.entries.push_front(h);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.per_stream.clear();
+    }
+
+    /// Up to `max` entries from the front, passing over those of the streams in `skip` (see
+    /// [`take_from`]).
+    fn take(&mut self, max: usize, skip: &HashSet<Uuid>) -> Vec<T> {
+        if max == 0 || self.per_stream.keys().all(|s| skip.contains(s)) {
+            return Vec::new();
+        }
+        let taken = take_from(&mut self.entries, max, |h| skip.contains(&h.stream_id()));
+        for h in &taken {
+            let stream = h.stream_id();
+            if let Some(n) = self.per_stream.get_mut(&stream) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_stream.remove(&stream);
+                }
+            }
+        }
+        taken
+    }
+}
+
 #[derive(Debug)]
 struct State {
-    queue: VecDeque<Handed>,
+    queue: Waiting<Handed>,
     /// Places promised to pushes that have not committed yet.
     reserved: usize,
-    spill: VecDeque<Spilled>,
+    spill: Waiting<Spilled>,
     /// Places in the spill promised to pushes that have not committed yet.
     reserved_spill: usize,
     closed: bool,
@@ -103,9 +196,9 @@ pub struct Placed {
 impl Default for State {
     fn default() -> Self {
         State {
-            queue: VecDeque::new(),
+            queue: Waiting::default(),
             reserved: 0,
-            spill: VecDeque::new(),
+            spill: Waiting::default(),
             reserved_spill: 0,
             closed: false,
             taken: 0,
@@ -260,7 +353,7 @@ impl Handoff {
     /// (they keep their places).
     pub fn take_except(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Handed> {
         let mut s = self.state();
-        let taken = take_from(&mut s.queue, max, |h| skip.contains(&h.event.stream_id));
+        let taken = s.queue.take(max, skip);
         s.count_taken(taken.len());
         taken
     }
@@ -269,7 +362,7 @@ impl Handoff {
     /// `skip`: the taker reads each back, if its row is still held under [`Handoff::token`].
     pub fn take_spilled(&self, max: usize, skip: &HashSet<Uuid>) -> Vec<Spilled> {
         let mut s = self.state();
-        let taken = take_from(&mut s.spill, max, |h| skip.contains(&h.stream_id));
+        let taken = s.spill.take(max, skip);
         s.count_taken(taken.len());
         taken
     }
@@ -486,6 +579,46 @@ mod tests {
             }
         );
         assert_eq!(h.spilled(), 3);
+    }
+
+    #[test]
+    fn a_take_that_would_pass_over_every_waiting_entry_answers_at_once() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let spilled = |n: u128, stream_id: Uuid| Spilled {
+            id: Uuid::from_u128(100 + n),
+            stream_id,
+            lease_end: Timestamp::now(),
+        };
+        let mut w: Waiting<Spilled> = Waiting::default();
+        w.extend((0..5).map(|n| spilled(n, a)));
+        assert_eq!(w.per_stream, HashMap::from([(a, 5)]));
+        // Stream a at its share: nothing taken, nothing moved.
+        assert!(w.take(3, &HashSet::from([a])).is_empty());
+        assert!(w
+            .iter()
+            .map(|h| h.id)
+            .eq((0..5).map(|n| Uuid::from_u128(100 + n))));
+        w.extend([spilled(5, b)]);
+        // Now a b entry waits behind them: it is taken, a's keep their places and counts.
+        let taken = w.take(3, &HashSet::from([a]));
+        assert_eq!(
+            taken.iter().map(|h| h.id).collect::<Vec<_>>(),
+            [Uuid::from_u128(105)]
+        );
+        assert_eq!(w.per_stream, HashMap::from([(a, 5)]));
+        let taken = w.take(2, &HashSet::new());
+        assert_eq!(taken.len(), 2);
+        w.push_front(taken.into_iter().next().expect("taken"));
+        assert_eq!(w.per_stream, HashMap::from([(a, 4)]));
+        assert_eq!(w.take(10, &HashSet::new()).len(), 4);
+        assert!(
+            w.per_stream.is_empty(),
+            "a stream with nothing waiting is not counted"
+        );
+        assert!(w.take(10, &HashSet::new()).is_empty());
+        w.extend([spilled(6, b)]);
+        w.clear();
+        assert!(w.is_empty() && w.per_stream.is_empty());
     }
 
     #[test]
