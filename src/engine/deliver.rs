@@ -38,9 +38,11 @@ fn after(seconds: u64) -> Timestamp {
     Timestamp::from_datetime(Timestamp::now().0 + chrono::Duration::seconds(seconds as i64))
 }
 
-/// What a NEW event's transformation produced, to be written with its next step.
-#[derive(Default)]
+/// What a NEW event's transformation produced, to be written with its next step: the
+/// output delivered now, kept here rather than in the event so that it is stored as it is,
+/// without a copy.
 struct Fresh {
+    output: Value,
     logs: Vec<String>,
     siblings: Vec<Value>,
 }
@@ -48,7 +50,7 @@ struct Fresh {
 /// Runs the stream's transformation on a NEW event's record.
 async fn transform(
     engine: &Engine,
-    ev: &Event,
+    ev: &mut Event,
     job: Option<Arc<Job>>,
     stream: &Stream,
     transformation: &Transformation,
@@ -75,15 +77,16 @@ async fn transform(
         job: job_context(job.id, &job.trigger, stream.id),
         lookups,
     };
-    let record = ev
-        .payload_in
-        .as_ref()
-        .map(|j| j.0.clone())
-        .unwrap_or(Value::Null);
+    // The record is lent to the transformation, not copied: the run gives it back, for the
+    // split records that carry it (see `Rows::add_siblings`).
+    let lent = ev.payload_in.take();
+    let stored = lent.is_some();
+    let record = lent.map_or(Value::Null, |j| j.0);
     let outcome = engine
         .transformer
         .run(ev.org_id, program, record, ctx)
         .await;
+    ev.payload_in = outcome.record.filter(|_| stored).map(Json);
     engine
         .metrics
         .observe_transform(outcome.duration, outcome.result.is_ok());
@@ -171,9 +174,12 @@ async fn step(
         if first == 0 && !stream.test_mode && !aggregate {
             // Due at once: the transformation's result is written with the first attempt's
             // outcome, in one commit (see `change_event`).
-            ev.payload_out = Some(Json(output));
             ev.retries_remaining = Some(attempts_total);
-            let fresh = Fresh { logs, siblings };
+            let fresh = Fresh {
+                output,
+                logs,
+                siblings,
+            };
             let done = deliver(
                 engine,
                 ev,
@@ -235,7 +241,7 @@ async fn step(
 }
 
 /// One delivery attempt of a transformed event (or a NEW one transformed in memory just now,
-/// with what its transformation produced besides the output), recorded with its outcome.
+/// with what its transformation produced), recorded with its outcome.
 async fn deliver(
     engine: &Engine,
     ev: &Event,
@@ -246,7 +252,10 @@ async fn deliver(
     fresh: Option<Fresh>,
 ) -> StoreResult<bool> {
     let started = Timestamp::now();
-    let body = ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0);
+    let body = match &fresh {
+        Some(f) => &f.output,
+        None => ev.payload_out.as_ref().map_or(&Value::Null, |j| &j.0),
+    };
     let key = credentials(engine, ev.org_id, destination.key_id).await?;
     let out = Outgoing {
         body,
@@ -279,20 +288,22 @@ async fn deliver(
         response_excerpt: result.excerpt,
         duration_ms: result.duration.as_millis() as i64,
     };
-    let transformed_now = ev.status == EventStatus::New;
-    let fresh = fresh.unwrap_or_default();
+    let (payload_out, logs, siblings) = match fresh {
+        Some(f) => (Some(f.output), Some(f.logs), f.siblings),
+        None => (None, None, Vec::new()),
+    };
     let change = EventChange {
         destination_ref: result
             .reference
             .filter(|_| result.verdict == Verdict::Success),
         attempted: true,
         release: true,
-        payload_out: transformed_now.then(|| body.clone()),
+        payload_out,
         retries_remaining: change.retries_remaining,
-        logs: transformed_now.then_some(fresh.logs),
+        logs,
         siblings_due: Some(Timestamp::now()),
         siblings_retries: Some(retry.schedule_seconds.len() as i64),
-        siblings: fresh.siblings,
+        siblings,
         ..change
     };
     let changed = store_outcome(engine, ev, token, change, attempt).await?;
@@ -318,7 +329,7 @@ async fn store_outcome(
     loop {
         match engine
             .store
-            .change_event(ev, token, change.clone(), Some(attempt.clone()))
+            .change_event(ev, token, &change, Some(attempt.clone()))
             .await
         {
             Ok(changed) => {

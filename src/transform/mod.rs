@@ -141,6 +141,10 @@ pub struct Outcome {
     pub result: Result<Output, TransformError>,
     pub logs: Vec<String>,
     pub duration: Duration,
+    /// The record, given back: a run reads it and does not keep it, so the caller need not
+    /// copy it to keep it. `None` only when it never reached a thread (the result is then an
+    /// error: the pool stopped, or the caller stopped waiting).
+    pub record: Option<Value>,
 }
 
 /// Why a record could not be transformed: a catalogue code and a message, with the position

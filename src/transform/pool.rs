@@ -174,6 +174,7 @@ impl Transformer {
                 result: Err(TransformError::new(ErrorCode::Unknown, busy.message)),
                 logs: Vec::new(),
                 duration: Duration::ZERO,
+                record: None,
             },
         }
     }
@@ -202,9 +203,10 @@ impl Transformer {
             // The library's passthrough is the identity, exactly: no engine round trip, and
             // numbers JavaScript could not hold (64-bit ids) pass through untouched.
             return Ok(Outcome {
-                result: check_size(Output::Records(vec![record]), &self.limits),
+                result: check_size(Output::Records(vec![record.clone()]), &self.limits),
                 logs: Vec::new(),
                 duration: Duration::ZERO,
+                record: Some(record),
             });
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -212,6 +214,7 @@ impl Transformer {
             result: Err(stopped()),
             logs: Vec::new(),
             duration: Duration::ZERO,
+            record: None,
         };
         let request = Request::Run {
             program,
@@ -344,6 +347,7 @@ pub(super) fn handle(cache: &mut Cache, request: Request, limits: &Limits) {
                 result: result.and_then(|out| check_size(out, limits)),
                 logs: logs.take(),
                 duration: started.elapsed(),
+                record: Some(record),
             });
         }
     }

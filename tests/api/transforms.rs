@@ -953,6 +953,14 @@ async fn a_record_splits_into_at_most_max_outputs(db: Db) {
         2,
         "the record of two outputs is delivered"
     );
+    // Each of its outputs is an event that keeps the record it came from.
+    let mut two: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["payload_in"] == json!({"n": 2}))
+        .collect();
+    two.sort_by_key(|e| e["payload_out"]["i"].as_i64());
+    let outs: Vec<&Value> = two.iter().map(|e| &e["payload_out"]).collect();
+    assert_eq!(outs, [&json!({"i": 0}), &json!({"i": 1})], "{events:?}");
 }
 
 /// `lookup(table, key, default)`: the entry, else the call's default, else the table's

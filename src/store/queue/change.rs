@@ -215,7 +215,7 @@ impl crate::store::writer::Batch for Planned {
 pub(in crate::store) fn plan_change(
     ev: &Event,
     token: Uuid,
-    mut change: EventChange,
+    change: &EventChange,
     attempt: Option<NewAttempt>,
     now: Timestamp,
 ) -> Planned {
@@ -235,13 +235,13 @@ pub(in crate::store) fn plan_change(
     if let Some(&to) = path.last() {
         put(&mut sets, &mut vals, "status", Val::from(to));
     }
-    if let Some(v) = change.payload_out.take() {
+    if let Some(v) = &change.payload_out {
         // Serialised here, by the worker, not by the writer that commits many changes.
         put(
             &mut sets,
             &mut vals,
             "payload_out",
-            Val::JsonText(Some(JsonText::of(&v))),
+            Val::JsonText(Some(JsonText::of(v))),
         );
     }
     if let Some(v) = &change.error_code {
@@ -287,7 +287,7 @@ pub(in crate::store) fn plan_change(
     );
     let mut rows = Rows::default();
     if !change.siblings.is_empty() {
-        rows.add_siblings(ev, &change, now);
+        rows.add_siblings(ev, change, now);
     }
     let event_log = |from: Option<&'static str>, to: EventStatus| LogWrite {
         org_id: ev.org_id,
@@ -389,10 +389,10 @@ impl Store {
         &self,
         ev: &Event,
         token: Uuid,
-        change: EventChange,
+        change: impl std::borrow::Borrow<EventChange>,
         attempt: Option<NewAttempt>,
     ) -> StoreResult<bool> {
-        let planned = plan_change(ev, token, change, attempt, Timestamp::now());
+        let planned = plan_change(ev, token, change.borrow(), attempt, Timestamp::now());
         self.shared.changes.submit(self, planned, None).await
     }
 
