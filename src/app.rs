@@ -27,6 +27,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub master_key: MasterKey,
+    /// Keys' credentials, opened once per stored key (for pushes and deliveries).
+    pub keys: Arc<crate::connectors::OpenedKeys>,
     pub metrics: Arc<Metrics>,
     /// Wakes this process's workers when work is queued.
     pub wake: Arc<tokio::sync::Notify>,
@@ -71,6 +73,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         clock: crate::clock::Clock::default(),
         passwords: Arc::new(passwords),
         store,
+        keys: Arc::new(crate::connectors::OpenedKeys::new(master_key.clone())),
         master_key,
         metrics: Arc::default(),
         wake: Arc::default(),
@@ -103,7 +106,7 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
     if config.workers.enabled {
         let engine = engine::Engine::new(engine::Deps {
             store: state.store.clone(),
-            master_key: state.master_key.clone(),
+            keys: state.keys.clone(),
             transformer: state.transformer.clone(),
             lookups: state.lookups.clone(),
             net: state.outbound.clone(),

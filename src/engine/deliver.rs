@@ -266,7 +266,7 @@ async fn deliver(
         event: Some((ev.id, ev.entity_id.as_deref())),
         data_type: &ev.data_type,
     };
-    let result = send_to(engine, destination, key.as_ref(), out).await;
+    let result = send_to(engine, destination, key.as_deref(), out).await;
     engine.lanes.observe(destination.id, result.duration);
     let (change, outcome) = judge(
         &result,
@@ -456,7 +456,7 @@ async fn deliver_aggregate(engine: &Engine, job: Job, token: Uuid) -> StoreResul
         event: None,
         data_type: &stream.data_type,
     };
-    let result = send_to(engine, &destination, key.as_ref(), out).await;
+    let result = send_to(engine, &destination, key.as_deref(), out).await;
     let (change, outcome) = judge(
         &result,
         &retry.schedule_seconds,

@@ -22,7 +22,6 @@ use uuid::Uuid;
 use crate::config::WorkersConfig;
 use crate::connectors::net::Outbound;
 use crate::connectors::Registry as Connectors;
-use crate::crypto::MasterKey;
 use crate::domain::Timestamp;
 use crate::ingest::decode::DecodeLimits;
 use crate::metrics::Metrics;
@@ -34,7 +33,8 @@ use lanes::{Lane, Lanes};
 /// What the workers use, handed over by the composition root.
 pub struct Deps {
     pub store: Store,
-    pub master_key: MasterKey,
+    /// Keys' credentials, opened once per stored key (shared with webhook ingest).
+    pub keys: Arc<crate::connectors::OpenedKeys>,
     pub transformer: Arc<Transformer>,
     pub lookups: Arc<LookupCache>,
     /// The process's one guarded client for calls to other systems.
@@ -54,7 +54,7 @@ pub struct Deps {
 /// Shared by the workers of one process.
 pub struct Engine {
     pub store: Store,
-    master_key: MasterKey,
+    keys: Arc<crate::connectors::OpenedKeys>,
     transformer: Arc<Transformer>,
     lookups: Arc<LookupCache>,
     /// The guarded client every call to another system goes through.
@@ -104,7 +104,7 @@ impl Engine {
         let lanes = Lanes::new(deps.workers.count, deps.workers.per_destination);
         Arc::new(Engine {
             store: deps.store,
-            master_key: deps.master_key,
+            keys: deps.keys,
             transformer: deps.transformer,
             lookups: deps.lookups,
             net: deps.net,

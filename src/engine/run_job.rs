@@ -1,13 +1,15 @@
 //! Running a job: read its records (from the source function, or the records the job carries)
 //! and store them as NEW events in one transaction with the job's progress.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::Engine;
 use crate::connectors::{self, Call, Reading, Settle};
 use crate::store::{
-    Completion, Job, Key, NewEvent, Source, SourceCursor, SourceRead, StoreError, Stream,
+    Completion, Job, NewEvent, Source, SourceCursor, SourceRead, StoreError, Stream,
 };
 
 enum Failure {
@@ -47,7 +49,7 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
                     tracing::info!(job = %job.id, events = n, "source read");
                     engine.wake.notify_one();
                     if let Some(settle) = run.settle {
-                        settle_read(engine, &job, &run.params, run.key.as_ref(), settle).await;
+                        settle_read(engine, &job, &run.params, run.key.as_deref(), settle).await;
                     }
                 }
                 Ok(Completion::Lost) => {
@@ -107,10 +109,9 @@ pub async fn credentials(
     engine: &Engine,
     org: Uuid,
     key_id: Option<Uuid>,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<Arc<Value>>, StoreError> {
     let Some(id) = key_id else { return Ok(None) };
-    let key = engine.store.get_cached::<Key>(org, id).await?;
-    Ok(connectors::open_key(&engine.master_key, &key))
+    engine.keys.open(&engine.store, org, id).await
 }
 
 /// What a job's read gives: its events, what the source stores besides them, and what is
@@ -121,7 +122,7 @@ struct Run {
     read: SourceRead,
     settle: Option<Box<dyn Settle>>,
     params: Value,
-    key: Option<Value>,
+    key: Option<Arc<Value>>,
 }
 
 async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
@@ -152,7 +153,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
     let call = Call {
         net: &engine.net,
         params,
-        key: key.as_ref(),
+        key: key.as_deref(),
         decode,
     };
     let reading = match (given, thin, source_function) {

@@ -23,7 +23,7 @@ use crate::domain::Timestamp;
 use crate::error::ApiError;
 use crate::http::body::{parse_json, RawBody};
 use crate::ops::new_events;
-use crate::store::{CommitGate, IngestJob, Ingested, JsonText, Key, NewJob};
+use crate::store::{CommitGate, IngestJob, Ingested, JsonText, NewJob};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive).get(receive_query))
@@ -159,15 +159,12 @@ async fn accept(
         Carried::Post(_) => None,
     };
     let key = match source.key_id {
-        Some(id) => {
-            let key = state.store.get_cached::<Key>(source.org_id, id).await?;
-            connectors::open_key(&state.master_key, &key)
-        }
+        Some(id) => state.keys.open(&state.store, source.org_id, id).await?,
         None => None,
     };
     let push = Push {
         params: &source.params.0,
-        key: key.as_ref(),
+        key: key.as_deref(),
         headers: &headers,
         body: &body,
         query: query.as_deref(),

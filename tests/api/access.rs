@@ -705,6 +705,33 @@ async fn secret_headers_are_sealed_masked_and_sent(db: Db) {
     let got = &sink.received()[0];
     assert_eq!(got.headers["x-api-key"], "sk_live_hidden_value");
     assert_eq!(got.headers["x-tenant"], "7");
+    // A changed secret is what the next delivery sends (opened credentials are not kept
+    // past a change of their key).
+    let (status, out) = s
+        .patch(
+            &kpath,
+            json!({"credentials": {"headers": {"X-Tenant": "8"},
+                "secret_headers": {"X-Api-Key": "sk_live_rotated_value"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let (status, out) = s
+        .post(
+            "/events",
+            json!({"stream_id": st["id"], "payloads": [{"id": "2"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    while sink.received().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second event was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = &sink.received()[1];
+    assert_eq!(got.headers["x-api-key"], "sk_live_rotated_value");
+    assert_eq!(got.headers["x-tenant"], "8");
     s.stop().await;
 }
 
