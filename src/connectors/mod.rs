@@ -237,17 +237,21 @@ pub fn open_stored_credentials(
 /// Keys' credentials as opened (see [`open_key`]), each kept with the stored key it was
 /// opened from, for as long as the store's cache serves that same record: opening them
 /// (decrypting the secrets, joining them to the shown fields) for every push verified and
-/// every delivery cost about 2 % of the server's time under load. A changed key is a new
-/// record in that cache, and is opened anew.
+/// every delivery cost about 2 % of the server's time under load. That cache serves a record
+/// for at most a second after reading it, and forgets it on any configuration write here, so
+/// a key in use is opened about once a second, and a changed key anew. Credentials opened
+/// longer ago than that can never be served again: they are dropped at the next opening, so
+/// plain secrets stay in memory only while their key is in use.
 pub struct OpenedKeys {
     master: crate::crypto::MasterKey,
     opened: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, OpenedKey>>,
 }
 
-/// A key's credentials as opened, and the stored key they were opened from.
+/// A key's credentials as opened, the stored key they were opened from, and when.
 type OpenedKey = (
     std::sync::Arc<crate::store::Key>,
     Option<std::sync::Arc<serde_json::Value>>,
+    std::time::Instant,
 );
 
 /// Most keys whose opened credentials are kept; past it the kept ones are forgotten.
@@ -278,16 +282,21 @@ impl OpenedKeys {
         key: std::sync::Arc<crate::store::Key>,
     ) -> Option<std::sync::Arc<serde_json::Value>> {
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((from, credentials)) = opened.get(&key.id) {
+        if let Some((from, credentials, _)) = opened.get(&key.id) {
             if std::sync::Arc::ptr_eq(from, &key) {
                 return credentials.clone();
             }
         }
         let credentials = open_key(&self.master, &key).map(std::sync::Arc::new);
+        // The store's cache no longer serves what was read before its freshness ran out.
+        opened.retain(|_, (_, _, at)| at.elapsed() <= crate::store::FRESH);
         if opened.len() >= MOST_OPENED {
             opened.clear();
         }
-        opened.insert(key.id, (key, credentials.clone()));
+        opened.insert(
+            key.id,
+            (key, credentials.clone(), std::time::Instant::now()),
+        );
         credentials
     }
 }
@@ -339,6 +348,14 @@ mod opened_keys_tests {
         // The key changed: the store's cache serves a new record, opened anew.
         let changed = keys.opened(key(&master, id, "two")).expect("opens");
         assert_eq!(changed["headers"]["X-Api-Key"], "two");
+        assert_eq!(keys.opened.lock().unwrap().len(), 1, "one per key");
+        // Once no longer served by the store's cache, opened credentials are dropped at the
+        // next opening of any key.
+        keys.opened.lock().unwrap().get_mut(&id).expect("kept").2 -=
+            crate::store::FRESH + std::time::Duration::from_millis(1);
+        let another = Uuid::now_v7();
+        keys.opened(key(&master, another, "x")).expect("opens");
+        assert!(!keys.opened.lock().unwrap().contains_key(&id), "dropped");
         // Secrets sealed under another master key do not open, and say so each time.
         let other = MasterKey::from_base64("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
             .expect("a master key");

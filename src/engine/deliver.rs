@@ -77,8 +77,9 @@ async fn transform(
         job: job_context(job.id, &job.trigger, stream.id),
         lookups,
     };
-    // The record is lent to the transformation, not copied: the run gives it back, for the
-    // split records that carry it (see `Rows::add_siblings`).
+    // The record is lent to the transformation, not copied (only the library's passthrough
+    // copies it, into its output): the run gives it back, for the split records that carry
+    // it (see `Rows::add_siblings`).
     let lent = ev.payload_in.take();
     let stored = lent.is_some();
     let record = lent.map_or(Value::Null, |j| j.0);

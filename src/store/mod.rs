@@ -11,6 +11,7 @@ mod alerts;
 mod audit;
 mod batch;
 mod cache;
+pub use cache::FRESH;
 mod dialect;
 mod events;
 mod handoff;
