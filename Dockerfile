@@ -9,7 +9,9 @@ RUN useradd --system --home /var/lib/wharf --create-home wharf
 COPY --from=build /src/target/release/wharf /usr/local/bin/wharf
 USER wharf
 WORKDIR /var/lib/wharf
-ENV WHARF_LISTEN=0.0.0.0:8080 WHARF_DATA_DIR=/var/lib/wharf/data
+# The allocator (mimalloc) commits the memory it reserves page by page, as the system's does:
+# read at start-up, so only the environment can set it (see README, Running it).
+ENV WHARF_LISTEN=0.0.0.0:8080 WHARF_DATA_DIR=/var/lib/wharf/data MIMALLOC_ARENA_EAGER_COMMIT=0
 EXPOSE 8080
 ENTRYPOINT ["wharf"]
 CMD ["serve"]

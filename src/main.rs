@@ -82,9 +82,9 @@ impl Common {
     }
 }
 
-/// glibc gives each thread that meets contention an arena of its own, up to eight per core,
-/// and keeps what they once held: under load that is most of the process's memory. Two are
-/// plenty for a server whose hot allocations are short-lived.
+/// glibc's allocator still serves the C libraries (SQLite's page cache; Rust's allocations go
+/// to mimalloc, see `wharf::transform::heap`). It gives each thread that meets contention an
+/// arena of its own, up to eight per core, and keeps what they once held. Two are plenty.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator tunable; called before any thread is started.
@@ -94,6 +94,7 @@ fn limit_malloc_arenas() {
 }
 
 fn main() -> ExitCode {
+    wharf::transform::heap::return_memory_promptly();
     limit_malloc_arenas();
     let cli = Cli::parse();
     let (common, migrate_only, person) = match cli.command {

@@ -6,10 +6,16 @@
 //! a render that built too much (`TRANSFORM_MEMORY`). It counts on the measuring thread only,
 //! while a measurement is on; everywhere else it costs one thread-local read per allocation.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as Inner;
 use std::cell::Cell;
 
-/// The process allocator: the system's, counting on threads that measure.
+/// The process allocator: mimalloc, counting on threads that measure. A profile of an order's
+/// way through (receipt, transformation, delivery) put about a third of the request threads'
+/// time, and a tenth of the transformation threads', in the system allocator (`malloc`, `free`
+/// and the consolidation of freed blocks): JSON trees and buffers are made and freed per order
+/// on every thread, which mimalloc's per-thread free lists serve faster.
 pub struct ThreadHeap;
 
 #[global_allocator]
@@ -36,10 +42,10 @@ fn count(delta: isize) {
     });
 }
 
-// SAFETY: every call is delegated to `System` unchanged; this type only counts sizes.
+// SAFETY: every call is delegated to `Inner` unchanged; this type only counts sizes.
 unsafe impl GlobalAlloc for ThreadHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = Inner.alloc(layout);
         if !p.is_null() {
             count(layout.size() as isize);
         }
@@ -47,7 +53,7 @@ unsafe impl GlobalAlloc for ThreadHeap {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
+        let p = Inner.alloc_zeroed(layout);
         if !p.is_null() {
             count(layout.size() as isize);
         }
@@ -55,16 +61,39 @@ unsafe impl GlobalAlloc for ThreadHeap {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        Inner.dealloc(ptr, layout);
         count(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
+        let p = Inner.realloc(ptr, layout, new_size);
         if !p.is_null() {
             count(new_size as isize - layout.size() as isize);
         }
         p
+    }
+}
+
+/// mimalloc's options (`mi_option_e` in its `mimalloc.h`, v2, the version Cargo.lock pins).
+const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+const PURGE_DELAY: std::ffi::c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Makes the allocator hand freed memory back to the system at once (and commit regions it
+/// reserves from here page by page). By default mimalloc keeps freed pages for 10 ms: the bench
+/// measured the server at about twice the system allocator's memory (idle 55 against 30 MB,
+/// under load 110–127 against 64 MB); purging at once brought that to 42 and 106 MB for the
+/// same CPU saved. (Set in the environment before the process starts, as
+/// `MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0`, both also reach the region reserved
+/// at start-up: 33 and 64 MB.) Call first thing in `main`.
+pub fn return_memory_promptly() {
+    // SAFETY: sets two of mimalloc's tunables; any thread may call it at any time.
+    unsafe {
+        mi_option_set(ARENA_EAGER_COMMIT, 0);
+        mi_option_set(PURGE_DELAY, 0);
     }
 }
 

@@ -8,7 +8,7 @@
 //! organisation's backlog cannot hold up another's.
 
 mod cache;
-mod heap;
+pub mod heap;
 pub mod helpers;
 mod js;
 pub mod library;
