@@ -1,5 +1,5 @@
-//! JSON already serialised, bound as `json` (Postgres) or text (SQLite) without being parsed
-//! or serialised again, by the server or by the database. A payload is serialised once, by the request or worker that made it,
+//! JSON already serialised, bound as `jsonb` (Postgres) or text (SQLite) without being parsed
+//! or serialised again. A payload is serialised once, by the request or worker that made it,
 //! and the group-commit writer (one task for many requests) only copies its bytes; cloning it
 //! for a retried batch is a reference count, not a copy of a value tree.
 
@@ -41,13 +41,14 @@ impl JsonText {
 
 impl Type<Postgres> for JsonText {
     fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("json")
+        PgTypeInfo::with_name("jsonb")
     }
 }
 
 impl Encode<'_, Postgres> for JsonText {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        // json's binary form is its text.
+        // jsonb's binary form: a version byte, then the text.
+        buf.push(1);
         buf.extend_from_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }

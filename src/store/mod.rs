@@ -113,8 +113,8 @@ pub enum StoreError {
     /// A unique constraint refused the write.
     #[error("{0}")]
     Duplicate(String),
-    /// The database refused a value the client sent (Postgres cannot store U+0000 in text or
-    /// jsonb; payloads are `json`, which holds it).
+    /// The database refused a value the client sent (Postgres cannot store U+0000 in text
+    /// or JSON).
     #[error("{0}")]
     Invalid(String),
     /// The database could not be reached or no connection was free in time.
@@ -147,13 +147,13 @@ impl From<sqlx::Error> for StoreError {
                     ErrorKind::UniqueViolation => StoreError::Duplicate(
                         "an object with the same unique name already exists".into(),
                     ),
-                    // Postgres: untranslatable character (\u0000 in jsonb), or a NUL byte in
+                    // Postgres: untranslatable character (\u0000 in JSON), or a NUL byte in
                     // text.
                     _ if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
                         StoreError::Invalid(
-                            "The data contains the character U+0000 (\\u0000) where Postgres \
-                             cannot store it (text such as an entity id, or settings and \
-                             parameters); nothing was stored. Remove it and send again."
+                            "The data contains the character U+0000 (\\u0000), which Postgres \
+                             cannot store in text or JSON; nothing was stored. Remove it and \
+                             send again."
                                 .into(),
                         )
                     }
