@@ -74,26 +74,30 @@ unsafe impl GlobalAlloc for ThreadHeap {
     }
 }
 
-/// mimalloc's options (`mi_option_e` in its `mimalloc.h`, v2, the version Cargo.lock pins).
-const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-const PURGE_DELAY: std::ffi::c_int = 15;
+/// mimalloc's options (`mi_option_e` in `mimalloc.h` of the v3 sources that the locked
+/// `libmimalloc-sys` builds by default) and the environment variables that set them.
+const ARENA_EAGER_COMMIT: (std::ffi::c_int, &str) = (4, "MIMALLOC_ARENA_EAGER_COMMIT");
+const PURGE_DELAY: (std::ffi::c_int, &str) = (15, "MIMALLOC_PURGE_DELAY");
 
 extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
-/// Makes the allocator hand freed memory back to the system at once (and commit regions it
-/// reserves from here page by page). By default mimalloc keeps freed pages for 10 ms: the bench
-/// measured the server at about twice the system allocator's memory (idle 55 against 30 MB,
-/// under load 110–127 against 64 MB); purging at once brought that to 42 and 106 MB for the
-/// same CPU saved. (Set in the environment before the process starts, as
-/// `MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0`, both also reach the region reserved
-/// at start-up: 33 and 64 MB.) Call first thing in `main`.
+/// Makes the allocator hand freed memory back to the system at once (and commit the regions
+/// it reserves from here on page by page), unless the environment sets these options. By
+/// default mimalloc keeps freed pages for a second: the bench measured the server at about
+/// twice the system allocator's memory (idle 55 against 30 MB, under load 110–127 against
+/// 64 MB); purging at once brought that to 42 and 106 MB for the same CPU saved. The region
+/// reserved at start-up is committed before `main` runs, so only the environment reaches it:
+/// with `MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0` one run gave 33 and 64 MB.
+/// Call first thing in `main`, before any other thread starts.
 pub fn return_memory_promptly() {
-    // SAFETY: sets two of mimalloc's tunables; any thread may call it at any time.
-    unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
-        mi_option_set(PURGE_DELAY, 0);
+    for (option, variable) in [ARENA_EAGER_COMMIT, PURGE_DELAY] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: sets one of mimalloc's tunables (a plain write), from `main` before any
+            // other thread exists.
+            unsafe { mi_option_set(option, 0) };
+        }
     }
 }
 
