@@ -7,9 +7,9 @@
 //! while a measurement is on; everywhere else it costs one thread-local read per allocation.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
 
 use mimalloc::MiMalloc as Inner;
-use std::cell::Cell;
 
 /// The process allocator: mimalloc, counting on threads that measure. A profile of an order's
 /// way through (receipt, transformation, delivery) put about a third of the request threads'
