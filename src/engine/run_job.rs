@@ -38,6 +38,11 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
             deadline.as_secs()
         ))),
     };
+    // A record the store cannot keep fails the job, named, instead of failing each retry.
+    let read = read.and_then(|run| match unstorable_record(store, &run.events) {
+        Some(why) => Err(Failure::Source(why)),
+        None => Ok(run),
+    });
     match read {
         Ok(run) => {
             let n = run.events.len();
@@ -76,6 +81,20 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
             tracing::warn!(job = %job.id, error = %e, "storage failed while running the job; it will be retried");
         }
     }
+}
+
+/// Why the store cannot keep one of the records read, naming the first such.
+fn unstorable_record(store: &crate::store::Store, events: &[NewEvent]) -> Option<String> {
+    events.iter().enumerate().find_map(|(i, ev)| {
+        store.unstorable(&ev.payload_in).map(|why| {
+            format!(
+                "record {} of {} read: {why}; nothing was stored. Remove the character at \
+                 the source, then replicate the job.",
+                i + 1,
+                events.len()
+            )
+        })
+    })
 }
 
 /// The after-commit step of a read (archive or delete the files read), bounded like a run.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::batch::{execute, sql_in, sql_lit, CHUNK};
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt};
-use super::{on_pool, BeginWrite, Event, Job, Store, StoreResult, Val};
+use super::{on_pool, printable, BeginWrite, Event, Job, Store, StoreResult, Val};
 use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 
 /// Makes due (at `$1`) the combined delivery of those of the jobs `$2…$(n+1)` whose events
@@ -115,17 +115,18 @@ impl Store {
                     Val::from(attempt.started_at),
                     Val::from(attempt.finished_at),
                     Val::from(attempt.outcome),
-                    Val::Text(attempt.error_code.clone()),
+                    Val::Text(attempt.error_code.clone().map(printable)),
                     Val::Int(attempt.http_status),
-                    Val::Text(attempt.http_status_name.clone()),
-                    Val::Text(attempt.response_excerpt.clone()),
+                    Val::Text(attempt.http_status_name.clone().map(printable)),
+                    Val::Text(attempt.response_excerpt.clone().map(printable)),
                     Val::from(attempt.duration_ms),
                 ]);
             }
             attempt_stmts.push((sql, vals));
         }
-        let code = change.error_code.clone().flatten();
-        let message = change.message.clone().flatten();
+        // As the store can keep it (see `store::nul`).
+        let code = change.error_code.clone().flatten().map(printable);
+        let message = change.message.clone().flatten().map(printable);
         let remaining = change.retries_remaining.flatten();
         let mut follow = Vec::new();
         let mut logs: Vec<LogWrite> = Vec::new();

@@ -346,6 +346,70 @@ async fn a_failing_source_fails_the_job(db: Db) {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
+/// U+0000 read from a source (see `store::nul`): a record holding it fails the job on Postgres,
+/// which cannot store it, naming the record, instead of failing each retry; SQLite stores and
+/// delivers it. A source's error quoting it fails the job with U+FFFD in its place.
+async fn nul_characters_from_a_source_never_stop_its_job(db: Db) {
+    let (_env, s) = start(db).await;
+    let source = wharf_testkit::serve(
+        axum::Router::new()
+            .route(
+                "/orders",
+                axum::routing::get(|| async {
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"orders": [{"name": "1"}, {"name": "2", "note": "a\u0000b"}]}"#,
+                    )
+                }),
+            )
+            .route(
+                "/broken",
+                axum::routing::get(|| async {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "database \u{0}on fire")
+                }),
+            ),
+    )
+    .await;
+    let sink = Sink::ok().await;
+    let stream = fetch_stream(
+        &s,
+        &format!("http://{source}/orders"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &stream).await;
+    let j = wait_for_job(&s, &job).await;
+    if db == Db::Postgres {
+        assert_eq!(j["status"], "FAILED", "{j}");
+        let message = j["message"].as_str().unwrap();
+        assert!(
+            message.contains("record 2 of 2") && message.contains("U+0000"),
+            "{message}"
+        );
+        assert!(events_of(&s, &job).await.is_empty(), "nothing stored");
+        assert!(sink.received().is_empty());
+    } else {
+        assert_eq!(j["status"], "FINISHED", "{j}");
+        assert_eq!(sink.received().len(), 2);
+    }
+
+    let broken = fetch_stream(
+        &s,
+        &format!("http://{source}/broken"),
+        &sink.url(),
+        json!(null),
+        false,
+    )
+    .await;
+    let job = run(&s, &broken).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FAILED", "{j}");
+    let message = j["message"].as_str().unwrap();
+    assert!(message.contains("database \u{FFFD}on fire"), "{message}");
+}
+
 async fn test_mode_transforms_and_never_posts(db: Db) {
     let (_env, s) = start(db).await;
     let source = paginated_source(5, 10).await;
@@ -425,6 +489,7 @@ both_stores!(
     paginated_source_is_delivered_once_each,
     failures_are_retried_on_schedule_and_4xx_is_final,
     a_failing_source_fails_the_job,
+    nul_characters_from_a_source_never_stop_its_job,
     test_mode_transforms_and_never_posts,
     runs_need_an_active_stream_and_a_writer,
 );

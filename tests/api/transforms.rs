@@ -1216,4 +1216,115 @@ both_stores!(
     work_whose_caller_left_is_dropped,
     a_running_loop_whose_caller_left_is_stopped,
     a_record_splits_into_at_most_max_outputs,
+    nul_characters_never_stop_an_event,
 );
+
+/// U+0000 from a transformation or a destination never stops an event: Postgres cannot keep
+/// it in text or JSON, so the store keeps what it says about an event (messages, logs, the
+/// answer's excerpt) with U+FFFD in its place, and an output holding it fails its event
+/// before anything is sent (SQLite keeps and sends it as it is).
+async fn nul_characters_never_stop_an_event(db: Db) {
+    let (_env, s) = start(db).await;
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        let record: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let status = if record["id"] == "refused" {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        (status, "answer \u{0}with a NUL")
+    });
+    let addr = wharf_testkit::serve(app).await;
+    let destination = s
+        .create(
+            "/destinations",
+            json!({"title": "Answers with NUL", "system": "http", "function": "http.send",
+            "params": {"url": format!("http://{addr}/in")}}),
+        )
+        .await;
+    let code = r#"
+function transform(r, ctx) {
+  ctx.log("log \u0000 of " + r.id);
+  if (r.kind === "out") return { id: r.id, note: "a\u0000b" };
+  if (r.kind === "throw") throw new Error("bad \u0000 thing");
+  return { id: r.id };
+}
+"#;
+    let id = private(&s, "javascript", "json", code).await;
+    let source = s
+        .create(
+            "/sources",
+            json!({"title": "Uploads", "system": "http", "function": "http.fetch",
+            "trigger": "manual", "params": {"url": "http://127.0.0.1:9/unused"}}),
+        )
+        .await;
+    let stream = s
+        .create(
+            "/streams",
+            json!({"title": "NUL", "data_type": "sales_order", "source_id": source["id"],
+            "transformation_id": id, "destination_id": destination["id"]}),
+        )
+        .await;
+    let stream = stream["id"].as_str().unwrap();
+    let records = json!([
+        {"id": "plain"}, {"id": "refused"}, {"id": "out", "kind": "out"},
+        {"id": "throw", "kind": "throw"}
+    ]);
+    let job = upload(&s, stream, records).await;
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED_WITH_ISSUES", "{j}");
+    let events = events_of(&s, &job).await;
+    let one = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["payload_in"]["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let replaced = "\u{FFFD}";
+
+    let plain = one("plain");
+    assert_eq!(plain["status"], "OK", "{plain}");
+    assert_eq!(plain["logs"], json!([format!("log {replaced} of plain")]));
+    let tries = crate::engine::attempts(&s, &plain).await;
+    assert_eq!(
+        tries[0]["response_excerpt"],
+        format!("answer {replaced}with a NUL")
+    );
+
+    let refused = one("refused");
+    assert_eq!(refused["status"], "FAILED", "{refused}");
+    let tries = crate::engine::attempts(&s, &refused).await;
+    assert_eq!(tries.len(), 1, "{tries:?}");
+    assert_eq!(
+        tries[0]["response_excerpt"],
+        format!("answer {replaced}with a NUL")
+    );
+
+    let thrown = one("throw");
+    assert_eq!(thrown["status"], "ERROR", "{thrown}");
+    assert_eq!(thrown["error_code"], "TRANSFORM_ERROR");
+    let message = thrown["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("bad {replaced} thing")),
+        "{message}"
+    );
+    assert!(!message.contains('\u{0}'), "{message}");
+
+    let out = one("out");
+    if db == Db::Postgres {
+        assert_eq!(out["status"], "ERROR", "{out}");
+        assert_eq!(out["error_code"], "TRANSFORM_ERROR");
+        let message = out["message"].as_str().unwrap();
+        assert!(
+            message.contains("U+0000") && message.contains("/note"),
+            "{message}"
+        );
+        assert_eq!(out["attempt_count"], 0);
+        assert_eq!(out["logs"], json!([format!("log {replaced} of out")]));
+    } else {
+        assert_eq!(out["status"], "OK", "{out}");
+        assert_eq!(out["payload_out"]["note"], "a\u{0}b");
+    }
+    assert_eq!(j["counts"]["ERROR"], if db == Db::Postgres { 2 } else { 1 });
+}

@@ -9,7 +9,8 @@ use crate::store::batch::{execute, rows_insert, sql_in, EventRow, Rows, CHUNK};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
 use crate::store::{
-    on_pool, Backend, BeginWrite, Bind, Event, JsonText, StatementText, Store, StoreResult, Val,
+    on_pool, printable, printable_ref, Backend, BeginWrite, Bind, Event, JsonText, StatementText,
+    Store, StoreResult, Val,
 };
 
 /// A delivery attempt to record.
@@ -221,6 +222,9 @@ pub(in crate::store) fn plan_change(
 ) -> Planned {
     let mut sets = vec!["updated_at = $3".to_string()];
     let mut vals = vec![Val::from(ev.id), Val::from(token), Val::from(now)];
+    // What the change says about the event, as the store can keep it (see `store::nul`).
+    let error_code = change.error_code.clone().map(|c| c.map(printable));
+    let message = change.message.clone().map(|m| m.map(printable));
     fn put(sets: &mut Vec<String>, vals: &mut Vec<Val>, col: &str, v: Val) {
         vals.push(v);
         sets.push(format!("{col} = ${}", vals.len()));
@@ -244,10 +248,10 @@ pub(in crate::store) fn plan_change(
             Val::JsonText(Some(JsonText::of(v))),
         );
     }
-    if let Some(v) = &change.error_code {
+    if let Some(v) = &error_code {
         put(&mut sets, &mut vals, "error_code", Val::Text(v.clone()));
     }
-    if let Some(v) = &change.message {
+    if let Some(v) = &message {
         put(&mut sets, &mut vals, "message", Val::Text(v.clone()));
     }
     if let Some(v) = change.retries_remaining {
@@ -257,7 +261,14 @@ pub(in crate::store) fn plan_change(
         put(&mut sets, &mut vals, "next_attempt_at", Val::Ts(v));
     }
     if let Some(lines) = &change.logs {
-        let v = (!lines.is_empty()).then(|| json!(lines));
+        let v = (!lines.is_empty()).then(|| {
+            Value::Array(
+                lines
+                    .iter()
+                    .map(|l| Value::String(printable_ref(l).into_owned()))
+                    .collect(),
+            )
+        });
         put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
     }
     if let Some(v) = &change.destination_ref {
@@ -265,7 +276,7 @@ pub(in crate::store) fn plan_change(
             &mut sets,
             &mut vals,
             "destination_ref",
-            Val::Text(Some(v.clone())),
+            Val::Text(Some(printable(v.clone()))),
         );
     }
     if change.attempted {
@@ -297,7 +308,7 @@ pub(in crate::store) fn plan_change(
         event_id: Some(ev.id),
         from,
         to: to.as_str(),
-        details: json!({"error_code": change.error_code.clone().flatten()}),
+        details: json!({"error_code": error_code.clone().flatten()}),
     };
     let mut at = ev.status;
     for &next in path {
@@ -314,8 +325,8 @@ pub(in crate::store) fn plan_change(
                 entity: entity.clone(),
                 status: to.as_str(),
                 event: ev.id,
-                code: change.error_code.clone().flatten(),
-                message: change.message.clone().flatten(),
+                code: error_code.clone().flatten(),
+                message: message.clone().flatten(),
             });
         }
     }
@@ -329,10 +340,10 @@ pub(in crate::store) fn plan_change(
             Val::from(a.started_at),
             Val::from(a.finished_at),
             Val::from(a.outcome),
-            Val::Text(a.error_code),
+            Val::Text(a.error_code.map(printable)),
             Val::Int(a.http_status),
-            Val::Text(a.http_status_name),
-            Val::Text(a.response_excerpt),
+            Val::Text(a.http_status_name.map(printable)),
+            Val::Text(a.response_excerpt.map(printable)),
             Val::from(a.duration_ms),
         ]
     });

@@ -215,6 +215,9 @@ impl Store {
     /// Ends a job whose source failed, if still held under `token`.
     pub async fn fail_job(&self, job: &Job, token: Uuid, message: &str) -> StoreResult<bool> {
         let now = Timestamp::now();
+        // A source's error may quote what it read: kept as the store can keep it.
+        let message = crate::store::printable_ref(message);
+        let message = message.as_ref();
         let log = LogWrite::job(
             job.org_id,
             job.stream_id,
