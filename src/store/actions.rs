@@ -13,7 +13,10 @@ use super::events::AbortScope;
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::jobs::finish_jobs_in;
 use super::resources::update_statement;
-use super::{audit_in, on_pool, BeginWrite, Event, Store, StoreError, StoreResult, Stream, Val};
+use super::{
+    audit_in, on_pool, BeginWrite, Event, StatementText, Store, StoreError, StoreResult, Stream,
+    Val,
+};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::{EventStatus, EventStep, JobStatus, JobStep, Timestamp};
 
@@ -158,6 +161,7 @@ impl Store {
                 });
                 if let Some(entity) = ev.entity_id.as_deref() {
                     let (s, v) = entity_upsert(
+                        Db::BACKEND,
                         &[EntityChange {
                             org: ev.org_id,
                             data_type: &ev.data_type,

@@ -4,7 +4,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::{execute, sql_in, sql_lit, CHUNK};
+use super::batch::{execute, rows_insert, sql_in, sql_lit, CHUNK};
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt};
 use super::{on_pool, printable, BeginWrite, Event, Job, Store, StoreResult, Val};
@@ -93,36 +93,29 @@ impl Store {
         let now = Timestamp::now();
         let mut attempt_stmts = Vec::new();
         for chunk in members.chunks(CHUNK) {
-            let mut sql = String::from(
+            attempt_stmts.push(rows_insert(
+                self.backend(),
                 "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, destination_id, \
                  started_at, finished_at, outcome, error_code, http_status, http_status_name, \
-                 response_excerpt, duration_ms) VALUES ",
-            );
-            let mut vals = Vec::new();
-            for (i, ev) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let b = vals.len();
-                let marks: Vec<String> = (1..=13).map(|k| format!("${}", b + k)).collect();
-                sql.push_str(&format!("({})", marks.join(", ")));
-                vals.extend([
-                    Val::from(Uuid::now_v7()),
-                    Val::from(ev.org_id),
-                    Val::from(ev.id),
-                    Val::from(ev.job_id),
-                    Val::from(attempt.destination_id),
-                    Val::from(attempt.started_at),
-                    Val::from(attempt.finished_at),
-                    Val::from(attempt.outcome),
-                    Val::Text(attempt.error_code.clone().map(printable)),
-                    Val::Int(attempt.http_status),
-                    Val::Text(attempt.http_status_name.clone().map(printable)),
-                    Val::Text(attempt.response_excerpt.clone().map(printable)),
-                    Val::from(attempt.duration_ms),
-                ]);
-            }
-            attempt_stmts.push((sql, vals));
+                 response_excerpt, duration_ms)",
+                chunk.iter().map(|ev| {
+                    vec![
+                        Val::from(Uuid::now_v7()),
+                        Val::from(ev.org_id),
+                        Val::from(ev.id),
+                        Val::from(ev.job_id),
+                        Val::from(attempt.destination_id),
+                        Val::from(attempt.started_at),
+                        Val::from(attempt.finished_at),
+                        Val::from(attempt.outcome),
+                        Val::Text(attempt.error_code.clone().map(printable)),
+                        Val::Int(attempt.http_status),
+                        Val::Text(attempt.http_status_name.clone().map(printable)),
+                        Val::Text(attempt.response_excerpt.clone().map(printable)),
+                        Val::from(attempt.duration_ms),
+                    ]
+                }),
+            ));
         }
         // As the store can keep it (see `store::nul`).
         let code = change.error_code.clone().flatten().map(printable);
@@ -166,7 +159,7 @@ impl Store {
                 });
                 entities.dedup_by(|a, b| a.entity == b.entity);
                 if !entities.is_empty() {
-                    follow.push(entity_upsert(&entities, now));
+                    follow.push(entity_upsert(self.backend(), &entities, now));
                 }
             }
         }

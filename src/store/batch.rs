@@ -9,8 +9,11 @@ use uuid::Uuid;
 
 use super::handoff::{Claim, Handed, Spilled};
 
+use super::columns::{columns, unnest};
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
-use super::{on_pool, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val};
+use super::{
+    on_pool, Backend, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val,
+};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
@@ -84,11 +87,25 @@ pub(in crate::store) fn sql_lit<S: std::fmt::Display>(s: S) -> String {
 /// Rows per multi-row insert: well under SQLite's bound-parameter limit.
 pub(in crate::store) const CHUNK: usize = 300;
 
-/// A multi-row insert: `head` is `INSERT INTO t (cols…)`, each row one value per column.
+/// A multi-row insert: `head` is `INSERT INTO t (cols…)`, each row one value per column. On
+/// Postgres the rows go as one array a column (see [`super::columns`]): one statement text
+/// whatever the number of rows, prepared once.
 pub(in crate::store) fn rows_insert(
+    backend: Backend,
     head: &str,
     rows: impl IntoIterator<Item = Vec<Val>>,
 ) -> Statement {
+    let rows: Vec<Vec<Val>> = rows.into_iter().collect();
+    let rows = match backend {
+        Backend::Postgres => match columns(rows) {
+            Ok(columns) => {
+                let sql = format!("{head} SELECT * FROM {}", unnest(&columns, 1));
+                return (sql, columns.into_iter().map(Val::Column).collect());
+            }
+            Err(rows) => rows,
+        },
+        Backend::Sqlite => rows,
+    };
     let mut sql = format!("{head} VALUES ");
     let mut vals = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
@@ -130,9 +147,11 @@ pub(in crate::store) struct EventRow {
 }
 
 pub(in crate::store) fn events_insert<'a>(
+    backend: Backend,
     rows: impl IntoIterator<Item = &'a EventRow>,
 ) -> Statement {
     rows_insert(
+        backend,
         "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
          payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, origin, \
          attempt_count, ignored, created_at, updated_at, claim_token, lease_expires_at)",
@@ -271,17 +290,18 @@ impl Rows {
     /// The inserts of `parts`, in an order the foreign keys accept; their log entries are
     /// written apart, a row per organisation (see [`write_log`]).
     pub(in crate::store) fn statements<'a>(
+        backend: Backend,
         parts: impl Iterator<Item = &'a Rows> + Clone,
         now: Timestamp,
     ) -> Vec<Statement> {
         let mut statements = Vec::new();
         let jobs: Vec<&Job> = parts.clone().flat_map(|r| r.jobs.iter()).collect();
         for chunk in jobs.chunks(CHUNK) {
-            statements.push(jobs_insert(chunk));
+            statements.push(jobs_insert(backend, chunk));
         }
         let events: Vec<&EventRow> = parts.clone().flat_map(|r| r.events.iter()).collect();
         for chunk in events.chunks(CHUNK) {
-            statements.push(events_insert(chunk.iter().copied()));
+            statements.push(events_insert(backend, chunk.iter().copied()));
         }
         let mut entities: Vec<&EntityRow> = parts.flat_map(|r| r.entities.iter()).collect();
         // One order for every writer avoids deadlocks between concurrent upserts; one row per
@@ -309,13 +329,13 @@ impl Rows {
                     message: e.message.as_deref(),
                 })
                 .collect();
-            statements.push(entity_upsert(&changes, now));
+            statements.push(entity_upsert(backend, &changes, now));
         }
         statements
     }
 }
 
-pub(in crate::store) fn jobs_insert(jobs: &[&Job]) -> Statement {
+pub(in crate::store) fn jobs_insert(backend: Backend, jobs: &[&Job]) -> Statement {
     let cols: Vec<&'static str> = jobs
         .first()
         .map(|j| {
@@ -326,6 +346,7 @@ pub(in crate::store) fn jobs_insert(jobs: &[&Job]) -> Statement {
         })
         .unwrap_or_default();
     rows_insert(
+        backend,
         &format!("INSERT INTO jobs ({})", cols.join(", ")),
         jobs.iter().map(|j| {
             super::Record::values(*j)
@@ -419,7 +440,7 @@ impl Store {
         now: Timestamp,
         notify: bool,
     ) -> StoreResult<()> {
-        let statements = Rows::statements(std::iter::once(rows), now);
+        let statements = Rows::statements(self.backend(), std::iter::once(rows), now);
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for (sql, vals) in &statements {

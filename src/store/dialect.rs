@@ -173,16 +173,20 @@ extern "C" fn busy(timeout_micros: *mut c_void, count: c_int) -> c_int {
 /// each once (as every multi-row statement the store builds has them), is given to SQLite with
 /// `?`; any other is given as written. Postgres takes `$N` as it is.
 pub(in crate::store) trait StatementText {
+    /// Which backend this is, where a statement is built inside [`super::on_pool`].
+    const BACKEND: Backend;
     fn text(sql: &str) -> Cow<'_, str>;
 }
 
 impl StatementText for Postgres {
+    const BACKEND: Backend = Backend::Postgres;
     fn text(sql: &str) -> Cow<'_, str> {
         Cow::Borrowed(sql)
     }
 }
 
 impl StatementText for Sqlite {
+    const BACKEND: Backend = Backend::Sqlite;
     fn text(sql: &str) -> Cow<'_, str> {
         anonymous(sql).map_or(Cow::Borrowed(sql), Cow::Owned)
     }

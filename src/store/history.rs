@@ -7,7 +7,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::batch::{rows_insert, Statement};
-use super::{on_pool, JsonText, LogEntry, LogPosition, Store, StoreError, StoreResult, Val};
+use super::{
+    on_pool, Backend, JsonText, LogEntry, LogPosition, Store, StoreError, StoreResult, Val,
+};
 use crate::domain::{JobStatus, Timestamp};
 
 /// An event-log entry and entity change to write with a status change.
@@ -105,8 +107,13 @@ impl<'a> From<&'a LogWrite> for NewEntry<'a> {
 
 /// The insert of `rows` (see [`log_rows`]). Their positions come with the insert: the
 /// `horizon` column's default and the id (see `migrations/postgres/0012_log_horizon.sql`).
-pub(in crate::store) fn log_insert(rows: Vec<(Uuid, JsonText)>, now: Timestamp) -> Statement {
+pub(in crate::store) fn log_insert(
+    backend: Backend,
+    rows: Vec<(Uuid, JsonText)>,
+    now: Timestamp,
+) -> Statement {
     rows_insert(
+        backend,
         "INSERT INTO event_log (org_id, entries, created_at)",
         rows.into_iter().map(|(org, entries)| {
             vec![Val::from(org), Val::JsonText(Some(entries)), Val::from(now)]
@@ -120,7 +127,11 @@ macro_rules! write_log {
     ($db:ident, $tx:ident, $entries:expr, $now:expr) => {{
         let rows = $crate::store::history::log_rows($entries)?;
         if !rows.is_empty() {
-            let (sql, vals) = $crate::store::history::log_insert(rows, $now);
+            let (sql, vals) = $crate::store::history::log_insert(
+                <$db as $crate::store::StatementText>::BACKEND,
+                rows,
+                $now,
+            );
             $crate::store::batch::execute!($db, $tx, &sql, &vals);
         }
     }};
@@ -195,8 +206,13 @@ pub(in crate::store) struct EntityChange<'a> {
 /// per event, when it finishes (OK, ERROR, FAILED, ABORTED), and only by an event at least as
 /// new as the one the entity names (event ids grow with time), so an older event finishing
 /// late, after a retry, does not hide the newer one's outcome.
-pub(in crate::store) fn entity_upsert(rows: &[EntityChange<'_>], now: Timestamp) -> Statement {
+pub(in crate::store) fn entity_upsert(
+    backend: Backend,
+    rows: &[EntityChange<'_>],
+    now: Timestamp,
+) -> Statement {
     let (mut sql, vals) = rows_insert(
+        backend,
         "INSERT INTO entities (id, org_id, data_type, entity_id, last_status, last_event_id, \
          last_error_code, last_message, created_at, updated_at)",
         rows.iter().map(|r| {

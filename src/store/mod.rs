@@ -11,6 +11,7 @@ mod alerts;
 mod audit;
 mod batch;
 mod cache;
+mod columns;
 mod dialect;
 mod events;
 mod handoff;
@@ -225,6 +226,8 @@ pub enum Val {
     JsonText(Option<JsonText>),
     Ts(Option<Timestamp>),
     Bytes(Vec<u8>),
+    /// A column of a batch's rows, as a Postgres array (see `columns`).
+    Column(columns::Column),
 }
 
 impl From<Uuid> for Val {
@@ -326,6 +329,7 @@ macro_rules! bind_match {
             Val::JsonText(x) => $q.bind(x.as_ref()),
             Val::Ts(x) => $q.bind(*x),
             Val::Bytes(x) => $q.bind(x.as_slice()),
+            Val::Column(x) => $q.bind(x),
         }
     };
 }

@@ -139,6 +139,7 @@ impl Store {
             let mut fresh: std::collections::HashSet<(Uuid, String)> = Default::default();
             for chunk in receipts.chunks(CHUNK) {
                 let (mut sql, vals) = rows_insert(
+                    Db::BACKEND,
                     "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
                     chunk.iter().map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
                 );
@@ -174,7 +175,7 @@ impl Store {
                 }
             }
             if !stored.is_empty() {
-                for (sql, vals) in Rows::statements(stored.iter().copied(), now) {
+                for (sql, vals) in Rows::statements(Db::BACKEND, stored.iter().copied(), now) {
                     execute!(Db, tx, &sql, &vals);
                 }
                 // Other nodes' workers are told only of work this process did not keep.

@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
-use crate::store::batch::{execute, rows_insert, sql_in, EventRow, Rows, CHUNK};
+use crate::store::batch::{
+    execute, keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK,
+};
+use crate::store::columns::{columns, unnest};
 use crate::store::history::{write_log, EntityRow, LogWrite};
 use crate::store::jobs::finish_jobs_in;
 use crate::store::{
@@ -144,25 +147,35 @@ impl EventUpdate {
 }
 
 /// One statement for several updates of one shape (see [`EventUpdate`]) to different events
-/// (Postgres): their values as rows of `VALUES`, each placeholder `$n` of the shape read from
-/// the row's column `cn`. It answers the ids of the events it changed. Bind the updates' values
-/// in order.
-fn updates_together(updates: &[&EventUpdate]) -> String {
+/// (Postgres): their values as one array a column (see [`crate::store::columns`]), or as rows
+/// of `VALUES` should their types differ, each placeholder `$n` of the shape read from the
+/// row's column `cn`. It answers the ids of the events it changed.
+fn updates_together(updates: &[&EventUpdate]) -> Statement {
     let width = updates[0].vals.len();
-    let mut rows = Vec::with_capacity(updates.len());
-    for i in 0..updates.len() {
-        let row: Vec<String> = (1..=width).map(|k| format!("${}", i * width + k)).collect();
-        rows.push(format!("({})", row.join(", ")));
-    }
     let names: Vec<String> = (1..=width).map(|k| format!("c{k}")).collect();
     let column = |sql: &str| placeholders(sql, |n| format!("v.c{n}"));
-    format!(
-        "UPDATE events SET {} FROM (VALUES {}) AS v({}) WHERE {} RETURNING events.id",
-        column(&updates[0].sets),
-        rows.join(", "),
-        names.join(", "),
-        column(&updates[0].filter)
-    )
+    let statement = |rows: &str| {
+        format!(
+            "UPDATE events SET {} FROM {rows} AS v({}) WHERE {} RETURNING events.id",
+            column(&updates[0].sets),
+            names.join(", "),
+            column(&updates[0].filter)
+        )
+    };
+    let rows = match columns(updates.iter().map(|u| u.vals.clone()).collect()) {
+        Ok(columns) => {
+            let sql = statement(&unnest(&columns, 1));
+            return (sql, columns.into_iter().map(Val::Column).collect());
+        }
+        Err(rows) => rows,
+    };
+    let mut marks = Vec::with_capacity(rows.len());
+    for i in 0..rows.len() {
+        let row: Vec<String> = (1..=width).map(|k| format!("${}", i * width + k)).collect();
+        marks.push(format!("({})", row.join(", ")));
+    }
+    let sql = statement(&format!("(VALUES {})", marks.join(", ")));
+    (sql, rows.into_iter().flatten().collect())
 }
 
 /// `sql` with each placeholder `$n` replaced by `to(n)`.
@@ -419,7 +432,7 @@ impl Store {
         let finished: Vec<Uuid> = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             for chunk in attempts.chunks(CHUNK) {
-                let (sql, vals) = rows_insert(ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
+                let (sql, vals) = rows_insert(Db::BACKEND, ATTEMPT_INSERT, chunk.iter().map(|r| (*r).clone()));
                 // An attempt stored again (see `NewAttempt::id`) is recorded once.
                 let sql = format!("{sql} ON CONFLICT (id) DO NOTHING");
                 execute!(Db, tx, &sql, &vals);
@@ -436,19 +449,19 @@ impl Store {
                     continue;
                 }
                 let updates: Vec<&EventUpdate> = group.iter().map(|i| &plans[*i].update).collect();
-                let sql = updates_together(&updates);
+                let (sql, vals) = updates_together(&updates);
                 let sql = Db::text(&sql);
-                let mut q = sqlx::query_scalar::<Db, Uuid>(&sql).persistent(false);
-                for u in &updates {
-                    q = q.bind_all(&u.vals);
-                }
-                let ids = q.fetch_all(&mut *tx).await?;
+                let ids = sqlx::query_scalar::<Db, Uuid>(&sql)
+                    .bind_all(&vals)
+                    .persistent(keep_prepared(&vals))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 for i in group {
                     changed[i] = ids.contains(&plans[i].event_id);
                 }
             }
             let held = plans.iter().zip(&changed).filter(|(_, c)| **c).map(|(p, _)| p);
-            for (sql, vals) in Rows::statements(held.clone().map(|p| &p.rows), now) {
+            for (sql, vals) in Rows::statements(Db::BACKEND, held.clone().map(|p| &p.rows), now) {
                 execute!(Db, tx, &sql, &vals);
             }
             let logs = held.clone().flat_map(|p| p.rows.logs.iter());
@@ -541,12 +554,32 @@ mod tests {
         };
         let (a, b) = (update(), update());
         assert!(a.same_shape(&b));
+        let (sql, vals) = updates_together(&[&a, &b]);
         assert_eq!(
-            updates_together(&[&a, &b]),
+            sql,
+            "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
+             + 1 FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[]) AS v(c1, c2, c3, \
+             c4) WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('S1') RETURNING events.id"
+        );
+        assert_eq!(vals.len(), 4, "one array a column");
+        // Values whose types differ from row to row go as rows of VALUES.
+        let odd = EventUpdate {
+            vals: vec![
+                Val::from(Uuid::nil()),
+                Val::from(Uuid::nil()),
+                Val::from("1"),
+                Val::from("OK"),
+            ],
+            ..update()
+        };
+        let (sql, vals) = updates_together(&[&a, &odd]);
+        assert_eq!(
+            sql,
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) AS v(c1, c2, c3, c4) \
              WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('S1') RETURNING events.id"
         );
+        assert_eq!(vals.len(), 8);
         let other = EventUpdate {
             filter: "id = $1 AND claim_token = $2 AND status IN ('S2')".into(),
             ..update()

@@ -153,7 +153,7 @@ impl Store {
         let empty = rows
             .add_events(job, data_type, events, now, None)
             .is_empty();
-        let statements = Rows::statements(std::iter::once(&rows), now);
+        let statements = Rows::statements(self.backend(), std::iter::once(&rows), now);
         let settings = read.summary.map(|summary| {
             let mut settings = job.settings.0.clone();
             if !settings.is_object() {
