@@ -66,6 +66,14 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
                         tracing::warn!(job = %job.id, error = %e, "could not mark the job failed");
                     }
                 }
+                // Data the store refuses is refused again on every retry: the job fails,
+                // saying why, instead of running again and again.
+                Err(StoreError::Invalid(why)) => {
+                    let message = format!("what the source read could not be stored: {why}");
+                    if let Err(e) = store.fail_job(&job, token, &message).await {
+                        tracing::warn!(job = %job.id, error = %e, "could not mark the job failed");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(job = %job.id, error = %e, "could not store the job's events; it will be retried")
                 }

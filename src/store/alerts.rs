@@ -294,6 +294,10 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<()> {
         let sent_at = (status == "sent").then_some(now);
+        // A channel's answer may hold U+0000 (see `store::nul`): kept as the store can keep it,
+        // or the outcome could never be stored and the notification would be sent again.
+        let error = error.map(crate::store::printable_ref);
+        let error = error.as_deref();
         on_pool!(self, pool, Db => {
             sqlx::query::<Db>(
                 "UPDATE notifications SET status = $1, error = $2, sent_at = $3, updated_at = $4, \
