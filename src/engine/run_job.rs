@@ -38,10 +38,11 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
             deadline.as_secs()
         ))),
     };
-    // A record the store cannot keep fails the job, named, instead of failing each retry.
-    let read = read.and_then(|run| match unstorable_record(store, &run.events) {
-        Some(why) => Err(Failure::Source(why)),
-        None => Ok(run),
+    // A record the store cannot keep as it came is stored changed, as an ERROR event that is
+    // never sent, and the read goes on past it (instead of failing on every run).
+    let read = read.map(|mut run| {
+        run.read.refused = refuse_unstorable(store, &mut run.events);
+        run
     });
     match read {
         Ok(run) => {
@@ -91,18 +92,30 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
     }
 }
 
-/// Why the store cannot keep one of the records read, naming the first such.
-fn unstorable_record(store: &crate::store::Store, events: &[NewEvent]) -> Option<String> {
-    events.iter().enumerate().find_map(|(i, ev)| {
-        store.unstorable(&ev.payload_in).map(|why| {
+/// The records read that the store cannot keep as they came (Postgres and U+0000): each is
+/// made storable (U+FFFD in its place, see `store::nul`) and named with why, for
+/// [`SourceRead::refused`].
+fn refuse_unstorable(store: &crate::store::Store, events: &mut [NewEvent]) -> Vec<(usize, String)> {
+    let total = events.len();
+    let mut refused = Vec::new();
+    for (i, ev) in events.iter_mut().enumerate() {
+        let Some(why) = store.unstorable(&ev.payload_in) else {
+            continue;
+        };
+        ev.payload_in = crate::store::printable_value(std::mem::take(&mut ev.payload_in));
+        ev.received = None;
+        ev.entity_id = ev.entity_id.take().map(crate::store::printable);
+        refused.push((
+            i,
             format!(
-                "record {} of {} read: {why}; nothing was stored. Remove the character at \
-                 the source, then replicate the job.",
-                i + 1,
-                events.len()
-            )
-        })
-    })
+                "record {} of {total} read: {why}; it is stored with U+FFFD in its place and \
+                 not sent. Fix the record at the source, or replicate this event with its \
+                 payload corrected.",
+                i + 1
+            ),
+        ));
+    }
+    refused
 }
 
 /// The after-commit step of a read (archive or delete the files read), bounded like a run.
@@ -228,6 +241,7 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
         read: SourceRead {
             cursor,
             summary: reading.summary,
+            refused: Vec::new(),
         },
         settle: reading.settle,
         params: source.params.0.clone(),

@@ -57,7 +57,7 @@ pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::{message_contains, payload_contains};
-pub use nul::{printable, printable_ref};
+pub use nul::{printable, printable_ref, printable_value};
 pub use people::{Credentials, PasswordLink, SecondFactor, Session, SessionIdentity};
 pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};

@@ -30,6 +30,20 @@ pub fn printable_ref(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `value` with U+0000 replaced by U+FFFD in every string and key.
+pub fn printable_value(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(printable(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(printable_value).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (printable(k), printable_value(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Where in `value` a string or an object's key first holds U+0000, as a JSON pointer
 /// (RFC 6901; `""` is the whole value).
 pub fn nul_at(value: &Value) -> Option<String> {
@@ -85,6 +99,14 @@ mod tests {
             Some("/a/1/b~1c".into())
         );
         assert_eq!(nul_at(&json!({"k\u{0}": 1})), Some("/k\u{FFFD}".into()));
+    }
+
+    #[test]
+    fn printable_value_replaces_nul_in_strings_and_keys() {
+        assert_eq!(
+            printable_value(json!({"a\u{0}": ["x\u{0}", 1, {"b": "c"}]})),
+            json!({"a\u{FFFD}": ["x\u{FFFD}", 1, {"b": "c"}]})
+        );
     }
 
     #[test]

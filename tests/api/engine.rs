@@ -346,9 +346,10 @@ async fn a_failing_source_fails_the_job(db: Db) {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
-/// U+0000 read from a source (see `store::nul`): a record holding it fails the job on Postgres,
-/// which cannot store it, naming the record, instead of failing each retry; SQLite stores and
-/// delivers it. A source's error quoting it fails the job with U+FFFD in its place.
+/// U+0000 read from a source (see `store::nul`): on Postgres, which cannot store it, a record
+/// holding it is stored with U+FFFD in its place as an ERROR event that is never sent, naming
+/// the record, and the others go on; SQLite stores and delivers it as it is. A source's error
+/// quoting it fails the job with U+FFFD in its place.
 async fn nul_characters_from_a_source_never_stop_its_job(db: Db) {
     let (_env, s) = start(db).await;
     let source = wharf_testkit::serve(
@@ -382,14 +383,24 @@ async fn nul_characters_from_a_source_never_stop_its_job(db: Db) {
     let job = run(&s, &stream).await;
     let j = wait_for_job(&s, &job).await;
     if db == Db::Postgres {
-        assert_eq!(j["status"], "FAILED", "{j}");
-        let message = j["message"].as_str().unwrap();
+        assert_eq!(j["status"], "FINISHED_WITH_ISSUES", "{j}");
+        let events = events_of(&s, &job).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        let refused = events.iter().find(|e| e["entity_id"] == "2").unwrap();
+        assert_eq!(refused["status"], "ERROR", "{refused}");
+        assert_eq!(refused["error_code"], "INVALID_SCHEMA");
+        assert_eq!(refused["payload_in"]["note"], "a\u{FFFD}b");
+        assert_eq!(refused["attempt_count"], 0);
+        let message = refused["message"].as_str().unwrap();
         assert!(
             message.contains("record 2 of 2") && message.contains("U+0000"),
             "{message}"
         );
-        assert!(events_of(&s, &job).await.is_empty(), "nothing stored");
-        assert!(sink.received().is_empty());
+        let (_, entity) = s.get("/entities?status=ERROR").await;
+        assert_eq!(entity["items"][0]["entity_id"], "2", "{entity}");
+        let sent = sink.received();
+        assert_eq!(sent.len(), 1, "only the other record is sent");
+        assert_eq!(sent[0].body["name"], "1");
     } else {
         assert_eq!(j["status"], "FINISHED", "{j}");
         assert_eq!(sink.received().len(), 2);

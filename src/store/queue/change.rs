@@ -105,6 +105,8 @@ impl Rows {
                 next_attempt_at: change.siblings_due,
                 original_event_id: None,
                 origin: ev.origin.clone(),
+                error_code: None,
+                message: None,
                 claim: None,
                 created_at: now,
             });
