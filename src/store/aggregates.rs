@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::batch::{execute, rows_insert, sql_in, sql_lit, CHUNK};
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
-use super::queue::{EventChange, NewAttempt};
-use super::{on_pool, printable, BeginWrite, Event, Job, Store, StoreResult, Val};
+use super::queue::{EventChange, NewAttempt, ATTEMPT_INSERT};
+use super::{on_pool, printable, BeginWrite, Event, Job, Store, StoreResult};
 use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 
 /// Makes due (at `$1`) the combined delivery of those of the jobs `$2…$(n+1)` whose events
@@ -95,26 +95,8 @@ impl Store {
         for chunk in members.chunks(CHUNK) {
             attempt_stmts.push(rows_insert(
                 self.backend(),
-                "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, destination_id, \
-                 started_at, finished_at, outcome, error_code, http_status, http_status_name, \
-                 response_excerpt, duration_ms)",
-                chunk.iter().map(|ev| {
-                    vec![
-                        Val::from(Uuid::now_v7()),
-                        Val::from(ev.org_id),
-                        Val::from(ev.id),
-                        Val::from(ev.job_id),
-                        Val::from(attempt.destination_id),
-                        Val::from(attempt.started_at),
-                        Val::from(attempt.finished_at),
-                        Val::from(attempt.outcome),
-                        Val::Text(attempt.error_code.clone().map(printable)),
-                        Val::Int(attempt.http_status),
-                        Val::Text(attempt.http_status_name.clone().map(printable)),
-                        Val::Text(attempt.response_excerpt.clone().map(printable)),
-                        Val::from(attempt.duration_ms),
-                    ]
-                }),
+                ATTEMPT_INSERT,
+                chunk.iter().map(|ev| attempt.row(Uuid::now_v7(), ev)),
             ));
         }
         // As the store can keep it (see `store::nul`).

@@ -33,6 +33,28 @@ pub struct NewAttempt {
     pub duration_ms: i64,
 }
 
+impl NewAttempt {
+    /// The row of [`ATTEMPT_INSERT`] recording this attempt, as `id`, for the event `ev`; what
+    /// the other system answered as the store can keep it (see `store::nul`).
+    pub(in crate::store) fn row(&self, id: Uuid, ev: &Event) -> Vec<Val> {
+        vec![
+            Val::from(id),
+            Val::from(ev.org_id),
+            Val::from(ev.id),
+            Val::from(ev.job_id),
+            Val::from(self.destination_id),
+            Val::from(self.started_at),
+            Val::from(self.finished_at),
+            Val::from(self.outcome),
+            Val::Text(self.error_code.clone().map(printable)),
+            Val::Int(self.http_status),
+            Val::Text(self.http_status_name.clone().map(printable)),
+            Val::Text(self.response_excerpt.clone().map(printable)),
+            Val::from(self.duration_ms),
+        ]
+    }
+}
+
 /// What an attempt means for its event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
@@ -345,23 +367,7 @@ pub(in crate::store) fn plan_change(
             });
         }
     }
-    let attempt = attempt.map(|a| {
-        vec![
-            Val::from(a.id),
-            Val::from(ev.org_id),
-            Val::from(ev.id),
-            Val::from(ev.job_id),
-            Val::from(a.destination_id),
-            Val::from(a.started_at),
-            Val::from(a.finished_at),
-            Val::from(a.outcome),
-            Val::Text(a.error_code.map(printable)),
-            Val::Int(a.http_status),
-            Val::Text(a.http_status_name.map(printable)),
-            Val::Text(a.response_excerpt.map(printable)),
-            Val::from(a.duration_ms),
-        ]
-    });
+    let attempt = attempt.map(|a| a.row(a.id, ev));
     Planned {
         job_id: ev.job_id,
         event_id: ev.id,

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-pub(in crate::store) use change::Planned;
 pub use change::{Delivery, EventChange, NewAttempt};
+pub(in crate::store) use change::{Planned, ATTEMPT_INSERT};
 
 use super::batch::{execute, notify_work, sql_among, sql_in, sql_lit, Rows, CHUNK};
 use super::history::{write_log, LogWrite};
