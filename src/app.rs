@@ -103,6 +103,7 @@ fn routes(config: &Config) -> Router<AppState> {
 fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let config = &state.config;
     let mut parts = Vec::new();
+    let mut workers = None;
     if config.workers.enabled {
         let engine = engine::Engine::new(engine::Deps {
             store: state.store.clone(),
@@ -117,6 +118,7 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
             database_url: config.effective_database_url(),
             connectors: state.connectors.clone(),
         });
+        workers = Some(engine.clone());
         parts.push(tokio::spawn(engine.run(stop.clone())));
     }
     if config.scheduler.enabled {
@@ -129,6 +131,7 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
     if config.maintenance.enabled {
         parts.push(tokio::spawn(engine::maintenance::run(
             state.store.clone(),
+            workers,
             config.ingest.dedup_retention_hours,
             state.metrics.clone(),
             stop.clone(),

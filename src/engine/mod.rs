@@ -226,6 +226,40 @@ impl Engine {
         }
     }
 
+    /// For the maintenance rescue at `now` (see `maintenance`): renews the leases of the
+    /// events this process still has in hand whose lease ran out at `now` — the heartbeat was
+    /// late (storage stalled, the process was starved) — so that the rescue does not free
+    /// them for a second delivery while their worker lives. Events held under this process's
+    /// tokens but no longer in hand (a worker gave up on them) are left to the rescue. `Err`
+    /// when they could not be renewed: the rescue waits for the next round.
+    pub async fn renew_late(&self, now: Timestamp) -> crate::store::StoreResult<u64> {
+        let mut tokens: Vec<Uuid> = self.live().values().map(|(t, _)| *t).collect();
+        tokens.push(self.handoff.token());
+        tokens.sort();
+        tokens.dedup();
+        let expired = self.store.expired_claims(&tokens, now).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let ids: std::collections::HashSet<Uuid> = expired.iter().map(|(id, _)| *id).collect();
+        let waiting = self.handoff.holds(&ids);
+        let late: Vec<(Uuid, Uuid, bool)> = {
+            let live = self.live();
+            expired
+                .into_iter()
+                .filter(|(id, token)| {
+                    live.get(id).is_some_and(|(t, job)| t == token && !job)
+                        || (*token == self.handoff.token() && waiting.contains(id))
+                })
+                .map(|(id, token)| (id, token, false))
+                .collect()
+        };
+        if late.is_empty() {
+            return Ok(0);
+        }
+        self.store.renew_leases(&late, self.lease()).await
+    }
+
     /// Runs until `shutdown` turns true: claims as much work as there are free workers,
     /// then waits for a wake-up or the next poll.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {

@@ -384,6 +384,17 @@ impl Handoff {
         self.state().queue.iter().map(|h| h.event.id).collect()
     }
 
+    /// Which of `ids` wait here, in the queue or spilled (held under [`Handoff::token`]).
+    pub fn holds(&self, ids: &HashSet<Uuid>) -> HashSet<Uuid> {
+        let s = self.state();
+        let queued = s.queue.iter().map(|h| h.event.id);
+        let spilled = s.spill.iter().map(|h| h.id);
+        queued
+            .chain(spilled)
+            .filter(|id| ids.contains(id))
+            .collect()
+    }
+
     /// The spilled events whose leases end within three quarters of a lease, and the lease
     /// to renew them for: long enough for the whole spill to be reached at the rate workers
     /// have been taking events (a stalled destination stops them: the rate falls, the lease

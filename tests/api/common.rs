@@ -161,6 +161,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
+        // The server's warnings and errors go to the test's output, which is shown when it
+        // fails: a rescue, a failed renewal or a storage error then explains what went wrong.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("wharf=warn"))
+            .with_test_writer()
+            .try_init();
         let token = config.bootstrap_token.clone().unwrap_or_default();
         let state = wharf::prepare(config).await.expect("server prepares");
         let clock = state.clock.clone();

@@ -893,6 +893,48 @@ async fn a_delivery_longer_than_the_lease_is_made_once(db: Db) {
     );
 }
 
+/// Postgres: a lock lets a test stall one row's writes while the rest of storage answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_runs_out_while_its_renewal_waits_is_renewed_not_taken_back() {
+    // A delivery of 12 s under a 5 s lease. Another session locks the event's row for 7.5 s,
+    // so the heartbeat's renewal waits behind the lock and, once through, writes a lease end
+    // already past; the maintenance rescue then finds the lease run out while the delivery
+    // is still under way. The event is in its worker's hands, so the rescue renews it instead
+    // of freeing it for the idle second worker, which would deliver it again.
+    let env = Env::new(Db::Postgres).await;
+    let mut config = env.config();
+    config.workers.count = 2;
+    config.workers.lease_seconds = 5;
+    config.workers.poll_interval_ms = 50;
+    let sink = Sink::slow(Duration::from_secs(12)).await;
+    let s = Server::start(config).await;
+    let job = push_through(&s, sink.url(), "id", vec![json!({"id": "r0"})]).await;
+    let pool = sqlx::PgPool::connect(&env.pg.as_ref().unwrap().url)
+        .await
+        .unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let locked = sqlx::query("SELECT id FROM events WHERE entity_id = 'r0' FOR UPDATE")
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    tokio::time::sleep(Duration::from_millis(7500)).await;
+    lock.commit().await.unwrap();
+    wait_for_job(&s, &job).await;
+    let events = events_of(&s, &job).await;
+    assert_eq!(events[0]["status"], "OK", "{events:?}");
+    // Settle anything a second claim might still send.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.counts_by_id().get("r0"), Some(&1), "delivered once");
+    assert_eq!(events[0]["attempt_count"], 1, "{events:?}");
+    let metrics = s.metrics().await;
+    assert!(
+        !metrics.contains("wharf_claims_rescued_total{kind=\"events\"}"),
+        "nothing was taken over: {metrics}"
+    );
+}
+
 async fn a_destination_that_does_not_answer_leaves_workers_for_the_others(db: Db) {
     slow_destination_beside_a_fast_one(db, 512, false).await;
 }

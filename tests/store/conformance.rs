@@ -693,6 +693,22 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
         f.store.still_held(token, &ids).await.unwrap().is_empty(),
         "a lease that ran out is not held, even before the rescue"
     );
+    // What a rescue now would take from the holder of `token`, and from no one else.
+    let mut lost = f
+        .store
+        .expired_claims(&[Uuid::now_v7(), token], Timestamp::now())
+        .await
+        .unwrap();
+    lost.sort();
+    let mut all: Vec<(Uuid, Uuid)> = ids.iter().map(|id| (*id, token)).collect();
+    all.sort();
+    assert_eq!(lost, all);
+    assert!(f
+        .store
+        .expired_claims(&[Uuid::now_v7()], Timestamp::now())
+        .await
+        .unwrap()
+        .is_empty());
     // Renewed: the two in hand under their token; not one named with another token, nor
     // the one not named.
     let in_hand = [

@@ -512,17 +512,52 @@ impl Store {
 
     /// Gives up claims whose lease ran out (their worker died): the events become claimable.
     pub async fn rescue_events(&self) -> StoreResult<u64> {
+        self.rescue_events_at(Timestamp::now()).await
+    }
+
+    /// Gives up claims whose lease had run out at `now`: the events become claimable.
+    pub async fn rescue_events_at(&self, now: Timestamp) -> StoreResult<u64> {
         let n = on_pool!(self, pool, Db => {
             sqlx::query::<Db>(
                 "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
                  WHERE claim_token IS NOT NULL AND lease_expires_at < $1",
             )
-            .bind(Timestamp::now())
+            .bind(now)
             .execute(pool)
             .await?
             .rows_affected()
         });
         Ok(n)
+    }
+
+    /// The events held under one of `tokens` whose lease had run out at `now`, each with its
+    /// token: what a rescue at `now` would take from their holder.
+    pub async fn expired_claims(
+        &self,
+        tokens: &[Uuid],
+        now: Timestamp,
+    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let mut expired = Vec::new();
+        for chunk in tokens.chunks(CHUNK) {
+            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, claim_token FROM events \
+                 WHERE lease_expires_at < $1 AND claim_token IN ({})",
+                marks.join(", ")
+            );
+            let found = on_pool!(self, pool, Db => {
+                let sql = Db::text(&sql);
+                let mut q = sqlx::query_as::<Db, (Uuid, Uuid)>(&sql)
+                    .bind(now)
+                    .persistent(false);
+                for token in chunk {
+                    q = q.bind(*token);
+                }
+                q.fetch_all(pool).await?
+            });
+            expired.extend(found);
+        }
+        Ok(expired)
     }
 
     /// Releases everything held under `tokens` at once (graceful shutdown): events become
