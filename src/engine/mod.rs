@@ -180,11 +180,20 @@ impl Engine {
     async fn heartbeat(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let every =
             (Duration::from_secs(self.workers.lease_seconds) / 4).max(Duration::from_millis(250));
+        // A round that took longer than its interval (storage stalled: a renewal waiting
+        // behind a lock) wrote lease ends computed before it waited, perhaps already past:
+        // the next round runs at once.
+        let mut late = false;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
+            if !late {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => return,
+                }
+            } else if *shutdown.borrow() {
+                return;
             }
+            let started = std::time::Instant::now();
             let mut held: Vec<(Uuid, Uuid, bool)> = self
                 .live()
                 .iter()
@@ -223,6 +232,7 @@ impl Engine {
                     ),
                 }
             }
+            late = started.elapsed() > every;
         }
     }
 
