@@ -160,7 +160,7 @@ impl Store {
             let held = sqlx::query::<Db>(
                 "UPDATE jobs SET claim_token = NULL, lease_expires_at = NULL, \
                  aggregate_attempts = aggregate_attempts + 1, aggregate_next_at = $3, updated_at = $4 \
-                 WHERE id = $1 AND claim_token = $2",
+                 WHERE id = $1 AND claim_token IS NOT DISTINCT FROM $2",
             )
             .bind(job.id)
             .bind(token)

@@ -329,7 +329,8 @@ pub(in crate::store) fn plan_change(
         if change.or_unclaimed {
             "(claim_token = $2 OR claim_token IS NULL)"
         } else {
-            "claim_token = $2"
+            // Not `=` (see `store::queue`).
+            "claim_token IS NOT DISTINCT FROM $2"
         },
         sql_in(from)
     );
@@ -510,7 +511,9 @@ mod tests {
             attempt: None,
             update: EventUpdate {
                 sets: "updated_at = $3".into(),
-                filter: format!("id = $1 AND claim_token = $2 AND status IN ('{status}')"),
+                filter: format!(
+                    "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('{status}')"
+                ),
                 vals: vec![Val::from(event), Val::from(Uuid::nil()), Val::Int(Some(1))],
             },
             rows: Rows::default(),
@@ -552,7 +555,7 @@ mod tests {
     fn updates_of_one_shape_share_a_statement_reading_each_row_s_values() {
         let update = || EventUpdate {
             sets: "updated_at = $3, status = $4, attempt_count = attempt_count + 1".into(),
-            filter: "id = $1 AND claim_token = $2 AND status IN ('S1')".into(),
+            filter: "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('S1')".into(),
             vals: vec![
                 Val::from(Uuid::nil()),
                 Val::from(Uuid::nil()),
@@ -567,7 +570,8 @@ mod tests {
             sql,
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[]) AS v(c1, c2, c3, \
-             c4) WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('S1') RETURNING events.id"
+             c4) WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND status IN ('S1') \
+             RETURNING events.id"
         );
         assert_eq!(vals.len(), 4, "one array a column");
         // Values whose types differ from row to row go as rows of VALUES.
@@ -585,11 +589,12 @@ mod tests {
             sql,
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) AS v(c1, c2, c3, c4) \
-             WHERE id = v.c1 AND claim_token = v.c2 AND status IN ('S1') RETURNING events.id"
+             WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND status IN ('S1') \
+             RETURNING events.id"
         );
         assert_eq!(vals.len(), 8);
         let other = EventUpdate {
-            filter: "id = $1 AND claim_token = $2 AND status IN ('S2')".into(),
+            filter: "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('S2')".into(),
             ..update()
         };
         assert!(!a.same_shape(&other));

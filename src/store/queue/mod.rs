@@ -6,6 +6,14 @@
 //! one writer at a time. Every completion names the claim token, so a worker whose lease ran
 //! out and whose work was taken over changes nothing. Every status change is written with its
 //! event-log entry (and the entity's last status) in one transaction.
+//!
+//! Statements that find rows by id and check their claim compare the token with `IS NOT
+//! DISTINCT FROM`, never `=`: `claim_token = $n` implies `claim_token IS NOT NULL`, the
+//! predicate of the partial indexes of claimed rows (`events_leased`, `jobs_leased`), and
+//! Postgres then prefers scanning that index to the primary key whenever its statistics were
+//! gathered while few rows were claimed (a database with much history, analysed between
+//! bursts) — reading every claimed row of a backlog for each event it completes. Only the
+//! rescue and a release by token read those indexes, as they should.
 
 mod change;
 
@@ -173,7 +181,7 @@ impl Store {
         let update =
             format!(
             "UPDATE jobs SET source_done_at = $3, claim_token = NULL, lease_expires_at = NULL, \
-             updated_at = $3{} WHERE id = $1 AND claim_token = $2 AND status = {}",
+             updated_at = $3{} WHERE id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status = {}",
             if settings.is_some() { ", settings = $4" } else { "" },
             sql_lit(JobStatus::Processing)
         );
@@ -237,7 +245,7 @@ impl Store {
         let update = format!(
             "UPDATE jobs SET status = {to}, message = $3, finished_at = $4, updated_at = $4, \
              claim_token = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND claim_token = $2 AND status IN ({from})",
+             WHERE id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ({from})",
             to = sql_lit(JobStep::Fail.to()),
             from = sql_in(JobStep::Fail.from()),
         );
@@ -358,7 +366,8 @@ impl Store {
         for chunk in ids.chunks(CHUNK) {
             let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT id FROM events WHERE claim_token = $1 AND lease_expires_at > $2 \
+                "SELECT id FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
+                 AND lease_expires_at > $2 \
                  AND status IN ({}) AND id IN ({})",
                 sql_in(OPEN_EVENTS),
                 marks.join(", ")
@@ -394,7 +403,8 @@ impl Store {
         for chunk in ids.chunks(CHUNK) {
             let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT * FROM events WHERE claim_token = $1 AND lease_expires_at > $2 \
+                "SELECT * FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
+                 AND lease_expires_at > $2 \
                  AND status IN ({}) AND id IN ({}) ORDER BY id",
                 sql_in(OPEN_EVENTS),
                 marks.join(", ")
@@ -421,7 +431,7 @@ impl Store {
             let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
-                 WHERE claim_token = $1 AND id IN ({})",
+                 WHERE claim_token IS NOT DISTINCT FROM $1 AND id IN ({})",
                 marks.join(", ")
             );
             on_pool!(self, pool, Db => {
@@ -461,7 +471,8 @@ impl Store {
                 let marks: Vec<String> = (4..=chunk.len() + 3).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "UPDATE {table} SET lease_expires_at = $1 \
-                     WHERE claim_token = $2 AND lease_expires_at < $3 AND id IN ({})",
+                     WHERE claim_token IS NOT DISTINCT FROM $2 AND lease_expires_at < $3 \
+                     AND id IN ({})",
                     marks.join(", ")
                 );
                 renewed += on_pool!(self, pool, Db => {
