@@ -232,7 +232,8 @@ impl Engine {
                     ),
                 }
             }
-            late = started.elapsed() > every;
+            // Once: a round that is slow every time (storage slow for long) keeps its pace.
+            late = !late && started.elapsed() > every;
         }
     }
 
@@ -551,8 +552,15 @@ impl Engine {
         let spilled = self.handoff.take_spilled(left, &skip);
         if !spilled.is_empty() {
             let ids: Vec<Uuid> = spilled.iter().map(|h| h.id).collect();
-            match self.store.held_events(token, &ids, self.lease() / 2).await {
-                Ok(read) => events.extend(self.with_jobs(read).await),
+            match self
+                .store
+                .held_events(token, &ids, chrono::Duration::zero())
+                .await
+            {
+                Ok(read) => {
+                    self.renew_near_end(token, &read).await;
+                    events.extend(self.with_jobs(read).await)
+                }
                 Err(e) => {
                     // They wait again, their leases renewed, for storage to answer.
                     tracing::warn!(error = %e, "reading spilled events failed");
@@ -566,6 +574,27 @@ impl Engine {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         n
+    }
+
+    /// Renews now the leases of `read` (spilled events just read back under `token`) that
+    /// end within half a lease: the heartbeat renews them once they are in hand, but maybe not
+    /// before another node's rescue would find them run out. (Left to the rescue instead, such
+    /// an event could be renewed by a heartbeat that listed it before it was taken, and then
+    /// wait for no one until that longer lease ran out.) If this fails they are delivered all
+    /// the same: their claims are checked when their outcomes are stored.
+    async fn renew_near_end(&self, token: Uuid, read: &[Event]) {
+        let soon = Timestamp::now().0 + self.lease() / 2;
+        let near: Vec<(Uuid, Uuid, bool)> = read
+            .iter()
+            .filter(|e| e.lease_expires_at.is_some_and(|end| end.0 < soon))
+            .map(|e| (e.id, token, false))
+            .collect();
+        if near.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.renew_leases(&near, self.lease()).await {
+            tracing::warn!(error = %e, "renewing the leases of spilled events read back failed");
+        }
     }
 
     /// Starts the events just taken under `token`, each in a slot of its own and in its

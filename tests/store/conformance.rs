@@ -724,6 +724,14 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
         0,
         "a lease far from its end is not written again"
     );
+    assert_eq!(
+        f.store
+            .expired_claims(&[token], Timestamp::now())
+            .await
+            .unwrap(),
+        vec![(ids[2], token)],
+        "a renewed lease has not run out"
+    );
     let still: std::collections::HashSet<Uuid> = ids[..2].iter().copied().collect();
     assert_eq!(f.store.still_held(token, &ids).await.unwrap(), still);
     assert_eq!(f.store.rescue_events().await.unwrap(), 1, "only the third");
