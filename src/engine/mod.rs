@@ -551,16 +551,8 @@ impl Engine {
         let left = free.saturating_sub(events.len());
         let spilled = self.handoff.take_spilled(left, &skip);
         if !spilled.is_empty() {
-            let ids: Vec<Uuid> = spilled.iter().map(|h| h.id).collect();
-            match self
-                .store
-                .held_events(token, &ids, chrono::Duration::zero())
-                .await
-            {
-                Ok(read) => {
-                    self.renew_near_end(token, &read).await;
-                    events.extend(self.with_jobs(read).await)
-                }
+            match self.read_back(token, &spilled).await {
+                Ok(read) => events.extend(self.with_jobs(read).await),
                 Err(e) => {
                     // They wait again, their leases renewed, for storage to answer.
                     tracing::warn!(error = %e, "reading spilled events failed");
@@ -576,25 +568,32 @@ impl Engine {
         n
     }
 
-    /// Renews now the leases of `read` (spilled events just read back under `token`) that
-    /// end within half a lease: the heartbeat renews them once they are in hand, but maybe not
-    /// before another node's rescue would find them run out. (Left to the rescue instead, such
-    /// an event could be renewed by a heartbeat that listed it before it was taken, and then
-    /// wait for no one until that longer lease ran out.) If this fails they are delivered all
-    /// the same: their claims are checked when their outcomes are stored.
-    async fn renew_near_end(&self, token: Uuid, read: &[Event]) {
-        let soon = Timestamp::now().0 + self.lease() / 2;
-        let near: Vec<(Uuid, Uuid, bool)> = read
+    /// Reads back the spilled events `taken` still held under `token`. Their leases are renewed
+    /// first where they end within three quarters of a lease (or have run out and not been
+    /// rescued): renewed after the read, one about to run out could be freed by a rescue in
+    /// between and delivered twice; dropped as about to run out, it could be renewed by a
+    /// heartbeat round that listed it before it was taken, and then wait for no one. So what
+    /// is read back has most of a lease left, and what is not is no longer held under
+    /// `token`. Which leases end soon is known here (each one written or renewed), so the
+    /// renewal is asked for only when one does.
+    async fn read_back(
+        &self,
+        token: Uuid,
+        taken: &[crate::store::Spilled],
+    ) -> crate::store::StoreResult<Vec<Event>> {
+        let soon = Timestamp::now().0 + self.lease() * 3 / 4;
+        let near: Vec<(Uuid, Uuid, bool)> = taken
             .iter()
-            .filter(|e| e.lease_expires_at.is_some_and(|end| end.0 < soon))
-            .map(|e| (e.id, token, false))
+            .filter(|h| h.lease_end.0 < soon)
+            .map(|h| (h.id, token, false))
             .collect();
-        if near.is_empty() {
-            return;
+        if !near.is_empty() {
+            self.store.renew_leases(&near, self.lease()).await?;
         }
-        if let Err(e) = self.store.renew_leases(&near, self.lease()).await {
-            tracing::warn!(error = %e, "renewing the leases of spilled events read back failed");
-        }
+        let ids: Vec<Uuid> = taken.iter().map(|h| h.id).collect();
+        self.store
+            .held_events(token, &ids, chrono::Duration::zero())
+            .await
     }
 
     /// Starts the events just taken under `token`, each in a slot of its own and in its

@@ -389,9 +389,8 @@ impl Store {
     }
 
     /// The events of `ids` still held under `token`, open and with at least `margin` of their
-    /// lease left, read back whole (spilled events, see [`super::Handoff`]), oldest first. An
-    /// event whose lease is about to run out is left to the rescue, which would otherwise free
-    /// it for another worker before the heartbeat renewed it.
+    /// lease left, read back whole (spilled events, see [`super::Handoff`]), oldest first. (The
+    /// engine renews their leases first and asks with no margin: see `Engine::read_back`.)
     pub async fn held_events(
         &self,
         token: Uuid,
