@@ -325,6 +325,17 @@ async fn changes_committed_together_each_answer_for_their_own_event(db: Db) {
     assert_eq!(to(held[0].id), ["NEW", "ERROR"]);
 }
 
+/// A record a source read: `{"sku": sku}`, its entity `sku`.
+fn read_record(sku: &str) -> NewEvent {
+    NewEvent {
+        payload_in: json!({"sku": sku}),
+        entity_id: Some(sku.into()),
+        original_event_id: None,
+        origin: None,
+        received: None,
+    }
+}
+
 /// Two runs of one file source read the same files: only the first to store its events
 /// stores them, with the source's new state; the other stores nothing.
 async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db) {
@@ -335,15 +346,7 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
     let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let (first, second) = (&claimed[0], &claimed[1]);
-    let events = || {
-        vec![NewEvent {
-            payload_in: json!({"sku": "A-1"}),
-            entity_id: Some("A-1".into()),
-            original_event_id: None,
-            origin: None,
-            received: None,
-        }]
-    };
+    let events = || vec![read_record("A-1")];
     // Both runs started from the source as stored (version 0).
     let read = |state: serde_json::Value| SourceRead {
         cursor: Some(SourceCursor {
@@ -400,13 +403,7 @@ async fn records_a_read_refuses_are_stored_as_errors_and_the_read_goes_on(db: Db
     f.store.create_job(f.new_job("manual")).await.unwrap();
     let token = Uuid::now_v7();
     let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
-    let record = |sku: &str| NewEvent {
-        payload_in: json!({"sku": sku}),
-        entity_id: Some(sku.into()),
-        original_event_id: None,
-        origin: None,
-        received: None,
-    };
+    let record = read_record;
     let read = |refused: Vec<(usize, String)>, version: i64| SourceRead {
         cursor: Some(SourceCursor {
             source_id: f.source.id,
