@@ -591,9 +591,7 @@ impl Engine {
             self.store.renew_leases(&near, self.lease()).await?;
         }
         let ids: Vec<Uuid> = taken.iter().map(|h| h.id).collect();
-        self.store
-            .held_events(token, &ids, chrono::Duration::zero())
-            .await
+        self.store.held_events(token, &ids).await
     }
 
     /// Starts the events just taken under `token`, each in a slot of its own and in its

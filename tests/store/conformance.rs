@@ -1870,11 +1870,7 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
         .abort(f.org, AbortScope::Event(ids[2]), "stop")
         .await
         .unwrap();
-    let read = f
-        .store
-        .held_events(handoff.token(), &ids, lease() / 2)
-        .await
-        .unwrap();
+    let read = f.store.held_events(handoff.token(), &ids).await.unwrap();
     assert_eq!(
         read.iter().map(|e| e.id).collect::<Vec<_>>(),
         ids[..2].to_vec()
@@ -1888,7 +1884,7 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
     }
     assert!(f
         .store
-        .held_events(Uuid::now_v7(), &ids, chrono::Duration::zero())
+        .held_events(Uuid::now_v7(), &ids)
         .await
         .unwrap()
         .is_empty());
@@ -1929,7 +1925,6 @@ async fn events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id(db: D
                 .iter()
                 .map(|h| h.id)
                 .collect::<Vec<_>>(),
-            chrono::Duration::zero(),
         )
         .await
         .unwrap()

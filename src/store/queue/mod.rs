@@ -364,14 +364,7 @@ impl Store {
         let mut held = std::collections::HashSet::new();
         let now = Timestamp::now();
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT id FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
-                 AND lease_expires_at > $2 \
-                 AND status IN ({}) AND id IN ({})",
-                sql_in(OPEN_EVENTS),
-                marks.join(", ")
-            );
+            let sql = held_sql("id", chunk.len());
             let found = on_pool!(self, pool, Db => {
                 let sql = Db::text(&sql);
                 let mut q = sqlx::query_scalar::<Db, Uuid>(&sql)
@@ -388,26 +381,14 @@ impl Store {
         Ok(held)
     }
 
-    /// The events of `ids` still held under `token`, open and with at least `margin` of their
-    /// lease left, read back whole (spilled events, see [`super::Handoff`]), oldest first. (The
-    /// engine renews their leases first and asks with no margin: see `Engine::read_back`.)
-    pub async fn held_events(
-        &self,
-        token: Uuid,
-        ids: &[Uuid],
-        margin: chrono::Duration,
-    ) -> StoreResult<Vec<Event>> {
+    /// The events of `ids` still held under `token`, as [`Store::still_held`] finds them, read
+    /// back whole (spilled events, see [`super::Handoff`]), oldest first. (The engine renews
+    /// leases near their end first: see `Engine::read_back`.)
+    pub async fn held_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Event>> {
         let mut events = Vec::with_capacity(ids.len());
-        let now = Timestamp::from_datetime(Timestamp::now().0 + margin);
+        let now = Timestamp::now();
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (3..=chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT * FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
-                 AND lease_expires_at > $2 \
-                 AND status IN ({}) AND id IN ({}) ORDER BY id",
-                sql_in(OPEN_EVENTS),
-                marks.join(", ")
-            );
+            let sql = format!("{} ORDER BY id", held_sql("*", chunk.len()));
             let found = on_pool!(self, pool, Db => {
                 let sql = Db::text(&sql);
                 let mut q = sqlx::query_as::<Db, Event>(&sql)
@@ -598,6 +579,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// `SELECT {columns}` of the `n` events bound from `$3` on that are still held under the
+/// token `$1`, open, and within their lease at `$2`: an abort, or a rescue after the lease ran
+/// out, takes an event from its holder.
+fn held_sql(columns: &str, n: usize) -> String {
+    let marks: Vec<String> = (3..n + 3).map(|i| format!("${i}")).collect();
+    format!(
+        "SELECT {columns} FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
+         AND lease_expires_at > $2 AND status IN ({}) AND id IN ({})",
+        sql_in(OPEN_EVENTS),
+        marks.join(", ")
+    )
 }
 
 #[cfg(test)]
