@@ -160,6 +160,15 @@ impl Engine {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The jobs (source runs and combined deliveries) in this process's workers' hands.
+    fn jobs_in_hand(&self) -> Vec<Uuid> {
+        self.live()
+            .iter()
+            .filter(|(_, (_, job))| *job)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// `id` is in a worker's hands under `token` until the returned guard is dropped (when
     /// the work ends, however it ends: a panicking task drops it too).
     fn in_hand(self: &Arc<Self>, id: Uuid, token: Uuid, job: bool) -> InHand {
@@ -460,10 +469,19 @@ impl Engine {
         // A claim that got all it asked for leaves more due: look again next round.
         let mut more = false;
         let free = slots.available_permits() as u32;
+        // The jobs this process is running are never claimed again, even once their lease
+        // ran out (the heartbeat was late): their runs are under way.
+        let held = self.jobs_in_hand();
         // Source runs are long; leave most slots to deliveries.
         let token = Uuid::now_v7();
         match store
-            .claim_jobs(&self.worker_id, token, free.div_ceil(2), self.lease())
+            .claim_jobs(
+                &self.worker_id,
+                token,
+                free.div_ceil(2),
+                self.lease(),
+                &held,
+            )
             .await
         {
             Ok(jobs) => {
@@ -496,7 +514,7 @@ impl Engine {
         if free > 0 {
             let token = Uuid::now_v7();
             match store
-                .claim_aggregates(token, free.div_ceil(2), self.lease())
+                .claim_aggregates(token, free.div_ceil(2), self.lease(), &held)
                 .await
             {
                 Ok(jobs) => {

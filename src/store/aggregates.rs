@@ -44,22 +44,32 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Claims jobs whose combined delivery is due.
+    /// Claims jobs whose combined delivery is due, or was under way and lost its lease —
+    /// never one of `held`, the jobs the claiming process has in hand: a combined delivery
+    /// whose lease ran out while it was being sent (the heartbeat was late) would be sent a
+    /// second time beside the first.
     pub async fn claim_aggregates(
         &self,
         token: Uuid,
         limit: u32,
         lease: chrono::Duration,
+        held: &[Uuid],
     ) -> StoreResult<Vec<Job>> {
+        let except = if held.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (5..held.len() + 5).map(|i| format!("${i}")).collect();
+            format!(" AND id NOT IN ({})", marks.join(", "))
+        };
         let sql = format!(
             "UPDATE jobs SET claim_token = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE status = {} AND aggregate_next_at <= $3 \
-               AND (claim_token IS NULL OR lease_expires_at < $3) \
+               AND (claim_token IS NULL OR (lease_expires_at < $3{except})) \
                ORDER BY aggregate_next_at LIMIT $4 {}) RETURNING *",
             sql_lit(JobStatus::Processing),
             self.skip_locked()
         );
-        self.claim_rows(&sql, token, limit, lease, &[]).await
+        self.claim_rows(&sql, token, limit, lease, held).await
     }
 
     /// The events a job's combined delivery carries: transformed, waiting for it.

@@ -490,6 +490,7 @@ both_stores!(
     spilled_events_that_wait_for_a_worker_past_their_lease_are_delivered_once,
     a_delivery_longer_than_the_lease_is_made_once,
     a_lease_found_run_out_while_its_worker_lives_is_renewed_not_taken_back,
+    a_combined_delivery_whose_lease_runs_out_while_it_is_sent_is_sent_once,
     a_destination_that_does_not_answer_leaves_workers_for_the_others,
     a_destination_that_does_not_answer_leaves_workers_for_the_others_claimed_from_the_store,
     a_slow_destination_holds_no_more_workers_than_its_share,
@@ -931,6 +932,58 @@ async fn a_lease_found_run_out_while_its_worker_lives_is_renewed_not_taken_back(
         !metrics.contains("wharf_claims_rescued_total{kind=\"events\"}"),
         "nothing was taken over: {metrics}"
     );
+}
+
+async fn a_combined_delivery_whose_lease_runs_out_while_it_is_sent_is_sent_once(db: Db) {
+    // An aggregate destination answering in 6 s, a 40 s lease renewed every 10 s. The job's
+    // lease is made to have run out 1 s into its combined delivery (as if the heartbeat had
+    // stalled): the idle second worker of the same process, claiming every 50 ms, must not
+    // take the delivery over and send it again beside the first.
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 2;
+    config.workers.lease_seconds = 40;
+    config.workers.poll_interval_ms = 50;
+    let sink = Sink::slow(Duration::from_secs(6)).await;
+    let s = Server::start(config).await;
+    let hook = s.webhook_stream("Pushes", "id", &sink.url()).await;
+    let (_, destinations) = s.get("/destinations").await;
+    let dest = destinations["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, body) = s
+        .patch(
+            &format!("/destinations/{dest}"),
+            json!({"mode": "aggregate"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let job = push_records(&s, &hook, &[json!({"id": "r0"}), json!({"id": "r1"})]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.most_at_once() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the combined delivery never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let id = uuid::Uuid::parse_str(&job).unwrap();
+    let expired = env
+        .try_on_store(
+            "UPDATE jobs SET lease_expires_at = created_at \
+             WHERE id = $1 AND claim_token IS NOT NULL",
+            id,
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired, 1, "the combined delivery is under way, claimed");
+    let j = wait_for_job(&s, &job).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
+    assert_eq!(sink.most_at_once(), 1, "never two deliveries at once");
+    assert_eq!(sink.received().len(), 1, "one combined request");
+    for e in events_of(&s, &job).await {
+        assert_eq!(e["status"], "OK", "{e}");
+        assert_eq!(e["attempt_count"], 1, "{e}");
+    }
 }
 
 /// Postgres: a lock lets a test stall one row's writes while the rest of storage answers.

@@ -343,7 +343,11 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
     f.store.create_job(f.new_job("manual")).await.unwrap();
     f.store.create_job(f.new_job("manual")).await.unwrap();
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_jobs("w1", token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     let (first, second) = (&claimed[0], &claimed[1]);
     let events = || vec![read_record("A-1")];
@@ -402,7 +406,11 @@ async fn records_a_read_refuses_are_stored_as_errors_and_the_read_goes_on(db: Db
     f.store.create_job(f.new_job("manual")).await.unwrap();
     f.store.create_job(f.new_job("manual")).await.unwrap();
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_jobs("w1", token, 10, lease(), &[])
+        .await
+        .unwrap();
     let record = read_record;
     let read = |refused: Vec<(usize, String)>, version: i64| SourceRead {
         cursor: Some(SourceCursor {
@@ -500,13 +508,17 @@ async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer
     let job = f.store.create_job(f.new_job("manual")).await.unwrap();
     assert_eq!(job.status, JobStatus::Pending);
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_jobs("w1", token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_jobs("w1", token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].status, JobStatus::Processing);
     assert_eq!(claimed[0].claim_token, Some(token));
     assert!(f
         .store
-        .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+        .claim_jobs("w2", Uuid::now_v7(), 10, lease(), &[])
         .await
         .unwrap()
         .is_empty());
@@ -658,7 +670,7 @@ async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
     let token = Uuid::now_v7();
     assert_eq!(
         f.store
-            .claim_jobs("w", token, 10, lease())
+            .claim_jobs("w", token, 10, lease(), &[])
             .await
             .unwrap()
             .len(),
@@ -667,7 +679,7 @@ async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
     f.store.release_claims(&[token]).await.unwrap();
     let again = f
         .store
-        .claim_jobs("w", Uuid::now_v7(), 10, lease())
+        .claim_jobs("w", Uuid::now_v7(), 10, lease(), &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -796,8 +808,21 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
     // A job's run in hand is renewed too; once freed, another worker claims it.
     f.store.create_job(f.new_job("manual")).await.unwrap();
     let runner = Uuid::now_v7();
-    let job = f.store.claim_jobs("w1", runner, 10, expired).await.unwrap();
+    let job = f
+        .store
+        .claim_jobs("w1", runner, 10, expired, &[])
+        .await
+        .unwrap();
     assert_eq!(job.len(), 1);
+    // Its lease has run out, but the process running it never claims it again.
+    assert!(
+        f.store
+            .claim_jobs("w1", Uuid::now_v7(), 10, lease(), &[job[0].id])
+            .await
+            .unwrap()
+            .is_empty(),
+        "a run in hand is not claimed again by its own process"
+    );
     assert_eq!(
         f.store
             .renew_leases(&[(job[0].id, runner, true)], lease())
@@ -807,7 +832,7 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
     );
     assert!(
         f.store
-            .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+            .claim_jobs("w2", Uuid::now_v7(), 10, lease(), &[])
             .await
             .unwrap()
             .is_empty(),
@@ -818,7 +843,7 @@ async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
     assert_eq!(claim_now(&f).await, 2);
     let again = f
         .store
-        .claim_jobs("w2", Uuid::now_v7(), 10, lease())
+        .claim_jobs("w2", Uuid::now_v7(), 10, lease(), &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -1068,7 +1093,11 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
 
     // FAILED: neither aborted, finished nor claimed again.
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_jobs("w", token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(f
         .store
@@ -1086,7 +1115,7 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     assert_eq!(f.store.finish_job(pending.id).await.unwrap(), None);
     assert!(f
         .store
-        .claim_jobs("w", Uuid::now_v7(), 10, lease())
+        .claim_jobs("w", Uuid::now_v7(), 10, lease(), &[])
         .await
         .unwrap()
         .is_empty());
@@ -1095,7 +1124,11 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
     // FINISHED_WITH_ISSUES by abort: the source may not store its events afterwards.
     let job = f.store.create_job(f.new_job("manual")).await.unwrap();
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_jobs("w", token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_jobs("w", token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert!(
         f.store
             .abort(f.org, AbortScope::Job(job.id), "stop")
@@ -1273,8 +1306,26 @@ async fn an_aggregate_delivery_ends_every_member(db: Db) {
     let f = fixture(db).await;
     let job = f.waiting_aggregate(3).await;
     assert!(f.store.mark_aggregate_ready(job).await.unwrap());
+    // A combined delivery whose lease ran out while it was sent is not claimed again by the
+    // process sending it; any other takes it over.
+    let sending = f
+        .store
+        .claim_aggregates(Uuid::now_v7(), 10, chrono::Duration::seconds(-1), &[])
+        .await
+        .unwrap();
+    assert_eq!(sending.len(), 1);
+    assert!(f
+        .store
+        .claim_aggregates(Uuid::now_v7(), 10, lease(), &[job])
+        .await
+        .unwrap()
+        .is_empty());
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_aggregates(token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_aggregates(token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let members = f.store.aggregate_members(job).await.unwrap();
     assert_eq!(members.len(), 3);
@@ -1292,7 +1343,11 @@ async fn an_aggregate_delivery_ends_every_member(db: Db) {
         .unwrap());
     assert_eq!(f.store.aggregate_members(job).await.unwrap().len(), 3);
     let token = Uuid::now_v7();
-    let claimed = f.store.claim_aggregates(token, 10, lease()).await.unwrap();
+    let claimed = f
+        .store
+        .claim_aggregates(token, 10, lease(), &[])
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let done = EventChange {
         to: Some(EventStatus::Ok),
