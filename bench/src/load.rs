@@ -47,6 +47,26 @@ pub fn order(n: u64) -> Value {
     })
 }
 
+/// The `p`th percentile of each second's latencies (by scheduled send time), in order: where a
+/// tail comes from — a few slow seconds, or every second alike.
+pub fn percentile_by_second(sent: &Sent, p: f64) -> Vec<f64> {
+    let mut seconds: Vec<Vec<f64>> = Vec::new();
+    for (lat, at) in sent.latencies.iter().zip(&sent.scheduled_s) {
+        let s = *at as usize;
+        if seconds.len() <= s {
+            seconds.resize_with(s + 1, Vec::new);
+        }
+        seconds[s].push(*lat);
+    }
+    seconds
+        .into_iter()
+        .map(|mut l| {
+            l.sort_by(|a, b| a.total_cmp(b));
+            (percentile(&l, p) * 10.0).round() / 10.0
+        })
+        .collect()
+}
+
 /// The `p`th percentile of sorted samples (0 when there are none).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -60,6 +80,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub struct Sent {
     /// Latency of each accepted request from its scheduled send time, ms.
     pub latencies: Vec<f64>,
+    /// When each of `latencies` was scheduled, seconds from the start (same order).
+    pub scheduled_s: Vec<f64>,
     /// When each accepted order was sent, by id.
     pub sent_at: HashMap<String, Instant>,
     pub errors: u64,
@@ -105,6 +127,7 @@ pub async fn drive(
         Vec::with_capacity(n as usize),
         HashMap::new(),
         0u64,
+        Vec::with_capacity(n as usize),
     )));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -124,6 +147,7 @@ pub async fn drive(
             let mut r = results.lock().unwrap();
             if ok {
                 r.0.push(scheduled.elapsed().as_secs_f64() * 1000.0);
+                r.3.push((scheduled - start).as_secs_f64());
                 r.1.insert(id.to_string(), sent);
             } else {
                 r.2 += 1;
@@ -135,9 +159,10 @@ pub async fn drive(
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed();
     // Every task has finished: take what they recorded.
-    let (latencies, sent_at, errors) = std::mem::take(&mut *results.lock().unwrap());
+    let (latencies, sent_at, errors, scheduled_s) = std::mem::take(&mut *results.lock().unwrap());
     Sent {
         latencies,
+        scheduled_s,
         sent_at,
         errors,
         elapsed,

@@ -228,6 +228,8 @@ async fn drop_store(args: &Args, store: Option<(String, String)>) {
 struct IngestOnly {
     rps: f64,
     p99_ms: f64,
+    /// Each second's p99, ms.
+    p99_by_second: Vec<f64>,
     errors: u64,
     server_cpu_ms: f64,
     postgres_cpu_ms: f64,
@@ -268,6 +270,7 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     Ok(IngestOnly {
         rps: sent.latencies.len() as f64 / sent.elapsed.as_secs_f64(),
         p99_ms: percentile(&lat, 99.0),
+        p99_by_second: load::percentile_by_second(&sent, 99.0),
         errors: sent.errors,
         server_cpu_ms,
         postgres_cpu_ms,
@@ -442,10 +445,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "ingest_p50_ms": percentile(&lat, 50.0),
         "ingest_p99_ms": percentile(&lat, 99.0),
         "ingest_p999_ms": percentile(&lat, 99.9),
+        "ingest_p99_ms_by_second": load::percentile_by_second(&ingest, 99.0),
         "ingest_errors": errors,
         "e2e_events_per_s": (e2e * 10.0).round() / 10.0,
         "ingest_only_rps": alone.as_ref().map(|a| (a.rps * 10.0).round() / 10.0),
         "ingest_only_p99_ms": alone.as_ref().map(|a| a.p99_ms),
+        "ingest_only_p99_ms_by_second": alone.as_ref().map(|a| a.p99_by_second.clone()),
         "ingest_only_errors": alone.as_ref().map(|a| a.errors),
         // CPU time per order, from /proc: far steadier than throughput on a shared machine.
         // (SQLite works inside the server, so its share is in the server's figure.)
