@@ -207,6 +207,7 @@ both_stores!(
     a_claim_leaves_out_the_streams_it_is_told_to,
     lost_leases_are_rescued_and_released_claims_are_claimable,
     work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once,
+    a_process_never_claims_again_the_runs_it_holds,
     every_allowed_event_step_changes_its_event_and_is_logged_in_order,
     a_step_the_domain_does_not_allow_changes_no_event,
     a_step_from_a_status_the_event_has_left_changes_nothing,
@@ -690,6 +691,46 @@ async fn lost_leases_are_rescued_and_released_claims_are_claimable(db: Db) {
 /// single-process store frees every claim; a delivery's outcome stored late (its first commit
 /// failed) applies to an event no one holds, never to one another worker claimed since, and
 /// its attempt is recorded once however often it is stored.
+async fn a_process_never_claims_again_the_runs_it_holds(db: Db) {
+    let f = fixture(db).await;
+    let expired = chrono::Duration::seconds(-1);
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    f.store.create_job(f.new_job("manual")).await.unwrap();
+    // Two runs whose leases have run out while their process still runs them.
+    let mut held: Vec<Uuid> = f
+        .store
+        .claim_jobs("w1", Uuid::now_v7(), 10, expired, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    held.sort();
+    assert_eq!(held.len(), 2);
+    assert!(f
+        .store
+        .claim_jobs("w1", Uuid::now_v7(), 10, lease(), &held)
+        .await
+        .unwrap()
+        .is_empty());
+    // Only those it holds are left out: a run it gave up is taken over, by it or another.
+    let taken = f
+        .store
+        .claim_jobs("w1", Uuid::now_v7(), 10, lease(), &held[..1])
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, held[1]);
+    assert_eq!(taken[0].attempt, 2);
+    let other = f
+        .store
+        .claim_jobs("w2", Uuid::now_v7(), 10, lease(), &[])
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].id, held[0]);
+}
+
 async fn work_in_hand_is_renewed_and_a_late_outcome_is_recorded_once(db: Db) {
     let f = fixture(db).await;
     f.job_with_events(3).await;
