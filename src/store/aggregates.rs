@@ -4,7 +4,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::batch::{execute, rows_insert, sql_in, sql_lit, CHUNK};
+use super::batch::{execute, rows_insert, sql_in, sql_lit, sql_marks, sql_not_among_ids, CHUNK};
 use super::history::{entity_upsert, write_log, EntityChange, LogWrite};
 use super::queue::{EventChange, NewAttempt, ATTEMPT_INSERT};
 use super::{on_pool, printable, BeginWrite, Event, Job, Store, StoreResult};
@@ -14,14 +14,13 @@ use crate::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 /// are all transformed and wait for it (none NEW, one at least TRANSFORMED with no attempt due),
 /// unless it was made due or tried already. Matches nothing else.
 pub(in crate::store) fn aggregate_ready_sql(n: usize) -> String {
-    let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
     format!(
         "UPDATE jobs SET aggregate_next_at = $1 WHERE id IN ({ids}) AND status = {processing} \
          AND source_done_at IS NOT NULL AND aggregate_next_at IS NULL AND aggregate_attempts = 0 \
          AND NOT EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id AND events.status = {new}) \
          AND EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id \
            AND events.status = {transformed} AND events.next_attempt_at IS NULL)",
-        ids = ids.join(", "),
+        ids = sql_marks(2, n),
         processing = sql_lit(JobStatus::Processing),
         new = sql_lit(EventStatus::New),
         transformed = sql_lit(EventStatus::Transformed),
@@ -55,12 +54,7 @@ impl Store {
         lease: chrono::Duration,
         held: &[Uuid],
     ) -> StoreResult<Vec<Job>> {
-        let except = if held.is_empty() {
-            String::new()
-        } else {
-            let marks: Vec<String> = (5..held.len() + 5).map(|i| format!("${i}")).collect();
-            format!(" AND id NOT IN ({})", marks.join(", "))
-        };
+        let except = sql_not_among_ids(5, held.len());
         let sql = format!(
             "UPDATE jobs SET claim_token = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE status = {} AND aggregate_next_at <= $3 \

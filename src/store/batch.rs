@@ -55,6 +55,22 @@ pub(in crate::store) fn keep_prepared(vals: &[Val]) -> bool {
     vals.len() <= KEEP_PREPARED
 }
 
+/// The placeholders `$first, …, $(first + n - 1)`, for an `IN (…)` list of `n` bound values.
+pub(in crate::store) fn sql_marks(first: usize, n: usize) -> String {
+    let marks: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    marks.join(", ")
+}
+
+/// `AND id NOT IN (…)` over the `n` ids bound from `$first` on; nothing when there are none
+/// (the statement's text is then the same as without the list, and stays prepared).
+pub(in crate::store) fn sql_not_among_ids(first: usize, n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" AND id NOT IN ({})", sql_marks(first, n))
+    }
+}
+
 /// A list of statuses as SQL literals for `IN (…)`, built from the domain's tables so that no
 /// status is spelled by hand in SQL text. An empty list gives `NULL`, which matches nothing: a
 /// step the domain does not allow changes no row.
@@ -497,5 +513,19 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod marks_tests {
+    use super::{sql_marks, sql_not_among_ids};
+
+    #[test]
+    fn placeholder_lists_start_where_they_are_told() {
+        assert_eq!(sql_marks(3, 2), "$3, $4");
+        assert_eq!(sql_marks(1, 1), "$1");
+        assert_eq!(sql_marks(5, 0), "");
+        assert_eq!(sql_not_among_ids(6, 2), " AND id NOT IN ($6, $7)");
+        assert_eq!(sql_not_among_ids(6, 0), "");
     }
 }

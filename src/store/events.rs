@@ -4,6 +4,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::batch::sql_marks;
 use super::{on_pool, Event, JsonText, Store, StoreResult};
 use crate::domain::Timestamp;
 
@@ -58,10 +59,9 @@ impl Store {
         ids.dedup();
         let mut events = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
-            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT * FROM events WHERE org_id = $1 AND id IN ({})",
-                marks.join(", ")
+                sql_marks(2, chunk.len())
             );
             let found = on_pool!(self, pool, Db => {
                 let mut q = sqlx::query_as::<Db, Event>(&sql).bind(org).persistent(false);

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::aggregates::aggregate_ready_sql;
-use super::batch::{sql_in, sql_lit, Rows, CHUNK};
+use super::batch::{sql_in, sql_lit, sql_marks, Rows, CHUNK};
 use super::history::{finish_entry, write_log};
 use super::{on_pool, BeginWrite, Job, NewEvent, StatementText, Store, StoreResult};
 use crate::domain::status::{ISSUE_EVENTS, OPEN_EVENTS};
@@ -57,7 +57,6 @@ pub struct NewJob {
 /// terminal: FINISHED when every event is OK, FINISHED_WITH_ISSUES otherwise. Matches nothing
 /// else.
 pub(in crate::store) fn finish_jobs_sql(n: usize) -> String {
-    let ids: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
     debug_assert_eq!(JobStep::Finish.from(), JobStep::FinishWithIssues.from());
     format!(
         "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM events \
@@ -70,7 +69,7 @@ pub(in crate::store) fn finish_jobs_sql(n: usize) -> String {
         issues = sql_in(ISSUE_EVENTS),
         with_issues = sql_lit(JobStep::FinishWithIssues.to()),
         finished = sql_lit(JobStep::Finish.to()),
-        ids = ids.join(", "),
+        ids = sql_marks(2, n),
         from = sql_in(JobStep::Finish.from()),
         open = sql_in(OPEN_EVENTS),
     )
@@ -214,8 +213,10 @@ impl Store {
         ids.dedup();
         let mut jobs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT * FROM jobs WHERE id IN ({})", marks.join(", "));
+            let sql = format!(
+                "SELECT * FROM jobs WHERE id IN ({})",
+                sql_marks(1, chunk.len())
+            );
             let found = on_pool!(self, pool, Db => {
                 let sql = Db::text(&sql);
                 let mut q = sqlx::query_as::<Db, Job>(&sql).persistent(chunk.len() <= 8);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::batch::CHUNK;
+use super::batch::{sql_marks, CHUNK};
 use super::{on_pool, Store, StoreResult, Val};
 use crate::domain::EventStatus;
 
@@ -35,11 +35,10 @@ impl Store {
     ) -> StoreResult<HashMap<Uuid, Vec<(EventStatus, i64)>>> {
         let mut out: HashMap<Uuid, Vec<(EventStatus, i64)>> = HashMap::new();
         for chunk in job_ids.chunks(CHUNK) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT job_id, status, COUNT(*) FROM events WHERE job_id IN ({}) \
                  GROUP BY job_id, status",
-                marks.join(", ")
+                sql_marks(1, chunk.len())
             );
             let rows = on_pool!(self, pool, Db => {
                 let mut q = sqlx::query_as::<Db, (Uuid, String, i64)>(&sql).persistent(false);

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
 use uuid::Uuid;
 
+use super::batch::sql_marks;
 use super::{audit_in, on_pool, BeginWrite, Bind, Store, StoreError, StoreResult, Val};
 use crate::domain::Timestamp;
 
@@ -279,12 +280,11 @@ impl Store {
 pub(in crate::store) fn insert_statement<R: Record>(record: &R) -> (String, Vec<Val>) {
     let values = record.values();
     let cols: Vec<_> = values.iter().map(|(c, _)| *c).collect();
-    let marks: Vec<_> = (1..=cols.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({})",
         R::TABLE,
         cols.join(", "),
-        marks.join(", ")
+        sql_marks(1, cols.len())
     );
     (sql, values.into_iter().map(|(_, v)| v).collect())
 }

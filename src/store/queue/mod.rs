@@ -24,7 +24,9 @@ use uuid::Uuid;
 pub use change::{Delivery, EventChange, NewAttempt};
 pub(in crate::store) use change::{Planned, ATTEMPT_INSERT};
 
-use super::batch::{execute, notify_work, sql_among, sql_in, sql_lit, Rows, CHUNK};
+use super::batch::{
+    execute, notify_work, sql_among, sql_in, sql_lit, sql_marks, sql_not_among_ids, Rows, CHUNK,
+};
 use super::history::{write_log, LogWrite};
 use super::{
     on_pool, Backend, BeginWrite, Event, Job, NewEvent, Record, StatementText, Store, StoreResult,
@@ -71,12 +73,7 @@ pub const SKIP_WINDOW: usize = 1000;
 /// the `held` jobs bound from `$6` on, which the claiming node is running (its heartbeat was
 /// late): taking one again would run its source a second time beside the first.
 fn claim_jobs_sql(backend: Backend, held: usize) -> String {
-    let except = if held == 0 {
-        String::new()
-    } else {
-        let marks: Vec<String> = (6..held + 6).map(|i| format!("${i}")).collect();
-        format!(" AND id NOT IN ({})", marks.join(", "))
-    };
+    let except = sql_not_among_ids(6, held);
     format!(
         "UPDATE jobs SET status = {to}, claim_token = $1, claimed_by = $2, \
          lease_expires_at = $3, attempt = attempt + 1, started_at = COALESCE(started_at, $4), \
@@ -319,13 +316,12 @@ impl Store {
             // Rows are not locked while the window is read (that would write each one): the
             // update checks again that each is open and unclaimed, and on Postgres waits for
             // a concurrent claim of the same row to commit, then passes over it.
-            let marks: Vec<String> = (5..skip.len() + 5).map(|i| format!("${i}")).collect();
             let chosen = format!(
                 "SELECT id FROM (SELECT id, stream_id, next_attempt_at FROM events \
                    WHERE status IN ({open}) AND next_attempt_at <= $3 AND claim_token IS NULL \
                    ORDER BY next_attempt_at LIMIT {SKIP_WINDOW}) AS due \
                  WHERE stream_id NOT IN ({}) ORDER BY next_attempt_at LIMIT $4",
-                marks.join(", ")
+                sql_marks(5, skip.len())
             );
             // On Postgres the ids are gathered once, into an array (`id IN (…)` with a LIMIT
             // inside is run again for each row the update looks at).
@@ -422,11 +418,10 @@ impl Store {
     /// Gives up the claims on `ids` held under `token`: the events become claimable.
     pub async fn release_events(&self, token: Uuid, ids: &[Uuid]) -> StoreResult<()> {
         for chunk in ids.chunks(CHUNK) {
-            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "UPDATE events SET claim_token = NULL, lease_expires_at = NULL \
                  WHERE claim_token IS NOT DISTINCT FROM $1 AND id IN ({})",
-                marks.join(", ")
+                sql_marks(2, chunk.len())
             );
             on_pool!(self, pool, Db => {
                 let sql = Db::text(&sql);
@@ -462,12 +457,11 @@ impl Store {
         for ((token, job), ids) in by_token {
             let table = if job { "jobs" } else { "events" };
             for chunk in ids.chunks(CHUNK) {
-                let marks: Vec<String> = (4..=chunk.len() + 3).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "UPDATE {table} SET lease_expires_at = $1 \
                      WHERE claim_token IS NOT DISTINCT FROM $2 AND lease_expires_at < $3 \
                      AND id IN ({})",
-                    marks.join(", ")
+                    sql_marks(4, chunk.len())
                 );
                 renewed += on_pool!(self, pool, Db => {
                     let sql = Db::text(&sql);
@@ -544,11 +538,10 @@ impl Store {
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
         let mut expired = Vec::new();
         for chunk in tokens.chunks(CHUNK) {
-            let marks: Vec<String> = (2..=chunk.len() + 1).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT id, claim_token FROM events \
                  WHERE lease_expires_at < $1 AND claim_token IN ({})",
-                marks.join(", ")
+                sql_marks(2, chunk.len())
             );
             let found = on_pool!(self, pool, Db => {
                 let sql = Db::text(&sql);
@@ -599,12 +592,11 @@ impl Store {
 /// token `$1`, open, and within their lease at `$2`: an abort, or a rescue after the lease ran
 /// out, takes an event from its holder.
 fn held_sql(columns: &str, n: usize) -> String {
-    let marks: Vec<String> = (3..n + 3).map(|i| format!("${i}")).collect();
     format!(
         "SELECT {columns} FROM events WHERE claim_token IS NOT DISTINCT FROM $1 \
          AND lease_expires_at > $2 AND status IN ({}) AND id IN ({})",
         sql_in(OPEN_EVENTS),
-        marks.join(", ")
+        sql_marks(3, n)
     )
 }
 
