@@ -208,3 +208,21 @@ pub async fn drain(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_second_has_its_own_percentile() {
+        let sent = Sent {
+            latencies: vec![1.0, 2.0, 300.0, 4.0, 5.0],
+            scheduled_s: vec![0.1, 0.5, 0.9, 2.2, 2.7],
+            sent_at: HashMap::new(),
+            errors: 0,
+            elapsed: Duration::from_secs(3),
+        };
+        // Second 1 sent nothing accepted: 0, not a gap that shifts the later seconds.
+        assert_eq!(percentile_by_second(&sent, 100.0), vec![300.0, 0.0, 5.0]);
+    }
+}

@@ -895,32 +895,45 @@ async fn a_delivery_longer_than_the_lease_is_made_once(db: Db) {
     );
 }
 
+/// A server with two workers claiming every 50 ms under a lease of `lease` seconds, and a
+/// sink that answers after `delay` seconds.
+async fn two_workers_and_a_slow_sink(db: Db, lease: u64, delay: u64) -> (Env, Server, Sink) {
+    let env = Env::new(db).await;
+    let mut config = env.config();
+    config.workers.count = 2;
+    config.workers.lease_seconds = lease;
+    config.workers.poll_interval_ms = 50;
+    let sink = Sink::slow(Duration::from_secs(delay)).await;
+    let s = Server::start(config).await;
+    (env, s, sink)
+}
+
+/// Makes the lease of the claimed row `id` of `table` (`events` or `jobs`) have run out, as
+/// if its heartbeat had stalled; how many rows it changed.
+async fn run_out_lease(env: &Env, table: &str, id: uuid::Uuid) -> u64 {
+    env.try_on_store(
+        &format!(
+            "UPDATE {table} SET lease_expires_at = created_at \
+             WHERE id = $1 AND claim_token IS NOT NULL"
+        ),
+        id,
+    )
+    .await
+    .unwrap()
+}
+
 async fn a_lease_found_run_out_while_its_worker_lives_is_renewed_not_taken_back(db: Db) {
     // A 40 s lease, renewed by the heartbeat every 10 s; a delivery of 6 s. Its lease is made
     // to have run out 1 s in (as if the heartbeat had stalled): the next maintenance round
     // finds it, sees the event in its worker's hands and renews it, rather than freeing it
     // for the idle second worker, which would deliver it again.
-    let env = Env::new(db).await;
-    let mut config = env.config();
-    config.workers.count = 2;
-    config.workers.lease_seconds = 40;
-    config.workers.poll_interval_ms = 50;
-    let sink = Sink::slow(Duration::from_secs(6)).await;
-    let s = Server::start(config).await;
+    let (env, s, sink) = two_workers_and_a_slow_sink(db, 40, 6).await;
     let job = push_through(&s, sink.url(), "id", vec![json!({"id": "r0"})]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let event = &events_of(&s, &job).await[0];
     assert_eq!(event["status"], "NEW", "under way: {event}");
     let id = uuid::Uuid::parse_str(event["id"].as_str().unwrap()).unwrap();
-    let expired = env
-        .try_on_store(
-            "UPDATE events SET lease_expires_at = created_at \
-             WHERE id = $1 AND claim_token IS NOT NULL",
-            id,
-        )
-        .await
-        .unwrap();
-    assert_eq!(expired, 1);
+    assert_eq!(run_out_lease(&env, "events", id).await, 1);
     wait_for_job(&s, &job).await;
     let events = events_of(&s, &job).await;
     assert_eq!(events[0]["status"], "OK", "{events:?}");
@@ -939,13 +952,7 @@ async fn a_combined_delivery_whose_lease_runs_out_while_it_is_sent_is_sent_once(
     // lease is made to have run out 1 s into its combined delivery (as if the heartbeat had
     // stalled): the idle second worker of the same process, claiming every 50 ms, must not
     // take the delivery over and send it again beside the first.
-    let env = Env::new(db).await;
-    let mut config = env.config();
-    config.workers.count = 2;
-    config.workers.lease_seconds = 40;
-    config.workers.poll_interval_ms = 50;
-    let sink = Sink::slow(Duration::from_secs(6)).await;
-    let s = Server::start(config).await;
+    let (env, s, sink) = two_workers_and_a_slow_sink(db, 40, 6).await;
     let hook = s.webhook_stream("Pushes", "id", &sink.url()).await;
     let (_, destinations) = s.get("/destinations").await;
     let dest = destinations["items"][0]["id"].as_str().unwrap().to_string();
@@ -967,15 +974,11 @@ async fn a_combined_delivery_whose_lease_runs_out_while_it_is_sent_is_sent_once(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let id = uuid::Uuid::parse_str(&job).unwrap();
-    let expired = env
-        .try_on_store(
-            "UPDATE jobs SET lease_expires_at = created_at \
-             WHERE id = $1 AND claim_token IS NOT NULL",
-            id,
-        )
-        .await
-        .unwrap();
-    assert_eq!(expired, 1, "the combined delivery is under way, claimed");
+    assert_eq!(
+        run_out_lease(&env, "jobs", id).await,
+        1,
+        "the combined delivery is under way, claimed"
+    );
     let j = wait_for_job(&s, &job).await;
     assert_eq!(j["status"], "FINISHED", "{j}");
     assert_eq!(sink.most_at_once(), 1, "never two deliveries at once");
@@ -994,13 +997,7 @@ async fn a_lease_that_runs_out_while_its_renewal_waits_is_renewed_not_taken_back
     // already past; the maintenance rescue then finds the lease run out while the delivery
     // is still under way. The event is in its worker's hands, so the rescue renews it instead
     // of freeing it for the idle second worker, which would deliver it again.
-    let env = Env::new(Db::Postgres).await;
-    let mut config = env.config();
-    config.workers.count = 2;
-    config.workers.lease_seconds = 5;
-    config.workers.poll_interval_ms = 50;
-    let sink = Sink::slow(Duration::from_secs(12)).await;
-    let s = Server::start(config).await;
+    let (env, s, sink) = two_workers_and_a_slow_sink(Db::Postgres, 5, 12).await;
     let job = push_through(&s, sink.url(), "id", vec![json!({"id": "r0"})]).await;
     let pool = sqlx::PgPool::connect(&env.pg.as_ref().unwrap().url)
         .await
