@@ -98,6 +98,8 @@ pub struct Store {
 struct Shared {
     pushes: writer::Queue<push::Push>,
     changes: writer::Queue<queue::Planned>,
+    /// The group-commit writers' own connections (Postgres), closed with the store.
+    writer_pools: std::sync::Mutex<Vec<PgPool>>,
     cache: cache::Cache,
     /// Where received events go when this process runs workers.
     handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
@@ -568,8 +570,18 @@ impl Store {
         ok
     }
 
+    /// Closes every connection of the store: the main pool's and the group-commit writers'.
     pub async fn close(&self) {
-        on_pool!(self, pool, Db => pool.close().await)
+        on_pool!(self, pool, Db => pool.close().await);
+        let writers = self
+            .shared
+            .writer_pools
+            .lock()
+            .map(|pools| pools.clone())
+            .unwrap_or_default();
+        for pool in writers {
+            pool.close().await;
+        }
     }
 }
 

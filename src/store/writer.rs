@@ -147,72 +147,135 @@ impl<B: Batch> Queue<B> {
 /// Starts the writers: two on Postgres (one gathers and builds its batch while the other
 /// commits), one on SQLite (one writer at a time anyway). They stop when every handle to the
 /// store is gone.
+///
+/// The writers run on a thread of their own: a commit is several round trips, and on the
+/// server's runtime each answer of the database would wait its turn behind every request being
+/// served, holding the transaction open, and every request of the batch waiting, for as long.
+/// On Postgres they have connections of their own (the main pool's settings, one a writer),
+/// which [`Store::close`] closes with the main pool; on SQLite they share the main pool, whose
+/// connections each run on a thread of their own already.
 fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
     let (queue, receiver) = mpsc::channel::<Queued<B>>(4 * B::MAX);
     let receiver = Arc::new(Mutex::new(receiver));
     let writers = store.backend().commit_writers();
-    for _ in 0..writers {
-        // The writers' own handle has queues of its own, never started: holding the shared
-        // ones would keep the channel open for ever.
-        let store = Store {
-            pool: store.pool.clone(),
-            shared: Arc::default(),
-            audit: None,
-        };
-        let receiver = receiver.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut batch = Vec::new();
-                {
-                    let mut receiver = receiver.lock().await;
-                    match receiver.recv().await {
-                        Some(q) => batch.push(q),
-                        None => return,
-                    }
-                    while batch.len() < B::MAX {
-                        match receiver.try_recv() {
-                            Ok(q) => batch.push(q),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                // A caller that went away without a gate (its client hung up) is still
-                // committed; a webhook sender's retry is then answered as a duplicate.
-                let (mut items, mut gates, mut replies) = (Vec::new(), Vec::new(), Vec::new());
-                for (item, gate, reply) in batch {
-                    if gate.as_ref().is_some_and(|g| g.abandoned()) {
-                        let _ = reply.send(Err(gave_up()));
-                        continue;
-                    }
-                    items.push(item);
-                    gates.push(gate);
-                    replies.push(reply);
-                }
-                while !items.is_empty() {
-                    let answers = commit(&store, &items, &gates).await;
-                    let (mut again, mut again_gates, mut again_replies) =
-                        (Vec::new(), Vec::new(), Vec::new());
-                    for (((item, gate), reply), answer) in
-                        items.into_iter().zip(gates).zip(replies).zip(answers)
-                    {
-                        match answer {
-                            // Rolled back because another request of the batch gave up.
-                            Err(Retry) => {
-                                again.push(item);
-                                again_gates.push(gate);
-                                again_replies.push(reply);
-                            }
-                            Ok(answer) => {
-                                let _ = reply.send(answer);
-                            }
-                        }
-                    }
-                    (items, gates, replies) = (again, again_gates, again_replies);
-                }
-            }
-        });
+    let pool = match &store.pool {
+        super::Pool::Pg(main) => {
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(u32::try_from(writers).unwrap_or(u32::MAX))
+                .acquire_timeout(main.options().get_acquire_timeout())
+                // As the main pool: never reuse a connection left inside a transaction.
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
+                .connect_lazy_with((*main.connect_options()).clone());
+            store
+                .shared
+                .writer_pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(own.clone());
+            super::Pool::Pg(own)
+        }
+        sqlite => sqlite.clone(),
+    };
+    // The writers' own handle has queues of its own, never started: holding the shared ones
+    // would keep the channel open for ever.
+    let writer = Store {
+        pool,
+        shared: Arc::default(),
+        audit: None,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("wharf-commit".into())
+        .spawn(move || commit_thread::<B>(writer, writers, receiver));
+    if let Err(e) = spawned {
+        // The queue's receiver went with the thread: every write is answered that the writer
+        // stopped (503), rather than waiting for ever.
+        tracing::error!(error = %e, "cannot start the commit writers' thread");
     }
     queue
+}
+
+/// The writers' thread: its own runtime, `writers` writers on `store`, until the queue closes.
+fn commit_thread<B: Batch>(
+    store: Store,
+    writers: usize,
+    receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the commit writers' runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let loops: Vec<_> = (0..writers)
+            .map(|_| tokio::spawn(write_loop::<B>(store.clone(), receiver.clone())))
+            .collect();
+        for l in loops {
+            let _ = l.await;
+        }
+        if let super::Pool::Pg(own) = &store.pool {
+            own.close().await;
+        }
+    });
+}
+
+/// One writer: gathers what is queued, commits it, answers each write.
+async fn write_loop<B: Batch>(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(q) => batch.push(q),
+                None => return,
+            }
+            while batch.len() < B::MAX {
+                match receiver.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A caller that went away without a gate (its client hung up) is still
+        // committed; a webhook sender's retry is then answered as a duplicate.
+        let (mut items, mut gates, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+        for (item, gate, reply) in batch {
+            if gate.as_ref().is_some_and(|g| g.abandoned()) {
+                let _ = reply.send(Err(gave_up()));
+                continue;
+            }
+            items.push(item);
+            gates.push(gate);
+            replies.push(reply);
+        }
+        while !items.is_empty() {
+            let answers = commit(&store, &items, &gates).await;
+            let (mut again, mut again_gates, mut again_replies) =
+                (Vec::new(), Vec::new(), Vec::new());
+            for (((item, gate), reply), answer) in
+                items.into_iter().zip(gates).zip(replies).zip(answers)
+            {
+                match answer {
+                    // Rolled back because another request of the batch gave up.
+                    Err(Retry) => {
+                        again.push(item);
+                        again_gates.push(gate);
+                        again_replies.push(reply);
+                    }
+                    Ok(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            (items, gates, replies) = (again, again_gates, again_replies);
+        }
+    }
 }
 
 /// A write to commit again: its batch rolled back for another write's sake.

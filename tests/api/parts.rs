@@ -261,6 +261,11 @@ mod postgres_only {
     async fn work_stored_by_one_node_wakes_another_nodes_workers() {
         super::work_stored_by_one_node_wakes_another_nodes_workers().await
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_server_leaves_no_connection_open() {
+        super::a_stopped_server_leaves_no_connection_open().await
+    }
 }
 
 /// A push stored by a node without workers wakes another node's idle workers at once (they
@@ -318,4 +323,51 @@ async fn work_stored_by_one_node_wakes_another_nodes_workers() {
     assert_eq!(sink.received().len(), 1);
     i.stop().await;
     w.stop().await;
+}
+
+/// The group-commit writers keep connections of their own, on a thread of their own: a server
+/// that stops closes them with the rest, leaving nothing open on its database.
+async fn a_stopped_server_leaves_no_connection_open() {
+    use sqlx::Connection;
+    let env = Env::new(Db::Postgres).await;
+    let sink = Sink::ok().await;
+    let s = Server::start(env.config()).await;
+    let hook = webhook_stream(&s, &sink).await;
+    // Pushes (one group-commit queue) delivered by the workers (the status changes' queue).
+    for n in 0..3 {
+        let (status, r) = push(
+            &s,
+            &hook,
+            json!([{"sku": format!("C-{n}")}]),
+            &format!("close-{n}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.received().len() < 3 {
+        assert!(Instant::now() < deadline, "the pushes were not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = env.pg.as_ref().unwrap().url.clone();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let open = "SELECT count(*) FROM pg_stat_activity \
+                WHERE datname = current_database() AND application_name = 'wharf'";
+    let serving: i64 = sqlx::query_scalar(open).fetch_one(&mut look).await.unwrap();
+    // The main pool's connections and at least one writer's of each queue.
+    assert!(serving >= 3, "{serving} connections while serving");
+    s.stop().await;
+    // A backend leaves the list a moment after its client said goodbye.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: i64 = sqlx::query_scalar(open).fetch_one(&mut look).await.unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} of the server's connections still open after it stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
