@@ -573,12 +573,14 @@ impl Store {
     /// Closes every connection of the store: the main pool's and the group-commit writers'.
     pub async fn close(&self) {
         on_pool!(self, pool, Db => pool.close().await);
+        // Taken after the main pool is closed: a writers' queue started from now on gets the
+        // closed main pool (see `writer::start`), so every pool of theirs is in this list.
         let writers = self
             .shared
             .writer_pools
             .lock()
-            .map(|pools| pools.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for pool in writers {
             pool.close().await;
         }

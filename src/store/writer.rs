@@ -160,21 +160,28 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
     let writers = store.backend().commit_writers();
     let pool = match &store.pool {
         super::Pool::Pg(main) => {
-            let own = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(u32::try_from(writers).unwrap_or(u32::MAX))
-                .acquire_timeout(main.options().get_acquire_timeout())
-                // As the main pool: never reuse a connection left inside a transaction.
-                .before_acquire(|conn, _| {
-                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-                })
-                .connect_lazy_with((*main.connect_options()).clone());
-            store
+            // Under the lock `Store::close` takes after closing the main pool: a queue started
+            // once the store is closed gets the closed pool (its writes fail, as any write
+            // then), never connections nobody would close.
+            let mut own = store
                 .shared
                 .writer_pools
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(own.clone());
-            super::Pool::Pg(own)
+                .unwrap_or_else(|p| p.into_inner());
+            if main.is_closed() {
+                super::Pool::Pg(main.clone())
+            } else {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(u32::try_from(writers).unwrap_or(u32::MAX))
+                    .acquire_timeout(main.options().get_acquire_timeout())
+                    // As the main pool: never reuse a connection left inside a transaction.
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                    })
+                    .connect_lazy_with((*main.connect_options()).clone());
+                own.push(pool.clone());
+                super::Pool::Pg(pool)
+            }
         }
         sqlite => sqlite.clone(),
     };
@@ -185,22 +192,28 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         shared: Arc::default(),
         audit: None,
     };
+    let (on_thread, here) = (writer.clone(), receiver.clone());
+    let caller = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("wharf-commit".into())
-        .spawn(move || commit_thread::<B>(writer, writers, receiver));
+        .spawn(move || commit_thread::<B>(on_thread, writers, here, caller));
     if let Err(e) = spawned {
-        // The queue's receiver went with the thread: every write is answered that the writer
-        // stopped (503), rather than waiting for ever.
-        tracing::error!(error = %e, "cannot start the commit writers' thread");
+        // Slower, but every write is still committed: the writers run on the caller's runtime.
+        tracing::warn!(error = %e, "cannot start the commit writers' thread; they run as tasks");
+        for _ in 0..writers {
+            tokio::spawn(write_loop::<B>(writer.clone(), receiver.clone()));
+        }
     }
     queue
 }
 
-/// The writers' thread: its own runtime, `writers` writers on `store`, until the queue closes.
+/// The writers' thread: its own runtime, `writers` writers on `store`, until the queue closes
+/// (on the `caller`'s runtime if this thread cannot have one).
 fn commit_thread<B: Batch>(
     store: Store,
     writers: usize,
     receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>,
+    caller: tokio::runtime::Handle,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -208,7 +221,10 @@ fn commit_thread<B: Batch>(
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the commit writers' runtime");
+            tracing::warn!(error = %e, "cannot start the commit writers' runtime; they run as tasks");
+            for _ in 0..writers {
+                caller.spawn(write_loop::<B>(store.clone(), receiver.clone()));
+            }
             return;
         }
     };

@@ -441,3 +441,33 @@ impl Env {
         }
     }
 }
+
+/// Connections named `wharf` open on the database `look` is connected to.
+#[allow(dead_code)]
+pub async fn wharf_connections(look: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'wharf'",
+    )
+    .fetch_one(look)
+    .await
+    .unwrap()
+}
+
+/// Waits until no connection named `wharf` is left on `look`'s database (a backend leaves the
+/// list a moment after its client said goodbye); fails after 5 s, saying `after` what.
+#[allow(dead_code)]
+pub async fn no_wharf_connection_left(look: &mut sqlx::PgConnection, after: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = wharf_connections(look).await;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} connections still open after {after}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_stores;
-use crate::common::{read, Db, Env, Server};
+use crate::common::{no_wharf_connection_left, read, wharf_connections, Db, Env, Server};
 use crate::engine::events_of;
 use crate::peers::Sink;
 
@@ -351,23 +351,10 @@ async fn a_stopped_server_leaves_no_connection_open() {
     }
     let url = env.pg.as_ref().unwrap().url.clone();
     let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
-    let open = "SELECT count(*) FROM pg_stat_activity \
-                WHERE datname = current_database() AND application_name = 'wharf'";
-    let serving: i64 = sqlx::query_scalar(open).fetch_one(&mut look).await.unwrap();
-    // The main pool's connections and at least one writer's of each queue.
+    let serving = wharf_connections(&mut look).await;
+    // The listener's, the main pool's and the writers' own (not told apart here: the store
+    // suite checks the writers' alone).
     assert!(serving >= 3, "{serving} connections while serving");
     s.stop().await;
-    // A backend leaves the list a moment after its client said goodbye.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: i64 = sqlx::query_scalar(open).fetch_one(&mut look).await.unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} of the server's connections still open after it stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    no_wharf_connection_left(&mut look, "the server stopped").await;
 }

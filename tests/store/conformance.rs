@@ -13,7 +13,7 @@ use wharf::store::{
 };
 
 use crate::both_stores;
-use crate::common::{Db, Env};
+use crate::common::{no_wharf_connection_left, wharf_connections, Db, Env};
 
 /// A store on a fresh database with one organisation and one active stream.
 struct Fixture {
@@ -1600,6 +1600,37 @@ async fn postgres_a_server_on_this_host_is_reached_without_tls() {
     .unwrap();
     assert!(store > 0, "the store's connections are listed");
     assert_eq!(over_tls, 0, "{over_tls} of {store} over TLS");
+}
+
+/// The group-commit writers' connections (their own, on Postgres) close with the store, while
+/// a handle to it is still held; a write after that fails instead of opening new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_closing_the_store_closes_its_writers_connections() {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let before = wharf_connections(&mut look).await;
+    let stored = f
+        .store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .unwrap();
+    assert!(matches!(stored, Ingested::Created(_)), "{stored:?}");
+    let writing = wharf_connections(&mut look).await;
+    assert!(
+        writing > before,
+        "the push was committed on a connection of the writers' own ({before} → {writing})"
+    );
+    f.store.close().await;
+    no_wharf_connection_left(&mut look, "the store was closed").await;
+    assert!(f
+        .store
+        .ingest(f.source.id, None, push_of(&f, 1), None)
+        .await
+        .is_err());
+    let after = wharf_connections(&mut look).await;
+    assert_eq!(after, 0, "a write after closing opened a connection");
 }
 
 /// SQLite: a write that finds another connection holding the write lock waits (the store's
