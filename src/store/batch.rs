@@ -61,6 +61,43 @@ pub(in crate::store) fn sql_marks(first: usize, n: usize) -> String {
     marks.join(", ")
 }
 
+/// A condition that `column` holds one of `ids`, bound from `$first` on, and the values to bind,
+/// as each backend is best given it. Postgres gets one array, `column = ANY($first::uuid[])`: the
+/// statement's text is the same however many ids there are, so each connection prepares it
+/// once and keeps it (an `IN` list is a statement of its own for each length: the bench saw
+/// about 50 shapes each of the job and held-event reads, crowding each other out of the
+/// connections' statement caches). SQLite gets `IN ($first, …)`: it has no arrays, and
+/// compiles statements in process, cheaply. `ids` is not empty. (The job finish keeps its list:
+/// see `finish_jobs_in`.)
+pub(in crate::store) fn among_ids(
+    backend: Backend,
+    column: &str,
+    first: usize,
+    ids: &[Uuid],
+) -> (String, Vec<Val>) {
+    debug_assert!(!ids.is_empty(), "an empty list of ids");
+    match backend {
+        Backend::Postgres => (
+            format!("{column} = ANY(${first}::uuid[])"),
+            vec![Val::Column(super::columns::Column::Uuid(
+                ids.iter().copied().map(Some).collect(),
+            ))],
+        ),
+        Backend::Sqlite => (
+            format!("{column} IN ({})", sql_marks(first, ids.len())),
+            ids.iter().copied().map(Val::from).collect(),
+        ),
+    }
+}
+
+/// Whether to keep a statement of a list of ids prepared (see [`among_ids`]): on Postgres
+/// always (one array, one text for every length); on SQLite for one id only, as each length
+/// is a program of its own in the connection's statement cache, where it would push out the
+/// statements that repeat.
+pub(in crate::store) fn keep_list_prepared(vals: &[Val]) -> bool {
+    vals.len() == 1
+}
+
 /// `AND id NOT IN (…)` over the `n` ids bound from `$first` on; nothing when there are none
 /// (the statement's text is then the same as without the list, and stays prepared).
 pub(in crate::store) fn sql_not_among_ids(first: usize, n: usize) -> String {
