@@ -572,7 +572,7 @@ impl Store {
 
     /// Closes every connection of the store: the main pool's and the group-commit writers'.
     pub async fn close(&self) {
-        on_pool!(self, pool, Db => pool.close().await);
+        on_pool!(self, pool, Db => close_pool(pool).await);
         // Taken after the main pool is closed: a writers' queue started from now on gets the
         // closed main pool (see `writer::start`), so every pool of theirs is in this list.
         let writers = self
@@ -582,8 +582,24 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for pool in writers {
-            pool.close().await;
+            close_pool(&pool).await;
         }
+    }
+}
+
+/// Closes `pool` and every connection of it. sqlx's `close()` can return while a connection
+/// used just before is still on its way back (a returning connection is a task of its own):
+/// it then lands among the idle connections of the closed pool and stays open as long as the
+/// pool lives (sqlx issue 3217; seen here: the connection of the last statement, idle, seconds
+/// after `close()` returned). Closing again takes it; a second at most is spent waiting for it.
+async fn close_pool<DB: Database>(pool: &sqlx::Pool<DB>) {
+    pool.close().await;
+    for _ in 0..100 {
+        if pool.size() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pool.close().await;
     }
 }
 

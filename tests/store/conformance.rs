@@ -1626,9 +1626,8 @@ async fn postgres_the_rescue_reads_only_the_claimed_events() {
         .await
         .unwrap()
     }
-    /// Ends the store's connections on the server, so that their backends hand in their
-    /// statistics: `close()` can leave a connection of the main pool open for a while (the
-    /// last one used, seen idle here for seconds after it returned).
+    /// Makes sure the store's connections have ended on the server, so that their backends
+    /// have handed in their statistics (a backend ends a moment after its client leaves).
     async fn ended(look: &mut sqlx::PgConnection) {
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -1732,6 +1731,26 @@ async fn postgres_the_rescue_reads_only_the_claimed_events() {
         rescuing.1,
         opening.1
     );
+}
+
+/// Closing the store right after a statement closes that statement's connection too: sqlx's
+/// `close()` could return while the connection was still on its way back to the pool, which
+/// then kept it open (idle, for seconds here: as long as the pool lived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_closing_the_store_right_after_a_statement_leaves_no_connection() {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (_, ids) = f.job_with_events(3).await;
+    let token = Uuid::now_v7();
+    assert_eq!(
+        f.store.claim_events(token, 3, lease()).await.unwrap().len(),
+        3
+    );
+    f.store.release_events(token, &ids).await.unwrap();
+    f.store.close().await;
+    no_wharf_connection_left(&mut look, "the store was closed").await;
 }
 
 /// The group-commit writers' connections (their own, on Postgres) close with the store, while
