@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{EventStatus, EventStep, Timestamp};
 use crate::store::batch::{
-    execute, keep_prepared, rows_insert, sql_in, EventRow, Rows, Statement, CHUNK,
+    execute, keep_prepared, rows_insert, sql_status_check, EventRow, Rows, Statement, CHUNK,
 };
 use crate::store::columns::{columns, unnest};
 use crate::store::history::{write_log, EntityRow, LogWrite};
@@ -325,14 +325,14 @@ pub(in crate::store) fn plan_change(
         sets.push("lease_expires_at = NULL".into());
     }
     let filter = format!(
-        "id = $1 AND {} AND status IN ({})",
+        "id = $1 AND {} AND {}",
         if change.or_unclaimed {
             "(claim_token = $2 OR claim_token IS NULL)"
         } else {
             // Not `=` (see `store::queue`).
             "claim_token IS NOT DISTINCT FROM $2"
         },
-        sql_in(from)
+        sql_status_check(from)
     );
     let mut rows = Rows::default();
     if !change.siblings.is_empty() {
