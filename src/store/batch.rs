@@ -136,9 +136,10 @@ pub(in crate::store) fn sql_among<S: std::fmt::Display>(list: &[S]) -> String {
 /// their rows by key (`id = …`), the status being what the step starts from. Written plainly
 /// (`status IN (…)`), the condition matches the indexes that hold the status, and statistics
 /// gathered at a quiet moment (few events `NEW`) make the planner take it as the way in: it
-/// then reads every row of that status, the whole backlog, for each statement (seen in the bench: a batch of event completions read every waiting event, 10–20
-/// ms each, 35 a second, until an ANALYZE; the cached plan kept it on that connection). As
-/// `(… ) IS TRUE` the check is only a filter on the rows the key found, and means the same.
+/// then reads every row of that status, the whole backlog, for each statement (seen in the
+/// bench: each batch of event completions read every waiting event, 10–20 ms a statement, 35
+/// a second, until autovacuum's ANALYZE gave the planner other figures). As `(…) IS TRUE` the
+/// check is only a filter on the rows the key found, and means the same in a `WHERE`.
 pub(in crate::store) fn sql_status_check<S: std::fmt::Display>(list: &[S]) -> String {
     format!("(status IN ({})) IS TRUE", sql_in(list))
 }

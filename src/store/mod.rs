@@ -601,6 +601,10 @@ async fn close_pool<DB: Database>(pool: &sqlx::Pool<DB>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
         pool.close().await;
     }
+    tracing::warn!(
+        connections = pool.size(),
+        "the store closed with connections still out; each closes when it comes back"
+    );
 }
 
 #[cfg(test)]

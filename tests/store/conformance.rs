@@ -2290,16 +2290,17 @@ async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {
 }
 
 /// Postgres: a batch of event completions reaches its events by their ids, never through an
-/// index on the status: with statistics gathered at a quiet moment (no
-/// event waiting) the planner took `status = 'NEW'` as the way in and read every waiting event
-/// for each batch — in the bench 10–20 ms a statement, 35 a second, growing with the backlog,
-/// until an ANALYZE.
+/// index on the status: with statistics gathered at a quiet moment (no event waiting) the
+/// planner took `status = 'NEW'` as the way in and read every waiting event for each batch —
+/// in the bench 10–20 ms a statement, 35 a second, growing with the backlog, until an ANALYZE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_completions_read_their_own_events_not_the_backlog() {
     use sqlx::Connection;
-    /// Entries read through the index that holds the events' statuses.
-    const READS: &str =
-        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'events_job'";
+    /// Entries of events read through every index but the primary key's. (Not whole reads of
+    /// the table: the planner prices those from the table's size as it is, not from statistics,
+    /// and on this small table rightly finds one cheaper than 96 lookups by id.)
+    const READS: &str = "SELECT coalesce(sum(idx_tup_read), 0)::int8 FROM pg_stat_user_indexes \
+         WHERE relname = 'events' AND indexrelname <> 'events_pkey'";
     let deliver = || EventChange {
         to: Some(EventStatus::Ok),
         payload_out: Some(json!({"out": true})),
@@ -2375,9 +2376,10 @@ async fn postgres_completions_read_their_own_events_not_the_backlog() {
     let after = counters_once_ended(&mut look, settle, READS).await;
     let events = after[0] - before[0];
     // Each job's finish looks for one open event of its own (a few entries); one read of the
-    // backlog through the status would be 2,904.
+    // backlog through the status would be about 3,000 (the waiting events, the claimed ones
+    // among them, and the entries their claims left behind).
     assert!(
         events < 1_000,
-        "96 completions read {events} entries of the events' status index"
+        "96 completions read {events} entries of events through an index other than by id"
     );
 }

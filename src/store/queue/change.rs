@@ -499,8 +499,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{placeholders, update_groups, updates_together, EventUpdate, Planned};
+    use super::EventChange;
+    use super::{placeholders, plan_change, update_groups, updates_together, EventUpdate, Planned};
+    use crate::domain::{EventStatus, Timestamp};
     use crate::store::batch::Rows;
+    use crate::store::Event;
     use crate::store::Val;
     use uuid::Uuid;
 
@@ -512,7 +515,7 @@ mod tests {
             update: EventUpdate {
                 sets: "updated_at = $3".into(),
                 filter: format!(
-                    "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('{status}')"
+                    "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('{status}')) IS TRUE"
                 ),
                 vals: vec![Val::from(event), Val::from(Uuid::nil()), Val::Int(Some(1))],
             },
@@ -555,7 +558,9 @@ mod tests {
     fn updates_of_one_shape_share_a_statement_reading_each_row_s_values() {
         let update = || EventUpdate {
             sets: "updated_at = $3, status = $4, attempt_count = attempt_count + 1".into(),
-            filter: "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('S1')".into(),
+            filter:
+                "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('S1')) IS TRUE"
+                    .into(),
             vals: vec![
                 Val::from(Uuid::nil()),
                 Val::from(Uuid::nil()),
@@ -570,7 +575,7 @@ mod tests {
             sql,
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[]) AS v(c1, c2, c3, \
-             c4) WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND status IN ('S1') \
+             c4) WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND (status IN ('S1')) IS TRUE \
              RETURNING events.id"
         );
         assert_eq!(vals.len(), 4, "one array a column");
@@ -589,14 +594,65 @@ mod tests {
             sql,
             "UPDATE events SET updated_at = v.c3, status = v.c4, attempt_count = attempt_count \
              + 1 FROM (VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)) AS v(c1, c2, c3, c4) \
-             WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND status IN ('S1') \
+             WHERE id = v.c1 AND claim_token IS NOT DISTINCT FROM v.c2 AND (status IN ('S1')) IS TRUE \
              RETURNING events.id"
         );
         assert_eq!(vals.len(), 8);
         let other = EventUpdate {
-            filter: "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND status IN ('S2')".into(),
+            filter:
+                "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('S2')) IS TRUE"
+                    .into(),
             ..update()
         };
         assert!(!a.same_shape(&other));
+    }
+
+    #[test]
+    fn a_change_checks_the_status_it_starts_from_as_a_filter_only() {
+        let now = Timestamp::now();
+        let event = |status| Event {
+            id: Uuid::nil(),
+            org_id: Uuid::nil(),
+            stream_id: Uuid::nil(),
+            job_id: Uuid::nil(),
+            status,
+            data_type: "orders".into(),
+            entity_id: None,
+            payload_in: None,
+            payload_out: None,
+            error_code: None,
+            message: None,
+            retries_remaining: None,
+            next_attempt_at: Some(now),
+            last_attempt_at: None,
+            attempt_count: 0,
+            claim_token: Some(Uuid::nil()),
+            lease_expires_at: Some(now),
+            original_event_id: None,
+            origin: None,
+            destination_ref: None,
+            ignored: false,
+            transform_logs: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let delivered = EventChange {
+            to: Some(EventStatus::Ok),
+            payload_out: Some(serde_json::json!({"out": true})),
+            attempted: true,
+            release: true,
+            ..Default::default()
+        };
+        let planned = plan_change(&event(EventStatus::New), Uuid::nil(), &delivered, None, now);
+        assert_eq!(
+            planned.update.filter,
+            "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('NEW')) IS TRUE"
+        );
+        // No step makes this change from OK: the check matches no row.
+        let planned = plan_change(&event(EventStatus::Ok), Uuid::nil(), &delivered, None, now);
+        assert_eq!(
+            planned.update.filter,
+            "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN (NULL)) IS TRUE"
+        );
     }
 }
