@@ -646,7 +646,10 @@ mod tests {
         let planned = plan_change(&event(EventStatus::New), Uuid::nil(), &delivered, None, now);
         assert_eq!(
             planned.update.filter,
-            "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('NEW')) IS TRUE"
+            format!(
+                "id = $1 AND claim_token IS NOT DISTINCT FROM $2 AND (status IN ('{}')) IS TRUE",
+                EventStatus::New.as_str()
+            )
         );
         // No step makes this change from OK: the check matches no row.
         let planned = plan_change(&event(EventStatus::Ok), Uuid::nil(), &delivered, None, now);
