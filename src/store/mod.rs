@@ -592,7 +592,7 @@ impl Store {
 /// it then lands among the idle connections of the closed pool and stays open as long as the
 /// pool lives (sqlx issue 3217; seen here: the connection of the last statement, idle, seconds
 /// after `close()` returned). Closing again takes it; a second at most is spent waiting for it.
-async fn close_pool<DB: Database>(pool: &sqlx::Pool<DB>) {
+pub(in crate::store) async fn close_pool<DB: Database>(pool: &sqlx::Pool<DB>) {
     pool.close().await;
     for _ in 0..100 {
         if pool.size() == 0 {

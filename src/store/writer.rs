@@ -236,7 +236,7 @@ fn commit_thread<B: Batch>(
             let _ = l.await;
         }
         if let super::Pool::Pg(own) = &store.pool {
-            own.close().await;
+            super::close_pool(own).await;
         }
     });
 }

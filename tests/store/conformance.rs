@@ -174,6 +174,17 @@ fn lease() -> chrono::Duration {
     chrono::Duration::seconds(60)
 }
 
+/// An event delivered: OK with an output, its attempt counted, its claim released.
+fn delivered() -> EventChange {
+    EventChange {
+        to: Some(EventStatus::Ok),
+        payload_out: Some(json!({"out": true})),
+        attempted: true,
+        release: true,
+        ..Default::default()
+    }
+}
+
 /// A successful delivery attempt to the fixture's destination, answered 200 (`name`: the
 /// status's name, if the answer gave one).
 fn success(f: &Fixture, name: Option<&str>) -> NewAttempt {
@@ -238,17 +249,10 @@ async fn changes_committed_together_each_answer_for_their_own_event(db: Db) {
     let token = Uuid::now_v7();
     let held = f.store.claim_events(token, 20, lease()).await.unwrap();
     assert_eq!(held.len(), 12);
-    let deliver = || EventChange {
-        to: Some(EventStatus::Ok),
-        payload_out: Some(json!({"out": true})),
-        attempted: true,
-        release: true,
-        ..Default::default()
-    };
     let mut calls = Vec::new();
     for (i, ev) in held.iter().enumerate() {
         let (f, ev) = (f.clone(), ev.clone());
-        let change = deliver();
+        let change = delivered();
         calls.push(tokio::spawn(async move {
             match i {
                 // Under a claim this worker does not hold.
@@ -280,7 +284,7 @@ async fn changes_committed_together_each_answer_for_their_own_event(db: Db) {
     // The same change again, now that the events are OK: nothing to change.
     let again = f
         .store
-        .change_event(&held[2], token, deliver(), None)
+        .change_event(&held[2], token, delivered(), None)
         .await
         .unwrap();
     assert!(!again);
@@ -1614,6 +1618,22 @@ async fn counters(look: &mut sqlx::PgConnection, sql: &str) -> Vec<i64> {
     (0..row.len()).map(|i| row.get::<i64, _>(i)).collect()
 }
 
+/// A Postgres fixture whose events table keeps the statistics a test gathers (no automatic
+/// ANALYZE), a connection to look at the server with, and how long its statistics views may
+/// lag (see [`settle_of`]).
+async fn with_frozen_statistics() -> (Fixture, sqlx::PgConnection, std::time::Duration) {
+    use sqlx::Connection;
+    let f = fixture(Db::Postgres).await;
+    let url = f._env.pg.as_ref().unwrap().url.clone();
+    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
+    let settle = settle_of(&mut look).await;
+    sqlx::query("ALTER TABLE events SET (autovacuum_enabled = off)")
+        .execute(&mut look)
+        .await
+        .unwrap();
+    (f, look, settle)
+}
+
 /// How long the statistics views may lag: Postgres 15 and later have an ended backend's
 /// statistics in before it leaves the list of connections; before 15 a collector takes them
 /// in, and readers may be given a view up to half a second old.
@@ -1660,7 +1680,6 @@ async fn counters_once_ended(
 /// took 50 ms a look at 20,000 events, growing with the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_the_rescue_reads_only_the_claimed_events() {
-    use sqlx::Connection;
     /// Whole reads of the events table, and reads through `events_leased`.
     const READS: &str = "SELECT t.seq_scan, i.idx_scan FROM pg_stat_user_tables t \
          JOIN pg_stat_user_indexes i ON i.relid = t.relid \
@@ -1688,15 +1707,7 @@ async fn postgres_the_rescue_reads_only_the_claimed_events() {
         (after[0] - before[0], after[1] - before[1])
     }
 
-    let f = fixture(Db::Postgres).await;
-    let url = f._env.pg.as_ref().unwrap().url.clone();
-    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
-    let settle = settle_of(&mut look).await;
-    // The statistics gathered below stay as they are: no automatic ANALYZE of this table.
-    sqlx::query("ALTER TABLE events SET (autovacuum_enabled = off)")
-        .execute(&mut look)
-        .await
-        .unwrap();
+    let (f, mut look, settle) = with_frozen_statistics().await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.extend(f.job_with_events(500).await.1);
@@ -2295,28 +2306,12 @@ async fn an_entity_takes_the_outcome_of_its_newest_finished_event(db: Db) {
 /// in the bench 10–20 ms a statement, 35 a second, growing with the backlog, until an ANALYZE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_completions_read_their_own_events_not_the_backlog() {
-    use sqlx::Connection;
     /// Entries of events read through every index but the primary key's. (Not whole reads of
     /// the table: the planner prices those from the table's size as it is, not from statistics,
     /// and on this small table rightly finds one cheaper than 96 lookups by id.)
     const READS: &str = "SELECT coalesce(sum(idx_tup_read), 0)::int8 FROM pg_stat_user_indexes \
          WHERE relname = 'events' AND indexrelname <> 'events_pkey'";
-    let deliver = || EventChange {
-        to: Some(EventStatus::Ok),
-        payload_out: Some(json!({"out": true})),
-        attempted: true,
-        release: true,
-        ..Default::default()
-    };
-    let f = fixture(Db::Postgres).await;
-    let url = f._env.pg.as_ref().unwrap().url.clone();
-    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
-    let settle = settle_of(&mut look).await;
-    // The statistics gathered below stay as they are: no automatic ANALYZE.
-    sqlx::query("ALTER TABLE events SET (autovacuum_enabled = off)")
-        .execute(&mut look)
-        .await
-        .unwrap();
+    let (f, mut look, settle) = with_frozen_statistics().await;
     // A quiet moment: every event delivered.
     f.job_with_events(200).await;
     let token = Uuid::now_v7();
@@ -2324,7 +2319,7 @@ async fn postgres_completions_read_their_own_events_not_the_backlog() {
         let attempt = success(&f, None);
         assert!(f
             .store
-            .change_event(&ev, token, deliver(), Some(attempt))
+            .change_event(&ev, token, delivered(), Some(attempt))
             .await
             .unwrap());
     }
@@ -2361,7 +2356,7 @@ async fn postgres_completions_read_their_own_events_not_the_backlog() {
     let calls: Vec<_> = held
         .iter()
         .map(|ev| {
-            let (store, ev, change) = (store.clone(), ev.clone(), deliver());
+            let (store, ev, change) = (store.clone(), ev.clone(), delivered());
             let attempt = success(&f, None);
             tokio::spawn(async move { store.change_event(&ev, token, change, Some(attempt)).await })
         })

@@ -503,8 +503,9 @@ mod tests {
     use super::{placeholders, plan_change, update_groups, updates_together, EventUpdate, Planned};
     use crate::domain::{EventStatus, Timestamp};
     use crate::store::batch::Rows;
-    use crate::store::Event;
+    use crate::store::handoff::Claim;
     use crate::store::Val;
+    use crate::store::{Event, NewEvent, NewJob};
     use uuid::Uuid;
 
     fn plan(event: Uuid, status: &str) -> Planned {
@@ -610,31 +611,35 @@ mod tests {
     #[test]
     fn a_change_checks_the_status_it_starts_from_as_a_filter_only() {
         let now = Timestamp::now();
-        let event = |status| Event {
-            id: Uuid::nil(),
+        // A waiting event as the store builds it when a job's events are stored claimed.
+        let mut rows = Rows::default();
+        let new = NewJob {
             org_id: Uuid::nil(),
             stream_id: Uuid::nil(),
-            job_id: Uuid::nil(),
-            status,
-            data_type: "orders".into(),
+            trigger: "webhook",
+            settings: serde_json::json!({}),
+            payload: None,
+            original_job_id: None,
+            run_at: now,
+        };
+        let record = NewEvent {
+            payload_in: serde_json::json!({"n": 1}),
+            received: None,
             entity_id: None,
-            payload_in: None,
-            payload_out: None,
-            error_code: None,
-            message: None,
-            retries_remaining: None,
-            next_attempt_at: Some(now),
-            last_attempt_at: None,
-            attempt_count: 0,
-            claim_token: Some(Uuid::nil()),
-            lease_expires_at: Some(now),
             original_event_id: None,
             origin: None,
-            destination_ref: None,
-            ignored: false,
-            transform_logs: None,
-            created_at: now,
-            updated_at: now,
+        };
+        let claim = Claim {
+            token: Uuid::nil(),
+            lease_end: now,
+            spilled: false,
+        };
+        rows.job_with_events(new, "orders", vec![record], now, Some(claim));
+        let waiting = rows.handed.remove(0).event;
+        assert_eq!(waiting.status, EventStatus::New);
+        let event = |status| Event {
+            status,
+            ..waiting.clone()
         };
         let delivered = EventChange {
             to: Some(EventStatus::Ok),
