@@ -1775,6 +1775,28 @@ async fn postgres_closing_the_store_right_after_a_statement_leaves_no_connection
     no_wharf_connection_left(&mut look, "the store was closed").await;
 }
 
+/// SQLite: the same, seen in the database's files. The last connection to a database in WAL
+/// mode to close checkpoints and removes the write-ahead log, so `wharf.db-wal` is gone once
+/// every connection is closed — and stays while one is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_closing_the_store_right_after_a_statement_leaves_no_connection() {
+    let f = fixture(Db::Sqlite).await;
+    let wal = f._env.data_path().join("wharf.db-wal");
+    let (_, ids) = f.job_with_events(3).await;
+    let token = Uuid::now_v7();
+    assert_eq!(
+        f.store.claim_events(token, 3, lease()).await.unwrap().len(),
+        3
+    );
+    f.store.release_events(token, &ids).await.unwrap();
+    assert!(wal.exists(), "the store writes ahead while open");
+    f.store.close().await;
+    assert!(
+        !wal.exists(),
+        "a connection was left open after the store was closed (the write-ahead log is still there)"
+    );
+}
+
 /// The group-commit writers' connections (their own, on Postgres) close with the store, while
 /// a handle to it is still held; a write after that fails instead of opening new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
