@@ -16,16 +16,6 @@ use super::{
 };
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
-/// Tells workers of every node that work was queued (Postgres NOTIFY, delivered at commit).
-macro_rules! notify_work {
-    ($store:expr, $db:ident, $tx:ident) => {
-        if let Some(notify) = $store.backend().notify_work() {
-            sqlx::query::<$db>(notify).execute(&mut *$tx).await?;
-        }
-    };
-}
-pub(crate) use notify_work;
-
 /// Runs a [`Statement`] (`$sql`, `$vals`) in the open transaction `$tx` of backend `$db`, as
 /// that backend is best given it (see [`super::StatementText`]), kept prepared only when small
 /// (see [`keep_prepared`]); answers its result.
@@ -540,6 +530,24 @@ impl Rows {
 }
 
 impl Store {
+    /// Tells workers of every node that work was queued (Postgres NOTIFY), once the work has
+    /// committed: in a transaction of its own, never in the one that writes. At commit a
+    /// NOTIFY takes a lock that every notifying transaction of the database shares and holds
+    /// it until its commit is on disk, so writes that notify would commit one after another;
+    /// the two commit writers would wait for each other's WAL flush (sampled waits of the
+    /// bench's ingest phase: `Lock:object` beside `IO:WALSync`). The notification is a hint:
+    /// if it is lost (the database went away just after the commit), the workers find the
+    /// work at their next poll, so its failure is logged, not answered.
+    pub(in crate::store) async fn notify_work(&self) {
+        let (super::Pool::Pg(pool), Some(notify)) = (&self.pool, self.backend().notify_work())
+        else {
+            return;
+        };
+        if let Err(e) = sqlx::query(notify).execute(pool).await {
+            tracing::debug!(error = %e, "could not wake other nodes' workers; their next poll finds the work");
+        }
+    }
+
     /// Writes `rows` and their log entries in one transaction, waking other nodes' workers if
     /// asked.
     pub(in crate::store) async fn run_rows(
@@ -554,13 +562,13 @@ impl Store {
             for (sql, vals) in &statements {
                 execute!(Db, tx, sql, vals);
             }
-            if notify {
-                notify_work!(self, Db, tx);
-            }
             write_log!(Db, tx, &rows.logs, now);
             super::audit_in!(self, Db, tx);
             tx.commit().await?;
         });
+        if notify {
+            self.notify_work().await;
+        }
         Ok(())
     }
 }

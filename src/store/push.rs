@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::batch::{execute, keep_prepared, notify_work, rows_insert, Rows, CHUNK};
+use super::batch::{execute, keep_prepared, rows_insert, Rows, CHUNK};
 use super::handoff::Reservation;
 use super::history::write_log;
 use super::{on_pool, BeginWrite, Bind, NewEvent, NewJob, StatementText, Store, StoreResult, Val};
@@ -132,6 +132,7 @@ impl Store {
         }
         // One order for every writer: concurrent batches never wait on each other in a cycle.
         receipts.sort();
+        let mut notify = false;
         let answers = on_pool!(self, pool, Db => {
             let mut tx = pool.begin_write().await?;
             // Receipts taken by an earlier delivery (committed, or committing concurrently:
@@ -179,15 +180,16 @@ impl Store {
                     execute!(Db, tx, &sql, &vals);
                 }
                 // Other nodes' workers are told only of work this process did not keep.
-                if stored.iter().any(|r| r.for_any_worker()) {
-                    notify_work!(self, Db, tx);
-                }
+                notify = stored.iter().any(|r| r.for_any_worker());
                 write_log!(Db, tx, stored.iter().flat_map(|r| r.logs.iter()), now);
             }
             super::writer::enter_commit(gates)?;
             tx.commit().await?;
             answers
         });
+        if notify {
+            self.notify_work().await;
+        }
         // Settled before anyone is answered, so that a caller's next push finds the places.
         for (p, a) in pushes.iter().zip(&answers) {
             match (&p.handed, a) {

@@ -4,7 +4,6 @@ use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::batch::notify_work;
 use super::history::{write_log, LogWrite};
 use super::{on_pool, BeginWrite, Store, StoreResult};
 use crate::domain::{JobStatus, Timestamp};
@@ -86,11 +85,13 @@ impl Store {
                 ));
                 ids.push(id);
             }
-            notify_work!(self, Db, tx);
             write_log!(Db, tx, &logs, now);
             tx.commit().await?;
             ids
         });
+        if !ids.is_empty() {
+            self.notify_work().await;
+        }
         Ok(ids)
     }
 }

@@ -25,7 +25,7 @@ pub use change::{Delivery, EventChange, NewAttempt};
 pub(in crate::store) use change::{Planned, ATTEMPT_INSERT};
 
 use super::batch::{
-    among_ids, execute, keep_list_prepared, notify_work, sql_among, sql_in, sql_lit, sql_marks,
+    among_ids, execute, keep_list_prepared, sql_among, sql_in, sql_lit, sql_marks,
     sql_not_among_ids, Rows, CHUNK,
 };
 use super::history::{write_log, LogWrite};
@@ -229,12 +229,12 @@ impl Store {
             for (sql, vals) in &statements {
                 execute!(Db, tx, sql, vals);
             }
-            if !empty {
-                notify_work!(self, Db, tx);
-            }
             write_log!(Db, tx, &rows.logs, now);
             tx.commit().await?;
         });
+        if !empty {
+            self.notify_work().await;
+        }
         if empty {
             self.finish_job(job.id).await?;
         }
@@ -608,10 +608,12 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                // Other nodes take the released work at once, not at their next poll.
-                notify_work!(self, Db, tx);
                 tx.commit().await?;
             });
+        }
+        // Other nodes take the released work at once, not at their next poll.
+        if !tokens.is_empty() {
+            self.notify_work().await;
         }
         Ok(())
     }
