@@ -368,7 +368,7 @@ async fn sessions_end_when_idle_or_old(db: Db) {
 async fn what_no_sign_in_can_use_is_forgotten(db: Db) {
     let (env, server) = fresh(db).await;
     let config = env.config();
-    let store = wharf::prepare(config.clone()).await.unwrap().store;
+    let store = wharf::prepare(config.clone()).await.unwrap().store.clone();
     let minutes = |m: i64| chrono::Duration::minutes(m);
     let forget = || {
         wharf::retention::forget_sign_ins(

@@ -88,7 +88,7 @@ async fn old_payloads_are_cleared_then_old_records_deleted_and_waiting_work_kept
     config.workers.poll_interval_ms = 50;
     config.retention.batch_size = 2;
     let s = Server::start(config.clone()).await;
-    let store = wharf::prepare(config.clone()).await.unwrap().store;
+    let store = wharf::prepare(config.clone()).await.unwrap().store.clone();
     let mut marks = wharf::retention::Marks::new();
     let (_, page) = s.get("/organisations").await;
     let org = page["items"][0]["id"].as_str().unwrap().to_string();
@@ -243,7 +243,7 @@ async fn audit_entries_are_deleted_after_audit_days_and_no_sooner(db: Db) {
     let env = Env::new(db).await;
     let config = env.config();
     let s = Server::start(config.clone()).await;
-    let store = wharf::prepare(config.clone()).await.unwrap().store;
+    let store = wharf::prepare(config.clone()).await.unwrap().store.clone();
     let (_, page) = s.get("/organisations").await;
     let org = page["items"][0]["id"].as_str().unwrap().to_string();
     let (status, sister) = s
