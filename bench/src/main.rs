@@ -32,7 +32,7 @@ use wharf_testkit::sink::Sink;
 use load::{drain, drive, percentile};
 use server::{cpu_ms_per_order, cpu_reading, received_placement, rss_mb, setup, start_wharf};
 
-use pgstats::{counters, per_order, Autovacuum};
+use pgstats::{counters, per_order, Keep, RunSettings, Waits};
 
 /// The owner token the bench's server bootstraps with.
 const TOKEN: &str = "wharf_bench_owner_token_0123456789";
@@ -101,6 +101,13 @@ pub struct Args {
     /// setting. The report says which it was.
     #[arg(long, default_value = "on")]
     pub autovacuum: String,
+    /// Postgres's `min_wal_size` for the run (not in a smoke run), raised to this if lower and
+    /// restored afterwards, or `leave`. Below it, WAL files are kept at a checkpoint for reuse;
+    /// without enough of them a burst creates new ones, and each creation (16 MB written and
+    /// flushed) holds every commit: 20–60 ms each second at 5,000 webhooks a second. Production
+    /// sets it for its bursts, as Postgres's documentation advises; the report says what it was.
+    #[arg(long, default_value = "1GB")]
+    pub min_wal_size: String,
     /// Where the report goes.
     #[arg(long, default_value = "bench-report.json")]
     pub out: PathBuf,
@@ -174,16 +181,26 @@ async fn main() -> anyhow::Result<()> {
         args.prefill == 0 || postgres,
         "--prefill needs --store postgres"
     );
+    anyhow::ensure!(
+        matches!(args.autovacuum.as_str(), "on" | "leave"),
+        "--autovacuum must be on or leave, not {}",
+        args.autovacuum
+    );
     // A smoke run changes nothing on the server: it measures no speed.
-    let autovacuum = match (postgres && !args.smoke, args.autovacuum.as_str()) {
-        (true, "on") => Some(Autovacuum::turn_on(&args.postgres_url).await?),
-        (_, "on" | "leave") => None,
-        (_, other) => anyhow::bail!("--autovacuum must be on or leave, not {other}"),
-    };
-    let outcome = run(&args).await;
-    if let Some(a) = autovacuum {
-        a.restore().await?;
+    let mut settings = RunSettings::new(&args.postgres_url);
+    if postgres && !args.smoke {
+        if args.autovacuum == "on" {
+            settings.set("autovacuum", "on", Keep::Same).await?;
+        }
+        if args.min_wal_size != "leave" {
+            settings
+                .set("min_wal_size", &args.min_wal_size, Keep::AtLeast)
+                .await
+                .map_err(|e| anyhow::anyhow!("--min-wal-size {:?}: {e}", args.min_wal_size))?;
+        }
     }
+    let outcome = run(&args).await;
+    settings.restore().await?;
     outcome
 }
 
@@ -233,6 +250,8 @@ struct IngestOnly {
     errors: u64,
     server_cpu_ms: f64,
     postgres_cpu_ms: f64,
+    /// What the database's connections waited on (Postgres; see [`Waits`]).
+    postgres_waits: serde_json::Value,
 }
 
 async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<IngestOnly> {
@@ -251,6 +270,10 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         args.ingest_only_rate
     );
     let pid = server.child.id();
+    let waits = match &store {
+        Some((url, _)) => Some(Waits::start(url).await?),
+        None => None,
+    };
     let cpu_before = cpu_reading(pid);
     let sent = drive(
         client,
@@ -263,6 +286,10 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     .await;
     let (server_cpu_ms, postgres_cpu_ms) =
         cpu_ms_per_order(&cpu_before, &cpu_reading(pid), sent.latencies.len() as u64);
+    let postgres_waits = match waits {
+        Some(w) => w.finish().await?,
+        None => json!(null),
+    };
     drop(server);
     drop_store(args, store).await;
     let mut lat = sent.latencies.clone();
@@ -274,6 +301,7 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         errors: sent.errors,
         server_cpu_ms,
         postgres_cpu_ms,
+        postgres_waits,
     })
 }
 
@@ -348,9 +376,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         _ => json!(null),
     };
     let placement = received_placement(&client, &server.base).await;
-    let autovacuum = match &db_url {
-        Some(db) => json!(pgstats::autovacuum(db).await?),
-        None => json!(null),
+    let (autovacuum, min_wal_size) = match &db_url {
+        Some(db) => (
+            json!(pgstats::setting(db, "autovacuum").await?),
+            json!(pgstats::setting(db, "min_wal_size").await?),
+        ),
+        None => (json!(null), json!(null)),
     };
     let mut lat = ingest.latencies.clone();
     lat.sort_by(|a, b| a.total_cmp(b));
@@ -438,7 +469,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     };
     let postgres = args.store == "postgres";
 
-    let report = json!({
+    let mut report = json!({
         "store": args.store,
         "smoke": args.smoke,
         "ingest_rps": (ingest_rps * 10.0).round() / 10.0,
@@ -478,6 +509,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                      "workers": args.workers, "per_destination": args.per_destination, "lowload_rate": args.lowload_rate,
                      "ingest_only_rate": args.ingest_only_rate, "server_env": args.server_env},
     });
+    // (Added apart: one `json!` this long reaches the macro recursion limit.)
+    report["min_wal_size"] = min_wal_size;
+    // What Postgres's connections did during ingest alone (average connections in each state).
+    report["ingest_only_postgres_waits"] = json!(alone.as_ref().map(|a| a.postgres_waits.clone()));
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("{:<24} {:>12}", "store", args.store);
     for k in [

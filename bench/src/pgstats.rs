@@ -1,5 +1,6 @@
 //! What Postgres did for the orders of a phase: row writes, dead rows and WAL bytes, from its
-//! statistics views; and autovacuum switched on for the run, as production runs it.
+//! statistics views; what its connections waited on; and the server set for the run as
+//! production runs it (autovacuum on, WAL files kept for a burst).
 
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -82,47 +83,155 @@ pub fn per_order(before: &Counters, after: &Counters, orders: u64) -> serde_json
     })
 }
 
-/// Autovacuum as the run found it, to restore afterwards.
-pub struct Autovacuum {
+/// Server settings changed for the run (`ALTER SYSTEM`), to put back afterwards.
+pub struct RunSettings {
     url: String,
-    changed: bool,
+    /// Each changed setting and how to put it back: its earlier value when that came from
+    /// `ALTER SYSTEM` too, `None` to reset it to the configuration files' value.
+    changed: Vec<(&'static str, Option<String>)>,
 }
 
-impl Autovacuum {
-    /// Turns autovacuum on for the whole server (`ALTER SYSTEM`) if it is off; `restore` puts
-    /// the setting back.
-    pub async fn turn_on(url: &str) -> anyhow::Result<Autovacuum> {
-        let mut conn = PgConnection::connect(url).await?;
-        let on: String = sqlx::query_scalar("SHOW autovacuum")
-            .fetch_one(&mut conn)
-            .await?;
-        let changed = on != "on";
-        if changed {
-            conn.execute("ALTER SYSTEM SET autovacuum = on").await?;
-            conn.execute("SELECT pg_reload_conf()").await?;
-            eprintln!("autovacuum was off: on for this run");
-        }
-        Ok(Autovacuum {
+impl RunSettings {
+    pub fn new(url: &str) -> RunSettings {
+        RunSettings {
             url: url.to_string(),
-            changed,
-        })
+            changed: Vec::new(),
+        }
+    }
+
+    /// Sets `name` to `value` for the whole server, unless the current value does as well.
+    pub async fn set(&mut self, name: &'static str, value: &str, keep: Keep) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.url).await?;
+        let (now, source, file): (String, String, Option<String>) = sqlx::query_as(
+            "SELECT current_setting($1), source, sourcefile FROM pg_settings WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+        let enough = match keep {
+            Keep::Same => now == value,
+            Keep::AtLeast => {
+                sqlx::query_scalar("SELECT pg_size_bytes($1) >= pg_size_bytes($2)")
+                    .bind(&now)
+                    .bind(value)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+        };
+        if enough {
+            return Ok(());
+        }
+        let value = value.replace('\'', "''");
+        let by_alter_system = source == "configuration file"
+            && file.is_some_and(|f| f.ends_with("postgresql.auto.conf"));
+        conn.execute(format!("ALTER SYSTEM SET {name} = '{value}'").as_str())
+            .await?;
+        conn.execute("SELECT pg_reload_conf()").await?;
+        eprintln!("{name} was {now}: {value} for this run");
+        self.changed
+            .push((name, by_alter_system.then(|| now.replace('\'', "''"))));
+        Ok(())
     }
 
     pub async fn restore(self) -> anyhow::Result<()> {
-        if self.changed {
-            let mut conn = PgConnection::connect(&self.url).await?;
-            conn.execute("ALTER SYSTEM RESET autovacuum").await?;
-            conn.execute("SELECT pg_reload_conf()").await?;
-            eprintln!("autovacuum setting restored");
+        if self.changed.is_empty() {
+            return Ok(());
         }
+        let mut conn = PgConnection::connect(&self.url).await?;
+        for (name, was) in &self.changed {
+            let sql = match was {
+                Some(v) => format!("ALTER SYSTEM SET {name} = '{v}'"),
+                None => format!("ALTER SYSTEM RESET {name}"),
+            };
+            conn.execute(sql.as_str()).await?;
+            eprintln!("{name} setting restored");
+        }
+        conn.execute("SELECT pg_reload_conf()").await?;
         Ok(())
     }
 }
 
-/// The server's autovacuum setting now.
-pub async fn autovacuum(url: &str) -> anyhow::Result<String> {
+/// When a setting's current value does as well as the one asked for.
+pub enum Keep {
+    /// Only the same value.
+    Same,
+    /// A size at least as large (`1GB` keeps `2GB`).
+    AtLeast,
+}
+
+/// What the connections to a database were doing while a phase ran, sampled from
+/// `pg_stat_activity` every [`WAIT_SAMPLE`]: per state, the average number of connections in it
+/// (`CPU` running, `Client:ClientRead (in transaction)` waiting for the server's next statement
+/// inside a transaction, `IO:WALSync` flushing a commit, `IO:WALInitWrite` creating a WAL
+/// file, `Lock:…` waiting for another transaction, `autovacuum worker …` vacuuming). Idle
+/// connections are not counted.
+pub struct Waits {
+    stop: tokio::sync::oneshot::Sender<()>,
+    sampling:
+        tokio::task::JoinHandle<anyhow::Result<(u64, std::collections::BTreeMap<String, u64>)>>,
+}
+
+/// How often [`Waits`] samples.
+pub const WAIT_SAMPLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Waits {
+    pub async fn start(url: &str) -> anyhow::Result<Waits> {
+        let mut conn = PgConnection::connect(url).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let sampling = tokio::spawn(async move {
+            let mut samples = 0u64;
+            let mut seen = std::collections::BTreeMap::<String, u64>::new();
+            let mut every = tokio::time::interval(WAIT_SAMPLE);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = every.tick() => {}
+                }
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT CASE WHEN backend_type = 'client backend' THEN '' \
+                     ELSE backend_type || ' ' END \
+                     || CASE WHEN wait_event IS NULL THEN 'CPU' \
+                     ELSE wait_event_type || ':' || wait_event END \
+                     || CASE WHEN state = 'idle in transaction' THEN ' (in transaction)' \
+                     ELSE '' END, count(*) \
+                     FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle' GROUP BY 1",
+                )
+                .fetch_all(&mut conn)
+                .await?;
+                samples += 1;
+                for (what, n) in rows {
+                    *seen.entry(what).or_default() += n as u64;
+                }
+            }
+            Ok((samples, seen))
+        });
+        Ok(Waits { stop, sampling })
+    }
+
+    /// Stops sampling: `{"samples": n, "connections": {state: average connections}}`.
+    pub async fn finish(self) -> anyhow::Result<serde_json::Value> {
+        let _ = self.stop.send(());
+        let (samples, seen) = self.sampling.await??;
+        let n = samples.max(1) as f64;
+        let connections: serde_json::Map<String, serde_json::Value> = seen
+            .into_iter()
+            .map(|(what, k)| {
+                (
+                    what,
+                    serde_json::json!((k as f64 / n * 1000.0).round() / 1000.0),
+                )
+            })
+            .collect();
+        Ok(serde_json::json!({"samples": samples, "connections": connections}))
+    }
+}
+
+/// A setting of the server now, as `SHOW` prints it.
+pub async fn setting(url: &str, name: &str) -> anyhow::Result<String> {
     let mut conn = PgConnection::connect(url).await?;
-    Ok(sqlx::query_scalar("SHOW autovacuum")
+    Ok(sqlx::query_scalar("SELECT current_setting($1)")
+        .bind(name)
         .fetch_one(&mut conn)
         .await?)
 }
