@@ -188,18 +188,26 @@ async fn main() -> anyhow::Result<()> {
     );
     // A smoke run changes nothing on the server: it measures no speed.
     let mut settings = RunSettings::new(&args.postgres_url);
-    if postgres && !args.smoke {
-        if args.autovacuum == "on" {
-            settings.set("autovacuum", "on", Keep::Same).await?;
+    let set = async {
+        if postgres && !args.smoke {
+            if args.autovacuum == "on" {
+                settings.set("autovacuum", "on", Keep::Same).await?;
+            }
+            if args.min_wal_size != "leave" {
+                settings
+                    .set("min_wal_size", &args.min_wal_size, Keep::AtLeast)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--min-wal-size {:?}: {e}", args.min_wal_size))?;
+            }
         }
-        if args.min_wal_size != "leave" {
-            settings
-                .set("min_wal_size", &args.min_wal_size, Keep::AtLeast)
-                .await
-                .map_err(|e| anyhow::anyhow!("--min-wal-size {:?}: {e}", args.min_wal_size))?;
-        }
+        anyhow::Ok(())
     }
-    let outcome = run(&args).await;
+    .await;
+    // What was changed before a setting failed is put back too.
+    let outcome = match set {
+        Ok(()) => run(&args).await,
+        Err(e) => Err(e),
+    };
     settings.restore().await?;
     outcome
 }
