@@ -921,7 +921,7 @@ async fn listen_for_work(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool
                 return Err(sqlx::Error::Configuration("not Postgres".into()));
             };
             let mut l = l?;
-            l.listen("wharf_work").await?;
+            l.listen(crate::store::WORK_CHANNEL).await?;
             Ok::<_, sqlx::Error>(l)
         };
         let mut listener = tokio::select! {

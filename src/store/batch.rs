@@ -538,12 +538,13 @@ impl Store {
     /// bench's ingest phase: `Lock:object` beside `IO:WALSync`). The notification is a hint:
     /// if it is lost (the database went away just after the commit), the workers find the
     /// work at their next poll, so its failure is logged, not answered.
+    /// (SQLite serves one node, whose workers are woken in process.)
     pub(in crate::store) async fn notify_work(&self) {
-        let (super::Pool::Pg(pool), Some(notify)) = (&self.pool, self.backend().notify_work())
-        else {
+        let super::Pool::Pg(pool) = &self.pool else {
             return;
         };
-        if let Err(e) = sqlx::query(notify).execute(pool).await {
+        let notify = sqlx::query("SELECT pg_notify($1, '')").bind(super::WORK_CHANNEL);
+        if let Err(e) = notify.execute(pool).await {
             tracing::debug!(error = %e, "could not wake other nodes' workers; their next poll finds the work");
         }
     }

@@ -23,15 +23,6 @@ impl Backend {
         }
     }
 
-    /// The statement that wakes other nodes' workers when work is queued, delivered at commit.
-    /// Postgres: `pg_notify`. SQLite serves one node, whose workers are woken in process.
-    pub(in crate::store) fn notify_work(self) -> Option<&'static str> {
-        match self {
-            Backend::Postgres => Some("SELECT pg_notify('wharf_work', '')"),
-            Backend::Sqlite => None,
-        }
-    }
-
     /// Milliseconds from `a` to `b` (two timestamp columns), as a float. Postgres subtracts
     /// timestamps into an interval; SQLite stores them as text, read by `julianday` (days).
     pub(in crate::store) fn millis_between(self, a: &str, b: &str) -> String {

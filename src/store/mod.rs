@@ -94,6 +94,10 @@ pub struct Store {
     audit: Option<std::sync::Arc<AuditSlot>>,
 }
 
+/// The Postgres channel on which nodes tell each other's workers that work was queued
+/// (`Store::notify_work` sends, the engine's listener hears).
+pub const WORK_CHANNEL: &str = "wharf_work";
+
 #[derive(Debug, Default)]
 struct Shared {
     pushes: writer::Queue<push::Push>,
