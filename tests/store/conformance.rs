@@ -2360,6 +2360,20 @@ async fn quiet_statistics_then_a_backlog(
     held
 }
 
+/// Asserts that `EXPLAIN` of `plain` (the statement written without the status check) has a
+/// step containing `step` (the status as an index's way in): the statistics mislead the
+/// planner, so that the test around it proves something.
+async fn planner_misled(look: &mut sqlx::PgConnection, plain: &str, step: &str) {
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {plain}"))
+        .fetch_all(look)
+        .await
+        .unwrap();
+    assert!(
+        plan.iter().any(|s| s.contains(step)),
+        "the statistics do not mislead the planner, so this test proves nothing: {plan:?}"
+    );
+}
+
 /// Postgres: a worker's check of which events it still holds (before delivering events handed
 /// to it a while ago, and when it reads spilled ones back) reaches them by their ids, never
 /// through an index on the status: with statistics gathered at a quiet moment (no event
@@ -2373,20 +2387,13 @@ async fn postgres_held_checks_read_their_own_events_not_the_backlog() {
     let ids: Vec<Uuid> = held.iter().map(|e| e.id).collect();
     // Left to itself, the planner reads every waiting event to find the few held.
     let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let plan: Vec<String> = sqlx::query_scalar(&format!(
-        "EXPLAIN SELECT id FROM events WHERE claim_token IS NOT DISTINCT FROM '{token}' \
+    let plain = format!(
+        "SELECT id FROM events WHERE claim_token IS NOT DISTINCT FROM '{token}' \
          AND lease_expires_at > now() AND status IN ('NEW','TRANSFORMED') \
          AND id = ANY('{{{}}}'::uuid[])",
         list.join(",")
-    ))
-    .fetch_all(&mut look)
-    .await
-    .unwrap();
-    assert!(
-        plan.iter()
-            .any(|step| step.contains("Index Cond: (status = ANY")),
-        "the statistics do not mislead the planner, so this test proves nothing: {plan:?}"
     );
+    planner_misled(&mut look, &plain, "Index Cond: (status = ANY").await;
 
     let before = counters(&mut look, EVENT_READS_NOT_BY_ID).await;
     let store = Store::connect(&f._env.config()).await.unwrap();
@@ -2417,19 +2424,12 @@ async fn postgres_completions_read_their_own_events_not_the_backlog() {
     let held = quiet_statistics_then_a_backlog(&f, &mut look, settle, token).await;
     // Left to itself, the planner reads every waiting event to find a batch's few.
     let ids: Vec<String> = held[..12].iter().map(|e| e.id.to_string()).collect();
-    let plan: Vec<String> = sqlx::query_scalar(&format!(
-        "EXPLAIN UPDATE events SET status = 'OK' FROM unnest('{{{}}}'::uuid[]) AS v(c1) \
+    let plain = format!(
+        "UPDATE events SET status = 'OK' FROM unnest('{{{}}}'::uuid[]) AS v(c1) \
          WHERE id = v.c1 AND status IN ('NEW')",
         ids.join(",")
-    ))
-    .fetch_all(&mut look)
-    .await
-    .unwrap();
-    assert!(
-        plan.iter()
-            .any(|step| step.contains("Index Cond: (status = 'NEW'::text)")),
-        "the statistics do not mislead the planner, so this test proves nothing: {plan:?}"
     );
+    planner_misled(&mut look, &plain, "Index Cond: (status = 'NEW'::text)").await;
 
     let before = counters(&mut look, EVENT_READS_NOT_BY_ID).await;
     let store = Store::connect(&f._env.config()).await.unwrap();
