@@ -181,6 +181,13 @@ pub async fn serve_on(
     });
     let mut http_stop = stop_rx.clone();
     let app = http::app(routes(&state.config), state);
+    // Answers leave at once: without TCP_NODELAY, an answer written in two parts waits for
+    // the client's acknowledgement of the first, which a client may delay up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -22,6 +22,10 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
+    // As Wharf's own server: answers are not held back by Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
