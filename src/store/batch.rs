@@ -531,21 +531,17 @@ impl Rows {
 
 impl Store {
     /// Tells workers of every node that work was queued (Postgres NOTIFY), once the work has
-    /// committed: in a transaction of its own, never in the one that writes. At commit a
-    /// NOTIFY takes a lock that every notifying transaction of the database shares and holds
-    /// it until its commit is on disk, so writes that notify would commit one after another;
-    /// the two commit writers would wait for each other's WAL flush (sampled waits of the
-    /// bench's ingest phase: `Lock:object` beside `IO:WALSync`). The notification is a hint:
-    /// if it is lost (the database went away just after the commit), the workers find the
-    /// work at their next poll, so its failure is logged, not answered.
+    /// committed: never in the transaction that writes. At commit a NOTIFY takes a lock that
+    /// every notifying transaction of the database shares and holds it until its commit is on
+    /// disk, so writes that notify would commit one after another; the two commit writers
+    /// would wait for each other's WAL flush (sampled waits of the bench's ingest phase:
+    /// `Lock:object` beside `IO:WALSync`). Nor is it waited for: the notification is a hint,
+    /// sent by the store's [`super::wake::Waker`]; if it is lost (the database went away just
+    /// after the commit), the workers find the work at their next poll.
     /// (SQLite serves one node, whose workers are woken in process.)
-    pub(in crate::store) async fn notify_work(&self) {
-        let super::Pool::Pg(pool) = &self.pool else {
-            return;
-        };
-        let notify = sqlx::query("SELECT pg_notify($1, '')").bind(super::WORK_CHANNEL);
-        if let Err(e) = notify.execute(pool).await {
-            tracing::debug!(error = %e, "could not wake other nodes' workers; their next poll finds the work");
+    pub(in crate::store) fn notify_work(&self) {
+        if let Some(waker) = &self.shared.waker {
+            waker.wake();
         }
     }
 
@@ -568,7 +564,7 @@ impl Store {
             tx.commit().await?;
         });
         if notify {
-            self.notify_work().await;
+            self.notify_work();
         }
         Ok(())
     }

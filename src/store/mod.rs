@@ -30,6 +30,7 @@ mod resources;
 mod retention;
 mod schedules;
 mod tenancy;
+mod wake;
 mod writer;
 
 use std::path::Path;
@@ -109,6 +110,8 @@ struct Shared {
     handoff: std::sync::RwLock<Option<std::sync::Arc<Handoff>>>,
     /// The last reachability probe: when, and whether the database answered.
     probed: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// Wakes other nodes' workers once work has committed (Postgres).
+    waker: Option<std::sync::Arc<wake::Waker>>,
 }
 
 /// What went wrong in the store, in terms the API can answer with.
@@ -424,9 +427,13 @@ impl Store {
                 })
                 .connect_with(opts)
                 .await?;
+            let shared = Shared {
+                waker: Some(wake::Waker::start(&pool)),
+                ..Default::default()
+            };
             Store {
                 pool: Pool::Pg(pool),
-                shared: Default::default(),
+                shared: std::sync::Arc::new(shared),
                 audit: None,
             }
         } else {
@@ -587,6 +594,9 @@ impl Store {
             .clone();
         for pool in writers {
             close_pool(&pool).await;
+        }
+        if let Some(waker) = &self.shared.waker {
+            close_pool(waker.pool()).await;
         }
     }
 }

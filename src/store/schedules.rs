@@ -90,7 +90,7 @@ impl Store {
             ids
         });
         if !ids.is_empty() {
-            self.notify_work().await;
+            self.notify_work();
         }
         Ok(ids)
     }

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{Store, StoreError, StoreResult};
@@ -35,6 +36,10 @@ pub(super) trait Batch: Send + Sync + Sized + 'static {
         items: &'a [Self],
         gates: &'a [Option<Arc<CommitGate>>],
     ) -> Committing<'a, Self::Answer>;
+    /// The writers' connections (Postgres), made like the main pool's and then by this.
+    fn connection(options: PgConnectOptions) -> PgConnectOptions {
+        options
+    }
 }
 
 type Queued<B> = (
@@ -75,28 +80,36 @@ impl CommitGate {
 /// then commits the others again without that write). A write already marked (its batch's
 /// COMMIT failed, and it is tried again) stays marked: its request awaits the outcome.
 pub(super) fn enter_commit(gates: &[Option<Arc<CommitGate>>]) -> StoreResult<()> {
+    enter(gates).map(drop)
+}
+
+/// [`enter_commit`], giving the gates it marked, to [`reopen`] if the commit is known not to
+/// have happened (the database refused the statement).
+pub(super) fn enter(gates: &[Option<Arc<CommitGate>>]) -> StoreResult<Vec<Arc<CommitGate>>> {
     let mut entered = Vec::new();
     for gate in gates.iter().flatten() {
         match gate
             .0
             .compare_exchange(OPEN, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
         {
-            Ok(_) => entered.push(gate),
+            Ok(_) => entered.push(gate.clone()),
             Err(COMMITTING) => {}
             Err(_) => {
-                for gate in entered {
-                    let _ = gate.0.compare_exchange(
-                        COMMITTING,
-                        OPEN,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
-                }
+                reopen(&entered);
                 return Err(gave_up());
             }
         }
     }
-    Ok(())
+    Ok(entered)
+}
+
+/// Lets the requests of `gates` give up again: what they were to commit was refused.
+pub(super) fn reopen(gates: &[Arc<CommitGate>]) {
+    for gate in gates {
+        let _ = gate
+            .0
+            .compare_exchange(COMMITTING, OPEN, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 const GAVE_UP: &str = "the request gave up before its write committed";
@@ -178,7 +191,7 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
                     .before_acquire(|conn, _| {
                         Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
                     })
-                    .connect_lazy_with((*main.connect_options()).clone());
+                    .connect_lazy_with(B::connection((*main.connect_options()).clone()));
                 own.push(pool.clone());
                 super::Pool::Pg(pool)
             }
@@ -186,10 +199,13 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
         sqlite => sqlite.clone(),
     };
     // The writers' own handle has queues of its own, never started: holding the shared ones
-    // would keep the channel open for ever.
+    // would keep the channel open for ever. It wakes other nodes with the store's waker.
     let writer = Store {
         pool,
-        shared: Arc::default(),
+        shared: Arc::new(super::Shared {
+            waker: store.shared.waker.clone(),
+            ..Default::default()
+        }),
         audit: None,
     };
     let (on_thread, here) = (writer.clone(), receiver.clone());

@@ -233,7 +233,7 @@ impl Store {
             tx.commit().await?;
         });
         if !empty {
-            self.notify_work().await;
+            self.notify_work();
         }
         if empty {
             self.finish_job(job.id).await?;
@@ -615,7 +615,7 @@ impl Store {
         }
         // Other nodes take the released work at once, not at their next poll.
         if !tokens.is_empty() {
-            self.notify_work().await;
+            self.notify_work();
         }
         Ok(())
     }
