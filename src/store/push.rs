@@ -298,11 +298,14 @@ async fn at_once(
     // The statement is the commit: once it is sent, the requests await its outcome. It waits
     // for no lock for long (`AT_ONCE_LOCK_WAIT`): a batch that would is refused, and its
     // requests may give up again while the usual way waits.
+    // A connection first: while the pool waits for one (the database out of reach), the
+    // requests can still give up and be answered 503.
+    let mut conn = pool.acquire().await?;
     let entered = super::writer::enter(gates)?;
     let run = sqlx::query::<sqlx::Postgres>(&sql)
         .bind_all(&vals)
         .persistent(keep_prepared(&vals))
-        .execute(pool)
+        .execute(&mut *conn)
         .await;
     match run {
         Ok(_) => {}
