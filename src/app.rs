@@ -163,6 +163,21 @@ fn start_background(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinH
     parts
 }
 
+/// `listener`, its connections sending at once: without TCP_NODELAY, an answer written in two
+/// parts waits for the client's acknowledgement of the first, which a client may delay up to
+/// 40 ms.
+fn without_delay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, Nodelay> {
+    axum::serve::ListenerExt::tap_io(listener, nodelay)
+}
+
+type Nodelay = fn(&mut tokio::net::TcpStream);
+
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    }
+}
+
 /// Serves HTTP on `listener` and runs the background parts switched on until `shutdown`
 /// completes; then stops taking requests and claiming work, lets work in flight finish within
 /// the grace period, releases the rest, and closes storage.
@@ -181,15 +196,8 @@ pub async fn serve_on(
     });
     let mut http_stop = stop_rx.clone();
     let app = http::app(routes(&state.config), state);
-    // Answers leave at once: without TCP_NODELAY, an answer written in two parts waits for
-    // the client's acknowledgement of the first, which a client may delay up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
     axum::serve(
-        listener,
+        without_delay(listener),
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
@@ -220,5 +228,23 @@ impl AppState {
             connectors: &self.connectors,
             org,
         }
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY on the server's side"
+        );
     }
 }
