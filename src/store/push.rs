@@ -163,11 +163,7 @@ impl Store {
                 // the insert waits for it) are not returned.
                 let mut fresh: std::collections::HashSet<(Uuid, String)> = Default::default();
                 for chunk in receipts.chunks(CHUNK) {
-                    let (mut sql, vals) = rows_insert(
-                        Db::BACKEND,
-                        "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
-                        chunk.iter().map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
-                    );
+                    let (mut sql, vals) = receipts_insert(Db::BACKEND, chunk, now);
                     sql.push_str(" ON CONFLICT (source_id, delivery_id) DO NOTHING RETURNING source_id, delivery_id");
                     let taken = sqlx::query_as::<Db, (Uuid, String)>(&Db::text(&sql))
                         .bind_all(&vals)
@@ -255,6 +251,21 @@ impl Store {
     }
 }
 
+/// The insert of `receipts` (source, delivery id, job), received `now`.
+fn receipts_insert(
+    backend: super::Backend,
+    receipts: &[(Uuid, &str, Uuid)],
+    now: Timestamp,
+) -> super::batch::Statement {
+    rows_insert(
+        backend,
+        "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
+        receipts
+            .iter()
+            .map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
+    )
+}
+
 /// Commits a batch of pushes in one statement when none of their delivery ids was received
 /// before (nearly always): the receipts, jobs, events and log entries are inserted by one
 /// statement of data-modifying `WITH` parts, which Postgres runs as one transaction. That is
@@ -275,13 +286,7 @@ async fn at_once(
     let backend = super::Backend::Postgres;
     let mut statements = Vec::new();
     for chunk in receipts.chunks(CHUNK) {
-        statements.push(rows_insert(
-            backend,
-            "INSERT INTO webhook_receipts (source_id, delivery_id, job_id, received_at)",
-            chunk
-                .iter()
-                .map(|(s, d, j)| vec![Val::from(*s), Val::from(*d), Val::from(*j), Val::from(now)]),
-        ));
+        statements.push(receipts_insert(backend, chunk, now));
     }
     let stored: Vec<&Rows> = pushes
         .iter()

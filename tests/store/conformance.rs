@@ -1354,22 +1354,9 @@ async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) 
 /// of the others is stored once, with its event.
 async fn pushes_committed_with_a_repeated_delivery_are_each_stored_once(db: Db) {
     let f = std::sync::Arc::new(fixture(db).await);
-    let push = |n: i64| {
-        vec![IngestJob {
-            new: f.new_job("webhook"),
-            data_type: "orders".into(),
-            events: Some(vec![NewEvent {
-                payload_in: json!({"id": n}),
-                entity_id: Some(n.to_string()),
-                original_event_id: None,
-                origin: None,
-                received: None,
-            }]),
-        }]
-    };
     let Ingested::Created(first) = f
         .store
-        .ingest(f.source.id, Some("d1"), push(1), None)
+        .ingest(f.source.id, Some("d1"), push_of(&f, 1), None)
         .await
         .unwrap()
     else {
@@ -1377,9 +1364,8 @@ async fn pushes_committed_with_a_repeated_delivery_are_each_stored_once(db: Db) 
     };
     let calls: Vec<_> = ["d1", "d2", "d3", "d4"]
         .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let (f, jobs) = (f.clone(), push(i as i64 + 1));
+        .map(|d| {
+            let (f, jobs) = (f.clone(), push_of(&f, 1));
             tokio::spawn(async move { f.store.ingest(f.source.id, Some(d), jobs, None).await })
         })
         .collect();
