@@ -300,12 +300,12 @@ async fn at_once(
         statements.push(super::history::log_insert(backend, log, now));
     }
     let (sql, vals) = one_statement(statements);
-    // The statement is the commit: once it is sent, the requests await its outcome. It waits
-    // for no lock for long (`AT_ONCE_LOCK_WAIT`): a batch that would is refused, and its
-    // requests may give up again while the usual way waits.
     // A connection first: while the pool waits for one (the database out of reach), the
     // requests can still give up and be answered 503.
     let mut conn = pool.acquire().await?;
+    // The statement is the commit: once it is sent, the requests await its outcome. It waits
+    // for no lock for long (`AT_ONCE_LOCK_WAIT`): a batch that would is refused, and its
+    // requests may give up again while the usual way waits.
     let entered = super::writer::enter(gates)?;
     let run = sqlx::query::<sqlx::Postgres>(&sql)
         .bind_all(&vals)
