@@ -67,6 +67,23 @@ pub fn percentile_by_second(sent: &Sent, p: f64) -> Vec<f64> {
         .collect()
 }
 
+/// Writes `sent`'s accepted requests to `path` as `seconds,ms` lines (scheduled send time from
+/// the start, latency), in the order they were scheduled.
+pub fn write_latencies(sent: &Sent, path: &std::path::Path) -> std::io::Result<()> {
+    let mut rows: Vec<(f64, f64)> = sent
+        .scheduled_s
+        .iter()
+        .copied()
+        .zip(sent.latencies.iter().copied())
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut text = String::with_capacity(rows.len() * 16);
+    for (at, ms) in rows {
+        text.push_str(&format!("{at:.4},{ms:.3}\n"));
+    }
+    std::fs::write(path, text)
+}
+
 /// The `p`th percentile of sorted samples (0 when there are none).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -224,5 +241,22 @@ mod tests {
         };
         // Second 1 sent nothing accepted: 0, not a gap that shifts the later seconds.
         assert_eq!(percentile_by_second(&sent, 100.0), vec![300.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn latencies_are_written_in_send_order() {
+        let sent = Sent {
+            latencies: vec![7.25, 1.5],
+            scheduled_s: vec![0.0004, 0.0002],
+            sent_at: HashMap::new(),
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+        };
+        let path =
+            std::env::temp_dir().join(format!("wharf-bench-latencies-{}", std::process::id()));
+        write_latencies(&sent, &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "0.0002,1.500\n0.0004,7.250\n");
     }
 }

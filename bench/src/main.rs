@@ -96,6 +96,11 @@ pub struct Args {
     /// Ingest-only phase: seconds (0 skips the phase).
     #[arg(long, default_value_t = 10)]
     pub ingest_only_duration: u64,
+    /// Ingest-only phase: write each accepted request's scheduled send time (seconds from the
+    /// phase's start) and latency (ms) to this file, one `seconds,ms` line each, in send
+    /// order: the shape of a tail (one stall, or many slow requests) that percentiles hide.
+    #[arg(long)]
+    pub latencies: Option<PathBuf>,
     /// `on`: turn Postgres's autovacuum on for the run if it is off, as production runs it, and
     /// restore the setting afterwards (not in a smoke run). `leave`: run with the server's
     /// setting. The report says which it was.
@@ -300,6 +305,9 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     };
     drop(server);
     drop_store(args, store).await;
+    if let Some(path) = &args.latencies {
+        load::write_latencies(&sent, path)?;
+    }
     let mut lat = sent.latencies.clone();
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok(IngestOnly {
