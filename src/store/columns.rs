@@ -143,14 +143,14 @@ impl Val {
 
 impl PgHasArrayType for JsonText {
     fn array_type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("_jsonb")
+        <Vec<serde_json::Value> as Type<Postgres>>::type_info()
     }
 }
 
 impl Type<Postgres> for Column {
     /// Each column says its own array type (see `produces`); this one is not used.
     fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("_text")
+        <Vec<String> as Type<Postgres>>::type_info()
     }
 
     fn compatible(_: &PgTypeInfo) -> bool {
@@ -178,7 +178,9 @@ impl Encode<'_, Postgres> for Column {
             Column::Text(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
             Column::Bool(_) => <Vec<bool> as Type<Postgres>>::type_info(),
             Column::Int(_) => <Vec<Option<i64>> as Type<Postgres>>::type_info(),
-            Column::Json(_) | Column::JsonText(_) => PgTypeInfo::with_name("_jsonb"),
+            Column::Json(_) | Column::JsonText(_) => {
+                <Vec<serde_json::Value> as Type<Postgres>>::type_info()
+            }
             Column::Ts(_) => <Vec<Option<DateTime<Utc>>> as Type<Postgres>>::type_info(),
             Column::Bytes(_) => <Vec<Vec<u8>> as Type<Postgres>>::type_info(),
         })

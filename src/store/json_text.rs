@@ -41,7 +41,7 @@ impl JsonText {
 
 impl Type<Postgres> for JsonText {
     fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("jsonb")
+        <serde_json::Value as Type<Postgres>>::type_info()
     }
 }
 
