@@ -187,7 +187,6 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
-    store.start_writers();
     // The one stop signal every part watches.
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = start_background(&state, &stop_rx);

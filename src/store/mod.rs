@@ -479,14 +479,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Starts the group-commit writers of webhook pushes and of event changes, with their
-    /// connections, rather than at the first write: a server starts them before it listens,
-    /// so its first webhooks do not wait for a thread and connections to be made.
-    pub fn start_writers(&self) {
-        self.shared.pushes.started(self);
-        self.shared.changes.started(self);
-    }
-
     /// Hands the events of pushes received from now on to this process's workers (see
     /// [`Handoff`]), or, with `None`, stops doing so.
     pub fn set_handoff(&self, handoff: Option<std::sync::Arc<Handoff>>) {

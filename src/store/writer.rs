@@ -146,7 +146,7 @@ impl<B: Batch> Queue<B> {
         item: B,
         gate: Option<Arc<CommitGate>>,
     ) -> StoreResult<B::Answer> {
-        let queue = self.started(store);
+        let queue = self.queue.get_or_init(|| start::<B>(store));
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store's writer stopped".into());
         queue
@@ -154,11 +154,6 @@ impl<B: Batch> Queue<B> {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-
-    /// The queue, its writers started if they were not.
-    pub(super) fn started(&self, store: &Store) -> &mpsc::Sender<Queued<B>> {
-        self.queue.get_or_init(|| start::<B>(store))
     }
 }
 
@@ -192,13 +187,6 @@ fn start<B: Batch>(store: &Store) -> mpsc::Sender<Queued<B>> {
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(u32::try_from(writers).unwrap_or(u32::MAX))
                     .acquire_timeout(main.options().get_acquire_timeout())
-                    // Opened when the writers start (`commit_thread`) and kept however long
-                    // the server is idle: a new connection is a cold backend, whose first
-                    // statement waits for its catalogue reads and its planning. Opened at
-                    // start, the first webhook after a start took 8.7–10.3 ms against 12–18
-                    // (an idle server, four runs and three).
-                    .idle_timeout(None)
-                    .max_lifetime(None)
                     // As the main pool: never reuse a connection left inside a transaction.
                     .before_acquire(|conn, _| {
                         Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
@@ -257,9 +245,6 @@ fn commit_thread<B: Batch>(
         }
     };
     runtime.block_on(async move {
-        if let super::Pool::Pg(own) = &store.pool {
-            tokio::spawn(open_connections(own.clone(), writers));
-        }
         let loops: Vec<_> = (0..writers)
             .map(|_| tokio::spawn(write_loop::<B>(store.clone(), receiver.clone())))
             .collect();
@@ -270,18 +255,6 @@ fn commit_thread<B: Batch>(
             super::close_pool(own).await;
         }
     });
-}
-
-/// Opens the writers' `n` connections before a write waits for them (on the runtime that will
-/// use them: a connection's socket belongs to the runtime it was opened on). One that cannot be
-/// opened now (the database out of reach) is opened by the write that needs it.
-async fn open_connections(pool: sqlx::PgPool, n: usize) {
-    let opening = (0..n).map(|_| pool.acquire());
-    for opened in futures_util::future::join_all(opening).await {
-        if let Err(e) = opened {
-            tracing::debug!(error = %e, "a writer's connection could not be opened yet");
-        }
-    }
 }
 
 /// One writer: gathers what is queued, commits it, answers each write.

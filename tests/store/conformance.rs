@@ -1875,44 +1875,6 @@ async fn postgres_closing_the_store_closes_its_writers_connections() {
     assert_eq!(after, 0, "a write after closing opened a connection");
 }
 
-/// Started (as a server starts them, before it listens), the group-commit writers open their
-/// connections at once, two for pushes and two for event changes: the first webhook does not
-/// wait for a backend to start. A push then commits on one of them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_started_writers_open_their_connections_before_the_first_write() {
-    use sqlx::Connection;
-    use std::time::{Duration, Instant};
-    let f = fixture(Db::Postgres).await;
-    let url = f._env.pg.as_ref().unwrap().url.clone();
-    let mut look = sqlx::PgConnection::connect(&url).await.unwrap();
-    let before = wharf_connections(&mut look).await;
-    f.store.start_writers();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut open = before;
-    while open < before + 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the writers opened {} connections of 4 ({before} before)",
-            open - before
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        open = wharf_connections(&mut look).await;
-    }
-    let stored = f
-        .store
-        .ingest(f.source.id, None, push_of(&f, 1), None)
-        .await
-        .unwrap();
-    assert!(matches!(stored, Ingested::Created(_)), "{stored:?}");
-    assert_eq!(
-        wharf_connections(&mut look).await,
-        open,
-        "the push opened a connection of its own"
-    );
-    f.store.close().await;
-    no_wharf_connection_left(&mut look, "the store was closed").await;
-}
-
 /// SQLite: a write that finds another connection holding the write lock waits (the store's
 /// busy handler tries again in short steps) and goes through once the lock is given back;
 /// with the lock held past the store's acquire timeout (3 s in the tests), it fails instead of
