@@ -143,7 +143,7 @@ impl Val {
 
 impl PgHasArrayType for JsonText {
     fn array_type_info() -> PgTypeInfo {
-        <Vec<serde_json::Value> as Type<Postgres>>::type_info()
+        <Vec<Value> as Type<Postgres>>::type_info()
     }
 }
 
@@ -178,9 +178,7 @@ impl Encode<'_, Postgres> for Column {
             Column::Text(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
             Column::Bool(_) => <Vec<bool> as Type<Postgres>>::type_info(),
             Column::Int(_) => <Vec<Option<i64>> as Type<Postgres>>::type_info(),
-            Column::Json(_) | Column::JsonText(_) => {
-                <Vec<serde_json::Value> as Type<Postgres>>::type_info()
-            }
+            Column::Json(_) | Column::JsonText(_) => <Vec<Value> as Type<Postgres>>::type_info(),
             Column::Ts(_) => <Vec<Option<DateTime<Utc>>> as Type<Postgres>>::type_info(),
             Column::Bytes(_) => <Vec<Vec<u8>> as Type<Postgres>>::type_info(),
         })
@@ -205,6 +203,33 @@ impl<'q> Encode<'q, Sqlite> for Column {
 mod tests {
     use super::*;
     use crate::domain::Timestamp;
+
+    /// Every type the store binds on Postgres is known by its id: one given by name is looked
+    /// up by each new connection, a round trip before its first statement.
+    #[test]
+    fn bound_types_need_no_lookup() {
+        let columns = [
+            Column::Uuid(vec![]),
+            Column::Text(vec![]),
+            Column::Bool(vec![]),
+            Column::Int(vec![]),
+            Column::Json(vec![]),
+            Column::JsonText(vec![]),
+            Column::Ts(vec![]),
+            Column::Bytes(vec![]),
+        ];
+        for c in &columns {
+            let ty = Encode::<Postgres>::produces(c).unwrap();
+            assert!(
+                ty.oid().is_some(),
+                "{c:?} is bound as {ty:?}, looked up by name"
+            );
+        }
+        assert!(<JsonText as Type<Postgres>>::type_info().oid().is_some());
+        assert!(<JsonText as PgHasArrayType>::array_type_info()
+            .oid()
+            .is_some());
+    }
 
     #[test]
     fn rows_become_one_array_a_column_when_their_types_agree() {
