@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::Engine;
 use crate::connectors::{self, Call, Reading, Settle};
 use crate::store::{
-    Completion, Job, NewEvent, Source, SourceCursor, SourceRead, StoreError, Stream,
+    Completion, Job, NewEvent, Payload, Source, SourceCursor, SourceRead, StoreError, Stream,
 };
 
 enum Failure {
@@ -99,11 +99,14 @@ fn refuse_unstorable(store: &crate::store::Store, events: &mut [NewEvent]) -> Ve
     let total = events.len();
     let mut refused = Vec::new();
     for (i, ev) in events.iter_mut().enumerate() {
-        let Some(why) = store.unstorable(&ev.payload_in) else {
+        // A source's records are values (only a webhook's body is kept as received text).
+        let Payload::Value(value) = &mut ev.payload_in else {
             continue;
         };
-        ev.payload_in = crate::store::printable_value(std::mem::take(&mut ev.payload_in));
-        ev.received = None;
+        let Some(why) = store.unstorable(value) else {
+            continue;
+        };
+        *value = crate::store::printable_value(std::mem::take(value));
         ev.entity_id = ev.entity_id.take().map(crate::store::printable);
         refused.push((
             i,
@@ -224,10 +227,9 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
         .into_iter()
         .map(|record| NewEvent {
             entity_id: connectors::entity_id(&record, id_path.as_deref()),
-            payload_in: record,
+            payload_in: Payload::Value(record),
             original_event_id: None,
             origin: origins.next(),
-            received: None,
         })
         .collect();
     let cursor = reading.state.map(|state| SourceCursor {

@@ -5,6 +5,7 @@
 //! complete) before the answer: 202 means it is durably stored.
 
 pub mod decode;
+mod scan;
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use crate::domain::Timestamp;
 use crate::error::ApiError;
 use crate::http::body::{parse_json, RawBody};
 use crate::ops::new_events;
-use crate::store::{CommitGate, IngestJob, Ingested, JsonText, NewJob};
+use crate::store::{CommitGate, IngestJob, Ingested, JsonText, NewEvent, NewJob, Payload};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{token}", post(receive).get(receive_query))
@@ -183,11 +184,18 @@ async fn accept(
         return Err(ApiError::Unverified);
     }
     let limits = decode::DecodeLimits::from(&state.config.ingest);
+    let path = hook.entity_id_path(&source.params.0);
     let parsed = match query.as_deref() {
-        Some(q) => query_record(q).map(|records| (records, None)),
-        None => parse_records(&hook.decoding(&source.params.0), &body, &limits),
+        Some(q) => query_record(q).map(Records::Values),
+        None => parse_records(
+            &hook.decoding(&source.params.0),
+            &body,
+            &limits,
+            // A thin push's records go to a worker as values.
+            (!hook.thin()).then_some(path.as_deref()),
+        ),
     };
-    let (records, received) = match parsed {
+    let records = match parsed {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -205,7 +213,6 @@ async fn accept(
     meta.insert("delivery_id".into(), json!(delivery_id));
     meta.insert("content_type".into(), json!(push.header("content-type")));
     hook.metadata(push, &mut meta);
-    let path = hook.entity_id_path(&source.params.0);
     // One copy of the records per stream but the last, which takes them.
     let mut records = Some(records);
     let mut jobs = Vec::with_capacity(streams.len());
@@ -214,16 +221,22 @@ async fn accept(
             records.take()
         } else {
             records.clone()
-        }
-        .unwrap_or_default();
-        let (payload, events) = if hook.thin() {
-            (Some(Value::Array(mine)), None)
-        } else {
-            let mut events = new_events(mine, path.as_deref(), None);
-            if let [one] = events.as_mut_slice() {
-                one.received = received.clone();
+        };
+        let (payload, events) = match mine {
+            Some(Records::Received { text, entity_id }) => (
+                None,
+                Some(vec![NewEvent {
+                    payload_in: Payload::Received(text),
+                    entity_id,
+                    original_event_id: None,
+                    origin: None,
+                }]),
+            ),
+            Some(Records::Values(values)) if hook.thin() => (Some(Value::Array(values)), None),
+            Some(Records::Values(values)) => {
+                (None, Some(new_events(values, path.as_deref(), None)))
             }
-            (None, Some(events))
+            None => (None, Some(Vec::new())),
         };
         jobs.push(IngestJob {
             new: NewJob {
@@ -301,32 +314,56 @@ fn query_record(query: &str) -> Result<Vec<Value>, ApiError> {
     Ok(vec![Value::Object(record)])
 }
 
-/// The records of a push, as the source's connector says its body is written, and the body's
-/// text when it is the one record (stored as received: see [`JsonText::received`]).
+/// A push's records.
+#[derive(Clone)]
+enum Records {
+    Values(Vec<Value>),
+    /// The body is the one record: its text, stored as received (see [`JsonText::received`]),
+    /// and its entity id.
+    Received {
+        text: JsonText,
+        entity_id: Option<String>,
+    },
+}
+
+/// The records of a push, as the source's connector says its body is written. With
+/// `received_id`, a JSON body that is one record is kept as its text, not parsed into a
+/// value, and its entity id is read at that path.
 fn parse_records(
     decoding: &Decoding,
     body: &[u8],
     limits: &decode::DecodeLimits,
-) -> Result<(Vec<Value>, Option<JsonText>), ApiError> {
+    received_id: Option<Option<&str>>,
+) -> Result<Records, ApiError> {
     match decoding.format {
-        BodyFormat::Csv => Ok((decode::csv_records(body, limits)?, None)),
+        BodyFormat::Csv => Ok(Records::Values(decode::csv_records(body, limits)?)),
         BodyFormat::Text => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
-            Ok((vec![Value::String(text.to_string())], None))
+            Ok(Records::Values(vec![Value::String(text.to_string())]))
         }
         BodyFormat::Json => {
-            let mut doc: Value = parse_json(body)?;
             let path = decoding.records_path.as_str();
+            let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            if let (Some(id_path), "", false) = (received_id, path, list) {
+                let text = std::str::from_utf8(body).ok().map(JsonText::received);
+                let id = match id_path {
+                    Some(p) => scan::value_at(body, p),
+                    None => scan::check(body).map(|()| None),
+                };
+                if let (Some(text), Ok(found)) = (text, id) {
+                    limits.check_records(body.len(), 1)?;
+                    let entity_id = found.and_then(|v| connectors::entity_id(&v, Some("")));
+                    return Ok(Records::Received { text, entity_id });
+                }
+                // Not JSON: parsing it again says where.
+            }
+            let mut doc: Value = parse_json(body)?;
             // The records are taken out of the document, not copied (a push's body is its
             // largest allocation).
-            let mut whole = None;
             let records = match connectors::take_at_path(&mut doc, path) {
                 Some(Value::Array(items)) => items,
-                Some(one) if path.is_empty() => {
-                    whole = std::str::from_utf8(body).ok().map(JsonText::received);
-                    vec![one]
-                }
+                Some(one) if path.is_empty() => vec![one],
                 _ => {
                     return Err(ApiError::BadRequest(format!(
                         "The body has no list at `{path}` (the source's records_path)."
@@ -334,7 +371,7 @@ fn parse_records(
                 }
             };
             limits.check_records(body.len(), records.len())?;
-            Ok((records, whole))
+            Ok(Records::Values(records))
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::connectors::{entity_id, Registry};
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::store::{Job, NewEvent, NewJob, Store, Stream};
+use crate::store::{Job, NewEvent, NewJob, Payload, Store, Stream};
 
 pub use events::{Replica, ReplicaSet};
 
@@ -94,10 +94,9 @@ pub fn new_events(
         .into_iter()
         .map(|p| NewEvent {
             entity_id: entity_id(&p, path),
-            payload_in: p,
+            payload_in: Payload::Value(p),
             original_event_id: originals.as_mut().and_then(|o| o.next()),
             origin: None,
-            received: None,
         })
         .collect()
 }

@@ -12,7 +12,8 @@ use super::handoff::{Claim, Handed, Spilled};
 use super::columns::{columns, unnest};
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
 use super::{
-    on_pool, Backend, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Store, StoreResult, Val,
+    on_pool, Backend, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Payload, Store,
+    StoreResult, Val,
 };
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
@@ -255,6 +256,9 @@ pub(in crate::store) struct Rows {
     pub(in crate::store) handed: Vec<Handed>,
     /// Events inserted claimed whose ids alone wait for this process's workers.
     pub(in crate::store) spilled: Vec<Spilled>,
+    /// Events given places in the queue but inserted unclaimed instead (see
+    /// [`Rows::add_events`]): their places are to be given back.
+    pub(in crate::store) released: usize,
 }
 
 impl Rows {
@@ -283,7 +287,23 @@ impl Rows {
                 to: EventStatus::New.as_str(),
                 details: json!({}),
             });
-            let payload_in = Some(e.received.unwrap_or_else(|| JsonText::of(&e.payload_in)));
+            let (payload_in, value) = match e.payload_in {
+                Payload::Value(v) => (JsonText::of(&v), Some(v)),
+                Payload::Received(text) => (text, None),
+            };
+            // Received text is parsed only for an event handed to the workers at once. It
+            // parsed when received (`ingest::scan` reads by the same rules), so this does not
+            // fail; if it did, the event would be stored unclaimed, for any worker to read.
+            let (hand, value) = match (hand, value) {
+                (Some((claim, job)), None) if !claim.spilled => match payload_in.value() {
+                    Ok(v) => (Some((claim, job)), Some(v)),
+                    Err(_) => {
+                        self.released += 1;
+                        (None, None)
+                    }
+                },
+                other => other,
+            };
             if let Some((claim, _)) = hand.filter(|(c, _)| c.spilled) {
                 self.spilled.push(Spilled {
                     id,
@@ -300,7 +320,7 @@ impl Rows {
                         status: EventStatus::New,
                         data_type: data_type.to_string(),
                         entity_id: e.entity_id.clone(),
-                        payload_in: Some(Json(e.payload_in)),
+                        payload_in: value.map(Json),
                         payload_out: None,
                         error_code: None,
                         message: None,
@@ -329,7 +349,7 @@ impl Rows {
                 status: EventStatus::New.as_str(),
                 data_type: data_type.to_string(),
                 entity_id: e.entity_id,
-                payload_in,
+                payload_in: Some(payload_in),
                 payload_out: None,
                 retries_remaining: None,
                 next_attempt_at: Some(now),

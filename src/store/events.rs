@@ -11,14 +11,22 @@ use crate::domain::Timestamp;
 /// An event a job's source produced.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub payload_in: Value,
-    /// `payload_in` as the sender wrote it, when the record is a whole body received (stored
-    /// as it came, not written again from the value).
-    pub received: Option<JsonText>,
+    pub payload_in: Payload,
     pub entity_id: Option<String>,
     pub original_event_id: Option<Uuid>,
     /// Where the record came from, when its source says (the file it was read from).
     pub origin: Option<String>,
+}
+
+/// A new event's record.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A value, written as JSON text when stored.
+    Value(Value),
+    /// A whole body as received: valid JSON text, stored as it came (a webhook's body is an
+    /// order's largest part; the sender's text keeps every digit a parsed number may round).
+    /// It is parsed only if this process's workers take the event at once.
+    Received(JsonText),
 }
 
 /// Which open events an abort ends.

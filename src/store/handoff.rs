@@ -335,7 +335,7 @@ impl Handoff {
     }
 
     /// The push holding `n` reserved places in the queue and `m` in the spill stored nothing.
-    fn cancel(&self, (n, m): (usize, usize)) {
+    pub(in crate::store) fn cancel(&self, (n, m): (usize, usize)) {
         let mut s = self.state();
         s.reserved -= n;
         s.reserved_spill -= m;

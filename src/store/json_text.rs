@@ -25,6 +25,11 @@ impl JsonText {
         JsonText(text.into())
     }
 
+    /// The value the text holds.
+    pub fn value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -53,7 +53,7 @@ pub use audit::{AuditEntry, AuditSlot};
 pub use cache::FRESH;
 pub(crate) use dialect::BeginWrite;
 pub(in crate::store) use dialect::StatementText;
-pub use events::{AbortScope, NewEvent};
+pub use events::{AbortScope, NewEvent, Payload};
 pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;
 pub use json_text::JsonText;

@@ -98,6 +98,11 @@ impl Store {
             };
             ids.push(id);
         }
+        let released = std::mem::take(&mut rows.released);
+        if let (Some(h), true) = (&handoff, released > 0) {
+            h.cancel((released, 0));
+            (reserved, unclaimed) = (reserved - released, unclaimed + released);
+        }
         let handed = handoff.filter(|_| reserved + unclaimed > 0).map(|h| {
             let events = std::mem::take(&mut rows.handed);
             let spilled = std::mem::take(&mut rows.spilled);

@@ -707,7 +707,50 @@ async fn every_way_in_names_the_same_entity(db: Db) {
     }
 }
 
+/// A push whose body is one JSON record is stored as its text, not parsed into a value first:
+/// its entity id is still read where the source says (through lists, a key given twice
+/// counting as its last, a number as its text), and a body nested past the parser's limit or
+/// cut short is still refused with nothing stored.
+async fn one_record_pushes_name_their_entity(db: Db) {
+    let (_env, s) = start(db).await;
+    let sink = Sink::ok().await;
+    let hook = http_stream(
+        &s,
+        &sink,
+        json!({"entity_id_path": "order.lines.1.sku"}),
+        json!({}),
+    )
+    .await;
+    let headers = [("content-type", "application/json".to_string())];
+    let body = br#" {"order": {"lines": [{"sku": "A-1"}, {"sku": "B-2"}]},
+                     "order": {"lines": [{"sku": "C-3"}, {"sku": 42}]}} "#;
+    let (status, r) = push(&s, &hook, body, &headers).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let job = r["job_id"].as_str().unwrap();
+    wait_for_job(&s, job).await;
+    let events = events_of(&s, job).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["entity_id"], "42", "{:?}", events[0]);
+    assert_eq!(
+        events[0]["payload_in"],
+        json!({"order": {"lines": [{"sku": "C-3"}, {"sku": 42}]}})
+    );
+    assert_eq!(sink.received().len(), 1);
+
+    let deep = "{\"a\":".repeat(200) + "1" + &"}".repeat(200);
+    for bad in [deep.as_bytes(), br#"{"order": {"lines": []}"#.as_slice()] {
+        let (status, p) = push(&s, &hook, bad, &headers).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("not valid JSON"),
+            "{p}"
+        );
+    }
+    assert_eq!(jobs(&s).await.len(), 1, "nothing else stored");
+}
+
 both_stores!(
+    one_record_pushes_name_their_entity,
     signed_shopify_push_is_stored_before_202,
     every_way_in_names_the_same_entity,
     unverified_pushes_are_401_and_store_nothing,

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
     AbortScope, Attempt, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff,
-    IngestJob, Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Source,
-    SourceCursor, SourceRead, Store, Stream, Transformation,
+    IngestJob, Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Payload,
+    Source, SourceCursor, SourceRead, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -125,11 +125,10 @@ impl Fixture {
     async fn job_with_events(&self, n: usize) -> (Uuid, Vec<Uuid>) {
         let events = (0..n)
             .map(|i| NewEvent {
-                payload_in: json!({"n": i}),
+                payload_in: Payload::Value(json!({"n": i})),
                 entity_id: Some(format!("e{i}")),
                 original_event_id: None,
                 origin: None,
-                received: None,
             })
             .collect();
         let (job, ids) = self
@@ -334,11 +333,10 @@ async fn changes_committed_together_each_answer_for_their_own_event(db: Db) {
 /// A record a source read: `{"sku": sku}`, its entity `sku`.
 fn read_record(sku: &str) -> NewEvent {
     NewEvent {
-        payload_in: json!({"sku": sku}),
+        payload_in: Payload::Value(json!({"sku": sku})),
         entity_id: Some(sku.into()),
         original_event_id: None,
         origin: None,
-        received: None,
     }
 }
 
@@ -530,12 +528,11 @@ async fn jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer
         .is_empty());
 
     let events = vec![NewEvent {
-        payload_in: json!({"a": 1}),
+        // Stored as the sender wrote it, read back as the value it holds.
+        payload_in: Payload::Received(JsonText::received("{ \"a\" :  1 }")),
         entity_id: None,
         original_event_id: None,
         origin: None,
-        // Stored as the sender wrote it, read back as the value it holds.
-        received: Some(JsonText::received("{ \"a\" :  1 }")),
     }];
     let other = Uuid::now_v7();
     assert!(!f
@@ -1190,11 +1187,10 @@ async fn a_step_the_domain_does_not_allow_changes_no_job(db: Db) {
             .source_ended
     );
     let events = vec![NewEvent {
-        payload_in: json!({}),
+        payload_in: Payload::Value(json!({})),
         entity_id: None,
         original_event_id: None,
         origin: None,
-        received: None,
     }];
     assert!(!f
         .store
@@ -1306,11 +1302,10 @@ async fn a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged(db: Db) 
             new: f.new_job("webhook"),
             data_type: "orders".into(),
             events: Some(vec![NewEvent {
-                payload_in: json!({"id": 1}),
+                payload_in: Payload::Value(json!({"id": 1})),
                 entity_id: Some("1".into()),
                 original_event_id: None,
                 origin: None,
-                received: None,
             }]),
         }]
     };
@@ -1519,11 +1514,10 @@ async fn a_follower_sees_each_entry_of_many_writers_once_in_commit_order(db: Db)
             for i in 0..jobs_each {
                 let events = (0..2)
                     .map(|k| NewEvent {
-                        payload_in: json!({"w": w, "i": i, "k": k}),
+                        payload_in: Payload::Value(json!({"w": w, "i": i, "k": k})),
                         entity_id: None,
                         original_event_id: None,
                         origin: None,
-                        received: None,
                     })
                     .collect();
                 let (job, _) = f
@@ -1998,11 +1992,10 @@ fn push_of(f: &Fixture, n: usize) -> Vec<IngestJob> {
         events: Some(
             (0..n)
                 .map(|i| NewEvent {
-                    payload_in: json!({"id": i}),
+                    payload_in: Payload::Value(json!({"id": i})),
                     entity_id: Some(i.to_string()),
                     original_event_id: None,
                     origin: None,
-                    received: None,
                 })
                 .collect(),
         ),

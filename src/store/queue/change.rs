@@ -623,8 +623,7 @@ mod tests {
             run_at: now,
         };
         let record = NewEvent {
-            payload_in: serde_json::json!({"n": 1}),
-            received: None,
+            payload_in: crate::store::Payload::Value(serde_json::json!({"n": 1})),
             entity_id: None,
             original_event_id: None,
             origin: None,
