@@ -8,8 +8,8 @@ use uuid::Uuid;
 use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
     AbortScope, Attempt, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff,
-    IngestJob, Ingested, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob, Payload,
-    Source, SourceCursor, SourceRead, Store, Stream, Transformation,
+    IngestJob, Ingested, Job, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob,
+    Payload, Source, SourceCursor, SourceRead, Store, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -211,7 +211,73 @@ fn step(to: Option<EventStatus>, output: bool) -> EventChange {
     }
 }
 
+/// Events and jobs carry their organisation and stream without foreign keys of their own
+/// (only the job's, and the job's stream's): deleting a stream still deletes its jobs, their
+/// events and their attempts, and leaves other streams' alone.
+async fn deleting_a_stream_deletes_its_jobs_events_and_attempts(db: Db) {
+    let f = fixture(db).await;
+    let other = Stream {
+        id: Uuid::now_v7(),
+        title: "other".into(),
+        ..f.stream.clone()
+    };
+    f.store.insert(&other).await.unwrap();
+    let (job, ids) = f.job_with_events(2).await;
+    let kept = f
+        .store
+        .create_job_with_events(
+            NewJob {
+                stream_id: other.id,
+                ..f.new_job("upload")
+            },
+            "orders",
+            vec![NewEvent {
+                payload_in: Payload::Value(json!({"kept": true})),
+                entity_id: None,
+                original_event_id: None,
+                origin: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let token = Uuid::now_v7();
+    let held = f.store.claim_events(token, 10, lease()).await.unwrap();
+    let mine = held.iter().find(|e| e.id == ids[0]).unwrap();
+    let attempt = success(&f, Some("OK"));
+    let attempt_id = attempt.id;
+    assert!(f
+        .store
+        .change_event(
+            mine,
+            token,
+            step(Some(EventStatus::Transformed), true),
+            None
+        )
+        .await
+        .unwrap());
+    let transformed = f.event(ids[0]).await;
+    assert!(f
+        .store
+        .change_event(
+            &transformed,
+            token,
+            step(Some(EventStatus::Ok), false),
+            Some(attempt)
+        )
+        .await
+        .unwrap());
+    f.store.get::<Attempt>(f.org, attempt_id).await.unwrap();
+
+    f.store.delete::<Stream>(f.org, f.stream.id).await.unwrap();
+    assert!(f.store.get::<Job>(f.org, job).await.is_err());
+    assert!(f.store.events_by_id(f.org, &ids).await.unwrap().is_empty());
+    assert!(f.store.get::<Attempt>(f.org, attempt_id).await.is_err());
+    f.store.get::<Job>(f.org, kept.0.id).await.unwrap();
+    assert_eq!(f.store.events_by_id(f.org, &kept.1).await.unwrap().len(), 1);
+}
+
 both_stores!(
+    deleting_a_stream_deletes_its_jobs_events_and_attempts,
     jobs_are_claimed_once_under_a_lease_and_completed_only_by_their_claimer,
     events_are_claimed_once_and_changed_only_under_their_token,
     a_claim_leaves_out_the_streams_it_is_told_to,
