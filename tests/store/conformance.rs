@@ -299,6 +299,7 @@ both_stores!(
     pushed_events_are_handed_over_claimed_up_to_the_capacity,
     handed_events_are_freed_by_their_lease_or_their_token,
     events_beyond_the_handoff_are_spilled_claimed_and_read_back_by_id,
+    received_records_are_handed_over_as_values,
     an_entity_takes_the_outcome_of_its_newest_finished_event,
     a_source_s_read_state_is_stored_with_its_events_by_one_run_only,
     records_a_read_refuses_are_stored_as_errors_and_the_read_goes_on,
@@ -2151,6 +2152,65 @@ async fn pushed_events_are_handed_over_claimed_up_to_the_capacity(db: Db) {
         .unwrap();
     assert_eq!(handoff.waiting(), 3);
     assert_eq!(claim_now(&f).await, 1);
+}
+
+/// A pushed record kept as received text is handed to the workers as the value it holds. A
+/// text that does not read as a value within the parser's limits (never so from ingest, whose
+/// scan reads by the same rules) is stored unclaimed, for any worker, and its place in the
+/// handoff is given back. (A worker could not read it either: ingest never stores one.)
+async fn received_records_are_handed_over_as_values(db: Db) {
+    let f = fixture(db).await;
+    let handoff = Handoff::new(2, 0, lease());
+    f.store.set_handoff(Some(handoff.clone()));
+    let received = |text: &str| {
+        vec![IngestJob {
+            new: f.new_job("webhook"),
+            data_type: "orders".into(),
+            events: Some(vec![NewEvent {
+                payload_in: Payload::Received(JsonText::received(text)),
+                entity_id: None,
+                original_event_id: None,
+                origin: None,
+            }]),
+        }]
+    };
+    f.store
+        .ingest(
+            f.source.id,
+            None,
+            received(r#"{"n": 1.50, "a": [1]}"#),
+            None,
+        )
+        .await
+        .unwrap();
+    let handed = handoff.take(10);
+    assert_eq!(handed.len(), 1);
+    assert_eq!(
+        handed[0].event.payload_in.as_ref().map(|p| &p.0),
+        Some(&json!({"n": 1.5, "a": [1]}))
+    );
+
+    // Nested past serde_json's limit: both databases keep it, no value can be made of it.
+    let deep = "[".repeat(200) + &"]".repeat(200);
+    let Ingested::Created(jobs) = f
+        .store
+        .ingest(f.source.id, None, received(&deep), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the push is stored");
+    };
+    assert_eq!(handoff.waiting(), 0);
+    // Its place was given back: the handoff holds its whole capacity again.
+    f.store
+        .ingest(f.source.id, None, push_of(&f, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(handoff.waiting(), 2);
+    assert_eq!(
+        f.store.job_counts(jobs[0]).await.unwrap(),
+        vec![(EventStatus::New, 1)]
+    );
 }
 
 async fn handed_events_are_freed_by_their_lease_or_their_token(db: Db) {

@@ -385,33 +385,57 @@ const SEED: &[&str] = &[
     "INSERT INTO streams (id, org_id, title, data_type, source_id, transformation_id, \
      destination_id, active, test_mode, settings, created_at, updated_at) \
      VALUES (X'05', X'01', 'st', 'orders', X'02', X'03', X'04', 1, 0, '{}', 't', 't')",
-    "INSERT INTO jobs (id, org_id, stream_id, status, trigger, settings, payload, run_at, \
-     attempt, claim_token, aggregate_attempts, created_at, updated_at, finished_at) \
-     VALUES (X'06', X'01', X'05', 'FINISHED', 'webhook', '{\"w\":1}', NULL, 'r', 2, X'AA', 1, \
-     'c', 'u', 'f')",
+    "INSERT INTO jobs (id, org_id, stream_id, status, trigger, message, settings, payload, \
+     original_job_id, run_at, attempt, claim_token, claimed_by, lease_expires_at, source_done_at, \
+     aggregate_next_at, aggregate_attempts, created_at, updated_at, started_at, finished_at) \
+     VALUES (X'06', X'01', X'05', 'FINISHED', 'webhook', 'j-message', '{\"w\":1}', '[1]', X'09', \
+     'j-run', 2, X'AA', 'j-worker', 'j-lease', 'j-source-done', 'j-aggregate', 3, 'j-created', \
+     'j-updated', 'j-started', 'j-finished')",
     "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, payload_in, \
-     payload_out, retries_remaining, attempt_count, ignored, created_at, updated_at, \
-     transform_logs, origin, destination_ref) VALUES (X'07', X'01', X'05', X'06', 'OK', 'orders', \
-     'e-1', '{\"n\": 1.50}', '{\"m\":2}', 3, 1, 1, 'c', 'u', '[]', 'file.csv', 'ref-9')",
+     payload_out, error_code, message, retries_remaining, next_attempt_at, last_attempt_at, \
+     attempt_count, claim_token, lease_expires_at, original_event_id, ignored, created_at, \
+     updated_at, transform_logs, origin, destination_ref) VALUES (X'07', X'01', X'05', X'06', \
+     'OK', 'orders', 'e-1', '{\"n\": 1.50}', '{\"m\":2}', 'e-code', 'e-message', 4, 'e-next', \
+     'e-last', 5, X'BB', 'e-lease', X'0A', 1, 'e-created', 'e-updated', '[\"log\"]', 'file.csv', \
+     'ref-9')",
     "INSERT INTO delivery_attempts (id, org_id, event_id, job_id, destination_id, started_at, \
-     finished_at, outcome, http_status, http_status_name, response_excerpt, duration_ms) \
-     VALUES (X'08', X'01', X'07', X'06', X'04', 's', 'f', 'SUCCESS', 200, 'OK', 'fine', 12)",
+     finished_at, outcome, error_code, http_status, http_status_name, response_excerpt, \
+     duration_ms) VALUES (X'08', X'01', X'07', X'06', X'04', 'a-started', 'a-finished', 'SUCCESS', \
+     'a-code', 200, 'OK', 'a-excerpt', 12)",
 ];
 
-/// Every row of the tables migration 13 rebuilds on SQLite, each as the text of its values.
-async fn rebuilt_rows(pool: &sqlx::SqlitePool) -> Vec<String> {
+/// The tables migration 13 rebuilds on SQLite.
+const REBUILT: [&str; 3] = ["jobs", "events", "delivery_attempts"];
+
+/// Each rebuilt table's columns, in their order.
+async fn rebuilt_columns(pool: &sqlx::SqlitePool) -> Vec<(&'static str, Vec<String>)> {
     let mut out = Vec::new();
-    for table in ["jobs", "events", "delivery_attempts"] {
+    for table in REBUILT {
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
                 .bind(table)
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        let quoted: Vec<String> = columns.iter().map(|c| format!("quote({c})")).collect();
+        out.push((table, columns));
+    }
+    out
+}
+
+/// Every row of the rebuilt tables, each as `column=value` for the columns named.
+async fn rebuilt_rows(
+    pool: &sqlx::SqlitePool,
+    columns: &[(&'static str, Vec<String>)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, columns) in columns {
+        let named: Vec<String> = columns
+            .iter()
+            .map(|c| format!("'{c}=' || quote({c})"))
+            .collect();
         let sql = format!(
             "SELECT '{table}: ' || {} FROM {table} ORDER BY id",
-            quoted.join(" || ',' || ")
+            named.join(" || ', ' || ")
         );
         out.extend(
             sqlx::query_scalar::<_, String>(&sql)
@@ -421,6 +445,17 @@ async fn rebuilt_rows(pool: &sqlx::SqlitePool) -> Vec<String> {
         );
     }
     out
+}
+
+/// The rebuilt tables' indexes as SQLite keeps them: name and statement.
+async fn rebuilt_indexes(pool: &sqlx::SqlitePool) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' \
+         AND tbl_name IN ('jobs', 'events', 'delivery_attempts') ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 /// Migration 13 rebuilds SQLite's jobs, events and delivery attempts to drop foreign keys
@@ -446,11 +481,24 @@ async fn sqlite_tables_rebuilt_by_a_migration_keep_every_row() {
     for sql in SEED {
         sqlx::query(sql).execute(&lite).await.unwrap();
     }
-    let before = rebuilt_rows(&lite).await;
+    let columns = rebuilt_columns(&lite).await;
+    let before = rebuilt_rows(&lite, &columns).await;
     assert_eq!(before.len(), 3, "{before:?}");
+    assert!(
+        before.iter().all(|row| !row.contains("=NULL")),
+        "every column of the seed is set: {before:?}"
+    );
+    let indexes = rebuilt_indexes(&lite).await;
+    assert_eq!(indexes.len(), 21, "{indexes:?}");
 
     all.run(&lite).await.unwrap();
-    assert_eq!(rebuilt_rows(&lite).await, before);
+    assert_eq!(
+        rebuilt_columns(&lite).await,
+        columns,
+        "the columns, in order"
+    );
+    assert_eq!(rebuilt_rows(&lite, &columns).await, before);
+    assert_eq!(rebuilt_indexes(&lite).await, indexes);
     let broken = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(&lite)
         .await
