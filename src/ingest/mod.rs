@@ -195,7 +195,7 @@ async fn accept(
             (!hook.thin()).then_some(path.as_deref()),
         ),
     };
-    let records = match parsed {
+    let mut records = match parsed {
         Ok(r) => r,
         Err(e) => {
             metrics.record_webhook(&source.system, "invalid");
@@ -214,16 +214,15 @@ async fn accept(
     meta.insert("content_type".into(), json!(push.header("content-type")));
     hook.metadata(push, &mut meta);
     // One copy of the records per stream but the last, which takes them.
-    let mut records = Some(records);
     let mut jobs = Vec::with_capacity(streams.len());
     for (i, stream) in streams.iter().enumerate() {
         let mine = if i + 1 == streams.len() {
-            records.take()
+            std::mem::replace(&mut records, Records::Values(Vec::new()))
         } else {
             records.clone()
         };
         let (payload, events) = match mine {
-            Some(Records::Received { text, entity_id }) => (
+            Records::Received { text, entity_id } => (
                 None,
                 Some(vec![NewEvent {
                     payload_in: Payload::Received(text),
@@ -232,11 +231,8 @@ async fn accept(
                     origin: None,
                 }]),
             ),
-            Some(Records::Values(values)) if hook.thin() => (Some(Value::Array(values)), None),
-            Some(Records::Values(values)) => {
-                (None, Some(new_events(values, path.as_deref(), None)))
-            }
-            None => (None, Some(Vec::new())),
+            Records::Values(values) if hook.thin() => (Some(Value::Array(values)), None),
+            Records::Values(values) => (None, Some(new_events(values, path.as_deref(), None))),
         };
         jobs.push(IngestJob {
             new: NewJob {
