@@ -173,10 +173,12 @@ pub fn take_at_path(value: &mut serde_json::Value, path: &str) -> Option<serde_j
     Some(at.take())
 }
 
-/// An entity id read from a record: strings as they are, numbers as text.
+/// An entity id read from a record: strings as they are, numbers as text. An id is a name to
+/// find the record by, kept as text: U+0000 in it, which Postgres cannot keep in text, is
+/// U+FFFD on every store (the record's data keeps it, see `store::nul`).
 pub fn entity_id(record: &serde_json::Value, path: Option<&str>) -> Option<String> {
     match at_path(record, path?)? {
-        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::String(s) => Some(crate::store::printable_ref(s).into_owned()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }

@@ -154,28 +154,6 @@ async fn step(
             }
             Ok(Output::Records(outputs)) => outputs,
         };
-        // An output the store cannot keep is the transformation's error, found before
-        // anything is sent (sent first, its outcome could not be stored).
-        if let Some(why) = outputs.iter().enumerate().find_map(|(i, out)| {
-            store.unstorable(out).map(|why| match outputs.len() {
-                1 => format!("the output: {why}"),
-                n => format!("output {} of {n}: {why}", i + 1),
-            })
-        }) {
-            let change = EventChange {
-                to: Some(EventStatus::Error),
-                error_code: Some(Some(ErrorCode::TransformError.as_str().into())),
-                message: Some(Some(format!(
-                    "{why}; nothing was sent. Remove the character in the transformation, then \
-                     replicate the event."
-                ))),
-                next_attempt_at: Some(None),
-                logs: Some(logs),
-                release: true,
-                ..Default::default()
-            };
-            return store.change_event(ev, token, change, None).await;
-        }
         let output = if outputs.is_empty() {
             Value::Null
         } else {

@@ -38,12 +38,6 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
             deadline.as_secs()
         ))),
     };
-    // A record the store cannot keep as it came is stored changed, as an ERROR event that is
-    // never sent, and the read goes on past it (instead of failing on every run).
-    let read = read.map(|mut run| {
-        run.read.refused = refuse_unstorable(store, &mut run.events);
-        run
-    });
     match read {
         Ok(run) => {
             let n = run.events.len();
@@ -90,35 +84,6 @@ pub async fn run(engine: &Engine, job: Job, token: Uuid) {
             tracing::warn!(job = %job.id, error = %e, "storage failed while running the job; it will be retried");
         }
     }
-}
-
-/// The records read that the store cannot keep as they came (Postgres and U+0000): each is
-/// made storable (U+FFFD in its place, see `store::nul`) and named with why, for
-/// [`SourceRead::refused`].
-fn refuse_unstorable(store: &crate::store::Store, events: &mut [NewEvent]) -> Vec<(usize, String)> {
-    let total = events.len();
-    let mut refused = Vec::new();
-    for (i, ev) in events.iter_mut().enumerate() {
-        // A source's records are values (only a webhook's body is kept as received text).
-        let Payload::Value(value) = &mut ev.payload_in else {
-            continue;
-        };
-        let Some(why) = store.unstorable(value) else {
-            continue;
-        };
-        *value = crate::store::printable_value(std::mem::take(value));
-        ev.entity_id = ev.entity_id.take().map(crate::store::printable);
-        refused.push((
-            i,
-            format!(
-                "record {} of {total} read: {why}; it is stored with U+FFFD in its place and \
-                 not sent. Fix the record at the source, or replicate this event with its \
-                 payload corrected.",
-                i + 1
-            ),
-        ));
-    }
-    refused
 }
 
 /// The after-commit step of a read (archive or delete the files read), bounded like a run.
@@ -243,7 +208,6 @@ async fn read(engine: &Engine, job: &Job) -> Result<Run, Failure> {
         read: SourceRead {
             cursor,
             summary: reading.summary,
-            refused: Vec::new(),
         },
         settle: reading.settle,
         params: source.params.0.clone(),

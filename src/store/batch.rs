@@ -196,10 +196,6 @@ pub(in crate::store) struct EventRow {
     pub(in crate::store) next_attempt_at: Option<Timestamp>,
     pub(in crate::store) original_event_id: Option<Uuid>,
     pub(in crate::store) origin: Option<String>,
-    /// Why the event is stored as ERROR (a record the store refused as read, see
-    /// [`Rows::refuse`]).
-    pub(in crate::store) error_code: Option<String>,
-    pub(in crate::store) message: Option<String>,
     /// Inserted claimed (handed to this process's workers, see [`super::handoff`]).
     pub(in crate::store) claim: Option<Claim>,
     /// When the event came to be (its push's receipt, its split): also its `updated_at`.
@@ -214,8 +210,7 @@ pub(in crate::store) fn events_insert<'a>(
         backend,
         "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, entity_id, \
          payload_in, payload_out, retries_remaining, next_attempt_at, original_event_id, origin, \
-         attempt_count, ignored, created_at, updated_at, claim_token, lease_expires_at, \
-         error_code, message)",
+         attempt_count, ignored, created_at, updated_at, claim_token, lease_expires_at)",
         rows.into_iter().map(|r| {
             vec![
                 Val::from(r.id),
@@ -237,8 +232,6 @@ pub(in crate::store) fn events_insert<'a>(
                 Val::from(r.created_at),
                 Val::from(r.claim.map(|c| c.token)),
                 Val::Ts(r.claim.map(|c| c.lease_end)),
-                Val::Text(r.error_code.clone()),
-                Val::Text(r.message.clone()),
             ]
         }),
     )
@@ -355,47 +348,11 @@ impl Rows {
                 next_attempt_at: Some(now),
                 original_event_id: e.original_event_id,
                 origin: e.origin,
-                error_code: None,
-                message: None,
                 claim: hand.map(|(c, _)| c),
                 created_at: now,
             });
         }
         ids
-    }
-
-    /// Makes the `i`th event added (see [`Rows::add_events`], not handed to workers) one
-    /// stored as ERROR with `code` and `message`: a record read that the store cannot keep as
-    /// it came, kept changed (see `store::nul`) and never sent. Its entity takes the outcome.
-    pub(in crate::store) fn refuse(&mut self, i: usize, code: &str, message: &str) {
-        let Some(ev) = self.events.get_mut(i) else {
-            return;
-        };
-        ev.status = EventStatus::Error.as_str();
-        ev.next_attempt_at = None;
-        ev.error_code = Some(code.to_string());
-        ev.message = Some(super::printable_ref(message).into_owned());
-        self.logs.push(LogWrite {
-            org_id: ev.org_id,
-            kind: "EVENT_STATUS_CHANGE",
-            stream_id: ev.stream_id,
-            job_id: ev.job_id,
-            event_id: Some(ev.id),
-            from: Some(EventStatus::New.as_str()),
-            to: EventStatus::Error.as_str(),
-            details: json!({"error_code": code}),
-        });
-        if let Some(entity) = &ev.entity_id {
-            self.entities.push(EntityRow {
-                org: ev.org_id,
-                data_type: ev.data_type.clone(),
-                entity: entity.clone(),
-                status: EventStatus::Error.as_str(),
-                event: ev.id,
-                code: ev.error_code.clone(),
-                message: ev.message.clone(),
-            });
-        }
     }
 
     /// Whether any of these rows is work for whichever worker claims it: an event not handed

@@ -69,7 +69,8 @@ impl Column {
             Column::Text(_) => "text[]",
             Column::Bool(_) => "bool[]",
             Column::Int(_) => "int8[]",
-            Column::Json(_) | Column::JsonText(_) => "jsonb[]",
+            Column::Json(_) => "jsonb[]",
+            Column::JsonText(_) => "json[]",
             Column::Ts(_) => "timestamptz[]",
             Column::Bytes(_) => "bytea[]",
         }
@@ -143,7 +144,7 @@ impl Val {
 
 impl PgHasArrayType for JsonText {
     fn array_type_info() -> PgTypeInfo {
-        <Vec<Value> as Type<Postgres>>::type_info()
+        super::json_text::JSON_ARRAY
     }
 }
 
@@ -178,7 +179,8 @@ impl Encode<'_, Postgres> for Column {
             Column::Text(_) => <Vec<Option<String>> as Type<Postgres>>::type_info(),
             Column::Bool(_) => <Vec<bool> as Type<Postgres>>::type_info(),
             Column::Int(_) => <Vec<Option<i64>> as Type<Postgres>>::type_info(),
-            Column::Json(_) | Column::JsonText(_) => <Vec<Value> as Type<Postgres>>::type_info(),
+            Column::Json(_) => <Vec<Value> as Type<Postgres>>::type_info(),
+            Column::JsonText(_) => super::json_text::JSON_ARRAY,
             Column::Ts(_) => <Vec<Option<DateTime<Utc>>> as Type<Postgres>>::type_info(),
             Column::Bytes(_) => <Vec<Vec<u8>> as Type<Postgres>>::type_info(),
         })

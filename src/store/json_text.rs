@@ -1,4 +1,4 @@
-//! JSON already serialised, bound as `jsonb` (Postgres) or text (SQLite) without being parsed
+//! JSON already serialised, bound as `json` (Postgres) or text (SQLite) without being parsed
 //! or serialised again. A payload is serialised once, by the request or worker that made it,
 //! and the group-commit writer (one task for many requests) only copies its bytes; cloning it
 //! for a retried batch is a reference count, not a copy of a value tree.
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
 use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo};
 use sqlx::{Encode, Postgres, Sqlite, Type};
@@ -44,16 +45,23 @@ impl JsonText {
     }
 }
 
+/// Postgres's `json` (a built-in type: its id is fixed).
+pub(in crate::store) const JSON: PgTypeInfo = PgTypeInfo::with_oid(Oid(114));
+/// Postgres's `json[]`.
+pub(in crate::store) const JSON_ARRAY: PgTypeInfo = PgTypeInfo::with_oid(Oid(199));
+
+/// Bound as `json`: Postgres checks the text and keeps it (the payload columns are `json`, see
+/// `migrations/postgres/0014_json_payloads.sql`). Into a `jsonb` column it is converted as it
+/// is stored.
 impl Type<Postgres> for JsonText {
     fn type_info() -> PgTypeInfo {
-        <serde_json::Value as Type<Postgres>>::type_info()
+        JSON
     }
 }
 
 impl Encode<'_, Postgres> for JsonText {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        // jsonb's binary form: a version byte, then the text.
-        buf.push(1);
+        // `json`'s binary form is its text.
         buf.extend_from_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }

@@ -58,7 +58,7 @@ pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;
 pub use json_text::JsonText;
 pub use listing::{message_contains, payload_contains};
-pub use nul::{printable, printable_ref, printable_value};
+pub use nul::{printable, printable_ref};
 pub use people::{Credentials, PasswordLink, SecondFactor, Session, SessionIdentity};
 pub use push::{IngestJob, Ingested};
 pub use queue::{Completion, Delivery, EventChange, NewAttempt, SourceCursor, SourceRead};
@@ -125,8 +125,7 @@ pub enum StoreError {
     /// A unique constraint refused the write.
     #[error("{0}")]
     Duplicate(String),
-    /// The database refused a value the client sent (Postgres cannot store U+0000 in text
-    /// or JSON).
+    /// The database refused a value the client sent (Postgres cannot store U+0000 in text).
     #[error("{0}")]
     Invalid(String),
     /// The database could not be reached or no connection was free in time.
@@ -159,13 +158,13 @@ impl From<sqlx::Error> for StoreError {
                     ErrorKind::UniqueViolation => StoreError::Duplicate(
                         "an object with the same unique name already exists".into(),
                     ),
-                    // Postgres: untranslatable character (\u0000 in JSON), or a NUL byte in
-                    // text.
+                    // Postgres: untranslatable character (\u0000 in `jsonb`), or a NUL byte
+                    // in text.
                     _ if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
                         StoreError::Invalid(
                             "The data contains the character U+0000 (\\u0000), which Postgres \
-                             cannot store in text or JSON; nothing was stored. Remove it and \
-                             send again."
+                             cannot store in text; nothing was stored. Remove it and send \
+                             again."
                                 .into(),
                         )
                     }

@@ -302,7 +302,6 @@ both_stores!(
     received_records_are_handed_over_as_values,
     an_entity_takes_the_outcome_of_its_newest_finished_event,
     a_source_s_read_state_is_stored_with_its_events_by_one_run_only,
-    records_a_read_refuses_are_stored_as_errors_and_the_read_goes_on,
     changes_committed_together_each_answer_for_their_own_event,
 );
 
@@ -430,7 +429,6 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
             state,
         }),
         summary: Some(json!({"files": [{"name": "a.csv", "records": 1}]})),
-        refused: Vec::new(),
     };
     let stored = f
         .store
@@ -466,103 +464,6 @@ async fn a_source_s_read_state_is_stored_with_its_events_by_one_run_only(db: Db)
     assert_eq!(source.read_state.unwrap().0, json!({"read": {"a.csv": 1}}));
     let job: wharf::store::Job = f.store.get(f.org, first.id).await.unwrap();
     assert_eq!(job.settings.0["source"]["files"][0]["name"], "a.csv");
-}
-
-/// Records of a source's read that the store cannot keep as they came are stored (as the
-/// engine made them storable) straight to ERROR, with their reason, logged NEW → ERROR, their
-/// entity taking the outcome; the others are queued, and the read's state moves on. A read
-/// whose every record is refused finishes its job at once.
-async fn records_a_read_refuses_are_stored_as_errors_and_the_read_goes_on(db: Db) {
-    let f = fixture(db).await;
-    f.store.create_job(f.new_job("manual")).await.unwrap();
-    f.store.create_job(f.new_job("manual")).await.unwrap();
-    let token = Uuid::now_v7();
-    let claimed = f
-        .store
-        .claim_jobs("w1", token, 10, lease(), &[])
-        .await
-        .unwrap();
-    let record = read_record;
-    let read = |refused: Vec<(usize, String)>, version: i64| SourceRead {
-        cursor: Some(SourceCursor {
-            source_id: f.source.id,
-            version,
-            state: json!({"page": version + 1}),
-        }),
-        summary: None,
-        refused,
-    };
-    let stored = f
-        .store
-        .complete_source_read(
-            &claimed[0],
-            token,
-            "orders",
-            vec![record("A-1"), record("A-2")],
-            read(vec![(1, "record 2 of 2 read: no".into())], 0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(stored, Completion::Stored);
-    let source: Source = f.store.get(f.org, f.source.id).await.unwrap();
-    assert_eq!(source.read_state.unwrap().0, json!({"page": 1}));
-    let held = f.store.claim_events(token, 10, lease()).await.unwrap();
-    assert_eq!(held.len(), 1, "only the kept record is work");
-    assert_eq!(held[0].entity_id.as_deref(), Some("A-1"));
-    let refused = f
-        .store
-        .job_payloads(claimed[0].id)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(_, p)| p["sku"] == "A-2")
-        .unwrap()
-        .0;
-    let ev: Event = f.store.get(f.org, refused).await.unwrap();
-    assert_eq!(ev.status, EventStatus::Error);
-    assert_eq!(ev.error_code.as_deref(), Some("INVALID_SCHEMA"));
-    assert_eq!(ev.message.as_deref(), Some("record 2 of 2 read: no"));
-    assert_eq!(ev.next_attempt_at, None);
-    let log = f
-        .store
-        .event_log(f.org, LogPosition::default(), 1000)
-        .await
-        .unwrap();
-    let steps: Vec<&str> = log
-        .iter()
-        .filter(|e| e.event_id == Some(refused))
-        .map(|e| e.to_status.as_str())
-        .collect();
-    assert_eq!(steps, ["NEW", "ERROR"]);
-    let q = ListQuery {
-        filters: vec![],
-        after: None,
-        limit: 10,
-        desc: false,
-        sort: None,
-    };
-    let entities = f.store.list::<Entity>(f.org, &q).await.unwrap().items;
-    assert_eq!(entities.len(), 1, "{entities:?}");
-    assert_eq!(entities[0].entity_id, "A-2");
-    assert_eq!(entities[0].last_status, "ERROR");
-
-    // Every record refused: nothing for a worker, and the job finishes at once.
-    let stored = f
-        .store
-        .complete_source_read(
-            &claimed[1],
-            token,
-            "orders",
-            vec![record("B-1")],
-            read(vec![(0, "record 1 of 1 read: no".into())], 1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(stored, Completion::Stored);
-    assert_eq!(
-        f.job_status(claimed[1].id).await,
-        JobStatus::FinishedWithIssues
-    );
 }
 
 /// How many events a fresh worker claims now (at most 10).

@@ -512,6 +512,120 @@ async fn sqlite_tables_rebuilt_by_a_migration_keep_every_row() {
     lite.close().await;
 }
 
+/// A Postgres database made by the migrations before 14: an event with every payload column
+/// set (a number written with a trailing zero, nested values, a key order `jsonb` sorts) and an
+/// event-log row.
+const PG_SEED: &[&str] = &[
+    "INSERT INTO organisations (id, name, created_at, updated_at) \
+     VALUES ('00000000-0000-0000-0000-000000000001', 'o', now(), now())",
+    "INSERT INTO sources (id, org_id, title, system, function, trigger, params, active, \
+     created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000002', \
+     '00000000-0000-0000-0000-000000000001', 's', 'http', 'w', 'webhook', '{}', true, now(), now())",
+    "INSERT INTO transformations (id, org_id, visibility, title, description, data_type, \
+     language, format, code, created_at, updated_at) \
+     VALUES ('00000000-0000-0000-0000-000000000003', '00000000-0000-0000-0000-000000000001', \
+     'private', 't', 'd', 'orders', 'javascript', 'json', 'x', now(), now())",
+    "INSERT INTO destinations (id, org_id, title, system, function, mode, params, retry, \
+     created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000004', \
+     '00000000-0000-0000-0000-000000000001', 'd', 'http', 'p', 'realtime', '{}', '{}', now(), now())",
+    "INSERT INTO streams (id, org_id, title, data_type, source_id, transformation_id, \
+     destination_id, active, test_mode, settings, created_at, updated_at) \
+     VALUES ('00000000-0000-0000-0000-000000000005', '00000000-0000-0000-0000-000000000001', \
+     'st', 'orders', '00000000-0000-0000-0000-000000000002', \
+     '00000000-0000-0000-0000-000000000003', '00000000-0000-0000-0000-000000000004', true, \
+     false, '{}', now(), now())",
+    "INSERT INTO jobs (id, org_id, stream_id, status, trigger, settings, run_at, created_at, \
+     updated_at) VALUES ('00000000-0000-0000-0000-000000000006', \
+     '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000005', \
+     'FINISHED', 'webhook', '{}', now(), now(), now())",
+    "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, payload_in, \
+     payload_out, transform_logs, created_at, updated_at) \
+     VALUES ('00000000-0000-0000-0000-000000000007', '00000000-0000-0000-0000-000000000001', \
+     '00000000-0000-0000-0000-000000000005', '00000000-0000-0000-0000-000000000006', 'OK', \
+     'orders', '{\"zeta\": 1.50, \"a\": [1, {\"é\": \"x\"}], \"big\": 12345678901234567890}', \
+     '{\"m\": null}', '[\"log\"]', now(), now())",
+    "INSERT INTO event_log (org_id, entries, created_at) \
+     VALUES ('00000000-0000-0000-0000-000000000001', \
+     '[{\"type\": \"EVENT_STATUS_CHANGE\", \"to\": \"OK\", \"details\": {\"n\": 2}}]', now())",
+];
+
+/// The payload columns' types, values (as parsed JSON) and compression.
+async fn payload_columns(pg: &sqlx::PgPool) -> (Vec<String>, Vec<serde_json::Value>, Vec<String>) {
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT data_type::text FROM information_schema.columns WHERE (table_name, column_name) \
+         IN (('events', 'payload_in'), ('events', 'payload_out'), ('events', 'transform_logs'), \
+         ('event_log', 'entries')) ORDER BY table_name, column_name",
+    )
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT t FROM (SELECT payload_in::text AS t, 1 AS k FROM events \
+         UNION ALL SELECT payload_out::text, 2 FROM events \
+         UNION ALL SELECT transform_logs::text, 3 FROM events \
+         UNION ALL SELECT entries::text, 4 FROM event_log) x ORDER BY k",
+    )
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    let values = texts
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+    let compression: Vec<String> = sqlx::query_scalar(
+        "SELECT attcompression::text FROM pg_attribute WHERE (attrelid, attname) IN \
+         (('events'::regclass, 'payload_in'), ('events'::regclass, 'payload_out'), \
+         ('event_log'::regclass, 'entries')) ORDER BY attrelid::regclass::text, attname",
+    )
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    (types, values, compression)
+}
+
+/// Migration 14 makes the payload columns `json`: what was stored reads back as the same
+/// values, and the columns keep the compression 0005 gave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_payloads_become_json_text_with_their_values() {
+    let pg_db = PgDatabase::create().await;
+    let pg = sqlx::PgPool::connect(&pg_db.url).await.unwrap();
+    let all = migrator("postgres").await;
+    let mut earlier = migrator("postgres").await;
+    earlier.migrations = all
+        .migrations
+        .iter()
+        .filter(|m| m.version < 14)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert!(earlier.migrations.len() < all.migrations.len());
+    earlier.run(&pg).await.unwrap();
+    for sql in PG_SEED {
+        sqlx::query(sql).execute(&pg).await.unwrap();
+    }
+    let (types, values, compression) = payload_columns(&pg).await;
+    assert_eq!(types, ["jsonb"; 4]);
+    assert_eq!(values.len(), 4, "{values:?}");
+    assert_eq!(values[0]["a"][1]["é"], "x");
+
+    all.run(&pg).await.unwrap();
+    let (types_now, values_now, compression_now) = payload_columns(&pg).await;
+    assert_eq!(types_now, ["json"; 4]);
+    assert_eq!(values_now, values);
+    assert_eq!(compression_now, compression);
+    // What `jsonb` refused is kept now.
+    sqlx::query("UPDATE events SET payload_out = '{\"note\": \"a\\u0000b\"}'")
+        .execute(&pg)
+        .await
+        .unwrap();
+    let note: String = sqlx::query_scalar("SELECT payload_out::text FROM events")
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(note, r#"{"note": "a\u0000b"}"#);
+    pg.close().await;
+}
+
 #[test]
 fn check_clauses_are_read_whole() {
     let sql =

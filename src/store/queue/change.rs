@@ -127,8 +127,6 @@ impl Rows {
                 next_attempt_at: change.siblings_due,
                 original_event_id: None,
                 origin: ev.origin.clone(),
-                error_code: None,
-                message: None,
                 claim: None,
                 created_at: now,
             });
@@ -306,7 +304,8 @@ pub(in crate::store) fn plan_change(
                     .collect(),
             )
         });
-        put(&mut sets, &mut vals, "transform_logs", Val::Json(v));
+        let v = v.as_ref().map(JsonText::of);
+        put(&mut sets, &mut vals, "transform_logs", Val::JsonText(v));
     }
     if let Some(v) = &change.destination_ref {
         put(

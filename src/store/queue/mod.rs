@@ -33,7 +33,6 @@ use super::{
     on_pool, Backend, BeginWrite, Bind, Event, Job, NewEvent, Record, StatementText, Store,
     StoreResult,
 };
-use crate::domain::error_code::ErrorCode;
 use crate::domain::status::OPEN_EVENTS;
 use crate::domain::{JobStatus, JobStep, Timestamp};
 
@@ -42,10 +41,6 @@ use crate::domain::{JobStatus, JobStep, Timestamp};
 pub struct SourceRead {
     pub cursor: Option<SourceCursor>,
     pub summary: Option<Value>,
-    /// Records read that the store cannot keep as they came: their index among the events
-    /// and why. They are stored changed (see `store::nul`) as ERROR events with code
-    /// `INVALID_SCHEMA` and that message, and never sent: the read goes on past them.
-    pub refused: Vec<(usize, String)>,
 }
 
 /// A source's state for its next run, and the version of the state this run started from.
@@ -177,11 +172,8 @@ impl Store {
         let now = Timestamp::now();
         let mut rows = Rows::default();
         rows.add_events(job, data_type, events, now, None);
-        for (i, why) in &read.refused {
-            rows.refuse(*i, ErrorCode::InvalidSchema.as_str(), why);
-        }
-        // No event left for a worker (none read, or each refused): the job finishes at once.
-        let empty = rows.events.iter().all(|e| e.next_attempt_at.is_none());
+        // No event read: the job finishes at once.
+        let empty = rows.events.is_empty();
         let statements = Rows::statements(self.backend(), std::iter::once(&rows), now);
         let settings = read.summary.map(|summary| {
             let mut settings = job.settings.0.clone();
