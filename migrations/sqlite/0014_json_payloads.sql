@@ -1,3 +1,4 @@
--- Postgres keeps payloads and event-log entries as `json` text from here (see its migration);
--- SQLite always kept them as text. Nothing to change: the two sets keep the same numbering.
+-- Postgres keeps records' data and event-log entries as `json` text from here (see its
+-- migration); SQLite always kept them as text. Nothing to change: the two sets keep the same
+-- numbering.
 SELECT 1;

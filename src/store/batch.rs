@@ -426,7 +426,14 @@ pub(in crate::store) fn jobs_insert(backend: Backend, jobs: &[&Job]) -> Statemen
         jobs.iter().map(|j| {
             super::Record::values(*j)
                 .into_iter()
-                .map(|(_, v)| v)
+                .map(|(c, v)| match (c, v) {
+                    // A job's records (a thin push's body) are `json`, bound as such: as
+                    // `jsonb` they would be converted on the way, and U+0000 refused.
+                    ("payload", Val::Json(records)) => {
+                        Val::JsonText(records.as_ref().map(JsonText::of))
+                    }
+                    (_, v) => v,
+                })
                 .collect()
         }),
     )

@@ -125,7 +125,8 @@ pub enum StoreError {
     /// A unique constraint refused the write.
     #[error("{0}")]
     Duplicate(String),
-    /// The database refused a value the client sent (Postgres cannot store U+0000 in text).
+    /// The database refused a value the client sent (Postgres cannot store U+0000 in text, or
+    /// in settings, which are `jsonb`).
     #[error("{0}")]
     Invalid(String),
     /// The database could not be reached or no connection was free in time.
@@ -163,8 +164,8 @@ impl From<sqlx::Error> for StoreError {
                     _ if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
                         StoreError::Invalid(
                             "The data contains the character U+0000 (\\u0000), which Postgres \
-                             cannot store in text; nothing was stored. Remove it and send \
-                             again."
+                             cannot store in text or in settings; nothing was stored. Remove it \
+                             and send again."
                                 .into(),
                         )
                     }

@@ -3,8 +3,9 @@
 //! entity id — comes from other systems and from code the merchant wrote; if it could not be
 //! stored, the event or job it belongs to could never move on (and a delivery already sent
 //! would be sent again each time its lease ran out). There the character is kept as U+FFFD, on
-//! every store alike. Records' data is never changed: payloads are `json` on Postgres, which
-//! keeps `\u0000` as written (see `migrations/postgres/0014_json_payloads.sql`).
+//! every store alike. Records' data is never changed: payloads and a job's records are `json`
+//! on Postgres, which keeps `\u0000` as written (see
+//! `migrations/postgres/0014_json_payloads.sql`).
 
 use std::borrow::Cow;
 

@@ -548,6 +548,14 @@ async fn dear_pushes_are_verified_and_completed_from_the_api(db: Db) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = push(&s, &hook, thin, &[("x-dear-secret", "hv".to_string())]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+
+    // A push is kept as sent, U+0000 included, on both stores: a thin push's records are
+    // the job's (`json` on Postgres, as events' payloads are).
+    let nul = br#"{"SaleID": "5b4e5f8c-1d23-4c1e-9a3e-2d6f8c7b9a10", "Note": "a\u0000b"}"#;
+    let (status, r) = push(&s, &hook, nul, &[("x-dear-secret", "hv".to_string())]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let j = wait_for_job(&s, r["job_id"].as_str().unwrap()).await;
+    assert_eq!(j["status"], "FINISHED", "{j}");
 }
 
 /// A Shopify Admin API on loopback: webhook subscriptions, behind the access token.

@@ -1225,14 +1225,20 @@ both_stores!(
 /// stored and sent as it is (payloads are JSON text on both stores).
 async fn nul_characters_never_stop_an_event(db: Db) {
     let (_env, s) = start(db).await;
-    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
-        let record: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let status = if record["id"] == "refused" {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::OK
-        };
-        (status, "answer \u{0}with a NUL")
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let seen = received.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let seen = seen.clone();
+        async move {
+            let record: Value = serde_json::from_slice(&body).unwrap_or_default();
+            seen.lock().unwrap().push(record.clone());
+            let status = if record["id"] == "refused" {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, "answer \u{0}with a NUL")
+        }
     });
     let addr = wharf_testkit::serve(app).await;
     let destination = s
@@ -1317,5 +1323,8 @@ function transform(r, ctx) {
     assert_eq!(out["logs"], json!([format!("log {replaced} of out")]));
     let tries = crate::engine::attempts(&s, &out).await;
     assert_eq!(tries.len(), 1, "{tries:?}");
+    let sent = received.lock().unwrap().clone();
+    let sent_out = sent.iter().find(|r| r["id"] == "out").unwrap();
+    assert_eq!(sent_out["note"], "a\u{0}b", "sent as it is: {sent_out}");
     assert_eq!(j["counts"]["ERROR"], 1);
 }

@@ -9,7 +9,7 @@ use wharf::domain::{EventStatus, EventStep, JobStatus, Timestamp};
 use wharf::store::{
     AbortScope, Attempt, Bootstrap, Completion, Destination, Entity, Event, EventChange, Handoff,
     IngestJob, Ingested, Job, JsonText, ListQuery, LogPosition, NewAttempt, NewEvent, NewJob,
-    Payload, Source, SourceCursor, SourceRead, Store, Stream, Transformation,
+    Payload, Source, SourceCursor, SourceRead, Store, StoreError, Stream, Transformation,
 };
 
 use crate::both_stores;
@@ -293,6 +293,7 @@ both_stores!(
     a_schedule_fires_each_run_once,
     a_repeated_delivery_is_a_duplicate_until_its_receipt_is_purged,
     pushes_committed_with_a_repeated_delivery_are_each_stored_once,
+    a_push_the_database_refuses_fails_alone,
     an_aggregate_delivery_ends_every_member,
     the_sweep_finishes_jobs_left_running_and_readies_waiting_aggregates,
     a_follower_sees_each_entry_of_many_writers_once_in_commit_order,
@@ -1355,6 +1356,53 @@ async fn pushes_committed_with_a_repeated_delivery_are_each_stored_once(db: Db) 
     jobs.sort();
     assert_eq!(of_jobs, jobs);
     assert_eq!(f.store.jobs_by_id(&jobs).await.unwrap().len(), 4);
+}
+
+/// Pushes committed together where the database refuses one's data (Postgres cannot keep
+/// U+0000 in a job's settings, which are `jsonb`; SQLite can): the batch fails, each push is
+/// then committed alone, and only that one fails, as `Invalid` (a 400 to its sender, saying
+/// why); each of the others is stored once, with its event.
+async fn a_push_the_database_refuses_fails_alone(db: Db) {
+    let f = std::sync::Arc::new(fixture(db).await);
+    let refused = |n: usize| n == 5 && db == Db::Postgres;
+    let calls: Vec<_> = (0..12usize)
+        .map(|n| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut jobs = push_of(&f, 1);
+                if n == 5 {
+                    jobs[0].new.settings = json!({"note": "a\u{0}b"});
+                }
+                let delivery = format!("d{n}");
+                f.store
+                    .ingest(f.source.id, Some(&delivery), jobs, None)
+                    .await
+            })
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for (n, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Err(StoreError::Invalid(why)) if refused(n) => {
+                assert!(why.contains("U+0000"), "{why}")
+            }
+            Ok(Ingested::Created(ids)) if !refused(n) => jobs.extend(ids),
+            other => panic!("push {n}: {other:?}"),
+        }
+    }
+    assert_eq!(jobs.len(), if db == Db::Postgres { 11 } else { 12 });
+    let held = f
+        .store
+        .claim_events(Uuid::now_v7(), 100, lease())
+        .await
+        .unwrap();
+    let mut of_jobs: Vec<Uuid> = held.iter().map(|e| e.job_id).collect();
+    of_jobs.sort();
+    jobs.sort();
+    assert_eq!(
+        of_jobs, jobs,
+        "each stored push's event once, nothing of the refused one"
+    );
 }
 
 async fn an_aggregate_delivery_ends_every_member(db: Db) {

@@ -512,9 +512,9 @@ async fn sqlite_tables_rebuilt_by_a_migration_keep_every_row() {
     lite.close().await;
 }
 
-/// A Postgres database made by the migrations before 14: an event with every payload column
-/// set (a number written with a trailing zero, nested values, a key order `jsonb` sorts) and an
-/// event-log row.
+/// A Postgres database made by the migrations before 14: a job with records and an event with
+/// every payload column set (numbers, nested values, a non-ASCII key), and an event-log row.
+/// Stored as `jsonb`, their text was `jsonb`'s: the migration keeps their values.
 const PG_SEED: &[&str] = &[
     "INSERT INTO organisations (id, name, created_at, updated_at) \
      VALUES ('00000000-0000-0000-0000-000000000001', 'o', now(), now())",
@@ -534,10 +534,10 @@ const PG_SEED: &[&str] = &[
      'st', 'orders', '00000000-0000-0000-0000-000000000002', \
      '00000000-0000-0000-0000-000000000003', '00000000-0000-0000-0000-000000000004', true, \
      false, '{}', now(), now())",
-    "INSERT INTO jobs (id, org_id, stream_id, status, trigger, settings, run_at, created_at, \
-     updated_at) VALUES ('00000000-0000-0000-0000-000000000006', \
+    "INSERT INTO jobs (id, org_id, stream_id, status, trigger, settings, payload, run_at, \
+     created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000006', \
      '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000005', \
-     'FINISHED', 'webhook', '{}', now(), now(), now())",
+     'FINISHED', 'webhook', '{}', '[{\"SaleID\": \"s-1\", \"n\": 2.5}]', now(), now(), now())",
     "INSERT INTO events (id, org_id, stream_id, job_id, status, data_type, payload_in, \
      payload_out, transform_logs, created_at, updated_at) \
      VALUES ('00000000-0000-0000-0000-000000000007', '00000000-0000-0000-0000-000000000001', \
@@ -554,7 +554,7 @@ async fn payload_columns(pg: &sqlx::PgPool) -> (Vec<String>, Vec<serde_json::Val
     let types: Vec<String> = sqlx::query_scalar(
         "SELECT data_type::text FROM information_schema.columns WHERE (table_name, column_name) \
          IN (('events', 'payload_in'), ('events', 'payload_out'), ('events', 'transform_logs'), \
-         ('event_log', 'entries')) ORDER BY table_name, column_name",
+         ('event_log', 'entries'), ('jobs', 'payload')) ORDER BY table_name, column_name",
     )
     .fetch_all(pg)
     .await
@@ -563,7 +563,8 @@ async fn payload_columns(pg: &sqlx::PgPool) -> (Vec<String>, Vec<serde_json::Val
         "SELECT t FROM (SELECT payload_in::text AS t, 1 AS k FROM events \
          UNION ALL SELECT payload_out::text, 2 FROM events \
          UNION ALL SELECT transform_logs::text, 3 FROM events \
-         UNION ALL SELECT entries::text, 4 FROM event_log) x ORDER BY k",
+         UNION ALL SELECT entries::text, 4 FROM event_log \
+         UNION ALL SELECT payload::text, 5 FROM jobs) x ORDER BY k",
     )
     .fetch_all(pg)
     .await
@@ -575,7 +576,8 @@ async fn payload_columns(pg: &sqlx::PgPool) -> (Vec<String>, Vec<serde_json::Val
     let compression: Vec<String> = sqlx::query_scalar(
         "SELECT attcompression::text FROM pg_attribute WHERE (attrelid, attname) IN \
          (('events'::regclass, 'payload_in'), ('events'::regclass, 'payload_out'), \
-         ('event_log'::regclass, 'entries')) ORDER BY attrelid::regclass::text, attname",
+         ('event_log'::regclass, 'entries'), ('jobs'::regclass, 'payload')) \
+         ORDER BY attrelid::regclass::text, attname",
     )
     .fetch_all(pg)
     .await
@@ -584,7 +586,8 @@ async fn payload_columns(pg: &sqlx::PgPool) -> (Vec<String>, Vec<serde_json::Val
 }
 
 /// Migration 14 makes the payload columns `json`: what was stored reads back as the same
-/// values, and the columns keep the compression 0005 gave them.
+/// values, and the columns keep the compression 0005 gave them (LZ4 where the server has it;
+/// the default on both sides where not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_payloads_become_json_text_with_their_values() {
     let pg_db = PgDatabase::create().await;
@@ -604,13 +607,14 @@ async fn postgres_payloads_become_json_text_with_their_values() {
         sqlx::query(sql).execute(&pg).await.unwrap();
     }
     let (types, values, compression) = payload_columns(&pg).await;
-    assert_eq!(types, ["jsonb"; 4]);
-    assert_eq!(values.len(), 4, "{values:?}");
+    assert_eq!(types, ["jsonb"; 5]);
+    assert_eq!(values.len(), 5, "{values:?}");
+    assert_eq!(compression.len(), 4);
     assert_eq!(values[0]["a"][1]["é"], "x");
 
     all.run(&pg).await.unwrap();
     let (types_now, values_now, compression_now) = payload_columns(&pg).await;
-    assert_eq!(types_now, ["json"; 4]);
+    assert_eq!(types_now, ["json"; 5]);
     assert_eq!(values_now, values);
     assert_eq!(compression_now, compression);
     // What `jsonb` refused is kept now.
