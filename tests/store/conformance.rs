@@ -1346,15 +1346,7 @@ async fn pushes_committed_with_a_repeated_delivery_are_each_stored_once(db: Db) 
         }
     }
     // Every stored job once, each with its one event: nothing lost, nothing twice.
-    let held = f
-        .store
-        .claim_events(Uuid::now_v7(), 100, lease())
-        .await
-        .unwrap();
-    let mut of_jobs: Vec<Uuid> = held.iter().map(|e| e.job_id).collect();
-    of_jobs.sort();
-    jobs.sort();
-    assert_eq!(of_jobs, jobs);
+    assert_events_are_of_jobs(&f, jobs.clone()).await;
     assert_eq!(f.store.jobs_by_id(&jobs).await.unwrap().len(), 4);
 }
 
@@ -1391,6 +1383,13 @@ async fn a_push_the_database_refuses_fails_alone(db: Db) {
         }
     }
     assert_eq!(jobs.len(), if db == Db::Postgres { 11 } else { 12 });
+    // Each stored push's event once, nothing of the refused one.
+    assert_events_are_of_jobs(&f, jobs).await;
+}
+
+/// The events waiting to be claimed are one for each of `jobs` (pushes of one record each):
+/// none missing, none twice, none of another job.
+async fn assert_events_are_of_jobs(f: &Fixture, mut jobs: Vec<Uuid>) {
     let held = f
         .store
         .claim_events(Uuid::now_v7(), 100, lease())
@@ -1399,10 +1398,7 @@ async fn a_push_the_database_refuses_fails_alone(db: Db) {
     let mut of_jobs: Vec<Uuid> = held.iter().map(|e| e.job_id).collect();
     of_jobs.sort();
     jobs.sort();
-    assert_eq!(
-        of_jobs, jobs,
-        "each stored push's event once, nothing of the refused one"
-    );
+    assert_eq!(of_jobs, jobs);
 }
 
 async fn an_aggregate_delivery_ends_every_member(db: Db) {

@@ -292,6 +292,24 @@ async fn migrator(backend: &str) -> sqlx::migrate::Migrator {
     sqlx::migrate::Migrator::new(dir).await.unwrap()
 }
 
+/// One backend's migrations before `version`: a database as an older release left it.
+async fn migrator_before(backend: &str, version: i64) -> sqlx::migrate::Migrator {
+    let mut earlier = migrator(backend).await;
+    let all = earlier.migrations.len();
+    earlier.migrations = earlier
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert!(
+        earlier.migrations.len() < all,
+        "no migration {version} to leave out"
+    );
+    earlier
+}
+
 fn report<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
     what: &str,
     pg: &BTreeMap<K, V>,
@@ -468,16 +486,11 @@ async fn sqlite_tables_rebuilt_by_a_migration_keep_every_row() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let lite = sqlx::SqlitePool::connect(&url).await.unwrap();
     let all = migrator("sqlite").await;
-    let mut earlier = migrator("sqlite").await;
-    earlier.migrations = all
-        .migrations
-        .iter()
-        .filter(|m| m.version < 13)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    assert!(earlier.migrations.len() < all.migrations.len());
-    earlier.run(&lite).await.unwrap();
+    migrator_before("sqlite", 13)
+        .await
+        .run(&lite)
+        .await
+        .unwrap();
     for sql in SEED {
         sqlx::query(sql).execute(&lite).await.unwrap();
     }
@@ -593,16 +606,11 @@ async fn postgres_payloads_become_json_text_with_their_values() {
     let pg_db = PgDatabase::create().await;
     let pg = sqlx::PgPool::connect(&pg_db.url).await.unwrap();
     let all = migrator("postgres").await;
-    let mut earlier = migrator("postgres").await;
-    earlier.migrations = all
-        .migrations
-        .iter()
-        .filter(|m| m.version < 14)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    assert!(earlier.migrations.len() < all.migrations.len());
-    earlier.run(&pg).await.unwrap();
+    migrator_before("postgres", 14)
+        .await
+        .run(&pg)
+        .await
+        .unwrap();
     for sql in PG_SEED {
         sqlx::query(sql).execute(&pg).await.unwrap();
     }
