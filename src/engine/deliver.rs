@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::run_job::credentials;
@@ -16,7 +15,8 @@ use crate::domain::retry::Retry;
 use crate::domain::retry::{next_delay, Verdict};
 use crate::domain::{EventStatus, Timestamp};
 use crate::store::{
-    Destination, Event, EventChange, Job, NewAttempt, StoreResult, Stream, Transformation,
+    Destination, Event, EventChange, Job, NewAttempt, StoreResult, StoredJson, Stream,
+    Transformation,
 };
 use crate::transform::{content_type, job_context, Output, Program, RunContext, TransformError};
 
@@ -87,7 +87,7 @@ async fn transform(
         .transformer
         .run(ev.org_id, program, record, ctx)
         .await;
-    ev.payload_in = outcome.record.filter(|_| stored).map(Json);
+    ev.payload_in = outcome.record.filter(|_| stored).map(StoredJson);
     engine
         .metrics
         .observe_transform(outcome.duration, outcome.result.is_ok());
@@ -222,7 +222,7 @@ async fn step(
             return Ok(false);
         }
         ev.status = EventStatus::Transformed;
-        ev.payload_out = Some(Json(output));
+        ev.payload_out = Some(StoredJson(output));
         if !stream.test_mode {
             return Ok(false);
         }

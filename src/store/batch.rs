@@ -13,7 +13,7 @@ use super::columns::{columns, unnest};
 use super::history::{entity_upsert, write_log, EntityChange, EntityRow, LogWrite};
 use super::{
     on_pool, Backend, BeginWrite, Event, Job, JsonText, NewEvent, NewJob, Payload, Store,
-    StoreResult, Val,
+    StoreResult, StoredJson, Val,
 };
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
@@ -313,7 +313,7 @@ impl Rows {
                         status: EventStatus::New,
                         data_type: data_type.to_string(),
                         entity_id: e.entity_id.clone(),
-                        payload_in: value.map(Json),
+                        payload_in: value.map(StoredJson),
                         payload_out: None,
                         error_code: None,
                         message: None,
@@ -426,14 +426,7 @@ pub(in crate::store) fn jobs_insert(backend: Backend, jobs: &[&Job]) -> Statemen
         jobs.iter().map(|j| {
             super::Record::values(*j)
                 .into_iter()
-                .map(|(c, v)| match (c, v) {
-                    // A job's records (a thin push's body) are `json`, bound as such: as
-                    // `jsonb` they would be converted on the way, and U+0000 refused.
-                    ("payload", Val::Json(records)) => {
-                        Val::JsonText(records.as_ref().map(JsonText::of))
-                    }
-                    (_, v) => v,
-                })
+                .map(|(_, v)| v)
                 .collect()
         }),
     )
@@ -460,7 +453,7 @@ pub(in crate::store) fn new_job_row(new: NewJob, now: Timestamp, status: JobStat
         trigger: new.trigger.into(),
         message: None,
         settings: Json(new.settings),
-        payload: new.payload.map(Json),
+        payload: new.payload.map(StoredJson),
         original_job_id: new.original_job_id,
         run_at: if started { now } else { new.run_at },
         attempt: i64::from(started),

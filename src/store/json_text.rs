@@ -5,12 +5,16 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
-use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo};
-use sqlx::{Encode, Postgres, Sqlite, Type};
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
+use sqlx::types::Json;
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+
+use super::Val;
 
 /// Serialised JSON (always valid: made from a value, or from text that parsed as one).
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +83,52 @@ impl<'q> Encode<'q, Sqlite> for JsonText {
     }
 }
 
+/// A field of a stored row whose column is `json` on Postgres (records' data, a job's records,
+/// transformation logs): read as a value, written as [`JsonText`], so whatever writes the row
+/// through its values binds the column as `json` without knowing which columns those are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJson(pub Value);
+
+impl From<Option<StoredJson>> for Val {
+    fn from(v: Option<StoredJson>) -> Self {
+        Val::JsonText(v.map(|j| JsonText::of(&j.0)))
+    }
+}
+
+impl Type<Postgres> for StoredJson {
+    fn type_info() -> PgTypeInfo {
+        JSON
+    }
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Json<Value> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for StoredJson {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(StoredJson(
+            <Json<Value> as Decode<Postgres>>::decode(value)?.0,
+        ))
+    }
+}
+
+impl Type<Sqlite> for StoredJson {
+    fn type_info() -> SqliteTypeInfo {
+        <Json<Value> as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <Json<Value> as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for StoredJson {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(StoredJson(
+            <Json<Value> as Decode<Sqlite>>::decode(value)?.0,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +139,15 @@ mod tests {
         let t = JsonText::of(&v);
         assert_eq!(serde_json::from_str::<serde_json::Value>(&t.0).unwrap(), v);
         assert!(Arc::ptr_eq(&t.0, &t.clone().0), "a clone shares the text");
+    }
+
+    #[test]
+    fn a_stored_json_field_is_written_as_json_text() {
+        let v = serde_json::json!([{"SaleID": "s-1", "n": 2.5}]);
+        match Val::from(Some(StoredJson(v.clone()))) {
+            Val::JsonText(Some(t)) => assert_eq!(t.value().unwrap(), v),
+            other => panic!("bound as {other:?}"),
+        }
+        assert!(matches!(Val::from(None::<StoredJson>), Val::JsonText(None)));
     }
 }

@@ -56,7 +56,7 @@ pub(in crate::store) use dialect::StatementText;
 pub use events::{AbortScope, NewEvent, Payload};
 pub use handoff::{Handed, Handoff, Placed, Spilled};
 pub use jobs::NewJob;
-pub use json_text::JsonText;
+pub use json_text::{JsonText, StoredJson};
 pub use listing::{message_contains, payload_contains};
 pub use nul::{printable, printable_ref};
 pub use people::{Credentials, PasswordLink, SecondFactor, Session, SessionIdentity};

@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::resources::Record;
-use super::Val;
+use super::{StoredJson, Val};
 use crate::domain::{EventStatus, JobStatus, Timestamp};
 
 /// Implements [`Record`] from a table name, a display name and the written columns.
@@ -306,7 +306,7 @@ pub struct Job {
     pub trigger: String,
     pub message: Option<String>,
     pub settings: Json<Value>,
-    pub payload: Option<Json<Value>>,
+    pub payload: Option<StoredJson>,
     pub original_job_id: Option<Uuid>,
     pub run_at: Timestamp,
     pub attempt: i64,
@@ -365,8 +365,8 @@ pub struct Event {
     pub status: EventStatus,
     pub data_type: String,
     pub entity_id: Option<String>,
-    pub payload_in: Option<Json<Value>>,
-    pub payload_out: Option<Json<Value>>,
+    pub payload_in: Option<StoredJson>,
+    pub payload_out: Option<StoredJson>,
     pub error_code: Option<String>,
     pub message: Option<String>,
     pub retries_remaining: Option<i64>,
@@ -382,7 +382,7 @@ pub struct Event {
     pub destination_ref: Option<String>,
     pub ignored: bool,
     /// Lines the transformation logged for this record.
-    pub transform_logs: Option<Json<Value>>,
+    pub transform_logs: Option<StoredJson>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
