@@ -211,9 +211,10 @@ fn step(to: Option<EventStatus>, output: bool) -> EventChange {
     }
 }
 
-/// Events and jobs carry their organisation and stream without foreign keys of their own
-/// (only the job's, and the job's stream's): deleting a stream still deletes its jobs, their
-/// events and their attempts, and leaves other streams' alone.
+/// Events, jobs and delivery attempts carry their organisation, stream and job without foreign
+/// keys of their own (only the attempt's event, the event's job and the job's stream): deleting
+/// a stream still deletes its jobs, their events and their attempts, and leaves other streams'
+/// alone.
 async fn deleting_a_stream_deletes_its_jobs_events_and_attempts(db: Db) {
     let f = fixture(db).await;
     let other = Stream {
