@@ -212,9 +212,9 @@ fn step(to: Option<EventStatus>, output: bool) -> EventChange {
 }
 
 /// Events, jobs and delivery attempts carry their organisation, stream and job without foreign
-/// keys of their own (only the attempt's event, the event's job and the job's stream): deleting
-/// a stream still deletes its jobs, their events and their attempts, and leaves other streams'
-/// alone.
+/// keys of their own (only the attempt's event and destination, the event's job and the job's
+/// stream): deleting a stream still deletes its jobs, their events and their attempts, and
+/// leaves other streams' alone.
 async fn deleting_a_stream_deletes_its_jobs_events_and_attempts(db: Db) {
     let f = fixture(db).await;
     let other = Stream {
