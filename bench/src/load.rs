@@ -105,6 +105,40 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
+impl Sent {
+    /// The requests scheduled in the first `seconds` (a warm-up) and those after, whose
+    /// scheduled times then count from its end. Errors and send times stay with the second part;
+    /// each part's `elapsed` is its share of the whole.
+    pub fn split_at(self, seconds: f64) -> (Sent, Sent) {
+        let (mut early, mut late) = (Vec::new(), Vec::new());
+        for (lat, at) in self.latencies.into_iter().zip(self.scheduled_s) {
+            if at < seconds {
+                early.push((lat, at));
+            } else {
+                late.push((lat, at - seconds));
+            }
+        }
+        let warm = Duration::from_secs_f64(seconds.max(0.0)).min(self.elapsed);
+        let (latencies, scheduled_s) = early.into_iter().unzip();
+        let first = Sent {
+            latencies,
+            scheduled_s,
+            sent_at: HashMap::new(),
+            errors: 0,
+            elapsed: warm,
+        };
+        let (latencies, scheduled_s) = late.into_iter().unzip();
+        let rest = Sent {
+            latencies,
+            scheduled_s,
+            sent_at: self.sent_at,
+            errors: self.errors,
+            elapsed: self.elapsed - warm,
+        };
+        (first, rest)
+    }
+}
+
 /// Pushes order `id` to `url` as Shopify does (signed `orders/create`), with `webhook_id` as
 /// its delivery id.
 pub async fn push_order(
@@ -241,6 +275,37 @@ mod tests {
         };
         // Second 1 sent nothing accepted: 0, not a gap that shifts the later seconds.
         assert_eq!(percentile_by_second(&sent, 100.0), vec![300.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn a_warm_up_is_split_off_and_the_rest_counts_from_its_end() {
+        let sent = Sent {
+            latencies: vec![90.0, 40.0, 3.0, 4.0, 5.0],
+            scheduled_s: vec![0.0, 0.5, 1.0, 1.5, 2.9],
+            sent_at: HashMap::new(),
+            errors: 2,
+            elapsed: Duration::from_secs_f64(3.1),
+        };
+        let (warm, measured) = sent.split_at(1.0);
+        assert_eq!(warm.latencies, vec![90.0, 40.0]);
+        assert_eq!(warm.elapsed, Duration::from_secs(1));
+        assert_eq!(warm.errors, 0);
+        assert_eq!(measured.latencies, vec![3.0, 4.0, 5.0]);
+        assert_eq!(measured.scheduled_s, vec![0.0, 0.5, 1.9]);
+        assert_eq!(measured.errors, 2);
+        assert!((measured.elapsed.as_secs_f64() - 2.1).abs() < 1e-9);
+        assert_eq!(percentile_by_second(&measured, 100.0), vec![4.0, 5.0]);
+        // No warm-up: everything is measured, as it was sent.
+        let (none, all) = Sent {
+            latencies: vec![1.0],
+            scheduled_s: vec![0.2],
+            sent_at: HashMap::new(),
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+        }
+        .split_at(0.0);
+        assert!(none.latencies.is_empty());
+        assert_eq!(all.scheduled_s, vec![0.2]);
     }
 
     #[test]

@@ -96,8 +96,14 @@ pub struct Args {
     /// Ingest-only phase: seconds (0 skips the phase).
     #[arg(long, default_value_t = 10)]
     pub ingest_only_duration: u64,
+    /// Ingest-only phase: seconds at the same rate before the measured ones, reported apart
+    /// (`ingest_only_warmup_*`): a server just started opens its database connections and reads
+    /// its configuration with the first webhooks, which wait for that. The measured seconds
+    /// follow without a pause (0: measure from the first webhook).
+    #[arg(long, default_value_t = 1)]
+    pub ingest_only_warmup: u64,
     /// Ingest-only phase: write each accepted request's scheduled send time (seconds from the
-    /// phase's start) and latency (ms) to this file, one `seconds,ms` line each, in send
+    /// phase's start, the warm-up's included) and latency (ms) to this file, one `seconds,ms` line each, in send
     /// order: the shape of a tail (one stall, or many slow requests) that percentiles hide.
     #[arg(long)]
     pub latencies: Option<PathBuf>,
@@ -110,7 +116,9 @@ pub struct Args {
     /// restored afterwards, or `leave`. Below it, WAL files are kept at a checkpoint for reuse;
     /// without enough of them a burst creates new ones, and each creation (16 MB written and
     /// flushed) holds every commit: 20–60 ms each second at 5,000 webhooks a second. Production
-    /// sets it for its bursts, as Postgres's documentation advises; the report says what it was.
+    /// sets it for its bursts, as Postgres's documentation advises, and a server that has run
+    /// at it has the files: the bench makes them ready before the run and before ingest alone
+    /// (see `pgstats::prepare_wal`). The report says what it was and what was made.
     #[arg(long, default_value = "1GB")]
     pub min_wal_size: String,
     /// Where the report goes.
@@ -176,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         args.prefill = args.prefill.min(1000);
         args.ingest_only_rate = args.ingest_only_rate.min(500);
         args.ingest_only_duration = args.ingest_only_duration.min(2);
+        args.ingest_only_warmup = args.ingest_only_warmup.min(1);
     }
     let postgres = match args.store.as_str() {
         "sqlite" => false,
@@ -210,11 +219,27 @@ async fn main() -> anyhow::Result<()> {
     .await;
     // What was changed before a setting failed is put back too.
     let outcome = match set {
-        Ok(()) => run(&args).await,
+        Ok(()) => {
+            match wal_files_ready(&args).await {
+                Ok(wal) => run(&args, wal).await,
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     settings.restore().await?;
     outcome
+}
+
+/// The WAL files `--min-wal-size` keeps made ready (Postgres, not in a smoke run, not with
+/// `leave`): what [`pgstats::prepare_wal`] found and made, or null.
+async fn wal_files_ready(args: &Args) -> anyhow::Result<serde_json::Value> {
+    if args.store != "postgres" || args.smoke || args.min_wal_size == "leave" {
+        return Ok(json!(null));
+    }
+    pgstats::prepare_wal(&args.postgres_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("making WAL files ready: {e}"))
 }
 
 /// A fresh store: SQLite in the server's temp dir (`None`), or a new Postgres database (its URL
@@ -260,11 +285,16 @@ struct IngestOnly {
     p99_ms: f64,
     /// Each second's p99, ms.
     p99_by_second: Vec<f64>,
+    /// The warm-up's p99 and each of its seconds' (ms), when there was one.
+    warmup_p99_ms: Option<f64>,
+    warmup_p99_by_second: Vec<f64>,
     errors: u64,
     server_cpu_ms: f64,
     postgres_cpu_ms: f64,
     /// What the database's connections waited on (Postgres; see [`Waits`]).
     postgres_waits: serde_json::Value,
+    /// The WAL files made ready before the phase (see [`wal_files_ready`]).
+    wal_files: serde_json::Value,
 }
 
 async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<IngestOnly> {
@@ -276,52 +306,72 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         &[("WHARF_WORKERS__ENABLED", "false")],
     )?;
     let url = setup(client, &server.base, sink.addr).await?.webhook_url;
+    // The phases before used WAL files that a checkpoint may not have renamed for reuse yet.
+    let wal_files = wal_files_ready(args).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let warmup = args.ingest_only_warmup;
     let n = args.ingest_only_rate * args.ingest_only_duration;
     eprintln!(
-        "ingest only: {n} webhooks at {}/s, workers off",
+        "ingest only: {n} webhooks at {}/s after {warmup} s of warm-up, workers off",
         args.ingest_only_rate
     );
     let pid = server.child.id();
-    let waits = match &store {
-        Some((url, _)) => Some(Waits::start(url).await?),
-        None => None,
+    // CPU and waits are read over the measured seconds only: from the warm-up's end.
+    let measured = {
+        let db = store.as_ref().map(|(url, _)| url.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            let waits = match &db {
+                Some(url) => Some(Waits::start(url).await),
+                None => None,
+            };
+            (cpu_reading(pid), waits)
+        })
     };
-    let cpu_before = cpu_reading(pid);
     let sent = drive(
         client,
         &url,
         30_000_000,
-        n,
+        args.ingest_only_rate * (warmup + args.ingest_only_duration),
         args.ingest_only_rate,
         args.concurrency,
     )
     .await;
+    let after = cpu_reading(pid);
+    let (cpu_before, waits) = measured.await?;
+    if let Some(path) = &args.latencies {
+        load::write_latencies(&sent, path)?;
+    }
+    let (warm, sent) = sent.split_at(warmup as f64);
     let (server_cpu_ms, postgres_cpu_ms) =
-        cpu_ms_per_order(&cpu_before, &cpu_reading(pid), sent.latencies.len() as u64);
+        cpu_ms_per_order(&cpu_before, &after, sent.latencies.len() as u64);
     let postgres_waits = match waits {
-        Some(w) => w.finish().await?,
+        Some(w) => w?.finish().await?,
         None => json!(null),
     };
     drop(server);
     drop_store(args, store).await;
-    if let Some(path) = &args.latencies {
-        load::write_latencies(&sent, path)?;
-    }
-    let mut lat = sent.latencies.clone();
-    lat.sort_by(|a, b| a.total_cmp(b));
+    let sorted = |mut lat: Vec<f64>| {
+        lat.sort_by(|a, b| a.total_cmp(b));
+        lat
+    };
+    let lat = sorted(sent.latencies.clone());
+    let warm_lat = sorted(warm.latencies.clone());
     Ok(IngestOnly {
         rps: sent.latencies.len() as f64 / sent.elapsed.as_secs_f64(),
         p99_ms: percentile(&lat, 99.0),
         p99_by_second: load::percentile_by_second(&sent, 99.0),
-        errors: sent.errors,
+        warmup_p99_ms: (!warm_lat.is_empty()).then(|| percentile(&warm_lat, 99.0)),
+        warmup_p99_by_second: load::percentile_by_second(&warm, 99.0),
+        errors: warm.errors + sent.errors,
         server_cpu_ms,
         postgres_cpu_ms,
         postgres_waits,
+        wal_files,
     })
 }
 
-async fn run(args: &Args) -> anyhow::Result<()> {
+async fn run(args: &Args, wal_files: serde_json::Value) -> anyhow::Result<()> {
     let store = fresh_store(args).await?;
     let db_url = store.as_ref().map(|(url, _)| url.clone());
 
@@ -527,8 +577,16 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     });
     // (Added apart: one `json!` this long reaches the macro recursion limit.)
     report["min_wal_size"] = min_wal_size;
+    // The WAL files made ready before the run (see `pgstats::prepare_wal`).
+    report["wal_files"] = wal_files;
     // What Postgres's connections did during ingest alone (average connections in each state).
     report["ingest_only_postgres_waits"] = json!(alone.as_ref().map(|a| a.postgres_waits.clone()));
+    report["ingest_only_wal_files"] = json!(alone.as_ref().map(|a| a.wal_files.clone()));
+    report["settings"]["ingest_only_warmup_s"] = json!(args.ingest_only_warmup);
+    // The warm-up before ingest alone's measured seconds.
+    report["ingest_only_warmup_p99_ms"] = json!(alone.as_ref().and_then(|a| a.warmup_p99_ms));
+    report["ingest_only_warmup_p99_ms_by_second"] =
+        json!(alone.as_ref().map(|a| a.warmup_p99_by_second.clone()));
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("{:<24} {:>12}", "store", args.store);
     for k in [
@@ -540,6 +598,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "e2e_events_per_s",
         "ingest_only_rps",
         "ingest_only_p99_ms",
+        "ingest_only_warmup_p99_ms",
         "server_cpu_ms_per_order",
         "postgres_cpu_ms_per_order",
         "ingest_only_server_cpu_ms",
