@@ -117,8 +117,9 @@ pub struct Args {
     /// without enough of them a burst creates new ones, and each creation (16 MB written and
     /// flushed) holds every commit: 20–60 ms each second at 5,000 webhooks a second. Production
     /// sets it for its bursts, as Postgres's documentation advises, and a server that has run
-    /// at it has the files: the bench makes them ready before the run and before ingest alone
-    /// (see `pgstats::prepare_wal`). The report says what it was and what was made.
+    /// at it has the files: the bench makes them ready before the measured phases and before
+    /// ingest alone (see `pgstats::prepare_wal`; not with `leave`, nor in a smoke run). The
+    /// report says what it was, and the WAL files there were and were made ready.
     #[arg(long, default_value = "1GB")]
     pub min_wal_size: String,
     /// Where the report goes.
@@ -219,12 +220,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     // What was changed before a setting failed is put back too.
     let outcome = match set {
-        Ok(()) => {
-            match wal_files_ready(&args).await {
-                Ok(wal) => run(&args, wal).await,
-                Err(e) => Err(e),
-            }
-        }
+        Ok(()) => run(&args).await,
         Err(e) => Err(e),
     };
     settings.restore().await?;
@@ -232,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The WAL files `--min-wal-size` keeps made ready (Postgres, not in a smoke run, not with
-/// `leave`): what [`pgstats::prepare_wal`] found and made, or null.
+/// `leave`): what [`pgstats::prepare_wal`] found and made (or why it could not), or null.
 async fn wal_files_ready(args: &Args) -> anyhow::Result<serde_json::Value> {
     if args.store != "postgres" || args.smoke || args.min_wal_size == "leave" {
         return Ok(json!(null));
@@ -298,6 +294,8 @@ struct IngestOnly {
 }
 
 async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<IngestOnly> {
+    // The phases before used WAL files that a checkpoint may not have renamed for reuse yet.
+    let wal_files = wal_files_ready(args).await?;
     let store = fresh_store(args).await?;
     let sink = Sink::builder().keep_bodies(false).start().await;
     let server = start_wharf(
@@ -306,8 +304,6 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         &[("WHARF_WORKERS__ENABLED", "false")],
     )?;
     let url = setup(client, &server.base, sink.addr).await?.webhook_url;
-    // The phases before used WAL files that a checkpoint may not have renamed for reuse yet.
-    let wal_files = wal_files_ready(args).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let warmup = args.ingest_only_warmup;
     let n = args.ingest_only_rate * args.ingest_only_duration;
@@ -321,11 +317,12 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         let db = store.as_ref().map(|(url, _)| url.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(warmup)).await;
+            let cpu = cpu_reading(pid);
             let waits = match &db {
                 Some(url) => Some(Waits::start(url).await),
                 None => None,
             };
-            (cpu_reading(pid), waits)
+            (cpu, waits)
         })
     };
     let sent = drive(
@@ -338,19 +335,27 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     )
     .await;
     let after = cpu_reading(pid);
-    let (cpu_before, waits) = measured.await?;
+    let (cpu_before, postgres_waits) = match measured.await {
+        Ok((cpu, waits)) => {
+            let waits = match waits {
+                Some(Ok(w)) => w.finish().await,
+                Some(Err(e)) => Err(e),
+                None => Ok(json!(null)),
+            };
+            (Ok(cpu), waits)
+        }
+        Err(e) => (Err(e), Ok(json!(null))),
+    };
+    // The store goes whatever failed above; then the failure is told.
+    drop(server);
+    drop_store(args, store).await;
+    let (cpu_before, postgres_waits) = (cpu_before?, postgres_waits?);
     if let Some(path) = &args.latencies {
         load::write_latencies(&sent, path)?;
     }
     let (warm, sent) = sent.split_at(warmup as f64);
     let (server_cpu_ms, postgres_cpu_ms) =
         cpu_ms_per_order(&cpu_before, &after, sent.latencies.len() as u64);
-    let postgres_waits = match waits {
-        Some(w) => w?.finish().await?,
-        None => json!(null),
-    };
-    drop(server);
-    drop_store(args, store).await;
     let sorted = |mut lat: Vec<f64>| {
         lat.sort_by(|a, b| a.total_cmp(b));
         lat
@@ -363,7 +368,8 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
         p99_by_second: load::percentile_by_second(&sent, 99.0),
         warmup_p99_ms: (!warm_lat.is_empty()).then(|| percentile(&warm_lat, 99.0)),
         warmup_p99_by_second: load::percentile_by_second(&warm, 99.0),
-        errors: warm.errors + sent.errors,
+        // The warm-up's errors as well (`split_at` leaves them all with the measured part).
+        errors: sent.errors,
         server_cpu_ms,
         postgres_cpu_ms,
         postgres_waits,
@@ -371,7 +377,7 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     })
 }
 
-async fn run(args: &Args, wal_files: serde_json::Value) -> anyhow::Result<()> {
+async fn run(args: &Args) -> anyhow::Result<()> {
     let store = fresh_store(args).await?;
     let db_url = store.as_ref().map(|(url, _)| url.clone());
 
@@ -396,6 +402,9 @@ async fn run(args: &Args, wal_files: serde_json::Value) -> anyhow::Result<()> {
             history::prefill_postgres(db, bench.stream, args.prefill, &load::order(0)).await?;
         }
     }
+    // After the prefill, which writes much WAL; before the counters, so that none of this is
+    // counted as the orders'.
+    let wal_files = wal_files_ready(args).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = rss_mb(pid);
     let before = match &db_url {
