@@ -12,6 +12,9 @@ pub struct Counters {
     pub hot_updated: i64,
     pub deleted: i64,
     pub wal_bytes: i64,
+    /// Whole pages written to the WAL (`pg_stat_wal.wal_fpi`): each page's first change after
+    /// a checkpoint writes all of it.
+    pub wal_fpi: i64,
     /// Per table: inserts, updates, HOT updates, deletes.
     pub tables: std::collections::BTreeMap<String, [i64; 4]>,
 }
@@ -32,22 +35,25 @@ pub async fn counters(url: &str) -> anyhow::Result<Counters> {
         .collect();
     let sum = |k: usize| tables.values().map(|t| t[k]).sum::<i64>();
     let (inserted, updated, hot_updated, deleted) = (sum(0), sum(1), sum(2), sum(3));
-    let wal_bytes: i64 = sqlx::query_scalar("SELECT wal_bytes::bigint FROM pg_stat_wal")
-        .fetch_one(&mut conn)
-        .await?;
+    let (wal_bytes, wal_fpi): (i64, i64) =
+        sqlx::query_as("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal")
+            .fetch_one(&mut conn)
+            .await?;
     Ok(Counters {
         inserted,
         updated,
         hot_updated,
         deleted,
         wal_bytes,
+        wal_fpi,
         tables,
     })
 }
 
 /// Per order between two readings: row writes (inserts, updates, deletes), dead rows left (each
 /// update or delete leaves the old row version for vacuum or pruning), the share of updates that
-/// were HOT (no index touched), and WAL bytes (server-wide: other databases' work counts too);
+/// were HOT (no index touched), WAL bytes and whole pages written to the WAL (server-wide: other
+/// databases' work counts too);
 /// and per table with any writes, the inserts, updates (HOT ones among them) and deletes per
 /// order, to show where the writes go.
 pub fn per_order(before: &Counters, after: &Counters, orders: u64) -> serde_json::Value {
@@ -79,6 +85,7 @@ pub fn per_order(before: &Counters, after: &Counters, orders: u64) -> serde_json
         "dead_rows_per_order": round((updated + deleted) as f64 / n),
         "hot_update_share": round(if updated > 0 { hot as f64 / updated as f64 } else { 0.0 }),
         "wal_bytes_per_order": ((after.wal_bytes - before.wal_bytes) as f64 / n).round(),
+        "wal_full_pages_per_order": round((after.wal_fpi - before.wal_fpi) as f64 / n),
         "per_table": per_table,
     })
 }
