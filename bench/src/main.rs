@@ -103,8 +103,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub ingest_only_warmup: u64,
     /// Ingest-only phase: write each accepted request's scheduled send time (seconds from the
-    /// phase's start, the warm-up's included) and latency (ms) to this file, one `seconds,ms` line each, in send
-    /// order: the shape of a tail (one stall, or many slow requests) that percentiles hide.
+    /// phase's start, the warm-up's included) and latency (ms) to this file, one `seconds,ms`
+    /// line each, in send order: the shape of a tail (one stall, or many slow requests) that
+    /// percentiles hide.
     #[arg(long)]
     pub latencies: Option<PathBuf>,
     /// `on`: turn Postgres's autovacuum on for the run if it is off, as production runs it, and
@@ -313,18 +314,14 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     );
     let pid = server.child.id();
     // CPU and waits are read over the measured seconds only: from the warm-up's end.
-    let measured = {
-        let db = store.as_ref().map(|(url, _)| url.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(warmup)).await;
-            let cpu = cpu_reading(pid);
-            let waits = match &db {
-                Some(url) => Some(Waits::start(url).await),
-                None => None,
-            };
-            (cpu, waits)
-        })
+    let waits = match &store {
+        Some((url, _)) => Some(Waits::start(url, Duration::from_secs(warmup)).await),
+        None => None,
     };
+    let cpu_at_warm_end = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(warmup)).await;
+        cpu_reading(pid)
+    });
     let sent = drive(
         client,
         &url,
@@ -335,16 +332,11 @@ async fn ingest_only(args: &Args, client: &reqwest::Client) -> anyhow::Result<In
     )
     .await;
     let after = cpu_reading(pid);
-    let (cpu_before, postgres_waits) = match measured.await {
-        Ok((cpu, waits)) => {
-            let waits = match waits {
-                Some(Ok(w)) => w.finish().await,
-                Some(Err(e)) => Err(e),
-                None => Ok(json!(null)),
-            };
-            (Ok(cpu), waits)
-        }
-        Err(e) => (Err(e), Ok(json!(null))),
+    let cpu_before = cpu_at_warm_end.await;
+    let postgres_waits = match waits {
+        Some(Ok(w)) => w.finish().await,
+        Some(Err(e)) => Err(e),
+        None => Ok(json!(null)),
     };
     // The store goes whatever failed above; then the failure is told.
     drop(server);

@@ -182,13 +182,16 @@ pub struct Waits {
 pub const WAIT_SAMPLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Waits {
-    pub async fn start(url: &str) -> anyhow::Result<Waits> {
+    /// Connects now and samples from `after` on (a warm-up not counted), so that no connection
+    /// starts while the measured seconds run.
+    pub async fn start(url: &str, after: std::time::Duration) -> anyhow::Result<Waits> {
         let mut conn = PgConnection::connect(url).await?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let sampling = tokio::spawn(async move {
             let mut samples = 0u64;
             let mut seen = std::collections::BTreeMap::<String, u64>::new();
-            let mut every = tokio::time::interval(WAIT_SAMPLE);
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + after, WAIT_SAMPLE);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,

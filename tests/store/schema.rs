@@ -665,7 +665,8 @@ async fn postgres_appended_tables_gather_statistics_from_fewer_rows() {
     let targets: Vec<(String, String, i32)> = sqlx::query_as(
         "SELECT c.relname::text, a.attname::text, coalesce(a.attstattarget, -1)::int4 \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' \
+         WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) \
+         AND c.relkind = 'r' \
          AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
     )
     .fetch_all(&pg)
